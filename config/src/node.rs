@@ -1,0 +1,1 @@
+//! The config file a `dayshift-node` reads at start (written by the ingress at bootstrap).

@@ -1,0 +1,1 @@
+//! Messages between `dayshift-node` and the ingress (registration, heartbeat, goodbye).

@@ -1,0 +1,5 @@
+//! `dayshift`: the ingress daemon and operator CLI.
+
+fn main() {
+    println!("dayshift {}", env!("CARGO_PKG_VERSION"));
+}

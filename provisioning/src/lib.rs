@@ -1,0 +1,1 @@
+//! Provisioning: the `Provider` trait and its implementations, cloud-init and SSH bootstrap.

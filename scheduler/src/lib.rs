@@ -1,0 +1,1 @@
+//! Scheduler: node lifecycle state machine, reconcile loop and cost ledger.

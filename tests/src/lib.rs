@@ -1,0 +1,1 @@
+//! Test harness: fake provider APIs, test hosts and the ACME test server.
