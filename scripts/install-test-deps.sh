@@ -1,4 +1,10 @@
 #!/usr/bin/env bash
 # Installs, idempotently, the tools that the test suite needs on a fresh machine.
+# Each piece lives in scripts/deps/*.sh (one file per tool family), run in name order.
 set -euo pipefail
-echo "install-test-deps: nothing to install yet"
+cd "$(dirname "$0")/.."
+for f in scripts/deps/*.sh; do
+  [ -e "$f" ] || continue
+  echo "== install-test-deps: $f"
+  bash "$f"
+done

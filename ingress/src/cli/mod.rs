@@ -1,0 +1,1 @@
+//! Operator CLI subcommands that work on files alone (config, schedule, cost estimate).

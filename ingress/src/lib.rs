@@ -1,0 +1,3 @@
+//! The ingress: `dayshift serve` (gateway, node API, TLS, store) and the operator CLI.
+
+pub mod cli;
