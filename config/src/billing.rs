@@ -1,0 +1,110 @@
+//! Providers' billing rules as data: the started unit, the minimum billed time and
+//! whether a server's cost is capped at a monthly price. Money is exact decimal.
+
+use rust_decimal::Decimal;
+
+/// How a provider turns a server's lifetime into money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BillingRule {
+    /// Every started unit of this many seconds is billed in full (3600: hourly).
+    pub unit_secs: u64,
+    /// A server is billed for at least this many seconds.
+    pub minimum_secs: u64,
+    /// One server never costs more than its type's monthly price.
+    pub monthly_cap: bool,
+}
+
+/// A server type's prices (EUR, excluding VAT unless the operator says otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    /// Price per hour.
+    pub hourly: Decimal,
+    /// Monthly cap, if the provider has one for this type.
+    pub monthly: Option<Decimal>,
+}
+
+/// What one server life costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    /// Billed time in hours (whole started units, at least the minimum).
+    pub billed_hours: Decimal,
+    /// Money, exact (not yet rounded).
+    pub cost: Decimal,
+}
+
+impl BillingRule {
+    /// Hetzner Cloud: every started hour, capped at the monthly price.
+    pub const HETZNER: BillingRule = BillingRule {
+        unit_secs: 3600,
+        minimum_secs: 0,
+        monthly_cap: true,
+    };
+
+    /// The `local` provider: nothing is rented; prices are whatever the operator sets,
+    /// billed per started hour with no cap.
+    pub const LOCAL: BillingRule = BillingRule {
+        unit_secs: 3600,
+        minimum_secs: 0,
+        monthly_cap: false,
+    };
+
+    /// The charge for one server that lived `secs` seconds.
+    pub fn charge(&self, secs: i64, price: &Price) -> Charge {
+        let secs = secs.max(0) as u64;
+        let secs = secs.max(self.minimum_secs);
+        let unit = self.unit_secs.max(1);
+        let units = secs.div_ceil(unit);
+        let billed_secs = Decimal::from(units) * Decimal::from(unit);
+        let billed_hours = billed_secs / Decimal::from(3600u32);
+        let mut cost = billed_hours * price.hourly;
+        if self.monthly_cap
+            && let Some(m) = price.monthly
+        {
+            cost = cost.min(m);
+        }
+        Charge { billed_hours, cost }
+    }
+}
+
+/// Rounds money to the cent (banker's rounding is not used: half away from zero).
+pub fn to_cents(amount: Decimal) -> Decimal {
+    amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn hetzner_bills_started_hours_with_cap() {
+        let p = Price {
+            hourly: d("0.49"),
+            monthly: Some(d("300")),
+        };
+        let c = BillingRule::HETZNER.charge(3601, &p);
+        assert_eq!(c.billed_hours, d("2"));
+        assert_eq!(c.cost, d("0.98"));
+        assert_eq!(BillingRule::HETZNER.charge(0, &p).cost, d("0"));
+        assert_eq!(BillingRule::HETZNER.charge(3600 * 1000, &p).cost, d("300"));
+    }
+
+    #[test]
+    fn minimum_and_minute_units() {
+        let rule = BillingRule {
+            unit_secs: 60,
+            minimum_secs: 3600,
+            monthly_cap: false,
+        };
+        let p = Price {
+            hourly: d("0.75"),
+            monthly: None,
+        };
+        assert_eq!(rule.charge(120, &p).cost, d("0.75"));
+        assert_eq!(rule.charge(3600 + 61, &p).billed_hours, d("62") / d("60"));
+    }
+}

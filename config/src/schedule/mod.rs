@@ -1,0 +1,111 @@
+//! The schedule file (`schedule.toml`): office-hour windows per pool, holidays and
+//! one-off overrides in one time zone, and its evaluation as a pure function of time.
+
+mod days;
+mod eval;
+mod holidays;
+mod local_time;
+mod parse;
+
+pub use days::DaySet;
+pub use eval::Interval;
+pub use holidays::{HolidayRule, easter_sunday};
+pub use local_time::{WallTime, resolve, resolve_local};
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+
+/// A recurring window: on `days`, from `start` to `end` local time, `nodes` nodes of `pool`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Pool name (a pool of `dayshift.toml`).
+    pub pool: String,
+    /// Start days of the window.
+    pub days: DaySet,
+    /// Local start time.
+    pub start: WallTime,
+    /// Local end time; `end <= start` means the window ends on the next day.
+    pub end: WallTime,
+    /// Nodes wanted during the window (at least 1).
+    pub nodes: u32,
+}
+
+/// What an override does on its date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverrideAction {
+    /// No window starts that day.
+    Closed,
+    /// This single window replaces the day's windows.
+    Open {
+        /// Local start time.
+        start: WallTime,
+        /// Local end time (`end <= start`: next day).
+        end: WallTime,
+        /// Nodes wanted.
+        nodes: u32,
+    },
+}
+
+/// A one-off change for one date; beats holidays and windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    /// The start day it applies to.
+    pub date: NaiveDate,
+    /// The pool it applies to; `None` for every pool.
+    pub pool: Option<String>,
+    /// Close the day or replace its windows.
+    pub action: OverrideAction,
+}
+
+/// A validated schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// IANA time zone in which all times and dates are read.
+    pub timezone: Tz,
+    /// Recurring windows.
+    pub windows: Vec<Window>,
+    /// Days on which no window starts.
+    pub holidays: Vec<HolidayRule>,
+    /// One-off overrides.
+    pub overrides: Vec<Override>,
+}
+
+impl Schedule {
+    /// Parses and validates a schedule file's text. `file` names it in problems;
+    /// `known_pools`, when given, are the pools a window or override may name.
+    pub fn parse(
+        file: &str,
+        src: &str,
+        known_pools: Option<&[String]>,
+    ) -> Result<Schedule, crate::Problems> {
+        parse::parse(file, src, known_pools)
+    }
+
+    /// Reads and validates a schedule file from disk.
+    pub fn load(
+        path: &std::path::Path,
+        known_pools: Option<&[String]>,
+    ) -> Result<Schedule, crate::Problems> {
+        let file = path.display().to_string();
+        let src = crate::read_source(path)?;
+        Schedule::parse(&file, &src, known_pools)
+    }
+
+    /// True when `date` is a holiday of this schedule.
+    pub fn is_holiday(&self, date: NaiveDate) -> bool {
+        self.holidays.iter().any(|h| h.matches(date))
+    }
+
+    /// Every pool named by a window or a pool-specific override, sorted.
+    pub fn pools(&self) -> Vec<String> {
+        let mut p: Vec<String> = self
+            .windows
+            .iter()
+            .map(|w| w.pool.clone())
+            .chain(self.overrides.iter().filter_map(|o| o.pool.clone()))
+            .collect();
+        p.sort();
+        p.dedup();
+        p
+    }
+}

@@ -1,0 +1,702 @@
+//! The main config file, `dayshift.toml`: cluster, state, store, provider with server
+//! types and prices, pools, gateway, TLS and budget.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rust_decimal::Decimal;
+
+use crate::billing::{BillingRule, Price};
+use crate::diag::{Diag, Problems, closest};
+use crate::toml_read::{Node, Table, parse_document};
+
+const TOP_KEYS: &[&str] = &[
+    "cluster",
+    "state_dir",
+    "database_url",
+    "schedule",
+    "provider",
+    "pools",
+    "gateway",
+    "tls",
+    "budget",
+];
+const PROVIDER_KEYS: &[&str] = &[
+    "kind",
+    "endpoint",
+    "token_env",
+    "ssh_key",
+    "ssh_key_name",
+    "firewall",
+    "node_binary",
+    "billing",
+    "server_types",
+];
+const BILLING_KEYS: &[&str] = &["unit", "minimum", "monthly_cap"];
+const SERVER_TYPE_KEYS: &[&str] = &["hourly", "monthly", "gpu"];
+const POOL_KEYS: &[&str] = &[
+    "model",
+    "model_source",
+    "server_types",
+    "locations",
+    "image",
+    "max_nodes",
+    "cold_start",
+    "queue_timeout",
+    "drain_timeout",
+    "wake_on_demand",
+    "billing_aware_stop",
+];
+const GATEWAY_KEYS: &[&str] = &["listen", "http_listen", "public_url", "max_body_bytes"];
+const TLS_KEYS: &[&str] = &["mode", "domains", "contact", "directory", "directory_ca"];
+const BUDGET_KEYS: &[&str] = &["monthly"];
+
+/// Which provider rents the GPU servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// `dayshift-node` processes on this machine (the embedded default).
+    Local,
+    /// Hetzner Cloud.
+    Hetzner,
+    /// Scaleway Instances.
+    Scaleway,
+}
+
+/// A server type of the provider with its prices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerType {
+    /// Prices in EUR.
+    pub price: Price,
+    /// GPU description, for people (e.g. "L4 24 GB").
+    pub gpu: Option<String>,
+}
+
+/// `[provider]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderConfig {
+    /// Which provider.
+    pub kind: ProviderKind,
+    /// API endpoint; `None` means the provider's public one.
+    pub endpoint: Option<String>,
+    /// Name of the environment variable that holds the API token (never the token itself).
+    pub token_env: String,
+    /// Operator's private SSH key file, for bootstrap.
+    pub ssh_key: Option<PathBuf>,
+    /// Name of the operator's SSH key at the provider.
+    pub ssh_key_name: Option<String>,
+    /// Provider firewall to attach to created servers.
+    pub firewall: Option<String>,
+    /// `dayshift-node` binary to run or upload; default: next to `dayshift`.
+    pub node_binary: Option<PathBuf>,
+    /// The provider's billing rule.
+    pub billing: BillingRule,
+    /// Server types by name.
+    pub server_types: BTreeMap<String, ServerType>,
+}
+
+/// `[pools.NAME]`: a set of nodes that serve one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// The `model` name clients ask for.
+    pub model: String,
+    /// Where nodes get the model: a local path, `mirror` (the ingress), or `hf:ORG/NAME`.
+    pub model_source: String,
+    /// Server types to try, in order (fallback on capacity errors).
+    pub server_types: Vec<String>,
+    /// Locations to try, in order.
+    pub locations: Vec<String>,
+    /// OS image for created servers.
+    pub image: String,
+    /// Never more nodes than this, whatever the schedule or demand says.
+    pub max_nodes: u32,
+    /// Assumed cold start (create → ready) before any boot was measured, in seconds.
+    pub cold_start_secs: u64,
+    /// How long a request waits for a node that is on its way, in seconds.
+    pub queue_timeout_secs: u64,
+    /// How long in-flight requests may take to finish before a node is deleted, in seconds.
+    pub drain_timeout_secs: u64,
+    /// Requests outside hours start a node (within the budget).
+    pub wake_on_demand: bool,
+    /// Keep a node until shortly before its paid hour ends.
+    pub billing_aware_stop: bool,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// HTTPS (or plain HTTP with `tls.mode = "off"`) listen address.
+    pub listen: String,
+    /// Plain-HTTP listener that redirects to HTTPS; `None` for none.
+    pub http_listen: Option<String>,
+    /// The URL users reach; nodes use it to register.
+    pub public_url: Option<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+}
+
+/// How the ingress gets its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// ACME (Let's Encrypt by default) with TLS-ALPN-01.
+    Acme,
+    /// A self-signed certificate made at start, for a quick try.
+    SelfSigned,
+    /// Plain HTTP, behind another proxy.
+    Off,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Mode.
+    pub mode: TlsMode,
+    /// Domains for the certificate.
+    pub domains: Vec<String>,
+    /// ACME contacts, e.g. `mailto:ops@example.org`.
+    pub contact: Vec<String>,
+    /// ACME directory URL.
+    pub directory: String,
+    /// PEM file of a CA to trust for the ACME directory (test servers such as Pebble).
+    pub directory_ca: Option<PathBuf>,
+}
+
+/// The validated `dayshift.toml`. Relative paths are resolved against its folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Cluster name; labels every server this cluster creates.
+    pub cluster: String,
+    /// Where the store, certificates and node work folders live.
+    pub state_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// The schedule file.
+    pub schedule: Option<PathBuf>,
+    /// The provider.
+    pub provider: ProviderConfig,
+    /// Pools by name.
+    pub pools: BTreeMap<String, PoolConfig>,
+    /// The gateway.
+    pub gateway: GatewayConfig,
+    /// TLS.
+    pub tls: TlsConfig,
+    /// Monthly budget cap in EUR.
+    pub budget_monthly: Option<Decimal>,
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+impl Config {
+    /// Parses `dayshift.toml` text; relative paths are taken against `base_dir`.
+    pub fn parse(file: &str, src: &str, base_dir: &Path) -> Result<Config, Problems> {
+        parse(file, src, base_dir)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let src = crate::read_source(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&path.display().to_string(), &src, base)
+    }
+
+    /// Pool names, sorted.
+    pub fn pool_names(&self) -> Vec<String> {
+        self.pools.keys().cloned().collect()
+    }
+
+    /// The price of a pool's first server type.
+    pub fn pool_price(&self, pool: &str) -> Option<Price> {
+        let p = self.pools.get(pool)?;
+        let t = p.server_types.first()?;
+        self.provider.server_types.get(t).map(|s| s.price.clone())
+    }
+}
+
+/// Parses a duration: "90s", "5m", "1h30m", "2d", or an integer number of seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let bad = || format!("expected a duration such as \"30s\", \"5m\" or \"1h\", found \"{text}\"");
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad());
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let mult = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+fn duration(d: &mut Diag<'_>, t: &Table<'_, '_>, key: &str, default: u64) -> u64 {
+    let Some(n) = t.get(key) else {
+        return default;
+    };
+    let text = match n.value {
+        toml::de::DeValue::String(s) => s.to_string(),
+        toml::de::DeValue::Integer(i) => i.as_str().to_string(),
+        other => {
+            d.push(
+                n.span.clone(),
+                t.field(key),
+                format!(
+                    "expected a duration such as \"5m\", found {}",
+                    other.type_str()
+                ),
+            );
+            return default;
+        }
+    };
+    match parse_duration(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            d.push(n.span.clone(), t.field(key), e);
+            default
+        }
+    }
+}
+
+fn path_of(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn parse(file: &str, src: &str, base: &Path) -> Result<Config, Problems> {
+    let mut d = Diag::new(file, src);
+    let Some(doc) = parse_document(&mut d, src) else {
+        return Err(d.into_problems());
+    };
+    let root = Table::root(&doc);
+    root.check_keys(&mut d, TOP_KEYS);
+
+    let cluster = match root.string(&mut d, "cluster", true, "a cluster name such as \"office\"") {
+        Some((name, span)) if !name_ok(&name) => {
+            d.push(
+                span,
+                "cluster",
+                format!("\"{name}\" is not a valid cluster name: use 1-63 lowercase letters, digits, '-' or '_' (it becomes a server label)"),
+            );
+            String::new()
+        }
+        Some((name, _)) => name,
+        None => String::new(),
+    };
+    let state_dir = root
+        .string(&mut d, "state_dir", false, "a folder path")
+        .map(|(s, _)| path_of(base, &s))
+        .unwrap_or_else(|| base.join("state"));
+    let database_url = match root.string(&mut d, "database_url", false, "a database URL") {
+        Some((url, span)) => {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                d.push(
+                    span,
+                    "database_url",
+                    format!("expected a URL starting with sqlite: or postgres://, found \"{url}\""),
+                );
+            }
+            url
+        }
+        None => format!("sqlite://{}", state_dir.join("dayshift.db").display()),
+    };
+    let schedule = root
+        .string(&mut d, "schedule", false, "the schedule file's path")
+        .map(|(s, _)| path_of(base, &s));
+
+    let provider = parse_provider(&mut d, &root, base);
+    let pools = parse_pools(&mut d, &root, &provider);
+    let gateway = parse_gateway(&mut d, &root);
+    let tls = parse_tls(&mut d, &root, base);
+    let mut budget_monthly = None;
+    if let Some(b) = root.table(&mut d, "budget") {
+        b.check_keys(&mut d, BUDGET_KEYS);
+        budget_monthly = b.money(&mut d, "monthly").map(|(v, _)| v);
+    }
+
+    if !d.is_empty() {
+        return Err(d.into_problems());
+    }
+    Ok(Config {
+        cluster,
+        state_dir,
+        database_url,
+        schedule,
+        provider,
+        pools,
+        gateway,
+        tls,
+        budget_monthly,
+    })
+}
+
+fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> ProviderConfig {
+    let mut cfg = ProviderConfig {
+        kind: ProviderKind::Local,
+        endpoint: None,
+        token_env: String::new(),
+        ssh_key: None,
+        ssh_key_name: None,
+        firewall: None,
+        node_binary: None,
+        billing: BillingRule::LOCAL,
+        server_types: BTreeMap::new(),
+    };
+    let Some(p) = root.table(d, "provider") else {
+        if root.get("provider").is_none() {
+            root.missing(
+                d,
+                "provider",
+                "a [provider] table with kind = \"local\", \"hetzner\" or \"scaleway\"",
+            );
+        }
+        return cfg;
+    };
+    p.check_keys(d, PROVIDER_KEYS);
+    if let Some((kind, span)) = p.string(d, "kind", true, "\"local\", \"hetzner\" or \"scaleway\"")
+    {
+        cfg.kind = match kind.as_str() {
+            "local" => ProviderKind::Local,
+            "hetzner" => ProviderKind::Hetzner,
+            "scaleway" => ProviderKind::Scaleway,
+            other => {
+                let hint = closest(other, &["local", "hetzner", "scaleway"])
+                    .map(|s| format!("; did you mean \"{s}\"?"))
+                    .unwrap_or_default();
+                d.push(
+                    span,
+                    p.field("kind"),
+                    format!("unknown provider \"{other}\": expected \"local\", \"hetzner\" or \"scaleway\"{hint}"),
+                );
+                ProviderKind::Local
+            }
+        };
+    }
+    cfg.billing = match cfg.kind {
+        ProviderKind::Hetzner => BillingRule::HETZNER,
+        ProviderKind::Scaleway => BillingRule::HETZNER,
+        ProviderKind::Local => BillingRule::LOCAL,
+    };
+    cfg.token_env = match cfg.kind {
+        ProviderKind::Hetzner => "HCLOUD_TOKEN".into(),
+        ProviderKind::Scaleway => "SCW_SECRET_KEY".into(),
+        ProviderKind::Local => String::new(),
+    };
+    cfg.endpoint = p.string(d, "endpoint", false, "a URL").map(|(s, _)| s);
+    if let Some((s, span)) = p.string(d, "token_env", false, "an environment variable name") {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            d.push(
+                span,
+                p.field("token_env"),
+                "expected the NAME of an environment variable (letters, digits, '_'); never put the token itself in this file",
+            );
+        }
+        cfg.token_env = s;
+    }
+    cfg.ssh_key = p
+        .string(d, "ssh_key", false, "a private key file path")
+        .map(|(s, _)| path_of(base, &s));
+    cfg.ssh_key_name = p
+        .string(d, "ssh_key_name", false, "an SSH key name")
+        .map(|(s, _)| s);
+    cfg.firewall = p
+        .string(d, "firewall", false, "a firewall name")
+        .map(|(s, _)| s);
+    cfg.node_binary = p
+        .string(d, "node_binary", false, "a path to dayshift-node")
+        .map(|(s, _)| path_of(base, &s));
+    if let Some(b) = p.table(d, "billing") {
+        b.check_keys(d, BILLING_KEYS);
+        cfg.billing.unit_secs = duration(d, &b, "unit", cfg.billing.unit_secs).max(1);
+        cfg.billing.minimum_secs = duration(d, &b, "minimum", cfg.billing.minimum_secs);
+        if let Some((v, _)) = b.boolean(d, "monthly_cap") {
+            cfg.billing.monthly_cap = v;
+        }
+    }
+    if let Some(types) = p.table(d, "server_types") {
+        for (name, _kspan, node) in types.entries() {
+            let Some(t) = node.as_table(d, types.field(&name)) else {
+                continue;
+            };
+            t.check_keys(d, SERVER_TYPE_KEYS);
+            let hourly = match t.money(d, "hourly") {
+                Some((v, _)) => v,
+                None => {
+                    if t.get("hourly").is_none() {
+                        t.missing(d, "hourly", "the price per hour in EUR, e.g. \"0.49\"");
+                    }
+                    Decimal::ZERO
+                }
+            };
+            let monthly = t.money(d, "monthly").map(|(v, _)| v);
+            let gpu = t
+                .string(d, "gpu", false, "a GPU description")
+                .map(|(s, _)| s);
+            cfg.server_types.insert(
+                name,
+                ServerType {
+                    price: Price { hourly, monthly },
+                    gpu,
+                },
+            );
+        }
+    }
+    cfg
+}
+
+fn parse_pools(
+    d: &mut Diag<'_>,
+    root: &Table<'_, '_>,
+    provider: &ProviderConfig,
+) -> BTreeMap<String, PoolConfig> {
+    let mut out = BTreeMap::new();
+    let Some(pools) = root.table(d, "pools") else {
+        if root.get("pools").is_none() {
+            root.missing(d, "pools", "at least one [pools.NAME] table");
+        }
+        return out;
+    };
+    let type_names: Vec<&str> = provider.server_types.keys().map(String::as_str).collect();
+    for (name, kspan, node) in pools.entries() {
+        if !name_ok(&name) {
+            d.push(
+                kspan.clone(),
+                pools.field(&name),
+                format!("\"{name}\" is not a valid pool name: use 1-63 lowercase letters, digits, '-' or '_'"),
+            );
+        }
+        let Some(t) = node.as_table(d, pools.field(&name)) else {
+            continue;
+        };
+        t.check_keys(d, POOL_KEYS);
+        let model = t
+            .string(d, "model", true, "the model name clients ask for")
+            .map(|(s, _)| s)
+            .unwrap_or_default();
+        let model_source = t
+            .string(
+                d,
+                "model_source",
+                false,
+                "a model path, \"mirror\" or \"hf:ORG/NAME\"",
+            )
+            .map(|(s, _)| s)
+            .unwrap_or_else(|| "mirror".into());
+        let server_types = list_of_names(
+            d,
+            &t,
+            "server_types",
+            &type_names,
+            "server type",
+            provider.kind,
+        );
+        let locations = t
+            .strings(d, "locations", "a location name")
+            .map(|v| v.into_iter().map(|(s, _)| s).collect())
+            .unwrap_or_default();
+        let image = t
+            .string(d, "image", false, "an image name")
+            .map(|(s, _)| s)
+            .unwrap_or_else(|| "ubuntu-24.04".into());
+        let max_nodes = match t.get("max_nodes") {
+            Some(n) => zero_check(d, &t, "max_nodes", &n).unwrap_or(1),
+            None => 8,
+        };
+        let pool = PoolConfig {
+            model,
+            model_source,
+            server_types,
+            locations,
+            image,
+            max_nodes,
+            cold_start_secs: duration(d, &t, "cold_start", 300),
+            queue_timeout_secs: duration(d, &t, "queue_timeout", 30),
+            drain_timeout_secs: duration(d, &t, "drain_timeout", 120),
+            wake_on_demand: t
+                .boolean(d, "wake_on_demand")
+                .map(|(b, _)| b)
+                .unwrap_or(false),
+            billing_aware_stop: t
+                .boolean(d, "billing_aware_stop")
+                .map(|(b, _)| b)
+                .unwrap_or(false),
+        };
+        out.insert(name, pool);
+    }
+    if out.is_empty() && d.is_empty() {
+        d.push(
+            pools.span(),
+            "pools",
+            "no pools defined: add a [pools.NAME] table",
+        );
+    }
+    out
+}
+
+fn zero_check(d: &mut Diag<'_>, t: &Table<'_, '_>, key: &str, n: &Node<'_, '_>) -> Option<u32> {
+    if let toml::de::DeValue::Integer(i) = n.value
+        && i.as_str() == "0"
+    {
+        d.push(
+            n.span.clone(),
+            t.field(key),
+            format!("{key} must be at least 1"),
+        );
+        return None;
+    }
+    t.integer(d, key, 1, 1000).map(|(v, _)| v as u32)
+}
+
+fn list_of_names(
+    d: &mut Diag<'_>,
+    t: &Table<'_, '_>,
+    key: &str,
+    valid: &[&str],
+    what: &str,
+    kind: ProviderKind,
+) -> Vec<String> {
+    let Some(items) = t.strings(d, key, &format!("a {what} name")) else {
+        if t.get(key).is_none() && kind != ProviderKind::Local {
+            t.missing(d, key, "the server types to rent, in order of preference");
+        }
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, span) in items {
+        if !valid.contains(&name.as_str()) {
+            let hint = match closest(&name, valid) {
+                Some(s) => format!("; did you mean \"{s}\"?"),
+                None if valid.is_empty() => "; define it under [provider.server_types]".into(),
+                None => format!("; defined: {}", valid.join(", ")),
+            };
+            d.push(
+                span,
+                t.field(key),
+                format!("unknown {what} \"{name}\"{hint}"),
+            );
+        } else {
+            out.push(name);
+        }
+    }
+    out
+}
+
+fn parse_gateway(d: &mut Diag<'_>, root: &Table<'_, '_>) -> GatewayConfig {
+    let mut g = GatewayConfig {
+        listen: "0.0.0.0:443".into(),
+        http_listen: None,
+        public_url: None,
+        max_body_bytes: 4 * 1024 * 1024,
+    };
+    if let Some(t) = root.table(d, "gateway") {
+        t.check_keys(d, GATEWAY_KEYS);
+        for key in ["listen", "http_listen"] {
+            if let Some((s, span)) = t.string(d, key, false, "an address such as \"0.0.0.0:443\"") {
+                if s.parse::<std::net::SocketAddr>().is_err() {
+                    d.push(
+                        span,
+                        t.field(key),
+                        format!("expected IP:PORT such as \"0.0.0.0:443\", found \"{s}\""),
+                    );
+                }
+                if key == "listen" {
+                    g.listen = s;
+                } else {
+                    g.http_listen = Some(s);
+                }
+            }
+        }
+        g.public_url = t.string(d, "public_url", false, "a URL").map(|(s, _)| s);
+        if let Some((v, _)) = t.integer(d, "max_body_bytes", 1024, 1 << 30) {
+            g.max_body_bytes = v as u64;
+        }
+    }
+    g
+}
+
+fn parse_tls(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> TlsConfig {
+    let mut tls = TlsConfig {
+        mode: TlsMode::SelfSigned,
+        domains: Vec::new(),
+        contact: Vec::new(),
+        directory: LETS_ENCRYPT.into(),
+        directory_ca: None,
+    };
+    let Some(t) = root.table(d, "tls") else {
+        return tls;
+    };
+    t.check_keys(d, TLS_KEYS);
+    if let Some((m, span)) = t.string(d, "mode", false, "\"acme\", \"self-signed\" or \"off\"") {
+        tls.mode = match m.as_str() {
+            "acme" => TlsMode::Acme,
+            "self-signed" => TlsMode::SelfSigned,
+            "off" => TlsMode::Off,
+            other => {
+                d.push(
+                    span,
+                    t.field("mode"),
+                    format!("expected \"acme\", \"self-signed\" or \"off\", found \"{other}\""),
+                );
+                TlsMode::SelfSigned
+            }
+        };
+    }
+    tls.domains = t
+        .strings(d, "domains", "a domain name")
+        .map(|v| v.into_iter().map(|(s, _)| s).collect())
+        .unwrap_or_default();
+    tls.contact = t
+        .strings(d, "contact", "a contact such as \"mailto:ops@example.org\"")
+        .map(|v| v.into_iter().map(|(s, _)| s).collect())
+        .unwrap_or_default();
+    if let Some((s, _)) = t.string(d, "directory", false, "an ACME directory URL") {
+        tls.directory = s;
+    }
+    tls.directory_ca = t
+        .string(d, "directory_ca", false, "a PEM file path")
+        .map(|(s, _)| path_of(base, &s));
+    if tls.mode == TlsMode::Acme && tls.domains.is_empty() {
+        d.push(
+            t.span(),
+            t.field("domains"),
+            "tls.mode = \"acme\" needs at least one domain in `domains`",
+        );
+    }
+    tls
+}
