@@ -1,1 +1,16 @@
-//! Provisioning: the `Provider` trait and its implementations, cloud-init and SSH bootstrap.
+//! Provisioning: the `Provider` trait and its implementations (`hetzner`, `local`),
+//! cloud-init user data and the SSH bootstrap of a rented server.
+
+pub mod error;
+pub mod hetzner;
+pub mod labels;
+pub mod provider;
+
+pub use error::ProviderError;
+pub use hetzner::{HetznerProvider, HetznerSettings};
+pub use labels::{LABEL_CLUSTER, LABEL_NODE, LABEL_POOL, LabelSelector, Labels, dayshift_labels};
+pub use provider::{
+    BillingRule, LocationPrice, Placement, Provider, Server, ServerSpec, ServerStatus, ServerType,
+};
+pub mod local;
+pub use local::{LocalProvider, LocalSettings};

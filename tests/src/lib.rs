@@ -1,1 +1,9 @@
-//! Test harness: fake provider APIs, test hosts and the ACME test server.
+//! Test harness: the fake Hetzner Cloud API with real OpenSSH test hosts, and fixtures
+//! other crates' tests reuse.
+
+pub mod fake_hcloud;
+pub mod fixtures;
+pub mod test_host;
+pub mod util;
+
+pub use fake_hcloud::{FakeHcloud, FakeOptions, Fault, FaultKind};

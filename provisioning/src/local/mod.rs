@@ -1,0 +1,312 @@
+//! The local provider: each "server" is a child process (normally `dayshift-node`) on this
+//! machine with its own port and work directory. State lives on disk, so a restarted
+//! ingress finds its children by pid file and kills orphans.
+
+mod process;
+mod record;
+mod settings;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rust_decimal::Decimal;
+use tokio::sync::Mutex;
+
+pub use settings::LocalSettings;
+
+use crate::ProviderError;
+use crate::labels::LabelSelector;
+use crate::provider::{
+    BillingRule, LocationPrice, Provider, Server, ServerSpec, ServerStatus, ServerType,
+};
+use record::Record;
+
+/// The only server type of the local provider.
+pub const LOCAL_SERVER_TYPE: &str = "local";
+/// The only location of the local provider.
+pub const LOCAL_LOCATION: &str = "local";
+
+/// Runs servers as supervised child processes.
+pub struct LocalProvider {
+    settings: LocalSettings,
+    servers_dir: PathBuf,
+    create_lock: Mutex<()>,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> ProviderError {
+    ProviderError::Transient(format!("{what} {}: {e}", path.display()))
+}
+
+impl LocalProvider {
+    /// Opens the state directory, adopts live children and kills orphans.
+    pub async fn new(settings: LocalSettings) -> Result<Self, ProviderError> {
+        let servers_dir = settings.state_dir.join("servers");
+        std::fs::create_dir_all(&servers_dir).map_err(|e| io("creating", &servers_dir, e))?;
+        let servers_dir = servers_dir
+            .canonicalize()
+            .map_err(|e| io("resolving", &servers_dir, e))?;
+        let me = Self {
+            settings,
+            servers_dir,
+            create_lock: Mutex::new(()),
+        };
+        me.recover().await;
+        Ok(me)
+    }
+
+    /// The directory holding one work directory per server.
+    pub fn servers_dir(&self) -> &Path {
+        &self.servers_dir
+    }
+
+    /// Work directory of a server id.
+    pub fn work_dir(&self, id: &str) -> PathBuf {
+        self.servers_dir.join(id)
+    }
+
+    /// Kills children without a record, and finishes deletions a crash interrupted.
+    async fn recover(&self) {
+        for (pid, dir) in process::children_under(&self.servers_dir) {
+            let orphan = match record::read(&dir) {
+                None => true,
+                Some(r) => r.deleting || record::read_pid(&dir) != Some(pid),
+            };
+            if orphan {
+                tracing::warn!(pid, dir = %dir.display(), "killing orphaned local node");
+                process::stop(pid, &dir, self.settings.stop_timeout).await;
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(&self.servers_dir) else {
+            return;
+        };
+        for dir in entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
+            match record::read(&dir) {
+                Some(r) if !r.deleting => {
+                    let live = record::read_pid(&dir).is_some_and(|p| process::alive(p, &dir));
+                    tracing::info!(id = %r.id, live, "adopted local server");
+                }
+                _ => {
+                    tracing::info!(dir = %dir.display(), "removing leftover local server directory");
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove leftover directory");
+                    }
+                }
+            }
+        }
+    }
+
+    fn records(&self) -> Vec<(PathBuf, Record)> {
+        let Ok(entries) = std::fs::read_dir(&self.servers_dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(PathBuf, Record)> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter_map(|d| record::read(&d).filter(|r| !r.deleting).map(|r| (d, r)))
+            .collect();
+        out.sort_by(|a, b| a.1.created.cmp(&b.1.created).then(a.1.id.cmp(&b.1.id)));
+        out
+    }
+
+    fn to_server(&self, dir: &Path, r: &Record) -> Server {
+        let live = record::read_pid(dir).is_some_and(|p| process::alive(p, dir));
+        Server {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            status: if live {
+                ServerStatus::Running
+            } else {
+                ServerStatus::Off
+            },
+            ipv4: Some(self.settings.host),
+            labels: r.labels.clone(),
+            server_type: r.server_type.clone(),
+            location: Some(LOCAL_LOCATION.to_string()),
+            created: r.created,
+            port: Some(r.port),
+        }
+    }
+
+    fn next_id(&self) -> String {
+        let max = std::fs::read_dir(&self.servers_dir)
+            .map(|es| {
+                es.flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()?
+                            .strip_prefix("node-")?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        format!("node-{}", max + 1)
+    }
+
+    fn free_port(&self) -> Result<u16, ProviderError> {
+        let l = TcpListener::bind((self.settings.host, 0)).map_err(|e| {
+            ProviderError::Transient(format!("no free port on {}: {e}", self.settings.host))
+        })?;
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(|e| ProviderError::Transient(format!("no free port: {e}")))
+    }
+
+    fn expand(&self, arg: &str, r: &Record, dir: &Path) -> String {
+        arg.replace("{port}", &r.port.to_string())
+            .replace("{host}", &self.settings.host.to_string())
+            .replace("{dir}", &dir.display().to_string())
+            .replace("{id}", &r.id)
+            .replace("{name}", &r.name)
+    }
+
+    async fn spawn(&self, dir: &Path, r: &Record) -> Result<u32, ProviderError> {
+        let log_path = dir.join("node.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| io("creating", &log_path, e))?;
+        let log2 = log.try_clone().map_err(|e| io("opening", &log_path, e))?;
+        let mut cmd = tokio::process::Command::new(&self.settings.command);
+        cmd.args(self.settings.args.iter().map(|a| self.expand(a, r, dir)))
+            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
+            .env(process::MARKER_VAR, dir)
+            .env("DAYSHIFT_NODE_PORT", r.port.to_string())
+            .env("DAYSHIFT_NODE_ID", &r.id)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = cmd.spawn().map_err(|e| {
+            ProviderError::Invalid(format!(
+                "cannot start {}: {e} (check the local provider's command)",
+                self.settings.command.display()
+            ))
+        })?;
+        // Dropping the handle leaves the child running; tokio reaps it when it exits.
+        child
+            .id()
+            .ok_or_else(|| ProviderError::Transient("child exited before it got a pid".into()))
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn create(&self, spec: &ServerSpec) -> Result<Server, ProviderError> {
+        spec.validate()?;
+        let placement = spec
+            .placements()
+            .into_iter()
+            .find(|p| p.server_type == LOCAL_SERVER_TYPE && p.location.as_deref().is_none_or(|l| l == LOCAL_LOCATION))
+            .ok_or_else(|| {
+                ProviderError::Invalid(format!(
+                    "the local provider has one server type `{LOCAL_SERVER_TYPE}` in location `{LOCAL_LOCATION}`; got {}",
+                    spec.server_type
+                ))
+            })?;
+        let _guard = self.create_lock.lock().await;
+        if self.records().iter().any(|(_, r)| r.name == spec.name) {
+            return Err(ProviderError::Invalid(format!(
+                "a local server named {} already exists: delete it or pick another name",
+                spec.name
+            )));
+        }
+        let id = self.next_id();
+        let dir = self.work_dir(&id);
+        std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+        let rec = Record {
+            id: id.clone(),
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            server_type: placement.server_type,
+            image: spec.image.clone(),
+            port: self.free_port()?,
+            created: Utc::now(),
+            deleting: false,
+        };
+        if let Some(ud) = &spec.user_data {
+            let p = dir.join("user-data");
+            std::fs::write(&p, ud).map_err(|e| io("writing", &p, e))?;
+        }
+        // The record is written before the process starts, so a crash leaves no unknown child.
+        record::write(&dir, &rec)?;
+        let pid = match self.spawn(&dir, &rec).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        record::write_pid(&dir, pid)?;
+        tracing::info!(id = %id, name = %spec.name, pid, port = rec.port, "local server started");
+        Ok(self.to_server(&dir, &rec))
+    }
+
+    async fn get(&self, id: &str) -> Result<Server, ProviderError> {
+        if id.contains('/') || id.starts_with('.') {
+            return Err(ProviderError::NotFound(format!("local server {id}")));
+        }
+        let dir = self.work_dir(id);
+        match record::read(&dir) {
+            Some(r) if !r.deleting => Ok(self.to_server(&dir, &r)),
+            _ => Err(ProviderError::NotFound(format!("local server {id}"))),
+        }
+    }
+
+    async fn list(&self, selector: &LabelSelector) -> Result<Vec<Server>, ProviderError> {
+        Ok(self
+            .records()
+            .iter()
+            .filter(|(_, r)| selector.matches(&r.labels))
+            .map(|(d, r)| self.to_server(d, r))
+            .collect())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ProviderError> {
+        if id.contains('/') || id.starts_with('.') {
+            return Err(ProviderError::NotFound(format!("local server {id}")));
+        }
+        let dir = self.work_dir(id);
+        let mut rec = match record::read(&dir) {
+            Some(r) if !r.deleting => r,
+            _ => return Err(ProviderError::NotFound(format!("local server {id}"))),
+        };
+        rec.deleting = true;
+        record::write(&dir, &rec)?;
+        if let Some(pid) = record::read_pid(&dir) {
+            process::stop(pid, &dir, self.settings.stop_timeout).await;
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| io("removing", &dir, e))?;
+        tracing::info!(id, "local server deleted");
+        Ok(())
+    }
+
+    async fn server_types(&self) -> Result<Vec<ServerType>, ProviderError> {
+        Ok(vec![ServerType {
+            name: LOCAL_SERVER_TYPE.to_string(),
+            description: "a process on this machine".to_string(),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            memory_gb: 0.0,
+            disk_gb: 0.0,
+            prices: vec![LocationPrice {
+                location: LOCAL_LOCATION.to_string(),
+                hourly: Decimal::ZERO,
+                monthly: Decimal::ZERO,
+            }],
+        }])
+    }
+
+    fn billing_rule(&self) -> BillingRule {
+        BillingRule::Free
+    }
+}

@@ -1,0 +1,82 @@
+//! Fixtures: start the fake, make keys, find the harness binaries.
+
+use std::time::Duration;
+
+use crate::{FakeHcloud, FakeOptions};
+
+/// Starts a fake with test hosts and short actions.
+pub async fn fake_with_hosts() -> FakeHcloud {
+    start(true).await
+}
+
+/// Starts a fake without test hosts (API records only).
+pub async fn fake_without_hosts() -> FakeHcloud {
+    start(false).await
+}
+
+async fn start(hosts: bool) -> FakeHcloud {
+    match FakeHcloud::start(FakeOptions {
+        hosts,
+        action_duration: Duration::from_millis(200),
+        ..FakeOptions::default()
+    })
+    .await
+    {
+        Ok(f) => f,
+        Err(e) => panic!("cannot start fake-hcloud: {e:#}"),
+    }
+}
+
+/// Installs a `tracing` subscriber for test output (once; later calls do nothing).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Sends `GET /` to `addr` and returns the response body; retries connecting until
+/// `patience` has passed (the server may still be starting).
+pub async fn http_get(addr: std::net::SocketAddr, patience: Duration) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = std::time::Instant::now() + patience;
+    let mut stream = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                anyhow::bail!("nothing answers on {addr}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    };
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nhost: test\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok(body)
+}
+
+/// True when a TCP connection to `addr` is refused right now.
+pub async fn refuses(addr: std::net::SocketAddr) -> bool {
+    tokio::net::TcpStream::connect(addr).await.is_err()
+}
+
+/// Path of a binary built from this package (`tiny-responder`, `fake-hcloud`), for tests
+/// of other crates that cannot use `CARGO_BIN_EXE_*`.
+pub fn harness_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
