@@ -14,3 +14,12 @@ pub use provider::{
 };
 pub mod local;
 pub use local::{LocalProvider, LocalSettings};
+pub mod bootstrap;
+pub mod cloud_init;
+pub mod keys;
+pub use bootstrap::{
+    Artifacts, BootstrapError, BootstrapReport, BootstrapSettings, BootstrapTarget, StartCommand,
+    bootstrap,
+};
+pub use cloud_init::{CloudInit, WriteFile};
+pub use keys::{KeyError, SshKeyPair, parse_public_key};

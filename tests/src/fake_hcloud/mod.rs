@@ -297,6 +297,12 @@ async fn faults_and_log(
         )
         .into_response(),
         Some(FaultKind::Delay { ms }) => {
+            // Logged up front with status 0: a client that times out never gets an answer.
+            shared.lock().calls.push(CallRecord {
+                method: method.clone(),
+                path: path.clone(),
+                status: 0,
+            });
             tokio::time::sleep(Duration::from_millis(ms)).await;
             next.run(req).await
         }

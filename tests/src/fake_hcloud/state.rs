@@ -141,7 +141,7 @@ pub struct CallRecord {
     pub method: String,
     /// Route pattern.
     pub path: String,
-    /// Status answered.
+    /// Status answered; `0` for a call delayed by a fault (logged before its answer).
     pub status: u16,
 }
 

@@ -1,0 +1,212 @@
+//! The full flow against the fake with real OpenSSH test hosts: create → action success →
+//! running with an IPv4 → SSH bootstrap → the uploaded binary answers → delete → gone.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use dayshift_provisioning::bootstrap::{FailureKind, Step};
+use dayshift_provisioning::{
+    Artifacts, BootstrapSettings, BootstrapTarget, CloudInit, HetznerProvider, HetznerSettings,
+    LabelSelector, Provider, ServerSpec, ServerStatus, SshKeyPair, StartCommand, WriteFile,
+    bootstrap, dayshift_labels,
+};
+use dayshift_tests::{FakeHcloud, fixtures, test_host};
+
+fn provider(fake: &FakeHcloud) -> HetznerProvider {
+    let mut s = HetznerSettings::new("test-token").with_endpoint(fake.endpoint());
+    s.poll_interval = Duration::from_millis(25);
+    s.action_timeout = Duration::from_secs(60);
+    HetznerProvider::new(s).unwrap()
+}
+
+fn spec(name: &str, user_data: String) -> ServerSpec {
+    ServerSpec {
+        name: name.into(),
+        server_type: "cx22".into(),
+        image: "ubuntu-24.04".into(),
+        location: Some("fsn1".into()),
+        labels: dayshift_labels("flow", name, "chat"),
+        ssh_keys: vec![],
+        user_data: Some(user_data),
+        fallbacks: vec![],
+    }
+}
+
+fn bootstrap_settings(fake: &FakeHcloud, install_dir: &Path) -> BootstrapSettings {
+    BootstrapSettings {
+        port: fake.ssh_port(),
+        user: test_host::ssh_user(),
+        install_dir: install_dir.display().to_string(),
+        binary_name: "tiny-responder".into(),
+        config_name: "responder.conf".into(),
+        start: StartCommand::Shell(
+            "nohup {binary} --config {config} >{dir}/node.log 2>&1 </dev/null &".into(),
+        ),
+        connect_patience: Duration::from_secs(30),
+        step_timeout: Duration::from_secs(60),
+    }
+}
+
+fn responder() -> Vec<u8> {
+    std::fs::read(env!("CARGO_BIN_EXE_tiny-responder")).unwrap()
+}
+
+#[tokio::test]
+async fn create_bootstrap_serve_delete() {
+    fixtures::init_tracing();
+    let fake = fixtures::fake_with_hosts().await;
+    let p = provider(&fake);
+    let operator = SshKeyPair::generate("operator").unwrap();
+    let host_key = SshKeyPair::generate("flow-1").unwrap();
+    let user_data = CloudInit {
+        host_key: &host_key,
+        authorized_keys: vec![operator.public_openssh()],
+        write_files: vec![WriteFile {
+            path: "/etc/dayshift/node-id".into(),
+            content: "flow-1\n".into(),
+            permissions: "0644".into(),
+        }],
+    }
+    .render()
+    .unwrap();
+
+    let server = p.create(&spec("flow-1", user_data)).await.unwrap();
+    assert_eq!(server.status, ServerStatus::Running);
+    let ip = server.ipv4.expect("running server has an IPv4");
+    let id: i64 = server.id.parse().unwrap();
+    let hosts = fake.hosts().unwrap();
+    assert!(hosts.is_up(id));
+    let root = hosts.files_root(id).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/dayshift/node-id")).unwrap(),
+        "flow-1\n"
+    );
+
+    let install_dir = root.join("opt/dayshift");
+    let config = format!("listen={ip}:8080\nreply=hello from flow-1\n");
+    let report = bootstrap(
+        &BootstrapTarget {
+            host: IpAddr::V4(ip),
+            expected_host_key: host_key.public_key().clone(),
+        },
+        &operator,
+        &Artifacts {
+            binary: responder(),
+            config: config.clone().into_bytes(),
+        },
+        &bootstrap_settings(&fake, &install_dir),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&report.binary_path).unwrap(), responder());
+    assert_eq!(
+        std::fs::read_to_string(&report.config_path).unwrap(),
+        config
+    );
+
+    let addr = SocketAddr::from((ip, 8080));
+    let body = fixtures::http_get(addr, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(body, "hello from flow-1");
+    assert!(hosts.live_processes(id) > 0);
+
+    p.delete(&server.id).await.unwrap();
+    assert!(!hosts.is_up(id));
+    assert_eq!(hosts.live_processes(id), 0);
+    assert!(
+        fixtures::refuses(addr).await,
+        "the node still answers after delete"
+    );
+    assert!(
+        fixtures::refuses(SocketAddr::from((ip, fake.ssh_port()))).await,
+        "sshd still answers"
+    );
+    assert!(
+        p.list(&LabelSelector::cluster("flow"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_different_host_key_aborts_before_upload() {
+    fixtures::init_tracing();
+    let fake = fixtures::fake_with_hosts().await;
+    let p = provider(&fake);
+    let operator = SshKeyPair::generate("operator").unwrap();
+    let real_key = SshKeyPair::generate("flow-2").unwrap();
+    let expected = SshKeyPair::generate("what-we-expect").unwrap();
+    let user_data = CloudInit {
+        host_key: &real_key,
+        authorized_keys: vec![operator.public_openssh()],
+        write_files: vec![],
+    }
+    .render()
+    .unwrap();
+    let server = p.create(&spec("flow-2", user_data)).await.unwrap();
+    let ip = server.ipv4.unwrap();
+    let id: i64 = server.id.parse().unwrap();
+    let install_dir = fake
+        .hosts()
+        .unwrap()
+        .files_root(id)
+        .unwrap()
+        .join("opt/dayshift");
+
+    let err = bootstrap(
+        &BootstrapTarget {
+            host: IpAddr::V4(ip),
+            expected_host_key: expected.public_key().clone(),
+        },
+        &operator,
+        &Artifacts {
+            binary: responder(),
+            config: b"listen=127.0.0.1:1\n".to_vec(),
+        },
+        &bootstrap_settings(&fake, &install_dir),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_host_key_mismatch(), "{err}");
+    assert_eq!(err.step, Step::VerifyHostKey);
+    assert!(err.to_string().contains("nothing was uploaded"), "{err}");
+    assert!(
+        !install_dir.exists(),
+        "something was uploaded despite the mismatch"
+    );
+
+    // A wrong operator key is refused at the authenticate step, also before any upload.
+    let stranger = SshKeyPair::generate("stranger").unwrap();
+    let err = bootstrap(
+        &BootstrapTarget {
+            host: IpAddr::V4(ip),
+            expected_host_key: real_key.public_key().clone(),
+        },
+        &stranger,
+        &Artifacts {
+            binary: responder(),
+            config: vec![],
+        },
+        &bootstrap_settings(&fake, &install_dir),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.step, err.kind),
+        (Step::Authenticate, FailureKind::Failed),
+        "{err}"
+    );
+    assert!(!install_dir.exists());
+
+    p.delete(&server.id).await.unwrap();
+    assert!(
+        p.list(&LabelSelector::cluster("flow"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.name != "flow-2")
+    );
+}
