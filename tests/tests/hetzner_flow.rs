@@ -210,3 +210,117 @@ async fn a_different_host_key_aborts_before_upload() {
             .all(|s| s.name != "flow-2")
     );
 }
+
+#[tokio::test]
+async fn the_same_flow_through_injected_faults() {
+    use dayshift_provisioning::Placement;
+    use dayshift_tests::{Fault, FaultKind};
+    fixtures::init_tracing();
+    let fake = fixtures::fake_with_hosts().await;
+    let mut s = HetznerSettings::new("test-token").with_endpoint(fake.endpoint());
+    s.poll_interval = Duration::from_millis(25);
+    s.backoff_base = Duration::from_millis(20);
+    s.backoff_max = Duration::from_millis(200);
+    let p = HetznerProvider::new(s).unwrap();
+    let f = |method: &str, path: &str, fault: FaultKind| Fault {
+        method: method.into(),
+        path: path.into(),
+        count: 1,
+        fault,
+    };
+    fake.inject(f(
+        "POST",
+        "/v1/servers",
+        FaultKind::RateLimit {
+            reset_after_secs: 1,
+        },
+    ));
+    fake.inject(f("POST", "/v1/servers", FaultKind::ResourceUnavailable));
+    fake.inject(f(
+        "POST",
+        "/v1/servers",
+        FaultKind::ServerError { status: 503 },
+    ));
+    fake.inject(f("POST", "/v1/servers", FaultKind::SlowAction { ms: 1000 }));
+    fake.inject(f(
+        "GET",
+        "/v1/actions/{id}",
+        FaultKind::ServerError { status: 502 },
+    ));
+    fake.inject(f(
+        "GET",
+        "/v1/servers/{id}",
+        FaultKind::ServerError { status: 500 },
+    ));
+
+    let operator = SshKeyPair::generate("operator").unwrap();
+    let host_key = SshKeyPair::generate("flow-3").unwrap();
+    let user_data = CloudInit {
+        host_key: &host_key,
+        authorized_keys: vec![operator.public_openssh()],
+        write_files: vec![],
+    }
+    .render()
+    .unwrap();
+    let mut sp = spec("flow-3", user_data);
+    sp.fallbacks = vec![Placement {
+        server_type: "cx22".into(),
+        location: Some("nbg1".into()),
+    }];
+    let server = p.create(&sp).await.unwrap();
+    // 429 waited out, then resource_unavailable in fsn1 → nbg1, where a 503 is retried and
+    // the create action runs slowly.
+    assert_eq!(server.location.as_deref(), Some("nbg1"));
+    assert_eq!(fake.count_calls("POST", "/v1/servers", 429), 1);
+    assert_eq!(fake.count_calls("POST", "/v1/servers", 412), 1);
+    assert_eq!(fake.count_calls("POST", "/v1/servers", 503), 1);
+    assert_eq!(fake.count_calls("POST", "/v1/servers", 201), 1);
+    assert_eq!(fake.count_calls("GET", "/v1/actions/{id}", 502), 1);
+
+    let ip = server.ipv4.unwrap();
+    let id: i64 = server.id.parse().unwrap();
+    let install_dir = fake
+        .hosts()
+        .unwrap()
+        .files_root(id)
+        .unwrap()
+        .join("opt/dayshift");
+    bootstrap(
+        &BootstrapTarget {
+            host: IpAddr::V4(ip),
+            expected_host_key: host_key.public_key().clone(),
+        },
+        &operator,
+        &Artifacts {
+            binary: responder(),
+            config: format!("listen={ip}:8081\nreply=faulty but fine\n").into_bytes(),
+        },
+        &bootstrap_settings(&fake, &install_dir),
+    )
+    .await
+    .unwrap();
+    let addr = SocketAddr::from((ip, 8081));
+    assert_eq!(
+        fixtures::http_get(addr, Duration::from_secs(20))
+            .await
+            .unwrap(),
+        "faulty but fine"
+    );
+
+    fake.inject(f(
+        "DELETE",
+        "/v1/servers/{id}",
+        FaultKind::RateLimit {
+            reset_after_secs: 1,
+        },
+    ));
+    p.delete(&server.id).await.unwrap();
+    assert!(fixtures::refuses(addr).await);
+    assert!(
+        p.list(&LabelSelector::cluster("flow"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.name != "flow-3")
+    );
+}
