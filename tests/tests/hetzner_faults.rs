@@ -52,6 +52,7 @@ async fn rate_limit_is_waited_out_and_retried() {
         1,
         FaultKind::RateLimit {
             reset_after_secs: 1,
+            retry_after_secs: None,
         },
     ));
     let s = p.create(&spec("rl1")).await.unwrap();
@@ -72,6 +73,7 @@ async fn rate_limit_longer_than_allowed_surfaces_as_rate_limited() {
         1,
         FaultKind::RateLimit {
             reset_after_secs: 600,
+            retry_after_secs: Some(600),
         },
     ));
     match p.list(&LabelSelector::all()).await {
@@ -279,4 +281,34 @@ async fn errors_are_typed() {
         unreachable.list(&LabelSelector::all()).await,
         Err(ProviderError::Transient(_))
     ));
+}
+
+#[tokio::test]
+async fn rate_limit_headers_are_honoured_before_a_429() {
+    let fake = fixtures::fake_without_hosts().await;
+    // A budget of 2 requests refilled at 10 per second: a client ignoring the headers
+    // gets 429s; one honouring `RateLimit-Remaining: 0` waits and never does.
+    fake.set_rate_limit(2, 10.0);
+    let p = HetznerProvider::new(settings(&fake)).unwrap();
+    for _ in 0..8 {
+        p.list(&LabelSelector::all()).await.unwrap();
+    }
+    assert_eq!(fake.count_calls("GET", "/v1/servers", 200), 8);
+    assert_eq!(fake.count_calls("GET", "/v1/servers", 429), 0);
+}
+
+#[tokio::test]
+async fn an_exhausted_budget_is_waited_out() {
+    let fake = fixtures::fake_without_hosts().await;
+    fake.set_rate_limit(1, 10.0);
+    // Two providers share the budget (like two ingress replicas): 429s happen and each
+    // is retried after the wait the headers give.
+    let a = HetznerProvider::new(settings(&fake)).unwrap();
+    let b = HetznerProvider::new(settings(&fake)).unwrap();
+    for _ in 0..3 {
+        a.list(&LabelSelector::all()).await.unwrap();
+        b.list(&LabelSelector::all()).await.unwrap();
+    }
+    assert_eq!(fake.count_calls("GET", "/v1/servers", 200), 6);
+    assert!(fake.count_calls("GET", "/v1/servers", 429) >= 1);
 }

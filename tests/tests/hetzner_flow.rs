@@ -233,6 +233,7 @@ async fn the_same_flow_through_injected_faults() {
         "/v1/servers",
         FaultKind::RateLimit {
             reset_after_secs: 1,
+            retry_after_secs: None,
         },
     ));
     fake.inject(f("POST", "/v1/servers", FaultKind::ResourceUnavailable));
@@ -312,6 +313,7 @@ async fn the_same_flow_through_injected_faults() {
         "/v1/servers/{id}",
         FaultKind::RateLimit {
             reset_after_secs: 1,
+            retry_after_secs: None,
         },
     ));
     p.delete(&server.id).await.unwrap();

@@ -62,15 +62,32 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// The wait a response asks for, if any header says so.
+/// The wait a response asks for, if any header says so: `Retry-After`, else the time
+/// until one request is back in the budget. Hetzner refills the budget linearly, and
+/// `RateLimit-Reset` is when it is full again, so one request takes
+/// `(reset - now) / (limit - remaining)`.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(secs) = header_u64(headers, "retry-after") {
         return Some(Duration::from_secs(secs));
     }
     let reset = header_u64(headers, "ratelimit-reset")?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
+    let limit = header_u64(headers, "ratelimit-limit").unwrap_or(1).max(1);
+    let remaining = header_u64(headers, "ratelimit-remaining")
+        .unwrap_or(0)
+        .min(limit);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let until_full = (reset as f64 - now).max(0.0);
+    let per_request = until_full / (limit - remaining).max(1) as f64;
+    Some(Duration::from_secs_f64(
+        per_request.max(MIN_RATE_LIMIT_WAIT),
+    ))
 }
+
+/// Shortest wait taken for a rate limit (the reset header has one-second resolution).
+const MIN_RATE_LIMIT_WAIT: f64 = 0.05;
 
 /// True when the response says no request is left in the current window.
 pub(crate) fn budget_exhausted(headers: &HeaderMap) -> bool {
@@ -123,6 +140,8 @@ mod tests {
             .unwrap()
             .as_secs();
         h.insert("RateLimit-Reset", (now + 7).to_string().parse().unwrap());
+        h.insert("RateLimit-Limit", "1".parse().unwrap());
+        h.insert("RateLimit-Remaining", "0".parse().unwrap());
         let e = map_error(
             StatusCode::TOO_MANY_REQUESTS,
             &h,
@@ -132,10 +151,20 @@ mod tests {
         match e {
             ProviderError::RateLimited { retry_after } => {
                 assert!(
-                    retry_after >= Duration::from_secs(6) && retry_after <= Duration::from_secs(7)
+                    retry_after >= Duration::from_secs(6) && retry_after <= Duration::from_secs(8)
                 )
             }
             other => panic!("{other:?}"),
         }
+        // A big budget refills one request in (reset - now) / limit.
+        h.insert("RateLimit-Limit", "3600".parse().unwrap());
+        h.insert("RateLimit-Reset", (now + 3600).to_string().parse().unwrap());
+        let wait = retry_after(&h).unwrap();
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_millis(1001),
+            "{wait:?}"
+        );
+        h.insert("Retry-After", "30".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(30)));
     }
 }

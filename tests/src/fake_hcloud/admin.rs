@@ -26,6 +26,7 @@ pub fn router() -> Router<Arc<Shared>> {
             post(add_fault).get(list_faults).delete(clear_faults),
         )
         .route("/__admin/unavailable", post(add_unavailable))
+        .route("/__admin/rate_limit", post(set_rate_limit))
         .route("/__admin/calls", get(calls))
         .route("/__admin/hosts", get(hosts))
 }
@@ -56,6 +57,18 @@ async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
 
 async fn add_unavailable(State(shared): State<Arc<Shared>>, Json(c): Json<Capacity>) -> StatusCode {
     shared.lock().unavailable.push((c.server_type, c.location));
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+struct RateLimit {
+    limit: u32,
+    per_second: f64,
+}
+
+/// `POST /__admin/rate_limit` `{"limit": N, "per_second": R}`: a new, full budget.
+async fn set_rate_limit(State(shared): State<Arc<Shared>>, Json(r): Json<RateLimit>) -> StatusCode {
+    shared.lock().budget = super::state::Budget::new(r.limit, r.per_second);
     StatusCode::NO_CONTENT
 }
 

@@ -64,6 +64,15 @@ impl ApiError {
         e
     }
 
+    /// `429 rate_limit_exceeded`; the caller adds the `RateLimit-*` headers.
+    pub fn rate_limited_bare() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "limit of requests per hour reached",
+        )
+    }
+
     /// `429 rate_limit_exceeded` with the `RateLimit-*` headers.
     pub fn rate_limited(reset_unix: u64) -> Self {
         let mut e = Self::new(

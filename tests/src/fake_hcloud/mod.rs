@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -169,6 +169,11 @@ impl FakeHcloud {
             .push((server_type.into(), location.into()));
     }
 
+    /// Replaces the request budget: `limit` requests, refilled at `per_second`.
+    pub fn set_rate_limit(&self, limit: u32, per_second: f64) {
+        self.shared.lock().budget = state::Budget::new(limit, per_second);
+    }
+
     /// Every call answered so far.
     pub fn calls(&self) -> Vec<CallRecord> {
         self.shared.lock().calls.clone()
@@ -283,12 +288,17 @@ async fn faults_and_log(
     let fault = shared.lock().take_fault(&method, &path);
     let resp = match fault {
         Some(FaultKind::ServerError { status }) => server_error(status),
-        Some(FaultKind::RateLimit { reset_after_secs }) => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            ApiError::rate_limited(now + reset_after_secs).into_response()
+        Some(FaultKind::RateLimit {
+            reset_after_secs,
+            retry_after_secs,
+        }) => {
+            let mut e = ApiError::rate_limited(unix_now() + reset_after_secs);
+            if let Some(secs) =
+                retry_after_secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+            {
+                e.headers.insert("Retry-After", secs);
+            }
+            e.into_response()
         }
         Some(FaultKind::ResourceUnavailable) => ApiError::new(
             StatusCode::PRECONDITION_FAILED,
@@ -311,14 +321,41 @@ async fn faults_and_log(
                 .insert(SlowAction(Duration::from_millis(ms)));
             next.run(req).await
         }
-        None => next.run(req).await,
+        None => {
+            if shared.lock().budget.take() {
+                next.run(req).await
+            } else {
+                ApiError::rate_limited_bare().into_response()
+            }
+        }
     };
+    let mut resp = resp;
+    if !resp.headers().contains_key("ratelimit-limit") {
+        let (limit, remaining, reset) = shared.lock().budget.headers();
+        let h = resp.headers_mut();
+        for (name, value) in [
+            ("RateLimit-Limit", limit as u64),
+            ("RateLimit-Remaining", remaining as u64),
+            ("RateLimit-Reset", reset),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+                h.insert(name, v);
+            }
+        }
+    }
     shared.lock().calls.push(CallRecord {
         method,
         path,
         status: resp.status().as_u16(),
     });
     resp
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn server_error(status: u16) -> Response {

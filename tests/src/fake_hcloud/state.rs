@@ -104,8 +104,11 @@ pub enum FaultKind {
     },
     /// Answer `429 rate_limit_exceeded` with `RateLimit-*` headers resetting after N seconds.
     RateLimit {
-        /// Seconds until `RateLimit-Reset`.
+        /// Seconds until `RateLimit-Reset` (when a budget of 3600 would be full again).
         reset_after_secs: u64,
+        /// Also send `Retry-After` with this many seconds.
+        #[serde(default)]
+        retry_after_secs: Option<u64>,
     },
     /// Answer `412 resource_unavailable` (no capacity).
     ResourceUnavailable,
@@ -164,6 +167,72 @@ pub struct Account {
     pub unavailable: Vec<(String, String)>,
     /// Default duration of new actions.
     pub action_duration: Duration,
+    /// The request budget (Hetzner: 3600, refilled one per second).
+    pub budget: Budget,
+}
+
+/// A token bucket like Hetzner's rate limit: `limit` requests, refilled linearly.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Size of the bucket.
+    pub limit: u32,
+    /// Requests refilled per second.
+    pub per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self::new(3600, 1.0)
+    }
+}
+
+impl Budget {
+    /// A full bucket.
+    pub fn new(limit: u32, per_second: f64) -> Self {
+        Self {
+            limit,
+            per_second,
+            tokens: limit as f64,
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let add = now.duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + add).min(self.limit as f64);
+        self.last = now;
+    }
+
+    /// Takes one request from the budget; `false` when it is empty.
+    pub fn take(&mut self) -> bool {
+        self.refill();
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// (limit, remaining, unix time when full) for the `RateLimit-*` headers.
+    pub fn headers(&mut self) -> (u32, u32, u64) {
+        self.refill();
+        let missing = self.limit as f64 - self.tokens;
+        let until_full = if self.per_second > 0.0 {
+            missing / self.per_second
+        } else {
+            0.0
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let reset = (now + until_full).ceil() as u64;
+        (self.limit, self.tokens.floor() as u32, reset)
+    }
 }
 
 impl Account {
