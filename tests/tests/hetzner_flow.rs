@@ -59,9 +59,21 @@ async fn create_bootstrap_serve_delete() {
     let p = provider(&fake);
     let operator = SshKeyPair::generate("operator").unwrap();
     let host_key = SshKeyPair::generate("flow-1").unwrap();
+    // The operator key reaches the server through the provider's ssh_keys (registered
+    // once, idempotently), not through the user data.
+    let key_name = p
+        .ensure_ssh_key("dayshift-operator", &operator.public_openssh())
+        .await
+        .unwrap();
+    assert_eq!(key_name, "dayshift-operator");
+    let again = p
+        .ensure_ssh_key("other-name", &operator.public_openssh())
+        .await
+        .unwrap();
+    assert_eq!(again, "dayshift-operator");
     let user_data = CloudInit {
         host_key: &host_key,
-        authorized_keys: vec![operator.public_openssh()],
+        authorized_keys: vec![],
         write_files: vec![WriteFile {
             path: "/etc/dayshift/node-id".into(),
             content: "flow-1\n".into(),
@@ -71,7 +83,9 @@ async fn create_bootstrap_serve_delete() {
     .render()
     .unwrap();
 
-    let server = p.create(&spec("flow-1", user_data)).await.unwrap();
+    let mut sp = spec("flow-1", user_data);
+    sp.ssh_keys = vec![key_name];
+    let server = p.create(&sp).await.unwrap();
     assert_eq!(server.status, ServerStatus::Running);
     let ip = server.ipv4.expect("running server has an IPv4");
     let id: i64 = server.id.parse().unwrap();

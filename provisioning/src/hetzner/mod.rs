@@ -4,6 +4,7 @@ mod convert;
 mod errors;
 mod retry;
 mod settings;
+mod ssh_keys;
 mod transport;
 
 use std::time::Instant;
