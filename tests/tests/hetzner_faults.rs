@@ -312,3 +312,46 @@ async fn an_exhausted_budget_is_waited_out() {
     assert_eq!(fake.count_calls("GET", "/v1/servers", 200), 6);
     assert!(fake.count_calls("GET", "/v1/servers", 429) >= 1);
 }
+
+#[tokio::test]
+async fn a_create_action_failing_deletes_the_server_and_falls_back() {
+    let fake = fixtures::fake_without_hosts().await;
+    let p = HetznerProvider::new(settings(&fake)).unwrap();
+    fake.inject(fault(
+        "POST",
+        "/v1/servers",
+        1,
+        FaultKind::ActionError {
+            code: "resource_unavailable".into(),
+        },
+    ));
+    let mut sp = spec("afail");
+    sp.fallbacks = vec![Placement {
+        server_type: "cx22".into(),
+        location: Some("hel1".into()),
+    }];
+    let s = p.create(&sp).await.unwrap();
+    assert_eq!(s.location.as_deref(), Some("hel1"));
+    let left = p.list(&LabelSelector::cluster("faults")).await.unwrap();
+    assert_eq!(left.len(), 1, "the failed server was not deleted: {left:?}");
+    assert_eq!(fake.count_calls("DELETE", "/v1/servers/{id}", 200), 1);
+
+    // Any other action failure is Transient, and the broken server is gone too.
+    fake.inject(fault(
+        "POST",
+        "/v1/servers",
+        1,
+        FaultKind::ActionError {
+            code: "server_create_failed".into(),
+        },
+    ));
+    let e = p.create(&spec("afail2")).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
+    assert_eq!(
+        p.list(&LabelSelector::cluster("faults"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

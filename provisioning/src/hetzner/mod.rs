@@ -66,11 +66,21 @@ impl HetznerProvider {
 
     /// Polls an action until it succeeds, fails, or the action timeout passes.
     async fn wait_action(&self, action: &models::Action, what: &str) -> Result<(), ProviderError> {
+        self.poll_action(action, what).await?
+    }
+
+    /// Polls an action. The outer error means its outcome is unknown (timeout, API
+    /// unreachable); the inner one that the action itself failed.
+    async fn poll_action(
+        &self,
+        action: &models::Action,
+        what: &str,
+    ) -> Result<Result<(), ProviderError>, ProviderError> {
         let deadline = Instant::now() + self.settings.action_timeout;
         let mut current = action.clone();
         loop {
             match current.status {
-                models::action::Status::Success => return Ok(()),
+                models::action::Status::Success => return Ok(Ok(())),
                 models::action::Status::Error => {
                     let (code, message) = current
                         .error
@@ -78,11 +88,12 @@ impl HetznerProvider {
                         .map(|e| (e.code.clone(), e.message.clone()))
                         .unwrap_or_default();
                     let detail = format!("{what}: action {} failed: {code}: {message}", current.id);
-                    return Err(if code == "resource_unavailable" {
-                        ProviderError::Capacity(detail)
-                    } else {
-                        ProviderError::Transient(detail)
-                    });
+                    return Ok(Err(match code.as_str() {
+                        "resource_unavailable" | "placement_error" => {
+                            ProviderError::Capacity(detail)
+                        }
+                        _ => ProviderError::Transient(detail),
+                    }));
                 }
                 models::action::Status::Running => {}
             }
@@ -103,6 +114,15 @@ impl HetznerProvider {
                 )
                 .await?;
             current = *resp.action;
+        }
+    }
+
+    /// Deletes a server whose creation failed, so it does not linger (best effort: the
+    /// orphan sweep finds it by label otherwise).
+    async fn discard_failed(&self, id: i64, why: &ProviderError) {
+        tracing::warn!(id, reason = %why, "create action failed; deleting the broken server");
+        if let Err(e) = self.delete(&id.to_string()).await {
+            tracing::warn!(id, error = %e, "could not delete the failed server; the orphan sweep will");
         }
     }
 
@@ -165,11 +185,14 @@ impl HetznerProvider {
         };
         tracing::info!(name = %spec.name, id = created.server.id, server_type = %placement.server_type,
             location = ?placement.location, "server created, waiting for its action");
-        self.wait_action(&created.action, &what).await?;
-        for next in &created.next_actions {
-            self.wait_action(next, &what).await?;
+        let id = created.server.id;
+        for action in std::iter::once(created.action.as_ref()).chain(created.next_actions.iter()) {
+            if let Err(failed) = self.poll_action(action, &what).await? {
+                self.discard_failed(id, &failed).await;
+                return Err(failed);
+            }
         }
-        self.wait_running(created.server.id, &what).await
+        self.wait_running(id, &what).await
     }
 
     /// Fetches the server until it reports `running` (or the action timeout passes).

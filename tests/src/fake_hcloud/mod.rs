@@ -38,6 +38,10 @@ use state::Account;
 #[derive(Debug, Clone, Copy)]
 pub struct SlowAction(pub Duration);
 
+/// Marks a request whose action must end in `error` with this code.
+#[derive(Debug, Clone)]
+pub struct FailAction(pub String);
+
 /// State shared by every handler.
 pub struct Shared {
     account: Mutex<Account>,
@@ -314,6 +318,10 @@ async fn faults_and_log(
                 status: 0,
             });
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            next.run(req).await
+        }
+        Some(FaultKind::ActionError { code }) => {
+            req.extensions_mut().insert(FailAction(code));
             next.run(req).await
         }
         Some(FaultKind::SlowAction { ms }) => {

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::api_error::ApiError;
 use super::json::{self, Page};
 use super::state::ServerRec;
-use super::{Shared, SlowAction, catalog};
+use super::{FailAction, Shared, SlowAction, catalog};
 
 /// Body of `POST /v1/servers` (the fields the fake reads).
 #[derive(Debug, Deserialize)]
@@ -56,6 +56,7 @@ fn valid_label(k: &str, v: &str) -> bool {
 pub async fn create(
     State(shared): State<Arc<Shared>>,
     slow: Option<Extension<SlowAction>>,
+    fail: Option<Extension<FailAction>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: CreateServer = serde_json::from_slice(&body).map_err(|e| {
@@ -165,8 +166,12 @@ pub async fn create(
     let duration = slow
         .map(|Extension(SlowAction(d))| d)
         .unwrap_or(account.action_duration);
-    let with_host = shared.hosts.is_some();
+    let fail = fail.map(|Extension(FailAction(code))| code);
+    let with_host = shared.hosts.is_some() && fail.is_none();
     let action_id = account.start_action("create_server", id, duration, !with_host);
+    if let (Some(code), Some(a)) = (&fail, account.actions.get_mut(&action_id)) {
+        a.error = Some((code.clone(), "error during placement".into()));
+    }
     let start_id = account.start_action("start_server", id, Duration::ZERO, true);
     let rec = ServerRec {
         id,
@@ -185,7 +190,7 @@ pub async fn create(
     let action = account.action_json(action_id);
     let next = account.action_json(start_id);
     drop(account);
-    if let Some(hosts) = shared.hosts.clone() {
+    if let Some(hosts) = shared.hosts.clone().filter(|_| with_host) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let result = hosts

@@ -59,10 +59,10 @@ pub struct ActionRec {
 impl ActionRec {
     /// `running`, `success` or `error`, and progress in percent.
     pub fn status(&self) -> (&'static str, i64) {
-        if self.error.is_some() {
+        let elapsed = self.started_at.elapsed();
+        if self.error.is_some() && elapsed >= self.duration {
             return ("error", 100);
         }
-        let elapsed = self.started_at.elapsed();
         if elapsed >= self.duration && self.ready {
             return ("success", 100);
         }
@@ -116,6 +116,12 @@ pub enum FaultKind {
     Delay {
         /// Milliseconds.
         ms: u64,
+    },
+    /// Accept the call, but the action it starts ends in `error` with this code (e.g.
+    /// `resource_unavailable` when placement fails after the create was accepted).
+    ActionError {
+        /// Error code of the failed action.
+        code: String,
     },
     /// Handle the call normally, but any action it starts runs this long.
     SlowAction {
