@@ -23,3 +23,5 @@ pub use bootstrap::{
 };
 pub use cloud_init::{CloudInit, WriteFile};
 pub use keys::{KeyError, SshKeyPair, parse_public_key};
+pub mod factory;
+pub use factory::{ProviderSettings, build_provider};

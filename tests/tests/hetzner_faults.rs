@@ -355,3 +355,33 @@ async fn a_create_action_failing_deletes_the_server_and_falls_back() {
         1
     );
 }
+
+#[tokio::test]
+async fn list_follows_pagination() {
+    let fake = dayshift_tests::FakeHcloud::start(dayshift_tests::FakeOptions {
+        hosts: false,
+        action_duration: Duration::ZERO,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = dayshift_provisioning::build_provider(
+        dayshift_provisioning::ProviderSettings::Hetzner(settings(&fake)),
+    )
+    .await
+    .unwrap();
+    for i in 0..57 {
+        p.create(&spec(&format!("page{i}"))).await.unwrap();
+    }
+    let all = p.list(&LabelSelector::cluster("faults")).await.unwrap();
+    assert_eq!(all.len(), 57);
+    let mut names: Vec<_> = all.iter().map(|s| s.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 57);
+    assert_eq!(
+        fake.count_calls("GET", "/v1/servers", 200),
+        2,
+        "two pages of 50"
+    );
+}
