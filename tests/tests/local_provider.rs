@@ -103,18 +103,20 @@ async fn an_exited_child_reports_off() {
     let state = tempfile::tempdir().unwrap();
     let mut s = settings(state.path());
     s.args = vec!["--no-such-flag".into()];
+    s.restart_on_exit = false;
     let p = LocalProvider::new(s).await.unwrap();
     let srv = p.create(&spec("quits")).await.unwrap();
-    let mut status = srv.status;
+    let log_path = p.work_dir(&srv.id).join("node.log");
+    let (mut status, mut log) = (srv.status, String::new());
     for _ in 0..500 {
         status = p.get(&srv.id).await.unwrap().status;
-        if status == ServerStatus::Off {
+        log = std::fs::read_to_string(&log_path).unwrap();
+        if status == ServerStatus::Off && log.contains("usage") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(status, ServerStatus::Off);
-    let log = std::fs::read_to_string(p.work_dir(&srv.id).join("node.log")).unwrap();
     assert!(log.contains("usage"), "{log}");
     p.delete(&srv.id).await.unwrap();
 }
@@ -131,4 +133,58 @@ async fn a_missing_command_is_invalid() {
         "{e:?}"
     );
     assert!(p.list(&LabelSelector::all()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_crashed_child_is_restarted_on_the_same_port() {
+    let state = tempfile::tempdir().unwrap();
+    let mut s = settings(state.path());
+    s.supervise_interval = Duration::from_millis(50);
+    let p = LocalProvider::new(s).await.unwrap();
+    let srv = p.create(&spec("phoenix")).await.unwrap();
+    assert_eq!(
+        fixtures::http_get(addr(&srv), Duration::from_secs(20))
+            .await
+            .unwrap(),
+        "phoenix"
+    );
+    let pid_file = p.work_dir(&srv.id).join("pid");
+    let first: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: killing the child this test started.
+    unsafe {
+        libc::kill(first, libc::SIGKILL);
+    }
+    let mut restarted = None;
+    for _ in 0..1000 {
+        let now: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        if now != first && p.get(&srv.id).await.unwrap().status == ServerStatus::Running {
+            restarted = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        restarted.is_some(),
+        "the supervisor did not restart the child"
+    );
+    assert_eq!(
+        fixtures::http_get(addr(&srv), Duration::from_secs(20))
+            .await
+            .unwrap(),
+        "phoenix"
+    );
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.work_dir(&srv.id).join("server.json")).unwrap())
+            .unwrap();
+    assert_eq!(rec["restarts"], 1);
+    p.delete(&srv.id).await.unwrap();
+    assert!(fixtures::refuses(addr(&srv)).await);
 }

@@ -5,10 +5,12 @@
 mod process;
 mod record;
 mod settings;
+mod spawn;
+mod supervisor;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -33,7 +35,9 @@ pub const LOCAL_LOCATION: &str = "local";
 pub struct LocalProvider {
     settings: LocalSettings,
     servers_dir: PathBuf,
-    create_lock: Mutex<()>,
+    /// Held while creating, deleting or restarting a child, so they never interleave.
+    ops_lock: Arc<Mutex<()>>,
+    _supervisor: Option<supervisor::Supervisor>,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> ProviderError {
@@ -48,12 +52,21 @@ impl LocalProvider {
         let servers_dir = servers_dir
             .canonicalize()
             .map_err(|e| io("resolving", &servers_dir, e))?;
-        let me = Self {
+        let ops_lock = Arc::new(Mutex::new(()));
+        let mut me = Self {
             settings,
             servers_dir,
-            create_lock: Mutex::new(()),
+            ops_lock,
+            _supervisor: None,
         };
         me.recover().await;
+        if me.settings.restart_on_exit {
+            me._supervisor = Some(supervisor::Supervisor::start(
+                me.settings.clone(),
+                me.servers_dir.clone(),
+                me.ops_lock.clone(),
+            ));
+        }
         Ok(me)
     }
 
@@ -156,42 +169,6 @@ impl LocalProvider {
             .map(|a| a.port())
             .map_err(|e| ProviderError::Transient(format!("no free port: {e}")))
     }
-
-    fn expand(&self, arg: &str, r: &Record, dir: &Path) -> String {
-        arg.replace("{port}", &r.port.to_string())
-            .replace("{host}", &self.settings.host.to_string())
-            .replace("{dir}", &dir.display().to_string())
-            .replace("{id}", &r.id)
-            .replace("{name}", &r.name)
-    }
-
-    async fn spawn(&self, dir: &Path, r: &Record) -> Result<u32, ProviderError> {
-        let log_path = dir.join("node.log");
-        let log = std::fs::File::create(&log_path).map_err(|e| io("creating", &log_path, e))?;
-        let log2 = log.try_clone().map_err(|e| io("opening", &log_path, e))?;
-        let mut cmd = tokio::process::Command::new(&self.settings.command);
-        cmd.args(self.settings.args.iter().map(|a| self.expand(a, r, dir)))
-            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
-            .env(process::MARKER_VAR, dir)
-            .env("DAYSHIFT_NODE_PORT", r.port.to_string())
-            .env("DAYSHIFT_NODE_ID", &r.id)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0)
-            .kill_on_drop(false);
-        let child = cmd.spawn().map_err(|e| {
-            ProviderError::Invalid(format!(
-                "cannot start {}: {e} (check the local provider's command)",
-                self.settings.command.display()
-            ))
-        })?;
-        // Dropping the handle leaves the child running; tokio reaps it when it exits.
-        child
-            .id()
-            .ok_or_else(|| ProviderError::Transient("child exited before it got a pid".into()))
-    }
 }
 
 #[async_trait]
@@ -212,7 +189,7 @@ impl Provider for LocalProvider {
                     spec.server_type
                 ))
             })?;
-        let _guard = self.create_lock.lock().await;
+        let _guard = self.ops_lock.lock().await;
         if self.records().iter().any(|(_, r)| r.name == spec.name) {
             return Err(ProviderError::Invalid(format!(
                 "a local server named {} already exists: delete it or pick another name",
@@ -231,6 +208,7 @@ impl Provider for LocalProvider {
             port: self.free_port()?,
             created: Utc::now(),
             deleting: false,
+            restarts: 0,
         };
         if let Some(ud) = &spec.user_data {
             let p = dir.join("user-data");
@@ -238,7 +216,7 @@ impl Provider for LocalProvider {
         }
         // The record is written before the process starts, so a crash leaves no unknown child.
         record::write(&dir, &rec)?;
-        let pid = match self.spawn(&dir, &rec).await {
+        let pid = match spawn::spawn(&self.settings, &dir, &rec) {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -275,6 +253,7 @@ impl Provider for LocalProvider {
             return Err(ProviderError::NotFound(format!("local server {id}")));
         }
         let dir = self.work_dir(id);
+        let _guard = self.ops_lock.lock().await;
         let mut rec = match record::read(&dir) {
             Some(r) if !r.deleting => r,
             _ => return Err(ProviderError::NotFound(format!("local server {id}"))),

@@ -28,6 +28,9 @@ pub struct Record {
     /// Set when deletion began; a restart finishes it.
     #[serde(default)]
     pub deleting: bool,
+    /// How often the supervisor restarted the child.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> ProviderError {

@@ -19,6 +19,12 @@ pub struct LocalSettings {
     pub host: Ipv4Addr,
     /// How long a child gets after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+    /// Restart a child that exited (it stays `off` once `max_restarts` is reached).
+    pub restart_on_exit: bool,
+    /// Restarts allowed per server.
+    pub max_restarts: u32,
+    /// How often children are checked.
+    pub supervise_interval: Duration,
 }
 
 impl LocalSettings {
@@ -35,6 +41,9 @@ impl LocalSettings {
             state_dir: state_dir.into(),
             host: Ipv4Addr::LOCALHOST,
             stop_timeout: Duration::from_secs(10),
+            restart_on_exit: true,
+            max_restarts: 5,
+            supervise_interval: Duration::from_secs(2),
         }
     }
 }
