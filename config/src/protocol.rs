@@ -27,6 +27,7 @@ pub const HEARTBEAT_PATH: &str = "/internal/nodes/heartbeat";
 pub const GOODBYE_PATH: &str = "/internal/nodes/goodbye";
 /// `GET {MODEL_MIRROR_PATH}/{model}/manifest` gives a [`ModelManifest`];
 /// `GET {MODEL_MIRROR_PATH}/{model}/files/{path}` gives one file (supports `Range`).
+/// Both carry `Authorization: Bearer <join token>` (the node has no session yet).
 pub const MODEL_MIRROR_PATH: &str = "/internal/models";
 /// Version of this protocol; the ingress may refuse a node with another major version.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,152 @@
+//! Choosing the compute device and reading its facts (name, memory, compute capability).
+
+use candle_core::Device;
+use dayshift_config::protocol::GpuFacts;
+
+/// The chosen device with its facts.
+pub struct DeviceInfo {
+    /// candle device.
+    pub device: Device,
+    /// What registration reports.
+    pub facts: GpuFacts,
+}
+
+/// Host memory (total, available) in bytes from `/proc/meminfo`; zeros when unreadable.
+pub fn host_memory() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/meminfo") else {
+        return (0, 0);
+    };
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
+
+fn cpu_info() -> DeviceInfo {
+    let (total, free) = host_memory();
+    let name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "cpu".into());
+    DeviceInfo {
+        device: Device::Cpu,
+        facts: GpuFacts {
+            index: 0,
+            backend: "cpu".into(),
+            name,
+            memory_total_bytes: total,
+            memory_free_bytes: free,
+            compute_capability: None,
+        },
+    }
+}
+
+/// Picks the device named in the engine config (`auto`, `cpu`, `cuda`, `cuda:N`).
+pub fn select(spec: &str) -> anyhow::Result<DeviceInfo> {
+    let cuda_index = match spec {
+        "cpu" => return Ok(cpu_info()),
+        "auto" => {
+            if cfg!(feature = "cuda") && cuda::present() {
+                Some(0)
+            } else {
+                return Ok(cpu_info());
+            }
+        }
+        "cuda" => Some(0),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok()),
+    };
+    match cuda_index {
+        Some(i) => cuda::open(i),
+        None => anyhow::bail!("device {spec:?} is not one of auto, cpu, cuda, cuda:N"),
+    }
+}
+
+/// Free memory on the device now (host memory for the CPU).
+pub fn free_memory(info: &DeviceInfo) -> u64 {
+    match info.facts.backend.as_str() {
+        "cuda" => cuda::free(info.facts.index as usize).unwrap_or(info.facts.memory_free_bytes),
+        _ => host_memory().1,
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::DeviceInfo;
+    use candle_core::Device;
+    use cudarc::driver::result;
+    use dayshift_config::protocol::GpuFacts;
+
+    pub fn present() -> bool {
+        // cudarc panics when libcuda is absent: check first.
+        unsafe { cudarc::driver::sys::is_culib_present() }
+    }
+
+    pub fn open(i: usize) -> anyhow::Result<DeviceInfo> {
+        if !present() {
+            anyhow::bail!(
+                "device cuda:{i} asked for, but libcuda.so is not present: install the NVIDIA driver or use device = \"cpu\""
+            );
+        }
+        let device = Device::new_cuda(i)?;
+        result::init()?;
+        let dev = result::device::get(i as i32)?;
+        let name = result::device::get_name(dev)?;
+        let total = unsafe { result::device::total_mem(dev)? } as u64;
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        let major = unsafe {
+            result::device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?
+        };
+        let minor = unsafe {
+            result::device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?
+        };
+        let free = free(i).unwrap_or(0);
+        Ok(DeviceInfo {
+            device,
+            facts: GpuFacts {
+                index: i as u32,
+                backend: "cuda".into(),
+                name,
+                memory_total_bytes: total,
+                memory_free_bytes: free,
+                compute_capability: Some(format!("{major}.{minor}")),
+            },
+        })
+    }
+
+    pub fn free(i: usize) -> Option<u64> {
+        // Needs a current context: candle's device made one for this thread's primary ctx.
+        let dev = result::device::get(i as i32).ok()?;
+        let ctx = unsafe { result::primary_ctx::retain(dev).ok()? };
+        unsafe { result::ctx::set_current(ctx).ok()? };
+        result::mem_get_info().ok().map(|(f, _)| f as u64)
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    use super::DeviceInfo;
+
+    pub fn present() -> bool {
+        false
+    }
+    pub fn open(i: usize) -> anyhow::Result<DeviceInfo> {
+        anyhow::bail!(
+            "device cuda:{i} asked for, but this dayshift-node was built without the `cuda` feature: rebuild with --features cuda or use device = \"cpu\""
+        )
+    }
+    pub fn free(_i: usize) -> Option<u64> {
+        None
+    }
+}

@@ -1,0 +1,164 @@
+//! The generation engine: a dedicated thread that runs continuous batching over the
+//! model; HTTP handlers submit requests through an [`EngineHandle`] and read events back.
+
+pub mod detok;
+pub mod sampling;
+mod scheduler;
+
+use crate::metrics::Metrics;
+use crate::model::GenerationModel;
+use sampling::SamplingParams;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Why a sequence ended (OpenAI's `finish_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// EOS token or stop string.
+    Stop,
+    /// `max_tokens` or the context end.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// What the engine sends back for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New text (may be empty when a token only completes part of a character).
+    Delta(String),
+    /// The sequence ended.
+    Done {
+        /// Why.
+        finish: FinishReason,
+        /// Prompt tokens.
+        prompt_tokens: usize,
+        /// Generated tokens.
+        completion_tokens: usize,
+    },
+    /// The engine failed on this sequence.
+    Error(String),
+}
+
+/// A request for generation (already validated).
+pub struct GenRequest {
+    /// Prompt token ids (non-empty).
+    pub prompt: Vec<u32>,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Sampling settings.
+    pub sampling: SamplingParams,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Where events go; a closed receiver cancels the sequence.
+    pub events: mpsc::UnboundedSender<Event>,
+    /// Arrival time, for time-to-first-token.
+    pub arrived: Instant,
+}
+
+/// Engine limits.
+#[derive(Debug, Clone)]
+pub struct EngineLimits {
+    /// Most sequences per step.
+    pub max_running: usize,
+    /// KV-cache capacity in tokens (admission reserves prompt + max_tokens).
+    pub kv_tokens: usize,
+    /// Prompt tokens per step across all prefilling sequences.
+    pub prefill_chunk: usize,
+    /// Most requests waiting for admission.
+    pub max_queued: usize,
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// Too many requests are waiting.
+    #[error("the node's queue is full ({0} requests waiting): retry later or on another node")]
+    QueueFull(usize),
+    /// Prompt + max_tokens can never fit the KV cache.
+    #[error(
+        "prompt + max_tokens = {need} tokens exceeds this node's KV cache of {cap} tokens: shorten the prompt or lower max_tokens"
+    )]
+    TooLarge {
+        /// Tokens needed.
+        need: usize,
+        /// KV capacity.
+        cap: usize,
+    },
+    /// The engine thread is gone.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Cheap, cloneable handle to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: std::sync::mpsc::Sender<GenRequest>,
+    metrics: Arc<Metrics>,
+    limits: EngineLimits,
+}
+
+impl EngineHandle {
+    /// Queues a request; events arrive on its channel.
+    pub fn submit(&self, req: GenRequest) -> Result<(), SubmitError> {
+        let need = req.prompt.len() + req.max_tokens;
+        if need > self.limits.kv_tokens {
+            return Err(SubmitError::TooLarge {
+                need,
+                cap: self.limits.kv_tokens,
+            });
+        }
+        let q = self.metrics.queued.load(Relaxed) as usize;
+        if q >= self.limits.max_queued {
+            return Err(SubmitError::QueueFull(q));
+        }
+        self.metrics.queued.fetch_add(1, Relaxed);
+        self.tx.send(req).map_err(|_| {
+            self.metrics.queued.fetch_sub(1, Relaxed);
+            SubmitError::Stopped
+        })
+    }
+    /// The limits it runs with.
+    pub fn limits(&self) -> &EngineLimits {
+        &self.limits
+    }
+    /// True when nothing is queued or running.
+    pub fn idle(&self) -> bool {
+        self.metrics.queued.load(Relaxed) == 0 && self.metrics.running.load(Relaxed) == 0
+    }
+}
+
+/// Starts the engine thread over a loaded model.
+pub fn start(
+    model: Arc<GenerationModel>,
+    limits: EngineLimits,
+    metrics: Arc<Metrics>,
+) -> EngineHandle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    metrics
+        .kv_total_tokens
+        .store(limits.kv_tokens as u64, Relaxed);
+    let m = metrics.clone();
+    let l = limits.clone();
+    let spawned = std::thread::Builder::new()
+        .name("dayshift-engine".into())
+        .spawn(move || scheduler::run(model, l, m, rx));
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the engine thread: {e}");
+    }
+    EngineHandle {
+        tx,
+        metrics,
+        limits,
+    }
+}

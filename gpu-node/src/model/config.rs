@@ -1,0 +1,143 @@
+//! `config.json` of a Llama-family model (Llama, Mistral, Qwen2) and its architecture check.
+
+use serde::Deserialize;
+
+/// Llama-family architectures this engine runs.
+pub const SUPPORTED_GENERATION: &[&str] = &["llama", "mistral", "qwen2"];
+
+/// `rope_scaling` of `config.json` (only the `llama3` kind changes the frequencies).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct RopeScaling {
+    /// `llama3`, `default`, … (`type` in older files).
+    #[serde(alias = "type")]
+    pub rope_type: Option<String>,
+    /// Scaling factor.
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// llama3: low frequency factor.
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    /// llama3: high frequency factor.
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    /// llama3: context length the model was trained with.
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+}
+
+/// The fields of `config.json` the Llama-family model needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlamaConfig {
+    /// `llama`, `mistral` or `qwen2`.
+    pub model_type: String,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the MLP.
+    pub intermediate_size: usize,
+    /// Transformer blocks.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); default: `num_attention_heads`.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head width; default: `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// RoPE scaling (llama3).
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    /// Context length.
+    pub max_position_embeddings: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// `lm_head` shares the embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Llama: bias on q/k/v/o projections.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Llama: bias on the MLP projections.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// dtype the weights were saved in (`torch_dtype`, `dtype` in newer files).
+    #[serde(default, alias = "dtype")]
+    pub torch_dtype: Option<String>,
+    /// End-of-sequence token id(s).
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    /// Beginning-of-sequence token id.
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+
+impl LlamaConfig {
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+    /// Whether q/k/v carry a bias (Qwen2 always; Llama when `attention_bias`).
+    pub fn qkv_bias(&self) -> bool {
+        self.model_type == "qwen2" || self.attention_bias
+    }
+    /// Whether the output projection carries a bias (Llama with `attention_bias`).
+    pub fn o_bias(&self) -> bool {
+        self.model_type == "llama" && self.attention_bias
+    }
+    /// Checks the numbers fit together; the message says which ones do not.
+    pub fn check(&self) -> Result<(), String> {
+        if self.num_attention_heads == 0 || self.kv_heads() == 0 {
+            return Err("num_attention_heads and num_key_value_heads must be > 0".into());
+        }
+        if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
+            return Err(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads,
+                self.kv_heads()
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) || self.head_dim() == 0 {
+            return Err(format!("head_dim {} must be even and > 0", self.head_dim()));
+        }
+        if self.vocab_size == 0 || self.max_position_embeddings == 0 {
+            return Err("vocab_size and max_position_embeddings must be > 0".into());
+        }
+        Ok(())
+    }
+    /// EOS ids listed in `config.json`.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        ids_from_json(self.eos_token_id.as_ref())
+    }
+}
+
+/// Reads a token id or a list of token ids from a JSON value.
+pub fn ids_from_json(v: Option<&serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64().map(|x| x as u32))
+            .collect(),
+        _ => Vec::new(),
+    }
+}

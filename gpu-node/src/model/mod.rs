@@ -1,0 +1,183 @@
+//! Model directories (Hugging Face layout): reading config, tokenizer, chat template and
+//! weights into a generation model (Llama family) or an embedding model (BERT).
+
+pub mod bert;
+pub mod chat;
+pub mod config;
+pub mod files;
+pub mod llama;
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use files::{ModelError, read_json, required};
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+/// A loaded generation model with everything needed to serve it.
+pub struct GenerationModel {
+    /// The network.
+    pub llama: llama::Llama,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Its chat template, if `tokenizer_config.json` has one.
+    pub chat: Option<chat::ChatTemplate>,
+    /// Token ids that end generation.
+    pub eos_ids: Vec<u32>,
+    /// BOS id, if the model has one.
+    pub bos_id: Option<u32>,
+    /// `model_type` of config.json.
+    pub architecture: String,
+}
+
+/// Either kind of model.
+pub enum LoadedModel {
+    /// Llama family.
+    Generation(Box<GenerationModel>),
+    /// BERT encoder.
+    Embedding(Box<bert::EmbeddingModel>),
+}
+
+/// Parses a dtype name.
+pub fn parse_dtype(s: &str) -> Option<DType> {
+    match s {
+        "f32" | "float32" => Some(DType::F32),
+        "bf16" | "bfloat16" => Some(DType::BF16),
+        "f16" | "float16" => Some(DType::F16),
+        _ => None,
+    }
+}
+
+/// Name of a dtype as reported to clients and the ingress.
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        _ => "other",
+    }
+}
+
+/// The dtype to run in: the override, else config.json's on a GPU, else f32 on the CPU
+/// (half precision on the CPU is slow and gains nothing).
+fn choose_dtype(
+    over: Option<&str>,
+    from_cfg: Option<&str>,
+    device: &Device,
+) -> Result<DType, String> {
+    if let Some(o) = over {
+        return parse_dtype(o).ok_or_else(|| format!("dtype {o:?} is not one of f32, bf16, f16"));
+    }
+    if device.is_cpu() {
+        return Ok(DType::F32);
+    }
+    Ok(from_cfg.and_then(parse_dtype).unwrap_or(DType::BF16))
+}
+
+/// Loads a tokenizer.json.
+pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
+    let p = required(dir, "tokenizer.json", "the fast tokenizer file is required")?;
+    Tokenizer::from_file(&p).map_err(|e| ModelError::BadFile {
+        path: p,
+        message: format!("cannot load tokenizer: {e}"),
+    })
+}
+
+pub(crate) fn load_weights<'a>(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'a>, ModelError> {
+    let files = files::safetensors_files(dir)?;
+    // SAFETY: the files are memory-mapped read-only; they must not be changed while the
+    // node runs (they live in the node's own model cache or a directory the operator owns).
+    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(|e| {
+        ModelError::BadFile {
+            path: dir.to_path_buf(),
+            message: format!("cannot read safetensors: {e}"),
+        }
+    })
+}
+
+/// Loads a model directory onto `device`; `dtype` overrides config.json.
+pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedModel, ModelError> {
+    let cfg_path = required(
+        dir,
+        "config.json",
+        "every model directory needs its config.json",
+    )?;
+    let raw: serde_json::Value = read_json(&cfg_path)?;
+    let model_type = raw
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let bad = |message: String| ModelError::BadFile {
+        path: cfg_path.clone(),
+        message,
+    };
+    match model_type.as_str() {
+        t if config::SUPPORTED_GENERATION.contains(&t) => {
+            let cfg: config::LlamaConfig =
+                serde_json::from_value(raw.clone()).map_err(|e| bad(format!("{e}")))?;
+            cfg.check().map_err(bad)?;
+            let dt = choose_dtype(dtype, cfg.torch_dtype.as_deref(), device).map_err(bad)?;
+            let tokenizer = load_tokenizer(dir)?;
+            let vb = load_weights(dir, dt, device)?;
+            let llama = llama::Llama::load(vb, &cfg).map_err(|e| ModelError::Weights {
+                dir: dir.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            let tc = chat::TokenizerConfig::load(&dir.join("tokenizer_config.json"))?;
+            let chat = match &tc.chat_template {
+                Some(src) => Some(
+                    chat::ChatTemplate::new(src, &tc.bos_token, &tc.eos_token).map_err(|m| {
+                        ModelError::BadFile {
+                            path: dir.join("tokenizer_config.json"),
+                            message: m,
+                        }
+                    })?,
+                ),
+                None => None,
+            };
+            let mut eos_ids = cfg.eos_ids();
+            let gen_cfg = dir.join("generation_config.json");
+            if gen_cfg.is_file() {
+                let g: serde_json::Value = read_json(&gen_cfg)?;
+                for id in config::ids_from_json(g.get("eos_token_id")) {
+                    if !eos_ids.contains(&id) {
+                        eos_ids.push(id);
+                    }
+                }
+            }
+            if !tc.eos_token.is_empty()
+                && let Some(id) = tokenizer.token_to_id(&tc.eos_token)
+                && !eos_ids.contains(&id)
+            {
+                eos_ids.push(id);
+            }
+            let bos_id = cfg
+                .bos_token_id
+                .or_else(|| tokenizer.token_to_id(&tc.bos_token));
+            Ok(LoadedModel::Generation(Box::new(GenerationModel {
+                llama,
+                tokenizer,
+                chat,
+                eos_ids,
+                bos_id,
+                architecture: model_type,
+            })))
+        }
+        "bert" => {
+            let m = bert::EmbeddingModel::load(dir, &raw, dtype, device)?;
+            Ok(LoadedModel::Embedding(Box::new(m)))
+        }
+        _ => Err(ModelError::Unsupported {
+            model_type: if model_type.is_empty() {
+                "(none)".into()
+            } else {
+                model_type
+            },
+            path: cfg_path,
+        }),
+    }
+}

@@ -1,0 +1,206 @@
+//! `dayshift-node serve`: load models, serve the API, run the agent, drain on SIGTERM.
+
+use crate::agent::{Agent, NodeFacts};
+use crate::api::{self, AppState, GenService, Served};
+use crate::engine::{self, EngineLimits};
+use crate::metrics::Metrics;
+use crate::model::{self, LoadedModel};
+use crate::{device, source, tls};
+use anyhow::Context;
+use dayshift_config::node::NodeConfig;
+use dayshift_config::protocol::{Capacity, ModelKind, NodeState, ServedModel};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// KV-cache size in tokens: configured, else from free memory, capped at what
+/// `max_running` full-context sequences could use.
+fn kv_tokens(cfg: &NodeConfig, free: u64, per_token: usize, ctx: usize) -> usize {
+    let cap = cfg.engine.max_running_sequences as usize * ctx;
+    if let Some(t) = cfg.engine.kv_cache_tokens {
+        return t as usize;
+    }
+    let by_mem = (free as f64 * cfg.engine.kv_cache_memory_fraction) as usize / per_token.max(1);
+    by_mem.min(cap).max(ctx)
+}
+
+async fn wait_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            std::future::pending::<()>().await;
+            return "signal";
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
+}
+
+/// Runs the node until SIGTERM (or a drain order) and the drain that follows.
+pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let app = AppState::new(metrics.clone());
+    let tls = tls::server_config(&cfg.tls).await?;
+    let fingerprint = tls.as_ref().map(|(_, f)| f.clone());
+    let handle = axum_server::Handle::<std::net::SocketAddr>::new();
+    let router = api::router(app.clone());
+    let listener = std::net::TcpListener::bind(cfg.listen)
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let server = {
+        let handle = handle.clone();
+        let svc = router.into_make_service();
+        match tls {
+            Some((rc, _)) => tokio::spawn(async move {
+                axum_server::from_tcp_rustls(listener, rc)?
+                    .handle(handle)
+                    .serve(svc)
+                    .await
+            }),
+            None => tokio::spawn(async move {
+                axum_server::from_tcp(listener)?
+                    .handle(handle)
+                    .serve(svc)
+                    .await
+            }),
+        }
+    };
+    tracing::info!(addr = %local, tls = fingerprint.is_some(), "API listening (state: loading)");
+    if let Some(fp) = &fingerprint {
+        tracing::info!("TLS certificate sha256 {fp}");
+    }
+
+    let dev = device::select(&cfg.engine.device)?;
+    tracing::info!(backend = %dev.facts.backend, name = %dev.facts.name, "device");
+    let mut kv_total = 0u64;
+    let mut max_ctx = 0usize;
+    for m in &cfg.models {
+        let dir = source::resolve(&cfg, m).await?;
+        let t0 = Instant::now();
+        let device = dev.device.clone();
+        let dtype = m.dtype.clone();
+        let d2 = dir.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || model::load(&d2, dtype.as_deref(), &device))
+                .await
+                .context("model loading task failed")?
+                .with_context(|| format!("cannot load model {:?}", m.name))?;
+        match loaded {
+            LoadedModel::Generation(g) => {
+                let ctx = g.llama.config().max_position_embeddings;
+                let free = device::free_memory(&dev);
+                let kv = kv_tokens(&cfg, free, g.llama.kv_bytes_per_token(), ctx);
+                let limits = EngineLimits {
+                    max_running: cfg.engine.max_running_sequences as usize,
+                    kv_tokens: kv,
+                    prefill_chunk: cfg.engine.prefill_chunk_tokens as usize,
+                    max_queued: cfg.engine.max_queued_requests as usize,
+                };
+                kv_total += kv as u64;
+                max_ctx = max_ctx.max(ctx);
+                let info = ServedModel {
+                    id: m.name.clone(),
+                    kind: ModelKind::Generation,
+                    architecture: g.architecture.clone(),
+                    context_length: ctx as u32,
+                    dtype: model::dtype_name(g.llama.dtype()).into(),
+                };
+                let g: Arc<model::GenerationModel> = Arc::from(g);
+                let engine = engine::start(g.clone(), limits, metrics.clone());
+                app.add_model(
+                    m.name.clone(),
+                    Served::Generation(GenService { model: g, engine }),
+                    info,
+                );
+                tracing::info!(model = %m.name, dir = %dir.display(), kv_tokens = kv, secs = t0.elapsed().as_secs_f64(), "generation model loaded");
+            }
+            LoadedModel::Embedding(e) => {
+                let info = ServedModel {
+                    id: m.name.clone(),
+                    kind: ModelKind::Embedding,
+                    architecture: "bert".into(),
+                    context_length: e.max_tokens as u32,
+                    dtype: model::dtype_name(e.dtype).into(),
+                };
+                app.add_model(m.name.clone(), Served::Embedding(Arc::from(e)), info);
+                tracing::info!(model = %m.name, dir = %dir.display(), secs = t0.elapsed().as_secs_f64(), "embedding model loaded");
+            }
+        }
+    }
+    app.set_state(NodeState::Ready);
+    tracing::info!("ready");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (drain_tx, mut drain_rx) = watch::channel(false);
+    let agent = Agent::new(&cfg)?.map(Arc::new);
+    let agent_task = agent.clone().map(|a| {
+        let facts = NodeFacts {
+            api_url: cfg.advertise_url.clone().unwrap_or_else(|| {
+                let scheme = if fingerprint.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{local}")
+            }),
+            tls_cert_sha256: fingerprint.clone(),
+            gpus: vec![dev.facts.clone()],
+            capacity: Capacity {
+                max_running_sequences: cfg.engine.max_running_sequences,
+                kv_cache_tokens: kv_total,
+                max_queued_requests: cfg.engine.max_queued_requests,
+            },
+        };
+        tokio::spawn(a.run(app.clone(), facts, stop_rx.clone(), drain_tx.clone()))
+    });
+
+    let reason = tokio::select! {
+        s = wait_signal() => s,
+        _ = drain_rx.changed() => "drain requested by the ingress",
+        r = server => {
+            anyhow::bail!("the API server stopped: {r:?}");
+        }
+    };
+    tracing::info!("{reason}: draining (no new requests, finishing running ones)");
+    app.set_state(NodeState::Draining);
+    let deadline = Instant::now() + Duration::from_secs(cfg.drain_grace_secs);
+    loop {
+        let busy =
+            metrics.http_in_flight.load(Relaxed) > 0 || app.engines().iter().any(|e| !e.idle());
+        if !busy {
+            tracing::info!("drained");
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                "grace period of {}s over: exiting with requests still running",
+                cfg.drain_grace_secs
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    if let Some(t) = agent_task {
+        let _ = t.await;
+    }
+    if let Some(a) = &agent {
+        a.goodbye(reason).await;
+    }
+    handle.graceful_shutdown(Some(Duration::from_secs(1)));
+    tracing::info!("bye");
+    Ok(())
+}

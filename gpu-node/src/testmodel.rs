@@ -1,0 +1,279 @@
+//! `dayshift-node make-test-model DIR`: a deterministic tiny Llama in the Hugging Face
+//! layout (random weights from a fixed seed, a byte-level BPE tokenizer trained on a
+//! built-in text and written with the `tokenizers` crate, a ChatML chat template).
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// Seed of the weights; changing it changes the committed reference values.
+pub const SEED: u64 = 20_261_123;
+/// Vocabulary size the tokenizer is trained to (bytes + merges + special tokens).
+pub const VOCAB: usize = 512;
+/// Special tokens, in id order after the merges.
+pub const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+/// The ChatML template shipped in `tokenizer_config.json`.
+pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+const CORPUS: &str = "The quick brown fox jumps over the lazy dog. A server that is rented only while \
+people work costs far less than one that runs all day and all night. The scheduler starts the \
+nodes before the working day begins, and stops them when the evening comes. Each node loads its \
+model, registers with the ingress, and answers requests for chat completions, completions and \
+embeddings. What is the capital of France? The capital of France is Paris. What is the capital \
+of Germany? The capital of Germany is Berlin. Hello! How are you today? I am fine, thank you. \
+Tell me a story about a small robot who learned to paint the sky in the colours of the morning. \
+Once upon a time there was a little model with random weights, and it said many strange things, \
+but the tests were happy because the things it said were always the same. Numbers: 0 1 2 3 4 5 6 \
+7 8 9 10 100 1000. Code: fn main() { println!(\"hello, world\"); } def f(x): return x + 1. \
+The weather is nice, the sun is shining, the birds are singing in the trees of the garden.";
+
+/// GPT-2's byte → printable character map used by byte-level BPE.
+fn bytes_to_unicode() -> Vec<char> {
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut map = vec![' '; 256];
+    for (b, c) in bs.iter().zip(cs) {
+        map[*b as usize] = char::from_u32(c).unwrap_or('?');
+    }
+    map
+}
+
+/// Deterministic byte-level BPE training: most frequent pair first, ties by the pair itself.
+fn train_merges(corpus: &str, max_merges: usize, b2u: &[char]) -> Vec<(String, String)> {
+    let mut words: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+    let mut piece = String::new();
+    let flush = |p: &mut String, words: &mut BTreeMap<Vec<String>, usize>| {
+        if !p.is_empty() {
+            let syms = p.bytes().map(|b| b2u[b as usize].to_string()).collect();
+            *words.entry(syms).or_default() += 1;
+            p.clear();
+        }
+    };
+    for ch in corpus.chars() {
+        if ch == ' ' || (!ch.is_alphanumeric() && !piece.trim().is_empty()) {
+            flush(&mut piece, &mut words);
+        }
+        piece.push(ch);
+    }
+    flush(&mut piece, &mut words);
+    let mut merges = Vec::new();
+    while merges.len() < max_merges {
+        let mut pairs: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for (w, c) in &words {
+            for p in w.windows(2) {
+                *pairs.entry((p[0].clone(), p[1].clone())).or_default() += c;
+            }
+        }
+        let mut best: Option<(&(String, String), usize)> = None;
+        for (p, &c) in &pairs {
+            if best.is_none_or(|(_, bc)| c > bc) {
+                best = Some((p, c));
+            }
+        }
+        let Some((pair, count)) = best else { break };
+        if count < 2 {
+            break;
+        }
+        let pair = pair.clone();
+        let merged = format!("{}{}", pair.0, pair.1);
+        let mut next = BTreeMap::new();
+        for (w, c) in words {
+            let mut out = Vec::with_capacity(w.len());
+            let mut i = 0;
+            while i < w.len() {
+                if i + 1 < w.len() && w[i] == pair.0 && w[i + 1] == pair.1 {
+                    out.push(merged.clone());
+                    i += 2;
+                } else {
+                    out.push(w[i].clone());
+                    i += 1;
+                }
+            }
+            *next.entry(out).or_default() += c;
+        }
+        words = next;
+        merges.push(pair);
+    }
+    merges
+}
+
+/// Builds the tokenizer; returns it with the ids of the special tokens.
+pub fn build_tokenizer() -> anyhow::Result<Tokenizer> {
+    let b2u = bytes_to_unicode();
+    let merges = train_merges(CORPUS, VOCAB - 256 - SPECIALS.len(), &b2u);
+    let mut vocab: Vec<(String, u32)> = Vec::new();
+    for (b, c) in b2u.iter().enumerate() {
+        vocab.push((c.to_string(), b as u32));
+    }
+    for (a, b) in &merges {
+        let id = vocab.len() as u32;
+        vocab.push((format!("{a}{b}"), id));
+    }
+    for s in SPECIALS {
+        let id = vocab.len() as u32;
+        vocab.push((s.to_string(), id));
+    }
+    let vocab: Vocab = vocab.into_iter().collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build BPE: {e}"))?;
+    let mut tok = Tokenizer::new(bpe);
+    let bl = ByteLevel::default().add_prefix_space(false);
+    tok.with_pre_tokenizer(Some(bl));
+    tok.with_decoder(Some(bl));
+    tok.with_post_processor(Some(bl));
+    let specials: Vec<AddedToken> = SPECIALS
+        .iter()
+        .map(|s| AddedToken::from(*s, true))
+        .collect();
+    tok.add_special_tokens(specials)
+        .map_err(|e| anyhow::anyhow!("cannot add special tokens: {e}"))?;
+    Ok(tok)
+}
+
+/// The tiny model's `config.json` for a vocabulary of `vocab` tokens.
+pub fn config_json(vocab: usize, eos: u32) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "max_position_embeddings": 512,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": false,
+        "attention_bias": false,
+        "mlp_bias": false,
+        "vocab_size": vocab,
+        "torch_dtype": "float32",
+        "eos_token_id": eos,
+        "bos_token_id": null,
+        "pad_token_id": null
+    })
+}
+
+fn uniform(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> anyhow::Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| offset + rng.random_range(-scale..scale))
+        .collect();
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+}
+
+/// Random weights for `config_json`, drawn in a fixed order from [`SEED`].
+fn weights(vocab: usize) -> anyhow::Result<HashMap<String, Tensor>> {
+    let (h, inter, layers, heads, kv, hd) = (64usize, 128usize, 2usize, 4usize, 2usize, 16usize);
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut w = HashMap::new();
+    let lin = |rng: &mut StdRng, out: usize, inp: usize| {
+        uniform(rng, &[out, inp], (3.0 / inp as f32).sqrt(), 0.0)
+    };
+    w.insert(
+        "model.embed_tokens.weight".into(),
+        uniform(&mut rng, &[vocab, h], 1.0, 0.0)?,
+    );
+    for i in 0..layers {
+        let p = format!("model.layers.{i}");
+        w.insert(
+            format!("{p}.self_attn.q_proj.weight"),
+            lin(&mut rng, heads * hd, h)?,
+        );
+        w.insert(
+            format!("{p}.self_attn.k_proj.weight"),
+            lin(&mut rng, kv * hd, h)?,
+        );
+        w.insert(
+            format!("{p}.self_attn.v_proj.weight"),
+            lin(&mut rng, kv * hd, h)?,
+        );
+        w.insert(
+            format!("{p}.self_attn.o_proj.weight"),
+            lin(&mut rng, h, heads * hd)?,
+        );
+        w.insert(
+            format!("{p}.mlp.gate_proj.weight"),
+            lin(&mut rng, inter, h)?,
+        );
+        w.insert(format!("{p}.mlp.up_proj.weight"), lin(&mut rng, inter, h)?);
+        w.insert(
+            format!("{p}.mlp.down_proj.weight"),
+            lin(&mut rng, h, inter)?,
+        );
+        w.insert(
+            format!("{p}.input_layernorm.weight"),
+            uniform(&mut rng, &[h], 0.2, 1.0)?,
+        );
+        w.insert(
+            format!("{p}.post_attention_layernorm.weight"),
+            uniform(&mut rng, &[h], 0.2, 1.0)?,
+        );
+    }
+    w.insert(
+        "model.norm.weight".into(),
+        uniform(&mut rng, &[h], 0.2, 1.0)?,
+    );
+    w.insert("lm_head.weight".into(), lin(&mut rng, vocab, h)?);
+    Ok(w)
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(v)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes the tiny model into `dir` (created if needed).
+pub fn make_test_model(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tok = build_tokenizer()?;
+    let vocab = tok.get_vocab_size(true);
+    let id = |s: &str| {
+        tok.token_to_id(s)
+            .context("special token missing from the tokenizer")
+    };
+    let (eot, im_end) = (id("<|endoftext|>")?, id("<|im_end|>")?);
+    tok.save(dir.join("tokenizer.json"), true)
+        .map_err(|e| anyhow::anyhow!("cannot write tokenizer.json: {e}"))?;
+    write_json(&dir.join("config.json"), &config_json(vocab, im_end))?;
+    write_json(
+        &dir.join("generation_config.json"),
+        &serde_json::json!({"eos_token_id": [im_end, eot], "do_sample": false}),
+    )?;
+    write_json(
+        &dir.join("tokenizer_config.json"),
+        &serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "chat_template": CHAT_TEMPLATE,
+            "bos_token": null,
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "model_max_length": 512,
+            "clean_up_tokenization_spaces": false
+        }),
+    )?;
+    let w = weights(vocab)?;
+    candle_core::safetensors::save(&w, dir.join("model.safetensors"))
+        .context("cannot write model.safetensors")?;
+    Ok(())
+}
