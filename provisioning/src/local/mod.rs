@@ -216,7 +216,7 @@ impl Provider for LocalProvider {
         }
         // The record is written before the process starts, so a crash leaves no unknown child.
         record::write(&dir, &rec)?;
-        let pid = match spawn::spawn(&self.settings, &dir, &rec) {
+        let pid = match spawn::spawn(&self.settings, &dir, &rec).await {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);

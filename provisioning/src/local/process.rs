@@ -24,6 +24,11 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
+/// True while `pid` exists and is not a zombie (whatever program it runs).
+pub fn exists(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
+}
+
 /// True when `pid` is alive and is the child of work directory `dir` (not a reused pid).
 pub fn alive(pid: i32, dir: &Path) -> bool {
     let needle = marker(dir);

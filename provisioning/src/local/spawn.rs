@@ -16,8 +16,9 @@ fn expand(settings: &LocalSettings, arg: &str, r: &Record, dir: &Path) -> String
 }
 
 /// Starts the child of record `r` in work directory `dir` (its own process group, output
-/// appended to `node.log`) and returns its pid. The child outlives this process.
-pub(super) fn spawn(
+/// appended to `node.log`) and returns its pid once the child's marker is visible (or it
+/// exited). The child outlives this process.
+pub(super) async fn spawn(
     settings: &LocalSettings,
     dir: &Path,
     r: &Record,
@@ -51,7 +52,22 @@ pub(super) fn spawn(
         ))
     })?;
     // Dropping the handle leaves the child running; tokio reaps it when it exits.
-    child
+    let pid = child
         .id()
-        .ok_or_else(|| ProviderError::Transient("child exited before it got a pid".into()))
+        .ok_or_else(|| ProviderError::Transient("child exited before it got a pid".into()))?;
+    wait_visible(pid as i32, dir).await;
+    Ok(pid)
+}
+
+/// The kernel lets the parent go on before the new program's environment is readable in
+/// `/proc`; until then the child would look dead. Waits (bounded) until it is visible or
+/// has exited.
+async fn wait_visible(pid: i32, dir: &Path) {
+    for _ in 0..500 {
+        if process::alive(pid, dir) || !process::exists(pid) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    tracing::warn!(pid, dir = %dir.display(), "child's environment never became visible");
 }

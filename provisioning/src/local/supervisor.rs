@@ -27,14 +27,14 @@ impl Supervisor {
                     _ = tokio::time::sleep(settings.supervise_interval) => {}
                 }
                 let _guard = ops_lock.lock().await;
-                check_once(&settings, &servers_dir);
+                check_once(&settings, &servers_dir).await;
             }
         });
         Self { _stop: tx }
     }
 }
 
-fn check_once(settings: &LocalSettings, servers_dir: &std::path::Path) {
+async fn check_once(settings: &LocalSettings, servers_dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(servers_dir) else {
         return;
     };
@@ -54,6 +54,7 @@ fn check_once(settings: &LocalSettings, servers_dir: &std::path::Path) {
             continue;
         }
         match spawn::spawn(settings, &dir, &rec)
+            .await
             .and_then(|pid| record::write_pid(&dir, pid).map(|_| pid))
         {
             Ok(pid) => {
