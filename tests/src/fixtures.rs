@@ -80,3 +80,29 @@ pub fn harness_binary(name: &str) -> std::path::PathBuf {
     }
     dir.join(name)
 }
+
+/// Kills, when dropped, every local-provider child whose work directory lies under the
+/// given state directory, so a failing test leaks no process.
+pub struct KillLocalChildren(pub std::path::PathBuf);
+
+impl Drop for KillLocalChildren {
+    fn drop(&mut self) {
+        let root = self.0.canonicalize().unwrap_or_else(|_| self.0.clone());
+        let needle = format!("DAYSHIFT_LOCAL_SERVER={}/", root.display());
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for pid in entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                // SAFETY: signalling a process this test's provider started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}

@@ -46,6 +46,7 @@ fn addr(s: &dayshift_provisioning::Server) -> SocketAddr {
 async fn children_serve_survive_a_restart_and_orphans_die() {
     fixtures::init_tracing();
     let state = tempfile::tempdir().unwrap();
+    let _reaper = fixtures::KillLocalChildren(state.path().to_path_buf());
     let p = LocalProvider::new(settings(state.path())).await.unwrap();
     let keep = p.create(&spec("keep")).await.unwrap();
     let lost = p.create(&spec("lost")).await.unwrap();
@@ -101,6 +102,7 @@ async fn children_serve_survive_a_restart_and_orphans_die() {
 #[tokio::test]
 async fn an_exited_child_reports_off() {
     let state = tempfile::tempdir().unwrap();
+    let _reaper = fixtures::KillLocalChildren(state.path().to_path_buf());
     let mut s = settings(state.path());
     s.args = vec!["--no-such-flag".into()];
     s.restart_on_exit = false;
@@ -124,6 +126,7 @@ async fn an_exited_child_reports_off() {
 #[tokio::test]
 async fn a_missing_command_is_invalid() {
     let state = tempfile::tempdir().unwrap();
+    let _reaper = fixtures::KillLocalChildren(state.path().to_path_buf());
     let mut s = settings(state.path());
     s.command = state.path().join("no-such-binary");
     let p = LocalProvider::new(s).await.unwrap();
@@ -138,6 +141,7 @@ async fn a_missing_command_is_invalid() {
 #[tokio::test]
 async fn a_crashed_child_is_restarted_on_the_same_port() {
     let state = tempfile::tempdir().unwrap();
+    let _reaper = fixtures::KillLocalChildren(state.path().to_path_buf());
     let mut s = settings(state.path());
     s.supervise_interval = Duration::from_millis(50);
     let p = LocalProvider::new(s).await.unwrap();

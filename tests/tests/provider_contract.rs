@@ -153,6 +153,7 @@ async fn hetzner_provider_passes_the_contract() {
 async fn local_provider_passes_the_contract() {
     fixtures::init_tracing();
     let state = tempfile::tempdir().unwrap();
+    let _reaper = fixtures::KillLocalChildren(state.path().to_path_buf());
     let settings = LocalSettings::new(
         env!("CARGO_BIN_EXE_tiny-responder"),
         vec![
