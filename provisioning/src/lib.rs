@@ -25,3 +25,5 @@ pub use cloud_init::{CloudInit, WriteFile};
 pub use keys::{KeyError, SshKeyPair, parse_public_key};
 pub mod factory;
 pub use factory::{ProviderSettings, build_provider};
+pub mod node;
+pub use node::{NodeRequest, PreparedNode, prepare_node};

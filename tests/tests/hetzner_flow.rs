@@ -269,19 +269,27 @@ async fn the_same_flow_through_injected_faults() {
     ));
 
     let operator = SshKeyPair::generate("operator").unwrap();
-    let host_key = SshKeyPair::generate("flow-3").unwrap();
-    let user_data = CloudInit {
-        host_key: &host_key,
-        authorized_keys: vec![operator.public_openssh()],
-        write_files: vec![],
-    }
-    .render()
+    let node = dayshift_provisioning::prepare_node(dayshift_provisioning::NodeRequest {
+        cluster: "flow",
+        node_id: "flow-3",
+        pool: "chat",
+        name: "flow-3".into(),
+        placement: Placement {
+            server_type: "cx22".into(),
+            location: Some("fsn1".into()),
+        },
+        fallbacks: vec![Placement {
+            server_type: "cx22".into(),
+            location: Some("nbg1".into()),
+        }],
+        image: "ubuntu-24.04",
+        operator_key: &operator,
+        provider_ssh_keys: vec![],
+        files: vec![],
+    })
     .unwrap();
-    let mut sp = spec("flow-3", user_data);
-    sp.fallbacks = vec![Placement {
-        server_type: "cx22".into(),
-        location: Some("nbg1".into()),
-    }];
+    let sp = node.spec.clone();
+    let host_key = node.host_key.clone();
     let server = p.create(&sp).await.unwrap();
     // 429 waited out, then resource_unavailable in fsn1 → nbg1, where a 503 is retried and
     // the create action runs slowly.
@@ -300,11 +308,10 @@ async fn the_same_flow_through_injected_faults() {
         .files_root(id)
         .unwrap()
         .join("opt/dayshift");
+    let target = node.bootstrap_target(&server).unwrap();
+    assert_eq!(target.expected_host_key, *host_key.public_key());
     bootstrap(
-        &BootstrapTarget {
-            host: IpAddr::V4(ip),
-            expected_host_key: host_key.public_key().clone(),
-        },
+        &target,
         &operator,
         &Artifacts {
             binary: responder(),
