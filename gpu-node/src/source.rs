@@ -81,7 +81,7 @@ async fn fetch_mirror(base: &str, name: &str, dir: &Path, token: &str) -> anyhow
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        let part = dest.with_extension("part");
+        let part = dir.join(format!("{}.part", f.path));
         let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         let have = if have > f.size { 0 } else { have };
         let furl = format!("{base}{MODEL_MIRROR_PATH}/{name}/files/{}", f.path);

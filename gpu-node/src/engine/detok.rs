@@ -99,3 +99,41 @@ impl Detok {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str, stops: &[&str]) -> (String, bool) {
+        let tok = crate::testmodel::build_tokenizer().unwrap();
+        let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+        let mut d = Detok::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = String::new();
+        for id in ids {
+            let p = d.push(&tok, id);
+            out.push_str(&p.delta);
+            if p.stopped {
+                return (out, true);
+            }
+        }
+        out.push_str(&d.finish());
+        (out, false)
+    }
+
+    #[test]
+    fn deltas_add_up_to_the_text() {
+        let t = "Hello, wörld! The capital of France is Paris. ✓";
+        assert_eq!(run(t, &[]), (t.to_string(), false));
+    }
+
+    #[test]
+    fn cuts_at_the_earliest_stop_string() {
+        assert_eq!(
+            run("The capital of France is Paris.", &["France", "is"]),
+            ("The capital of ".into(), true)
+        );
+        assert_eq!(run("one two three", &["two t"]), ("one ".into(), true));
+        // A held-back prefix of a stop string that never completes is still emitted.
+        assert_eq!(run("one tw", &["two"]), ("one tw".into(), false));
+    }
+}

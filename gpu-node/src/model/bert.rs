@@ -90,13 +90,20 @@ impl EmbeddingModel {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let enc = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| format!("cannot tokenize input: {e}"))?;
-        self.run(&enc)
-            .map_err(|e| format!("embedding forward pass failed: {e}"))
+        // Batches of 32 bound the memory of padded attention whatever the request size.
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(32) {
+            let inputs: Vec<&str> = batch.iter().map(String::as_str).collect();
+            let enc = self
+                .tokenizer
+                .encode_batch(inputs, true)
+                .map_err(|e| format!("cannot tokenize input: {e}"))?;
+            out.extend(
+                self.run(&enc)
+                    .map_err(|e| format!("embedding forward pass failed: {e}"))?,
+            );
+        }
+        Ok(out)
     }
 
     fn run(&self, enc: &[tokenizers::Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {

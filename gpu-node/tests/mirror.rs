@@ -1,0 +1,155 @@
+//! Model files from the ingress's mirror (a stand-in in the test): manifest, download
+//! resumed with `Range` from a partial file, sha256 checked; a corrupt file is refused.
+
+mod common;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dayshift_config::protocol::{MODEL_MIRROR_PATH, ManifestFile, ModelManifest};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+struct Mirror {
+    dir: PathBuf,
+    corrupt: bool,
+    ranges: Mutex<Vec<String>>,
+}
+
+fn hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+async fn manifest(State(m): State<Arc<Mirror>>, Path(model): Path<String>) -> Response {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&m.dir).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        files.push(ManifestFile {
+            path: p.file_name().unwrap().to_string_lossy().into(),
+            size: bytes.len() as u64,
+            sha256: hex(&bytes),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    axum::Json(ModelManifest { model, files }).into_response()
+}
+
+async fn file(
+    State(m): State<Arc<Mirror>>,
+    Path((_model, name)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Response {
+    let mut bytes = std::fs::read(m.dir.join(&name)).unwrap();
+    if m.corrupt && name == "config.json" {
+        bytes[0] ^= 1;
+    }
+    if let Some(r) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        m.ranges.lock().unwrap().push(format!("{name} {r}"));
+        let from: usize = r
+            .trim_start_matches("bytes=")
+            .trim_end_matches('-')
+            .parse()
+            .unwrap();
+        return (StatusCode::PARTIAL_CONTENT, bytes[from..].to_vec()).into_response();
+    }
+    bytes.into_response()
+}
+
+fn start_mirror(m: Arc<Mirror>) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let app = axum::Router::new()
+                    .route(
+                        &format!("{MODEL_MIRROR_PATH}/{{model}}/manifest"),
+                        get(manifest),
+                    )
+                    .route(
+                        &format!("{MODEL_MIRROR_PATH}/{{model}}/files/{{name}}"),
+                        get(file),
+                    )
+                    .with_state(m);
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                axum::serve(l, app).await.unwrap();
+            });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+fn cfg(ingress: &str, cache: &std::path::Path) -> String {
+    format!(
+        "node_id = \"m1\"\ningress_url = \"{ingress}\"\njoin_token = \"t\"\nlisten = \"127.0.0.1:0\"\ncache_dir = {:?}\n[tls]\nmode = \"off\"\n[engine]\ndevice = \"cpu\"\n[[models]]\nname = \"tiny\"\nsource = {{ type = \"mirror\" }}\n",
+        cache.display().to_string()
+    )
+}
+
+#[test]
+fn fetches_resumes_and_verifies_model_files() {
+    let tiny = common::tiny_model();
+    let m = Arc::new(Mirror {
+        dir: tiny.path().to_path_buf(),
+        corrupt: false,
+        ranges: Mutex::default(),
+    });
+    let ingress = start_mirror(m.clone());
+    let cache = tempfile::tempdir().unwrap();
+    // A partial download left by an earlier attempt.
+    std::fs::create_dir_all(cache.path().join("tiny")).unwrap();
+    let weights = std::fs::read(tiny.path().join("model.safetensors")).unwrap();
+    std::fs::write(
+        cache.path().join("tiny/model.safetensors.part"),
+        &weights[..1000],
+    )
+    .unwrap();
+    let node = common::Node::start(&cfg(&ingress, cache.path()));
+    let models: serde_json::Value = common::client()
+        .get(node.url("/v1/models"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "tiny");
+    assert_eq!(
+        std::fs::read(cache.path().join("tiny/model.safetensors")).unwrap(),
+        weights
+    );
+    assert_eq!(
+        *m.ranges.lock().unwrap(),
+        vec!["model.safetensors bytes=1000-".to_string()]
+    );
+}
+
+#[test]
+fn refuses_a_file_whose_sha256_differs() {
+    let tiny = common::tiny_model();
+    let m = Arc::new(Mirror {
+        dir: tiny.path().to_path_buf(),
+        corrupt: true,
+        ranges: Mutex::default(),
+    });
+    let ingress = start_mirror(m);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("node.toml");
+    std::fs::write(&cfg_path, cfg(&ingress, dir.path())).unwrap();
+    let out = Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.json from the mirror has sha256"),
+        "{err}"
+    );
+}
