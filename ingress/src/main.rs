@@ -1,5 +1,46 @@
-//! `dayshift`: the ingress daemon and operator CLI.
+//! `dayshift`: the ingress daemon (`dayshift serve`) and the operator CLI.
 
-fn main() {
-    println!("dayshift {}", env!("CARGO_PKG_VERSION"));
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use dayshift::cli;
+
+/// dayshift: a private OpenAI-compatible endpoint on GPU servers rented only during office hours.
+#[derive(Parser)]
+#[command(name = "dayshift", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a dayshift.toml (and the schedule it names).
+    Config {
+        #[command(subcommand)]
+        command: cli::config::ConfigCommand,
+    },
+    /// Check a schedule file or print its plan for a range.
+    Schedule {
+        #[command(subcommand)]
+        command: cli::schedule::ScheduleCommand,
+    },
+    /// What the GPUs cost: estimates from the schedule.
+    Cost {
+        #[command(subcommand)]
+        command: cli::cost::CostCommand,
+    },
+    #[command(flatten)]
+    Server(dayshift::server_cli::ServerCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config { command } => cli::config::run(command),
+        Command::Schedule { command } => cli::schedule::run(command),
+        Command::Cost { command } => cli::cost::run(command),
+        Command::Server(command) => dayshift::server_cli::run(command),
+    }
 }

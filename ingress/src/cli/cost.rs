@@ -1,0 +1,196 @@
+//! `dayshift cost estimate`: a month of the schedule under the provider's billing rule.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use clap::{Args, Subcommand};
+use dayshift_config::billing::{BillingRule, Price};
+use dayshift_config::estimate::{Estimate, estimate_month, parse_month};
+use dayshift_config::{Config, Schedule};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use super::output;
+
+/// `dayshift cost …`
+#[derive(Subcommand)]
+pub enum CostCommand {
+    /// Forecast a month's GPU cost from the schedule, beside renting 24/7.
+    Estimate(EstimateArgs),
+}
+
+/// Arguments of `dayshift cost estimate`.
+#[derive(Args)]
+pub struct EstimateArgs {
+    /// dayshift.toml (prices from each pool's first server type, billing rule of the provider).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// schedule.toml (default: the one dayshift.toml names).
+    #[arg(long)]
+    schedule: Option<PathBuf>,
+    /// The month, YYYY-MM (its bounds are taken in the schedule's time zone).
+    #[arg(long)]
+    month: String,
+    /// Hourly price in EUR for every pool (overrides the config).
+    #[arg(long)]
+    hourly: Option<String>,
+    /// Monthly cap in EUR for every pool (overrides the config).
+    #[arg(long)]
+    monthly: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `dayshift cost …`.
+pub fn run(command: CostCommand) -> ExitCode {
+    match command {
+        CostCommand::Estimate(args) => estimate(args),
+    }
+}
+
+fn money_arg(flag: &str, v: Option<&str>) -> Result<Option<Decimal>, String> {
+    match v {
+        None => Ok(None),
+        Some(s) => match Decimal::from_str(s.trim()) {
+            Ok(d) if d >= Decimal::ZERO => Ok(Some(d)),
+            _ => Err(format!(
+                "{flag}: expected a non-negative amount in EUR such as 0.49, found \"{s}\""
+            )),
+        },
+    }
+}
+
+fn estimate(args: EstimateArgs) -> ExitCode {
+    let (hourly, monthly) = match (
+        money_arg("--hourly", args.hourly.as_deref()),
+        money_arg("--monthly", args.monthly.as_deref()),
+    ) {
+        (Ok(h), Ok(m)) => (h, m),
+        (Err(e), _) | (_, Err(e)) => return output::invalid(&e),
+    };
+    let first_day = match parse_month(&args.month) {
+        Ok(d) => d,
+        Err(e) => return output::invalid(&format!("--month: {e}")),
+    };
+    let config = match args.config.as_deref().map(Config::load) {
+        Some(Ok(c)) => Some(c),
+        Some(Err(p)) => return output::problems(&p),
+        None => None,
+    };
+    if config.is_none() && hourly.is_none() {
+        return output::invalid("give --config (prices from its server types) or --hourly");
+    }
+    let schedule_path = match (
+        &args.schedule,
+        config.as_ref().and_then(|c| c.schedule.clone()),
+    ) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => p,
+        (None, None) => {
+            return output::invalid("give --schedule, or a config whose `schedule` names one");
+        }
+    };
+    let pools = config.as_ref().map(Config::pool_names);
+    let schedule = match Schedule::load(&schedule_path, pools.as_deref()) {
+        Ok(s) => s,
+        Err(p) => return output::problems(&p),
+    };
+    let rule = config
+        .as_ref()
+        .map(|c| c.provider.billing)
+        .unwrap_or(BillingRule::HETZNER);
+    let price_of = |pool: &str| -> Option<Price> {
+        let base = config.as_ref().and_then(|c| c.pool_price(pool));
+        match (hourly, base) {
+            (Some(h), base) => Some(Price {
+                hourly: h,
+                monthly: monthly.or(base.and_then(|b| b.monthly)),
+            }),
+            (None, Some(b)) => Some(Price {
+                hourly: b.hourly,
+                monthly: monthly.or(b.monthly),
+            }),
+            (None, None) => None,
+        }
+    };
+    let est = match estimate_month(&schedule, first_day, rule, &price_of) {
+        Ok(e) => e,
+        Err(e) => return output::invalid(&e),
+    };
+    if args.json {
+        output::print_json(&estimate_json(&est))
+    } else {
+        print_table(&est, &schedule);
+        ExitCode::SUCCESS
+    }
+}
+
+fn hours_json(h: Decimal) -> serde_json::Value {
+    let n = h.normalize();
+    if n.fract().is_zero() {
+        json!(n.mantissa() as u64 / 10u64.pow(n.scale()))
+    } else {
+        serde_json::Number::from_str(&n.to_string())
+            .map(serde_json::Value::Number)
+            .unwrap_or_else(|_| json!(n.to_string()))
+    }
+}
+
+/// The `--json` object of an estimate.
+pub fn estimate_json(e: &Estimate) -> serde_json::Value {
+    use dayshift_config::billing::to_cents;
+    let pools: Vec<_> = e
+        .pools
+        .iter()
+        .map(|p| {
+            json!({
+                "pool": p.pool,
+                "billed_hours": hours_json(p.billed_hours),
+                "servers": p.servers,
+                "peak_nodes": p.peak_nodes,
+                "cost": format!("{:.2}", to_cents(p.cost)),
+                "always_on": format!("{:.2}", to_cents(p.always_on)),
+            })
+        })
+        .collect();
+    json!({
+        "month": e.month,
+        "pools": pools,
+        "total": format!("{:.2}", e.total),
+        "always_on": format!("{:.2}", e.always_on),
+        "saving_percent": format!("{:.2}", e.saving_percent),
+    })
+}
+
+fn print_table(e: &Estimate, schedule: &Schedule) {
+    use dayshift_config::billing::to_cents;
+    let tz = schedule.timezone;
+    println!(
+        "Cost estimate for {} ({} to {}, {})",
+        e.month,
+        e.start.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+        e.end.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+        tz
+    );
+    let mut t = output::table(&["pool", "servers", "billed hours", "cost EUR", "24/7 EUR"]);
+    for p in &e.pools {
+        t.add_row(vec![
+            p.pool.clone(),
+            p.servers.to_string(),
+            p.billed_hours.normalize().to_string(),
+            format!("{:.2}", to_cents(p.cost)),
+            format!("{:.2}", to_cents(p.always_on)),
+        ]);
+    }
+    t.add_row(vec![
+        "total".to_string(),
+        String::new(),
+        String::new(),
+        format!("{:.2}", e.total),
+        format!("{:.2}", e.always_on),
+    ]);
+    println!("{t}");
+    println!("Saving against 24/7: {:.2} %", e.saving_percent);
+}
