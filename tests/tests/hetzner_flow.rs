@@ -347,3 +347,61 @@ async fn the_same_flow_through_injected_faults() {
             .all(|s| s.name != "flow-3")
     );
 }
+
+#[tokio::test]
+async fn an_sshd_presenting_its_own_host_key_is_refused() {
+    use dayshift_provisioning::Placement;
+    use dayshift_tests::{Fault, FaultKind};
+    fixtures::init_tracing();
+    let fake = fixtures::fake_with_hosts().await;
+    let p = provider(&fake);
+    let operator = SshKeyPair::generate("operator").unwrap();
+    let node = dayshift_provisioning::prepare_node(dayshift_provisioning::NodeRequest {
+        cluster: "flow",
+        node_id: "flow-4",
+        pool: "chat",
+        name: "flow-4".into(),
+        placement: Placement {
+            server_type: "cx22".into(),
+            location: None,
+        },
+        fallbacks: vec![],
+        image: "debian-12",
+        operator_key: &operator,
+        provider_ssh_keys: vec![],
+        files: vec![],
+    })
+    .unwrap();
+    fake.inject(Fault {
+        method: "POST".into(),
+        path: "/v1/servers".into(),
+        count: 1,
+        fault: FaultKind::WrongHostKey,
+    });
+    let server = p.create(&node.spec).await.unwrap();
+    let id: i64 = server.id.parse().unwrap();
+    let install_dir = fake
+        .hosts()
+        .unwrap()
+        .files_root(id)
+        .unwrap()
+        .join("opt/dayshift");
+    let err = bootstrap(
+        &node.bootstrap_target(&server).unwrap(),
+        &operator,
+        &Artifacts {
+            binary: responder(),
+            config: b"listen=127.0.0.1:1\n".to_vec(),
+        },
+        &bootstrap_settings(&fake, &install_dir),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_host_key_mismatch(), "{err}");
+    assert_eq!(err.step, Step::VerifyHostKey);
+    assert!(
+        !install_dir.exists(),
+        "something was uploaded despite the mismatch"
+    );
+    p.delete(&server.id).await.unwrap();
+}

@@ -38,6 +38,10 @@ use state::Account;
 #[derive(Debug, Clone, Copy)]
 pub struct SlowAction(pub Duration);
 
+/// Marks a create request whose test host must ignore the user data's host key.
+#[derive(Debug, Clone, Copy)]
+pub struct WrongHostKey;
+
 /// Marks a request whose action must end in `error` with this code.
 #[derive(Debug, Clone)]
 pub struct FailAction(pub String);
@@ -318,6 +322,10 @@ async fn faults_and_log(
                 status: 0,
             });
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            next.run(req).await
+        }
+        Some(FaultKind::WrongHostKey) => {
+            req.extensions_mut().insert(WrongHostKey);
             next.run(req).await
         }
         Some(FaultKind::ActionError { code }) => {

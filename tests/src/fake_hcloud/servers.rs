@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::api_error::ApiError;
 use super::json::{self, Page};
 use super::state::ServerRec;
-use super::{FailAction, Shared, SlowAction, catalog};
+use super::{FailAction, Shared, SlowAction, WrongHostKey, catalog};
 
 /// Body of `POST /v1/servers` (the fields the fake reads).
 #[derive(Debug, Deserialize)]
@@ -57,6 +57,7 @@ pub async fn create(
     State(shared): State<Arc<Shared>>,
     slow: Option<Extension<SlowAction>>,
     fail: Option<Extension<FailAction>>,
+    wrong_key: Option<Extension<WrongHostKey>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: CreateServer = serde_json::from_slice(&body).map_err(|e| {
@@ -167,6 +168,7 @@ pub async fn create(
         .map(|Extension(SlowAction(d))| d)
         .unwrap_or(account.action_duration);
     let fail = fail.map(|Extension(FailAction(code))| code);
+    let wrong_key = wrong_key.is_some();
     let with_host = shared.hosts.is_some() && fail.is_none();
     let action_id = account.start_action("create_server", id, duration, !with_host);
     if let (Some(code), Some(a)) = (&fail, account.actions.get_mut(&action_id)) {
@@ -194,7 +196,7 @@ pub async fn create(
         let shared = shared.clone();
         tokio::spawn(async move {
             let result = hosts
-                .start(id, ipv4, req.user_data.as_deref(), &authorized)
+                .start(id, ipv4, req.user_data.as_deref(), &authorized, wrong_key)
                 .await;
             let mut account = shared.lock();
             if let Some(a) = account.actions.get_mut(&action_id) {

@@ -117,6 +117,9 @@ pub enum FaultKind {
         /// Milliseconds.
         ms: u64,
     },
+    /// Create the server, but its test host's sshd presents a host key of its own instead
+    /// of the one in the user data.
+    WrongHostKey,
     /// Accept the call, but the action it starts ends in `error` with this code (e.g.
     /// `resource_unavailable` when placement fails after the create was accepted).
     ActionError {

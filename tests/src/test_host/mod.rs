@@ -70,21 +70,28 @@ impl HostManager {
     }
 
     /// Brings a host up for server `id` and waits until its sshd accepts connections.
+    /// With `ignore_host_key`, sshd generates its own host key instead of the user data's.
     pub async fn start(
         &self,
         id: i64,
         ip: Ipv4Addr,
         user_data: Option<&str>,
         provider_keys: &[String],
+        ignore_host_key: bool,
     ) -> anyhow::Result<()> {
         let dir = self.root.path().join(format!("server-{id}"));
         std::fs::create_dir_all(dir.join("root"))?;
-        let config = match user_data {
+        let mut config = match user_data {
             Some(u) => {
                 CloudConfig::parse(u).context("reading the server's cloud-init user data")?
             }
             None => CloudConfig::default(),
         };
+        if ignore_host_key {
+            // As an image without cloud-init, or a machine in the middle, would: sshd
+            // presents a key of its own.
+            config.ssh_keys.clear();
+        }
         let mut authorized: Vec<String> = provider_keys.to_vec();
         authorized.extend(config.ssh_authorized_keys.iter().cloned());
         config.apply_files(&dir.join("root"))?;
