@@ -223,8 +223,7 @@ pub async fn create(
 }
 
 /// The status a server reports now.
-fn status_of(shared: &Shared, account: &mut super::state::Account, s: &ServerRec) -> &'static str {
-    let _ = shared;
+fn status_of(account: &super::state::Account, s: &ServerRec) -> &'static str {
     match account.actions.get(&s.create_action).map(|a| a.status().0) {
         Some("success") => "running",
         Some("error") => "off",
@@ -240,13 +239,13 @@ pub async fn get(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::invalid_field("id", "id must be an integer"))?;
-    let mut account = shared.lock();
+    let account = shared.lock();
     let s = account
         .servers
         .get(&id)
         .cloned()
         .ok_or_else(|| ApiError::not_found("server"))?;
-    let status = status_of(&shared, &mut account, &s);
+    let status = status_of(&account, &s);
     Ok(Json(json!({ "server": json::server(&s, status) })))
 }
 
@@ -266,7 +265,7 @@ pub async fn list(
         .filter(|(k, _)| k == "status")
         .map(|(_, v)| v.as_str())
         .collect();
-    let mut account = shared.lock();
+    let account = shared.lock();
     let servers: Vec<ServerRec> = account.servers.values().cloned().collect();
     let mut items = Vec::new();
     for s in &servers {
@@ -274,7 +273,7 @@ pub async fn list(
         if !selector.matches(&labels) || name.as_ref().is_some_and(|n| *n != s.name) {
             continue;
         }
-        let status = status_of(&shared, &mut account, s);
+        let status = status_of(&account, s);
         if !statuses.is_empty() && !statuses.contains(&status) {
             continue;
         }
