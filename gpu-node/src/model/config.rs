@@ -75,6 +75,9 @@ pub struct LlamaConfig {
     /// Beginning-of-sequence token id.
     #[serde(default)]
     pub bos_token_id: Option<u32>,
+    /// transformers ≥ 5 writes `rope_theta` and the scaling here instead.
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
 }
 
 fn default_eps() -> f64 {
@@ -85,6 +88,22 @@ fn default_theta() -> f64 {
 }
 
 impl LlamaConfig {
+    /// Moves `rope_parameters` (transformers ≥ 5) into `rope_theta` / `rope_scaling`.
+    pub fn normalize(&mut self) {
+        let Some(p) = self.rope_parameters.take() else {
+            return;
+        };
+        if let Some(t) = p.get("rope_theta").and_then(|v| v.as_f64()) {
+            self.rope_theta = t;
+        }
+        if self.rope_scaling.is_none()
+            && p.get("rope_type").and_then(|v| v.as_str()) == Some("llama3")
+            && let Ok(s) = serde_json::from_value::<RopeScaling>(p.clone())
+        {
+            self.rope_scaling = Some(s);
+        }
+        self.rope_parameters = Some(p);
+    }
     /// Key/value heads.
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
@@ -139,5 +158,27 @@ pub fn ids_from_json(v: Option<&serde_json::Value>) -> Vec<u32> {
             .filter_map(|x| x.as_u64().map(|x| x as u32))
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_transformers5_rope_parameters() {
+        let mut c: LlamaConfig = serde_json::from_value(serde_json::json!({
+            "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 1, "num_attention_heads": 4, "max_position_embeddings": 64,
+            "vocab_size": 10, "dtype": "bfloat16",
+            "rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0,
+                                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                "original_max_position_embeddings": 8192}
+        }))
+        .unwrap();
+        c.normalize();
+        assert_eq!(c.rope_theta, 500000.0);
+        assert_eq!(c.torch_dtype.as_deref(), Some("bfloat16"));
+        assert_eq!(c.rope_scaling.unwrap().factor, Some(8.0));
     }
 }

@@ -117,8 +117,9 @@ pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedMo
     };
     match model_type.as_str() {
         t if config::SUPPORTED_GENERATION.contains(&t) => {
-            let cfg: config::LlamaConfig =
+            let mut cfg: config::LlamaConfig =
                 serde_json::from_value(raw.clone()).map_err(|e| bad(format!("{e}")))?;
+            cfg.normalize();
             cfg.check().map_err(bad)?;
             let dt = choose_dtype(dtype, cfg.torch_dtype.as_deref(), device).map_err(bad)?;
             let tokenizer = load_tokenizer(dir)?;
