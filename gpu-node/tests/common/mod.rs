@@ -78,9 +78,14 @@ impl Node {
                 l2.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("node did not report its address");
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node did not report its address: {e}");
+            }
+        };
         let tls = config.contains("mode = \"self_signed\"");
         let base = format!("{}://{addr}", if tls { "https" } else { "http" });
         let node = Node {
