@@ -63,7 +63,7 @@ impl Shared {
 
     /// A fresh public IPv4 for a server: `127.a.b.N` on loopback, free on the SSH port.
     pub fn allocate_ip(&self) -> Ipv4Addr {
-        loop {
+        for _ in 0..2000 {
             let n = self.next_ip.fetch_add(1, Ordering::SeqCst);
             let p = self.ip_prefix;
             let ip = Ipv4Addr::new(
@@ -77,6 +77,14 @@ impl Shared {
                 _ => return ip,
             }
         }
+        // Everything tried is taken: hand out the next address; sshd will report the clash.
+        let n = self.next_ip.fetch_add(1, Ordering::SeqCst);
+        Ipv4Addr::new(
+            self.ip_prefix[0],
+            self.ip_prefix[1],
+            255,
+            (n % 250 + 2) as u8,
+        )
     }
 }
 
@@ -211,7 +219,11 @@ impl FakeHcloud {
 
     /// Port the test hosts' sshd listen on.
     pub fn ssh_port(&self) -> u16 {
-        crate::test_host::ssh_port()
+        self.shared
+            .hosts
+            .as_ref()
+            .map(|h| h.port())
+            .unwrap_or_else(crate::test_host::ssh_port)
     }
 }
 

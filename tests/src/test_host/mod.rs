@@ -17,9 +17,25 @@ pub use cloud_init::{CloudConfig, WriteFile};
 pub use procs::kill_marked;
 pub use sshd::SSHD;
 
-/// The port test hosts' sshd listen on: 22 as root, 2222 otherwise.
+/// The port test hosts' sshd prefer: 22 as root, 2222 otherwise.
 pub fn ssh_port() -> u16 {
     if procs::is_root() { 22 } else { 2222 }
+}
+
+/// The preferred port, unless something (a system sshd on `0.0.0.0:22`) holds it on
+/// every loopback address; then 2222.
+fn usable_ssh_port() -> u16 {
+    let probe = std::net::Ipv4Addr::new(127, 253, 254, 253);
+    let preferred = ssh_port();
+    if std::net::TcpListener::bind((probe, preferred)).is_ok() {
+        preferred
+    } else {
+        tracing::warn!(
+            preferred,
+            "port taken on all loopback addresses; test hosts use 2222"
+        );
+        2222
+    }
 }
 
 /// The user that can log in on a test host: `root` as root, else the current user.
@@ -40,6 +56,7 @@ struct Host {
 
 /// Starts and stops test hosts; stops them all when dropped.
 pub struct HostManager {
+    port: u16,
     root: tempfile::TempDir,
     instance: String,
     hosts: Mutex<BTreeMap<i64, Host>>,
@@ -54,6 +71,7 @@ impl HostManager {
             .tempdir()?;
         let instance = format!("{}-{}", std::process::id(), rand::random::<u32>());
         Ok(Self {
+            port: usable_ssh_port(),
             root,
             instance,
             hosts: Mutex::new(BTreeMap::new()),
@@ -64,9 +82,14 @@ impl HostManager {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True when nothing listens on `ip:ssh_port()`.
+    /// The port this manager's sshd listen on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// True when nothing listens on `ip:port()`.
     pub fn port_free(&self, ip: Ipv4Addr) -> bool {
-        std::net::TcpListener::bind((ip, ssh_port())).is_ok()
+        std::net::TcpListener::bind((ip, self.port)).is_ok()
     }
 
     /// Brings a host up for server `id` and waits until its sshd accepts connections.
@@ -96,7 +119,7 @@ impl HostManager {
         authorized.extend(config.ssh_authorized_keys.iter().cloned());
         config.apply_files(&dir.join("root"))?;
         let marker = format!("{}-{id}", self.instance);
-        let sshd = sshd::Sshd::start(&dir, ip, ssh_port(), &config, &authorized, &marker).await?;
+        let sshd = sshd::Sshd::start(&dir, ip, self.port, &config, &authorized, &marker).await?;
         tracing::info!(server = id, %ip, "test host up");
         self.lock().insert(
             id,
@@ -149,7 +172,7 @@ impl HostManager {
     pub fn describe(&self) -> Vec<Value> {
         self.lock()
             .iter()
-            .map(|(id, h)| json!({ "server_id": id, "ip": h.ip.to_string(), "ssh_port": ssh_port(), "dir": h.dir }))
+            .map(|(id, h)| json!({ "server_id": id, "ip": h.ip.to_string(), "ssh_port": self.port, "dir": h.dir }))
             .collect()
     }
 }
