@@ -1,0 +1,395 @@
+//! The OpenAI-compatible gateway (`/v1/*`): API key check, per-key limits, routing by
+//! `model` to the least-loaded ready node, waiting for a node on its way, retry on
+//! another node before the first byte, and pass-through of the answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::Full;
+
+use super::errors::ApiError;
+use super::limits::Refusal;
+use super::registry::{InFlight, NodeHandle, PoolRuntime};
+use super::state::SharedState;
+use super::tap::{TapInfo, TappedBody};
+use crate::store::ApiKey;
+
+/// Reads the bearer token of a request.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let t = token.trim();
+        (!t.is_empty()).then_some(t)
+    } else {
+        None
+    }
+}
+
+/// Checks the API key of a request.
+pub async fn authenticate(state: &SharedState, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
+    let Some(secret) = bearer(headers) else {
+        return Err(ApiError::unauthorized(
+            "missing API key: send it as `Authorization: Bearer <key>`",
+        ));
+    };
+    match state.keys.check(secret).await? {
+        Some(k) => Ok(k),
+        None => Err(ApiError::unauthorized(
+            "incorrect or revoked API key; ask the operator for a key (`dayshift keys create`)",
+        )),
+    }
+}
+
+/// `GET /v1/models`: every pool's model, with whether a node serves it now.
+pub async fn models(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    if let Err(e) = authenticate(&state, &headers).await {
+        return e.into_response();
+    }
+    let stale = state.tuning.stale_after;
+    let data: Vec<serde_json::Value> = state
+        .registry
+        .pools()
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "id": p.model,
+                "object": "model",
+                "created": 0,
+                "owned_by": "dayshift",
+                "pool": p.name,
+                "available": p.ready_count(stale) > 0,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// Any other `/v1/...` path.
+pub async fn unknown(method: Method, uri: axum::http::Uri) -> Response {
+    ApiError::not_found(format!(
+        "unknown endpoint {method} {}: this gateway serves /v1/chat/completions, \
+         /v1/completions, /v1/embeddings and /v1/models",
+        uri.path()
+    ))
+    .with_code("unknown_url")
+    .into_response()
+}
+
+/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+pub async fn proxy(State(state): State<SharedState>, req: Request) -> Response {
+    let started = Instant::now();
+    let at = chrono::Utc::now().timestamp_millis();
+    match proxy_inner(&state, req, started, at).await {
+        Ok(r) => r,
+        Err((pool, e)) => {
+            if let Some(pool) = pool {
+                state
+                    .metrics
+                    .request(&pool, e.status.as_u16(), started.elapsed().as_secs_f64());
+            }
+            e.into_response()
+        }
+    }
+}
+
+type Failure = (Option<String>, ApiError);
+
+async fn proxy_inner(
+    state: &SharedState,
+    req: Request,
+    started: Instant,
+    at: i64,
+) -> Result<Response, Failure> {
+    let (parts, body) = req.into_parts();
+    let key = authenticate(state, &parts.headers)
+        .await
+        .map_err(|e| (None, e))?;
+    let limit = usize::try_from(state.config.gateway.max_body_bytes).unwrap_or(usize::MAX);
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Err((
+                None,
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    format!("request body larger than the limit of {limit} bytes"),
+                )
+                .with_code("request_too_large"),
+            ));
+        }
+    };
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        (
+            None,
+            ApiError::bad_request(format!("the request body is not valid JSON: {e}")),
+        )
+    })?;
+    let Some(model) = json.get("model").and_then(|m| m.as_str()) else {
+        return Err((
+            None,
+            ApiError::bad_request("missing `model`: name the model to use (see GET /v1/models)")
+                .with_param("model"),
+        ));
+    };
+    let streaming = json
+        .get("stream")
+        .and_then(|s| s.as_bool())
+        .unwrap_or(false);
+    let Some(pool) = state.registry.pool_for_model(model).cloned() else {
+        return Err((
+            None,
+            ApiError::not_found(format!(
+                "the model `{model}` does not exist here; GET /v1/models lists the models"
+            ))
+            .with_param("model")
+            .with_code("model_not_found"),
+        ));
+    };
+    let pool_name = Some(pool.name.clone());
+    match state.limiter.admit(&key).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Refusal::Rate(secs))) => {
+            return Err((
+                pool_name,
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "rate limit of this API key reached (requests per minute)",
+                )
+                .with_code("rate_limit_exceeded")
+                .with_retry_after(secs),
+            ));
+        }
+        Ok(Err(Refusal::Tokens(secs))) => {
+            return Err((
+                pool_name,
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "token limit of this API key reached for today (UTC)",
+                )
+                .with_code("tokens_exceeded")
+                .with_retry_after(secs),
+            ));
+        }
+        Err(e) => return Err((pool_name, e.into())),
+    }
+
+    let path = parts.uri.path().to_string();
+    let accept = parts.headers.get(header::ACCEPT).cloned();
+    let mut tried: Vec<String> = Vec::new();
+    let mut last_error = String::new();
+    loop {
+        let node = match wait_for_node(state, &pool, &tried).await {
+            Ok(n) => n,
+            Err(e) if !tried.is_empty() => {
+                let _ = e;
+                return Err((
+                    pool_name,
+                    ApiError::bad_gateway(format!(
+                        "the node(s) of pool `{}` failed before answering ({last_error}); retry",
+                        pool.name
+                    )),
+                ));
+            }
+            Err(e) => return Err((pool_name, e)),
+        };
+        let inflight = InFlight::start(node.clone());
+        let upstream = match build_request(&node, &path, &body, accept.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, node = %node.id, "cannot build the node request");
+                return Err((pool_name, ApiError::internal()));
+            }
+        };
+        match node.client.request(upstream).await {
+            Ok(resp)
+                if resp.status() == StatusCode::SERVICE_UNAVAILABLE
+                    && pool
+                        .pick(&with(&tried, &node.id), state.tuning.stale_after)
+                        .is_some() =>
+            {
+                tracing::info!(node = %node.id, pool = %pool.name, "node busy (503); trying another");
+                state.metrics.retry(&pool.name);
+                tried.push(node.id.clone());
+            }
+            Ok(resp) => {
+                state
+                    .metrics
+                    .first_byte(&pool.name, started.elapsed().as_secs_f64());
+                let (rparts, rbody) = resp.into_parts();
+                let info = TapInfo {
+                    state: state.clone(),
+                    key_id: key.id.clone(),
+                    pool: pool.name.clone(),
+                    model: model.to_string(),
+                    endpoint: path.clone(),
+                    status: rparts.status.as_u16(),
+                    started,
+                    at,
+                    streaming,
+                };
+                let mut out = Response::new(Body::new(TappedBody::new(rbody, info, inflight)));
+                *out.status_mut() = rparts.status;
+                for (name, value) in rparts.headers.iter() {
+                    if !is_hop_by_hop(name) {
+                        out.headers_mut().append(name.clone(), value.clone());
+                    }
+                }
+                if streaming {
+                    out.headers_mut()
+                        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+                }
+                return Ok(out);
+            }
+            Err(e) => {
+                tracing::warn!(node = %node.id, pool = %pool.name, error = %e, "node failed before the first byte; trying another");
+                node.mark_failed();
+                state.metrics.retry(&pool.name);
+                last_error = error_chain(&e);
+                tried.push(node.id.clone());
+            }
+        }
+    }
+}
+
+fn with(tried: &[String], id: &str) -> Vec<String> {
+    let mut v = tried.to_vec();
+    v.push(id.to_string());
+    v
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-connection"
+    )
+}
+
+fn build_request(
+    node: &NodeHandle,
+    path: &str,
+    body: &Bytes,
+    accept: Option<&HeaderValue>,
+) -> Result<hyper::Request<Full<Bytes>>, axum::http::Error> {
+    let mut b = hyper::Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}{}", node.api_url, path))
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(a) = accept {
+        b = b.header(header::ACCEPT, a.clone());
+    }
+    b.body(Full::new(body.clone()))
+}
+
+/// The node to send to: the least-loaded routable one; if none, waits (bounded by the
+/// pool's queue timeout) while a node is on its way; else `503` + `Retry-After` with the
+/// next window.
+async fn wait_for_node(
+    state: &SharedState,
+    pool: &Arc<PoolRuntime>,
+    tried: &[String],
+) -> Result<Arc<NodeHandle>, ApiError> {
+    let stale = state.tuning.stale_after;
+    let deadline = tokio::time::Instant::now() + pool.queue_timeout;
+    let mut counted = false;
+    loop {
+        let notified = pool.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(n) = pool.pick(tried, stale) {
+            return Ok(n);
+        }
+        if pool.on_the_way() == 0 {
+            return Err(no_node(state, pool));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                format!(
+                    "a node of pool `{}` is starting but was not ready within {} s; retry shortly",
+                    pool.name,
+                    pool.queue_timeout.as_secs()
+                ),
+            )
+            .with_code("node_starting")
+            .with_retry_after(pool.queue_timeout.as_secs().clamp(1, 60)));
+        }
+        if !counted {
+            counted = true;
+            state.metrics.queued(&pool.name);
+        }
+        let tick = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
+        let _ = tokio::time::timeout_at(tick, notified).await;
+    }
+}
+
+fn no_node(state: &SharedState, pool: &PoolRuntime) -> ApiError {
+    let now = state.clock.now();
+    let (message, retry) = match state.next_window(&pool.name, now) {
+        Some(start) if start > now => {
+            let secs = (start - now).num_seconds().max(1) as u64;
+            (
+                format!(
+                    "no node of pool `{}` runs outside its hours; the next window opens at {} \
+                     (in {})",
+                    pool.name,
+                    start.to_rfc3339(),
+                    human(secs)
+                ),
+                secs,
+            )
+        }
+        Some(_) => (
+            format!(
+                "the window of pool `{}` is open but no node is ready yet; retry shortly",
+                pool.name
+            ),
+            30,
+        ),
+        None => (
+            format!(
+                "no node of pool `{}` is running and no window is scheduled in the next 31 days",
+                pool.name
+            ),
+            3600,
+        ),
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+        .with_code("no_node_available")
+        .with_retry_after(retry)
+}
+
+fn human(secs: u64) -> String {
+    let (d, h, m) = (secs / 86400, (secs % 86400) / 3600, (secs % 3600) / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs} s"),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}

@@ -1,0 +1,23 @@
+//! `dayshift serve`: the HTTP server — gateway, node API, model mirror, admin API,
+//! status page, metrics — and its TLS.
+
+pub mod admin;
+pub mod app;
+pub mod errors;
+pub mod gateway;
+pub mod keys_cache;
+pub mod limits;
+pub mod metrics;
+pub mod mirror;
+pub mod node_api;
+pub mod registry;
+pub mod run;
+pub mod state;
+pub mod status_page;
+pub mod tap;
+pub mod tls;
+pub mod upstream;
+pub mod usage_writer;
+
+pub use run::{Built, build, serve};
+pub use state::{AppState, NodeNotice, SharedState, Tuning};

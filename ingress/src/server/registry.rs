@@ -1,0 +1,296 @@
+//! Live routing state: per pool, the registered nodes with their in-flight counts,
+//! whether a node is on its way, and a wake-up for requests waiting for one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use dayshift_config::protocol::LoadFigures;
+use tokio::sync::Notify;
+
+use super::upstream::NodeClient;
+
+/// One registered node as the gateway sees it.
+pub struct NodeHandle {
+    /// Node id.
+    pub id: String,
+    /// Pool.
+    pub pool: String,
+    /// API base URL without trailing `/`.
+    pub api_url: String,
+    /// Pinned certificate sha256.
+    pub fingerprint: Option<String>,
+    /// Client for this node (pinned TLS).
+    pub client: NodeClient,
+    /// sha256 of the session token.
+    pub session_hash: String,
+    in_flight: AtomicU32,
+    draining: AtomicBool,
+    drain_requested: AtomicBool,
+    failed: AtomicBool,
+    last_heartbeat: Mutex<Instant>,
+    load: Mutex<LoadFigures>,
+}
+
+impl NodeHandle {
+    /// A new handle, alive now.
+    pub fn new(
+        id: String,
+        pool: String,
+        api_url: String,
+        fingerprint: Option<String>,
+        client: NodeClient,
+        session_hash: String,
+    ) -> NodeHandle {
+        NodeHandle {
+            id,
+            pool,
+            api_url: api_url.trim_end_matches('/').to_string(),
+            fingerprint,
+            client,
+            session_hash,
+            in_flight: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+            drain_requested: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            last_heartbeat: Mutex::new(Instant::now()),
+            load: Mutex::new(LoadFigures::default()),
+        }
+    }
+    /// Requests the gateway has in flight on this node.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    /// True once the node said it drains or the scheduler asked it to.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+    /// Marks the node draining (no new requests).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+    /// True when the scheduler asked for a drain (the next heartbeat says so).
+    pub fn drain_requested(&self) -> bool {
+        self.drain_requested.load(Ordering::Relaxed)
+    }
+    /// Records a heartbeat.
+    pub fn heartbeat(&self, load: LoadFigures) {
+        self.failed.store(false, Ordering::Relaxed);
+        if let Ok(mut t) = self.last_heartbeat.lock() {
+            *t = Instant::now();
+        }
+        if let Ok(mut l) = self.load.lock() {
+            *l = load;
+        }
+    }
+    /// Time since the last heartbeat (or registration).
+    pub fn silence(&self) -> Duration {
+        self.last_heartbeat
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+    /// Takes the node out of routing until its next heartbeat (a request to it failed).
+    pub fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+    /// True when the node may take requests: not draining, not failed since its last
+    /// heartbeat, and heard from within `stale_after`.
+    pub fn routable(&self, stale_after: Duration) -> bool {
+        !self.is_draining() && !self.failed.load(Ordering::Relaxed) && self.silence() <= stale_after
+    }
+    /// Last load figures.
+    pub fn load(&self) -> LoadFigures {
+        self.load.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+/// Counts one request in flight on a node until dropped.
+pub struct InFlight(pub Arc<NodeHandle>);
+
+impl InFlight {
+    /// Starts counting.
+    pub fn start(node: Arc<NodeHandle>) -> InFlight {
+        node.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(node)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Routing state of one pool.
+pub struct PoolRuntime {
+    /// Pool name.
+    pub name: String,
+    /// Model clients ask for.
+    pub model: String,
+    /// Longest wait for a node on its way.
+    pub queue_timeout: Duration,
+    nodes: RwLock<Vec<Arc<NodeHandle>>>,
+    on_the_way: AtomicU32,
+    changed: Notify,
+}
+
+impl PoolRuntime {
+    /// An empty pool.
+    pub fn new(name: String, model: String, queue_timeout: Duration) -> PoolRuntime {
+        PoolRuntime {
+            name,
+            model,
+            queue_timeout,
+            nodes: RwLock::new(Vec::new()),
+            on_the_way: AtomicU32::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The routable node with the fewest requests in flight, skipping `exclude`.
+    pub fn pick(&self, exclude: &[String], stale_after: Duration) -> Option<Arc<NodeHandle>> {
+        let nodes = self.nodes.read().ok()?;
+        nodes
+            .iter()
+            .filter(|n| n.routable(stale_after))
+            .filter(|n| !exclude.iter().any(|e| e == &n.id))
+            .min_by_key(|n| n.in_flight())
+            .cloned()
+    }
+
+    /// Every registered node (draining and silent ones included).
+    pub fn nodes(&self) -> Vec<Arc<NodeHandle>> {
+        self.nodes.read().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// Number of routable nodes.
+    pub fn ready_count(&self, stale_after: Duration) -> usize {
+        self.nodes
+            .read()
+            .map(|n| n.iter().filter(|n| n.routable(stale_after)).count())
+            .unwrap_or(0)
+    }
+
+    /// Nodes the scheduler says are on their way (creating … loading).
+    pub fn on_the_way(&self) -> u32 {
+        self.on_the_way.load(Ordering::Relaxed)
+    }
+
+    /// Sets the number of nodes on their way; requests wait for them instead of a 503.
+    pub fn set_on_the_way(&self, count: u32) {
+        self.on_the_way.store(count, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    /// Adds or replaces a node (same id) and wakes waiting requests.
+    pub fn insert(&self, node: Arc<NodeHandle>) {
+        if let Ok(mut nodes) = self.nodes.write() {
+            nodes.retain(|n| n.id != node.id);
+            nodes.push(node);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Removes a node by id; returns it.
+    pub fn remove(&self, id: &str) -> Option<Arc<NodeHandle>> {
+        let mut nodes = self.nodes.write().ok()?;
+        let pos = nodes.iter().position(|n| n.id == id)?;
+        let n = nodes.remove(pos);
+        drop(nodes);
+        self.changed.notify_waiters();
+        Some(n)
+    }
+
+    /// Waits until the pool changes (a node registers, the on-the-way count moves).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// A future that completes on the next change; create it before checking state to
+    /// not miss a wake-up.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+}
+
+/// All pools and the node sessions.
+pub struct Registry {
+    pools: HashMap<String, Arc<PoolRuntime>>,
+    by_model: HashMap<String, Arc<PoolRuntime>>,
+    sessions: RwLock<HashMap<String, Arc<NodeHandle>>>,
+}
+
+impl Registry {
+    /// Pools from the config.
+    pub fn new(pools: Vec<PoolRuntime>) -> Registry {
+        let mut by_name = HashMap::new();
+        let mut by_model = HashMap::new();
+        for p in pools {
+            let p = Arc::new(p);
+            by_model.insert(p.model.clone(), p.clone());
+            by_name.insert(p.name.clone(), p);
+        }
+        Registry {
+            pools: by_name,
+            by_model,
+            sessions: RwLock::new(HashMap::new()),
+        }
+    }
+    /// A pool by name.
+    pub fn pool(&self, name: &str) -> Option<&Arc<PoolRuntime>> {
+        self.pools.get(name)
+    }
+    /// The pool serving `model`.
+    pub fn pool_for_model(&self, model: &str) -> Option<&Arc<PoolRuntime>> {
+        self.by_model.get(model)
+    }
+    /// Every pool, sorted by name.
+    pub fn pools(&self) -> Vec<Arc<PoolRuntime>> {
+        let mut v: Vec<_> = self.pools.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+    /// Registers a node: routing plus its session.
+    pub fn add_node(&self, node: Arc<NodeHandle>) {
+        if let Some(pool) = self.pools.get(&node.pool) {
+            pool.insert(node.clone());
+        }
+        if let Ok(mut s) = self.sessions.write() {
+            s.retain(|_, n| n.id != node.id);
+            s.insert(node.session_hash.clone(), node);
+        }
+    }
+    /// The node whose session token hashes to `hash`.
+    pub fn session(&self, hash: &str) -> Option<Arc<NodeHandle>> {
+        self.sessions.read().ok()?.get(hash).cloned()
+    }
+    /// A node by id.
+    pub fn node(&self, id: &str) -> Option<Arc<NodeHandle>> {
+        self.sessions
+            .read()
+            .ok()?
+            .values()
+            .find(|n| n.id == id)
+            .cloned()
+    }
+    /// Takes a node out of routing and forgets its session.
+    pub fn remove_node(&self, id: &str) -> Option<Arc<NodeHandle>> {
+        if let Ok(mut s) = self.sessions.write() {
+            s.retain(|_, n| n.id != id);
+        }
+        self.pools.values().find_map(|p| p.remove(id))
+    }
+    /// Asks a node to drain: no new requests; its next heartbeat answer says `drain`.
+    pub fn request_drain(&self, id: &str) -> bool {
+        match self.node(id) {
+            Some(n) => {
+                n.drain_requested.store(true, Ordering::Relaxed);
+                n.set_draining();
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The shared server state, and the hooks the scheduler uses to steer routing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dayshift_config::clock::Clock;
+use dayshift_config::protocol::Secret;
+use dayshift_config::{Config, Schedule};
+use tokio::sync::broadcast;
+
+use super::keys_cache::KeyCache;
+use super::limits::Limiter;
+use super::metrics::Metrics;
+use super::registry::{PoolRuntime, Registry};
+use super::usage_writer::UsageSender;
+use crate::store::{NewNode, NodeState, NodeStore, Store, hash_secret};
+
+/// Something that happened to a node, for the scheduler (wakes its reconcile loop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeNotice {
+    /// The node registered (or re-registered) and is routable.
+    Registered {
+        /// Node id.
+        node_id: String,
+        /// Pool.
+        pool: String,
+    },
+    /// No heartbeat for longer than the allowed silence: taken out of routing.
+    HeartbeatLost {
+        /// Node id.
+        node_id: String,
+        /// Pool.
+        pool: String,
+    },
+    /// The node said goodbye.
+    Goodbye {
+        /// Node id.
+        node_id: String,
+        /// Pool.
+        pool: String,
+        /// Its reason.
+        reason: String,
+    },
+}
+
+/// Tunables that tests shorten.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Heartbeat interval asked of nodes.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a node leaves routing (default: 3 heartbeat intervals).
+    pub stale_after: Duration,
+    /// How long a verified API key stays cached (revocation takes effect after this).
+    pub key_cache_ttl: Duration,
+    /// How long a join token is valid for a first registration.
+    pub join_token_ttl: Duration,
+    /// Usage rows written per batch at most.
+    pub usage_batch: usize,
+    /// Longest wait before a partial usage batch is written.
+    pub usage_flush: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            heartbeat_interval: Duration::from_secs(5),
+            stale_after: Duration::from_secs(15),
+            key_cache_ttl: Duration::from_secs(2),
+            join_token_ttl: Duration::from_secs(3600),
+            usage_batch: 500,
+            usage_flush: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Everything a request handler needs. Cheap to clone (`Arc`).
+pub struct AppState {
+    /// The validated config.
+    pub config: Config,
+    /// The schedule, if the config names one.
+    pub schedule: std::sync::RwLock<Option<Schedule>>,
+    /// The store.
+    pub store: Store,
+    /// Live routing state.
+    pub registry: Registry,
+    /// The clock (schedule evaluation, status page).
+    pub clock: Arc<dyn Clock>,
+    /// Tunables.
+    pub tuning: Tuning,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Verified API keys.
+    pub keys: KeyCache,
+    /// Per-key rate and token limits.
+    pub limiter: Limiter,
+    /// Queue of usage rows for the batch writer.
+    pub usage: UsageSender,
+    /// sha256 of the admin token.
+    pub admin_token_hash: String,
+    /// Node notices for the scheduler.
+    pub notices: broadcast::Sender<NodeNotice>,
+    /// Where mirrored model folders live (`<state_dir>/models/<model>`).
+    pub models_dir: PathBuf,
+    /// Cached manifests.
+    pub manifests: super::mirror::ManifestCache,
+}
+
+impl AppState {
+    /// Builds the state (pools from the config).
+    pub fn new(
+        config: Config,
+        schedule: Option<Schedule>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        tuning: Tuning,
+        admin_token: &Secret,
+        usage: UsageSender,
+    ) -> AppState {
+        let pools = config
+            .pools
+            .iter()
+            .map(|(name, p)| {
+                PoolRuntime::new(
+                    name.clone(),
+                    p.model.clone(),
+                    Duration::from_secs(p.queue_timeout_secs),
+                )
+            })
+            .collect();
+        let (notices, _) = broadcast::channel(256);
+        let models_dir = config.state_dir.join("models");
+        AppState {
+            keys: KeyCache::new(store.clone(), tuning.key_cache_ttl),
+            limiter: Limiter::new(store.clone()),
+            registry: Registry::new(pools),
+            metrics: Metrics::default(),
+            admin_token_hash: hash_secret(admin_token.expose()),
+            schedule: std::sync::RwLock::new(schedule),
+            config,
+            store,
+            clock,
+            tuning,
+            usage,
+            notices,
+            models_dir,
+            manifests: Default::default(),
+        }
+    }
+
+    // ---- hooks for the scheduler -------------------------------------------------
+
+    /// Tells the gateway how many nodes of `pool` are on their way (creating … loading):
+    /// while it is above zero, requests for the pool wait up to its `queue_timeout`
+    /// instead of getting `503`. Returns `false` for an unknown pool.
+    pub fn set_nodes_on_the_way(&self, pool: &str, count: u32) -> bool {
+        match self.registry.pool(pool) {
+            Some(p) => {
+                p.set_on_the_way(count);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Writes a node row (state `planned`) with a fresh one-time join token bound to
+    /// `node_id`, valid for a first registration during the configured TTL. The token
+    /// comes back once (to put in the node's config) and is stored only hashed.
+    pub async fn create_node(
+        &self,
+        node_id: &str,
+        pool: &str,
+    ) -> Result<Secret, crate::store::StoreError> {
+        let token = Secret::new(format!("dsj-{}", crate::store::random_hex(24)));
+        let expires = Utc::now().timestamp_millis() + self.tuning.join_token_ttl.as_millis() as i64;
+        self.store
+            .insert_node(&NewNode {
+                id: node_id.to_string(),
+                pool: pool.to_string(),
+                state: NodeState::Planned,
+                join_token_hash: Some(hash_secret(token.expose())),
+                join_token_expires_at: Some(expires),
+            })
+            .await?;
+        Ok(token)
+    }
+
+    /// Asks a registered node to drain (no new requests; its next heartbeat answer is
+    /// `drain`). `false` when the node is not registered.
+    pub fn request_drain(&self, node_id: &str) -> bool {
+        self.registry.request_drain(node_id)
+    }
+
+    /// Takes a node out of routing at once (e.g. before deleting it).
+    pub fn forget_node(&self, node_id: &str) {
+        self.registry.remove_node(node_id);
+    }
+
+    /// Subscribes to node notices (registration, heartbeat loss, goodbye).
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeNotice> {
+        self.notices.subscribe()
+    }
+
+    /// Replaces the schedule (hot reload).
+    pub fn set_schedule(&self, schedule: Option<Schedule>) {
+        if let Ok(mut s) = self.schedule.write() {
+            *s = schedule;
+        }
+    }
+
+    /// When `pool` next has a window open after `now` (or now, if open).
+    pub fn next_window(&self, pool: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let guard = self.schedule.read().ok()?;
+        let schedule = guard.as_ref()?;
+        let horizon = now + chrono::Duration::days(31);
+        schedule
+            .plan(now, horizon)
+            .into_iter()
+            .find(|i| i.pool == pool && i.nodes > 0)
+            .map(|i| i.start)
+    }
+}
+
+/// The state as handlers receive it.
+pub type SharedState = Arc<AppState>;

@@ -1,0 +1,166 @@
+//! The status page at `/` (server-side HTML, no JavaScript) and `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{Datelike, TimeZone, Utc};
+use rust_decimal::Decimal;
+
+use super::metrics::Gauges;
+use super::state::SharedState;
+use crate::store::{NodeState, NodeStore};
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Month-to-date cost of the ledger's intervals (hourly price × started hours,
+/// capped at the monthly price when the provider caps).
+async fn month_to_date(state: &SharedState) -> Option<Decimal> {
+    let now = state.clock.now();
+    let start = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()?;
+    let (from, to) = (start.timestamp_millis(), now.timestamp_millis());
+    let intervals = state.store.intervals(from, to).await.ok()?;
+    let rule = state.config.provider.billing;
+    let mut total = Decimal::ZERO;
+    for i in intervals {
+        let s = i.started_at.max(from);
+        let e = i.ended_at.unwrap_or(to).min(to);
+        let price = dayshift_config::billing::Price {
+            hourly: i.hourly_price.parse().ok()?,
+            monthly: i.monthly_price.as_deref().and_then(|m| m.parse().ok()),
+        };
+        total += rule.charge((e - s) / 1000, &price).cost;
+    }
+    Some(dayshift_config::billing::to_cents(total))
+}
+
+/// `GET /`.
+pub async fn page(State(state): State<SharedState>) -> Html<String> {
+    let now = state.clock.now();
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>dayshift · {}</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:.3em .6em}}</style></head><body>\
+         <h1>dayshift · {}</h1><p>Now: {}</p>",
+        esc(&state.config.cluster),
+        esc(&state.config.cluster),
+        now.to_rfc3339()
+    );
+    h.push_str("<h2>Pools</h2><table><tr><th>pool</th><th>model</th><th>ready nodes</th><th>on the way</th><th>in flight</th><th>next window</th></tr>");
+    for p in state.registry.pools() {
+        let in_flight: u32 = p.nodes().iter().map(|n| n.in_flight()).sum();
+        let next = state
+            .next_window(&p.name, now)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "none scheduled".into());
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&p.name),
+            esc(&p.model),
+            p.ready_count(state.tuning.stale_after),
+            p.on_the_way(),
+            in_flight,
+            esc(&next)
+        );
+    }
+    h.push_str("</table><h2>Schedule today</h2><ul>");
+    let today = {
+        let guard = state.schedule.read().ok();
+        guard.and_then(|g| {
+            g.as_ref().map(|s| {
+                let date = now.with_timezone(&s.timezone).date_naive();
+                (s.timezone, s.intervals_on(date))
+            })
+        })
+    };
+    match today {
+        Some((tz, intervals)) if !intervals.is_empty() => {
+            for i in intervals {
+                let _ = write!(
+                    h,
+                    "<li>{}: {} – {} ({} node(s))</li>",
+                    esc(&i.pool),
+                    i.start.with_timezone(&tz).format("%H:%M"),
+                    i.end.with_timezone(&tz).format("%H:%M %Z"),
+                    i.nodes
+                );
+            }
+        }
+        Some(_) => h.push_str("<li>no window today</li>"),
+        None => h.push_str("<li>no schedule file</li>"),
+    }
+    h.push_str("</ul><h2>Nodes</h2><table><tr><th>id</th><th>pool</th><th>state</th><th>address</th><th>in flight</th></tr>");
+    if let Ok(nodes) = state.store.list_nodes(false).await {
+        for n in nodes {
+            let live = state.registry.node(&n.id);
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&n.id),
+                esc(&n.pool),
+                n.state,
+                esc(n.api_url.as_deref().unwrap_or("")),
+                live.map(|l| l.in_flight()).unwrap_or(0)
+            );
+        }
+    }
+    h.push_str("</table>");
+    let cost = month_to_date(&state)
+        .await
+        .map(|c| format!("{c} EUR"))
+        .unwrap_or_else(|| "unknown".into());
+    let _ = write!(
+        h,
+        "<h2>Cost</h2><p>Month to date: {}</p><p><a href=\"/metrics\">metrics</a></p></body></html>",
+        esc(&cost)
+    );
+    Html(h)
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<SharedState>) -> Response {
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    if let Ok(nodes) = state.store.list_nodes(false).await {
+        for n in nodes {
+            *counts.entry((n.pool, n.state.to_string())).or_default() += 1;
+        }
+    }
+    for p in state.registry.pools() {
+        for s in [NodeState::Ready, NodeState::Loading] {
+            counts.entry((p.name.clone(), s.to_string())).or_default();
+        }
+    }
+    let pools = state.registry.pools();
+    let g = Gauges {
+        nodes: counts.into_iter().map(|((p, s), n)| (p, s, n)).collect(),
+        in_flight: pools
+            .iter()
+            .map(|p| {
+                let n: u32 = p.nodes().iter().map(|n| n.in_flight()).sum();
+                (p.name.clone(), u64::from(n))
+            })
+            .collect(),
+        on_the_way: pools
+            .iter()
+            .map(|p| (p.name.clone(), u64::from(p.on_the_way())))
+            .collect(),
+    };
+    let mut resp = state.metrics.render(&g).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}

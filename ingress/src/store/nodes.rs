@@ -1,0 +1,323 @@
+//! Nodes and their events: the part of the store the scheduler uses, behind [`NodeStore`].
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::ledger::{LedgerInterval, NewInterval};
+use super::types::{NewNode, NodeEvent, NodeRecord, NodeState};
+use super::{Result, Store, StoreError, now_ms};
+
+/// The narrow store interface of the node lifecycle (scheduler) and the node API.
+/// Every state change writes an event row in the same transaction.
+#[async_trait]
+pub trait NodeStore: Send + Sync {
+    /// Inserts a node row and its first event.
+    async fn insert_node(&self, node: &NewNode) -> Result<()>;
+    /// One node by id.
+    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>>;
+    /// Every node; with `include_final = false` only those not `deleted`/`failed`.
+    async fn list_nodes(&self, include_final: bool) -> Result<Vec<NodeRecord>>;
+    /// Moves a node to `to` if its state is one of `from` (any state when `from` is
+    /// empty), writing an event; `false` when the node is missing or in another state.
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[NodeState],
+        to: NodeState,
+        detail: &str,
+    ) -> Result<bool>;
+    /// Records the provider's server for a node.
+    async fn set_provider_info(
+        &self,
+        id: &str,
+        provider_id: &str,
+        server_type: &str,
+        location: Option<&str>,
+    ) -> Result<()>;
+    /// Replaces a node's join token (hash) and its expiry.
+    async fn set_join_token(&self, id: &str, token_hash: &str, expires_at: i64) -> Result<()>;
+    /// Records a registration: API URL and pinned certificate; state becomes `ready`.
+    async fn record_registration(
+        &self,
+        id: &str,
+        api_url: &str,
+        tls_cert_sha256: Option<&str>,
+    ) -> Result<()>;
+    /// Records a heartbeat time.
+    async fn record_heartbeat(&self, id: &str, at: i64) -> Result<()>;
+    /// Sets the error text of a node (kept with `failed`).
+    async fn set_error(&self, id: &str, error: &str) -> Result<()>;
+    /// A node's events, oldest first.
+    async fn node_events(&self, id: &str) -> Result<Vec<NodeEvent>>;
+    /// Opens a billing interval; returns its id.
+    async fn open_interval(&self, interval: &NewInterval) -> Result<i64>;
+    /// Closes a node's open intervals at `at` (unix ms).
+    async fn close_intervals(&self, node_id: &str, at: i64) -> Result<()>;
+    /// Intervals overlapping `[from, to)` (unix ms), open ones included.
+    async fn intervals(&self, from: i64, to: i64) -> Result<Vec<LedgerInterval>>;
+}
+
+const NODE_COLS: &str = "id, pool, state, provider_id, server_type, location, api_url, \
+    tls_cert_sha256, join_token_hash, join_token_expires_at, registered_at, \
+    last_heartbeat_at, error, created_at, updated_at";
+
+fn node_from_row(r: &AnyRow) -> Result<NodeRecord> {
+    let state: String = r.try_get("state")?;
+    Ok(NodeRecord {
+        id: r.try_get("id")?,
+        pool: r.try_get("pool")?,
+        state: state.parse().map_err(StoreError::Corrupt)?,
+        provider_id: r.try_get("provider_id")?,
+        server_type: r.try_get("server_type")?,
+        location: r.try_get("location")?,
+        api_url: r.try_get("api_url")?,
+        tls_cert_sha256: r.try_get("tls_cert_sha256")?,
+        join_token_hash: r.try_get("join_token_hash")?,
+        join_token_expires_at: r.try_get("join_token_expires_at")?,
+        registered_at: r.try_get("registered_at")?,
+        last_heartbeat_at: r.try_get("last_heartbeat_at")?,
+        error: r.try_get("error")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+#[async_trait]
+impl NodeStore for Store {
+    async fn insert_node(&self, node: &NewNode) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO nodes (id, pool, state, join_token_hash, join_token_expires_at, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&node.id)
+        .bind(&node.pool)
+        .bind(node.state.as_str())
+        .bind(node.join_token_hash.clone())
+        .bind(node.join_token_expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, &node.id, now, None, node.state, "created").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(node_from_row).transpose()
+    }
+
+    async fn list_nodes(&self, include_final: bool) -> Result<Vec<NodeRecord>> {
+        let sql = if include_final {
+            format!("SELECT {NODE_COLS} FROM nodes ORDER BY created_at, id")
+        } else {
+            format!(
+                "SELECT {NODE_COLS} FROM nodes WHERE state <> 'deleted' AND state <> 'failed' \
+                 ORDER BY created_at, id"
+            )
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[NodeState],
+        to: NodeState,
+        detail: &str,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT state FROM nodes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let current: String = row.try_get("state")?;
+        let current: NodeState = current.parse().map_err(StoreError::Corrupt)?;
+        if !from.is_empty() && !from.contains(&current) {
+            return Ok(false);
+        }
+        let done = sqlx::query(
+            "UPDATE nodes SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(current.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, id, now, Some(current), to, detail).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn set_provider_info(
+        &self,
+        id: &str,
+        provider_id: &str,
+        server_type: &str,
+        location: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE nodes SET provider_id = $1, server_type = $2, location = $3, updated_at = $4 \
+             WHERE id = $5",
+        )
+        .bind(provider_id)
+        .bind(server_type)
+        .bind(location.map(str::to_string))
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_join_token(&self, id: &str, token_hash: &str, expires_at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE nodes SET join_token_hash = $1, join_token_expires_at = $2, updated_at = $3 \
+             WHERE id = $4",
+        )
+        .bind(token_hash)
+        .bind(expires_at)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_registration(
+        &self,
+        id: &str,
+        api_url: &str,
+        tls_cert_sha256: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT state FROM nodes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(());
+        };
+        let current: String = row.try_get("state")?;
+        let current: NodeState = current.parse().map_err(StoreError::Corrupt)?;
+        sqlx::query(
+            "UPDATE nodes SET api_url = $1, tls_cert_sha256 = $2, state = $3, \
+             registered_at = COALESCE(registered_at, $4), last_heartbeat_at = $4, updated_at = $4 \
+             WHERE id = $5",
+        )
+        .bind(api_url)
+        .bind(tls_cert_sha256.map(str::to_string))
+        .bind(NodeState::Ready.as_str())
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if current != NodeState::Ready {
+            insert_event(
+                &mut tx,
+                id,
+                now,
+                Some(current),
+                NodeState::Ready,
+                "registered",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_heartbeat(&self, id: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE nodes SET last_heartbeat_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_error(&self, id: &str, error: &str) -> Result<()> {
+        sqlx::query("UPDATE nodes SET error = $1, updated_at = $2 WHERE id = $3")
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn node_events(&self, id: &str) -> Result<Vec<NodeEvent>> {
+        let rows = sqlx::query(
+            "SELECT node_id, at, from_state, to_state, detail FROM node_events \
+             WHERE node_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeEvent {
+                    node_id: r.try_get("node_id")?,
+                    at: r.try_get("at")?,
+                    from_state: r.try_get("from_state")?,
+                    to_state: r.try_get("to_state")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn open_interval(&self, interval: &NewInterval) -> Result<i64> {
+        super::ledger::open(self, interval).await
+    }
+
+    async fn close_intervals(&self, node_id: &str, at: i64) -> Result<()> {
+        super::ledger::close(self, node_id, at).await
+    }
+
+    async fn intervals(&self, from: i64, to: i64) -> Result<Vec<LedgerInterval>> {
+        super::ledger::list(self, from, to).await
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    node_id: &str,
+    at: i64,
+    from: Option<NodeState>,
+    to: NodeState,
+    detail: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO node_events (node_id, at, from_state, to_state, detail) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(node_id)
+    .bind(at)
+    .bind(from.map(|s| s.as_str().to_string()))
+    .bind(to.as_str())
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

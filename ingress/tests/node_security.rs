@@ -1,0 +1,313 @@
+//! Node API security: join tokens bound to the node id, expiring, not replayable;
+//! certificate pinning; the admin API behind its token; the model mirror for nodes only.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dayshift::store::{NodeStore, hash_secret};
+use dayshift_config::protocol::Secret;
+
+#[tokio::test]
+async fn join_token_replay_and_wrong_node_are_refused() {
+    let gw = gateway().await;
+    let node = stand_in("n1", true, false).await;
+    let token = gw.state().create_node("n1", "chat").await.unwrap();
+    let body = register_body(
+        "n1",
+        &token,
+        &node.url,
+        node.fingerprint.as_deref(),
+        "tiny-chat",
+    );
+    let (s, _) = post_register(&gw, &body).await;
+    assert_eq!(s, 200);
+    // The same node again (e.g. after an ingress restart): accepted, same pin.
+    let (s, _) = post_register(&gw, &body).await;
+    assert_eq!(s, 200);
+    // Replay by someone else: another certificate for the same node id.
+    let other = stand_in("n1", true, false).await;
+    let replay = register_body(
+        "n1",
+        &token,
+        &other.url,
+        other.fingerprint.as_deref(),
+        "tiny-chat",
+    );
+    let (s, v) = post_register(&gw, &replay).await;
+    assert_eq!(s, 403, "{v}");
+    assert_openai_error(&v);
+    assert_eq!(v["error"]["code"], "join_token_replayed");
+    // The token bound to n1 does not admit n2.
+    gw.state().create_node("n2", "chat").await.unwrap();
+    let (s, v) = post_register(
+        &gw,
+        &register_body(
+            "n2",
+            &token,
+            &other.url,
+            other.fingerprint.as_deref(),
+            "tiny-chat",
+        ),
+    )
+    .await;
+    assert_eq!(s, 403);
+    assert_eq!(v["error"]["code"], "bad_join_token");
+    // Unknown node id.
+    let (s, _) = post_register(
+        &gw,
+        &register_body("n9", &token, &other.url, None, "tiny-chat"),
+    )
+    .await;
+    assert_eq!(s, 403);
+    // https without a fingerprint is refused (nothing to pin).
+    let t3 = gw.state().create_node("n3", "chat").await.unwrap();
+    let (s, v) = post_register(
+        &gw,
+        &register_body("n3", &t3, &other.url, None, "tiny-chat"),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn expired_join_token_is_refused() {
+    let gw = gateway().await;
+    let node = stand_in("n1", true, false).await;
+    let token = Secret::new("dsj-test-expired");
+    gw.state()
+        .store
+        .insert_node(&dayshift::store::NewNode {
+            id: "n1".into(),
+            pool: "chat".into(),
+            state: dayshift::store::NodeState::Loading,
+            join_token_hash: Some(hash_secret(token.expose())),
+            join_token_expires_at: Some(chrono::Utc::now().timestamp_millis() - 1000),
+        })
+        .await
+        .unwrap();
+    let (s, v) = post_register(
+        &gw,
+        &register_body(
+            "n1",
+            &token,
+            &node.url,
+            node.fingerprint.as_deref(),
+            "tiny-chat",
+        ),
+    )
+    .await;
+    assert_eq!(s, 403);
+    assert_eq!(v["error"]["code"], "join_token_expired");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn node_presenting_another_certificate_is_refused() {
+    let gw = gateway().await;
+    // The node registers fingerprint A but its server presents certificate B.
+    let (_, _, fp_a) = cert();
+    let node = stand_in("n1", true, false).await;
+    let token = gw.state().create_node("n1", "chat").await.unwrap();
+    let (s, _) = post_register(
+        &gw,
+        &register_body("n1", &token, &node.url, Some(&fp_a), "tiny-chat"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let key = api_key(&gw).await;
+    let r = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(&key)
+        .json(&chat_body("tiny-chat", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        502,
+        "a node with another certificate must not be talked to"
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_openai_error(&v);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("pinned")
+            || v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("certificate"),
+        "{v}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn admin_api_needs_its_token() {
+    let gw = gateway().await;
+    for path in ["/admin/nodes", "/admin/keys", "/admin/usage"] {
+        let r = gw
+            .http
+            .get(format!("{}{path}", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let r = gw
+            .http
+            .get(format!("{}{path}", gw.url))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let r = gw
+            .http
+            .get(format!("{}{path}", gw.url))
+            .bearer_auth(&gw.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // An API key is not an admin token.
+    let key = api_key(&gw).await;
+    let r = gw
+        .http
+        .get(format!("{}/admin/keys", gw.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Create and revoke a key through the admin API.
+    let r = gw
+        .http
+        .post(format!("{}/admin/keys", gw.url))
+        .bearer_auth(&gw.admin)
+        .json(&serde_json::json!({"name": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let id = v["key"]["id"].as_str().unwrap().to_string();
+    let r = gw
+        .http
+        .delete(format!("{}/admin/keys/{id}", gw.url))
+        .bearer_auth(&gw.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = gw
+        .http
+        .post(format!("{}/admin/pools/chat/on-the-way", gw.url))
+        .json(&serde_json::json!({"count": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn model_mirror_manifest_and_range_for_nodes_only() {
+    let gw = gateway().await;
+    let dir = gw.state().models_dir.join("tiny-chat");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("model.bin"), &data).unwrap();
+    std::fs::write(dir.join("sub/config.json"), b"{}").unwrap();
+    let token = gw.state().create_node("n1", "chat").await.unwrap();
+    let base = format!("{}/internal/models/tiny-chat", gw.url);
+    let r = gw
+        .http
+        .get(format!("{base}/manifest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = gw
+        .http
+        .get(format!("{base}/manifest"))
+        .bearer_auth("dsj-nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = gw
+        .http
+        .get(format!("{base}/manifest"))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m: dayshift_config::protocol::ModelManifest = r.json().await.unwrap();
+    let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, vec!["model.bin", "sub/config.json"]);
+    assert_eq!(m.files[0].size, 10_000);
+    use sha2::Digest;
+    assert_eq!(m.files[0].sha256, hex::encode(sha2::Sha256::digest(&data)));
+    // Another pool's model is not for this node.
+    let r = gw
+        .http
+        .get(format!("{}/internal/models/tiny-embed/manifest", gw.url))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = gw
+        .http
+        .get(format!("{base}/files/model.bin"))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
+    let r = gw
+        .http
+        .get(format!("{base}/files/model.bin"))
+        .bearer_auth(token.expose())
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 100-199/10000");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &data[100..200]);
+    let r = gw
+        .http
+        .get(format!("{base}/files/model.bin"))
+        .bearer_auth(token.expose())
+        .header("range", "bytes=9990-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &data[9990..]);
+    let r = gw
+        .http
+        .get(format!("{base}/files/model.bin"))
+        .bearer_auth(token.expose())
+        .header("range", "bytes=20000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    let r = gw
+        .http
+        .get(format!("{base}/files/..%2F..%2Fadmin-token"))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let _ = Duration::from_secs(0);
+    gw.stop().await;
+}

@@ -1,0 +1,209 @@
+//! The store's queries on SQLite and on a real PostgreSQL server (started by
+//! `scripts/deps/postgres.sh`; URL from DAYSHIFT_TEST_PG_URL).
+
+use dayshift::store::{KeyLimits, NewInterval, NewNode, NodeState, NodeStore, Store, UsageRow};
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:55432/postgres";
+
+/// A fresh PostgreSQL database for one test.
+async fn pg_store(name: &str) -> Store {
+    let admin_url = std::env::var("DAYSHIFT_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG.into());
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL test server not reachable at {admin_url}: {e}\n\
+                 run `bash scripts/deps/postgres.sh` (or set DAYSHIFT_TEST_PG_URL)"
+            )
+        });
+    let db = format!("dayshift_test_{name}_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap();
+    Store::open(&format!("{base}/{db}")).await.unwrap()
+}
+
+async fn exercise(store: &Store) {
+    // Nodes and events.
+    store
+        .insert_node(&NewNode {
+            id: "n1".into(),
+            pool: "chat".into(),
+            state: NodeState::Planned,
+            join_token_hash: Some("ab".repeat(32)),
+            join_token_expires_at: Some(42),
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .transition("n1", &[NodeState::Planned], NodeState::Creating, "create")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition("n1", &[NodeState::Planned], NodeState::Booting, "stale")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition("nope", &[], NodeState::Booting, "missing")
+            .await
+            .unwrap()
+    );
+    store
+        .set_provider_info("n1", "srv-7", "ccx63", Some("fsn1"))
+        .await
+        .unwrap();
+    store
+        .record_registration("n1", "https://127.0.0.1:8443", Some("cd"))
+        .await
+        .unwrap();
+    store.record_heartbeat("n1", 1234).await.unwrap();
+    let n = store.get_node("n1").await.unwrap().unwrap();
+    assert_eq!(n.state, NodeState::Ready);
+    assert_eq!(n.provider_id.as_deref(), Some("srv-7"));
+    assert_eq!(n.tls_cert_sha256.as_deref(), Some("cd"));
+    assert_eq!(n.last_heartbeat_at, Some(1234));
+    assert!(n.registered_at.is_some());
+    let ev = store.node_events("n1").await.unwrap();
+    let states: Vec<&str> = ev.iter().map(|e| e.to_state.as_str()).collect();
+    assert_eq!(states, vec!["planned", "creating", "ready"]);
+    assert!(
+        store
+            .transition("n1", &[], NodeState::Deleted, "gone")
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.list_nodes(false).await.unwrap().len(), 0);
+    assert_eq!(store.list_nodes(true).await.unwrap().len(), 1);
+
+    // Keys.
+    let k = store
+        .create_api_key(
+            "alice",
+            KeyLimits {
+                requests_per_minute: Some(5),
+                tokens_per_day: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(k.secret.expose().starts_with(&k.key.prefix));
+    let found = store
+        .find_api_key(k.secret.expose())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.limits.requests_per_minute, Some(5));
+    assert!(store.find_api_key("dsk-other").await.unwrap().is_none());
+    assert!(store.revoke_api_key(&k.key.id).await.unwrap());
+    assert!(!store.revoke_api_key(&k.key.id).await.unwrap());
+    assert!(
+        store
+            .find_api_key(k.secret.expose())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.list_api_keys().await.unwrap()[0].revoked_at.is_some());
+
+    // Usage (one batch).
+    let rows: Vec<UsageRow> = (0..50)
+        .map(|i| UsageRow {
+            at: 1000 + i,
+            key_id: if i % 2 == 0 {
+                "key_a".into()
+            } else {
+                "key_b".into()
+            },
+            pool: "chat".into(),
+            node_id: Some("n1".into()),
+            model: "m".into(),
+            endpoint: "/v1/chat/completions".into(),
+            status: 200,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            latency_ms: 3,
+        })
+        .collect();
+    store.insert_usage(&rows).await.unwrap();
+    assert_eq!(store.tokens_used_since("key_a", 0).await.unwrap(), 25 * 15);
+    assert_eq!(store.tokens_used_since("key_a", 10_000).await.unwrap(), 0);
+    let by = store.usage_by_key(0, 2000).await.unwrap();
+    assert_eq!(by.len(), 2);
+    assert_eq!(
+        (by[0].requests, by[0].prompt_tokens, by[0].completion_tokens),
+        (25, 250, 125)
+    );
+    assert_eq!(store.usage_rows(0, i64::MAX).await.unwrap().len(), 50);
+
+    // Ledger.
+    let id = store
+        .open_interval(&NewInterval {
+            node_id: "n1".into(),
+            pool: "chat".into(),
+            provider: "hetzner".into(),
+            server_type: "ccx63".into(),
+            location: Some("fsn1".into()),
+            started_at: 1_000,
+            hourly_price: "0.85".into(),
+            monthly_price: Some("530.00".into()),
+        })
+        .await
+        .unwrap();
+    assert!(id > 0);
+    assert_eq!(store.intervals(0, 10_000).await.unwrap()[0].ended_at, None);
+    store.close_intervals("n1", 5_000).await.unwrap();
+    let iv = store.intervals(0, 10_000).await.unwrap();
+    assert_eq!(iv.len(), 1);
+    assert_eq!(iv[0].ended_at, Some(5_000));
+    assert_eq!(iv[0].hourly_price, "0.85");
+    assert!(store.intervals(6_000, 10_000).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/dayshift.db");
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    exercise(&store).await;
+    let row: (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(row.0.to_lowercase(), "wal");
+    store.close().await;
+    // Reopening runs no migration twice and keeps the data.
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(store.list_nodes(true).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_memory_store() {
+    let store = Store::open_in_memory().await.unwrap();
+    exercise(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    let store = pg_store("exercise").await;
+    exercise(&store).await;
+    store.close().await;
+}
