@@ -385,3 +385,21 @@ async fn list_follows_pagination() {
         "two pages of 50"
     );
 }
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_adopted_not_duplicated() {
+    let fake = fixtures::fake_without_hosts().await;
+    let p = HetznerProvider::new(settings(&fake)).unwrap();
+    fake.inject(fault("POST", "/v1/servers", 1, FaultKind::LoseResponse));
+    let s = p.create(&spec("lost-answer")).await.unwrap();
+    assert_eq!(s.status, ServerStatus::Running);
+    assert_eq!(fake.count_calls("POST", "/v1/servers", 504), 1);
+    assert_eq!(
+        fake.count_calls("POST", "/v1/servers", 409),
+        1,
+        "the retry met uniqueness_error"
+    );
+    let all = p.list(&LabelSelector::cluster("faults")).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id, s.id);
+}

@@ -336,6 +336,10 @@ async fn faults_and_log(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             next.run(req).await
         }
+        Some(FaultKind::LoseResponse) => {
+            let _lost = next.run(req).await;
+            server_error(504)
+        }
         Some(FaultKind::WrongHostKey) => {
             req.extensions_mut().insert(WrongHostKey);
             next.run(req).await

@@ -117,6 +117,9 @@ pub enum FaultKind {
         /// Milliseconds.
         ms: u64,
     },
+    /// Handle the call normally, then answer `504` as a load balancer whose backend was
+    /// too slow would: the change happened, the client does not know.
+    LoseResponse,
     /// Create the server, but its test host's sshd presents a host key of its own instead
     /// of the one in the user data.
     WrongHostKey,
