@@ -1,6 +1,8 @@
 //! Provisioning: the `Provider` trait and its implementations (`hetzner`, `local`),
 //! cloud-init user data and the SSH bootstrap of a rented server.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod hetzner;
 pub mod labels;

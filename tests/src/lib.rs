@@ -1,6 +1,8 @@
 //! Test harness: the fake Hetzner Cloud API with real OpenSSH test hosts, and fixtures
 //! other crates' tests reuse.
 
+#![warn(missing_docs)]
+
 pub mod fake_hcloud;
 pub mod fixtures;
 pub mod test_host;
