@@ -192,3 +192,56 @@ async fn a_crashed_child_is_restarted_on_the_same_port() {
     p.delete(&srv.id).await.unwrap();
     assert!(fixtures::refuses(addr(&srv)).await);
 }
+
+#[tokio::test]
+async fn servers_outlive_the_process_that_created_them() {
+    let state = tempfile::tempdir().unwrap();
+    let _reaper = fixtures::KillLocalChildren(state.path().to_path_buf());
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_local-provider"))
+            .arg("--state")
+            .arg(state.path())
+            .arg("--command")
+            .arg(env!("CARGO_BIN_EXE_tiny-responder"))
+            .args([
+                "--arg",
+                "--listen",
+                "--arg",
+                "{host}:{port}",
+                "--arg",
+                "--reply",
+                "--arg",
+                "{name}",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // One process creates the server and exits ("the ingress stopped").
+    let created: dayshift_provisioning::Server =
+        serde_json::from_str(cli(&["create", "survivor"]).trim()).unwrap();
+    assert_eq!(
+        fixtures::http_get(addr(&created), Duration::from_secs(20))
+            .await
+            .unwrap(),
+        "survivor"
+    );
+    // Another process finds it running ("the ingress restarted").
+    let listed: dayshift_provisioning::Server =
+        serde_json::from_str(cli(&["list"]).trim()).unwrap();
+    assert_eq!(
+        (listed.id.as_str(), listed.status),
+        (created.id.as_str(), ServerStatus::Running)
+    );
+    // And this one can delete it.
+    let p = LocalProvider::new(settings(state.path())).await.unwrap();
+    p.delete(&created.id).await.unwrap();
+    assert!(fixtures::refuses(addr(&created)).await);
+    assert!(cli(&["list"]).trim().is_empty());
+}
