@@ -187,3 +187,35 @@ async fn pagination_meta_is_consistent() {
         .unwrap_err();
     assert!(matches!(err, hcloud::apis::Error::ResponseError(r) if r.status.as_u16() == 401));
 }
+
+#[tokio::test]
+async fn references_by_id_work_as_in_the_real_api() {
+    // The official CLI (hcloud-go) sends image, server type and location as ids.
+    let fake = fixtures::fake_without_hosts().await;
+    let c = reqwest12::Client::new();
+    let resp = c
+        .post(format!("{}/servers", fake.endpoint()))
+        .bearer_auth("t")
+        .json(&serde_json::json!({ "name": "by-id", "image": 114690387, "server_type": 22, "location": 2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let body: models::CreateServerResponse = resp.json().await.unwrap();
+    assert_eq!(body.server.server_type.name, "cx22");
+    assert_eq!(body.server.location.name, "nbg1");
+    assert_eq!(
+        body.server.image.unwrap().name.as_deref(),
+        Some("debian-12")
+    );
+    let bad = c
+        .post(format!("{}/servers", fake.endpoint()))
+        .bearer_auth("t")
+        .json(&serde_json::json!({ "name": "bad-id", "image": 1, "server_type": 22 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let err: models::ErrorResponse = bad.json().await.unwrap();
+    assert_eq!(err.error.code, "invalid_input");
+}

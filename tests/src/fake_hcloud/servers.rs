@@ -23,15 +23,35 @@ use super::{FailAction, Shared, SlowAction, WrongHostKey, catalog};
 #[derive(Debug, Deserialize)]
 struct CreateServer {
     name: Option<String>,
-    server_type: Option<String>,
-    image: Option<String>,
-    location: Option<String>,
-    datacenter: Option<String>,
+    server_type: Option<IdOrName>,
+    image: Option<IdOrName>,
+    location: Option<IdOrName>,
+    datacenter: Option<IdOrName>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
     ssh_keys: Vec<Value>,
     user_data: Option<String>,
+}
+
+/// The API takes most references as an id or a name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum IdOrName {
+    Id(i64),
+    Name(String),
+}
+
+impl IdOrName {
+    /// The name, looking ids up with `by_id` (unknown ids become `#ID`, which no name matches).
+    fn name(self, by_id: impl Fn(i64) -> Option<Value>) -> String {
+        match self {
+            IdOrName::Name(n) => n,
+            IdOrName::Id(id) => by_id(id)
+                .and_then(|v| v["name"].as_str().map(String::from))
+                .unwrap_or_else(|| format!("#{id}")),
+        }
+    }
 }
 
 fn valid_hostname(name: &str) -> bool {
@@ -76,9 +96,10 @@ pub async fn create(
             "Name must be a valid hostname.",
         ));
     }
-    let server_type = req.server_type.ok_or_else(|| {
-        ApiError::invalid_field("server_type", "Missing data for required field.")
-    })?;
+    let server_type = req
+        .server_type
+        .ok_or_else(|| ApiError::invalid_field("server_type", "Missing data for required field."))?
+        .name(catalog::server_type_by_id);
     if catalog::server_type(&server_type).is_none() {
         return Err(ApiError::invalid_field(
             "server_type",
@@ -87,7 +108,8 @@ pub async fn create(
     }
     let image = req
         .image
-        .ok_or_else(|| ApiError::invalid_field("image", "Missing data for required field."))?;
+        .ok_or_else(|| ApiError::invalid_field("image", "Missing data for required field."))?
+        .name(|id| catalog::image(&id.to_string()));
     if catalog::image(&image).is_none() {
         return Err(ApiError::invalid_field(
             "image",
@@ -95,8 +117,13 @@ pub async fn create(
         ));
     }
     let location = match (req.location, req.datacenter) {
-        (Some(l), _) => l,
-        (None, Some(dc)) => dc.split('-').next().unwrap_or_default().to_string(),
+        (Some(l), _) => l.name(catalog::location_by_id),
+        (None, Some(dc)) => dc
+            .name(catalog::location_by_id)
+            .split('-')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
         (None, None) => catalog::first_location_of(&server_type)
             .unwrap_or("fsn1")
             .to_string(),
