@@ -95,8 +95,7 @@ impl<'s> Diag<'s> {
 
     /// The problems in file order.
     pub fn into_problems(mut self) -> Problems {
-        self.problems
-            .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        self.problems.sort_by_key(|p| (p.line, p.column));
         self.problems.dedup();
         Problems(self.problems)
     }

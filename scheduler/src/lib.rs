@@ -1,1 +1,11 @@
-//! Scheduler: node lifecycle state machine, reconcile loop and cost ledger.
+//! Scheduler: the node lifecycle state machine, the reconcile loop (desired nodes from
+//! the schedule against actual servers and rows), and the cost ledger.
+
+pub mod desired;
+pub mod lifecycle;
+pub mod reconcile;
+pub mod store;
+
+pub use lifecycle::{NodeRecord, NodeState};
+pub use reconcile::{Launcher, Limits, PoolPolicy, Reconciler, TickReport};
+pub use store::{MemoryStore, NodeEvent, NodeStore, StoreError};

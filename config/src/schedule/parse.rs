@@ -184,7 +184,7 @@ fn pool_name(
         return None;
     }
     if let Some(known) = known
-        && !known.iter().any(|k| *k == name)
+        && !known.contains(&name)
     {
         let refs: Vec<&str> = known.iter().map(String::as_str).collect();
         let hint = match closest(&name, &refs) {

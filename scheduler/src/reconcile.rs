@@ -1,0 +1,615 @@
+//! The reconcile loop: desired nodes per pool (schedule with pre-warm) against actual
+//! nodes (store + provider list). Level-triggered and idempotent: every tick looks at the
+//! whole picture and takes each node one step further; a crash at any point leaves rows
+//! and labelled servers from which the next tick (after a restart) carries on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use dayshift_config::Schedule;
+use dayshift_config::clock::Clock;
+use dayshift_provisioning::{
+    LABEL_NODE, LabelSelector, Provider, ProviderError, Server, ServerSpec, ServerStatus,
+};
+use tracing::{info, warn};
+
+use crate::desired::{desired_with_prewarm, p90};
+use crate::lifecycle::{NodeRecord, NodeState};
+use crate::store::{NodeStore, StoreError};
+
+/// Per-pool settings the loop needs.
+#[derive(Debug, Clone)]
+pub struct PoolPolicy {
+    /// Never more nodes than this.
+    pub max_nodes: u32,
+    /// Assumed cold start before any boot of the pool was measured.
+    pub default_cold_start: Duration,
+    /// How long in-flight requests may take at drain.
+    pub drain_timeout: Duration,
+}
+
+/// Loop-wide limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A node that has not registered this long after creation fails.
+    pub loading_timeout: Duration,
+    /// A ready node whose last heartbeat is older than this fails (and is replaced).
+    pub heartbeat_grace: Duration,
+    /// Attempts at creating a node's server before the node fails.
+    pub max_create_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub backoff_base: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            loading_timeout: Duration::minutes(20),
+            heartbeat_grace: Duration::seconds(30),
+            max_create_attempts: 5,
+            backoff_base: Duration::seconds(5),
+        }
+    }
+}
+
+/// Turns a node into a server spec and sets the created server up. The ingress provides
+/// the real one (cloud-init with a per-node host key, SSH bootstrap); the `local`
+/// provider needs no bootstrap.
+#[async_trait]
+pub trait Launcher: Send + Sync {
+    /// The server to create for `node` (name, type, image, labels, user data, fallbacks).
+    async fn spec(&self, node: &NodeRecord) -> Result<ServerSpec, String>;
+    /// Sets the created server up so `dayshift-node` starts on it.
+    async fn bootstrap(&self, node: &NodeRecord, server: &Server) -> Result<(), String>;
+}
+
+/// What one tick did (for logs, metrics and tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    /// Nodes planned this tick.
+    pub planned: Vec<String>,
+    /// Servers created this tick (node ids).
+    pub created: Vec<String>,
+    /// Nodes that started draining.
+    pub draining: Vec<String>,
+    /// Servers deleted this tick (node ids).
+    pub deleted: Vec<String>,
+    /// Servers deleted because no live node owned them (server ids).
+    pub orphans_deleted: Vec<String>,
+    /// Nodes that failed this tick.
+    pub failed: Vec<String>,
+    /// Errors met (the tick goes on after each).
+    pub errors: Vec<String>,
+}
+
+/// The reconcile loop's state: everything is read from the store and the provider
+/// on each tick, so a new `Reconciler` after a restart picks up where the old one was.
+pub struct Reconciler {
+    cluster: String,
+    provider: Arc<dyn Provider>,
+    store: Arc<dyn NodeStore>,
+    clock: Arc<dyn Clock>,
+    launcher: Arc<dyn Launcher>,
+    schedule: Arc<RwLock<Schedule>>,
+    pools: BTreeMap<String, PoolPolicy>,
+    limits: Limits,
+}
+
+impl Reconciler {
+    /// A loop for `cluster` over the given parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cluster: String,
+        provider: Arc<dyn Provider>,
+        store: Arc<dyn NodeStore>,
+        clock: Arc<dyn Clock>,
+        launcher: Arc<dyn Launcher>,
+        schedule: Arc<RwLock<Schedule>>,
+        pools: BTreeMap<String, PoolPolicy>,
+        limits: Limits,
+    ) -> Self {
+        Reconciler {
+            cluster,
+            provider,
+            store,
+            clock,
+            launcher,
+            schedule,
+            pools,
+            limits,
+        }
+    }
+
+    /// The schedule handle (replace its content to reload).
+    pub fn schedule(&self) -> Arc<RwLock<Schedule>> {
+        self.schedule.clone()
+    }
+
+    /// The lead time by which `pool` starts early: p90 of its last 10 cold starts, or
+    /// its configured default before any was measured.
+    pub async fn lead(&self, pool: &str) -> Duration {
+        let default = self
+            .pools
+            .get(pool)
+            .map(|p| p.default_cold_start)
+            .unwrap_or_else(|| Duration::minutes(5));
+        match self.store.recent_cold_starts(pool, 10).await {
+            Ok(samples) => p90(&samples).map(Duration::seconds).unwrap_or(default),
+            Err(_) => default,
+        }
+    }
+
+    /// Desired node count per pool at `now`, with pre-warm.
+    pub async fn desired(&self, now: DateTime<Utc>) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for (pool, policy) in &self.pools {
+            let lead = self.lead(pool).await;
+            let n = match self.schedule.read() {
+                Ok(s) => desired_with_prewarm(&s, pool, now, lead, policy.max_nodes),
+                Err(_) => 0,
+            };
+            out.insert(pool.clone(), n);
+        }
+        out
+    }
+
+    /// One pass: sweep orphans, plan or drain per pool, move every node one step.
+    pub async fn tick(&self) -> TickReport {
+        let mut report = TickReport::default();
+        let now = self.clock.now();
+        let servers = match self
+            .provider
+            .list(&LabelSelector::cluster(&self.cluster))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                report.errors.push(format!("list servers: {e}"));
+                return report;
+            }
+        };
+        let nodes = match self.store.all_nodes().await {
+            Ok(n) => n,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                return report;
+            }
+        };
+        self.sweep_orphans(&servers, &nodes, &mut report).await;
+
+        let desired = self.desired(now).await;
+        for (pool, want) in &desired {
+            let active: Vec<&NodeRecord> = nodes
+                .iter()
+                .filter(|n| &n.pool == pool && n.state.is_active())
+                .collect();
+            let have = active.len() as u32;
+            if have < *want {
+                for _ in have..*want {
+                    let id = new_node_id(now);
+                    let node = NodeRecord::planned(id.clone(), pool.clone(), now);
+                    match self
+                        .store
+                        .insert_node(
+                            &node,
+                            now,
+                            &format!("pool {pool} wants {want} node(s), has {have}"),
+                        )
+                        .await
+                    {
+                        Ok(()) => {
+                            info!(node = %id, pool = %pool, "planned a node");
+                            report.planned.push(id);
+                        }
+                        Err(e) => report.errors.push(e.to_string()),
+                    }
+                }
+            } else if have > *want {
+                // Drain the excess: nodes not yet ready first (youngest first), then the
+                // ready ones with the fewest requests in flight.
+                let mut excess: Vec<&NodeRecord> = active.clone();
+                excess.sort_by_key(|n| {
+                    (
+                        n.state == NodeState::Ready,
+                        n.in_flight,
+                        std::cmp::Reverse(n.planned_at),
+                    )
+                });
+                for n in excess.into_iter().take((have - want) as usize) {
+                    let mut next = n.clone();
+                    next.state = NodeState::Draining;
+                    next.drain_started_at = Some(now);
+                    match self
+                        .store
+                        .update_node(
+                            &next,
+                            n.state,
+                            now,
+                            &format!("pool {pool} wants {want} node(s)"),
+                        )
+                        .await
+                    {
+                        Ok(true) => {
+                            info!(node = %n.id, pool = %pool, "draining");
+                            report.draining.push(n.id.clone());
+                        }
+                        Ok(false) => {}
+                        Err(e) => report.errors.push(e.to_string()),
+                    }
+                }
+            }
+        }
+
+        let nodes = match self.store.all_nodes().await {
+            Ok(n) => n,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                return report;
+            }
+        };
+        let by_node: BTreeMap<&str, &Server> = servers
+            .iter()
+            .filter_map(|s| s.labels.get(LABEL_NODE).map(|n| (n.as_str(), s)))
+            .collect();
+        for node in nodes {
+            if node.state == NodeState::Deleted
+                || (node.state == NodeState::Failed && node.deleted_at.is_some())
+            {
+                continue;
+            }
+            if node.retry_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            let server = by_node.get(node.id.as_str()).copied();
+            if let Err(e) = self.step(node, server, now, &mut report).await {
+                report.errors.push(e.to_string());
+            }
+        }
+        report
+    }
+
+    async fn sweep_orphans(
+        &self,
+        servers: &[Server],
+        nodes: &[NodeRecord],
+        report: &mut TickReport,
+    ) {
+        let owners: BTreeSet<&str> = nodes
+            .iter()
+            .filter(|n| !n.state.is_final())
+            .map(|n| n.id.as_str())
+            .collect();
+        for s in servers {
+            let owner = s.labels.get(LABEL_NODE).map(String::as_str);
+            // A server of a failed node that still has its row is deleted by its step,
+            // which also closes its billing interval.
+            let failed_owner = nodes.iter().any(|n| {
+                Some(n.id.as_str()) == owner
+                    && n.state == NodeState::Failed
+                    && n.deleted_at.is_none()
+            });
+            if owner.is_some_and(|o| owners.contains(o)) || failed_owner {
+                continue;
+            }
+            warn!(server = %s.id, name = %s.name, "deleting an orphan server (no live node owns it)");
+            match self.provider.delete(&s.id).await {
+                Ok(()) | Err(ProviderError::NotFound(_)) => {
+                    report.orphans_deleted.push(s.id.clone())
+                }
+                Err(e) => report.errors.push(format!("delete orphan {}: {e}", s.id)),
+            }
+        }
+    }
+
+    async fn save(
+        &self,
+        node: &NodeRecord,
+        from: NodeState,
+        now: DateTime<Utc>,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        self.store.update_node(node, from, now, message).await
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let base = self.limits.backoff_base.num_milliseconds().max(1);
+        let exp = base.saturating_mul(1i64 << attempts.min(8));
+        let jitter = rand::random_range(0..=exp / 2);
+        Duration::milliseconds(exp + jitter)
+    }
+
+    async fn fail(
+        &self,
+        mut node: NodeRecord,
+        now: DateTime<Utc>,
+        why: String,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        let from = node.state;
+        warn!(node = %node.id, state = %from, "node failed: {why}");
+        node.state = NodeState::Failed;
+        node.last_error = Some(why.clone());
+        node.retry_at = None;
+        if self.save(&node, from, now, &why).await? {
+            report.failed.push(node.id.clone());
+        }
+        Ok(())
+    }
+
+    /// Takes one node one step further.
+    async fn step(
+        &self,
+        mut node: NodeRecord,
+        server: Option<&Server>,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        let state = node.state;
+        match state {
+            NodeState::Planned => {
+                node.state = NodeState::Creating;
+                self.save(&node, state, now, "asking the provider for a server")
+                    .await?;
+                self.create(node, now, report).await
+            }
+            NodeState::Creating => match server {
+                // Created before a crash: adopt it.
+                Some(s) => {
+                    adopt(&mut node, s);
+                    node.state = NodeState::Booting;
+                    self.save(&node, state, now, "found its server after a restart")
+                        .await?;
+                    Ok(())
+                }
+                None => self.create(node, now, report).await,
+            },
+            NodeState::Booting => match server {
+                Some(s) if s.status == ServerStatus::Running => {
+                    adopt(&mut node, s);
+                    node.state = NodeState::Provisioning;
+                    self.save(&node, state, now, "server running; bootstrapping over SSH")
+                        .await?;
+                    self.provision(node, s, now, report).await
+                }
+                Some(_) => Ok(()),
+                None => {
+                    self.fail(
+                        node,
+                        now,
+                        "its server disappeared while booting".into(),
+                        report,
+                    )
+                    .await
+                }
+            },
+            NodeState::Provisioning => match server {
+                Some(s) => self.provision(node, s, now, report).await,
+                None => {
+                    self.fail(
+                        node,
+                        now,
+                        "its server disappeared while provisioning".into(),
+                        report,
+                    )
+                    .await
+                }
+            },
+            NodeState::Loading => {
+                if server.is_none() {
+                    return self
+                        .fail(
+                            node,
+                            now,
+                            "its server disappeared while loading".into(),
+                            report,
+                        )
+                        .await;
+                }
+                let since = node.server_created_at.unwrap_or(node.planned_at);
+                if now - since > self.limits.loading_timeout {
+                    return self
+                        .fail(
+                            node,
+                            now,
+                            "it did not register in time (see the node's log)".into(),
+                            report,
+                        )
+                        .await;
+                }
+                Ok(())
+            }
+            NodeState::Ready => {
+                let last = node.last_heartbeat.or(node.ready_at).unwrap_or(now);
+                if now - last > self.limits.heartbeat_grace || server.is_none() {
+                    return self
+                        .fail(node, now, "heartbeats stopped; replacing it".into(), report)
+                        .await;
+                }
+                Ok(())
+            }
+            NodeState::Draining => {
+                let timeout = self
+                    .pools
+                    .get(&node.pool)
+                    .map(|p| p.drain_timeout)
+                    .unwrap_or_else(|| Duration::minutes(2));
+                let started = node.drain_started_at.unwrap_or(now);
+                if node.in_flight == 0 || now - started >= timeout || server.is_none() {
+                    node.state = NodeState::Deleting;
+                    let why = if node.in_flight == 0 {
+                        "drained"
+                    } else {
+                        "drain timeout"
+                    };
+                    self.save(&node, state, now, why).await?;
+                    return self.delete(node, server, now, report).await;
+                }
+                Ok(())
+            }
+            NodeState::Deleting => self.delete(node, server, now, report).await,
+            NodeState::Failed => {
+                // Close its server and billing interval.
+                if let Some(s) = server {
+                    match self.provider.delete(&s.id).await {
+                        Ok(()) | Err(ProviderError::NotFound(_)) => {}
+                        Err(e) => {
+                            report
+                                .errors
+                                .push(format!("delete server of failed node {}: {e}", node.id));
+                            return Ok(());
+                        }
+                    }
+                }
+                node.deleted_at = Some(now);
+                self.save(&node, state, now, "server deleted").await?;
+                Ok(())
+            }
+            NodeState::Deleted => Ok(()),
+        }
+    }
+
+    async fn create(
+        &self,
+        mut node: NodeRecord,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        let spec = match self.launcher.spec(&node).await {
+            Ok(s) => s,
+            Err(e) => {
+                return self
+                    .fail(
+                        node,
+                        now,
+                        format!("cannot build the server spec: {e}"),
+                        report,
+                    )
+                    .await;
+            }
+        };
+        match self.provider.create(&spec).await {
+            Ok(server) => {
+                adopt(&mut node, &server);
+                node.attempts = 0;
+                node.retry_at = None;
+                node.last_error = None;
+                node.state = NodeState::Booting;
+                info!(node = %node.id, server = %server.id, "server created");
+                if self
+                    .save(
+                        &node,
+                        NodeState::Creating,
+                        now,
+                        &format!("server {} created", server.id),
+                    )
+                    .await?
+                {
+                    report.created.push(node.id.clone());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                node.attempts += 1;
+                if matches!(e, ProviderError::Auth(_) | ProviderError::Invalid(_))
+                    || node.attempts >= self.limits.max_create_attempts
+                {
+                    return self
+                        .fail(node, now, format!("create failed: {e}"), report)
+                        .await;
+                }
+                let wait = match &e {
+                    ProviderError::RateLimited { retry_after } => Duration::from_std(*retry_after)
+                        .unwrap_or_else(|_| self.backoff(node.attempts)),
+                    _ => self.backoff(node.attempts),
+                };
+                node.retry_at = Some(now + wait);
+                node.last_error = Some(e.to_string());
+                report.errors.push(format!("create {}: {e}", node.id));
+                self.save(&node, NodeState::Creating, now, "create failed; will retry")
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn provision(
+        &self,
+        mut node: NodeRecord,
+        server: &Server,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        match self.launcher.bootstrap(&node, server).await {
+            Ok(()) => {
+                node.state = NodeState::Loading;
+                self.save(
+                    &node,
+                    NodeState::Provisioning,
+                    now,
+                    "dayshift-node started; loading the model",
+                )
+                .await?;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(node, now, format!("bootstrap failed: {e}"), report)
+                    .await
+            }
+        }
+    }
+
+    async fn delete(
+        &self,
+        mut node: NodeRecord,
+        server: Option<&Server>,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        let id = server
+            .map(|s| s.id.clone())
+            .or_else(|| node.server_id.clone());
+        if let Some(id) = id {
+            match self.provider.delete(&id).await {
+                Ok(()) | Err(ProviderError::NotFound(_)) => {}
+                Err(e) => {
+                    report.errors.push(format!("delete {}: {e}", node.id));
+                    return Ok(());
+                }
+            }
+        }
+        node.state = NodeState::Deleted;
+        node.deleted_at = Some(now);
+        if self
+            .save(&node, NodeState::Deleting, now, "server deleted")
+            .await?
+        {
+            info!(node = %node.id, "deleted");
+            report.deleted.push(node.id.clone());
+        }
+        Ok(())
+    }
+}
+
+fn adopt(node: &mut NodeRecord, s: &Server) {
+    node.server_id = Some(s.id.clone());
+    node.server_type = Some(s.server_type.clone());
+    node.location = s.location.clone();
+    node.server_created_at = node.server_created_at.or(Some(s.created));
+    if let Some(ip) = s.ipv4 {
+        node.address = Some(match s.port {
+            Some(p) => format!("{ip}:{p}"),
+            None => ip.to_string(),
+        });
+    }
+}
+
+/// A fresh node id: time-ordered and random, usable in labels and hostnames.
+pub fn new_node_id(now: DateTime<Utc>) -> String {
+    format!(
+        "n{}{:06x}",
+        now.format("%y%m%d%H%M%S"),
+        rand::random_range(0..0x100_0000u32)
+    )
+}
