@@ -153,3 +153,74 @@ fn refuses_a_file_whose_sha256_differs() {
         "{err}"
     );
 }
+
+async fn hub_info() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"siblings": [
+        {"rfilename": "config.json"}, {"rfilename": "generation_config.json"},
+        {"rfilename": "tokenizer.json"}, {"rfilename": "tokenizer_config.json"},
+        {"rfilename": "model.safetensors", "lfs": {"sha256": HUB_SHA.lock().unwrap().clone(), "size": 0}},
+        {"rfilename": "README.md"}, {"rfilename": "onnx/model.onnx"}
+    ]}))
+}
+
+static HUB_SHA: Mutex<String> = Mutex::new(String::new());
+static HUB_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+async fn hub_file(Path((_o, _r, _rev, name)): Path<(String, String, String, String)>) -> Response {
+    let dir = HUB_DIR.lock().unwrap().clone().unwrap();
+    match std::fs::read(dir.join(&name)) {
+        Ok(b) => b.into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[test]
+fn hf_source_downloads_from_the_hub_endpoint() {
+    let tiny = common::tiny_model();
+    let w = std::fs::read(tiny.path().join("model.safetensors")).unwrap();
+    *HUB_SHA.lock().unwrap() = hex(&w);
+    *HUB_DIR.lock().unwrap() = Some(tiny.path().to_path_buf());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let app = axum::Router::new()
+                    .route("/api/models/{o}/{r}/revision/{rev}", get(hub_info))
+                    .route("/{o}/{r}/resolve/{rev}/{name}", get(hub_file));
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                axum::serve(l, app).await.unwrap();
+            });
+    });
+    let hub = format!("http://{}", rx.recv().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("node.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "node_id = \"h\"\nlisten = \"127.0.0.1:0\"\ncache_dir = {:?}\n[tls]\nmode = \"off\"\n[engine]\ndevice = \"cpu\"\n[[models]]\nname = \"tiny\"\nsource = {{ type = \"hf\", repo = \"acme/tiny\" }}\n",
+            dir.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    // Start, wait until ready (the files are then in the cache), stop.
+    let mut child = Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .env("HF_ENDPOINT", &hub)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cached = dir.path().join("hf/acme--tiny/main/model.safetensors");
+    let t0 = std::time::Instant::now();
+    while !cached.is_file() {
+        assert!(t0.elapsed().as_secs() < 60, "hub download did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(std::fs::read(cached).unwrap(), w);
+    assert!(!dir.path().join("hf/acme--tiny/main/README.md").exists());
+}
