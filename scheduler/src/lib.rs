@@ -2,6 +2,7 @@
 //! the schedule against actual servers and rows), and the cost ledger.
 
 pub mod desired;
+pub mod ledger;
 pub mod lifecycle;
 pub mod reconcile;
 pub mod store;
