@@ -193,7 +193,9 @@ pub trait Provider: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// Creates a server and waits until the provider reports it created and running.
-    /// On `Capacity` the spec's fallback placements are tried in order.
+    /// On `Capacity` the spec's fallback placements are tried in order. Idempotent: when a
+    /// server with this name and the same cluster and node labels exists, it is returned;
+    /// a name used by another node is `Invalid`.
     async fn create(&self, spec: &ServerSpec) -> Result<Server, ProviderError>;
 
     /// Fetches one server by id; `NotFound` when it does not exist.

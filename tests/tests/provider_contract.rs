@@ -73,10 +73,13 @@ async fn contract(s: Subject) {
     assert!(other.is_empty());
 
     // invalid requests are typed
-    let dup = p
-        .create(&spec(&s, &cluster, "n1", "chat"))
-        .await
-        .unwrap_err();
+    let again = p.create(&spec(&s, &cluster, "n1", "chat")).await.unwrap();
+    assert_eq!(again.id, a.id, "create is idempotent for the same node");
+    let mut clash = spec(&s, &cluster, "n1", "chat");
+    clash
+        .labels
+        .insert("dayshift-node".into(), "someone-else".into());
+    let dup = p.create(&clash).await.unwrap_err();
     assert!(matches!(dup, ProviderError::Invalid(_)), "{dup:?}");
     let mut unlabeled = spec(&s, &cluster, "n3", "chat");
     unlabeled.labels.remove(LABEL_POOL);

@@ -16,7 +16,7 @@ use reqwest12::Method;
 pub use settings::{DEFAULT_ENDPOINT, HetznerSettings};
 
 use crate::ProviderError;
-use crate::labels::{LABEL_NODE, LabelSelector};
+use crate::labels::{LABEL_CLUSTER, LABEL_NODE, LabelSelector};
 use crate::provider::{BillingRule, Placement, Provider, Server, ServerSpec, ServerType};
 use retry::with_retry;
 use transport::Transport;
@@ -160,7 +160,7 @@ impl HetznerProvider {
         req.user_data = spec.user_data.clone();
         req.start_after_create = Some(true);
         let what = format!("create server {}", spec.name);
-        let (result, retries) = with_retry(&self.settings, &what, || {
+        let (result, _retries) = with_retry(&self.settings, &what, || {
             self.transport.send::<models::CreateServerResponse, _>(
                 Method::POST,
                 "/servers",
@@ -171,14 +171,21 @@ impl HetznerProvider {
         .await;
         let created = match result {
             Ok(resp) => resp,
-            Err(ProviderError::Invalid(msg)) if retries > 0 => {
-                // An earlier attempt may have created it before failing: adopt ours.
+            Err(ProviderError::Invalid(msg)) => {
+                // The name may be taken by this very node (an earlier attempt whose answer
+                // was lost, or a create before a restart): adopt it; create is idempotent.
                 match self.find_by_name(&spec.name).await? {
-                    Some(s) if s.labels.get(LABEL_NODE) == spec.labels.get(LABEL_NODE) => {
-                        tracing::info!(name = %spec.name, id = s.id, "adopting server created by an earlier attempt");
+                    Some(s) if same_node(&s.labels, &spec.labels) => {
+                        tracing::info!(name = %spec.name, id = s.id, "adopting the server an earlier create made");
                         return self.wait_running(s.id, &what).await;
                     }
-                    _ => return Err(ProviderError::Invalid(msg)),
+                    Some(_) => {
+                        return Err(ProviderError::Invalid(format!(
+                            "{msg}: the name {} belongs to a server of another node; pick another name",
+                            spec.name
+                        )));
+                    }
+                    None => return Err(ProviderError::Invalid(msg)),
                 }
             }
             Err(e) => return Err(e),
@@ -211,6 +218,34 @@ impl HetznerProvider {
             }
             tokio::time::sleep(self.settings.poll_interval).await;
         }
+    }
+}
+
+/// True when both label sets name the same dayshift cluster and node.
+fn same_node<A, B>(a: &A, b: &B) -> bool
+where
+    A: LabelLookup,
+    B: LabelLookup,
+{
+    [LABEL_CLUSTER, LABEL_NODE]
+        .iter()
+        .all(|k| a.label(k).is_some() && a.label(k) == b.label(k))
+}
+
+/// Label access over the map types in play.
+trait LabelLookup {
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl LabelLookup for std::collections::HashMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl LabelLookup for crate::Labels {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 pub use settings::LocalSettings;
 
 use crate::ProviderError;
-use crate::labels::LabelSelector;
+use crate::labels::{LABEL_CLUSTER, LABEL_NODE, LabelSelector};
 use crate::provider::{
     BillingRule, LocationPrice, Provider, Server, ServerSpec, ServerStatus, ServerType,
 };
@@ -190,9 +190,20 @@ impl Provider for LocalProvider {
                 ))
             })?;
         let _guard = self.ops_lock.lock().await;
-        if self.records().iter().any(|(_, r)| r.name == spec.name) {
+        if let Some((dir, r)) = self
+            .records()
+            .into_iter()
+            .find(|(_, r)| r.name == spec.name)
+        {
+            let same = [LABEL_CLUSTER, LABEL_NODE]
+                .iter()
+                .all(|k| r.labels.contains_key(*k) && r.labels.get(*k) == spec.labels.get(*k));
+            if same {
+                tracing::info!(id = %r.id, name = %spec.name, "create repeated for an existing node; returning it");
+                return Ok(self.to_server(&dir, &r));
+            }
             return Err(ProviderError::Invalid(format!(
-                "a local server named {} already exists: delete it or pick another name",
+                "a local server named {} belongs to another node: delete it or pick another name",
                 spec.name
             )));
         }
