@@ -25,6 +25,18 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
+/// A handler that panicked answers `500` with an OpenAI-style body (and the connection
+/// lives on); the panic itself is logged.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| err.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "a request handler panicked");
+    ApiError::internal().into_response()
+}
+
 /// Every route, with the state.
 pub fn router(state: SharedState) -> Router {
     Router::new()
@@ -47,5 +59,6 @@ pub fn router(state: SharedState) -> Router {
         .route("/admin/usage", get(admin::usage))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
