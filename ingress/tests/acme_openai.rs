@@ -339,8 +339,7 @@ directory_ca = "{PEBBLE_DIR}/ca.pem"
     assert_eq!(r.status(), 401);
 
     // Stop (SIGTERM: graceful, usage flushed), then look for secrets everywhere.
-    let pid = ingress.0.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    sigterm(&ingress.0);
     let deadline = Instant::now() + Duration::from_secs(20);
     while ingress.0.try_wait().unwrap().is_none() {
         assert!(
@@ -384,4 +383,13 @@ directory_ca = "{PEBBLE_DIR}/ca.pem"
         "{rows:?}"
     );
     drop(ingress);
+}
+
+/// Sends SIGTERM to our own child (no `kill` binary needed).
+fn sigterm(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: plain kill(2) on the pid of a child this test spawned and still owns.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
 }
