@@ -403,3 +403,30 @@ async fn a_create_whose_answer_was_lost_is_adopted_not_duplicated() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].id, s.id);
 }
+
+#[tokio::test]
+async fn a_delete_whose_answer_was_lost_still_succeeds() {
+    let fake = fixtures::fake_without_hosts().await;
+    let p = HetznerProvider::new(settings(&fake)).unwrap();
+    let s = p.create(&spec("lost-delete")).await.unwrap();
+    fake.inject(fault(
+        "DELETE",
+        "/v1/servers/{id}",
+        1,
+        FaultKind::LoseResponse,
+    ));
+    p.delete(&s.id).await.unwrap();
+    assert_eq!(fake.count_calls("DELETE", "/v1/servers/{id}", 504), 1);
+    assert_eq!(fake.count_calls("DELETE", "/v1/servers/{id}", 404), 1);
+    assert!(
+        p.list(&LabelSelector::cluster("faults"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A plain delete of an unknown server is still NotFound.
+    assert!(matches!(
+        p.delete(&s.id).await,
+        Err(ProviderError::NotFound(_))
+    ));
+}

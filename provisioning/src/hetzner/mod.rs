@@ -320,9 +320,26 @@ impl Provider for HetznerProvider {
 
     async fn delete(&self, id: &str) -> Result<(), ProviderError> {
         let id = parse_id(id)?;
-        let resp: models::DeleteServerResponse = self
-            .call(Method::DELETE, &format!("/servers/{id}"), &[], NO_BODY)
-            .await?;
+        let path = format!("/servers/{id}");
+        let what = format!("delete server {id}");
+        let (result, retries) = with_retry(&self.settings, &what, || {
+            self.transport.send::<models::DeleteServerResponse, _>(
+                Method::DELETE,
+                &path,
+                &[],
+                NO_BODY,
+            )
+        })
+        .await;
+        let resp = match result {
+            Ok(resp) => resp,
+            // An earlier attempt deleted it but its answer was lost.
+            Err(ProviderError::NotFound(_)) if retries > 0 => {
+                tracing::info!(id, "server already gone after a retried delete");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(action) = resp.action {
             self.wait_action(&action, &format!("delete server {id}"))
                 .await?;
