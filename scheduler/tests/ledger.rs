@@ -49,6 +49,7 @@ fn interval(
 /// - e1, embed (0.50/h, cap 300): 2 Nov 08:00Z until after the month: cut at
 ///   1 Dec 00:00Z = 688 h -> 344.00, capped at 300.00
 /// - e2, embed: started 31 Oct 22:00Z, deleted 1 Nov 01:30Z: in November 1h30m -> 2 h = 1.00
+///
 /// Total: 12 + 12 + 7.20 + 300 + 1 = 332.20.
 /// By pool: chat 31.20 (10 + 10 + 6 = 26 h), embed 301.00 (688 + 2 = 690 h).
 /// 24/7: chat peak 1 server x min(720 x 1.20, 600) = 600.00; embed: e2 ends before e1
