@@ -115,6 +115,14 @@ impl NodeState {
     }
 }
 
+impl std::str::FromStr for NodeState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NodeState::parse(s).ok_or_else(|| format!("unknown node state {s:?}"))
+    }
+}
+
 impl std::fmt::Display for NodeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
