@@ -206,6 +206,7 @@ pub async fn heartbeat(
         return ApiError::forbidden("session belongs to another node").into_response();
     }
     node.heartbeat(req.load);
+    node.set_loading(req.state == WireState::Loading);
     if req.state == WireState::Draining {
         node.set_draining();
     }

@@ -29,6 +29,7 @@ pub struct NodeHandle {
     draining: AtomicBool,
     drain_requested: AtomicBool,
     failed: AtomicBool,
+    loading: AtomicBool,
     last_heartbeat: Mutex<Instant>,
     load: Mutex<LoadFigures>,
 }
@@ -54,6 +55,7 @@ impl NodeHandle {
             draining: AtomicBool::new(false),
             drain_requested: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            loading: AtomicBool::new(false),
             last_heartbeat: Mutex::new(Instant::now()),
             load: Mutex::new(LoadFigures::default()),
         }
@@ -91,6 +93,10 @@ impl NodeHandle {
             .map(|t| t.elapsed())
             .unwrap_or_default()
     }
+    /// Records whether the node says it is still loading (not routable while it is).
+    pub fn set_loading(&self, loading: bool) {
+        self.loading.store(loading, Ordering::Relaxed);
+    }
     /// Takes the node out of routing until its next heartbeat (a request to it failed).
     pub fn mark_failed(&self) {
         self.failed.store(true, Ordering::Relaxed);
@@ -98,7 +104,10 @@ impl NodeHandle {
     /// True when the node may take requests: not draining, not failed since its last
     /// heartbeat, and heard from within `stale_after`.
     pub fn routable(&self, stale_after: Duration) -> bool {
-        !self.is_draining() && !self.failed.load(Ordering::Relaxed) && self.silence() <= stale_after
+        !self.is_draining()
+            && !self.failed.load(Ordering::Relaxed)
+            && !self.loading.load(Ordering::Relaxed)
+            && self.silence() <= stale_after
     }
     /// Last load figures.
     pub fn load(&self) -> LoadFigures {
