@@ -40,6 +40,22 @@ impl BillingRule {
         monthly_cap: true,
     };
 
+    /// Scaleway Instances (GPU types such as `L4-1-24G`): billed per minute of uptime,
+    /// from creation (including start-up and standby) to deletion, with no minimum and no
+    /// monthly cap on GPU Instances. Source: Scaleway's Instances FAQ, "How are Instances
+    /// billed?" (`pages/instances/faq.mdx` in github.com/scaleway/docs-content, PR #5727,
+    /// October 2025): "GPU Instances: Billed per minute of uptime (including startup and
+    /// standby time), except for RENDER-S GPU Instances, which are billed per hour", and
+    /// <https://www.scaleway.com/en/docs/compute/instances/reference-content/understanding-instance-pricing/>
+    /// ("billing begins when you create the Instance ... ends when you delete the
+    /// Instance ... no minimum commitment"). Flexible IPs and volumes are billed apart
+    /// while allocated, which is why the provider deletes them with the server.
+    pub const SCALEWAY: BillingRule = BillingRule {
+        unit_secs: 60,
+        minimum_secs: 0,
+        monthly_cap: false,
+    };
+
     /// The `local` provider: nothing is rented; prices are whatever the operator sets,
     /// billed per started hour with no cap.
     pub const LOCAL: BillingRule = BillingRule {
@@ -91,6 +107,18 @@ mod tests {
         assert_eq!(c.cost, d("0.98"));
         assert_eq!(BillingRule::HETZNER.charge(0, &p).cost, d("0"));
         assert_eq!(BillingRule::HETZNER.charge(3600 * 1000, &p).cost, d("300"));
+    }
+
+    #[test]
+    fn scaleway_bills_started_minutes_without_cap() {
+        let p = Price {
+            hourly: d("0.75"),
+            monthly: Some(d("10")),
+        };
+        let c = BillingRule::SCALEWAY.charge(61, &p);
+        assert_eq!(c.billed_hours, d("2") / d("60"));
+        assert_eq!(c.cost, d("0.025"));
+        assert_eq!(BillingRule::SCALEWAY.charge(3600 * 100, &p).cost, d("75"));
     }
 
     #[test]

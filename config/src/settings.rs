@@ -410,7 +410,7 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
     }
     cfg.billing = match cfg.kind {
         ProviderKind::Hetzner => BillingRule::HETZNER,
-        ProviderKind::Scaleway => BillingRule::HETZNER,
+        ProviderKind::Scaleway => BillingRule::SCALEWAY,
         ProviderKind::Local => BillingRule::LOCAL,
     };
     cfg.token_env = match cfg.kind {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ProviderError;
 use crate::labels::{LABEL_CLUSTER, LABEL_NODE, LABEL_POOL, LabelSelector, Labels};
+pub use dayshift_config::billing::BillingRule;
 
 /// Where a server may be placed: a server type in a location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,30 +163,6 @@ impl ServerType {
     }
 }
 
-/// How the provider bills a server's lifetime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BillingRule {
-    /// Every started hour at the hourly price, at most the monthly price per calendar month
-    /// (Hetzner Cloud).
-    HourlyCappedMonthly,
-    /// Nothing is billed (the `local` provider).
-    Free,
-}
-
-impl BillingRule {
-    /// Cost of one server that lived `seconds` within one month, at the given prices.
-    pub fn cost(&self, seconds: u64, hourly: Decimal, monthly: Decimal) -> Decimal {
-        match self {
-            BillingRule::Free => Decimal::ZERO,
-            BillingRule::HourlyCappedMonthly => {
-                let hours = seconds.div_ceil(3600);
-                (hourly * Decimal::from(hours)).min(monthly)
-            }
-        }
-    }
-}
-
 /// A place that rents out servers.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -210,25 +187,13 @@ pub trait Provider: Send + Sync {
     /// Server types with their prices.
     async fn server_types(&self) -> Result<Vec<ServerType>, ProviderError>;
 
-    /// The provider's billing rule.
+    /// The provider's billing rule, as data (`dayshift_config::billing::BillingRule`).
     fn billing_rule(&self) -> BillingRule;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hourly_billing_is_capped_by_the_monthly_price() {
-        let rule = BillingRule::HourlyCappedMonthly;
-        let h = Decimal::new(1, 2); // 0.01
-        let m = Decimal::new(500, 2); // 5.00
-        assert_eq!(rule.cost(1, h, m), Decimal::new(1, 2));
-        assert_eq!(rule.cost(3600, h, m), Decimal::new(1, 2));
-        assert_eq!(rule.cost(3601, h, m), Decimal::new(2, 2));
-        assert_eq!(rule.cost(3600 * 1000, h, m), m);
-        assert_eq!(BillingRule::Free.cost(99, h, m), Decimal::ZERO);
-    }
 
     #[test]
     fn placements_start_with_the_preferred_one_without_duplicates() {

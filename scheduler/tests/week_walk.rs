@@ -79,7 +79,7 @@ impl Provider for SimProvider {
         Ok(vec![])
     }
     fn billing_rule(&self) -> BillingRule {
-        BillingRule::HourlyCappedMonthly
+        BillingRule::HETZNER
     }
 }
 

@@ -369,6 +369,6 @@ impl Provider for HetznerProvider {
     }
 
     fn billing_rule(&self) -> BillingRule {
-        BillingRule::HourlyCappedMonthly
+        BillingRule::HETZNER
     }
 }

@@ -297,6 +297,6 @@ impl Provider for LocalProvider {
     }
 
     fn billing_rule(&self) -> BillingRule {
-        BillingRule::Free
+        BillingRule::LOCAL
     }
 }
