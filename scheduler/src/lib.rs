@@ -1,10 +1,12 @@
 //! Scheduler: the node lifecycle state machine, the reconcile loop (desired nodes from
 //! the schedule against actual servers and rows), and the cost ledger.
 
+pub mod budget;
 pub mod desired;
 pub mod ledger;
 pub mod lifecycle;
 pub mod reconcile;
+pub mod reload;
 pub mod store;
 
 pub use lifecycle::{NodeRecord, NodeState};

@@ -15,9 +15,11 @@ use dayshift_provisioning::{
 };
 use tracing::{info, warn};
 
+use crate::budget::Budget;
 use crate::desired::{desired_with_prewarm, p90};
 use crate::lifecycle::{NodeRecord, NodeState};
 use crate::store::{NodeStore, StoreError};
+use dayshift_config::billing::BillingRule;
 
 /// Per-pool settings the loop needs.
 #[derive(Debug, Clone)]
@@ -82,6 +84,10 @@ pub struct TickReport {
     pub failed: Vec<String>,
     /// Errors met (the tick goes on after each).
     pub errors: Vec<String>,
+    /// Pools that wanted a node the budget did not allow, with the reason.
+    pub budget_blocked: Vec<String>,
+    /// Nodes kept serving until shortly before their paid hour ends.
+    pub kept_for_paid_hour: Vec<String>,
 }
 
 /// The reconcile loop's state: everything is read from the store and the provider
@@ -95,9 +101,47 @@ pub struct Reconciler {
     schedule: Arc<RwLock<Schedule>>,
     pools: BTreeMap<String, PoolPolicy>,
     limits: Limits,
+    budget: Option<Budget>,
+    paid_hour: BTreeMap<String, (BillingRule, Duration)>,
 }
 
 impl Reconciler {
+    /// Enforces a monthly budget: no new node when the forecast crosses it.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Billing-aware stop for `pool`: a node no longer wanted keeps serving until
+    /// `margin` before its paid unit (under `rule`) ends; a wake-up meanwhile reuses it.
+    pub fn with_billing_aware_stop(
+        mut self,
+        pool: &str,
+        rule: BillingRule,
+        margin: Duration,
+    ) -> Self {
+        self.paid_hour.insert(pool.to_string(), (rule, margin));
+        self
+    }
+
+    /// True when `node` is ready and its paid unit runs on past `now + margin`.
+    fn in_paid_time(&self, node: &NodeRecord, now: DateTime<Utc>) -> bool {
+        let Some((rule, margin)) = self.paid_hour.get(&node.pool) else {
+            return false;
+        };
+        let Some(created) = node.server_created_at else {
+            return false;
+        };
+        if node.state != NodeState::Ready {
+            return false;
+        }
+        let unit = rule.unit_secs.max(1) as i64;
+        let lived = (now - created).num_seconds().max(0);
+        let paid_units = (lived + unit - 1) / unit;
+        let paid_until = created + Duration::seconds(paid_units.max(1) * unit);
+        now < paid_until - *margin
+    }
+
     /// A loop for `cluster` over the given parts.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -119,6 +163,8 @@ impl Reconciler {
             schedule,
             pools,
             limits,
+            budget: None,
+            paid_hour: BTreeMap::new(),
         }
     }
 
@@ -186,7 +232,12 @@ impl Reconciler {
                 .filter(|n| &n.pool == pool && n.state.is_active())
                 .collect();
             let have = active.len() as u32;
-            if have < *want {
+            if have < *want
+                && let Some(reason) = self.budget_refusal(pool, &nodes, now)
+            {
+                warn!(pool = %pool, "no new node: {reason}");
+                report.budget_blocked.push(format!("{pool}: {reason}"));
+            } else if have < *want {
                 for _ in have..*want {
                     let id = new_node_id(now);
                     let node = NodeRecord::planned(id.clone(), pool.clone(), now);
@@ -209,7 +260,14 @@ impl Reconciler {
             } else if have > *want {
                 // Drain the excess: nodes not yet ready first (youngest first), then the
                 // ready ones with the fewest requests in flight.
-                let mut excess: Vec<&NodeRecord> = active.clone();
+                let mut excess: Vec<&NodeRecord> = Vec::new();
+                for n in active.iter().copied() {
+                    if self.in_paid_time(n, now) {
+                        report.kept_for_paid_hour.push(n.id.clone());
+                    } else {
+                        excess.push(n);
+                    }
+                }
                 excess.sort_by_key(|n| {
                     (
                         n.state == NodeState::Ready,
@@ -217,7 +275,9 @@ impl Reconciler {
                         std::cmp::Reverse(n.planned_at),
                     )
                 });
-                for n in excess.into_iter().take((have - want) as usize) {
+                // Nodes in paid time drain last: they may serve what is still wanted.
+                let to_drain = ((have - want) as usize).min(excess.len());
+                for n in excess.into_iter().take(to_drain) {
                     let mut next = n.clone();
                     next.state = NodeState::Draining;
                     next.drain_started_at = Some(now);
@@ -268,6 +328,37 @@ impl Reconciler {
             }
         }
         report
+    }
+
+    /// Why the budget forbids a new node of `pool` now, if it does.
+    fn budget_refusal(
+        &self,
+        pool: &str,
+        nodes: &[NodeRecord],
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        let budget = self.budget.as_ref()?;
+        let schedule = self.schedule.read().ok()?;
+        let f = budget.forecast(&schedule, nodes, now)?;
+        if !f.over() {
+            return None;
+        }
+        let window = schedule
+            .plan(now, now + Duration::days(2))
+            .into_iter()
+            .find(|i| i.pool == pool)
+            .map(|i| {
+                format!(
+                    "window {} to {}",
+                    i.start.format("%Y-%m-%d %H:%M UTC"),
+                    i.end.format("%H:%M UTC")
+                )
+            })
+            .unwrap_or_else(|| "the current window".into());
+        Some(format!(
+            "{window} skipped: spent {:.2} + committed {:.2} EUR would cross the monthly budget of {} EUR",
+            f.spent, f.committed, f.cap
+        ))
     }
 
     async fn sweep_orphans(
