@@ -2,132 +2,20 @@
 //! Friday and Easter Monday included): every node is planned exactly its pool's lead time
 //! before a window opens, is ready when it opens, and is deleted when it closes.
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+mod common;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use chrono::Duration;
+use common::{NoBootstrap, SimProvider, simulate_nodes, utc};
 use dayshift_config::Schedule;
-use dayshift_config::clock::{Clock, ManualClock};
-use dayshift_provisioning::{
-    BillingRule, LABEL_CLUSTER, LabelSelector, Provider, ProviderError, Server, ServerSpec,
-    ServerStatus, ServerType,
-};
+use dayshift_config::clock::ManualClock;
+use dayshift_provisioning::Provider;
 use dayshift_scheduler::{
     Launcher, Limits, MemoryStore, NodeRecord, NodeState, NodeStore, PoolPolicy, Reconciler,
 };
-
-/// A provider that lives in memory: servers are created running at once.
-struct SimProvider {
-    clock: Arc<ManualClock>,
-    servers: Mutex<BTreeMap<String, Server>>,
-    next: Mutex<u64>,
-}
-
-#[async_trait]
-impl Provider for SimProvider {
-    fn kind(&self) -> &'static str {
-        "sim"
-    }
-    async fn create(&self, spec: &ServerSpec) -> Result<Server, ProviderError> {
-        spec.validate()?;
-        let mut n = self.next.lock().unwrap();
-        *n += 1;
-        let s = Server {
-            id: n.to_string(),
-            name: spec.name.clone(),
-            status: ServerStatus::Running,
-            ipv4: Some(Ipv4Addr::new(127, 0, 0, 1)),
-            labels: spec.labels.clone(),
-            server_type: spec.server_type.clone(),
-            location: spec.location.clone(),
-            created: self.clock.now(),
-            port: None,
-        };
-        self.servers.lock().unwrap().insert(s.id.clone(), s.clone());
-        Ok(s)
-    }
-    async fn get(&self, id: &str) -> Result<Server, ProviderError> {
-        self.servers
-            .lock()
-            .unwrap()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ProviderError::NotFound(id.into()))
-    }
-    async fn list(&self, selector: &LabelSelector) -> Result<Vec<Server>, ProviderError> {
-        Ok(self
-            .servers
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|s| selector.matches(&s.labels))
-            .cloned()
-            .collect())
-    }
-    async fn delete(&self, id: &str) -> Result<(), ProviderError> {
-        self.servers
-            .lock()
-            .unwrap()
-            .remove(id)
-            .map(|_| ())
-            .ok_or_else(|| ProviderError::NotFound(id.into()))
-    }
-    async fn server_types(&self) -> Result<Vec<ServerType>, ProviderError> {
-        Ok(vec![])
-    }
-    fn billing_rule(&self) -> BillingRule {
-        BillingRule::HETZNER
-    }
-}
-
-struct NoBootstrap;
-
-#[async_trait]
-impl Launcher for NoBootstrap {
-    async fn spec(&self, node: &NodeRecord) -> Result<ServerSpec, String> {
-        Ok(ServerSpec {
-            name: format!("office-{}", node.id),
-            server_type: "ccx63".into(),
-            image: "ubuntu-24.04".into(),
-            location: Some("fsn1".into()),
-            labels: dayshift_provisioning::dayshift_labels("office", &node.id, &node.pool),
-            ssh_keys: vec![],
-            user_data: None,
-            fallbacks: vec![],
-        })
-    }
-    async fn bootstrap(&self, _node: &NodeRecord, _server: &Server) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
-/// What the ingress does when a node registers and heartbeats: loading -> ready after
-/// `boot`, heartbeats while ready.
-async fn simulate_nodes(store: &MemoryStore, now: DateTime<Utc>, boot: Duration) {
-    for n in store.live_nodes().await.unwrap() {
-        let mut next = n.clone();
-        match n.state {
-            NodeState::Loading if now - n.planned_at >= boot => {
-                next.state = NodeState::Ready;
-                next.ready_at = Some(now);
-                next.last_heartbeat = Some(now);
-            }
-            NodeState::Ready => next.last_heartbeat = Some(now),
-            _ => continue,
-        }
-        store
-            .update_node(&next, n.state, now, "registered")
-            .await
-            .unwrap();
-    }
-}
 
 #[tokio::test]
 async fn ten_days_with_dst_and_easter_holidays_follow_the_plan_with_prewarm() {
@@ -139,11 +27,7 @@ async fn ten_days_with_dst_and_easter_holidays_follow_the_plan_with_prewarm() {
     assert_eq!(plan.len(), 5, "{plan:#?}");
 
     let clock = Arc::new(ManualClock::new(from));
-    let provider = Arc::new(SimProvider {
-        clock: clock.clone(),
-        servers: Mutex::new(BTreeMap::new()),
-        next: Mutex::new(0),
-    });
+    let provider = Arc::new(SimProvider::new(clock.clone()));
     let store = Arc::new(MemoryStore::new());
     let default_lead = Duration::minutes(5);
     let boot = Duration::minutes(3);
@@ -225,18 +109,13 @@ async fn ten_days_with_dst_and_easter_holidays_follow_the_plan_with_prewarm() {
             Deleted
         ]
     );
-    let _ = LABEL_CLUSTER;
 }
 
 #[tokio::test]
 async fn orphans_are_deleted_and_servers_of_crashed_creates_are_adopted() {
     let now = utc("2026-03-30T07:00:00Z"); // Monday 09:00 Berlin: one node wanted.
     let clock = Arc::new(ManualClock::new(now));
-    let provider = Arc::new(SimProvider {
-        clock: clock.clone(),
-        servers: Mutex::new(BTreeMap::new()),
-        next: Mutex::new(0),
-    });
+    let provider = Arc::new(SimProvider::new(clock.clone()));
     let store = Arc::new(MemoryStore::new());
     let launcher = Arc::new(NoBootstrap);
     // An orphan: a server with our cluster label and no node row.
@@ -299,11 +178,7 @@ async fn drain_waits_for_in_flight_requests_then_deletes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/schedule.toml");
     let start = utc("2026-03-30T05:50:00Z");
     let clock = Arc::new(ManualClock::new(start));
-    let provider = Arc::new(SimProvider {
-        clock: clock.clone(),
-        servers: Mutex::new(BTreeMap::new()),
-        next: Mutex::new(0),
-    });
+    let provider = Arc::new(SimProvider::new(clock.clone()));
     let store = Arc::new(MemoryStore::new());
     let r = Reconciler::new(
         "office".into(),
