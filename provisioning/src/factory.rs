@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::{
     HetznerProvider, HetznerSettings, LocalProvider, LocalSettings, Provider, ProviderError,
+    ScalewayProvider, ScalewaySettings,
 };
 
 /// Which provider to use, with its settings (the config crate maps `dayshift.toml` here).
@@ -11,6 +12,8 @@ use crate::{
 pub enum ProviderSettings {
     /// Hetzner Cloud (or anything speaking its API).
     Hetzner(HetznerSettings),
+    /// Scaleway Instances (or anything speaking their API).
+    Scaleway(ScalewaySettings),
     /// Child processes on this machine.
     Local(LocalSettings),
 }
@@ -21,6 +24,7 @@ pub async fn build_provider(
 ) -> Result<Arc<dyn Provider>, ProviderError> {
     Ok(match settings {
         ProviderSettings::Hetzner(s) => Arc::new(HetznerProvider::new(s)?),
+        ProviderSettings::Scaleway(s) => Arc::new(ScalewayProvider::new(s)?),
         ProviderSettings::Local(s) => Arc::new(LocalProvider::new(s).await?),
     })
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod hetzner;
 pub mod labels;
 pub mod provider;
+pub mod scaleway;
 
 pub use error::ProviderError;
 pub use hetzner::{HetznerProvider, HetznerSettings};
@@ -14,6 +15,7 @@ pub use labels::{LABEL_CLUSTER, LABEL_NODE, LABEL_POOL, LabelSelector, Labels, d
 pub use provider::{
     BillingRule, LocationPrice, Placement, Provider, Server, ServerSpec, ServerStatus, ServerType,
 };
+pub use scaleway::{ScalewayProvider, ScalewaySettings};
 pub mod local;
 pub use local::{LocalProvider, LocalSettings};
 pub mod bootstrap;
