@@ -1,6 +1,8 @@
 //! `dayshift serve`: the HTTP server — gateway, node API, model mirror, admin API,
 //! status page, metrics — and its TLS.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod app;
 pub mod errors;

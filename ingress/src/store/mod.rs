@@ -5,6 +5,8 @@
 //! Times are unix milliseconds; money is decimal text. The scheduler reaches nodes,
 //! events and ledger intervals through the narrow [`NodeStore`] trait.
 
+#![warn(missing_docs)]
+
 mod keys;
 mod ledger;
 mod nodes;
