@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{FakeHcloud, FakeOptions};
+use crate::{FakeHcloud, FakeOptions, FakeScaleway, ScalewayOptions};
 
 /// Starts a fake with test hosts and short actions.
 pub async fn fake_with_hosts() -> FakeHcloud {
@@ -24,6 +24,29 @@ async fn start(hosts: bool) -> FakeHcloud {
     {
         Ok(f) => f,
         Err(e) => panic!("cannot start fake-hcloud: {e:#}"),
+    }
+}
+
+/// Starts a fake Scaleway Instance API with test hosts and short boots.
+pub async fn scaleway_with_hosts() -> FakeScaleway {
+    start_scaleway(true).await
+}
+
+/// Starts a fake Scaleway Instance API without test hosts (API records only).
+pub async fn scaleway_without_hosts() -> FakeScaleway {
+    start_scaleway(false).await
+}
+
+async fn start_scaleway(hosts: bool) -> FakeScaleway {
+    match FakeScaleway::start(ScalewayOptions {
+        hosts,
+        boot_duration: Duration::from_millis(200),
+        ..ScalewayOptions::default()
+    })
+    .await
+    {
+        Ok(f) => f,
+        Err(e) => panic!("cannot start fake-scaleway: {e:#}"),
     }
 }
 

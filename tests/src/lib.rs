@@ -4,8 +4,10 @@
 #![warn(missing_docs)]
 
 pub mod fake_hcloud;
+pub mod fake_scaleway;
 pub mod fixtures;
 pub mod test_host;
 pub mod util;
 
 pub use fake_hcloud::{FakeHcloud, FakeOptions, Fault, FaultKind};
+pub use fake_scaleway::{FakeScaleway, ScalewayOptions};

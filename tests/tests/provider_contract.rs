@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use dayshift_provisioning::{
     HetznerProvider, HetznerSettings, LABEL_POOL, LabelSelector, LocalProvider, LocalSettings,
-    Provider, ProviderError, ServerSpec, ServerStatus, dayshift_labels,
+    Provider, ProviderError, ScalewayProvider, ScalewaySettings, ServerSpec, ServerStatus,
+    dayshift_labels,
 };
 use dayshift_tests::fixtures;
 
@@ -175,4 +176,37 @@ async fn local_provider_passes_the_contract() {
         image: "any",
     })
     .await;
+}
+
+/// Scaleway provider settings for tests: fast polling against the fake.
+pub fn scaleway_settings(endpoint: String) -> ScalewaySettings {
+    let mut s = ScalewaySettings::new("test-secret-key")
+        .with_endpoint(endpoint)
+        .with_zones(&["fr-par-2", "nl-ams-1"]);
+    s.poll_interval = Duration::from_millis(25);
+    s.backoff_base = Duration::from_millis(20);
+    s.backoff_max = Duration::from_millis(200);
+    s.action_timeout = Duration::from_secs(30);
+    s.request_timeout = Duration::from_secs(10);
+    s
+}
+
+#[tokio::test]
+async fn scaleway_provider_passes_the_contract() {
+    fixtures::init_tracing();
+    let fake = fixtures::scaleway_without_hosts().await;
+    let provider = ScalewayProvider::new(scaleway_settings(fake.endpoint())).unwrap();
+    contract(Subject {
+        provider: Box::new(provider),
+        server_type: "L4-1-24G",
+        location: Some("fr-par-2"),
+        image: "ubuntu_noble",
+    })
+    .await;
+    let (servers, volumes, ips) = fake.resource_counts();
+    assert_eq!(
+        (servers, volumes, ips),
+        (0, 0, 0),
+        "nothing left that bills"
+    );
 }

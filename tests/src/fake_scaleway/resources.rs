@@ -1,0 +1,164 @@
+//! `/ips`, `/volumes`, `/tasks`, `/products/servers`, `/images`: the objects beside servers.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::error::ScwError;
+use super::servers::zone_ok;
+use super::{Shared, catalog, json as j};
+
+/// `GET .../ips`.
+pub async fn ips(
+    State(shared): State<Arc<Shared>>,
+    Path(zone): Path<String>,
+) -> Result<Json<Value>, ScwError> {
+    zone_ok(&zone)?;
+    let p = shared.lock();
+    let list: Vec<Value> = p
+        .ips
+        .values()
+        .filter(|i| i.zone == zone)
+        .map(j::ip)
+        .collect();
+    Ok(Json(json!({ "total_count": list.len(), "ips": list })))
+}
+
+/// `GET .../ips/{id}`.
+pub async fn ip(
+    State(shared): State<Arc<Shared>>,
+    Path((zone, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ScwError> {
+    zone_ok(&zone)?;
+    let p = shared.lock();
+    let ip = p
+        .ips
+        .get(&id)
+        .filter(|i| i.zone == zone)
+        .ok_or_else(|| ScwError::not_found("instance_ip", &id))?;
+    Ok(Json(json!({ "ip": j::ip(ip) })))
+}
+
+/// `DELETE .../ips/{id}`: `204`.
+pub async fn delete_ip(
+    State(shared): State<Arc<Shared>>,
+    Path((zone, id)): Path<(String, String)>,
+) -> Result<StatusCode, ScwError> {
+    zone_ok(&zone)?;
+    let mut p = shared.lock();
+    if p.ips.get(&id).is_none_or(|i| i.zone != zone) {
+        return Err(ScwError::not_found("instance_ip", &id));
+    }
+    p.ips.remove(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET .../volumes`.
+pub async fn volumes(
+    State(shared): State<Arc<Shared>>,
+    Path(zone): Path<String>,
+) -> Result<Json<Value>, ScwError> {
+    zone_ok(&zone)?;
+    let p = shared.lock();
+    let list: Vec<Value> = p
+        .volumes
+        .values()
+        .filter(|v| v.zone == zone)
+        .map(j::volume)
+        .collect();
+    Ok(Json(json!({ "volumes": list })))
+}
+
+/// `GET .../volumes/{id}`.
+pub async fn volume(
+    State(shared): State<Arc<Shared>>,
+    Path((zone, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ScwError> {
+    zone_ok(&zone)?;
+    let p = shared.lock();
+    let v = p
+        .volumes
+        .get(&id)
+        .filter(|v| v.zone == zone)
+        .ok_or_else(|| ScwError::not_found("instance_volume", &id))?;
+    Ok(Json(json!({ "volume": j::volume(v) })))
+}
+
+/// `DELETE .../volumes/{id}`: `204`; a volume still attached is refused.
+pub async fn delete_volume(
+    State(shared): State<Arc<Shared>>,
+    Path((zone, id)): Path<(String, String)>,
+) -> Result<StatusCode, ScwError> {
+    zone_ok(&zone)?;
+    let mut p = shared.lock();
+    let v = p
+        .volumes
+        .get(&id)
+        .filter(|v| v.zone == zone)
+        .ok_or_else(|| ScwError::not_found("instance_volume", &id))?;
+    if v.server.is_some() {
+        return Err(ScwError::bad_request(
+            "volume is attached to a server; detach it first",
+        ));
+    }
+    p.volumes.remove(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET .../tasks/{id}`: tasks finish at once in the fake (the server's state tells the rest).
+pub async fn task(
+    State(shared): State<Arc<Shared>>,
+    Path((zone, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ScwError> {
+    zone_ok(&zone)?;
+    let p = shared.lock();
+    let t = p
+        .tasks
+        .get(&id)
+        .filter(|t| t.zone == zone)
+        .ok_or_else(|| ScwError::not_found("instance_task", &id))?;
+    Ok(Json(json!({ "task": j::task(t, "success") })))
+}
+
+/// `GET .../products/servers`.
+pub async fn products(Path(zone): Path<String>) -> Result<Json<Value>, ScwError> {
+    zone_ok(&zone)?;
+    Ok(Json(catalog::products(&zone)))
+}
+
+/// `GET .../products/servers/availability`.
+pub async fn availability(
+    State(shared): State<Arc<Shared>>,
+    Path(zone): Path<String>,
+) -> Result<Json<Value>, ScwError> {
+    zone_ok(&zone)?;
+    let p = shared.lock();
+    let mut servers = serde_json::Map::new();
+    for o in catalog::OFFERS
+        .iter()
+        .filter(|o| o.zones.contains(&zone.as_str()))
+    {
+        let out = p
+            .out_of_stock
+            .iter()
+            .any(|(t, z)| t == o.name && *z == zone);
+        servers.insert(
+            o.name.into(),
+            json!({ "availability": if out { "shortage" } else { "available" } }),
+        );
+    }
+    Ok(Json(json!({ "servers": servers })))
+}
+
+/// `GET .../images`.
+pub async fn images(Path(zone): Path<String>) -> Result<Json<Value>, ScwError> {
+    zone_ok(&zone)?;
+    let list: Vec<Value> = catalog::IMAGES
+        .iter()
+        .map(|(label, name, id)| json!({"id": id, "name": name, "arch": "x86_64", "label": label, "public": true, "state": "available", "zone": zone}))
+        .collect();
+    Ok(Json(json!({ "images": list })))
+}
