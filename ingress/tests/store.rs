@@ -121,7 +121,7 @@ async fn exercise(store: &Store) {
     assert!(store.list_api_keys().await.unwrap()[0].revoked_at.is_some());
 
     // Usage (one batch).
-    let rows: Vec<UsageRow> = (0..50)
+    let rows: Vec<UsageRow> = (0..250)
         .map(|i| UsageRow {
             at: 1000 + i,
             key_id: if i % 2 == 0 {
@@ -140,15 +140,15 @@ async fn exercise(store: &Store) {
         })
         .collect();
     store.insert_usage(&rows).await.unwrap();
-    assert_eq!(store.tokens_used_since("key_a", 0).await.unwrap(), 25 * 15);
+    assert_eq!(store.tokens_used_since("key_a", 0).await.unwrap(), 125 * 15);
     assert_eq!(store.tokens_used_since("key_a", 10_000).await.unwrap(), 0);
     let by = store.usage_by_key(0, 2000).await.unwrap();
     assert_eq!(by.len(), 2);
     assert_eq!(
         (by[0].requests, by[0].prompt_tokens, by[0].completion_tokens),
-        (25, 250, 125)
+        (125, 1250, 625)
     );
-    assert_eq!(store.usage_rows(0, i64::MAX).await.unwrap().len(), 50);
+    assert_eq!(store.usage_rows(0, i64::MAX).await.unwrap().len(), 250);
 
     // Ledger.
     let id = store

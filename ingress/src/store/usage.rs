@@ -4,6 +4,9 @@ use sqlx::Row;
 
 use super::{Result, Store};
 
+/// Rows per `INSERT` statement (10 values each; far below both databases' limits).
+const ROWS_PER_INSERT: usize = 100;
+
 /// One request's usage.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UsageRow {
@@ -43,30 +46,48 @@ pub struct KeyUsage {
 }
 
 impl Store {
-    /// Inserts usage rows in one transaction.
+    /// Inserts usage rows in one transaction, many rows per statement.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for u in rows {
-            sqlx::query(
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut sql = String::from(
                 "INSERT INTO usage (at, key_id, pool, node_id, model, endpoint, status, \
-                 prompt_tokens, completion_tokens, latency_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(u.at)
-            .bind(&u.key_id)
-            .bind(&u.pool)
-            .bind(u.node_id.clone())
-            .bind(&u.model)
-            .bind(&u.endpoint)
-            .bind(u.status)
-            .bind(u.prompt_tokens)
-            .bind(u.completion_tokens)
-            .bind(u.latency_ms)
-            .execute(&mut *tx)
-            .await?;
+                 prompt_tokens, completion_tokens, latency_ms) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 10;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for c in 1..=10 {
+                    if c > 1 {
+                        sql.push_str(", ");
+                    }
+                    sql.push('$');
+                    sql.push_str(&(b + c).to_string());
+                }
+                sql.push(')');
+            }
+            // Only placeholders are formatted into the text; every value is bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for u in chunk {
+                q = q
+                    .bind(u.at)
+                    .bind(u.key_id.clone())
+                    .bind(u.pool.clone())
+                    .bind(u.node_id.clone())
+                    .bind(u.model.clone())
+                    .bind(u.endpoint.clone())
+                    .bind(u.status)
+                    .bind(u.prompt_tokens)
+                    .bind(u.completion_tokens)
+                    .bind(u.latency_ms);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
