@@ -3,10 +3,12 @@
 # model in f32 (greedy chat answer, to compare with the CPU's) and a Qwen2-shaped random
 # model (~0.4B, bf16, made here with transformers) with one chat completion and a short
 # load run. Expects .gpu/dayshift-node (stripped release build with --features cuda) and
-# .gpu/tiny (from `dayshift-node make-test-model`). Results go to $OUT.
+# .gpu/tiny (from `dayshift-node make-test-model`); a gzipped .gpu/dayshift-node.gz works too.
+# Results go to $OUT.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 B=$PWD/.gpu/dayshift-node
+if [ -f "$B.gz" ]; then gunzip -c "$B.gz" > /tmp/dayshift-node && chmod +x /tmp/dayshift-node && B=/tmp/dayshift-node; fi
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 $B --version | tee -a "$OUT/gpu.txt"
