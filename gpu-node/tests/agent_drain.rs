@@ -19,6 +19,7 @@ struct Seen {
     heartbeats: usize,
     goodbyes: Vec<GoodbyeRequest>,
     forget_next_heartbeat: bool,
+    drain_on_heartbeat: bool,
     bad_auth: usize,
 }
 
@@ -58,7 +59,12 @@ async fn heartbeat(
         g.forget_next_heartbeat = false;
         return (StatusCode::NOT_FOUND, Json(json!({})));
     }
-    (StatusCode::OK, Json(json!({"action": "continue"})))
+    let action = if g.drain_on_heartbeat {
+        "drain"
+    } else {
+        "continue"
+    };
+    (StatusCode::OK, Json(json!({ "action": action })))
 }
 
 async fn goodbye(State(s): State<S>, h: HeaderMap, Json(b): Json<GoodbyeRequest>) -> StatusCode {
@@ -218,4 +224,36 @@ fn registers_heartbeats_reregisters_and_drains_on_sigterm() {
     assert_eq!(g.goodbyes.len(), 1);
     assert_eq!(g.goodbyes[0].node_id, "node-7");
     assert_eq!(g.bad_auth, 0);
+}
+
+#[test]
+fn drains_and_exits_when_the_ingress_says_so() {
+    let seen: S = Arc::default();
+    seen.lock().unwrap().drain_on_heartbeat = true;
+    let ingress = start_ingress(seen.clone());
+    let tiny = common::tiny_model();
+    let cfg = format!(
+        "node_id = \"node-8\"\ningress_url = \"{ingress}\"\njoin_token = \"join-secret-123\"\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n[engine]\ndevice = \"cpu\"\n[[models]]\nname = \"tiny\"\nsource = {{ type = \"local\", path = {:?} }}\n",
+        tiny.path().display().to_string()
+    );
+    let mut node = common::Node::start(&cfg);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = node.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "node did not drain on the ingress's order"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    let g = seen.lock().unwrap();
+    assert_eq!(g.goodbyes.len(), 1);
+    assert!(
+        g.goodbyes[0].reason.contains("ingress"),
+        "{:?}",
+        g.goodbyes[0]
+    );
 }
