@@ -99,6 +99,25 @@ pub async fn proxy(State(state): State<SharedState>, req: Request) -> Response {
 
 type Failure = (Option<String>, ApiError);
 
+/// The fields of a request body the gateway looks at (the rest passes through as is).
+#[derive(serde::Deserialize)]
+struct RequestHead {
+    #[serde(default, deserialize_with = "string_or_none")]
+    model: Option<String>,
+    #[serde(default, deserialize_with = "bool_or_none")]
+    stream: Option<bool>,
+}
+
+fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v: serde_json::Value = serde::Deserialize::deserialize(d)?;
+    Ok(v.as_str().map(str::to_string))
+}
+
+fn bool_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    let v: serde_json::Value = serde::Deserialize::deserialize(d)?;
+    Ok(v.as_bool())
+}
+
 async fn proxy_inner(
     state: &SharedState,
     req: Request,
@@ -124,23 +143,20 @@ async fn proxy_inner(
             ));
         }
     };
-    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+    let head: RequestHead = serde_json::from_slice(&body).map_err(|e| {
         (
             None,
             ApiError::bad_request(format!("the request body is not valid JSON: {e}")),
         )
     })?;
-    let Some(model) = json.get("model").and_then(|m| m.as_str()) else {
+    let Some(model) = head.model.as_deref() else {
         return Err((
             None,
             ApiError::bad_request("missing `model`: name the model to use (see GET /v1/models)")
                 .with_param("model"),
         ));
     };
-    let streaming = json
-        .get("stream")
-        .and_then(|s| s.as_bool())
-        .unwrap_or(false);
+    let streaming = head.stream.unwrap_or(false);
     let Some(pool) = state.registry.pool_for_model(model).cloned() else {
         return Err((
             None,

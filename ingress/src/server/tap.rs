@@ -39,6 +39,21 @@ pub struct TapInfo {
     pub streaming: bool,
 }
 
+/// Only the `usage` of an answer (everything else is skipped without allocating).
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<UsageFields>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageFields {
+    #[serde(default)]
+    prompt_tokens: Option<i64>,
+    #[serde(default)]
+    completion_tokens: Option<i64>,
+}
+
 /// The body wrapper.
 pub struct TappedBody {
     inner: Incoming,
@@ -113,8 +128,11 @@ impl TappedBody {
         }
         self.done = true;
         if !self.info.streaming {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.buf) {
-                self.take_usage(&v);
+            if let Ok(doc) = serde_json::from_slice::<UsageOnly>(&self.buf)
+                && let Some(u) = doc.usage
+            {
+                self.prompt = u.prompt_tokens.unwrap_or(0);
+                self.completion = u.completion_tokens.unwrap_or(0);
             }
         } else if self.prompt == 0 && self.completion == 0 {
             // No usage chunk (the client did not ask for one): count content events.
