@@ -23,6 +23,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 cargo build --release -q -p dayshift --bin dayshift --example bench_upstream
 BIN="$CARGO_TARGET_DIR/release"
 WORK="$(mktemp -d)"
+chmod 755 "$WORK"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
