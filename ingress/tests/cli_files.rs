@@ -210,6 +210,7 @@ fn cost_estimate_matches_the_worked_example() {
 /// - Server 2 lives 21 times for 8 hours: 168 hours, 168.00.
 /// - Total 468.00 for 888 billed hours. 24/7 for the peak of 2 nodes: 2 x 300.00 = 600.00.
 /// - Saving: 132 / 600 = 22.00 %.
+///
 /// Then the December 2026 run checks the month bounds in the zone: 744 hours.
 #[test]
 fn cost_estimate_stacks_servers_and_caps_at_the_monthly_price() {
