@@ -299,6 +299,11 @@ async fn write_nodes(store: &Store) {
         )
         .await
         .unwrap();
+    // Its last heartbeat reported 3 requests in flight.
+    store
+        .record_heartbeat("n-ready", dayshift::store::now_ms(), 3)
+        .await
+        .unwrap();
 }
 
 async fn sqlite_fixture(dir: &Path) -> (PathBuf, Keys) {
@@ -588,7 +593,7 @@ async fn nodes_lists_the_stored_nodes_with_their_model() {
     // No server address from a provider yet: the registered API URL stands in.
     assert_eq!(nodes[1]["address"], "https://203.0.113.7:8443");
     assert_eq!(nodes[0]["address"], serde_json::Value::Null);
-    assert_eq!(nodes[1]["in_flight"], 0);
+    assert_eq!(nodes[1]["in_flight"], 3);
     assert!(nodes[1].get("join_token_hash").is_none());
     assert!(nodes[1]["age_secs"].as_i64().unwrap() >= 0);
     let j = json_of(&dayshift(&["nodes", "--config", c, "--json", "--all"]));
@@ -617,6 +622,15 @@ async fn nodes_lists_the_stored_nodes_with_their_model() {
         "{table}"
     );
     assert!(ready.contains("chat-model"), "{table}");
+    assert!(
+        ready.trim_end().ends_with("┆ 3         │"),
+        "in flight: {table}"
+    );
+    let booting = table.lines().find(|l| l.contains("n-boot")).unwrap();
+    assert!(
+        booting.trim_end().ends_with("┆ -         │"),
+        "in flight: {table}"
+    );
     assert!(!table.contains("n-gone"), "{table}");
 }
 
