@@ -387,13 +387,13 @@ fn check_month(config: &Path, keys: &Keys) {
     // By node: CSV (times in UTC, machine-readable), JSON and the table's local times.
     assert_eq!(
         ok_stdout(&run(&["--by", "node", "--csv"])),
-        "node,pool,provider,server_type,start,end,running,billed_hours,cost\n\
-         e2,embed,hetzner,gpu-s,2025-10-31T23:00:00+00:00,2025-11-01T00:30:00+00:00,false,2,1.00\n\
-         c1,chat,hetzner,gpu-l,2025-11-03T06:55:00+00:00,2025-11-03T16:00:00+00:00,false,10,12.00\n\
-         e1,embed,hetzner,gpu-s,2025-11-03T08:00:00+00:00,2025-11-30T23:00:00+00:00,false,663,300.00\n\
-         c4,chat,hetzner,gpu-l,2025-11-03T12:10:00+00:00,2025-11-03T13:20:00+00:00,false,2,2.40\n\
-         c2,chat,hetzner,gpu-l,2025-11-04T06:57:00+00:00,2025-11-04T16:00:00+00:00,false,10,12.00\n\
-         c3,chat,hetzner,gpu-l,2025-11-05T07:00:00+00:00,2025-11-05T12:30:00+00:00,false,6,7.20\n"
+        "node,pool,provider,server_type,hourly_price,monthly_price,start,end,running,billed_hours,cost\n\
+         e2,embed,hetzner,gpu-s,0.50,300,2025-10-31T23:00:00+00:00,2025-11-01T00:30:00+00:00,false,2,1.00\n\
+         c1,chat,hetzner,gpu-l,1.20,600,2025-11-03T06:55:00+00:00,2025-11-03T16:00:00+00:00,false,10,12.00\n\
+         e1,embed,hetzner,gpu-s,0.50,300,2025-11-03T08:00:00+00:00,2025-11-30T23:00:00+00:00,false,663,300.00\n\
+         c4,chat,hetzner,gpu-l,1.20,600,2025-11-03T12:10:00+00:00,2025-11-03T13:20:00+00:00,false,2,2.40\n\
+         c2,chat,hetzner,gpu-l,1.20,600,2025-11-04T06:57:00+00:00,2025-11-04T16:00:00+00:00,false,10,12.00\n\
+         c3,chat,hetzner,gpu-l,1.20,600,2025-11-05T07:00:00+00:00,2025-11-05T12:30:00+00:00,false,6,7.20\n"
     );
     let j = json_of(&run(&["--by", "node", "--json"]));
     assert_eq!(j["by"], "node");
@@ -421,22 +421,33 @@ fn check_month(config: &Path, keys: &Keys) {
     .collect();
     assert_eq!(nodes, want);
     assert_eq!(j["total"]["cost"], "334.60");
+    let e1 = &j["rows"][2];
+    assert_eq!(
+        (&e1["node"], &e1["hourly_price"], &e1["monthly_price"]),
+        (
+            &serde_json::json!("e1"),
+            &serde_json::json!("0.50"),
+            &serde_json::json!("300")
+        )
+    );
+    assert_eq!(e1["start"], "2025-11-03T08:00:00+00:00");
+    assert_eq!(e1["end"], "2025-11-30T23:00:00+00:00");
     let table = ok_stdout(&run(&["--by", "node"]));
     assert!(
         table.contains(
-            "│ c1    ┆ chat  ┆ hetzner  ┆ gpu-l       ┆ 2025-11-03 07:55 ┆ 2025-11-03 17:00 ┆ 10           ┆ 12.00    │"
+            "│ c1    ┆ chat  ┆ hetzner  ┆ gpu-l       ┆ 1.20  ┆ 600       ┆ 2025-11-03 07:55 ┆ 2025-11-03 17:00 ┆ 10           ┆ 12.00    │"
         ),
         "{table}"
     );
     assert!(
         table.contains(
-            "│ e2    ┆ embed ┆ hetzner  ┆ gpu-s       ┆ 2025-11-01 00:00 ┆ 2025-11-01 01:30 ┆ 2            ┆ 1.00     │"
+            "│ e2    ┆ embed ┆ hetzner  ┆ gpu-s       ┆ 0.50  ┆ 300       ┆ 2025-11-01 00:00 ┆ 2025-11-01 01:30 ┆ 2            ┆ 1.00     │"
         ),
         "{table}"
     );
     assert!(
         table.contains(
-            "│ total ┆       ┆          ┆             ┆                  ┆                  ┆ 693          ┆ 334.60   │"
+            "│ total ┆       ┆          ┆             ┆       ┆           ┆                  ┆                  ┆ 693          ┆ 334.60   │"
         ),
         "{table}"
     );

@@ -93,6 +93,8 @@ pub struct Costed {
     pub costs: Vec<NodeCost>,
     /// Node id → provider kind of its interval.
     pub node_provider: BTreeMap<String, String>,
+    /// Node id → the hourly and monthly price of its (first) interval, as stored.
+    pub node_price: BTreeMap<String, (String, Option<String>)>,
     /// Nodes whose interval is still open.
     pub running: BTreeSet<String>,
     /// Per pool: its most servers at once in the month, rented all month.
@@ -257,6 +259,12 @@ pub async fn cost_month(
         .intervals(from.timestamp_millis(), to.timestamp_millis())
         .await
         .map_err(|e| Failure::runtime(format!("cannot read the ledger: {e}")))?;
+    let mut node_price = BTreeMap::new();
+    for r in &rows {
+        node_price
+            .entry(r.node_id.clone())
+            .or_insert_with(|| (r.hourly_price.clone(), r.monthly_price.clone()));
+    }
     let running = rows
         .iter()
         .filter(|r| r.ended_at.is_none())
@@ -274,6 +282,7 @@ pub async fn cost_month(
         rule: config.provider.billing,
         costs,
         node_provider,
+        node_price,
         running,
         always_on,
     })
@@ -423,6 +432,20 @@ pub fn rows(c: &Costed, by: By, keys: &[KeyCost], names: &BTreeMap<String, Strin
                                 .unwrap_or(""),
                         ),
                         text_cell("server_type", &first.server_type),
+                        {
+                            let hourly = c
+                                .node_price
+                                .get(&first.node_id)
+                                .map(|p| p.0.clone())
+                                .unwrap_or_default();
+                            ("hourly_price", json!(hourly), hourly)
+                        },
+                        {
+                            let monthly =
+                                c.node_price.get(&first.node_id).and_then(|p| p.1.clone());
+                            let text = monthly.clone().unwrap_or_default();
+                            ("monthly_price", json!(monthly), text)
+                        },
                         ("start", json!(first.start.to_rfc3339()), local(first.start)),
                         (
                             "end",
@@ -588,6 +611,8 @@ fn header_names(by: By) -> Vec<&'static str> {
             "pool",
             "provider",
             "server type",
+            "EUR/h",
+            "EUR/month",
             "start",
             "end",
             "billed hours",
@@ -630,6 +655,8 @@ fn print_table(c: &Costed, by: By, rows: &[Row], cluster: &str) {
         ],
         By::Node => vec![
             "total".into(),
+            String::new(),
+            String::new(),
             String::new(),
             String::new(),
             String::new(),
