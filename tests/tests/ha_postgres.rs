@@ -41,7 +41,7 @@ async fn leader_metric(http: &reqwest12::Client, port: u16) -> Option<u8> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-const OPEN: &str = "timezone = \"UTC\"\n[[window]]\npool = \"chat\"\ndays = \"mon-sun\"\nstart = \"00:00\"\nend = \"24:00\"\nnodes = 2\n";
+const OPEN: &str = "timezone = \"UTC\"\n[[window]]\npool = \"chat\"\ndays = \"mon-sun\"\nstart = \"00:00\"\nend = \"24:00\"\nnodes = 1\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_other_replica_takes_over_without_duplicate_servers() {
@@ -95,13 +95,13 @@ async fn the_other_replica_takes_over_without_duplicate_servers() {
     let b = ServeProc::start(&configs[1], &dirs.1.path().join("serve.log"), 150);
     wait_port(port_b, "replica B").await;
 
-    // Two ready nodes (created by A, registered with B).
+    // A ready node (created by A, registered with B).
     let ready = || psql(&db, "SELECT COUNT(*) FROM nodes WHERE state = 'ready'");
     let deadline = Instant::now() + Duration::from_secs(90);
-    while ready() != "2" {
+    while ready() != "1" {
         assert!(
             Instant::now() < deadline,
-            "no 2 ready nodes:\nA: {}\nB: {}",
+            "no ready node:\nA: {}\nB: {}",
             a.as_ref().map(|s| s.log_text()).unwrap_or_default(),
             b.log_text()
         );
@@ -113,7 +113,7 @@ async fn the_other_replica_takes_over_without_duplicate_servers() {
         "B follows while A leads"
     );
     let created_before = fake.count_calls("POST", "/v1/servers", 201);
-    assert_eq!(created_before, 2);
+    assert_eq!(created_before, 1);
 
     // Kill the leader.
     let killed = Instant::now();
@@ -131,7 +131,7 @@ async fn the_other_replica_takes_over_without_duplicate_servers() {
     let takeover = killed.elapsed();
     // B carries on with the same nodes for a while: no new server.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(ready(), "2", "{}", b.log_text());
+    assert_eq!(ready(), "1", "{}", b.log_text());
     assert_eq!(
         fake.count_calls("POST", "/v1/servers", 201),
         created_before,
@@ -139,7 +139,7 @@ async fn the_other_replica_takes_over_without_duplicate_servers() {
         b.log_text()
     );
     let servers = fake.hosts().map(|h| h.describe().len()).unwrap_or(0);
-    assert_eq!(servers, 2);
+    assert_eq!(servers, 1);
 
     // The window closes: B drains and deletes.
     std::fs::write(spec_b.dir.join("schedule.toml"), "timezone = \"UTC\"\n").unwrap();
