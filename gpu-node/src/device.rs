@@ -96,6 +96,14 @@ mod cuda {
 
     pub fn open(i: usize) -> anyhow::Result<DeviceInfo> {
         let device = Device::new_cuda(i)?;
+        if let Device::Cuda(d) = &device {
+            // cudarc records and waits on two CUDA events per buffer for cross-stream
+            // safety (candle runs on its own stream, which turns that on): several
+            // driver calls per operation, the largest host cost of a decode step. The
+            // node issues all its work on this one stream, so the tracking is not needed.
+            // SAFETY: every tensor of this device is used on candle's single stream.
+            unsafe { d.disable_event_tracking() };
+        }
         result::init()?;
         let dev = result::device::get(i as i32)?;
         let name = result::device::get_name(dev)?;
