@@ -96,6 +96,7 @@ pub fn run(
         }
     };
     tracing::info!(slots, tokens_per_slot = cap, "KV cache allocated");
+    warm_up(&model, &mut kv);
     let mut free: Vec<usize> = (0..slots).rev().collect(); // pop() gives the lowest slot
     let mut waiting: VecDeque<GenRequest> = VecDeque::new();
     let mut running: Vec<Seq> = Vec::new();
@@ -187,6 +188,32 @@ pub fn run(
         metrics.kv_used_tokens.store(used as u64, Relaxed);
         metrics.running.store(running.len() as u64, Relaxed);
         metrics.kv_reserved_tokens.store(reserved as u64, Relaxed);
+    }
+}
+
+/// Runs a prompt chunk and a decode step through slot 0 before the first request, so
+/// that the first request does not pay for loading (on CUDA: JIT-compiling) kernels.
+fn warm_up(model: &GenerationModel, kv: &mut KvCache) {
+    let t = Instant::now();
+    let ctx = model.llama.config().max_position_embeddings;
+    if kv.cap() < 3 || ctx < 3 {
+        return;
+    }
+    let run = |kv: &mut KvCache, start: usize, tokens: &[u32]| -> candle_core::Result<()> {
+        let item = BatchItem {
+            slot: 0,
+            start,
+            tokens,
+            want: WantLogits::Last,
+        };
+        if let Some(l) = model.llama.forward_batch(kv, &[item])? {
+            l.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        }
+        Ok(())
+    };
+    match run(kv, 0, &[0, 0]).and_then(|_| run(kv, 2, &[0])) {
+        Ok(()) => tracing::info!(secs = t.elapsed().as_secs_f64(), "engine warmed up"),
+        Err(e) => tracing::warn!("warm-up step failed (the first request will show it): {e}"),
     }
 }
 
