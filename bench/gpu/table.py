@@ -66,7 +66,7 @@ def main(out, models):
                     timings.append(re.sub(r"^.*?engine timings \(per step\)\s*", "",
                                           re.sub(r"\x1b\[[0-9;]*m", "", line.strip())))
         if timings:
-            print("- engine timings (per step, 5 s windows, in order):")
+            print("- engine timings (per step; one line per burst of work or 2 s of steps, in order: warm-up, N = 1, 8, 32, 128):")
             for t in timings:
                 print(f"  - `{t}`")
         print()

@@ -20,7 +20,8 @@
 //!
 //! [[models]]
 //! name = "llama-3-8b"
-//! source = { type = "mirror" }                   # or { type = "local", path = "…" }
+//! source = { type = "mirror" }                   # or { type = "local", path = "…" } (a model
+//!                                                #   directory or a single .gguf file)
 //!                                                # or { type = "hf", repo = "…", revision = "main" }
 //! dtype = "bf16"                                 # optional override of config.json
 //! ```
@@ -45,6 +46,13 @@ pub struct NodeConfig {
     /// PEM file of a CA to trust for the ingress's certificate (besides the system roots).
     #[serde(default)]
     pub ingress_ca_file: Option<PathBuf>,
+    /// The same CA as PEM text, inline (the ingress writes it here at bootstrap).
+    #[serde(default)]
+    pub ingress_ca_pem: Option<String>,
+    /// Connect to this address for the ingress URL's host instead of resolving it
+    /// (before DNS is set up, and in tests); TLS still checks the URL's name.
+    #[serde(default)]
+    pub ingress_address: Option<SocketAddr>,
     /// Address the OpenAI API listens on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -165,9 +173,9 @@ fn default_max_queued() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelSource {
-    /// A directory (Hugging Face layout) on this machine.
+    /// A directory (Hugging Face layout) or a single GGUF file on this machine.
     Local {
-        /// The model directory.
+        /// The model directory, or the `.gguf` file.
         path: PathBuf,
     },
     /// The ingress's model mirror (manifest + files, sha256 checked), cached in `cache_dir`.
@@ -184,6 +192,18 @@ pub enum ModelSource {
         #[serde(default = "default_revision")]
         revision: String,
     },
+}
+
+impl ModelSource {
+    /// Whether this is a local `.gguf` file (by its extension; nothing is read).
+    pub fn is_gguf_file(&self) -> bool {
+        match self {
+            ModelSource::Local { path } => path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf")),
+            _ => false,
+        }
+    }
 }
 
 fn default_revision() -> String {
@@ -281,6 +301,12 @@ impl NodeConfig {
             if !names.insert(m.name.as_str()) {
                 return Err(format!(
                     "model name {:?} appears twice in [[models]]",
+                    m.name
+                ));
+            }
+            if m.dtype.is_some() && m.source.is_gguf_file() {
+                return Err(format!(
+                    "model {:?}: dtype does not apply to a GGUF file (its weights keep their own types): leave dtype out",
                     m.name
                 ));
             }
@@ -386,5 +412,16 @@ source = { type = "mirror" }
         let bad = FULL.replace("listen", "lisen");
         let e = NodeConfig::parse(&bad, Path::new("n.toml")).unwrap_err();
         assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn local_source_may_be_a_gguf_file() {
+        let text = FULL.replace("/m/tiny", "/m/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let c = NodeConfig::parse(&text, Path::new("n.toml")).unwrap();
+        assert!(c.models[0].source.is_gguf_file());
+        assert!(!c.models[1].source.is_gguf_file());
+        let with_dtype = text.replace("Q4_1.gguf\" }", "Q4_1.gguf\" }\ndtype = \"f16\"");
+        let e = NodeConfig::parse(&with_dtype, Path::new("n.toml")).unwrap_err();
+        assert!(e.to_string().contains("GGUF"), "{e}");
     }
 }

@@ -29,10 +29,18 @@ const PROVIDER_KEYS: &[&str] = &[
     "ssh_key_name",
     "firewall",
     "node_binary",
+    "bootstrap",
     "billing",
     "server_types",
 ];
 const BILLING_KEYS: &[&str] = &["unit", "minimum", "monthly_cap"];
+const BOOTSTRAP_KEYS: &[&str] = &[
+    "ssh_port",
+    "ssh_user",
+    "install_dir",
+    "start_command",
+    "node_port",
+];
 const SERVER_TYPE_KEYS: &[&str] = &["hourly", "monthly", "gpu"];
 const POOL_KEYS: &[&str] = &[
     "model",
@@ -47,7 +55,14 @@ const POOL_KEYS: &[&str] = &[
     "wake_on_demand",
     "billing_aware_stop",
 ];
-const GATEWAY_KEYS: &[&str] = &["listen", "http_listen", "public_url", "max_body_bytes"];
+const GATEWAY_KEYS: &[&str] = &[
+    "listen",
+    "http_listen",
+    "public_url",
+    "node_ca",
+    "node_address",
+    "max_body_bytes",
+];
 const TLS_KEYS: &[&str] = &["mode", "domains", "contact", "directory", "directory_ca"];
 const BUDGET_KEYS: &[&str] = &["monthly"];
 
@@ -72,6 +87,34 @@ pub struct ServerType {
     pub gpu: Option<String>,
 }
 
+/// `[provider.bootstrap]`: how a created server is set up over SSH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapConfig {
+    /// SSH port of created servers.
+    pub ssh_port: u16,
+    /// User the bootstrap logs in as.
+    pub ssh_user: String,
+    /// Folder on the server for the node binary and its config.
+    pub install_dir: String,
+    /// Shell command that starts the node (`{binary}`, `{config}`, `{dir}` replaced);
+    /// `None`: a systemd unit `dayshift-node`.
+    pub start_command: Option<String>,
+    /// Port the node's API listens on.
+    pub node_port: u16,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        BootstrapConfig {
+            ssh_port: 22,
+            ssh_user: "root".into(),
+            install_dir: "/opt/dayshift".into(),
+            start_command: None,
+            node_port: 8443,
+        }
+    }
+}
+
 /// `[provider]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderConfig {
@@ -89,6 +132,8 @@ pub struct ProviderConfig {
     pub firewall: Option<String>,
     /// `dayshift-node` binary to run or upload; default: next to `dayshift`.
     pub node_binary: Option<PathBuf>,
+    /// How created servers are set up over SSH (`[provider.bootstrap]`).
+    pub bootstrap: BootstrapConfig,
     /// The provider's billing rule.
     pub billing: BillingRule,
     /// Server types by name.
@@ -131,6 +176,12 @@ pub struct GatewayConfig {
     pub http_listen: Option<String>,
     /// The URL users reach; nodes use it to register.
     pub public_url: Option<String>,
+    /// PEM file of the CA nodes trust for the ingress's certificate (a private or test
+    /// CA); with `tls.mode = "self-signed"` the self-signed certificate is used.
+    pub node_ca: Option<PathBuf>,
+    /// Address nodes connect to for `public_url`'s host instead of resolving it (before
+    /// DNS is set up, or in tests), e.g. `203.0.113.5:443`.
+    pub node_address: Option<String>,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
 }
@@ -341,8 +392,8 @@ fn parse(file: &str, src: &str, base: &Path) -> Result<Config, Problems> {
         .map(|(s, _)| path_of(base, &s));
 
     let provider = parse_provider(&mut d, &root, base);
-    let pools = parse_pools(&mut d, &root, &provider);
-    let gateway = parse_gateway(&mut d, &root);
+    let pools = parse_pools(&mut d, &root, &provider, base);
+    let gateway = parse_gateway(&mut d, &root, base);
     let tls = parse_tls(&mut d, &root, base);
     let mut budget_monthly = None;
     if let Some(b) = root.table(&mut d, "budget") {
@@ -375,6 +426,7 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
         ssh_key_name: None,
         firewall: None,
         node_binary: None,
+        bootstrap: BootstrapConfig::default(),
         billing: BillingRule::LOCAL,
         server_types: BTreeMap::new(),
     };
@@ -441,6 +493,25 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
     cfg.node_binary = p
         .string(d, "node_binary", false, "a path to dayshift-node")
         .map(|(s, _)| path_of(base, &s));
+    if let Some(b) = p.table(d, "bootstrap") {
+        b.check_keys(d, BOOTSTRAP_KEYS);
+        let bs = &mut cfg.bootstrap;
+        if let Some((v, _)) = b.integer(d, "ssh_port", 1, 65535) {
+            bs.ssh_port = v as u16;
+        }
+        if let Some((v, _)) = b.string(d, "ssh_user", false, "a user name") {
+            bs.ssh_user = v;
+        }
+        if let Some((v, _)) = b.string(d, "install_dir", false, "an absolute folder path") {
+            bs.install_dir = v;
+        }
+        bs.start_command = b
+            .string(d, "start_command", false, "a shell command")
+            .map(|(v, _)| v);
+        if let Some((v, _)) = b.integer(d, "node_port", 1, 65535) {
+            bs.node_port = v as u16;
+        }
+    }
     if let Some(b) = p.table(d, "billing") {
         b.check_keys(d, BILLING_KEYS);
         cfg.billing.unit_secs = duration(d, &b, "unit", cfg.billing.unit_secs).max(1);
@@ -484,6 +555,7 @@ fn parse_pools(
     d: &mut Diag<'_>,
     root: &Table<'_, '_>,
     provider: &ProviderConfig,
+    base: &Path,
 ) -> BTreeMap<String, PoolConfig> {
     let mut out = BTreeMap::new();
     let Some(pools) = root.table(d, "pools") else {
@@ -516,7 +588,14 @@ fn parse_pools(
                 false,
                 "a model path, \"mirror\" or \"hf:ORG/NAME\"",
             )
-            .map(|(s, _)| s)
+            .map(|(s, _)| {
+                // A path is resolved against the config's folder, like every other path.
+                if s == "mirror" || s.starts_with("hf:") {
+                    s
+                } else {
+                    path_of(base, &s).display().to_string()
+                }
+            })
             .unwrap_or_else(|| "mirror".into());
         let server_types = list_of_names(
             d,
@@ -617,11 +696,13 @@ fn list_of_names(
     out
 }
 
-fn parse_gateway(d: &mut Diag<'_>, root: &Table<'_, '_>) -> GatewayConfig {
+fn parse_gateway(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> GatewayConfig {
     let mut g = GatewayConfig {
         listen: "0.0.0.0:443".into(),
         http_listen: None,
         public_url: None,
+        node_ca: None,
+        node_address: None,
         max_body_bytes: 4 * 1024 * 1024,
     };
     if let Some(t) = root.table(d, "gateway") {
@@ -643,6 +724,21 @@ fn parse_gateway(d: &mut Diag<'_>, root: &Table<'_, '_>) -> GatewayConfig {
             }
         }
         g.public_url = t.string(d, "public_url", false, "a URL").map(|(s, _)| s);
+        if let Some((a, span)) = t.string(d, "node_address", false, "an IP:port address") {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                d.push(
+                    span,
+                    t.field("node_address"),
+                    format!(
+                        "expected an IP:port address such as \"203.0.113.5:443\", found \"{a}\""
+                    ),
+                );
+            }
+            g.node_address = Some(a);
+        }
+        g.node_ca = t
+            .string(d, "node_ca", false, "a PEM file's path")
+            .map(|(s, _)| path_of(base, &s));
         if let Some((v, _)) = t.integer(d, "max_body_bytes", 1024, 1 << 30) {
             g.max_body_bytes = v as u64;
         }

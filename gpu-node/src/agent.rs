@@ -22,6 +22,27 @@ pub struct NodeFacts {
     pub capacity: Capacity,
 }
 
+/// An HTTP client builder for talking to the ingress: trusts the configured ingress CA
+/// (file or inline PEM) besides the system roots, and connects to `ingress_address` when
+/// one is set. Used for registration, heartbeats and the model mirror.
+pub fn ingress_http(cfg: &NodeConfig) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut b = reqwest::Client::builder();
+    if let Some(ca) = &cfg.ingress_ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| anyhow::anyhow!("cannot read ingress_ca_file {}: {e}", ca.display()))?;
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    if let Some(pem) = &cfg.ingress_ca_pem {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes())?);
+    }
+    if let (Some(addr), Some(url)) = (cfg.ingress_address, cfg.ingress_url.as_deref())
+        && let Some(host) = reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string))
+    {
+        b = b.resolve(&host, addr);
+    }
+    Ok(b)
+}
+
 /// A client for the ingress's node endpoints.
 pub struct Agent {
     http: reqwest::Client,
@@ -42,15 +63,9 @@ impl Agent {
         let Some(base) = &cfg.ingress_url else {
             return Ok(None);
         };
-        let mut b = reqwest::Client::builder()
+        let b = ingress_http(cfg)?
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5));
-        if let Some(ca) = &cfg.ingress_ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                anyhow::anyhow!("cannot read ingress_ca_file {}: {e}", ca.display())
-            })?;
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-        }
         Ok(Some(Agent {
             http: b.build()?,
             base: base.trim_end_matches('/').to_string(),

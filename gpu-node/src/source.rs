@@ -22,7 +22,9 @@ pub async fn resolve(cfg: &NodeConfig, m: &ModelConfig) -> anyhow::Result<PathBu
                     m.name
                 );
             };
+            let http = crate::agent::ingress_http(cfg)?.build()?;
             fetch_mirror(
+                &http,
                 base,
                 &name,
                 &cfg.cache_dir.join(&name),
@@ -144,9 +146,14 @@ async fn download_all(
     Ok(())
 }
 
-async fn fetch_mirror(base: &str, name: &str, dir: &Path, token: &str) -> anyhow::Result<PathBuf> {
+async fn fetch_mirror(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    dir: &Path,
+    token: &str,
+) -> anyhow::Result<PathBuf> {
     let base = base.trim_end_matches('/');
-    let http = reqwest::Client::builder().build()?;
     let url = format!("{base}{MODEL_MIRROR_PATH}/{name}/manifest");
     let man: ModelManifest = http
         .get(&url)
@@ -168,7 +175,7 @@ async fn fetch_mirror(base: &str, name: &str, dir: &Path, token: &str) -> anyhow
             sha256: Some(f.sha256),
         })
         .collect();
-    download_all(&http, "the mirror", &files, dir, Some(token)).await?;
+    download_all(http, "the mirror", &files, dir, Some(token)).await?;
     Ok(dir.to_path_buf())
 }
 

@@ -148,17 +148,60 @@ pub fn build_tokenizer() -> anyhow::Result<Tokenizer> {
     Ok(tok)
 }
 
+/// Sizes of a random test Llama.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    /// Hidden width.
+    pub hidden: usize,
+    /// MLP width.
+    pub inter: usize,
+    /// Blocks.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+}
+
+impl Dims {
+    /// The tiny model of [`make_test_model`].
+    pub const TINY: Dims = Dims {
+        hidden: 64,
+        inter: 128,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 16,
+    };
+    /// A wider one whose matrices fit GGUF's 256-wide K-quant blocks.
+    pub const WIDE: Dims = Dims {
+        hidden: 256,
+        inter: 512,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 64,
+    };
+}
+
 /// The tiny model's `config.json` for a vocabulary of `vocab` tokens.
 pub fn config_json(vocab: usize, eos: u32) -> serde_json::Value {
+    config_json_dims(vocab, eos, Dims::TINY)
+}
+
+/// `config.json` of a test model of sizes `d`.
+pub fn config_json_dims(vocab: usize, eos: u32, d: Dims) -> serde_json::Value {
     serde_json::json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 16,
+        "hidden_size": d.hidden,
+        "intermediate_size": d.inter,
+        "num_hidden_layers": d.layers,
+        "num_attention_heads": d.heads,
+        "num_key_value_heads": d.kv_heads,
+        "head_dim": d.head_dim,
         "hidden_act": "silu",
         "max_position_embeddings": 512,
         "rms_norm_eps": 1e-5,
@@ -183,8 +226,9 @@ fn uniform(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> anyhow
 }
 
 /// Random weights for `config_json`, drawn in a fixed order from [`SEED`].
-fn weights(vocab: usize) -> anyhow::Result<HashMap<String, Tensor>> {
-    let (h, inter, layers, heads, kv, hd) = (64usize, 128usize, 2usize, 4usize, 2usize, 16usize);
+fn weights(vocab: usize, d: Dims) -> anyhow::Result<HashMap<String, Tensor>> {
+    let (h, inter, layers, heads, kv, hd) =
+        (d.hidden, d.inter, d.layers, d.heads, d.kv_heads, d.head_dim);
     let mut rng = StdRng::seed_from_u64(SEED);
     let mut w = HashMap::new();
     let lin = |rng: &mut StdRng, out: usize, inp: usize| {
@@ -245,6 +289,11 @@ fn write_json(path: &Path, v: &serde_json::Value) -> anyhow::Result<()> {
 
 /// Writes the tiny model into `dir` (created if needed).
 pub fn make_test_model(dir: &Path) -> anyhow::Result<()> {
+    make_test_model_dims(dir, Dims::TINY)
+}
+
+/// Writes a random test model of sizes `d` (same tokenizer and template) into `dir`.
+pub fn make_test_model_dims(dir: &Path, d: Dims) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tok = build_tokenizer()?;
     let vocab = tok.get_vocab_size(true);
@@ -255,7 +304,10 @@ pub fn make_test_model(dir: &Path) -> anyhow::Result<()> {
     let (eot, im_end) = (id("<|endoftext|>")?, id("<|im_end|>")?);
     tok.save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("cannot write tokenizer.json: {e}"))?;
-    write_json(&dir.join("config.json"), &config_json(vocab, im_end))?;
+    write_json(
+        &dir.join("config.json"),
+        &config_json_dims(vocab, im_end, d),
+    )?;
     write_json(
         &dir.join("generation_config.json"),
         &serde_json::json!({"eos_token_id": [im_end, eot], "do_sample": false}),
@@ -272,7 +324,7 @@ pub fn make_test_model(dir: &Path) -> anyhow::Result<()> {
             "clean_up_tokenization_spaces": false
         }),
     )?;
-    let w = weights(vocab)?;
+    let w = weights(vocab, d)?;
     candle_core::safetensors::save(&w, dir.join("model.safetensors"))
         .context("cannot write model.safetensors")?;
     Ok(())

@@ -224,3 +224,38 @@ fn hf_source_downloads_from_the_hub_endpoint() {
     assert_eq!(std::fs::read(cached).unwrap(), w);
     assert!(!dir.path().join("hf/acme--tiny/main/README.md").exists());
 }
+
+#[test]
+fn serves_a_single_gguf_file_from_the_mirror() {
+    let tiny = common::tiny_model();
+    let only = tempfile::tempdir().unwrap();
+    dayshift_node::model::gguf::write_from_dir(
+        tiny.path(),
+        &only.path().join("tiny.Q8_0.gguf"),
+        candle_core::quantized::GgmlDType::Q8_0,
+    )
+    .unwrap();
+    let m = Arc::new(Mirror {
+        dir: only.path().to_path_buf(),
+        corrupt: false,
+        ranges: Mutex::default(),
+    });
+    let ingress = start_mirror(m);
+    let cache = tempfile::tempdir().unwrap();
+    let node = common::Node::start(&cfg(&ingress, cache.path()));
+    assert!(cache.path().join("tiny/tiny.Q8_0.gguf").is_file());
+    let r: serde_json::Value = common::client()
+        .post(node.url("/v1/chat/completions"))
+        .json(
+            &serde_json::json!({"model": "tiny", "max_tokens": 4, "temperature": 0,
+            "messages": [{"role": "user", "content": "Hello!"}]}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        r["usage"]["completion_tokens"].as_u64().unwrap() >= 1,
+        "{r}"
+    );
+}

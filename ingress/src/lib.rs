@@ -1,6 +1,7 @@
 //! The ingress: `dayshift serve` (gateway, node API, TLS, store) and the operator CLI.
 
 pub mod cli;
+pub mod control;
 pub mod server;
 pub mod server_cli;
 pub mod store;

@@ -26,11 +26,12 @@ enum Command {
         #[command(subcommand)]
         command: cli::schedule::ScheduleCommand,
     },
-    /// What the GPUs cost: estimates from the schedule.
-    Cost {
-        #[command(subcommand)]
-        command: cli::cost::CostCommand,
-    },
+    /// What the GPUs cost: the month's ledger from the store, or `estimate` from the schedule.
+    Cost(cli::cost::CostArgs),
+    /// The cluster's nodes from the store: id, pool, state, age, address, model, in flight.
+    Nodes(cli::nodes::NodesArgs),
+    /// Today's schedule per pool, nodes by state, next window, month-to-date cost and budget.
+    Status(cli::status::StatusArgs),
     #[command(flatten)]
     Server(dayshift::server_cli::ServerCommand),
 }
@@ -40,7 +41,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config { command } => cli::config::run(command),
         Command::Schedule { command } => cli::schedule::run(command),
-        Command::Cost { command } => cli::cost::run(command),
+        Command::Cost(args) => cli::cost::run(args),
+        Command::Nodes(args) => cli::nodes::run(args),
+        Command::Status(args) => cli::status::run(args),
         Command::Server(command) => dayshift::server_cli::run(command),
     }
 }

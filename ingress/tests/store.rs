@@ -71,7 +71,7 @@ async fn exercise(store: &Store) {
         .record_registration("n1", "https://127.0.0.1:8443", Some("cd"))
         .await
         .unwrap();
-    store.record_heartbeat("n1", 1234).await.unwrap();
+    store.record_heartbeat("n1", 1234, 2).await.unwrap();
     let n = store.get_node("n1").await.unwrap().unwrap();
     assert_eq!(n.state, NodeState::Ready);
     assert_eq!(n.provider_id.as_deref(), Some("srv-7"));

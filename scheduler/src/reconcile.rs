@@ -201,6 +201,22 @@ impl Reconciler {
         out
     }
 
+    /// Nodes per pool to keep at `now`: like [`Self::desired`], but looking ahead by the
+    /// longer of the measured and the configured cold start. A node started early for a
+    /// window is not drained because a faster measured boot shortened the lead meanwhile.
+    pub async fn keep(&self, now: DateTime<Utc>) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for (pool, policy) in &self.pools {
+            let lead = self.lead(pool).await.max(policy.default_cold_start);
+            let n = match self.schedule.read() {
+                Ok(s) => desired_with_prewarm(&s, pool, now, lead, policy.max_nodes),
+                Err(_) => 0,
+            };
+            out.insert(pool.clone(), n);
+        }
+        out
+    }
+
     /// One pass: sweep orphans, plan or drain per pool, move every node one step.
     pub async fn tick(&self) -> TickReport {
         let mut report = TickReport::default();
@@ -226,7 +242,9 @@ impl Reconciler {
         self.sweep_orphans(&servers, &nodes, &mut report).await;
 
         let desired = self.desired(now).await;
+        let keep = self.keep(now).await;
         for (pool, want) in &desired {
+            let keep_n = keep.get(pool).copied().unwrap_or(*want).max(*want);
             let active: Vec<&NodeRecord> = nodes
                 .iter()
                 .filter(|n| &n.pool == pool && n.state.is_active())
@@ -257,7 +275,7 @@ impl Reconciler {
                         Err(e) => report.errors.push(e.to_string()),
                     }
                 }
-            } else if have > *want {
+            } else if have > keep_n {
                 // Drain the excess: nodes not yet ready first (youngest first), then the
                 // ready ones with the fewest requests in flight.
                 let mut excess: Vec<&NodeRecord> = Vec::new();
@@ -276,7 +294,7 @@ impl Reconciler {
                     )
                 });
                 // Nodes in paid time drain last: they may serve what is still wanted.
-                let to_drain = ((have - want) as usize).min(excess.len());
+                let to_drain = ((have - keep_n) as usize).min(excess.len());
                 for n in excess.into_iter().take(to_drain) {
                     let mut next = n.clone();
                     next.state = NodeState::Draining;

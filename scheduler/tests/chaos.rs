@@ -19,7 +19,7 @@ use dayshift_provisioning::{
 use dayshift_scheduler::{
     Launcher, Limits, MemoryStore, NodeRecord, NodeState, NodeStore, PoolPolicy, Reconciler,
 };
-use dayshift_tests::{Fault, FaultKind, fixtures};
+use dayshift_tests::fixtures;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 struct Spec;
@@ -57,31 +57,6 @@ fn hourly_schedule() -> Schedule {
         src.push_str(&format!("[[window]]\npool = \"chat\"\ndays = \"daily\"\nstart = \"{h:02}:00\"\nend = \"{h:02}:30\"\n"));
     }
     Schedule::parse("chaos.toml", &src, None).unwrap()
-}
-
-fn random_fault(rng: &mut StdRng) -> Fault {
-    let (method, path) = match rng.random_range(0..4) {
-        0 | 1 => ("POST", "/v1/servers"),
-        2 => ("DELETE", "/v1/servers/{id}"),
-        _ => ("GET", "/v1/servers"),
-    };
-    let fault = match rng.random_range(0..6) {
-        0 => FaultKind::ServerError { status: 503 },
-        1 => FaultKind::ServerError { status: 500 },
-        2 => FaultKind::RateLimit {
-            reset_after_secs: 1,
-            retry_after_secs: Some(0),
-        },
-        3 if method == "POST" => FaultKind::ResourceUnavailable,
-        4 => FaultKind::Delay { ms: 300 },
-        _ => FaultKind::LoseResponse,
-    };
-    Fault {
-        method: method.into(),
-        path: path.into(),
-        count: rng.random_range(1..3),
-        fault,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +111,7 @@ async fn random_faults_and_crashes_leak_no_server() {
     while now < end + Duration::minutes(30) {
         clock.set(now);
         if rng.random_bool(0.3) {
-            fake.inject(random_fault(&mut rng));
+            fake.inject(fixtures::random_fault(&mut rng));
             faults += 1;
         }
         ticks += 1;

@@ -129,3 +129,31 @@ impl Drop for KillLocalChildren {
         }
     }
 }
+
+/// A random fault on the server calls the scheduler makes (create, delete, list): 5xx,
+/// 429 with `Retry-After`, capacity (`resource_unavailable`), slow answers, lost answers.
+pub fn random_fault(rng: &mut impl rand::Rng) -> crate::Fault {
+    use crate::FaultKind;
+    let (method, path) = match rng.random_range(0..4) {
+        0 | 1 => ("POST", "/v1/servers"),
+        2 => ("DELETE", "/v1/servers/{id}"),
+        _ => ("GET", "/v1/servers"),
+    };
+    let fault = match rng.random_range(0..6) {
+        0 => FaultKind::ServerError { status: 503 },
+        1 => FaultKind::ServerError { status: 500 },
+        2 => FaultKind::RateLimit {
+            reset_after_secs: 1,
+            retry_after_secs: Some(0),
+        },
+        3 if method == "POST" => FaultKind::ResourceUnavailable,
+        4 => FaultKind::Delay { ms: 300 },
+        _ => FaultKind::LoseResponse,
+    };
+    crate::Fault {
+        method: method.into(),
+        path: path.into(),
+        count: rng.random_range(1..3),
+        fault,
+    }
+}

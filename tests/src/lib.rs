@@ -6,6 +6,9 @@
 pub mod fake_hcloud;
 pub mod fake_scaleway;
 pub mod fixtures;
+pub mod pebble;
+pub mod processes;
+pub mod serve;
 pub mod test_host;
 pub mod util;
 

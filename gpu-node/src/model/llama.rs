@@ -5,8 +5,51 @@
 //! all sequences attend in one batched GEMM per layer; prompt chunks attend one by one.
 
 use super::config::LlamaConfig;
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
+
+/// A linear layer whose weight is dense (safetensors) or quantized (GGUF).
+#[derive(Debug, Clone)]
+pub enum Lin {
+    /// Dense weight `[out, in]` (and optional bias).
+    Dense(Linear),
+    /// Quantized weight (candle's `QMatMul`) and optional dense bias `[out]`.
+    Quant {
+        /// The weight.
+        w: QMatMul,
+        /// The bias.
+        b: Option<Tensor>,
+    },
+}
+
+impl Module for Lin {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Lin::Dense(l) => l.forward(x),
+            Lin::Quant { w, b } => {
+                let y = w.forward(x)?;
+                match b {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
+        }
+    }
+}
+
+/// Where [`Llama::load_gguf`] takes its tensors from (GGUF names: `blk.N.attn_q.weight`, …).
+pub trait QuantSource {
+    /// A linear layer; `rope_heads` is `Some(heads)` for Q and K projections, whose rows
+    /// the source turns into the "rotate half" layout this model uses when needed.
+    fn lin(&mut self, name: &str, rope_heads: Option<usize>) -> Result<Lin>;
+    /// A dense tensor (norm weights, biases, embeddings), dequantized to the model dtype.
+    fn dense(&mut self, name: &str) -> Result<Tensor>;
+    /// Whether the file holds `name`.
+    fn contains(&self, name: &str) -> bool;
+    /// Device to load onto.
+    fn device(&self) -> &Device;
+}
 
 /// Which logits a sequence wants back from a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,19 +179,19 @@ pub struct SeqChunk<'a> {
 }
 
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    o: Lin,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
 }
 
 struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    gate: Lin,
+    up: Lin,
+    down: Lin,
 }
 
 struct Block {
@@ -163,7 +206,7 @@ pub struct Llama {
     embed: Embedding,
     blocks: Vec<Block>,
     norm: Tensor,
-    lm_head: Linear,
+    lm_head: Lin,
     cos: Tensor,
     sin: Tensor,
     eps: f64,
@@ -172,12 +215,28 @@ pub struct Llama {
     cfg: LlamaConfig,
 }
 
-fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Linear> {
+fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Lin> {
     if bias {
-        candle_nn::linear(inp, out, vb)
+        candle_nn::linear(inp, out, vb).map(Lin::Dense)
     } else {
-        candle_nn::linear_no_bias(inp, out, vb)
+        candle_nn::linear_no_bias(inp, out, vb).map(Lin::Dense)
     }
+}
+
+/// `[n, hd/2]` cos and sin tables of the rotary embedding, in `dtype` on `device`.
+fn rope_tables(cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    let inv = inv_freqs(cfg);
+    let n = cfg.max_position_embeddings;
+    let half = inv.len();
+    let inv_t = Tensor::from_vec(inv, (1, half), &Device::Cpu)?;
+    let pos = Tensor::arange(0u32, n as u32, &Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .reshape((n, 1))?;
+    let freqs = pos.broadcast_mul(&inv_t)?;
+    Ok((
+        freqs.cos()?.to_dtype(dtype)?.to_device(device)?,
+        freqs.sin()?.to_dtype(dtype)?.to_device(device)?,
+    ))
 }
 
 /// Inverse RoPE frequencies, with llama3 scaling when configured.
@@ -251,9 +310,13 @@ impl Llama {
         }
         let norm = m.get(h, "norm.weight")?;
         let lm_head = if cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-            Linear::new(embed.embeddings().clone(), None)
+            Lin::Dense(Linear::new(embed.embeddings().clone(), None))
         } else {
-            candle_nn::linear_no_bias(h, cfg.vocab_size, vb.pp("lm_head"))?
+            Lin::Dense(candle_nn::linear_no_bias(
+                h,
+                cfg.vocab_size,
+                vb.pp("lm_head"),
+            )?)
         };
         let inv = inv_freqs(cfg);
         let n = cfg.max_position_embeddings;
@@ -272,6 +335,80 @@ impl Llama {
             lm_head,
             cos: freqs.cos()?.to_dtype(dtype)?.to_device(&device)?,
             sin: freqs.sin()?.to_dtype(dtype)?.to_device(&device)?,
+            eps: cfg.rms_norm_eps,
+            dtype,
+            device,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Builds the model from a GGUF file's tensors (quantized linear layers, f32
+    /// activations); `cfg` comes from the file's metadata.
+    pub fn load_gguf(src: &mut dyn QuantSource, cfg: &LlamaConfig) -> Result<Self> {
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+        let h = cfg.hidden_size;
+        let emb = src.dense("token_embd.weight")?;
+        let embed = Embedding::new(emb, h);
+        let bias = |src: &mut dyn QuantSource, name: String| -> Result<Option<Tensor>> {
+            if src.contains(&name) {
+                src.dense(&name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let with_bias = |src: &mut dyn QuantSource, lin: Lin, name: String| -> Result<Lin> {
+            match (lin, bias(src, name)?) {
+                (Lin::Quant { w, .. }, Some(b)) => Ok(Lin::Quant { w, b: Some(b) }),
+                (Lin::Dense(l), Some(b)) => {
+                    Ok(Lin::Dense(Linear::new(l.weight().clone(), Some(b))))
+                }
+                (l, None) => Ok(l),
+            }
+        };
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("blk.{i}");
+            let q = src.lin(&format!("{p}.attn_q.weight"), Some(nh))?;
+            let k = src.lin(&format!("{p}.attn_k.weight"), Some(nkv))?;
+            let v = src.lin(&format!("{p}.attn_v.weight"), None)?;
+            let o = src.lin(&format!("{p}.attn_output.weight"), None)?;
+            let attn = Attention {
+                q: with_bias(src, q, format!("{p}.attn_q.bias"))?,
+                k: with_bias(src, k, format!("{p}.attn_k.bias"))?,
+                v: with_bias(src, v, format!("{p}.attn_v.bias"))?,
+                o: with_bias(src, o, format!("{p}.attn_output.bias"))?,
+                heads: nh,
+                kv_heads: nkv,
+                head_dim: cfg.head_dim(),
+            };
+            let mlp = Mlp {
+                gate: src.lin(&format!("{p}.ffn_gate.weight"), None)?,
+                up: src.lin(&format!("{p}.ffn_up.weight"), None)?,
+                down: src.lin(&format!("{p}.ffn_down.weight"), None)?,
+            };
+            blocks.push(Block {
+                attn,
+                mlp,
+                ln1: src.dense(&format!("{p}.attn_norm.weight"))?,
+                ln2: src.dense(&format!("{p}.ffn_norm.weight"))?,
+            });
+        }
+        let norm = src.dense("output_norm.weight")?;
+        let lm_head = if src.contains("output.weight") {
+            src.lin("output.weight", None)?
+        } else {
+            src.lin("token_embd.weight", None)?
+        };
+        let device = src.device().clone();
+        let dtype = DType::F32;
+        let (cos, sin) = rope_tables(cfg, dtype, &device)?;
+        Ok(Llama {
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            cos,
+            sin,
             eps: cfg.rms_norm_eps,
             dtype,
             device,

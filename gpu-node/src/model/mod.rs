@@ -5,6 +5,7 @@ pub mod bert;
 pub mod chat;
 pub mod config;
 pub mod files;
+pub mod gguf;
 pub mod llama;
 
 use candle_core::{DType, Device};
@@ -98,8 +99,27 @@ pub(crate) fn load_weights<'a>(
     })
 }
 
-/// Loads a model directory onto `device`; `dtype` overrides config.json.
+/// Loads a model onto `device`: a directory (Hugging Face layout; `dtype` overrides
+/// config.json), a GGUF file, or a directory holding one GGUF file and no config.json.
 pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedModel, ModelError> {
+    let gguf_path = if dir.is_file() {
+        Some(dir.to_path_buf())
+    } else {
+        gguf::single_gguf_in_dir(dir)
+    };
+    if let Some(p) = gguf_path {
+        if !gguf::is_gguf_file(&p) {
+            return Err(ModelError::BadFile {
+                path: p,
+                message: "not a GGUF file: give a model directory (config.json, safetensors) or a .gguf file".into(),
+            });
+        }
+        if let Some(d) = dtype {
+            tracing::warn!(dtype = d, file = %p.display(), "dtype is ignored for GGUF files: their weights keep their own types");
+        }
+        let m = gguf::load(&p, device)?;
+        return Ok(LoadedModel::Generation(Box::new(m)));
+    }
     let cfg_path = required(
         dir,
         "config.json",

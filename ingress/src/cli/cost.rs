@@ -1,4 +1,5 @@
-//! `dayshift cost estimate`: a month of the schedule under the provider's billing rule.
+//! `dayshift cost`: the month's ledger report (`cost_report`), and `dayshift cost
+//! estimate`: a month of the schedule under the provider's billing rule.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +14,19 @@ use serde_json::json;
 
 use super::output;
 
-/// `dayshift cost …`
+/// `dayshift cost [--month …] [--by …]` (the ledger) or `dayshift cost estimate …`.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CostArgs {
+    /// `estimate`; without one, the ledger report.
+    #[command(subcommand)]
+    pub command: Option<CostCommand>,
+    /// The ledger report's arguments.
+    #[command(flatten)]
+    pub report: super::cost_report::ReportArgs,
+}
+
+/// `dayshift cost …` subcommands.
 #[derive(Subcommand)]
 pub enum CostCommand {
     /// Forecast a month's GPU cost from the schedule, beside renting 24/7.
@@ -44,9 +57,10 @@ pub struct EstimateArgs {
 }
 
 /// Runs `dayshift cost …`.
-pub fn run(command: CostCommand) -> ExitCode {
-    match command {
-        CostCommand::Estimate(args) => estimate(args),
+pub fn run(args: CostArgs) -> ExitCode {
+    match args.command {
+        Some(CostCommand::Estimate(a)) => estimate(a),
+        None => super::cost_report::run(args.report),
     }
 }
 
@@ -127,7 +141,8 @@ fn estimate(args: EstimateArgs) -> ExitCode {
     }
 }
 
-fn hours_json(h: Decimal) -> serde_json::Value {
+/// Hours as a JSON number: an integer when whole, else the exact decimal.
+pub(crate) fn hours_json(h: Decimal) -> serde_json::Value {
     let n = h.normalize();
     if n.fract().is_zero() {
         json!(n.mantissa() as u64 / 10u64.pow(n.scale()))

@@ -108,14 +108,79 @@ struct RequestHead {
     stream: Option<bool>,
 }
 
+/// `Some(string)` for a JSON string, `None` for any other value (skipped without building
+/// a `serde_json::Value`).
 fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let v: serde_json::Value = serde::Deserialize::deserialize(d)?;
-    Ok(v.as_str().map(str::to_string))
+    d.deserialize_any(Lenient::<String>(std::marker::PhantomData))
 }
 
+/// `Some(bool)` for a JSON boolean, `None` for any other value.
 fn bool_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    let v: serde_json::Value = serde::Deserialize::deserialize(d)?;
-    Ok(v.as_bool())
+    d.deserialize_any(Lenient::<bool>(std::marker::PhantomData))
+}
+
+/// What [`Lenient`] keeps of a JSON value.
+trait Keep: Sized {
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+}
+
+impl Keep for String {
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.to_string())
+    }
+}
+
+impl Keep for bool {
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+}
+
+/// Visits any JSON value: keeps what `T` keeps, skips the rest.
+struct Lenient<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Keep> serde::de::Visitor<'de> for Lenient<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(T::from_str(v))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(T::from_bool(v))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(None)
+    }
 }
 
 async fn proxy_inner(
@@ -250,6 +315,7 @@ async fn proxy_inner(
                     started,
                     at,
                     streaming,
+                    count_tokens: key.limits.tokens_per_day.is_some(),
                 };
                 let mut out = Response::new(Body::new(TappedBody::new(rbody, info, inflight)));
                 *out.status_mut() = rparts.status;
@@ -330,6 +396,10 @@ async fn wait_for_node(
     tried: &[String],
 ) -> Result<Arc<NodeHandle>, ApiError> {
     let stale = state.tuning.stale_after;
+    // Fast path: a routable node now (no wake-up registration, no timer).
+    if let Some(n) = pool.pick(tried, stale) {
+        return Ok(n);
+    }
     let deadline = tokio::time::Instant::now() + pool.queue_timeout;
     let mut counted = false;
     loop {

@@ -4,13 +4,19 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::store::{ApiKey, Store, StoreError, hash_secret};
+use sha2::{Digest, Sha256};
 
-/// Verified keys by secret hash, each kept for a short TTL.
+use crate::store::{ApiKey, Store, StoreError};
+
+/// Cached answers by the sha256 of the secret: the key (or `None`) and when it was read.
+type Entries = HashMap<[u8; 32], (Option<ApiKey>, Instant)>;
+
+/// Verified keys by the sha256 of their secret (raw bytes: no hex string per request),
+/// each kept for a short TTL.
 pub struct KeyCache {
     store: Store,
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
+    entries: Mutex<Entries>,
 }
 
 impl KeyCache {
@@ -25,7 +31,7 @@ impl KeyCache {
 
     /// The live key for `secret`, or `None` (unknown or revoked).
     pub async fn check(&self, secret: &str) -> Result<Option<ApiKey>, StoreError> {
-        let hash = hash_secret(secret);
+        let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         if let Ok(entries) = self.entries.lock()
             && let Some((key, at)) = entries.get(&hash)
             && at.elapsed() < self.ttl

@@ -1,6 +1,8 @@
 //! The model mirror for nodes: `GET /internal/models/{model}/manifest` (files, sizes,
 //! sha256) and `GET /internal/models/{model}/files/{path}` with `Range` support.
 //! Only for nodes: a session token, or the join token of a node still expected.
+//! A pool's `model_source` may be a folder (every file in it, recursively) or a single
+//! file (a GGUF model): then the manifest lists that one file by its name.
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -28,12 +30,15 @@ type DirStamp = Vec<(String, u64, Option<SystemTime>)>;
 #[derive(Default)]
 pub struct ManifestCache(Mutex<HashMap<String, (DirStamp, ModelManifest)>>);
 
-/// The folder served for `model`: the pool's `model_source` when it is a local folder,
-/// else `<state_dir>/models/<model>`.
+/// The folder (or single model file, e.g. a `.gguf`) served for `model`: the pool's
+/// `model_source` when it is a local folder or file, else `<state_dir>/models/<model>`.
 pub fn model_dir(state: &SharedState, model: &str) -> Option<PathBuf> {
     let pool = state.config.pools.values().find(|p| p.model == model)?;
     let src = Path::new(&pool.model_source);
-    if pool.model_source != "mirror" && !pool.model_source.starts_with("hf:") && src.is_dir() {
+    if pool.model_source != "mirror"
+        && !pool.model_source.starts_with("hf:")
+        && (src.is_dir() || src.is_file())
+    {
         return Some(src.to_path_buf());
     }
     Some(state.models_dir.join(model))
@@ -76,8 +81,26 @@ async fn authorize(state: &SharedState, headers: &HeaderMap, model: &str) -> Res
     Err(ApiError::unauthorized("unknown node credentials"))
 }
 
+/// The file behind manifest path `rel`: `root` itself when the model is a single file.
+fn file_path(root: &Path, rel: &str) -> PathBuf {
+    if root.is_file() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
 fn list_files(root: &Path) -> std::io::Result<DirStamp> {
     let mut out = Vec::new();
+    if root.is_file() {
+        let meta = std::fs::metadata(root)?;
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, meta.len(), meta.modified().ok()));
+        return Ok(out);
+    }
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir)? {
@@ -103,7 +126,7 @@ fn list_files(root: &Path) -> std::io::Result<DirStamp> {
 fn compute_manifest(model: &str, root: &Path, stamp: &DirStamp) -> std::io::Result<ModelManifest> {
     let mut files = Vec::new();
     for (rel, size, _) in stamp {
-        let mut f = std::fs::File::open(root.join(rel))?;
+        let mut f = std::fs::File::open(file_path(root, rel))?;
         let mut h = Sha256::new();
         std::io::copy(&mut f, &mut h)?;
         files.push(ManifestFile {
@@ -212,7 +235,7 @@ pub async fn file(
     let Some(root) = model_dir(&state, &model) else {
         return ApiError::internal().into_response();
     };
-    let mut f = match tokio::fs::File::open(root.join(&entry.path)).await {
+    let mut f = match tokio::fs::File::open(file_path(&root, &entry.path)).await {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e, "opening a model file failed");
@@ -263,4 +286,28 @@ pub async fn file(
         h.insert(header::ETAG, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_file_is_a_one_file_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("SmolLM2.Q4_1.gguf");
+        std::fs::write(&f, b"GGUF-bytes").unwrap();
+        let stamp = list_files(&f).unwrap();
+        assert_eq!(stamp.len(), 1);
+        assert_eq!(stamp[0].0, "SmolLM2.Q4_1.gguf");
+        let m = compute_manifest("smol", &f, &stamp).unwrap();
+        assert_eq!(m.files[0].path, "SmolLM2.Q4_1.gguf");
+        assert_eq!(m.files[0].size, 10);
+        assert_eq!(
+            m.files[0].sha256,
+            hex::encode(Sha256::digest(b"GGUF-bytes"))
+        );
+        assert_eq!(file_path(&f, "SmolLM2.Q4_1.gguf"), f);
+        assert_eq!(file_path(dir.path(), "a/b"), dir.path().join("a/b"));
+    }
 }

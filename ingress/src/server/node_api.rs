@@ -213,8 +213,9 @@ pub async fn heartbeat(
     let now = chrono::Utc::now().timestamp_millis();
     let store = state.store.clone();
     let id = node.id.clone();
+    let in_flight = node.in_flight();
     tokio::spawn(async move {
-        if let Err(e) = store.record_heartbeat(&id, now).await {
+        if let Err(e) = store.record_heartbeat(&id, now, in_flight).await {
             tracing::warn!(node = %id, error = %e, "recording a heartbeat failed");
         }
     });

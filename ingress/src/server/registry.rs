@@ -2,7 +2,7 @@
 //! whether a node is on its way, and a wake-up for requests waiting for one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,10 @@ pub struct NodeHandle {
     drain_requested: AtomicBool,
     failed: AtomicBool,
     loading: AtomicBool,
-    last_heartbeat: Mutex<Instant>,
+    /// When the handle was made; `last_heartbeat` counts from here.
+    born: Instant,
+    /// Microseconds from `born` to the last heartbeat (an atomic, so routing takes no lock).
+    last_heartbeat: AtomicU64,
     load: Mutex<LoadFigures>,
 }
 
@@ -56,7 +59,8 @@ impl NodeHandle {
             drain_requested: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             loading: AtomicBool::new(false),
-            last_heartbeat: Mutex::new(Instant::now()),
+            born: Instant::now(),
+            last_heartbeat: AtomicU64::new(0),
             load: Mutex::new(LoadFigures::default()),
         }
     }
@@ -79,19 +83,16 @@ impl NodeHandle {
     /// Records a heartbeat.
     pub fn heartbeat(&self, load: LoadFigures) {
         self.failed.store(false, Ordering::Relaxed);
-        if let Ok(mut t) = self.last_heartbeat.lock() {
-            *t = Instant::now();
-        }
+        let since_born = u64::try_from(self.born.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_heartbeat.store(since_born, Ordering::Relaxed);
         if let Ok(mut l) = self.load.lock() {
             *l = load;
         }
     }
     /// Time since the last heartbeat (or registration).
     pub fn silence(&self) -> Duration {
-        self.last_heartbeat
-            .lock()
-            .map(|t| t.elapsed())
-            .unwrap_or_default()
+        let last = Duration::from_micros(self.last_heartbeat.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(last)
     }
     /// Records whether the node says it is still loading (not routable while it is).
     pub fn set_loading(&self, loading: bool) {

@@ -158,7 +158,12 @@ pub async fn serve(config: Config) -> Result<()> {
     };
     let tls_cfg = config.tls.clone();
     let state_dir = config.state_dir.clone();
+    if tls_cfg.mode == TlsMode::SelfSigned {
+        // Made before the scheduler starts: local nodes are told to trust it.
+        tls::self_signed(&state_dir, &tls_cfg.domains)?;
+    }
     let built = build(config, Arc::new(SystemClock), Tuning::default()).await?;
+    let control = crate::control::start_for_serve(built.state.clone()).await?;
     let app = built.router.clone();
     let handle = axum_server::Handle::new();
     {
@@ -209,6 +214,9 @@ pub async fn serve(config: Config) -> Result<()> {
                 .await
         }
     };
+    if let Some(c) = control {
+        c.shutdown(&built.state).await;
+    }
     built.shutdown().await;
     result.with_context(|| format!("serving on {addr}"))?;
     tracing::info!("stopped");

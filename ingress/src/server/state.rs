@@ -45,6 +45,25 @@ pub enum NodeNotice {
     },
 }
 
+/// What the scheduler last did, for the status page and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ControlStatus {
+    /// True when this ingress holds the scheduler lock and runs the reconcile loop.
+    pub leader: bool,
+    /// Ticks run by this ingress.
+    pub ticks: u64,
+    /// When the last tick ran.
+    pub last_tick: Option<DateTime<Utc>>,
+    /// Pools the budget kept from starting a node at the last tick, with the reason.
+    pub budget_blocked: Vec<String>,
+    /// Errors of the last tick.
+    pub last_errors: Vec<String>,
+    /// Errors since start.
+    pub errors_total: u64,
+    /// Servers deleted because no node owned them, since start.
+    pub orphans_deleted_total: u64,
+}
+
 /// Tunables that tests shorten.
 #[derive(Debug, Clone)]
 pub struct Tuning {
@@ -105,6 +124,8 @@ pub struct AppState {
     pub models_dir: PathBuf,
     /// Cached manifests.
     pub manifests: super::mirror::ManifestCache,
+    /// The scheduler's last report.
+    pub control: std::sync::RwLock<ControlStatus>,
 }
 
 impl AppState {
@@ -146,6 +167,7 @@ impl AppState {
             notices,
             models_dir,
             manifests: Default::default(),
+            control: Default::default(),
         }
     }
 
@@ -195,6 +217,30 @@ impl AppState {
     /// Takes a node out of routing at once (e.g. before deleting it).
     pub fn forget_node(&self, node_id: &str) {
         self.registry.remove_node(node_id);
+    }
+
+    /// Records whether this ingress runs the scheduler.
+    pub fn set_leader(&self, leader: bool) {
+        if let Ok(mut c) = self.control.write() {
+            c.leader = leader;
+        }
+    }
+
+    /// Records what a scheduler tick did.
+    pub fn record_tick(&self, report: &dayshift_scheduler::TickReport) {
+        if let Ok(mut c) = self.control.write() {
+            c.ticks += 1;
+            c.last_tick = Some(self.clock.now());
+            c.budget_blocked = report.budget_blocked.clone();
+            c.last_errors = report.errors.clone();
+            c.errors_total += report.errors.len() as u64;
+            c.orphans_deleted_total += report.orphans_deleted.len() as u64;
+        }
+    }
+
+    /// A copy of the scheduler's status.
+    pub fn control_status(&self) -> ControlStatus {
+        self.control.read().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Subscribes to node notices (registration, heartbeat loss, goodbye).

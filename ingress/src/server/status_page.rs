@@ -117,6 +117,28 @@ pub async fn page(State(state): State<SharedState>) -> Html<String> {
         }
     }
     h.push_str("</table>");
+    let control = state.control_status();
+    let _ = write!(
+        h,
+        "<h2>Scheduler</h2><p>{}; {} tick(s), last {}</p>",
+        if control.leader {
+            "runs here"
+        } else {
+            "runs in another ingress (or is off)"
+        },
+        control.ticks,
+        control
+            .last_tick
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "never".into())
+    );
+    if !control.budget_blocked.is_empty() {
+        h.push_str("<p><strong>Budget stop:</strong></p><ul>");
+        for b in &control.budget_blocked {
+            let _ = write!(h, "<li>{}</li>", esc(b));
+        }
+        h.push_str("</ul>");
+    }
     let cost = month_to_date(&state)
         .await
         .map(|c| format!("{c} EUR"))
@@ -157,7 +179,27 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
             .map(|p| (p.name.clone(), u64::from(p.on_the_way())))
             .collect(),
     };
-    let mut resp = state.metrics.render(&g).into_response();
+    let mut text = state.metrics.render(&g);
+    let c = state.control_status();
+    let _ = write!(
+        text,
+        "# HELP dayshift_scheduler_leader 1 when this ingress runs the scheduler.\n\
+         # TYPE dayshift_scheduler_leader gauge\ndayshift_scheduler_leader {}\n\
+         # HELP dayshift_scheduler_ticks_total Reconcile ticks run here.\n\
+         # TYPE dayshift_scheduler_ticks_total counter\ndayshift_scheduler_ticks_total {}\n\
+         # HELP dayshift_scheduler_errors_total Errors met by reconcile ticks.\n\
+         # TYPE dayshift_scheduler_errors_total counter\ndayshift_scheduler_errors_total {}\n\
+         # HELP dayshift_orphans_deleted_total Servers deleted because no node owned them.\n\
+         # TYPE dayshift_orphans_deleted_total counter\ndayshift_orphans_deleted_total {}\n\
+         # HELP dayshift_budget_blocked 1 when the monthly budget keeps new nodes from starting.\n\
+         # TYPE dayshift_budget_blocked gauge\ndayshift_budget_blocked {}\n",
+        u8::from(c.leader),
+        c.ticks,
+        c.errors_total,
+        c.orphans_deleted_total,
+        u8::from(!c.budget_blocked.is_empty())
+    );
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

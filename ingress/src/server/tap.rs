@@ -37,6 +37,8 @@ pub struct TapInfo {
     pub at: i64,
     /// SSE or one JSON document.
     pub streaming: bool,
+    /// Whether the key has a daily token limit (its counter needs the tokens).
+    pub count_tokens: bool,
 }
 
 /// Only the `usage` of an answer (everything else is skipped without allocating).
@@ -59,7 +61,11 @@ pub struct TappedBody {
     inner: Incoming,
     info: TapInfo,
     inflight: Option<InFlight>,
+    /// SSE: the unfinished line. JSON: unused (see `chunks`).
     buf: Vec<u8>,
+    /// JSON answers: the frames as received (reference-counted, not copied).
+    chunks: Vec<Bytes>,
+    chunk_bytes: usize,
     prompt: i64,
     completion: i64,
     events: i64,
@@ -74,6 +80,8 @@ impl TappedBody {
             info,
             inflight: Some(inflight),
             buf: Vec::new(),
+            chunks: Vec::new(),
+            chunk_bytes: 0,
             prompt: 0,
             completion: 0,
             events: 0,
@@ -91,8 +99,9 @@ impl TappedBody {
             if self.buf.len() > MAX_JSON_TAP {
                 self.buf.clear();
             }
-        } else if self.buf.len() + data.len() <= MAX_JSON_TAP {
-            self.buf.extend_from_slice(data);
+        } else if self.chunk_bytes + data.len() <= MAX_JSON_TAP {
+            self.chunk_bytes += data.len();
+            self.chunks.push(data.clone());
         }
     }
 
@@ -128,7 +137,15 @@ impl TappedBody {
         }
         self.done = true;
         if !self.info.streaming {
-            if let Ok(doc) = serde_json::from_slice::<UsageOnly>(&self.buf)
+            let joined;
+            let doc: &[u8] = match self.chunks.as_slice() {
+                [one] => &one[..],
+                many => {
+                    joined = many.concat();
+                    &joined
+                }
+            };
+            if let Ok(doc) = serde_json::from_slice::<UsageOnly>(doc)
                 && let Some(u) = doc.usage
             {
                 self.prompt = u.prompt_tokens.unwrap_or(0);
@@ -139,6 +156,7 @@ impl TappedBody {
             self.completion = self.events.saturating_sub(1).max(0);
         }
         self.buf = Vec::new();
+        self.chunks = Vec::new();
         let node_id = self.inflight.take().map(|f| f.0.id.clone());
         let i = &self.info;
         let elapsed = i.started.elapsed();
@@ -150,16 +168,19 @@ impl TappedBody {
             self.prompt.max(0) as u64,
             self.completion.max(0) as u64,
         );
-        i.state
-            .limiter
-            .add_tokens(&i.key_id, self.prompt + self.completion);
+        if i.count_tokens {
+            i.state
+                .limiter
+                .add_tokens(&i.key_id, self.prompt + self.completion);
+        }
+        let i = &mut self.info;
         let row = UsageRow {
             at: i.at,
-            key_id: i.key_id.clone(),
-            pool: i.pool.clone(),
+            key_id: std::mem::take(&mut i.key_id),
+            pool: std::mem::take(&mut i.pool),
             node_id,
-            model: i.model.clone(),
-            endpoint: i.endpoint.clone(),
+            model: std::mem::take(&mut i.model),
+            endpoint: std::mem::take(&mut i.endpoint),
             status: i64::from(i.status),
             prompt_tokens: self.prompt,
             completion_tokens: self.completion,

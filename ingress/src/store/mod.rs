@@ -9,12 +9,14 @@
 
 mod keys;
 mod ledger;
+mod lifecycle;
 mod nodes;
 mod types;
 mod usage;
 
 pub use keys::{ApiKey, KeyLimits, NewKey, hash_secret, random_hex};
 pub use ledger::{LedgerInterval, NewInterval};
+pub use lifecycle::{LifecycleUpdate, LifecycleWrite};
 pub use nodes::NodeStore;
 pub use types::{NewNode, NodeEvent, NodeRecord, NodeState};
 pub use usage::{KeyUsage, UsageRow};

@@ -37,15 +37,16 @@ pub trait NodeStore: Send + Sync {
     ) -> Result<()>;
     /// Replaces a node's join token (hash) and its expiry.
     async fn set_join_token(&self, id: &str, token_hash: &str, expires_at: i64) -> Result<()>;
-    /// Records a registration: API URL and pinned certificate; state becomes `ready`.
+    /// Records a registration: API URL and pinned certificate; a node on its way becomes
+    /// `ready`, a draining one stays draining.
     async fn record_registration(
         &self,
         id: &str,
         api_url: &str,
         tls_cert_sha256: Option<&str>,
     ) -> Result<()>;
-    /// Records a heartbeat time.
-    async fn record_heartbeat(&self, id: &str, at: i64) -> Result<()>;
+    /// Records a heartbeat time and the requests the gateway has in flight on the node.
+    async fn record_heartbeat(&self, id: &str, at: i64, in_flight: u32) -> Result<()>;
     /// Sets the error text of a node (kept with `failed`).
     async fn set_error(&self, id: &str, error: &str) -> Result<()>;
     /// A node's events, oldest first.
@@ -60,7 +61,8 @@ pub trait NodeStore: Send + Sync {
 
 const NODE_COLS: &str = "id, pool, state, provider_id, server_type, location, api_url, \
     tls_cert_sha256, join_token_hash, join_token_expires_at, registered_at, \
-    last_heartbeat_at, error, created_at, updated_at";
+    last_heartbeat_at, error, address, server_created_at, drain_started_at, deleted_at, \
+    attempts, retry_at, in_flight, host_key, created_at, updated_at";
 
 fn node_from_row(r: &AnyRow) -> Result<NodeRecord> {
     let state: String = r.try_get("state")?;
@@ -78,6 +80,14 @@ fn node_from_row(r: &AnyRow) -> Result<NodeRecord> {
         registered_at: r.try_get("registered_at")?,
         last_heartbeat_at: r.try_get("last_heartbeat_at")?,
         error: r.try_get("error")?,
+        address: r.try_get("address")?,
+        server_created_at: r.try_get("server_created_at")?,
+        drain_started_at: r.try_get("drain_started_at")?,
+        deleted_at: r.try_get("deleted_at")?,
+        attempts: r.try_get("attempts")?,
+        retry_at: r.try_get("retry_at")?,
+        in_flight: r.try_get("in_flight")?,
+        host_key: r.try_get("host_key")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -220,6 +230,15 @@ impl NodeStore for Store {
         };
         let current: String = row.try_get("state")?;
         let current: NodeState = current.parse().map_err(StoreError::Corrupt)?;
+        // A node on its way becomes ready (the local provider starts nodes at once, so
+        // one may register before the scheduler recorded its server: the scheduler's
+        // server fields are merged in later, see `update_lifecycle`). A draining node
+        // stays draining.
+        let next = if current.is_on_its_way() {
+            NodeState::Ready
+        } else {
+            current
+        };
         sqlx::query(
             "UPDATE nodes SET api_url = $1, tls_cert_sha256 = $2, state = $3, \
              registered_at = COALESCE(registered_at, $4), last_heartbeat_at = $4, updated_at = $4 \
@@ -227,29 +246,22 @@ impl NodeStore for Store {
         )
         .bind(api_url)
         .bind(tls_cert_sha256.map(str::to_string))
-        .bind(NodeState::Ready.as_str())
+        .bind(next.as_str())
         .bind(now)
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        if current != NodeState::Ready {
-            insert_event(
-                &mut tx,
-                id,
-                now,
-                Some(current),
-                NodeState::Ready,
-                "registered",
-            )
-            .await?;
+        if current != next {
+            insert_event(&mut tx, id, now, Some(current), next, "registered").await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn record_heartbeat(&self, id: &str, at: i64) -> Result<()> {
-        sqlx::query("UPDATE nodes SET last_heartbeat_at = $1 WHERE id = $2")
+    async fn record_heartbeat(&self, id: &str, at: i64, in_flight: u32) -> Result<()> {
+        sqlx::query("UPDATE nodes SET last_heartbeat_at = $1, in_flight = $2 WHERE id = $3")
             .bind(at)
+            .bind(i64::from(in_flight))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -300,7 +312,7 @@ impl NodeStore for Store {
     }
 }
 
-async fn insert_event(
+pub(super) async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     node_id: &str,
     at: i64,

@@ -48,6 +48,22 @@ pub struct NodeRecord {
     pub last_heartbeat_at: Option<i64>,
     /// Last error, for `failed`.
     pub error: Option<String>,
+    /// Address of the server (`ip` or `ip:port`), from the provider.
+    pub address: Option<String>,
+    /// When the provider created the server (unix ms): its billing starts here.
+    pub server_created_at: Option<i64>,
+    /// When draining began (unix ms).
+    pub drain_started_at: Option<i64>,
+    /// When the server was deleted (unix ms).
+    pub deleted_at: Option<i64>,
+    /// Failed create attempts since the last success.
+    pub attempts: i64,
+    /// No new create attempt before this time (unix ms).
+    pub retry_at: Option<i64>,
+    /// Requests in flight on the node at its last heartbeat (as the gateway counts them).
+    pub in_flight: i64,
+    /// The node's SSH host public key (OpenSSH format), checked by the bootstrap.
+    pub host_key: Option<String>,
     /// Row creation (unix ms).
     pub created_at: i64,
     /// Last change (unix ms).

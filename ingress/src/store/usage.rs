@@ -32,6 +32,17 @@ pub struct UsageRow {
     pub latency_ms: i64,
 }
 
+/// Tokens one API key used on one node over a range (the cost ledger's `--by key`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyNodeTokens {
+    /// API key id.
+    pub key_id: String,
+    /// Node that answered.
+    pub node_id: String,
+    /// Prompt + completion tokens.
+    pub tokens: i64,
+}
+
 /// Tokens per API key over a range.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeyUsage {
@@ -153,6 +164,30 @@ impl Store {
                     prompt_tokens: r.try_get("prompt_tokens")?,
                     completion_tokens: r.try_get("completion_tokens")?,
                     latency_ms: r.try_get("latency_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Prompt + completion tokens per (key, node) in `[from, to)` (unix ms); rows that no
+    /// node answered are left out. Sorted by key, then node.
+    pub async fn tokens_by_key_and_node(&self, from: i64, to: i64) -> Result<Vec<KeyNodeTokens>> {
+        let rows = sqlx::query(
+            "SELECT key_id, node_id, \
+             CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS t \
+             FROM usage WHERE at >= $1 AND at < $2 AND node_id IS NOT NULL \
+             GROUP BY key_id, node_id ORDER BY key_id, node_id",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyNodeTokens {
+                    key_id: r.try_get("key_id")?,
+                    node_id: r.try_get("node_id")?,
+                    tokens: r.try_get("t")?,
                 })
             })
             .collect()

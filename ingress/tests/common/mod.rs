@@ -3,6 +3,8 @@
 //! `dayshift-node` is being built in parallel.
 #![allow(dead_code)]
 
+pub mod pebble;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -447,6 +449,18 @@ pub async fn register(gw: &Gateway, node: &StandIn, pool: &str, model: &str) -> 
 /// Creates an API key; returns its secret.
 pub async fn api_key(gw: &Gateway) -> String {
     gw.state()
+        .store
+        .create_api_key("test", Default::default())
+        .await
+        .expect("key")
+        .secret
+        .expose()
+        .to_string()
+}
+
+/// Creates an API key directly in the store of `state`; returns its secret.
+pub async fn api_key_state(state: &dayshift::server::SharedState) -> String {
+    state
         .store
         .create_api_key("test", Default::default())
         .await

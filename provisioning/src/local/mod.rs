@@ -40,6 +40,18 @@ pub struct LocalProvider {
     _supervisor: Option<supervisor::Supervisor>,
 }
 
+fn write_owner_only(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
 fn io(what: &str, path: &Path, e: std::io::Error) -> ProviderError {
     ProviderError::Transient(format!("{what} {}: {e}", path.display()))
 }
@@ -222,8 +234,12 @@ impl Provider for LocalProvider {
             restarts: 0,
         };
         if let Some(ud) = &spec.user_data {
+            // The same placeholders as in the arguments (`{port}`, `{host}`, `{dir}`,
+            // `{id}`, `{name}`), so a node config can name its own port. Owner-only: it
+            // may hold the node's one-time join token.
             let p = dir.join("user-data");
-            std::fs::write(&p, ud).map_err(|e| io("writing", &p, e))?;
+            let text = spawn::expand(&self.settings, ud, &rec, &dir);
+            write_owner_only(&p, text.as_bytes()).map_err(|e| io("writing", &p, e))?;
         }
         // The record is written before the process starts, so a crash leaves no unknown child.
         record::write(&dir, &rec)?;

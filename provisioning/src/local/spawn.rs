@@ -7,7 +7,8 @@ use super::record::Record;
 use super::{LocalSettings, process};
 use crate::ProviderError;
 
-fn expand(settings: &LocalSettings, arg: &str, r: &Record, dir: &Path) -> String {
+/// Replaces `{port}`, `{host}`, `{dir}`, `{id}` and `{name}` in `arg`.
+pub(super) fn expand(settings: &LocalSettings, arg: &str, r: &Record, dir: &Path) -> String {
     arg.replace("{port}", &r.port.to_string())
         .replace("{host}", &settings.host.to_string())
         .replace("{dir}", &dir.display().to_string())

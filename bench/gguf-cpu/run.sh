@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# CPU tokens/s of dayshift-node beside llama.cpp (llama-cpp-python) on this machine, one run:
+# SmolLM2-135M-Instruct Q4_1 GGUF, same threads, same prompt and length, greedy.
+#   THREADS (default: all cores)  RUNS (default 3)  MAX_TOKENS (default 128)
+# Needs: python3 with openai and llama-cpp-python (pip install llama-cpp-python: builds
+# llama.cpp from source, several minutes); the model comes from scripts/fetch-smollm2.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+THREADS="${THREADS:-$(nproc)}"
+RUNS="${RUNS:-3}"
+MAX_TOKENS="${MAX_TOKENS:-128}"
+python3 -c "import llama_cpp, openai" 2>/dev/null || {
+  echo "bench/gguf-cpu: needs python packages llama-cpp-python and openai: pip install llama-cpp-python openai" >&2
+  exit 1
+}
+MODEL="$(bash scripts/fetch-smollm2.sh)"
+cargo build --release -q -p dayshift-node
+BIN="${CARGO_TARGET_DIR:-target}/release/dayshift-node"
+work="$(mktemp -d)"
+node_pid=""
+cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+cat > "$work/node.toml" <<TOML
+node_id = "bench"
+listen = "127.0.0.1:0"
+[tls]
+mode = "off"
+[engine]
+device = "cpu"
+[[models]]
+name = "smollm2"
+source = { type = "local", path = "$MODEL" }
+TOML
+RAYON_NUM_THREADS="$THREADS" "$BIN" serve --config "$work/node.toml" 2> "$work/node.log" &
+node_pid=$!
+addr=""
+for _ in $(seq 1 600); do
+  addr="$(grep -o 'addr=[0-9.:]*' "$work/node.log" | head -1 | cut -d= -f2 || true)"
+  if [ -n "$addr" ] && curl -sf "http://$addr/health" >/dev/null; then break; fi
+  kill -0 "$node_pid" 2>/dev/null || { cat "$work/node.log" >&2; exit 1; }
+  sleep 0.2
+done
+[ -n "$addr" ] || { echo "dayshift-node did not start" >&2; cat "$work/node.log" >&2; exit 1; }
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+python3 bench/gguf-cpu/bench.py "http://$addr/v1" "$MODEL" "$THREADS" "$RUNS" "$MAX_TOKENS"

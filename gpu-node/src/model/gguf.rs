@@ -1,0 +1,650 @@
+//! Single-file GGUF models (the format of llama.cpp and Ollama) of the Llama family
+//! (`general.architecture` = `llama`, `mistral` or `qwen2`; SmolLM files say `llama`):
+//! quantized weights stay quantized (candle's `QMatMul`), the tokenizer is rebuilt from
+//! `tokenizer.ggml.*` and the chat template comes from `tokenizer.chat_template`, so no
+//! other file is needed. The result is an ordinary [`GenerationModel`] that runs in the
+//! same continuous-batching engine as a safetensors model.
+//!
+//! GGUF files written by llama.cpp's converter store the Q and K projections of `llama`
+//! models with their rows permuted for the interleaved ("GPT-J") rotary layout; this
+//! loader permutes those rows back (a lossless move of whole quantized rows) so that the
+//! model's "rotate half" rotary embedding applies unchanged. `qwen2` files are not permuted.
+
+use super::files::ModelError;
+use super::llama::{Lin, Llama, QuantSource};
+use super::{GenerationModel, chat, config::LlamaConfig};
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, ggml_file};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+
+/// GGUF architectures this loader runs.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2"];
+
+/// Whether `path` is a GGUF file (by its magic bytes).
+pub fn is_gguf_file(path: &Path) -> bool {
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    let mut magic = [0u8; 4];
+    path.is_file() && f.read_exact(&mut magic).is_ok() && &magic == b"GGUF"
+}
+
+/// The single `*.gguf` file of a directory that has no `config.json` (a GGUF model
+/// fetched from the mirror lands in such a directory); `None` otherwise.
+pub fn single_gguf_in_dir(dir: &Path) -> Option<PathBuf> {
+    if !dir.is_dir() || dir.join("config.json").is_file() {
+        return None;
+    }
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+            && p.is_file()
+        {
+            found.push(p);
+        }
+    }
+    if found.len() == 1 { found.pop() } else { None }
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> ModelError {
+    ModelError::BadFile {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::U8(x) => Some(*x as u64),
+        Value::I8(x) => u64::try_from(*x).ok(),
+        Value::U16(x) => Some(*x as u64),
+        Value::I16(x) => u64::try_from(*x).ok(),
+        Value::U32(x) => Some(*x as u64),
+        Value::I32(x) => u64::try_from(*x).ok(),
+        Value::U64(x) => Some(*x),
+        Value::I64(x) => u64::try_from(*x).ok(),
+        _ => None,
+    }
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::F32(x) => Some(*x as f64),
+        Value::F64(x) => Some(*x),
+        other => as_u64(other).map(|x| x as f64),
+    }
+}
+
+/// Typed access to the metadata of one file, with the file in every error.
+struct Meta<'a> {
+    md: &'a HashMap<String, Value>,
+    path: &'a Path,
+}
+
+impl Meta<'_> {
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.md.get(k)
+    }
+    fn u64(&self, k: &str) -> Result<u64, ModelError> {
+        self.opt_u64(k).ok_or_else(|| {
+            bad(
+                self.path,
+                format!("metadata {k} is missing or not an integer"),
+            )
+        })
+    }
+    fn opt_u64(&self, k: &str) -> Option<u64> {
+        self.get(k).and_then(as_u64)
+    }
+    fn opt_f64(&self, k: &str) -> Option<f64> {
+        self.get(k).and_then(as_f64)
+    }
+    fn opt_bool(&self, k: &str) -> Option<bool> {
+        match self.get(k) {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+    fn opt_str(&self, k: &str) -> Option<&str> {
+        match self.get(k) {
+            Some(Value::String(s)) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+    fn str(&self, k: &str) -> Result<&str, ModelError> {
+        self.opt_str(k).ok_or_else(|| {
+            bad(
+                self.path,
+                format!("metadata {k} is missing or not a string"),
+            )
+        })
+    }
+    fn strings(&self, k: &str) -> Result<Vec<String>, ModelError> {
+        match self.get(k) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(bad(self.path, format!("metadata {k} holds a non-string"))),
+                })
+                .collect(),
+            _ => Err(bad(
+                self.path,
+                format!("metadata {k} is missing: this GGUF file has no tokenizer"),
+            )),
+        }
+    }
+    fn ints(&self, k: &str) -> Vec<u64> {
+        match self.get(k) {
+            Some(Value::Array(a)) => a.iter().map(|v| as_u64(v).unwrap_or(1)).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The model config (in `config.json` terms) from a GGUF file's metadata.
+fn config_from_meta(m: &Meta, arch: &str, vocab: usize) -> Result<LlamaConfig, ModelError> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let heads = m.u64(&k("attention.head_count"))?;
+    let hidden = m.u64(&k("embedding_length"))?;
+    let head_dim = m
+        .opt_u64(&k("attention.key_length"))
+        .or_else(|| m.opt_u64(&k("rope.dimension_count")))
+        .unwrap_or(hidden / heads.max(1));
+    let v = serde_json::json!({
+        "model_type": if arch == "qwen2" { "qwen2" } else { "llama" },
+        "hidden_size": hidden,
+        "intermediate_size": m.u64(&k("feed_forward_length"))?,
+        "num_hidden_layers": m.u64(&k("block_count"))?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": m.opt_u64(&k("attention.head_count_kv")).unwrap_or(heads),
+        "head_dim": head_dim,
+        "rms_norm_eps": m.opt_f64(&k("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+        "rope_theta": m.opt_f64(&k("rope.freq_base")).unwrap_or(10_000.0),
+        "max_position_embeddings": m.opt_u64(&k("context_length")).unwrap_or(4096),
+        "vocab_size": vocab,
+        "torch_dtype": "float32",
+    });
+    let cfg: LlamaConfig = serde_json::from_value(v).map_err(|e| bad(m.path, e.to_string()))?;
+    cfg.check().map_err(|e| bad(m.path, e))?;
+    Ok(cfg)
+}
+
+/// Pre-tokenizer regexes of llama.cpp's `tokenizer.ggml.pre` names.
+const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+fn regex_then_bytes(re: &str) -> Result<PreTokenizerWrapper, String> {
+    let split = Split::new(
+        SplitPattern::Regex(re.to_string()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| format!("bad pre-tokenizer regex: {e}"))?;
+    let bl = ByteLevel::default()
+        .add_prefix_space(false)
+        .use_regex(false);
+    Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+        split.into(),
+        bl.into(),
+    ])))
+}
+
+/// The byte-level BPE tokenizer (`tokenizer.ggml.model` = `gpt2`) of a GGUF file.
+fn build_tokenizer(m: &Meta, tokens: &[String]) -> Result<Tokenizer, ModelError> {
+    let model = m.str("tokenizer.ggml.model")?;
+    if model != "gpt2" {
+        return Err(bad(
+            m.path,
+            format!(
+                "tokenizer.ggml.model {model:?} is not supported: this node reads byte-level BPE (\"gpt2\": Llama 3, Qwen2, SmolLM); use the model's safetensors directory instead"
+            ),
+        ));
+    }
+    let merges: Vec<(String, String)> = m
+        .strings("tokenizer.ggml.merges")?
+        .into_iter()
+        .filter_map(|s| {
+            s.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect();
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let pre = m.opt_str("tokenizer.ggml.pre").unwrap_or("default");
+    let mut builder = BPE::builder().vocab_and_merges(vocab, merges);
+    if matches!(pre, "llama3" | "llama-bpe" | "llama-v3") {
+        builder = builder.ignore_merges(true);
+    }
+    let bpe = builder
+        .build()
+        .map_err(|e| bad(m.path, format!("cannot build the BPE tokenizer: {e}")))?;
+    let mut tok = Tokenizer::new(bpe);
+    let byte_level = ByteLevel::default().add_prefix_space(false);
+    let pre_tok: PreTokenizerWrapper = match pre {
+        "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            Digits::new(true).into(),
+            byte_level.into(),
+        ])),
+        "llama3" | "llama-bpe" | "llama-v3" => {
+            regex_then_bytes(LLAMA3_REGEX).map_err(|e| bad(m.path, e))?
+        }
+        "qwen2" => regex_then_bytes(QWEN2_REGEX).map_err(|e| bad(m.path, e))?,
+        "default" | "gpt2" | "gpt-2" => byte_level.into(),
+        other => {
+            tracing::warn!(
+                pre = other,
+                "unknown tokenizer.ggml.pre: using GPT-2's pre-tokenizer; tokens may differ from llama.cpp's"
+            );
+            byte_level.into()
+        }
+    };
+    tok.with_pre_tokenizer(Some(pre_tok));
+    tok.with_decoder(Some(ByteLevelDecoder::default()));
+    // Control tokens (type 3) are special; user-defined ones (type 4) are matched in text.
+    let types = m.ints("tokenizer.ggml.token_type");
+    let mut special = Vec::new();
+    let mut user = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        match types.get(i).copied() {
+            Some(3) => special.push(AddedToken::from(t.clone(), true)),
+            Some(4) => user.push(AddedToken::from(t.clone(), false)),
+            _ => {}
+        }
+    }
+    tok.add_special_tokens(special)
+        .map_err(|e| bad(m.path, format!("cannot add special tokens: {e}")))?;
+    tok.add_tokens(user)
+        .map_err(|e| bad(m.path, format!("cannot add user-defined tokens: {e}")))?;
+    let bos = m.opt_u64("tokenizer.ggml.bos_token_id");
+    if m.opt_bool("tokenizer.ggml.add_bos_token").unwrap_or(false)
+        && let Some(b) = bos
+        && let Some(s) = tokens.get(b as usize)
+    {
+        let mut tb = TemplateProcessing::builder();
+        tb.try_single(format!("{s} $A"))
+            .map_err(|e| bad(m.path, format!("cannot set up the BOS token: {e}")))?;
+        tb.special_tokens(vec![(s.clone(), b as u32)]);
+        let tp = tb
+            .build()
+            .map_err(|e| bad(m.path, format!("cannot set up the BOS token: {e}")))?;
+        tok.with_post_processor(Some(tp));
+    }
+    Ok(tok)
+}
+
+/// Tensors of an open GGUF file, read one at a time onto a device.
+struct GgufSource {
+    content: Content,
+    reader: BufReader<File>,
+    device: Device,
+    /// Q/K rows are stored in the interleaved rotary layout (llama.cpp's `llama` converter).
+    interleaved: bool,
+    head_dim: usize,
+    path: PathBuf,
+}
+
+impl GgufSource {
+    /// The raw (still quantized) bytes of a tensor, its dtype and dims.
+    fn raw(&mut self, name: &str) -> candle_core::Result<(Vec<u8>, GgmlDType, Vec<usize>)> {
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            candle_core::bail!("{}: tensor {name} is missing", self.path.display());
+        };
+        let dt = info.ggml_dtype;
+        let dims = info.shape.dims().to_vec();
+        let elems = info.shape.elem_count();
+        if !elems.is_multiple_of(dt.block_size()) {
+            candle_core::bail!("tensor {name}: {elems} elements is not a whole number of blocks");
+        }
+        let size = elems / dt.block_size() * dt.type_size();
+        let mut data = vec![0u8; size];
+        self.reader.seek(SeekFrom::Start(
+            self.content.tensor_data_offset + info.offset,
+        ))?;
+        self.reader.read_exact(&mut data)?;
+        Ok((data, dt, dims))
+    }
+}
+
+/// Reorders the rows of a `[heads * head_dim, in]` matrix (each row `row_bytes` long)
+/// from the interleaved rotary layout (row `2i + a` of a head) to "rotate half"
+/// (row `a * head_dim / 2 + i`).
+fn deinterleave_rows(data: &[u8], row_bytes: usize, heads: usize, head_dim: usize) -> Vec<u8> {
+    let half = head_dim / 2;
+    let mut out = vec![0u8; data.len()];
+    for h in 0..heads {
+        for a in 0..2 {
+            for i in 0..half {
+                let src = h * head_dim + 2 * i + a;
+                let dst = h * head_dim + a * half + i;
+                out[dst * row_bytes..(dst + 1) * row_bytes]
+                    .copy_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+            }
+        }
+    }
+    out
+}
+
+impl QuantSource for GgufSource {
+    fn lin(&mut self, name: &str, rope_heads: Option<usize>) -> candle_core::Result<Lin> {
+        let (data, dt, dims) = self.raw(name)?;
+        let data = match rope_heads {
+            Some(heads) if self.interleaved => {
+                let rows = dims.first().copied().unwrap_or(0);
+                if rows != heads * self.head_dim || rows == 0 {
+                    candle_core::bail!(
+                        "tensor {name} has {rows} rows, expected {heads} heads × {}",
+                        self.head_dim
+                    );
+                }
+                deinterleave_rows(&data, data.len() / rows, heads, self.head_dim)
+            }
+            _ => data,
+        };
+        let qt = ggml_file::qtensor_from_ggml(dt, &data, dims, &self.device)?;
+        Ok(Lin::Quant {
+            w: QMatMul::from_arc(Arc::new(qt))?,
+            b: None,
+        })
+    }
+
+    fn dense(&mut self, name: &str) -> candle_core::Result<Tensor> {
+        let (data, dt, dims) = self.raw(name)?;
+        let qt = ggml_file::qtensor_from_ggml(dt, &data, dims, &Device::Cpu)?;
+        qt.dequantize(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .to_device(&self.device)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Loads a GGUF file of the Llama family onto `device` (activations in f32).
+pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError> {
+    let file = File::open(path).map_err(|e| bad(path, e.to_string()))?;
+    let mut reader = BufReader::new(file);
+    let content = Content::read(&mut reader)
+        .map_err(|e| bad(path, format!("not a readable GGUF file: {e}")))?;
+    let m = Meta {
+        md: &content.metadata,
+        path,
+    };
+    let arch = m.str("general.architecture")?.to_string();
+    if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
+        return Err(ModelError::Unsupported {
+            model_type: format!("{arch} (GGUF)"),
+            path: path.to_path_buf(),
+        });
+    }
+    let tokens = m.strings("tokenizer.ggml.tokens")?;
+    let vocab = m
+        .opt_u64(&format!("{arch}.vocab_size"))
+        .map(|v| v as usize)
+        .unwrap_or(tokens.len());
+    let cfg = config_from_meta(&m, &arch, vocab)?;
+    let tokenizer = build_tokenizer(&m, &tokens)?;
+    let tok_str = |k: &str| {
+        m.opt_u64(k)
+            .and_then(|id| tokens.get(id as usize).cloned())
+            .unwrap_or_default()
+    };
+    let bos_str = tok_str("tokenizer.ggml.bos_token_id");
+    let eos_str = tok_str("tokenizer.ggml.eos_token_id");
+    let chat = match m.opt_str("tokenizer.chat_template") {
+        Some(src) => Some(
+            chat::ChatTemplate::new(src, &bos_str, &eos_str)
+                .map_err(|e| bad(path, format!("tokenizer.chat_template: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut eos_ids = Vec::new();
+    for k in [
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    ] {
+        if let Some(id) = m.opt_u64(k).map(|x| x as u32)
+            && !eos_ids.contains(&id)
+        {
+            eos_ids.push(id);
+        }
+    }
+    let bos_id = m.opt_u64("tokenizer.ggml.bos_token_id").map(|x| x as u32);
+    let mut src = GgufSource {
+        interleaved: arch != "qwen2",
+        head_dim: cfg.head_dim(),
+        device: device.clone(),
+        path: path.to_path_buf(),
+        content,
+        reader,
+    };
+    let llama = Llama::load_gguf(&mut src, &cfg).map_err(|e| ModelError::Weights {
+        dir: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(GenerationModel {
+        llama,
+        tokenizer,
+        chat,
+        eos_ids,
+        bos_id,
+        architecture: arch,
+    })
+}
+
+/// Name of a GGUF weight type (`q4_0`, `q4_1`, `q5_k`, `q6_k`, `q8_0`, `f16`, `f32`).
+pub fn parse_ggml_dtype(s: &str) -> Option<GgmlDType> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "f32" => GgmlDType::F32,
+        "f16" => GgmlDType::F16,
+        "q4_0" => GgmlDType::Q4_0,
+        "q4_1" => GgmlDType::Q4_1,
+        "q5_0" => GgmlDType::Q5_0,
+        "q5_1" => GgmlDType::Q5_1,
+        "q8_0" => GgmlDType::Q8_0,
+        "q4_k" => GgmlDType::Q4K,
+        "q5_k" => GgmlDType::Q5K,
+        "q6_k" => GgmlDType::Q6K,
+        _ => return None,
+    })
+}
+
+/// Moves rows of `[heads * head_dim, in]` from "rotate half" to the interleaved layout
+/// (what llama.cpp's converter does to Q and K of `llama` models).
+fn interleave(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (rows, inp) = w.dims2()?;
+    let hd = rows / heads;
+    w.reshape((heads, 2, hd / 2, inp))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, inp))
+}
+
+/// Writes a safetensors Llama directory (config.json, tokenizer.json with byte-level BPE,
+/// tokenizer_config.json) as one GGUF file the way llama.cpp's converter lays it out,
+/// with every matrix in `dtype` (norms stay f32). Used by tests and to make small GGUF
+/// files of the tiny model; K-quants need every matrix's input width to be a multiple of 256.
+pub fn write_from_dir(dir: &Path, out: &Path, dtype: GgmlDType) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let cfg: LlamaConfig = super::files::read_json(&dir.join("config.json"))?;
+    anyhow::ensure!(
+        cfg.model_type == "llama",
+        "only llama directories can be written as GGUF"
+    );
+    let tok = super::load_tokenizer(dir)?;
+    let tc = chat::TokenizerConfig::load(&dir.join("tokenizer_config.json"))?;
+    let tj: serde_json::Value = serde_json::from_str(
+        &tok.to_string(false)
+            .map_err(|e| anyhow::anyhow!("cannot serialise the tokenizer: {e}"))?,
+    )?;
+    let merges: Vec<Value> = tj["model"]["merges"]
+        .as_array()
+        .context("tokenizer.json has no BPE merges")?
+        .iter()
+        .filter_map(|m| match m {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Array(p) => {
+                Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
+            }
+            _ => None,
+        })
+        .map(Value::String)
+        .collect();
+    let n = tok.get_vocab_size(true);
+    let mut tokens = vec![String::new(); n];
+    for (t, id) in tok.get_vocab(true) {
+        if let Some(slot) = tokens.get_mut(id as usize) {
+            *slot = t;
+        }
+    }
+    let specials: Vec<u32> = tok
+        .get_added_tokens_decoder()
+        .iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, _)| *id)
+        .collect();
+    let types: Vec<Value> = (0..n as u32)
+        .map(|i| Value::I32(if specials.contains(&i) { 3 } else { 1 }))
+        .collect();
+    let eos = cfg
+        .eos_ids()
+        .first()
+        .copied()
+        .or_else(|| tok.token_to_id(&tc.eos_token))
+        .context("no eos token")?;
+    let u32v = |x: usize| Value::U32(x as u32);
+    let mut md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String("llama".into())),
+        (
+            "general.name".into(),
+            Value::String("dayshift tiny test model".into()),
+        ),
+        ("llama.block_count".into(), u32v(cfg.num_hidden_layers)),
+        (
+            "llama.context_length".into(),
+            u32v(cfg.max_position_embeddings),
+        ),
+        ("llama.embedding_length".into(), u32v(cfg.hidden_size)),
+        (
+            "llama.feed_forward_length".into(),
+            u32v(cfg.intermediate_size),
+        ),
+        (
+            "llama.attention.head_count".into(),
+            u32v(cfg.num_attention_heads),
+        ),
+        ("llama.attention.head_count_kv".into(), u32v(cfg.kv_heads())),
+        ("llama.attention.key_length".into(), u32v(cfg.head_dim())),
+        ("llama.rope.dimension_count".into(), u32v(cfg.head_dim())),
+        (
+            "llama.rope.freq_base".into(),
+            Value::F32(cfg.rope_theta as f32),
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
+        ("llama.vocab_size".into(), u32v(cfg.vocab_size)),
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("gpt2".into())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+        ("tokenizer.ggml.merges".into(), Value::Array(merges)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+    ];
+    if let Some(t) = &tc.chat_template {
+        md.push(("tokenizer.chat_template".into(), Value::String(t.clone())));
+    }
+    let vb = super::load_weights(dir, DType::F32, &Device::Cpu)?;
+    let get = |name: &str| -> anyhow::Result<Tensor> {
+        vb.get_unchecked(name)
+            .with_context(|| format!("tensor {name} missing in {}", dir.display()))
+    };
+    let q = |t: &Tensor, dt: GgmlDType, name: &str| {
+        QTensor::quantize(t, dt).with_context(|| format!("cannot quantize {name} as {dt:?}"))
+    };
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    tensors.push((
+        "token_embd.weight".into(),
+        q(&get("model.embed_tokens.weight")?, dtype, "token_embd")?,
+    ));
+    let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let b = format!("blk.{i}");
+        let mats = [
+            ("self_attn.q_proj", "attn_q", Some(nh)),
+            ("self_attn.k_proj", "attn_k", Some(nkv)),
+            ("self_attn.v_proj", "attn_v", None),
+            ("self_attn.o_proj", "attn_output", None),
+            ("mlp.gate_proj", "ffn_gate", None),
+            ("mlp.up_proj", "ffn_up", None),
+            ("mlp.down_proj", "ffn_down", None),
+        ];
+        for (hf, gg, rope) in mats {
+            let w = get(&format!("{p}.{hf}.weight"))?;
+            let w = match rope {
+                Some(h) => interleave(&w, h)?,
+                None => w,
+            };
+            let name = format!("{b}.{gg}.weight");
+            let qt = q(&w, dtype, &name)?;
+            tensors.push((name, qt));
+        }
+        for (hf, gg) in [
+            ("input_layernorm", "attn_norm"),
+            ("post_attention_layernorm", "ffn_norm"),
+        ] {
+            let name = format!("{b}.{gg}.weight");
+            let qt = q(&get(&format!("{p}.{hf}.weight"))?, GgmlDType::F32, &name)?;
+            tensors.push((name, qt));
+        }
+    }
+    tensors.push((
+        "output_norm.weight".into(),
+        q(&get("model.norm.weight")?, GgmlDType::F32, "output_norm")?,
+    ));
+    if !cfg.tie_word_embeddings {
+        tensors.push((
+            "output.weight".into(),
+            q(&get("lm_head.weight")?, dtype, "output")?,
+        ));
+    }
+    let mut f = std::io::BufWriter::new(
+        File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
+    );
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    candle_core::quantized::gguf_file::write(&mut f, &md_refs, &t_refs)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    std::io::Write::flush(&mut f)?;
+    Ok(())
+}

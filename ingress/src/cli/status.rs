@@ -1,0 +1,377 @@
+//! `dayshift status [--json]`: the cluster at a glance from the config, the schedule and
+//! the store (no running server needed): today's schedule per pool, nodes by state, the
+//! next window, the month's cost so far and the budget left.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use clap::Args;
+use dayshift_config::billing::to_cents;
+use dayshift_config::estimate::server_lives;
+use dayshift_config::schedule::{Interval, resolve};
+use dayshift_config::{Config, Schedule};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use super::cost_report::{self, Costed};
+use super::output;
+use super::stored::{self, Failure};
+use crate::store::{NodeRecord, NodeStore};
+
+/// Arguments of `dayshift status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// dayshift.toml of the cluster (names the store and the schedule).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Evaluate the schedule and the month's cost at this instant (RFC 3339) instead of
+    /// now, e.g. to see what tomorrow morning looks like. Nodes are always as stored.
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+/// Runs `dayshift status`.
+pub fn run(args: StatusArgs) -> ExitCode {
+    match status(args) {
+        Ok(code) => code,
+        Err(f) => stored::report(f),
+    }
+}
+
+/// One pool's line of the status.
+#[derive(Debug, Clone)]
+struct PoolStatus {
+    pool: String,
+    model: Option<String>,
+    wanted_now: u32,
+    today: Vec<Interval>,
+    nodes: BTreeMap<String, usize>,
+    open_until: Option<DateTime<Utc>>,
+    next_window: Option<Interval>,
+}
+
+/// The month's money at an instant.
+#[derive(Debug, Clone)]
+struct Month {
+    costed: Costed,
+    committed: Decimal,
+    budget: Option<Decimal>,
+}
+
+impl Month {
+    fn spent(&self) -> Decimal {
+        to_cents(self.costed.total())
+    }
+    fn forecast(&self) -> Decimal {
+        to_cents(self.costed.total() + self.committed)
+    }
+    fn left(&self) -> Option<Decimal> {
+        self.budget.map(|b| b - self.spent())
+    }
+}
+
+fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
+    let config = stored::load_config(args.config.as_deref())?;
+    let schedule = stored::load_schedule(&config)?;
+    let tz = stored::timezone(schedule.as_ref());
+    let now = match &args.at {
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                Failure::invalid(format!(
+                    "--at: expected an RFC 3339 instant such as 2026-11-23T08:00:00+01:00 ({e})"
+                ))
+            })?,
+        None => Utc::now(),
+    };
+    let first_day = cost_report::month_of(now, tz)
+        .ok_or_else(|| Failure::invalid("--at: the month is out of range"))?;
+    let (nodes, costed) = stored::block_on(async {
+        let store = stored::open_store(&config).await?;
+        let nodes = store
+            .list_nodes(false)
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot read the nodes: {e}")));
+        let costed = cost_report::cost_month(&store, &config, tz, first_day, now, true).await;
+        store.close().await;
+        Ok((nodes?, costed?))
+    })?;
+    let committed = committed_rest(&config, schedule.as_ref(), now, costed.to);
+    let month = Month {
+        costed,
+        committed,
+        budget: config.budget_monthly,
+    };
+    let pools = pool_status(&config, schedule.as_ref(), &nodes, now, tz);
+    let next_change = schedule.as_ref().and_then(|s| s.next_change(now));
+    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+    for n in &nodes {
+        *by_state.entry(n.state.as_str().to_string()).or_insert(0) += 1;
+    }
+    if args.json {
+        return Ok(output::print_json(&status_json(
+            &config,
+            schedule.is_some(),
+            tz,
+            now,
+            &pools,
+            &by_state,
+            next_change,
+            &month,
+        )));
+    }
+    let local = |t: DateTime<Utc>| t.with_timezone(&tz).format("%a %Y-%m-%d %H:%M").to_string();
+    println!(
+        "Cluster \"{}\" ({}), {} {}",
+        config.cluster,
+        cost_report::provider_kind(&config),
+        local(now),
+        tz
+    );
+    if schedule.is_none() {
+        println!("No schedule: dayshift.toml names none, so no window opens.");
+    }
+    let mut t = output::table(&[
+        "pool",
+        "model",
+        "wanted now",
+        "today",
+        "nodes",
+        "next window",
+    ]);
+    for p in &pools {
+        let today = if p.today.is_empty() {
+            "closed".to_string()
+        } else {
+            p.today
+                .iter()
+                .map(|i| span(i, tz))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let nodes = if p.nodes.is_empty() {
+            "none".to_string()
+        } else {
+            counts(&p.nodes)
+        };
+        let mut next = Vec::new();
+        if let Some(u) = p.open_until {
+            next.push(format!("open until {}", local(u)));
+        }
+        match &p.next_window {
+            Some(i) => next.push(format!(
+                "{} {}",
+                i.start.with_timezone(&tz).format("%a %Y-%m-%d"),
+                span(i, tz)
+            )),
+            None if p.open_until.is_none() => next.push("none scheduled".into()),
+            None => {}
+        }
+        t.add_row(vec![
+            p.pool.clone(),
+            p.model.clone().unwrap_or_else(|| "-".into()),
+            p.wanted_now.to_string(),
+            today,
+            nodes,
+            next.join("; then "),
+        ]);
+    }
+    println!("{t}");
+    let live: usize = by_state.values().sum();
+    if live == 0 {
+        println!("Nodes: none live");
+    } else {
+        println!("Nodes: {} ({live} live)", counts(&by_state));
+    }
+    match next_change {
+        Some(c) => println!("Next schedule change: {} {tz}", local(c)),
+        None => println!("Next schedule change: none in the next two years"),
+    }
+    let mut money = format!(
+        "Month {} to date: {:.2} EUR spent; the rest of the schedule commits {:.2} EUR (forecast {:.2} EUR)",
+        month.costed.month,
+        month.spent(),
+        to_cents(month.committed),
+        month.forecast()
+    );
+    match (month.budget, month.left()) {
+        (Some(b), Some(left)) => {
+            money.push_str(&format!("; budget {b:.2} EUR, {left:.2} EUR left"));
+            if month.forecast() > b {
+                money.push_str(" (the forecast crosses the budget: windows will be skipped)");
+            }
+        }
+        _ => money.push_str("; no monthly budget set"),
+    }
+    println!("{money}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "ready 1, booting 2".
+fn counts(m: &BTreeMap<String, usize>) -> String {
+    m.iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "08:00–18:00 ×1" in `tz` (the end's date added when it falls on another day).
+fn span(i: &Interval, tz: Tz) -> String {
+    let (s, e) = (i.start.with_timezone(&tz), i.end.with_timezone(&tz));
+    let end = if s.date_naive() == e.date_naive() {
+        e.format("%H:%M").to_string()
+    } else {
+        e.format("%a %H:%M").to_string()
+    };
+    format!("{}–{end} ×{}", s.format("%H:%M"), i.nodes)
+}
+
+/// What the rest of the month's schedule commits to (stacked servers per pool, each
+/// life billed on its own), from `now` to `month_end`.
+fn committed_rest(
+    config: &Config,
+    schedule: Option<&Schedule>,
+    now: DateTime<Utc>,
+    month_end: DateTime<Utc>,
+) -> Decimal {
+    let Some(schedule) = schedule else {
+        return Decimal::ZERO;
+    };
+    if now >= month_end {
+        return Decimal::ZERO;
+    }
+    let plan = schedule.plan(now, month_end);
+    let mut total = Decimal::ZERO;
+    for pool in schedule.pools() {
+        let Some(price) = config.pool_price(&pool) else {
+            continue;
+        };
+        let mine: Vec<Interval> = plan.iter().filter(|i| i.pool == pool).cloned().collect();
+        for (s, e) in server_lives(&mine) {
+            total += config
+                .provider
+                .billing
+                .charge((e - s).num_seconds(), &price)
+                .cost;
+        }
+    }
+    total
+}
+
+fn pool_status(
+    config: &Config,
+    schedule: Option<&Schedule>,
+    nodes: &[NodeRecord],
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Vec<PoolStatus> {
+    let mut names: Vec<String> = config.pool_names();
+    if let Some(s) = schedule {
+        for p in s.pools() {
+            if !names.contains(&p) {
+                names.push(p);
+            }
+        }
+    }
+    for n in nodes {
+        if !names.contains(&n.pool) {
+            names.push(n.pool.clone());
+        }
+    }
+    let today = now.with_timezone(&tz).date_naive();
+    let (day_start, day_end) = match (
+        resolve(tz, today, 0),
+        today.succ_opt().and_then(|d| resolve(tz, d, 0)),
+    ) {
+        (Some(a), Some(b)) => (a, b),
+        _ => (now, now),
+    };
+    let today_plan = schedule
+        .map(|s| s.plan(day_start, day_end))
+        .unwrap_or_default();
+    let ahead = schedule
+        .map(|s| s.plan(now, now + Duration::days(64)))
+        .unwrap_or_default();
+    names
+        .into_iter()
+        .map(|pool| {
+            let mut by_state = BTreeMap::new();
+            for n in nodes.iter().filter(|n| n.pool == pool) {
+                *by_state.entry(n.state.as_str().to_string()).or_insert(0) += 1;
+            }
+            let mine = || ahead.iter().filter(|i| i.pool == pool);
+            PoolStatus {
+                model: super::nodes::model(config, &pool).map(str::to_string),
+                wanted_now: schedule.map(|s| s.desired_nodes(&pool, now)).unwrap_or(0),
+                today: today_plan
+                    .iter()
+                    .filter(|i| i.pool == pool)
+                    .cloned()
+                    .collect(),
+                nodes: by_state,
+                open_until: mine()
+                    .find(|i| i.start <= now && now < i.end)
+                    .map(|i| i.end),
+                next_window: mine().find(|i| i.start > now).cloned(),
+                pool,
+            }
+        })
+        .collect()
+}
+
+fn interval_json(i: &Interval) -> serde_json::Value {
+    json!({ "start": i.start.to_rfc3339(), "end": i.end.to_rfc3339(), "nodes": i.nodes })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn status_json(
+    config: &Config,
+    has_schedule: bool,
+    tz: Tz,
+    now: DateTime<Utc>,
+    pools: &[PoolStatus],
+    by_state: &BTreeMap<String, usize>,
+    next_change: Option<DateTime<Utc>>,
+    month: &Month,
+) -> serde_json::Value {
+    let pools: Vec<serde_json::Value> = pools
+        .iter()
+        .map(|p| {
+            json!({
+                "pool": p.pool,
+                "model": p.model,
+                "wanted_now": p.wanted_now,
+                "today": p.today.iter().map(interval_json).collect::<Vec<_>>(),
+                "nodes": p.nodes,
+                "open_until": p.open_until.map(|t| t.to_rfc3339()),
+                "next_window": p.next_window.as_ref().map(interval_json),
+            })
+        })
+        .collect();
+    let cents = |d: Decimal| format!("{:.2}", to_cents(d));
+    json!({
+        "cluster": config.cluster,
+        "provider": cost_report::provider_kind(config),
+        "at": now.to_rfc3339(),
+        "timezone": tz.name(),
+        "schedule": has_schedule,
+        "pools": pools,
+        "nodes_by_state": by_state,
+        "next_change": next_change.map(|t| t.to_rfc3339()),
+        "month": {
+            "month": month.costed.month,
+            "spent": cents(month.spent()),
+            "committed": cents(month.committed),
+            "forecast": cents(month.forecast()),
+            "budget": month.budget.map(cents),
+            "budget_left": month.left().map(cents),
+            "over_budget": month.budget.map(|b| month.forecast() > b),
+        },
+    })
+}

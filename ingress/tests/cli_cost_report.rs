@@ -1,0 +1,752 @@
+//! `dayshift cost` (the ledger report), `dayshift nodes` and `dayshift status`, run as
+//! real processes of the `dayshift` binary against a real SQLite store written through
+//! `dayshift::store::Store`, checked against a month worked out by hand.
+//!
+//! # The month: November 2025, Europe/Berlin, Hetzner's rule
+//!
+//! Month bounds in Berlin (CET all month): 2025-10-31T23:00Z to 2025-11-30T23:00Z = 720 h.
+//! Hetzner bills every started hour and one server never costs more than its type's
+//! monthly price. Prices: `gpu-l` (pool `chat`) 1.20 EUR/h, cap 600; `gpu-s` (pool
+//! `embed`) 0.50 EUR/h, cap 300.
+//!
+//! | node | pool  | billed life (UTC)                          | in the month | started h | EUR    |
+//! |------|-------|--------------------------------------------|--------------|-----------|--------|
+//! | e2   | embed | 10-31 21:00 → 11-01 00:30                  | 23:00→00:30 = 1h30m | 2  | 1.00   |
+//! | c1   | chat  | 11-03 06:55 → 16:00                        | 9h05m        | 10        | 12.00  |
+//! | e1   | embed | 11-03 08:00 → still running                | to 11-30 23:00 = 27 d 15 h = 663 h | 663 | 331.50 → cap 300.00 |
+//! | c4   | chat  | 11-03 12:10 → 13:20                        | 1h10m        | 2         | 2.40   |
+//! | c2   | chat  | 11-04 06:57 → 16:00                        | 9h03m        | 10        | 12.00  |
+//! | c3   | chat  | 11-05 07:00 → 12:30                        | 5h30m        | 6         | 7.20   |
+//! | x1   | chat  | 10-15 08:00 → 10:00 (October: not counted) | —            | —         | —      |
+//!
+//! Total: 1.00 + 12.00 + 300.00 + 2.40 + 12.00 + 7.20 = 334.60 EUR for 2 + 10 + 663 + 2 +
+//! 10 + 6 = 693 billed hours on 6 servers.
+//!
+//! By pool: chat 10 + 2 + 10 + 6 = 28 h, 12 + 2.40 + 12 + 7.20 = 33.60 EUR (4 servers);
+//! embed 2 + 663 = 665 h, 1.00 + 300.00 = 301.00 EUR (2 servers).
+//!
+//! 24/7 renting of the same servers: per pool its most servers at once, all month.
+//! chat: c1 and c4 overlap on 11-03 (12:10–13:20), so 2 × min(720 × 1.20 = 864, 600) =
+//! 1200.00; embed: e2 ends on 11-01, e1 starts on 11-03, so 1 × min(720 × 0.50 = 360, 300)
+//! = 300.00. Sum 1500.00. Saving: (1500 − 334.60) / 1500 = 77.6933… → 77.69 %.
+//!
+//! By local day (the Berlin day a server's billed life began in the month): 11-01: e2
+//! (cut to the month's start, 00:00 local) 2 h 1.00; 11-03: c1 (07:55 local), e1, c4 →
+//! 10 + 663 + 2 = 675 h, 12 + 300 + 2.40 = 314.40 (3 servers); 11-04: c2 10 h 12.00;
+//! 11-05: c3 6 h 7.20.
+//!
+//! By key (usage rows in the month; a node's cost spread over the tokens each key used on
+//! it): c1: alice 2 × (1000 + 500) = 3000 tokens, bob 800 + 200 = 1000 → alice 12.00 ×
+//! 3/4 = 9.00, bob 3.00; c2: alice 1500 + 500 = 2000 → 12.00; c4: carol 600 + 600 = 1200
+//! → 2.40. A 503 of bob's (no node, no tokens) and alice's October request on x1 (9999
+//! tokens) do not count. Nodes without tokens (c3, e1, e2) are "(idle)": 7.20 + 300 + 1.00
+//! = 308.20. alice: 9.00 + 12.00 = 21.00 for 5000 tokens = 4200.00 EUR per million; bob
+//! 3.00 for 1000 = 3000.00; carol 2.40 for 1200 = 2000.00.
+//!
+//! # `dayshift status --at 2025-11-03T10:00:00+01:00` (Monday, 09:00Z)
+//!
+//! Schedule: chat Mon–Fri 08:00–18:00 Berlin (07:00Z–17:00Z), 1 node. Wanted now: chat 1,
+//! open until 17:00Z, next window Tue 11-04 07:00Z–17:00Z. Spent so far (costed up to
+//! 09:00Z): e2 1.00; c1 06:55→09:00 = 2h05m → 3 h = 3.60; e1 08:00→09:00 = 1 h = 0.50;
+//! total 5.10. Committed by the rest of the month's schedule: today 09:00Z→17:00Z = 8 h =
+//! 9.60, then 19 weekdays (4 + 5 + 5 + 5 from 11-04 to 11-28) × 10 h × 1.20 = 228.00;
+//! 237.60. Forecast 242.70; budget 500.00, left 500.00 − 5.10 = 494.90.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chrono::DateTime;
+use dayshift::store::{NewInterval, NewNode, NodeState, NodeStore, Store, UsageRow};
+
+fn dayshift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dayshift"))
+        .args(args)
+        .output()
+        .expect("run dayshift")
+}
+
+fn ok_stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("utf-8 output")
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    let s = ok_stdout(out);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{s}"))
+}
+
+fn ms(rfc3339: &str) -> i64 {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
+        .timestamp_millis()
+}
+
+const SCHEDULE: &str = r#"
+timezone = "Europe/Berlin"
+
+[[window]]
+pool = "chat"
+days = "mon-fri"
+start = "08:00"
+end = "18:00"
+nodes = 1
+"#;
+
+/// Writes dayshift.toml + schedule.toml into `dir`; the store lives in `dir/state` unless
+/// `database_url` is given.
+fn write_config(dir: &Path, database_url: Option<&str>) -> PathBuf {
+    let db = database_url
+        .map(|u| format!("database_url = \"{u}\"\n"))
+        .unwrap_or_default();
+    let config = format!(
+        r#"cluster = "office"
+state_dir = "{state}"
+{db}schedule = "schedule.toml"
+
+[provider]
+kind = "hetzner"
+
+[provider.server_types.gpu-l]
+hourly = "1.20"
+monthly = "600"
+
+[provider.server_types.gpu-s]
+hourly = "0.50"
+monthly = "300"
+
+[pools.chat]
+model = "chat-model"
+server_types = ["gpu-l"]
+locations = ["fsn1"]
+image = "ubuntu-24.04"
+max_nodes = 2
+
+[pools.embed]
+model = "embed-model"
+server_types = ["gpu-s"]
+locations = ["fsn1"]
+image = "ubuntu-24.04"
+max_nodes = 1
+
+[gateway]
+listen = "127.0.0.1:0"
+
+[tls]
+mode = "off"
+
+[budget]
+monthly = "500.00"
+"#,
+        state = dir.join("state").display()
+    );
+    std::fs::write(dir.join("schedule.toml"), SCHEDULE).unwrap();
+    let path = dir.join("dayshift.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// One billing interval, opened and (when `end` is given) closed through the store.
+async fn interval(store: &Store, node: &str, pool: &str, start: &str, end: Option<&str>) {
+    let (server_type, hourly, monthly) = if pool == "chat" {
+        ("gpu-l", "1.20", "600")
+    } else {
+        ("gpu-s", "0.50", "300")
+    };
+    store
+        .open_interval(&NewInterval {
+            node_id: node.into(),
+            pool: pool.into(),
+            provider: "hetzner".into(),
+            server_type: server_type.into(),
+            location: Some("fsn1".into()),
+            started_at: ms(start),
+            hourly_price: hourly.into(),
+            monthly_price: Some(monthly.into()),
+        })
+        .await
+        .unwrap();
+    if let Some(end) = end {
+        store.close_intervals(node, ms(end)).await.unwrap();
+    }
+}
+
+fn usage(at: &str, key: &str, node: Option<&str>, prompt: i64, completion: i64) -> UsageRow {
+    UsageRow {
+        at: ms(at),
+        key_id: key.into(),
+        pool: "chat".into(),
+        node_id: node.map(str::to_string),
+        model: "chat-model".into(),
+        endpoint: "/v1/chat/completions".into(),
+        status: if node.is_some() { 200 } else { 503 },
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        latency_ms: 120,
+    }
+}
+
+/// Key ids of alice, bob and carol.
+struct Keys {
+    alice: String,
+    bob: String,
+    carol: String,
+}
+
+/// Writes the hand-worked month (see the module comment) into `store`.
+async fn write_month(store: &Store) -> Keys {
+    interval(
+        store,
+        "x1",
+        "chat",
+        "2025-10-15T08:00:00Z",
+        Some("2025-10-15T10:00:00Z"),
+    )
+    .await;
+    interval(
+        store,
+        "e2",
+        "embed",
+        "2025-10-31T21:00:00Z",
+        Some("2025-11-01T00:30:00Z"),
+    )
+    .await;
+    interval(
+        store,
+        "c1",
+        "chat",
+        "2025-11-03T06:55:00Z",
+        Some("2025-11-03T16:00:00Z"),
+    )
+    .await;
+    interval(store, "e1", "embed", "2025-11-03T08:00:00Z", None).await;
+    interval(
+        store,
+        "c4",
+        "chat",
+        "2025-11-03T12:10:00Z",
+        Some("2025-11-03T13:20:00Z"),
+    )
+    .await;
+    interval(
+        store,
+        "c2",
+        "chat",
+        "2025-11-04T06:57:00Z",
+        Some("2025-11-04T16:00:00Z"),
+    )
+    .await;
+    interval(
+        store,
+        "c3",
+        "chat",
+        "2025-11-05T07:00:00Z",
+        Some("2025-11-05T12:30:00Z"),
+    )
+    .await;
+    let limits = dayshift::store::KeyLimits::default();
+    let alice = store.create_api_key("alice", limits).await.unwrap().key.id;
+    let bob = store.create_api_key("bob", limits).await.unwrap().key.id;
+    let carol = store.create_api_key("carol", limits).await.unwrap().key.id;
+    store
+        .insert_usage(&[
+            usage("2025-10-15T09:00:00Z", &alice, Some("x1"), 9000, 999),
+            usage("2025-11-03T07:30:00Z", &alice, Some("c1"), 1000, 500),
+            usage("2025-11-03T08:30:00Z", &alice, Some("c1"), 1000, 500),
+            usage("2025-11-03T09:00:00Z", &bob, Some("c1"), 800, 200),
+            usage("2025-11-03T12:30:00Z", &carol, Some("c4"), 600, 600),
+            usage("2025-11-03T18:30:00Z", &bob, None, 0, 0),
+            usage("2025-11-04T10:00:00Z", &alice, Some("c2"), 1500, 500),
+        ])
+        .await
+        .unwrap();
+    Keys { alice, bob, carol }
+}
+
+/// Nodes for `dayshift nodes` / `status`: one ready, one booting (chat), one deleted (embed).
+async fn write_nodes(store: &Store) {
+    for (id, pool) in [("n-ready", "chat"), ("n-boot", "chat"), ("n-gone", "embed")] {
+        store
+            .insert_node(&NewNode {
+                id: id.into(),
+                pool: pool.into(),
+                state: NodeState::Planned,
+                join_token_hash: None,
+                join_token_expires_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    for (id, to) in [
+        ("n-ready", NodeState::Creating),
+        ("n-ready", NodeState::Booting),
+        ("n-boot", NodeState::Creating),
+        ("n-boot", NodeState::Booting),
+        ("n-gone", NodeState::Deleted),
+    ] {
+        assert!(store.transition(id, &[], to, "test").await.unwrap());
+    }
+    store
+        .record_registration(
+            "n-ready",
+            "https://203.0.113.7:8443",
+            Some(&"ab".repeat(32)),
+        )
+        .await
+        .unwrap();
+    // Its last heartbeat reported 3 requests in flight.
+    store
+        .record_heartbeat("n-ready", dayshift::store::now_ms(), 3)
+        .await
+        .unwrap();
+}
+
+async fn sqlite_fixture(dir: &Path) -> (PathBuf, Keys) {
+    let config = write_config(dir, None);
+    let url = format!(
+        "sqlite://{}",
+        dir.join("state").join("dayshift.db").display()
+    );
+    let store = Store::open(&url).await.unwrap();
+    let keys = write_month(&store).await;
+    write_nodes(&store).await;
+    store.close().await;
+    (config, keys)
+}
+
+const POOL_TABLE: &str = "\
+Cost of cluster \"office\" for 2025-11 (2025-11-01 00:00 to 2025-12-01 00:00, Europe/Berlin), from the store's ledger
+Billing rule (hetzner): every started hour, one server never more than its type's monthly price
+┌───────┬─────────┬──────────────┬──────────┬──────────┐
+│ pool  ┆ servers ┆ billed hours ┆ cost EUR ┆ 24/7 EUR │
+╞═══════╪═════════╪══════════════╪══════════╪══════════╡
+│ chat  ┆ 4       ┆ 28           ┆ 33.60    ┆ 1200.00  │
+│ embed ┆ 2       ┆ 665          ┆ 301.00   ┆ 300.00   │
+│ total ┆ 6       ┆ 693          ┆ 334.60   ┆ 1500.00  │
+└───────┴─────────┴──────────────┴──────────┴──────────┘
+24/7 renting of the same servers (per pool: its most servers at once, all month): 1500.00 EUR
+Saving against 24/7: 77.69 %
+";
+
+/// Checks every view of the hand-worked month against the store at `config`.
+fn check_month(config: &Path, keys: &Keys) {
+    let c = config.to_str().unwrap();
+    let base = ["cost", "--config", c, "--month", "2025-11"];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        dayshift(&args)
+    };
+
+    // Table, by pool (the default).
+    assert_eq!(ok_stdout(&run(&[])), POOL_TABLE);
+
+    // JSON, by pool.
+    let j = json_of(&run(&["--json"]));
+    assert_eq!(j["month"], "2025-11");
+    assert_eq!(j["timezone"], "Europe/Berlin");
+    assert_eq!(j["from"], "2025-10-31T23:00:00+00:00");
+    assert_eq!(j["to"], "2025-11-30T23:00:00+00:00");
+    assert_eq!(j["provider"], "hetzner");
+    assert_eq!(
+        j["billing"],
+        serde_json::json!({"unit_secs": 3600, "minimum_secs": 0, "monthly_cap": true})
+    );
+    assert_eq!(j["by"], "pool");
+    assert_eq!(
+        j["rows"],
+        serde_json::json!([
+            {"pool": "chat", "servers": 4, "billed_hours": 28, "cost": "33.60", "always_on": "1200.00"},
+            {"pool": "embed", "servers": 2, "billed_hours": 665, "cost": "301.00", "always_on": "300.00"},
+        ])
+    );
+    assert_eq!(
+        j["total"],
+        serde_json::json!({"servers": 6, "billed_hours": 693, "cost": "334.60"})
+    );
+    assert_eq!(j["always_on"], "1500.00");
+    assert_eq!(
+        j["always_on_by_pool"],
+        serde_json::json!({"chat": "1200.00", "embed": "300.00"})
+    );
+    assert_eq!(j["saving_percent"], "77.69");
+
+    // CSV, by pool.
+    assert_eq!(
+        ok_stdout(&run(&["--csv"])),
+        "pool,servers,billed_hours,cost,always_on\n\
+         chat,4,28,33.60,1200.00\n\
+         embed,2,665,301.00,300.00\n"
+    );
+
+    // By node: CSV (times in UTC, machine-readable), JSON and the table's local times.
+    assert_eq!(
+        ok_stdout(&run(&["--by", "node", "--csv"])),
+        "node,pool,provider,server_type,hourly_price,monthly_price,start,end,running,billed_hours,cost\n\
+         e2,embed,hetzner,gpu-s,0.50,300,2025-10-31T23:00:00+00:00,2025-11-01T00:30:00+00:00,false,2,1.00\n\
+         c1,chat,hetzner,gpu-l,1.20,600,2025-11-03T06:55:00+00:00,2025-11-03T16:00:00+00:00,false,10,12.00\n\
+         e1,embed,hetzner,gpu-s,0.50,300,2025-11-03T08:00:00+00:00,2025-11-30T23:00:00+00:00,false,663,300.00\n\
+         c4,chat,hetzner,gpu-l,1.20,600,2025-11-03T12:10:00+00:00,2025-11-03T13:20:00+00:00,false,2,2.40\n\
+         c2,chat,hetzner,gpu-l,1.20,600,2025-11-04T06:57:00+00:00,2025-11-04T16:00:00+00:00,false,10,12.00\n\
+         c3,chat,hetzner,gpu-l,1.20,600,2025-11-05T07:00:00+00:00,2025-11-05T12:30:00+00:00,false,6,7.20\n"
+    );
+    let j = json_of(&run(&["--by", "node", "--json"]));
+    assert_eq!(j["by"], "node");
+    let nodes: Vec<(String, String)> = j["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["node"].as_str().unwrap().to_string(),
+                r["cost"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("e2", "1.00"),
+        ("c1", "12.00"),
+        ("e1", "300.00"),
+        ("c4", "2.40"),
+        ("c2", "12.00"),
+        ("c3", "7.20"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(nodes, want);
+    assert_eq!(j["total"]["cost"], "334.60");
+    let e1 = &j["rows"][2];
+    assert_eq!(
+        (&e1["node"], &e1["hourly_price"], &e1["monthly_price"]),
+        (
+            &serde_json::json!("e1"),
+            &serde_json::json!("0.50"),
+            &serde_json::json!("300")
+        )
+    );
+    assert_eq!(e1["start"], "2025-11-03T08:00:00+00:00");
+    assert_eq!(e1["end"], "2025-11-30T23:00:00+00:00");
+    let table = ok_stdout(&run(&["--by", "node"]));
+    assert!(
+        table.contains(
+            "│ c1    ┆ chat  ┆ hetzner  ┆ gpu-l       ┆ 1.20  ┆ 600       ┆ 2025-11-03 07:55 ┆ 2025-11-03 17:00 ┆ 10           ┆ 12.00    │"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "│ e2    ┆ embed ┆ hetzner  ┆ gpu-s       ┆ 0.50  ┆ 300       ┆ 2025-11-01 00:00 ┆ 2025-11-01 01:30 ┆ 2            ┆ 1.00     │"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "│ total ┆       ┆          ┆             ┆       ┆           ┆                  ┆                  ┆ 693          ┆ 334.60   │"
+        ),
+        "{table}"
+    );
+
+    // By local day.
+    assert_eq!(
+        ok_stdout(&run(&["--by", "day", "--csv"])),
+        "day,servers,billed_hours,cost\n\
+         2025-11-01,1,2,1.00\n\
+         2025-11-03,3,675,314.40\n\
+         2025-11-04,1,10,12.00\n\
+         2025-11-05,1,6,7.20\n"
+    );
+    let j = json_of(&run(&["--by", "day", "--json"]));
+    assert_eq!(
+        j["rows"][1],
+        serde_json::json!({"day": "2025-11-03", "servers": 3, "billed_hours": 675, "cost": "314.40"})
+    );
+
+    // By API key: ids are random, so the expected rows are sorted by the real ids.
+    let mut want = vec![
+        ("(idle)".to_string(), String::new(), 0u64, "308.20", None),
+        (
+            keys.alice.clone(),
+            "alice".into(),
+            5000,
+            "21.00",
+            Some("4200.00"),
+        ),
+        (
+            keys.bob.clone(),
+            "bob".into(),
+            1000,
+            "3.00",
+            Some("3000.00"),
+        ),
+        (
+            keys.carol.clone(),
+            "carol".into(),
+            1200,
+            "2.40",
+            Some("2000.00"),
+        ),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut csv = String::from("key,name,tokens,cost,per_million_tokens\n");
+    for (k, n, t, c, p) in &want {
+        csv.push_str(&format!("{k},{n},{t},{c},{}\n", p.unwrap_or("")));
+    }
+    assert_eq!(ok_stdout(&run(&["--by", "key", "--csv"])), csv);
+    let j = json_of(&run(&["--by", "key", "--json"]));
+    let rows: Vec<serde_json::Value> = want
+        .iter()
+        .map(|(k, n, t, c, p)| {
+            serde_json::json!({"key": k, "name": n, "tokens": t, "cost": c, "per_million_tokens": p})
+        })
+        .collect();
+    assert_eq!(j["rows"], serde_json::Value::Array(rows));
+    let table = ok_stdout(&run(&["--by", "key"]));
+    assert!(
+        table.contains("│ (idle)       ┆       ┆ 0      ┆ 308.20   ┆                   │"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "│ {} ┆ alice ┆ 5000   ┆ 21.00    ┆ 4200.00           │",
+            keys.alice
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains("│ total        ┆       ┆ 7200   ┆ 334.60   ┆                   │"),
+        "{table}"
+    );
+
+    // A month with no servers: zeros, not an error.
+    let out = dayshift(&["cost", "--config", c, "--month", "2025-09", "--json"]);
+    let j = json_of(&out);
+    assert_eq!(j["total"]["cost"], "0.00");
+    assert_eq!(j["rows"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn cost_matches_the_hand_worked_month_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, keys) = sqlite_fixture(dir.path()).await;
+    check_month(&config, &keys);
+}
+
+#[tokio::test]
+async fn cost_reads_the_same_month_from_postgresql() {
+    let admin_url = std::env::var("DAYSHIFT_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".into());
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL test server not reachable at {admin_url}: {e}\n\
+                 run `bash scripts/deps/postgres.sh` (or set DAYSHIFT_TEST_PG_URL)"
+            )
+        });
+    let db = format!("dayshift_cost_report_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let url = format!("{}/{db}", admin_url.rsplit_once('/').unwrap().0);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), Some(&url));
+    let store = Store::open(&url).await.unwrap();
+    let keys = write_month(&store).await;
+    store.close().await;
+    check_month(&config, &keys);
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn nodes_lists_the_stored_nodes_with_their_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = sqlite_fixture(dir.path()).await;
+    let c = config.to_str().unwrap();
+    let j = json_of(&dayshift(&["nodes", "--config", c, "--json"]));
+    // Listed by creation time; these rows may share a millisecond, so compare by id.
+    let mut nodes = j["nodes"].as_array().unwrap().clone();
+    nodes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let got: Vec<(&str, &str, &str, &str)> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap(),
+                n["pool"].as_str().unwrap(),
+                n["state"].as_str().unwrap(),
+                n["model"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("n-boot", "chat", "booting", "chat-model"),
+            ("n-ready", "chat", "ready", "chat-model"),
+        ],
+        "deleted nodes are left out without --all: {j}"
+    );
+    // No server address from a provider yet: the registered API URL stands in.
+    assert_eq!(nodes[1]["address"], "https://203.0.113.7:8443");
+    assert_eq!(nodes[0]["address"], serde_json::Value::Null);
+    assert_eq!(nodes[1]["in_flight"], 3);
+    assert!(nodes[1].get("join_token_hash").is_none());
+    assert!(nodes[1]["age_secs"].as_i64().unwrap() >= 0);
+    let j = json_of(&dayshift(&["nodes", "--config", c, "--json", "--all"]));
+    let all = j["nodes"].as_array().unwrap();
+    assert_eq!(all.len(), 3);
+    let gone = all.iter().find(|n| n["id"] == "n-gone").unwrap();
+    assert_eq!(gone["state"], "deleted");
+    assert_eq!(gone["model"], "embed-model");
+
+    let table = ok_stdout(&dayshift(&["nodes", "--config", c]));
+    let header = table.lines().nth(1).unwrap();
+    for col in [
+        "id",
+        "pool",
+        "state",
+        "age",
+        "address",
+        "model",
+        "in flight",
+    ] {
+        assert!(header.contains(col), "{table}");
+    }
+    let ready = table.lines().find(|l| l.contains("n-ready")).unwrap();
+    assert!(
+        ready.contains("ready") && ready.contains("https://203.0.113.7:8443"),
+        "{table}"
+    );
+    assert!(ready.contains("chat-model"), "{table}");
+    assert!(
+        ready.trim_end().ends_with("┆ 3         │"),
+        "in flight: {table}"
+    );
+    let booting = table.lines().find(|l| l.contains("n-boot")).unwrap();
+    assert!(
+        booting.trim_end().ends_with("┆ -         │"),
+        "in flight: {table}"
+    );
+    assert!(!table.contains("n-gone"), "{table}");
+}
+
+#[tokio::test]
+async fn status_shows_schedule_nodes_and_money_at_an_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = sqlite_fixture(dir.path()).await;
+    let c = config.to_str().unwrap();
+    let at = "2025-11-03T10:00:00+01:00";
+    let j = json_of(&dayshift(&["status", "--config", c, "--at", at, "--json"]));
+    assert_eq!(j["cluster"], "office");
+    assert_eq!(j["provider"], "hetzner");
+    assert_eq!(j["at"], "2025-11-03T09:00:00+00:00");
+    assert_eq!(j["timezone"], "Europe/Berlin");
+    assert_eq!(j["next_change"], "2025-11-03T17:00:00+00:00");
+    assert_eq!(
+        j["nodes_by_state"],
+        serde_json::json!({"booting": 1, "ready": 1})
+    );
+    let chat = &j["pools"][0];
+    assert_eq!(chat["pool"], "chat");
+    assert_eq!(chat["model"], "chat-model");
+    assert_eq!(chat["wanted_now"], 1);
+    assert_eq!(
+        chat["today"],
+        serde_json::json!([{"start": "2025-11-03T07:00:00+00:00", "end": "2025-11-03T17:00:00+00:00", "nodes": 1}])
+    );
+    assert_eq!(chat["nodes"], serde_json::json!({"booting": 1, "ready": 1}));
+    assert_eq!(chat["open_until"], "2025-11-03T17:00:00+00:00");
+    assert_eq!(
+        chat["next_window"],
+        serde_json::json!({"start": "2025-11-04T07:00:00+00:00", "end": "2025-11-04T17:00:00+00:00", "nodes": 1})
+    );
+    let embed = &j["pools"][1];
+    assert_eq!(embed["pool"], "embed");
+    assert_eq!(embed["wanted_now"], 0);
+    assert_eq!(embed["today"], serde_json::json!([]));
+    assert_eq!(embed["next_window"], serde_json::Value::Null);
+    assert_eq!(
+        j["month"],
+        serde_json::json!({
+            "month": "2025-11",
+            "spent": "5.10",
+            "committed": "237.60",
+            "forecast": "242.70",
+            "budget": "500.00",
+            "budget_left": "494.90",
+            "over_budget": false,
+        })
+    );
+
+    let table = ok_stdout(&dayshift(&["status", "--config", c, "--at", at]));
+    assert!(
+        table.starts_with("Cluster \"office\" (hetzner), Mon 2025-11-03 10:00 Europe/Berlin\n"),
+        "{table}"
+    );
+    let chat_line = table.lines().find(|l| l.starts_with("│ chat")).unwrap();
+    for part in [
+        "chat-model",
+        "08:00–18:00 ×1",
+        "booting 1, ready 1",
+        "open until Mon 2025-11-03 18:00",
+    ] {
+        assert!(chat_line.contains(part), "{part}: {table}");
+    }
+    assert!(
+        table.contains("Nodes: booting 1, ready 1 (2 live)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("Next schedule change: Mon 2025-11-03 18:00 Europe/Berlin"),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "Month 2025-11 to date: 5.10 EUR spent; the rest of the schedule commits 237.60 EUR \
+             (forecast 242.70 EUR); budget 500.00 EUR, 494.90 EUR left"
+        ),
+        "{table}"
+    );
+}
+
+#[test]
+fn read_only_commands_never_create_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), None);
+    let c = config.to_str().unwrap();
+    for args in [
+        vec!["cost", "--config", c],
+        vec!["nodes", "--config", c],
+        vec!["status", "--config", c],
+    ] {
+        let out = dayshift(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no store at") && err.contains("has `dayshift serve` run"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!dir.path().join("state").join("dayshift.db").exists());
+    let out = dayshift(&["cost", "--month", "2025-11"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --config"));
+    let out = dayshift(&["cost", "--config", c, "--month", "2025-13"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--month"));
+}

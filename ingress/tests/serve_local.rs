@@ -1,0 +1,422 @@
+//! `dayshift serve` as a real process with the scheduler and the `local` provider: the
+//! embedded default's path. The schedule is open, so the scheduler starts a real
+//! `dayshift-node` process, which registers; requests go through the gateway; a schedule
+//! reload (SIGHUP) that closes the window drains the node — streams in flight finish
+//! before it is deleted; Ctrl-C (SIGTERM) stops every node and closes every row.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pebble::{free_port, node_bin};
+use common::reqwest;
+use dayshift::store::{NodeState, NodeStore, Store};
+use futures_util::StreamExt;
+
+const OPEN: &str = r#"timezone = "Europe/Berlin"
+[[window]]
+pool = "chat"
+days = "mon-sun"
+start = "00:00"
+end = "24:00"
+nodes = 1
+"#;
+
+const CLOSED: &str = r#"timezone = "Europe/Berlin"
+[[window]]
+pool = "chat"
+days = "mon-sun"
+start = "00:00"
+end = "24:00"
+nodes = 1
+
+[[override]]
+date = "TODAY"
+closed = true
+"#;
+
+struct Serve {
+    child: Child,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    url: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Children of a killed ingress: stop them so no test leaves processes behind.
+        let servers = self.dir.path().join("state/local/servers");
+        if let Ok(rd) = std::fs::read_dir(&servers) {
+            for e in rd.flatten() {
+                if let Ok(pid) = std::fs::read_to_string(e.path().join("pid"))
+                    && let Ok(pid) = pid.trim().parse::<i32>()
+                {
+                    // SAFETY: sending a signal to a pid we started.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn dayshift() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dayshift"))
+}
+
+fn write_config(dir: &Path, port: u16, model: &Path) -> PathBuf {
+    let text = format!(
+        r#"cluster = "e2e-local"
+state_dir = "state"
+schedule = "schedule.toml"
+
+[provider]
+kind = "local"
+node_binary = "{node}"
+
+[provider.server_types.local]
+hourly = "0.50"
+
+[pools.chat]
+model = "tiny-llama"
+model_source = "{model}"
+server_types = ["local"]
+max_nodes = 1
+cold_start = "20s"
+queue_timeout = "60s"
+drain_timeout = "60s"
+
+[gateway]
+listen = "127.0.0.1:{port}"
+
+[tls]
+mode = "self-signed"
+"#,
+        node = node_bin().display(),
+        model = model.display(),
+    );
+    let p = dir.join("dayshift.toml");
+    std::fs::write(&p, text).unwrap();
+    std::fs::write(dir.join("schedule.toml"), OPEN).unwrap();
+    p
+}
+
+async fn start() -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let st = Command::new(node_bin())
+        .arg("make-test-model")
+        .arg(&model)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let port = free_port();
+    let config = write_config(dir.path(), port, &model);
+    let out = dayshift()
+        .args(["keys", "create", "--name", "e2e", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = v["secret"].as_str().unwrap().to_string();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let child = dayshift()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("DAYSHIFT_TICK_MS", "200")
+        .env("DAYSHIFT_LOG", "info,dayshift=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // The self-signed certificate appears when serve starts.
+    let crt = dir.path().join("state/tls/self-signed.crt");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !crt.is_file() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not start: {}",
+            log_of(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pem = std::fs::read(&crt).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    Serve {
+        child,
+        url: format!("https://127.0.0.1:{port}"),
+        dir,
+        config,
+        key,
+        http,
+    }
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+}
+
+fn chat(stream: bool, max_tokens: u32) -> serde_json::Value {
+    serde_json::json!({
+        "model": "tiny-llama",
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": stream,
+    })
+}
+
+async fn store_of(s: &Serve) -> Store {
+    Store::open(&format!(
+        "sqlite://{}",
+        s.dir.path().join("state/dayshift.db").display()
+    ))
+    .await
+    .unwrap()
+}
+
+/// Waits until the pool has a ready node (the request queues while one is on its way).
+async fn first_answer(s: &Serve) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = s
+            .http
+            .post(format!("{}/v1/chat/completions", s.url))
+            .bearer_auth(&s.key)
+            .json(&chat(false, 8))
+            .send()
+            .await;
+        if let Ok(r) = r
+            && r.status().is_success()
+        {
+            return r.json().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer within 120 s: {}",
+            log_of(s.dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn node_pids(s: &Serve) -> Vec<i32> {
+    let servers = s.dir.path().join("state/local/servers");
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&servers) {
+        for e in rd.flatten() {
+            if let Ok(pid) = std::fs::read_to_string(e.path().join("pid"))
+                && let Ok(pid) = pid.trim().parse::<i32>()
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_scheduler_starts_a_local_node_and_ctrl_c_stops_it() {
+    let mut s = start().await;
+    let started = Instant::now();
+    let v = first_answer(&s).await;
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "tiny-llama");
+    eprintln!(
+        "first answer {:.1} s after start",
+        started.elapsed().as_secs_f64()
+    );
+
+    let store = store_of(&s).await;
+    let nodes = store.list_nodes(false).await.unwrap();
+    assert_eq!(nodes.len(), 1, "one node for one scheduled node");
+    let n = &nodes[0];
+    assert_eq!(n.state, NodeState::Ready);
+    assert!(n.server_created_at.is_some() && n.provider_id.is_some());
+    let events: Vec<String> = store
+        .node_events(&n.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.to_state)
+        .collect();
+    assert_eq!(events.first().map(String::as_str), Some("planned"));
+    assert!(events.contains(&"ready".to_string()), "{events:?}");
+    let pids = node_pids(&s);
+    assert_eq!(pids.len(), 1);
+    assert!(alive(pids[0]));
+
+    // Ctrl-C: the ingress stops, and so does its local node; the rows are closed.
+    signal(&s.child, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        status.success(),
+        "serve exit: {status:?}\n{}",
+        log_of(s.dir.path())
+    );
+    for pid in pids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid) {
+            assert!(Instant::now() < deadline, "node {pid} still runs");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(store.list_nodes(false).await.unwrap().is_empty());
+    let all = store.list_nodes(true).await.unwrap();
+    assert_eq!(all[0].state, NodeState::Deleted);
+    let intervals = store.intervals(0, i64::MAX).await.unwrap();
+    assert_eq!(intervals.len(), 1);
+    assert_eq!(intervals[0].hourly_price, "0.50");
+    assert!(
+        intervals[0].ended_at.is_some(),
+        "the billing interval is closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closing_the_window_drains_streams_before_the_node_is_deleted() {
+    let s = start().await;
+    first_answer(&s).await;
+    let store = store_of(&s).await;
+    let node = store.list_nodes(false).await.unwrap().remove(0);
+
+    // Sixteen long streams, then the window closes (schedule reload on SIGHUP).
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        let http = s.http.clone();
+        let url = format!("{}/v1/chat/completions", s.url);
+        let key = s.key.clone();
+        streams.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&chat(true, 450))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+            let mut body = r.bytes_stream();
+            let mut text = String::new();
+            while let Some(chunk) = body.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            }
+            (Instant::now(), text)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .format("%Y-%m-%d")
+        .to_string();
+    std::fs::write(
+        s.dir.path().join("schedule.toml"),
+        CLOSED.replace("TODAY", &today),
+    )
+    .unwrap();
+    signal(&s.child, libc::SIGHUP);
+
+    let mut last_end = Instant::now();
+    for h in streams {
+        let (end, text) = h.await.unwrap();
+        assert!(
+            text.trim_end().ends_with("data: [DONE]"),
+            "stream cut short: …{}",
+            &text[text.len().saturating_sub(200)..]
+        );
+        assert!(text.contains("\"finish_reason\":\""));
+        last_end = last_end.max(end);
+    }
+    // The node is deleted only after the streams finished.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = store.get_node(&node.id).await.unwrap().unwrap();
+        if n.state == NodeState::Deleted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node not deleted: {:?}\n{}",
+            n.state,
+            log_of(s.dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = store.node_events(&node.id).await.unwrap();
+    let draining = events
+        .iter()
+        .find(|e| e.to_state == "draining")
+        .expect("drained");
+    let deleting = events
+        .iter()
+        .find(|e| e.to_state == "deleting")
+        .expect("deleting");
+    assert_eq!(
+        deleting.detail, "drained",
+        "deleted after in-flight requests ended, not by timeout"
+    );
+    assert!(deleting.at >= draining.at);
+    // Every stream had ended before `deleting` was written (same clock: wall time).
+    let deleting_at = chrono::DateTime::from_timestamp_millis(deleting.at).unwrap();
+    let elapsed_since_last = last_end.elapsed();
+    let last_end_wall =
+        chrono::Utc::now() - chrono::Duration::from_std(elapsed_since_last).unwrap();
+    assert!(
+        deleting_at + chrono::Duration::milliseconds(50) >= last_end_wall,
+        "deleting at {deleting_at}, last stream ended at {last_end_wall}"
+    );
+    // And the drain really had streams to wait for.
+    let draining_at = chrono::DateTime::from_timestamp_millis(draining.at).unwrap();
+    assert!(
+        last_end_wall > draining_at,
+        "every stream had ended before the drain began (draining at {draining_at}, last end {last_end_wall}): make them longer"
+    );
+    // After the window: 503 with Retry-After.
+    let r = s
+        .http
+        .post(format!("{}/v1/chat/completions", s.url))
+        .bearer_auth(&s.key)
+        .json(&chat(false, 4))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    assert!(node_pids(&s).iter().all(|p| !alive(*p)));
+    let _ = s.config.exists();
+}

