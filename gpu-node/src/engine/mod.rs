@@ -145,6 +145,11 @@ impl EngineHandle {
     pub fn limits(&self) -> &EngineLimits {
         &self.limits
     }
+    /// Most tokens (prompt + max_tokens) one request may need: the size of a KV slot
+    /// (see [`cache_shape`]); a request without `max_tokens` should be clamped to it.
+    pub fn seq_cap(&self) -> usize {
+        self.seq_cap
+    }
     /// True when nothing is queued or running.
     pub fn idle(&self) -> bool {
         self.metrics.queued.load(Relaxed) == 0 && self.metrics.running.load(Relaxed) == 0
