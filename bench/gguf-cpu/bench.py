@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Decode speed of SmolLM2-135M-Instruct Q4_1 (GGUF) on this machine's CPU: dayshift-node
-(through its OpenAI API, streaming) beside llama.cpp (llama-cpp-python, in process), same
+(through its OpenAI API) beside llama.cpp (llama-cpp-python, in process), same
 file, same threads, same chat prompt, greedy, same number of new tokens asked for.
 
 Usage: bench.py NODE_BASE_URL GGUF_PATH THREADS [RUNS] [MAX_TOKENS]
@@ -22,58 +22,48 @@ MSGS = [
 ]
 
 
-def timed(stream):
-    """(tokens after the first, seconds from first to last token, time to first token)."""
-    t0 = time.perf_counter()
-    stamps = []
-    for piece in stream:
-        if piece:
-            stamps.append(time.perf_counter())
-    if len(stamps) < 2:
-        return 0, 0.0, 0.0
-    return len(stamps) - 1, stamps[-1] - stamps[0], stamps[0] - t0
-
-
 def node_run(c, n):
-    def gen():
-        for ch in c.chat.completions.create(model="smollm2", messages=MSGS, max_tokens=n,
-                                            temperature=0, stream=True):
-            # One chunk per token (the node sends a delta for every generated token).
-            if ch.choices:
-                yield ch.choices[0].delta.content is not None or ch.choices[0].finish_reason
-    return timed(gen())
+    t0 = time.perf_counter()
+    r = c.chat.completions.create(model="smollm2", messages=MSGS, max_tokens=n, temperature=0)
+    return r.usage.completion_tokens, time.perf_counter() - t0
 
 
 def cpp_run(llm, n):
-    def gen():
-        for ch in llm.create_chat_completion(messages=MSGS, max_tokens=n, temperature=0.0,
-                                             top_k=1, stream=True):
-            d = ch["choices"][0]["delta"]
-            yield "content" in d
-    return timed(gen())
+    t0 = time.perf_counter()
+    r = llm.create_chat_completion(messages=MSGS, max_tokens=n, temperature=0.0, top_k=1)
+    return r["usage"]["completion_tokens"], time.perf_counter() - t0
 
 
-def report(name, results):
-    rates = [k / s for k, s, _ in results if s > 0]
-    ttft = [t for _, _, t in results]
-    toks = [k + 1 for k, _, _ in results]
+def one(fn):
+    """Decode tokens/s = (tokens - 1) / (time for max_tokens - time for 1 token): the
+    prompt's prefill (and any prompt cache) counts in both and cancels out."""
+    _, t1 = fn(1)
+    k, tn = fn(max_tokens)
+    return (k - 1) / (tn - t1), t1, k
+
+
+def report(name, res):
+    rates = [r for r, _, _ in res]
     med = statistics.median(rates)
-    print(f"{name:14s} decode {med:7.1f} tok/s (median of {len(rates)}: "
+    print(f"{name:14s} decode {med:7.1f} tok/s (median of {len(res)}: "
           + ", ".join(f"{r:.1f}" for r in rates)
-          + f"), tokens {toks}, first token {statistics.median(ttft) * 1000:.0f} ms")
+          + f"), tokens {[k for _, _, k in res]}, 1-token request "
+          + f"{statistics.median(t for _, t, _ in res) * 1000:.0f} ms")
     return med
 
 
 c = OpenAI(base_url=base, api_key="unused", max_retries=0, timeout=600)
 llm = llama_cpp.Llama(model_path=path, n_ctx=1024, n_threads=threads, n_threads_batch=threads,
                       n_batch=512, verbose=False)
-node_run(c, 8)
-cpp_run(llm, 8)
-node, cpp = [], []
-for i in range(runs):
-    node.append(node_run(c, max_tokens))
-    cpp.append(cpp_run(llm, max_tokens))
+node = lambda n: node_run(c, n)  # noqa: E731
+cpp = lambda n: cpp_run(llm, n)  # noqa: E731
+node(8)  # warm-up
+cpp(8)
+a_res, b_res = [], []
+for _ in range(runs):  # alternate, so that load from elsewhere hits both alike
+    a_res.append(one(node))
+    b_res.append(one(cpp))
 print(f"SmolLM2-135M-Instruct Q4_1, CPU, {threads} threads, max_tokens {max_tokens}, greedy")
-a = report("dayshift-node", node)
-b = report("llama.cpp", cpp)
+a = report("dayshift-node", a_res)
+b = report("llama.cpp", b_res)
 print(f"ratio dayshift-node / llama.cpp: {a / b:.2f}")

@@ -300,6 +300,19 @@ struct GgufSource {
     interleaved: bool,
     head_dim: usize,
     path: PathBuf,
+    /// Re-quantize [`slow_on_cpu`] types to Q8_0 when loading onto the CPU.
+    widen_slow: bool,
+    /// Matrices re-quantized so far.
+    widened: usize,
+}
+
+/// Weight types for which candle's CPU backend has no SIMD dot product (it runs a scalar
+/// loop 5–10× slower than Q8_0's AVX one). On the CPU these are re-quantized to Q8_0 at
+/// load: each block's values `min + d·q` are re-rounded to 1/127 of the block's largest
+/// value, an error far below the 4/5-bit step itself. `DAYSHIFT_GGUF_KEEP_TYPES=1` keeps
+/// them as they are.
+fn slow_on_cpu(dt: GgmlDType) -> bool {
+    matches!(dt, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
 }
 
 impl GgufSource {
@@ -359,7 +372,13 @@ impl QuantSource for GgufSource {
             }
             _ => data,
         };
-        let qt = ggml_file::qtensor_from_ggml(dt, &data, dims, &self.device)?;
+        let qt = if self.device.is_cpu() && self.widen_slow && slow_on_cpu(dt) {
+            let q = ggml_file::qtensor_from_ggml(dt, &data, dims, &Device::Cpu)?;
+            self.widened += 1;
+            QTensor::quantize(&q.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
+        } else {
+            ggml_file::qtensor_from_ggml(dt, &data, dims, &self.device)?
+        };
         Ok(Lin::Quant {
             w: QMatMul::from_arc(Arc::new(qt))?,
             b: None,
@@ -441,11 +460,21 @@ pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError>
         path: path.to_path_buf(),
         content,
         reader,
+        widen_slow: std::env::var("DAYSHIFT_GGUF_KEEP_TYPES")
+            .map_or(true, |v| v.is_empty() || v == "0"),
+        widened: 0,
     };
     let llama = Llama::load_gguf(&mut src, &cfg).map_err(|e| ModelError::Weights {
         dir: path.to_path_buf(),
         message: e.to_string(),
     })?;
+    if src.widened > 0 {
+        tracing::info!(
+            matrices = src.widened,
+            file = %path.display(),
+            "GGUF Q4_1/Q5_0/Q5_1 matrices re-quantized to Q8_0 for the CPU (no SIMD kernel for those types in candle; DAYSHIFT_GGUF_KEEP_TYPES=1 keeps them)"
+        );
+    }
     Ok(GenerationModel {
         llama,
         tokenizer,
