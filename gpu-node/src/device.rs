@@ -96,8 +96,17 @@ mod cuda {
 
     pub fn open(i: usize) -> anyhow::Result<DeviceInfo> {
         let device = Device::new_cuda(i)?;
+        if let Device::Cuda(d) = &device {
+            // cudarc records and waits on two CUDA events per buffer for cross-stream
+            // safety (candle runs on its own stream, which turns that on): several
+            // driver calls per operation, the largest host cost of a decode step. The
+            // node issues all its work on this one stream, so the tracking is not needed.
+            // SAFETY: every tensor of this device is used on candle's single stream.
+            unsafe { d.disable_event_tracking() };
+        }
         result::init()?;
         let dev = result::device::get(i as i32)?;
+        keep_pool_memory(dev);
         let name = result::device::get_name(dev)?;
         let total = unsafe { result::device::total_mem(dev)? } as u64;
         use cudarc::driver::sys::CUdevice_attribute as A;
@@ -119,6 +128,32 @@ mod cuda {
                 compute_capability: Some(format!("{major}.{minor}")),
             },
         })
+    }
+
+    /// candle allocates with `cuMemAllocAsync` from the device's default memory pool,
+    /// whose release threshold of 0 hands all free memory back to the driver at every
+    /// synchronisation, i.e. once per engine step; the next step then maps it again.
+    /// A threshold of "never" keeps it in the pool (like PyTorch's caching allocator).
+    fn keep_pool_memory(dev: cudarc::driver::sys::CUdevice) {
+        use cudarc::driver::sys;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: plain driver calls with valid out-pointers; the context is current.
+        let r = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, dev) };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            tracing::warn!("no default CUDA memory pool ({r:?}): allocations stay slow");
+            return;
+        }
+        let mut threshold = u64::MAX;
+        let r = unsafe {
+            sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut threshold as *mut u64).cast(),
+            )
+        };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            tracing::warn!("cannot set the CUDA memory pool's release threshold ({r:?})");
+        }
     }
 
     pub fn free(i: usize) -> Option<u64> {

@@ -66,12 +66,23 @@ pub struct GenRequest {
     pub arrived: Instant,
 }
 
+/// The padded KV cache's shape for `limits` and a model context of `ctx` tokens:
+/// `(slots, tokens per slot)`. Each slot holds up to `min(ctx, kv_tokens / max_running)`
+/// tokens, and there are as many slots as fit `kv_tokens` (at most `max_running`).
+pub fn cache_shape(limits: &EngineLimits, ctx: usize) -> (usize, usize) {
+    let running = limits.max_running.max(1);
+    let cap = ctx.min(limits.kv_tokens / running).max(1);
+    let slots = (limits.kv_tokens / cap).clamp(1, running);
+    (slots, cap)
+}
+
 /// Engine limits.
 #[derive(Debug, Clone)]
 pub struct EngineLimits {
     /// Most sequences per step.
     pub max_running: usize,
-    /// KV-cache capacity in tokens (admission reserves prompt + max_tokens).
+    /// KV-cache capacity in tokens (admission reserves prompt + max_tokens); the padded
+    /// cache splits it into slots, see [`cache_shape`].
     pub kv_tokens: usize,
     /// Prompt tokens per step across all prefilling sequences.
     pub prefill_chunk: usize,
@@ -106,16 +117,18 @@ pub struct EngineHandle {
     tx: std::sync::mpsc::Sender<GenRequest>,
     metrics: Arc<Metrics>,
     limits: EngineLimits,
+    /// Most tokens (prompt + max_tokens) one sequence may need: a KV slot's size.
+    seq_cap: usize,
 }
 
 impl EngineHandle {
     /// Queues a request; events arrive on its channel.
     pub fn submit(&self, req: GenRequest) -> Result<(), SubmitError> {
         let need = req.prompt.len() + req.max_tokens;
-        if need > self.limits.kv_tokens {
+        if need > self.seq_cap {
             return Err(SubmitError::TooLarge {
                 need,
-                cap: self.limits.kv_tokens,
+                cap: self.seq_cap,
             });
         }
         let q = self.metrics.queued.load(Relaxed) as usize;
@@ -132,6 +145,11 @@ impl EngineHandle {
     pub fn limits(&self) -> &EngineLimits {
         &self.limits
     }
+    /// Most tokens (prompt + max_tokens) one request may need: the size of a KV slot
+    /// (see [`cache_shape`]); a request without `max_tokens` should be clamped to it.
+    pub fn seq_cap(&self) -> usize {
+        self.seq_cap
+    }
     /// True when nothing is queued or running.
     pub fn idle(&self) -> bool {
         self.metrics.queued.load(Relaxed) == 0 && self.metrics.running.load(Relaxed) == 0
@@ -145,9 +163,10 @@ pub fn start(
     metrics: Arc<Metrics>,
 ) -> EngineHandle {
     let (tx, rx) = std::sync::mpsc::channel();
+    let (slots, seq_cap) = cache_shape(&limits, model.llama.config().max_position_embeddings);
     metrics
         .kv_total_tokens
-        .store(limits.kv_tokens as u64, Relaxed);
+        .store((slots * seq_cap) as u64, Relaxed);
     let m = metrics.clone();
     let l = limits.clone();
     let spawned = std::thread::Builder::new()
@@ -160,5 +179,6 @@ pub fn start(
         tx,
         metrics,
         limits,
+        seq_cap,
     }
 }

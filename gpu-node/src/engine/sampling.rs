@@ -54,6 +54,18 @@ impl Sampler {
         }
     }
 
+    /// True when the next token is the argmax of the raw logits (greedy, no penalties):
+    /// the engine then picks it on the device and copies only its id.
+    pub fn is_greedy(&self) -> bool {
+        let p = &self.params;
+        p.temperature <= 1e-6 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0
+    }
+
+    /// Records a token picked elsewhere (on the device) for penalties.
+    pub fn accept(&mut self, tok: u32) {
+        *self.counts.entry(tok).or_default() += 1;
+    }
+
     /// Picks a token from `logits` (modified in place) and remembers it for penalties.
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
         let p = &self.params;

@@ -1,11 +1,12 @@
-//! Llama-family decoder (Llama, Mistral, Qwen2) with a per-sequence KV cache and a
+//! Llama-family decoder (Llama, Mistral, Qwen2) with a
 //! batched forward pass: the tokens of every sequence in a step (prefill chunks and
 //! single decode tokens alike) go through the projections and the MLP as one matrix;
-//! attention runs per sequence against that sequence's own cache.
+//! the keys and values live in one padded [`KvCache`] of slots, and the decode tokens of
+//! all sequences attend in one batched GEMM per layer; prompt chunks attend one by one.
 
 use super::config::LlamaConfig;
 use candle_core::quantized::QMatMul;
-use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
 /// A linear layer whose weight is dense (safetensors) or quantized (GGUF).
@@ -61,10 +62,98 @@ pub enum WantLogits {
     All,
 }
 
-/// The KV cache of one sequence: per layer, keys and values `[kv_heads, len, head_dim]`.
-#[derive(Debug, Default)]
+impl WantLogits {
+    /// Rows of logits this wants from a chunk of `n` tokens.
+    pub fn rows(self, n: usize) -> usize {
+        match self {
+            WantLogits::None => 0,
+            WantLogits::Last => n.min(1),
+            WantLogits::All => n,
+        }
+    }
+}
+
+/// The KV cache of many sequences, padded: per layer, keys and values
+/// `[slots, kv_heads, cap, head_dim]`, one slot per running sequence.
+///
+/// Padded rather than paged because candle's strided batched GEMM can then read every
+/// slot's keys in place (a narrowed view, batch stride `cap * head_dim`): decode
+/// attention over all sequences is two GEMMs, one mask add and one softmax per layer,
+/// whatever their lengths, with no gather of the cache and no custom kernel. The price
+/// is memory: each slot reserves `cap` tokens.
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    slots: usize,
+    cap: usize,
+}
+
+impl KvCache {
+    /// Zeroed cache of `slots` sequences of up to `cap` tokens each for `model`.
+    pub fn new(model: &Llama, slots: usize, cap: usize) -> Result<Self> {
+        let shape = (
+            slots.max(1),
+            model.cfg.kv_heads(),
+            cap.max(1),
+            model.cfg.head_dim(),
+        );
+        let mut k = Vec::with_capacity(model.blocks.len());
+        let mut v = Vec::with_capacity(model.blocks.len());
+        for _ in 0..model.blocks.len() {
+            // Zeros, not uninitialised memory: masked positions are multiplied by 0 and
+            // must not hold NaN.
+            k.push(Tensor::zeros(shape, model.dtype, &model.device)?);
+            v.push(Tensor::zeros(shape, model.dtype, &model.device)?);
+        }
+        Ok(KvCache {
+            k,
+            v,
+            slots: shape.0,
+            cap: shape.2,
+        })
+    }
+    /// Sequences it holds.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+    /// Tokens per sequence.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+    /// A copy with `cap` tokens per slot (the first `keep` tokens of each slot kept).
+    fn regrow(&mut self, cap: usize, keep: usize) -> Result<()> {
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let (s, h, _, d) = t.dims4()?;
+            let new = Tensor::zeros((s, h, cap, d), t.dtype(), t.device())?;
+            if keep > 0 {
+                let old = t.narrow(2, 0, keep)?.contiguous()?;
+                new.slice_set(&old, 2, 0)?;
+            }
+            *t = new;
+        }
+        self.cap = cap;
+        Ok(())
+    }
+}
+
+/// One sequence's part of a batched step over a shared [`KvCache`].
+#[derive(Debug, Clone, Copy)]
+pub struct BatchItem<'a> {
+    /// The sequence's slot in the cache.
+    pub slot: usize,
+    /// Tokens already in the slot; `tokens` go to positions `start..start + len`.
+    pub start: usize,
+    /// Tokens to run (non-empty).
+    pub tokens: &'a [u32],
+    /// Which logits to return.
+    pub want: WantLogits,
+}
+
+/// The KV cache of one sequence run on its own (tests, scoring): a one-slot
+/// [`KvCache`] that grows as needed.
+#[derive(Default)]
 pub struct SeqCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    kv: Option<KvCache>,
     len: usize,
 }
 
@@ -79,7 +168,7 @@ impl SeqCache {
     }
 }
 
-/// One sequence's part of a batched step.
+/// One sequence's part of a step run with its own [`SeqCache`].
 pub struct SeqChunk<'a> {
     /// Tokens to run, at positions `cache.len()..cache.len() + tokens.len()`.
     pub tokens: &'a [u32],
@@ -347,146 +436,350 @@ impl Llama {
             * self.dtype.size_in_bytes()
     }
 
-    /// Runs one batched step. Returns, per chunk, its logits as f32 `[rows, vocab]`
-    /// (`None` for [`WantLogits::None`]).
+    /// Runs one step of sequences that each have their own [`SeqCache`] (tests,
+    /// scoring): every chunk runs alone. Returns, per chunk, its logits as f32
+    /// `[rows, vocab]` (`None` for [`WantLogits::None`]).
     pub fn forward(&self, chunks: &mut [SeqChunk<'_>]) -> Result<Vec<Option<Tensor>>> {
-        let mut ids = Vec::new();
-        let mut pos = Vec::new();
-        let mut spans = Vec::with_capacity(chunks.len());
-        for c in chunks.iter() {
-            let start = c.cache.len();
-            if start + c.tokens.len() > self.cfg.max_position_embeddings {
+        let mut out = Vec::with_capacity(chunks.len());
+        for c in chunks.iter_mut() {
+            if c.tokens.is_empty() {
+                out.push(None);
+                continue;
+            }
+            let need = c.cache.len + c.tokens.len();
+            let have = c.cache.kv.as_ref().map_or(0, |k| k.cap);
+            if need > have {
+                let cap = need
+                    .next_power_of_two()
+                    .max(16)
+                    .min(self.cfg.max_position_embeddings.max(need));
+                match c.cache.kv.as_mut() {
+                    Some(kv) => kv.regrow(cap, c.cache.len)?,
+                    None => c.cache.kv = Some(KvCache::new(self, 1, cap)?),
+                }
+            }
+            let Some(kv) = c.cache.kv.as_mut() else {
+                candle_core::bail!("sequence cache missing after allocation");
+            };
+            let item = BatchItem {
+                slot: 0,
+                start: c.cache.len,
+                tokens: c.tokens,
+                want: c.want,
+            };
+            let logits = self.forward_batch(kv, &[item])?;
+            c.cache.len = need;
+            out.push(match logits {
+                Some(l) => Some(l.to_dtype(DType::F32)?),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs one batched step over the shared cache `kv`: every item's tokens go through
+    /// the projections and the MLP as one matrix (the weights are read once per step);
+    /// the keys and values of all items are written into the cache with one scatter per
+    /// layer; single-token items (decode) attend together in one batched GEMM per layer
+    /// over their slots, multi-token items (prompt chunks) one by one. Returns the wanted
+    /// logits `[rows, vocab]` in the model's dtype, rows in item order (`None` when no
+    /// item wants any). Items must use distinct slots.
+    pub fn forward_batch(
+        &self,
+        kv: &mut KvCache,
+        items: &[BatchItem<'_>],
+    ) -> Result<Option<Tensor>> {
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let (nkv, hd) = (self.cfg.kv_heads(), self.cfg.head_dim());
+        let mut s_used = 0usize; // slots 0..s_used are touched
+        let mut tmax = 0usize;
+        for it in items {
+            let end = it.start + it.tokens.len();
+            if it.tokens.is_empty() {
+                candle_core::bail!("an item of a batched step has no tokens");
+            }
+            if end > self.cfg.max_position_embeddings {
                 candle_core::bail!(
-                    "sequence of {} tokens exceeds the model's context of {}",
-                    start + c.tokens.len(),
+                    "sequence of {end} tokens exceeds the model's context of {}",
                     self.cfg.max_position_embeddings
                 );
             }
-            spans.push((ids.len(), c.tokens.len(), start));
-            ids.extend_from_slice(c.tokens);
-            pos.extend((start..start + c.tokens.len()).map(|p| p as u32));
+            if end > kv.cap || it.slot >= kv.slots {
+                candle_core::bail!(
+                    "slot {} up to {end} tokens does not fit the KV cache ({} slots of {} tokens)",
+                    it.slot,
+                    kv.slots,
+                    kv.cap
+                );
+            }
+            s_used = s_used.max(it.slot + 1);
+            tmax = tmax.max(it.tokens.len());
+        }
+        // Row order inside the step: single-token items first, then the longer ones.
+        // Singles in slot order: when they fill slots 0..n (the steady state of a
+        // batch), rows and slots coincide and the gathers below are skipped.
+        let mut singles: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].tokens.len() == 1)
+            .collect();
+        singles.sort_by_key(|&i| items[i].slot);
+        let multis: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].tokens.len() > 1)
+            .collect();
+        let mut row0 = vec![0usize; items.len()];
+        let mut ids = Vec::new();
+        let mut pos = Vec::new();
+        for &i in singles.iter().chain(&multis) {
+            row0[i] = ids.len();
+            let it = &items[i];
+            ids.extend_from_slice(it.tokens);
+            pos.extend((it.start..it.start + it.tokens.len()).map(|p| p as u32));
         }
         let total = ids.len();
-        if total == 0 {
-            return Ok(chunks.iter().map(|_| None).collect());
+        // Where each (slot, j) of the scatter source comes from, and its position.
+        let mut wrow = vec![0u32; s_used * tmax];
+        let mut wpos = vec![u32::MAX; s_used * tmax];
+        for (i, it) in items.iter().enumerate() {
+            for j in 0..it.tokens.len() {
+                wrow[it.slot * tmax + j] = (row0[i] + j) as u32;
+                wpos[it.slot * tmax + j] = (it.start + j) as u32;
+            }
         }
-        let ids_t = Tensor::from_vec(ids, total, &self.device)?;
-        let pos_t = Tensor::from_vec(pos, total, &self.device)?;
-        let cos = self.cos.index_select(&pos_t, 0)?.unsqueeze(1)?; // [T,1,hd/2]
-        let sin = self.sin.index_select(&pos_t, 0)?.unsqueeze(1)?;
+        // Decode: query row of each slot, the slot of each single, and slot lengths.
+        let mut qmap = vec![0u32; s_used];
+        let mut omap = Vec::with_capacity(singles.len());
+        let mut lens = vec![1usize; s_used];
+        let mut lmax = 0usize;
+        for &i in &singles {
+            let it = &items[i];
+            qmap[it.slot] = row0[i] as u32;
+            omap.push(it.slot as u32);
+            lens[it.slot] = it.start + 1;
+            lmax = lmax.max(it.start + 1);
+        }
+        // Rows whose logits are wanted, in item order.
+        let mut want = Vec::new();
+        for (i, it) in items.iter().enumerate() {
+            let n = it.tokens.len();
+            match it.want {
+                WantLogits::None => {}
+                WantLogits::Last => want.push((row0[i] + n - 1) as u32),
+                WantLogits::All => want.extend((row0[i]..row0[i] + n).map(|r| r as u32)),
+            }
+        }
+        // One upload for all the indices of the step.
+        let parts = [&ids, &pos, &wrow, &wpos, &qmap, &omap, &want];
+        let mut packed = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut offs = Vec::with_capacity(parts.len());
+        for p in parts {
+            offs.push((packed.len(), p.len()));
+            packed.extend_from_slice(p);
+        }
+        let packed_len = packed.len();
+        let packed = Tensor::from_vec(packed, packed_len, &self.device)?;
+        let part = |k: usize| packed.narrow(0, offs[k].0, offs[k].1);
+        let ids_t = part(0)?;
+        let pos_t = part(1)?;
+        let wrow_t = part(2)?;
+        let widx = part(3)?
+            .reshape((s_used, 1, tmax, 1))?
+            .broadcast_as((s_used, nkv, tmax, hd))?
+            .contiguous()?;
+        let dense = singles.len() == s_used;
+        let cos = self.cos.index_select(&pos_t, 0)?; // [T, hd/2]
+        let sin = self.sin.index_select(&pos_t, 0)?;
+        let dec = if singles.is_empty() {
+            None
+        } else {
+            let mut mask = vec![0f32; s_used * lmax];
+            for (s, &l) in lens.iter().enumerate() {
+                for m in &mut mask[s * lmax + l.min(lmax)..(s + 1) * lmax] {
+                    *m = f32::NEG_INFINITY;
+                }
+            }
+            let padded = lens.iter().any(|&l| l != lmax);
+            let mask = if padded {
+                Some(
+                    Tensor::from_vec(mask, (s_used, 1, 1, lmax), &self.device)?
+                        .to_dtype(self.dtype)?,
+                )
+            } else {
+                None
+            };
+            Some(Decode {
+                qmap: if dense { None } else { Some(part(4)?) },
+                omap: if dense { None } else { Some(part(5)?) },
+                mask,
+                lmax,
+                n: singles.len(),
+            })
+        };
+        let prefill: Vec<Prefill> = multis
+            .iter()
+            .map(|&i| {
+                let it = &items[i];
+                let n = it.tokens.len();
+                Ok(Prefill {
+                    row: row0[i],
+                    n,
+                    slot: it.slot,
+                    start: it.start,
+                    mask: causal_mask(n, it.start, it.start + n, &self.device, self.dtype)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let step = Step {
+            total,
+            s_used,
+            tmax,
+            cos,
+            sin,
+            wrow: if dense && tmax == 1 {
+                None
+            } else {
+                Some(wrow_t)
+            },
+            widx,
+            dec,
+            prefill,
+        };
         let mut x = self.embed.forward(&ids_t)?; // [T,H]
         for (li, b) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &b.ln1, self.eps as f32)?;
-            let a = self.attention(li, &b.attn, &h, &cos, &sin, chunks, &spans)?;
+            let a = self.attention(&b.attn, &h, &kv.k[li], &kv.v[li], &step)?;
             x = (x + a)?;
             let h = candle_nn::ops::rms_norm(&x, &b.ln2, self.eps as f32)?;
             let g = candle_nn::ops::silu(&b.mlp.gate.forward(&h)?)?;
             let m = b.mlp.down.forward(&(g * b.mlp.up.forward(&h)?)?)?;
             x = (x + m)?;
         }
-        for (c, &(_, n, _)) in chunks.iter_mut().zip(&spans) {
-            c.cache.len += n;
+        if want.is_empty() {
+            return Ok(None);
         }
         // Only the rows someone wants go through the norm and lm_head.
-        let mut rows = Vec::new();
-        let mut out_spans = Vec::with_capacity(chunks.len());
-        for (c, &(off, n, _)) in chunks.iter().zip(&spans) {
-            let r0 = rows.len();
-            match c.want {
-                WantLogits::None => {}
-                WantLogits::Last => rows.push((off + n - 1) as u32),
-                WantLogits::All => rows.extend((off..off + n).map(|r| r as u32)),
-            }
-            out_spans.push((r0, rows.len() - r0));
-        }
-        if rows.is_empty() {
-            return Ok(chunks.iter().map(|_| None).collect());
-        }
-        let nrows = rows.len();
-        let sel = x.index_select(&Tensor::from_vec(rows, nrows, &self.device)?, 0)?;
+        let sel = x.index_select(&part(6)?, 0)?;
         let sel = candle_nn::ops::rms_norm(&sel, &self.norm, self.eps as f32)?;
-        let logits = self.lm_head.forward(&sel)?.to_dtype(DType::F32)?;
-        out_spans
-            .into_iter()
-            .map(|(r0, n)| {
-                if n == 0 {
-                    Ok(None)
-                } else {
-                    logits.narrow(0, r0, n).map(Some)
-                }
-            })
-            .collect()
+        Ok(Some(self.lm_head.forward(&sel)?))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
-        layer: usize,
         at: &Attention,
         h: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        chunks: &mut [SeqChunk<'_>],
-        spans: &[(usize, usize, usize)],
+        kc: &Tensor,
+        vc: &Tensor,
+        st: &Step,
     ) -> Result<Tensor> {
-        let t = h.dim(0)?;
+        let t = st.total;
         let (nh, nkv, hd) = (at.heads, at.kv_heads, at.head_dim);
         let rep = nh / nkv;
-        let q = rope(&at.q.forward(h)?.reshape((t, nh, hd))?, cos, sin)?;
-        let k = rope(&at.k.forward(h)?.reshape((t, nkv, hd))?, cos, sin)?;
-        let v = at.v.forward(h)?.reshape((t, nkv, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut outs = Vec::with_capacity(chunks.len());
-        for (c, &(off, n, start)) in chunks.iter_mut().zip(spans) {
-            if n == 0 {
-                continue;
+        let q = at.q.forward(h)?.reshape((1, t, nh, hd))?;
+        let q = candle_nn::rotary_emb::rope_thd(&q, &st.cos, &st.sin)?.reshape((t, nh, hd))?;
+        let k = at.k.forward(h)?.reshape((1, t, nkv, hd))?;
+        let k = candle_nn::rotary_emb::rope_thd(&k, &st.cos, &st.sin)?.reshape((t, nkv, hd))?;
+        let v = at.v.forward(h)?.reshape((t, nkv, hd))?;
+        // Write this step's keys and values into their slots: one scatter each.
+        let (s, tm) = (st.s_used, st.tmax);
+        for (src, cache) in [(&k, kc), (&v, vc)] {
+            let src = match &st.wrow {
+                Some(w) => src.index_select(w, 0)?,
+                None => src.clone(),
             }
-            let qi = q.narrow(0, off, n)?.transpose(0, 1)?.contiguous()?; // [nh,n,hd]
-            let ki = k.narrow(0, off, n)?.transpose(0, 1)?.contiguous()?; // [nkv,n,hd]
-            let vi = v.narrow(0, off, n)?.transpose(0, 1)?.contiguous()?;
-            if c.cache.layers.len() <= layer {
-                c.cache.layers.resize(layer + 1, None);
+            .reshape((s, tm, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+            cache.narrow(0, 0, s)?.scatter_set(&st.widx, &src, 2)?;
+        }
+        let mut outs = Vec::with_capacity(1 + st.prefill.len());
+        if let Some(d) = &st.dec {
+            // All decoding sequences at once, over slots 0..s: [s, nkv, rep, L].
+            let qs = q.narrow(0, 0, d.n)?;
+            let qs = match &d.qmap {
+                Some(m) => qs.index_select(m, 0)?,
+                None => qs,
             }
-            let (ka, va) = match c.cache.layers[layer].take() {
-                Some((kc, vc)) => (Tensor::cat(&[&kc, &ki], 1)?, Tensor::cat(&[&vc, &vi], 1)?),
-                None => (ki, vi),
-            };
-            let total = ka.dim(1)?;
-            // Query heads grouped by their KV head: [nkv, rep*n, hd].
-            let qg = qi.reshape((nkv, rep * n, hd))?;
-            let scores = (qg.matmul(&ka.t()?)? * scale)?; // [nkv, rep*n, total]
-            let scores = if n > 1 {
-                let mask = causal_mask(n, start, total, &self.device, scores.dtype())?;
-                scores
-                    .reshape((nkv, rep, n, total))?
-                    .broadcast_add(&mask)?
-                    .reshape((nkv, rep * n, total))?
-            } else {
-                scores
+            .reshape((s, nkv, rep, hd))?;
+            let kk = kc.narrow(0, 0, s)?.narrow(2, 0, d.lmax)?;
+            let vv = vc.narrow(0, 0, s)?.narrow(2, 0, d.lmax)?;
+            let scores = (qs.matmul(&kk.t()?)? * scale)?;
+            let scores = match &d.mask {
+                Some(m) => scores.broadcast_add(m)?,
+                None => scores,
             };
             let p = candle_nn::ops::softmax_last_dim(&scores)?;
-            let o = p.matmul(&va)?; // [nkv, rep*n, hd]
-            let o = o
+            let o = p.matmul(&vv)?.reshape((s, nh * hd))?;
+            outs.push(match &d.omap {
+                Some(m) => o.index_select(m, 0)?,
+                None => o,
+            });
+        }
+        for pf in &st.prefill {
+            let (n, total) = (pf.n, pf.start + pf.n);
+            let qi = q
+                .narrow(0, pf.row, n)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((1, nkv, rep * n, hd))?;
+            let kk = kc.narrow(0, pf.slot, 1)?.narrow(2, 0, total)?;
+            let vv = vc.narrow(0, pf.slot, 1)?.narrow(2, 0, total)?;
+            let scores = (qi.matmul(&kk.t()?)? * scale)?
+                .reshape((nkv, rep, n, total))?
+                .broadcast_add(&pf.mask)?
+                .reshape((1, nkv, rep * n, total))?;
+            let p = candle_nn::ops::softmax_last_dim(&scores)?;
+            let o = p
+                .matmul(&vv)? // [1, nkv, rep*n, hd]
                 .reshape((nh, n, hd))?
                 .transpose(0, 1)?
                 .reshape((n, nh * hd))?;
             outs.push(o);
-            c.cache.layers[layer] = Some((ka, va));
         }
-        let o = Tensor::cat(&outs, 0)?;
+        let o = if outs.len() == 1 {
+            outs.swap_remove(0)
+        } else {
+            Tensor::cat(&outs, 0)?
+        };
         at.o.forward(&o)
     }
 }
 
-/// Rotary embedding in the "rotate half" layout of HF Llama. `x`: `[T, heads, hd]`.
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let hd = x.dim(D::Minus1)?;
-    let half = hd / 2;
-    let x1 = x.narrow(D::Minus1, 0, half)?;
-    let x2 = x.narrow(D::Minus1, half, half)?;
-    let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
-    let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
-    Tensor::cat(&[&a, &b], D::Minus1)
+/// What every layer of one batched step shares.
+struct Step {
+    total: usize,
+    s_used: usize,
+    tmax: usize,
+    cos: Tensor,
+    sin: Tensor,
+    /// Source row of each (slot, j) of the cache write, `[s_used * tmax]` (`None`:
+    /// row = slot).
+    wrow: Option<Tensor>,
+    /// Cache position of each element of the write, `u32::MAX` to skip.
+    widx: Tensor,
+    dec: Option<Decode>,
+    prefill: Vec<Prefill>,
+}
+
+/// The single-token items of a step.
+struct Decode {
+    /// Query row of each slot (`None`: row = slot).
+    qmap: Option<Tensor>,
+    /// Slot of each single, in row order (`None`: slot = row).
+    omap: Option<Tensor>,
+    /// `-inf` past each slot's length (`None`: all slots have `lmax` tokens).
+    mask: Option<Tensor>,
+    lmax: usize,
+    n: usize,
+}
+
+/// One multi-token item of a step.
+struct Prefill {
+    row: usize,
+    n: usize,
+    slot: usize,
+    start: usize,
+    mask: Tensor,
 }
 
 /// `[n, total]` mask: row i (position start+i) sees columns `0..=start+i`.
@@ -512,5 +805,99 @@ pub fn full_logits(model: &Llama, tokens: &[u32]) -> Result<Tensor> {
     match out.into_iter().next().flatten() {
         Some(t) => Ok(t),
         None => candle_core::bail!("no logits for an empty token list"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{self, LoadedModel};
+
+    fn tiny() -> (tempfile::TempDir, Box<crate::model::GenerationModel>) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::testmodel::make_test_model(dir.path()).unwrap();
+        let LoadedModel::Generation(m) = model::load(dir.path(), None, &Device::Cpu).unwrap()
+        else {
+            panic!("tiny model must load as a generation model")
+        };
+        (dir, m)
+    }
+
+    fn last_row(t: &Tensor) -> Vec<f32> {
+        let n = t.dim(0).unwrap();
+        t.narrow(0, n - 1, 1)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    fn close(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Sequences of different lengths in non-adjacent slots, prefilled and decoded in
+    /// shared batched steps (one still prefilling while the others decode), give the
+    /// logits each gets when run alone from scratch.
+    #[test]
+    fn batched_steps_match_each_sequence_alone() {
+        let (_d, m) = tiny();
+        // Scattered slots (gathers and masks), then slots 0..3 (the dense path).
+        check_batched(&m.llama, [3, 0, 4]);
+        check_batched(&m.llama, [1, 0, 2]);
+    }
+
+    fn check_batched(m: &Llama, slots: [usize; 3]) {
+        let mut kv = KvCache::new(m, 5, 64).unwrap();
+        let mut seqs: Vec<(usize, Vec<u32>, usize)> = vec![
+            (slots[0], vec![5, 9, 14, 20, 33, 7, 8], 0),
+            (slots[1], vec![11], 0),
+            (
+                slots[2],
+                vec![2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18],
+                0,
+            ),
+        ];
+        let mut worst = 0f32;
+        for _ in 0..8 {
+            // Seq 2 prefills in chunks of 6 while the others already decode.
+            let toks: Vec<Vec<u32>> = seqs
+                .iter()
+                .enumerate()
+                .map(|(k, (_, ids, done))| {
+                    let lim = if k == 2 { 6 } else { usize::MAX };
+                    ids[*done..ids.len().min(done.saturating_add(lim))].to_vec()
+                })
+                .collect();
+            let items: Vec<BatchItem> = seqs
+                .iter()
+                .zip(&toks)
+                .map(|((slot, _, done), t)| BatchItem {
+                    slot: *slot,
+                    start: *done,
+                    tokens: t,
+                    want: WantLogits::Last,
+                })
+                .collect();
+            let logits = m.forward_batch(&mut kv, &items).unwrap().unwrap();
+            assert_eq!(logits.dim(0).unwrap(), 3);
+            for (k, (_, ids, done)) in seqs.iter_mut().enumerate() {
+                *done += toks[k].len();
+                let want = last_row(&full_logits(m, &ids[..*done]).unwrap());
+                let got = last_row(&logits.narrow(0, k, 1).unwrap());
+                worst = worst.max(close(&want, &got));
+                if *done == ids.len() {
+                    ids.push(crate::engine::sampling::argmax(&got));
+                }
+            }
+        }
+        assert!(worst < 1e-4, "batched logits differ by {worst}");
+        assert!(seqs.iter().all(|(_, ids, done)| *done + 1 == ids.len()));
     }
 }

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Markdown table of one bench/gpu/run.sh run: python3 bench/gpu/table.py OUT_DIR MODEL..."""
+import glob
+import json
+import os
+import re
+import sys
+
+
+def jl(path):
+    if not os.path.exists(path):
+        return []
+    return [json.loads(l) for l in open(path) if l.strip().startswith("{")]
+
+
+def f(v, nd=1):
+    return "–" if v is None else f"{v:.{nd}f}"
+
+
+def main(out, models):
+    bw = json.load(open(os.path.join(out, "bandwidth.json")))
+    dev = open(os.path.join(out, "device.txt")).read().strip().splitlines()
+    print(f"Device: {dev[1] if len(dev) > 1 else dev}; D2D copy bandwidth "
+          f"{bw['d2d_bandwidth_gbs']} GB/s (read + write, 1 GiB copy).\n")
+    for m in models:
+        hf_path = os.path.join(out, f"hf_{m}.json")
+        hf = json.load(open(hf_path)) if os.path.exists(hf_path) else {"transformers_batches": []}
+        node = jl(os.path.join(out, f"node_{m}.jsonl"))
+        wb = hf.get("weight_bytes")
+        limit = bw["d2d_bandwidth_gbs"] * 1e9 / wb if wb else None
+        hfb = {r["batch"]: r for r in hf["transformers_batches"]}
+        print(f"### {m} ({wb / 1e9:.2f} GB of bf16 weights)" if wb else f"### {m}")
+        print(f"prompt {node[0]['prompt'] if node else '?'} tokens, output "
+              f"{node[0]['out'] if node else '?'} tokens per stream, greedy, no EOS\n")
+        print("| N | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | decode tok/s per stream "
+              "| decode tok/s total | node peak GPU MiB | transformers decode tok/s total (same batch) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in node:
+            h = hfb.get(r["clients"], {})
+            print(f"| {r['clients']} | {f(r['ttft_p50_ms'])} | {f(r['ttft_p99_ms'])} | "
+                  f"{f(r['itl_p50_ms'], 2)} | {f(r['itl_p99_ms'], 2)} | "
+                  f"{f(r['decode_tokens_per_s_per_stream'])} | {f(r['decode_tokens_per_s_total'])} | "
+                  f"{r.get('peak_gpu_mem_mib', '–')} | {f(h.get('decode_tokens_per_s_total'))} |")
+        by = {r["clients"]: r for r in node}
+        n1 = by.get(1, {}).get("decode_tokens_per_s_per_stream")
+        n32 = by.get(32, {}).get("decode_tokens_per_s_total")
+        hf1 = hfb.get(1, {}).get("decode_tokens_per_s_per_stream")
+        print()
+        if limit:
+            print(f"- bandwidth limit, batch 1: {limit:.0f} tok/s "
+                  f"(weights {wb / 1e9:.3f} GB ÷ {bw['d2d_bandwidth_gbs']} GB/s); "
+                  f"node batch 1 = {f(n1)} tok/s = **{100 * n1 / limit:.1f}%** of it (target ≥ 60%)"
+                  if n1 else "- node batch 1: no figure")
+        if n1 and hf1:
+            print(f"- transformers batch 1: {hf1:.1f} tok/s; node / transformers = **{n1 / hf1:.1f}×** (target ≥ 5×)")
+        if n1 and n32:
+            print(f"- node total tok/s N=32 / N=1 = **{n32 / n1:.1f}×** (target ≥ 10×)")
+        errs = sum(len(r.get("errors", [])) + r.get("short_streams", 0) for r in node)
+        if errs:
+            print(f"- streams with errors or short output: {errs}")
+        logs = glob.glob(os.path.join(out, f"{m}-cuda-bf16-node.log"))
+        timings = []
+        for lg in logs:
+            for line in open(lg):
+                if "engine timings" in line:
+                    timings.append(re.sub(r"^.*?engine timings \(per step\)\s*", "",
+                                          re.sub(r"\x1b\[[0-9;]*m", "", line.strip())))
+        if timings:
+            print("- engine timings (per step; one line per burst of work or 2 s of steps, in order: warm-up, N = 1, 8, 32, 128):")
+            for t in timings:
+                print(f"  - `{t}`")
+        print()
+    for c in sorted(glob.glob(os.path.join(out, "check_*.json"))):
+        r = jl(c)
+        if r:
+            r = r[-1]
+            print(f"- {os.path.basename(c)}: {r['check']}: {r['equal']}/{r['prompts']} prompts equal "
+                  f"-> {'OK' if r['ok'] else 'DIFFERS'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
