@@ -36,7 +36,9 @@ pub fn ingress_http(cfg: &NodeConfig) -> anyhow::Result<reqwest::ClientBuilder> 
         b = b.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes())?);
     }
     if let (Some(addr), Some(url)) = (cfg.ingress_address, cfg.ingress_url.as_deref())
-        && let Some(host) = reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string))
+        && let Some(host) = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
     {
         b = b.resolve(&host, addr);
     }

@@ -90,6 +90,21 @@ pub struct TickReport {
     pub kept_for_paid_hour: Vec<String>,
 }
 
+impl TickReport {
+    /// Adds another report's entries to this one.
+    pub fn merge(&mut self, other: TickReport) {
+        self.planned.extend(other.planned);
+        self.created.extend(other.created);
+        self.draining.extend(other.draining);
+        self.deleted.extend(other.deleted);
+        self.orphans_deleted.extend(other.orphans_deleted);
+        self.failed.extend(other.failed);
+        self.errors.extend(other.errors);
+        self.budget_blocked.extend(other.budget_blocked);
+        self.kept_for_paid_hour.extend(other.kept_for_paid_hour);
+    }
+}
+
 /// The reconcile loop's state: everything is read from the store and the provider
 /// on each tick, so a new `Reconciler` after a restart picks up where the old one was.
 pub struct Reconciler {
@@ -103,9 +118,22 @@ pub struct Reconciler {
     limits: Limits,
     budget: Option<Budget>,
     paid_hour: BTreeMap<String, (BillingRule, Duration)>,
+    /// Bootstraps run as background tasks (a slow SSH bootstrap does not hold up other
+    /// nodes' drains and deletions); the ids of those running.
+    background_bootstrap: bool,
+    bootstrapping: Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
 
 impl Reconciler {
+    /// Runs each SSH bootstrap as a background task: ticks go on (drains, deletions,
+    /// other nodes) while a server is set up; the node moves to `loading` (or `failed`)
+    /// when its bootstrap ends. A bootstrap cut off by a crash is started again by the
+    /// next loop, as the node is still `provisioning`.
+    pub fn with_background_bootstrap(mut self) -> Self {
+        self.background_bootstrap = true;
+        self
+    }
+
     /// Enforces a monthly budget: no new node when the forecast crosses it.
     pub fn with_budget(mut self, budget: Budget) -> Self {
         self.budget = Some(budget);
@@ -165,6 +193,8 @@ impl Reconciler {
             limits,
             budget: None,
             paid_hour: BTreeMap::new(),
+            background_bootstrap: false,
+            bootstrapping: Default::default(),
         }
     }
 
@@ -331,6 +361,8 @@ impl Reconciler {
             .iter()
             .filter_map(|s| s.labels.get(LABEL_NODE).map(|n| (n.as_str(), s)))
             .collect();
+        // Every node's step at once: each acts on its own row and server.
+        let mut steps = Vec::new();
         for node in nodes {
             if node.state == NodeState::Deleted
                 || (node.state == NodeState::Failed && node.deleted_at.is_some())
@@ -341,9 +373,16 @@ impl Reconciler {
                 continue;
             }
             let server = by_node.get(node.id.as_str()).copied();
-            if let Err(e) = self.step(node, server, now, &mut report).await {
-                report.errors.push(e.to_string());
-            }
+            steps.push(async move {
+                let mut part = TickReport::default();
+                if let Err(e) = self.step(node, server, now, &mut part).await {
+                    part.errors.push(e.to_string());
+                }
+                part
+            });
+        }
+        for part in futures_util::future::join_all(steps).await {
+            report.merge(part);
         }
         report
     }
@@ -650,6 +689,51 @@ impl Reconciler {
         now: DateTime<Utc>,
         report: &mut TickReport,
     ) -> Result<(), StoreError> {
+        if self.background_bootstrap {
+            {
+                let Ok(mut running) = self.bootstrapping.lock() else {
+                    return Ok(());
+                };
+                if !running.insert(node.id.clone()) {
+                    return Ok(());
+                }
+            }
+            let (launcher, store, clock) = (
+                self.launcher.clone(),
+                self.store.clone(),
+                self.clock.clone(),
+            );
+            let running = self.bootstrapping.clone();
+            let server = server.clone();
+            tokio::spawn(async move {
+                let id = node.id.clone();
+                let result = launcher.bootstrap(&node, &server).await;
+                let at = clock.now();
+                let message = match result {
+                    Ok(()) => {
+                        node.state = NodeState::Loading;
+                        "dayshift-node started; loading the model".to_string()
+                    }
+                    Err(e) => {
+                        warn!(node = %id, "node failed: bootstrap failed: {e}");
+                        node.state = NodeState::Failed;
+                        node.last_error = Some(format!("bootstrap failed: {e}"));
+                        node.retry_at = None;
+                        format!("bootstrap failed: {e}")
+                    }
+                };
+                if let Err(e) = store
+                    .update_node(&node, NodeState::Provisioning, at, &message)
+                    .await
+                {
+                    warn!(node = %id, error = %e, "recording the bootstrap's end");
+                }
+                if let Ok(mut r) = running.lock() {
+                    r.remove(&id);
+                }
+            });
+            return Ok(());
+        }
         match self.launcher.bootstrap(&node, server).await {
             Ok(()) => {
                 node.state = NodeState::Loading;

@@ -18,7 +18,7 @@ use dayshift_tests::serve::{PoolSpec, ServeProc, ServeSpec, TlsSpec, sqlite_rows
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const POOLS: usize = 6;
+const POOLS: usize = 12;
 const MIN_CYCLES: usize = 50;
 /// Longest a server may live past its window's end: the drain timeout (10 s) plus a
 /// restart after a kill, a rate-limit wait and a few ticks.
@@ -109,7 +109,7 @@ async fn serve_is_killed_at_random_and_leaks_no_server() {
     let deadline = started + Duration::from_secs(420);
     loop {
         let done = cycles(&db);
-        if done >= MIN_CYCLES + 5 {
+        if done >= MIN_CYCLES {
             break;
         }
         assert!(
@@ -126,12 +126,12 @@ async fn serve_is_killed_at_random_and_leaks_no_server() {
                 let t = Utc::now();
                 if open[i] {
                     windows[i].push((t, None));
-                    next_toggle[i] = now + Duration::from_millis(rng.random_range(5000..9000));
+                    next_toggle[i] = now + Duration::from_millis(rng.random_range(10000..16000));
                 } else {
                     if let Some(w) = windows[i].last_mut() {
                         w.1 = Some(t);
                     }
-                    next_toggle[i] = now + Duration::from_millis(rng.random_range(2000..5000));
+                    next_toggle[i] = now + Duration::from_millis(rng.random_range(2000..4000));
                 }
             }
         }
@@ -152,7 +152,7 @@ async fn serve_is_killed_at_random_and_leaks_no_server() {
             }
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
             serve = Some(ServeProc::start(&config, &log, 150));
-            next_kill = Instant::now() + Duration::from_millis(rng.random_range(2000..8000));
+            next_kill = Instant::now() + Duration::from_millis(rng.random_range(3000..9000));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -108,6 +108,7 @@ pub async fn start(
         pools,
         tuning.limits.clone(),
     );
+    reconciler = reconciler.with_background_bootstrap();
     if let Some(cap) = config.budget_monthly {
         let prices = config
             .pools
