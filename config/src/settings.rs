@@ -249,7 +249,15 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, Problems> {
         let src = crate::read_source(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&path.display().to_string(), &src, base)
+        // Absolute, without `..`: paths in the file become plain absolute paths (a
+        // database URL with `../` in it is not opened by SQLite).
+        let base = std::fs::canonicalize(if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        })
+        .unwrap_or_else(|_| base.to_path_buf());
+        Config::parse(&path.display().to_string(), &src, &base)
     }
 
     /// Pool names, sorted.
