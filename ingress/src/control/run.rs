@@ -131,6 +131,14 @@ pub async fn start(
         }
     }
 
+    // Until the first tick has run, requests for a pool the schedule wants now wait for
+    // its node instead of getting 503 (the tick sets the real count).
+    let wanted = reconciler.desired(state.clock.now()).await;
+    for (pool, n) in wanted {
+        if n > 0 {
+            state.set_nodes_on_the_way(&pool, n);
+        }
+    }
     let wake = Arc::new(Notify::new());
     // Schedule reloads go to the gateway's copy too, and wake the loop.
     let watcher = {
@@ -202,6 +210,7 @@ async fn run_loop(
                 }
                 Ok(None) => {
                     tracing::debug!("another ingress runs the scheduler");
+                    publish_nodes(&state).await;
                     tokio::select! {
                         _ = tokio::time::sleep(tuning.lead_retry) => {}
                         _ = stop.changed() => {}
@@ -255,6 +264,14 @@ async fn run_loop(
 
 /// Publishes what the tick found to routing and status; true while nodes are moving.
 async fn after_tick(state: &SharedState, report: &TickReport) -> bool {
+    let busy = publish_nodes(state).await;
+    state.record_tick(report);
+    busy
+}
+
+/// Tells the gateway how many nodes per pool are on their way (from the store, so a
+/// follower replica queues requests like the leader does); true while nodes are moving.
+async fn publish_nodes(state: &SharedState) -> bool {
     let nodes = match state.store.list_nodes(false).await {
         Ok(n) => n,
         Err(e) => {
@@ -278,7 +295,6 @@ async fn after_tick(state: &SharedState, report: &TickReport) -> bool {
     for (pool, count) in on_the_way {
         state.set_nodes_on_the_way(pool, count);
     }
-    state.record_tick(report);
     busy
 }
 
