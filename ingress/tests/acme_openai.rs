@@ -7,111 +7,12 @@ mod common;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const PEBBLE_DIR: &str = "/var/tmp/dayshift-pebble";
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn need(cmd: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{cmd}` is missing: run `bash scripts/deps/pebble.sh` (the test does not skip)"
-    );
-}
-
-async fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "{what} did not open port {port}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn start_pebble(dir: &Path, acme: u16, mgmt: u16, dns: u16, tls_port: u16) -> (Proc, Proc) {
-    need("pebble");
-    need("pebble-challtestsrv");
-    assert!(
-        Path::new(PEBBLE_DIR).join("cert.pem").is_file(),
-        "no Pebble test certificates: run `bash scripts/deps/pebble.sh`"
-    );
-    let chall = Command::new("pebble-challtestsrv")
-        .args([
-            "-dns01",
-            &format!("127.0.0.1:{dns}"),
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-            "-management",
-            &format!("127.0.0.1:{}", free_port()),
-            "-defaultIPv6",
-            "",
-            "-defaultIPv4",
-            "127.0.0.1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pebble-challtestsrv");
-    let cfg = serde_json::json!({"pebble": {
-        "listenAddress": format!("127.0.0.1:{acme}"),
-        "managementListenAddress": format!("127.0.0.1:{mgmt}"),
-        "certificate": format!("{PEBBLE_DIR}/cert.pem"),
-        "privateKey": format!("{PEBBLE_DIR}/key.pem"),
-        "httpPort": free_port(), "tlsPort": tls_port,
-        "ocspResponderURL": "", "externalAccountBindingRequired": false
-    }});
-    let cfg_path = dir.join("pebble.json");
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let pebble = Command::new("pebble")
-        .args([
-            "-config",
-            cfg_path.to_str().unwrap(),
-            "-dnsserver",
-            &format!("127.0.0.1:{dns}"),
-        ])
-        .env("PEBBLE_VA_NOSLEEP", "1")
-        .env("PEBBLE_WFE_NONCEREJECT", "0")
-        .stdout(Stdio::from(
-            std::fs::File::create(dir.join("pebble.log")).unwrap(),
-        ))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("pebble.err")).unwrap(),
-        ))
-        .spawn()
-        .expect("pebble");
-    (Proc(chall), Proc(pebble))
-}
+use dayshift_tests::pebble::{PEBBLE_DIR, Proc, free_port, start_pebble};
 
 fn dayshift() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dayshift"))
@@ -135,9 +36,8 @@ fn grep_files(files: &[PathBuf], needle: &str) -> Vec<String> {
 async fn openai_client_over_acme_https_and_no_secret_in_db_or_logs() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let (acme, mgmt, dns, port) = (free_port(), free_port(), free_port(), free_port());
-    let (_chall, _pebble) = start_pebble(dir.path(), acme, mgmt, dns, port);
-    wait_port(acme, "pebble").await;
+    let port = free_port();
+    let pebble = start_pebble(dir.path(), port).await;
 
     let domain = "dayshift.test";
     let state = dir.path().join("state");
@@ -159,10 +59,11 @@ listen = "127.0.0.1:{port}"
 mode = "acme"
 domains = ["{domain}"]
 contact = ["mailto:ops@dayshift.test"]
-directory = "https://127.0.0.1:{acme}/dir"
+directory = "{directory}"
 directory_ca = "{PEBBLE_DIR}/ca.pem"
 "#,
-            state = state.display()
+            state = state.display(),
+            directory = pebble.directory,
         ),
     )
     .unwrap();
@@ -180,25 +81,9 @@ directory_ca = "{PEBBLE_DIR}/ca.pem"
         .expect("dayshift serve");
     let mut ingress = Proc(child);
 
-    // Pebble's issuing root (new on every start), fetched over its management API.
-    let ca_pem = std::fs::read(format!("{PEBBLE_DIR}/ca.pem")).unwrap();
-    let mgmt_client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
-        .build()
-        .unwrap();
-    wait_port(mgmt, "pebble management").await;
-    let root = mgmt_client
-        .get(format!("https://127.0.0.1:{mgmt}/roots/0"))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let root_path = dir.path().join("pebble-root.pem");
-    std::fs::write(&root_path, &root).unwrap();
+    // Pebble's issuing root (new on every start).
+    let root = pebble.root_pem.clone();
+    let root_path = pebble.root_path.clone();
 
     // A client that trusts only Pebble's root; the test domain resolves to loopback.
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
