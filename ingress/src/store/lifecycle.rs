@@ -63,7 +63,7 @@ impl Store {
         message: &str,
         interval: Option<&NewInterval>,
     ) -> Result<LifecycleWrite> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row =
             sqlx::query("SELECT state, server_created_at, deleted_at FROM nodes WHERE id = $1")
                 .bind(&u.id)
@@ -193,7 +193,7 @@ impl Store {
 
     /// Inserts a planned node row (scheduler) with its first event, at `at` (unix ms).
     pub async fn insert_planned(&self, id: &str, pool: &str, at: i64, message: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO nodes (id, pool, state, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $4)",

@@ -134,6 +134,16 @@ impl Store {
         &self.pool
     }
 
+    /// Begins a transaction that will write: on SQLite `BEGIN IMMEDIATE`, so it takes
+    /// the write lock up front (waiting under `busy_timeout`) instead of failing with
+    /// `SQLITE_BUSY_SNAPSHOT` when it upgrades a read after another writer committed.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Closes the pool, waiting for connections to return.
     pub async fn close(&self) {
         self.pool.close().await;

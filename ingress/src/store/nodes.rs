@@ -97,7 +97,7 @@ fn node_from_row(r: &AnyRow) -> Result<NodeRecord> {
 impl NodeStore for Store {
     async fn insert_node(&self, node: &NewNode) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO nodes (id, pool, state, join_token_hash, join_token_expires_at, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
@@ -148,7 +148,7 @@ impl NodeStore for Store {
         detail: &str,
     ) -> Result<bool> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT state FROM nodes WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -220,7 +220,7 @@ impl NodeStore for Store {
         tls_cert_sha256: Option<&str>,
     ) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT state FROM nodes WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
