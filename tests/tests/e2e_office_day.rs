@@ -81,7 +81,6 @@ fn cost_json(config: &Path, month: &str) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "stalls since the scheduler's concurrent steps: the first SSH bootstrap hangs in its first remote command (mkdir) while the chaos test's bootstraps pass; passed at 084a045 (150 s); run with --ignored while debugging"]
 async fn an_office_day_end_to_end() {
     fixtures::init_tracing();
     let t0 = Instant::now();

@@ -63,6 +63,10 @@ impl Sshd {
         let auth_file = dir.join("authorized_keys");
         std::fs::write(&auth_file, authorized.join("\n") + "\n")?;
         std::fs::set_permissions(&auth_file, std::fs::Permissions::from_mode(0o600))?;
+        // PYENV_REHASH_TIMEOUT=0: a machine whose root shell runs `pyenv init` (this dev
+        // image does) rehashes in every `bash -c` sshd starts; a test host deleted during
+        // that rehash leaves pyenv's lock behind, and every later command would wait 60 s
+        // for it (seen: the end-to-end test stalled after the chaos test).
         let cfg = dir.join("sshd_config");
         std::fs::write(
             &cfg,
@@ -70,7 +74,7 @@ impl Sshd {
                 "ListenAddress {ip}:{port}\nHostKey {key}\nAuthorizedKeysFile {auth}\n\
                  PidFile none\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
-                 Subsystem sftp internal-sftp\nSetEnv {MARKER_VAR}={marker}\nLogLevel VERBOSE\n",
+                 Subsystem sftp internal-sftp\nSetEnv {MARKER_VAR}={marker} PYENV_REHASH_TIMEOUT=0\nLogLevel VERBOSE\n",
                 key = key.display(),
                 auth = auth_file.display(),
             ),
