@@ -281,3 +281,21 @@ pub fn sqlite_rows(db: &Path, sql: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Test hosts still up at the fake (servers whose sshd runs).
+pub fn live_hosts(fake: &crate::FakeHcloud) -> usize {
+    fake.hosts().map(|h| h.describe().len()).unwrap_or(0)
+}
+
+/// The fake's `GET /v1/servers` answer, as a client sees it.
+pub async fn listed_servers(fake: &crate::FakeHcloud) -> serde_json::Value {
+    reqwest12::Client::new()
+        .get(format!("{}/servers", fake.endpoint()))
+        .bearer_auth("e2e-token")
+        .send()
+        .await
+        .expect("GET /v1/servers")
+        .json()
+        .await
+        .expect("servers JSON")
+}

@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use dayshift_tests::fixtures;
 use dayshift_tests::pebble::{free_port, wait_port};
 use dayshift_tests::processes::signal;
-use dayshift_tests::serve::{PoolSpec, ServeProc, ServeSpec, TlsSpec, sqlite_rows};
+use dayshift_tests::serve::{
+    PoolSpec, ServeProc, ServeSpec, TlsSpec, listed_servers, live_hosts, sqlite_rows,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -172,7 +174,7 @@ async fn serve_is_killed_at_random_and_leaks_no_server() {
         signal(s.child.id(), libc::SIGHUP);
     }
     let settle = Instant::now() + Duration::from_secs(120);
-    let servers_left = || fake.hosts().map(|h| h.describe().len()).unwrap_or(0);
+    let servers_left = || live_hosts(&fake);
     loop {
         let live = sqlite_rows(
             &db,
@@ -191,15 +193,7 @@ async fn serve_is_killed_at_random_and_leaks_no_server() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let api: serde_json::Value = reqwest12::Client::new()
-        .get(format!("{}/servers", fake.endpoint()))
-        .bearer_auth("e2e-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = listed_servers(&fake).await;
     assert_eq!(
         api["servers"].as_array().map(Vec::len),
         Some(0),

@@ -16,7 +16,9 @@ use chrono::{DateTime, Timelike, Utc};
 use dayshift_tests::fixtures;
 use dayshift_tests::pebble::{free_port, start_pebble, wait_port};
 use dayshift_tests::processes::{dayshift_bin, signal};
-use dayshift_tests::serve::{PoolSpec, ServeProc, ServeSpec, TlsSpec, create_key, sqlite_rows};
+use dayshift_tests::serve::{
+    PoolSpec, ServeProc, ServeSpec, TlsSpec, create_key, listed_servers, live_hosts, sqlite_rows,
+};
 use reqwest12 as reqwest;
 
 const DOMAIN: &str = "dayshift.test";
@@ -174,14 +176,11 @@ async fn an_office_day_end_to_end() {
     phase("ingress serves HTTPS with Pebble's certificate");
 
     // Before the pre-warm point: no server, no node.
-    let servers = |fake: &dayshift_tests::FakeHcloud| -> usize {
-        fake.hosts().map(|h| h.describe().len()).unwrap_or(0)
-    };
     let before = prewarm - chrono::Duration::seconds(3);
     assert!(Utc::now() < before, "set-up took too long for the schedule");
     wait_until(before).await;
     assert_eq!(
-        servers(&fake),
+        live_hosts(&fake),
         0,
         "a server before the window's pre-warm point"
     );
@@ -233,7 +232,7 @@ async fn an_office_day_end_to_end() {
     // After the window: drained, deleted, 503 with Retry-After, no server left.
     wait_until(end).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !nodes_in_state(&db, "deleted").await.len().eq(&2) || servers(&fake) > 0 {
+    while !nodes_in_state(&db, "deleted").await.len().eq(&2) || live_hosts(&fake) > 0 {
         assert!(
             Instant::now() < deadline,
             "nodes not deleted after the window:\n{}",
@@ -264,18 +263,7 @@ async fn an_office_day_end_to_end() {
         retry > 0 && retry <= 24 * 3600,
         "next window is tomorrow: {retry}"
     );
-    let api_servers: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/servers",
-            fake.endpoint().trim_end_matches("/v1")
-        ))
-        .bearer_auth("e2e-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api_servers = listed_servers(&fake).await;
     assert_eq!(
         api_servers["servers"].as_array().map(Vec::len),
         Some(0),

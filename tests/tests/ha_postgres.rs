@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dayshift_tests::fixtures;
 use dayshift_tests::pebble::{free_port, wait_port};
 use dayshift_tests::processes::signal;
-use dayshift_tests::serve::{PoolSpec, ServeProc, ServeSpec, TlsSpec};
+use dayshift_tests::serve::{PoolSpec, ServeProc, ServeSpec, TlsSpec, live_hosts};
 
 const PG: &str = "postgres://postgres@127.0.0.1:55432";
 
@@ -138,7 +138,7 @@ async fn the_other_replica_takes_over_without_duplicate_servers() {
         "a replica created servers twice:\n{}",
         b.log_text()
     );
-    let servers = fake.hosts().map(|h| h.describe().len()).unwrap_or(0);
+    let servers = live_hosts(&fake);
     assert_eq!(servers, 1);
 
     // The window closes: B drains and deletes.
@@ -146,7 +146,7 @@ async fn the_other_replica_takes_over_without_duplicate_servers() {
     signal(b.child.id(), libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(60);
     while psql(&db, "SELECT COUNT(*) FROM nodes WHERE state <> 'deleted'") != "0"
-        || fake.hosts().map(|h| h.describe().len()).unwrap_or(0) > 0
+        || live_hosts(&fake) > 0
     {
         assert!(Instant::now() < deadline, "not deleted:\n{}", b.log_text());
         tokio::time::sleep(Duration::from_millis(250)).await;
