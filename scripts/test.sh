@@ -1,6 +1,31 @@
 #!/usr/bin/env bash
-# The test command (README): installs the tools the tests need, then runs every test.
+# The test command (README): installs the tools the tests need, runs every test with
+# cargo-nextest (one process per test, in parallel: .config/nextest.toml), then runs the
+# README's snippets against the quickstart (scripts/check-readme.py) with the binaries
+# this build made. Stops the test PostgreSQL server at the end if it started it.
+# Method and figures: tests/README.md ("Running the suite").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PG_PORT="${DAYSHIFT_TEST_PG_PORT:-55432}"
+pg_was_running=0
+if (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; then pg_was_running=1; fi
+stop_pg() {
+  if [ "$pg_was_running" = 0 ]; then bash scripts/deps/postgres.sh stop || true; fi
+}
+trap stop_pg EXIT
+phase() { printf '== test.sh: %s (%s s)\n' "$1" "$SECONDS" >&2; }
+
+phase "installing test dependencies"
 bash scripts/install-test-deps.sh
-cargo test --workspace --all-targets
+if ! cargo nextest --version >/dev/null 2>&1; then
+  phase "installing cargo-nextest from crates.io (once)"
+  cargo install --locked cargo-nextest
+fi
+phase "building and running the tests"
+# --lib --tests: unit and integration tests (the binaries have no unit tests: test =
+# false in their Cargo.toml); examples and benches are compiled
+# by `cargo clippy --all-targets` in .ci/run, not linked again here.
+cargo nextest run --workspace --lib --tests
+phase "checking the README's snippets"
+DAYSHIFT_BIN_DIR="$PWD/target/debug" python3 scripts/check-readme.py
+phase "done"

@@ -30,7 +30,7 @@ GW_PORT="${GW_PORT:-18081}"
 NG_PORT="${NG_PORT:-18082}"
 export CHUNKS="${CHUNKS:-10}" CHUNK_MS="${CHUNK_MS:-20}"
 
-bash scripts/deps/nginx.sh >/dev/null
+bash bench/gateway/install-nginx.sh >/dev/null
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release -q -p dayshift --bin dayshift --example bench_upstream

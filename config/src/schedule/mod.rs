@@ -2,6 +2,7 @@
 //! one-off overrides in one time zone, and its evaluation as a pure function of time.
 
 mod days;
+pub mod describe;
 mod eval;
 mod holidays;
 mod local_time;

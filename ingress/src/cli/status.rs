@@ -11,6 +11,7 @@ use chrono_tz::Tz;
 use clap::Args;
 use dayshift_config::billing::to_cents;
 use dayshift_config::estimate::server_lives;
+use dayshift_config::schedule::describe::{self, Day, PoolWindows};
 use dayshift_config::schedule::{Interval, resolve};
 use dayshift_config::{Config, Schedule};
 use rust_decimal::Decimal;
@@ -54,6 +55,9 @@ struct PoolStatus {
     nodes: BTreeMap<String, usize>,
     open_until: Option<DateTime<Utc>>,
     next_window: Option<Interval>,
+    /// Today and now/next in words (shared with the status page).
+    day: Day,
+    windows: PoolWindows,
 }
 
 /// The month's money at an instant.
@@ -146,40 +150,20 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
         "next window",
     ]);
     for p in &pools {
-        let today = if p.today.is_empty() {
-            "closed".to_string()
-        } else {
-            p.today
-                .iter()
-                .map(|i| span(i, tz))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let today = describe::describe_day(&p.day, tz);
         let nodes = if p.nodes.is_empty() {
             "none".to_string()
         } else {
             counts(&p.nodes)
         };
-        let mut next = Vec::new();
-        if let Some(u) = p.open_until {
-            next.push(format!("open until {}", local(u)));
-        }
-        match &p.next_window {
-            Some(i) => next.push(format!(
-                "{} {}",
-                i.start.with_timezone(&tz).format("%a %Y-%m-%d"),
-                span(i, tz)
-            )),
-            None if p.open_until.is_none() => next.push("none scheduled".into()),
-            None => {}
-        }
+        let next = describe::describe_windows(&p.windows, tz);
         t.add_row(vec![
             p.pool.clone(),
             p.model.clone().unwrap_or_else(|| "-".into()),
             p.wanted_now.to_string(),
             today,
             nodes,
-            next.join("; then "),
+            next,
         ]);
     }
     println!("{t}");
@@ -219,17 +203,6 @@ fn counts(m: &BTreeMap<String, usize>) -> String {
         .map(|(s, n)| format!("{s} {n}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// "08:00–18:00 ×1" in `tz` (the end's date added when it falls on another day).
-fn span(i: &Interval, tz: Tz) -> String {
-    let (s, e) = (i.start.with_timezone(&tz), i.end.with_timezone(&tz));
-    let end = if s.date_naive() == e.date_naive() {
-        e.format("%H:%M").to_string()
-    } else {
-        e.format("%a %H:%M").to_string()
-    };
-    format!("{}–{end} ×{}", s.format("%H:%M"), i.nodes)
 }
 
 /// What the rest of the month's schedule commits to (stacked servers per pool, each
@@ -306,7 +279,16 @@ fn pool_status(
                 *by_state.entry(n.state.as_str().to_string()).or_insert(0) += 1;
             }
             let mine = || ahead.iter().filter(|i| i.pool == pool);
+            let windows = schedule
+                .map(|s| s.pool_windows(&pool, now))
+                .unwrap_or(PoolWindows {
+                    current: None,
+                    next: None,
+                });
             PoolStatus {
+                day: schedule
+                    .map(|s| s.pool_day(&pool, today))
+                    .unwrap_or(Day::Closed),
                 model: super::nodes::model(config, &pool).map(str::to_string),
                 wanted_now: schedule.map(|s| s.desired_nodes(&pool, now)).unwrap_or(0),
                 today: today_plan
@@ -315,9 +297,8 @@ fn pool_status(
                     .cloned()
                     .collect(),
                 nodes: by_state,
-                open_until: mine()
-                    .find(|i| i.start <= now && now < i.end)
-                    .map(|i| i.end),
+                open_until: windows.current.as_ref().and_then(|c| c.end),
+                windows,
                 next_window: mine().find(|i| i.start > now).cloned(),
                 pool,
             }

@@ -5,8 +5,10 @@
 
 pub mod admin;
 pub mod app;
+pub mod clock_offset;
 pub mod errors;
 pub mod gateway;
+pub mod in_flight_sync;
 pub mod keys_cache;
 pub mod limits;
 pub mod metrics;

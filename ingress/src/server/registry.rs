@@ -89,6 +89,10 @@ impl NodeHandle {
             *l = load;
         }
     }
+    /// Changes with every heartbeat (for noticing one; not a time to read).
+    pub fn heartbeat_mark(&self) -> u64 {
+        self.last_heartbeat.load(Ordering::Relaxed)
+    }
     /// Time since the last heartbeat (or registration).
     pub fn silence(&self) -> Duration {
         let last = Duration::from_micros(self.last_heartbeat.load(Ordering::Relaxed));

@@ -9,6 +9,8 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::{Datelike, TimeZone, Utc};
 use rust_decimal::Decimal;
 
+use dayshift_config::schedule::describe;
+
 use super::metrics::Gauges;
 use super::state::SharedState;
 use crate::store::{NodeState, NodeStore};
@@ -46,24 +48,31 @@ async fn month_to_date(state: &SharedState) -> Option<Decimal> {
 /// `GET /`.
 pub async fn page(State(state): State<SharedState>) -> Html<String> {
     let now = state.clock.now();
+    // The schedule's zone and its words for each pool (shared with `dayshift status`).
+    let schedule = state.schedule.read().ok().and_then(|g| g.clone());
+    let tz = schedule
+        .as_ref()
+        .map(|s| s.timezone)
+        .unwrap_or(chrono_tz::UTC);
     let mut h = String::new();
     let _ = write!(
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>dayshift · {}</title>\
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #ccc;padding:.3em .6em}}</style></head><body>\
-         <h1>dayshift · {}</h1><p>Now: {}</p>",
+         <h1>dayshift · {}</h1><p>Now: {} {}</p>",
         esc(&state.config.cluster),
         esc(&state.config.cluster),
-        now.to_rfc3339()
+        describe::minute(now, tz),
+        esc(tz.name())
     );
     h.push_str("<h2>Pools</h2><table><tr><th>pool</th><th>model</th><th>ready nodes</th><th>on the way</th><th>in flight</th><th>next window</th></tr>");
     for p in state.registry.pools() {
         let in_flight: u32 = p.nodes().iter().map(|n| n.in_flight()).sum();
-        let next = state
-            .next_window(&p.name, now)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_else(|| "none scheduled".into());
+        let next = match &schedule {
+            Some(s) => describe::describe_windows(&s.pool_windows(&p.name, now), tz),
+            None => "no schedule file".into(),
+        };
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -76,29 +85,23 @@ pub async fn page(State(state): State<SharedState>) -> Html<String> {
         );
     }
     h.push_str("</table><h2>Schedule today</h2><ul>");
-    let today = {
-        let guard = state.schedule.read().ok();
-        guard.and_then(|g| {
-            g.as_ref().map(|s| {
-                let date = now.with_timezone(&s.timezone).date_naive();
-                (s.timezone, s.intervals_on(date))
-            })
-        })
-    };
-    match today {
-        Some((tz, intervals)) if !intervals.is_empty() => {
-            for i in intervals {
+    match &schedule {
+        Some(s) => {
+            let date = now.with_timezone(&tz).date_naive();
+            let pools = s.pools();
+            if pools.is_empty() {
+                h.push_str("<li>no window in the schedule</li>");
+            }
+            for pool in pools {
                 let _ = write!(
                     h,
-                    "<li>{}: {} – {} ({} node(s))</li>",
-                    esc(&i.pool),
-                    i.start.with_timezone(&tz).format("%H:%M"),
-                    i.end.with_timezone(&tz).format("%H:%M %Z"),
-                    i.nodes
+                    "<li>{}: {} ({})</li>",
+                    esc(&pool),
+                    esc(&describe::describe_day(&s.pool_day(&pool, date), tz)),
+                    esc(tz.name())
                 );
             }
         }
-        Some(_) => h.push_str("<li>no window today</li>"),
         None => h.push_str("<li>no schedule file</li>"),
     }
     h.push_str("</ul><h2>Nodes</h2><table><tr><th>id</th><th>pool</th><th>state</th><th>address</th><th>in flight</th></tr>");
@@ -129,7 +132,7 @@ pub async fn page(State(state): State<SharedState>) -> Html<String> {
         control.ticks,
         control
             .last_tick
-            .map(|t| t.to_rfc3339())
+            .map(|t| t.with_timezone(&tz).format("%H:%M:%S").to_string())
             .unwrap_or_else(|| "never".into())
     );
     if !control.budget_blocked.is_empty() {

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod in_flight;
 mod keys;
 mod ledger;
 mod lifecycle;

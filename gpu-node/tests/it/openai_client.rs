@@ -2,7 +2,7 @@
 //! models, chat, chat streaming with usage, completions (both ways), embeddings
 //! (base64, the client's default, and float), and its error classes.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

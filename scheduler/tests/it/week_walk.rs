@@ -2,14 +2,12 @@
 //! Friday and Easter Monday included): every node is planned exactly its pool's lead time
 //! before a window opens, is ready when it opens, and is deleted when it closes.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use crate::common::{NoBootstrap, SimProvider, simulate_nodes, utc};
 use chrono::Duration;
-use common::{NoBootstrap, SimProvider, simulate_nodes, utc};
 use dayshift_config::Schedule;
 use dayshift_config::clock::ManualClock;
 use dayshift_provisioning::Provider;

@@ -1,13 +1,11 @@
 //! Gateway behaviour against stand-in nodes (in-process ingress, TLS off towards the
 //! client; nodes over pinned TLS unless a test says otherwise).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use chrono::{TimeZone, Utc};
-use common::*;
 use dayshift::store::{KeyLimits, NodeStore};
 use dayshift_config::clock::ManualClock;
 

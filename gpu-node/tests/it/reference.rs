@@ -3,7 +3,7 @@
 //! same files (sha256), same token ids, same chat prompt, logits within 1e-4,
 //! same greedy tokens — through the full pass, the KV cache and chunked prefill.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use dayshift_node::engine::sampling::argmax;
@@ -22,7 +22,7 @@ fn sha(p: &std::path::Path) -> String {
 #[test]
 fn tiny_llama_matches_transformers() {
     let reference: Value =
-        serde_json::from_str(include_str!("../reference/tiny_reference.json")).unwrap();
+        serde_json::from_str(include_str!("../../reference/tiny_reference.json")).unwrap();
     let dir = common::tiny_model();
     assert_eq!(
         sha(&dir.path().join("model.safetensors")),

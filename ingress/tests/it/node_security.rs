@@ -1,11 +1,9 @@
 //! Node API security: join tokens bound to the node id, expiring, not replayable;
 //! certificate pinning; the admin API behind its token; the model mirror for nodes only.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use dayshift::store::{NodeStore, hash_secret};
 use dayshift_config::protocol::Secret;
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use dayshift_config::{Config, Schedule};
 use proptest::prelude::*;
 
-const SCHEDULE: &str = include_str!("../../examples/schedule.toml");
-const CONFIG: &str = include_str!("../../examples/dayshift.toml");
+const SCHEDULE: &str = include_str!("../../../examples/schedule.toml");
+const CONFIG: &str = include_str!("../../../examples/dayshift.toml");
 
 fn mutate(src: &str, ops: &[(usize, u8, u8)]) -> String {
     let mut bytes = src.as_bytes().to_vec();

@@ -3,15 +3,13 @@
 //! official `openai` Python client, trusting only Pebble's root, talks to the gateway.
 //! Afterwards the database files and the log are searched for every secret.
 
-mod common;
-
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use dayshift_tests::pebble::{PEBBLE_DIR, Proc, free_port, start_pebble};
 
 fn dayshift() -> Command {

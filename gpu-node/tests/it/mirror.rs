@@ -1,7 +1,7 @@
 //! Model files from the ingress's mirror (a stand-in in the test): manifest, download
 //! resumed with `Range` from a partial file, sha256 checked; a corrupt file is refused.
 
-mod common;
+use crate::common;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};

@@ -2,7 +2,7 @@
 //! embeddings (gpu-node/reference/minilm_reference.json, made by
 //! reference/make_reference.py): cosine ≥ 0.999 for every sentence.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use dayshift_node::model::{self, LoadedModel};
@@ -11,7 +11,7 @@ use serde_json::Value;
 #[test]
 fn minilm_matches_reference_embeddings() {
     let reference: Value =
-        serde_json::from_str(include_str!("../reference/minilm_reference.json")).unwrap();
+        serde_json::from_str(include_str!("../../reference/minilm_reference.json")).unwrap();
     let LoadedModel::Embedding(m) = model::load(&common::minilm_dir(), None, &Device::Cpu).unwrap()
     else {
         panic!("MiniLM must load as an embedding model")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs nginx and wrk (Debian packages) for the gateway benchmark (bench/gateway).
+# Installs nginx and wrk (Debian packages) for the gateway benchmark (bench/gateway/run.sh;
+# not part of the test dependencies).
 # Nothing is started here: the benchmark runs its own nginx with its own config.
 # Idempotent.
 set -euo pipefail

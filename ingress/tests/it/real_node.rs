@@ -7,7 +7,7 @@
 //! only Pebble's root, does chat, streaming with usage, completions, embeddings and
 //! models through the ingress; usage rows name the real nodes.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::pebble::{AcmeGateway, Proc, acme_gateway, minilm_dir, node_bin};
+use crate::common::pebble::{AcmeGateway, Proc, acme_gateway, minilm_dir, node_bin};
 use dayshift::server::Tuning;
 
 const CHAT_MODEL: &str = "tiny-chat";

@@ -1,7 +1,7 @@
 //! Bad requests get the right status and OpenAI-style error JSON, and the node keeps
 //! serving afterwards (no panic).
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 

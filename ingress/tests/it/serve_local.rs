@@ -4,14 +4,12 @@
 //! reload (SIGHUP) that closes the window drains the node — streams in flight finish
 //! before it is deleted; Ctrl-C (SIGTERM) stops every node and closes every row.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pebble::{free_port, node_bin};
-use common::reqwest;
+use crate::common::pebble::{free_port, node_bin};
+use crate::common::reqwest;
 use dayshift::store::{NodeState, NodeStore, Store};
 use futures_util::StreamExt;
 

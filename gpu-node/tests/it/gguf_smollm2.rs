@@ -6,7 +6,7 @@
 //! with llama-cpp-python). Then the official `openai` client asks the served model for
 //! the capital of France.
 
-mod common;
+use crate::common;
 
 use candle_core::{D, Device};
 use dayshift_node::model::chat::ChatMessage;

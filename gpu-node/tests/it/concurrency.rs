@@ -2,7 +2,7 @@
 //! more than one sequence per step), and give exactly the text of the same requests
 //! run one at a time with greedy sampling.
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 

@@ -1,13 +1,11 @@
 //! Budget stop, billing-aware stop and schedule hot reload.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
+use crate::common::{NoBootstrap, SimProvider, simulate_nodes, utc};
 use chrono::Duration;
-use common::{NoBootstrap, SimProvider, simulate_nodes, utc};
 use dayshift_config::Schedule;
 use dayshift_config::billing::{BillingRule, Price};
 use dayshift_config::clock::ManualClock;

@@ -2,7 +2,7 @@
 //! the TLS fingerprint the node really serves, heartbeats, re-registration after the
 //! ingress forgets the node, and SIGTERM during 8 streams: all finish, goodbye, exit 0.
 
-mod common;
+use crate::common;
 
 use axum::Json;
 use axum::extract::State;

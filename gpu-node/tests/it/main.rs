@@ -1,0 +1,14 @@
+//! The integration tests of `dayshift-node`, one binary (`cargo test -p dayshift-node --test it`):
+//! each file of this folder is a module; a new test file is one more `mod` line here
+//! (see tests/README.md, "Adding a test").
+
+mod agent_drain;
+mod bad_requests;
+mod common;
+mod concurrency;
+mod embeddings;
+mod gguf_quant;
+mod gguf_smollm2;
+mod mirror;
+mod openai_client;
+mod reference;
