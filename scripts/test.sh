@@ -22,10 +22,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 phase "building and running the tests"
-# --lib --tests: unit and integration tests (the binaries have no unit tests: test =
-# false in their Cargo.toml); examples and benches are compiled
+# --tests: the targets with `test = true`: unit tests of the libraries that have them and
+# the integration tests (binaries and harness: test = false); examples and benches are compiled
 # by `cargo clippy --all-targets` in .ci/run, not linked again here.
-cargo nextest run --workspace --lib --tests
+cargo nextest run --workspace --tests
 phase "checking the README's snippets"
 DAYSHIFT_BIN_DIR="$PWD/target/debug" python3 scripts/check-readme.py
 phase "done"

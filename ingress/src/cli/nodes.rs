@@ -150,19 +150,3 @@ pub fn node_json(n: &NodeRecord, config: &Config, now: DateTime<Utc>) -> serde_j
     }
     v
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_read_well() {
-        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
-        let ms = |s: i64| (1_000_000 - s) * 1000;
-        assert_eq!(age(now, ms(40)), "40s");
-        assert_eq!(age(now, ms(7 * 60 + 12)), "7m 12s");
-        assert_eq!(age(now, ms(2 * 3600 + 5 * 60)), "2h 05m");
-        assert_eq!(age(now, ms(3 * 86_400 + 4 * 3600 + 59)), "3d 4h");
-        assert_eq!(age(now, ms(-5)), "0s");
-    }
-}

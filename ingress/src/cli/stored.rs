@@ -76,7 +76,7 @@ pub fn timezone(schedule: Option<&Schedule>) -> Tz {
 }
 
 /// The SQLite file a `sqlite:` URL names (`None` for memory databases and other backends).
-fn sqlite_file(url: &str) -> Option<PathBuf> {
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
@@ -108,7 +108,7 @@ pub async fn open_store(config: &Config) -> Result<Store, Failure> {
 }
 
 /// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
@@ -140,25 +140,4 @@ pub fn report(f: Failure) -> std::process::ExitCode {
         eprintln!("error: {}", f.message);
     }
     std::process::ExitCode::from(f.code)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlite_urls_name_their_file() {
-        assert_eq!(
-            sqlite_file("sqlite:///var/lib/dayshift/dayshift.db?mode=rwc"),
-            Some(PathBuf::from("/var/lib/dayshift/dayshift.db"))
-        );
-        assert_eq!(sqlite_file("sqlite::memory:"), None);
-        assert_eq!(sqlite_file("postgres://u:p@h/db"), None);
-    }
-
-    #[test]
-    fn passwords_are_not_printed() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("sqlite:///x.db"), "sqlite:///x.db");
-    }
 }

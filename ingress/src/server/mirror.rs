@@ -24,7 +24,8 @@ use super::gateway::bearer;
 use super::state::SharedState;
 use crate::store::{NodeStore, hash_secret};
 
-type DirStamp = Vec<(String, u64, Option<SystemTime>)>;
+/// A model folder's files: (path relative to the model, size, modification time).
+pub type DirStamp = Vec<(String, u64, Option<SystemTime>)>;
 
 /// Manifests already computed, by model, with the folder listing they were made from.
 #[derive(Default)]
@@ -82,7 +83,7 @@ async fn authorize(state: &SharedState, headers: &HeaderMap, model: &str) -> Res
 }
 
 /// The file behind manifest path `rel`: `root` itself when the model is a single file.
-fn file_path(root: &Path, rel: &str) -> PathBuf {
+pub fn file_path(root: &Path, rel: &str) -> PathBuf {
     if root.is_file() {
         root.to_path_buf()
     } else {
@@ -90,7 +91,8 @@ fn file_path(root: &Path, rel: &str) -> PathBuf {
     }
 }
 
-fn list_files(root: &Path) -> std::io::Result<DirStamp> {
+/// The files of a model folder (or the one file a single-file model is), sorted.
+pub fn list_files(root: &Path) -> std::io::Result<DirStamp> {
     let mut out = Vec::new();
     if root.is_file() {
         let meta = std::fs::metadata(root)?;
@@ -123,7 +125,12 @@ fn list_files(root: &Path) -> std::io::Result<DirStamp> {
     Ok(out)
 }
 
-fn compute_manifest(model: &str, root: &Path, stamp: &DirStamp) -> std::io::Result<ModelManifest> {
+/// The manifest (paths, sizes, sha256) of the files in `stamp`.
+pub fn compute_manifest(
+    model: &str,
+    root: &Path,
+    stamp: &DirStamp,
+) -> std::io::Result<ModelManifest> {
     let mut files = Vec::new();
     for (rel, size, _) in stamp {
         let mut f = std::fs::File::open(file_path(root, rel))?;
@@ -286,28 +293,4 @@ pub async fn file(
         h.insert(header::ETAG, v);
     }
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_single_file_is_a_one_file_manifest() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("SmolLM2.Q4_1.gguf");
-        std::fs::write(&f, b"GGUF-bytes").unwrap();
-        let stamp = list_files(&f).unwrap();
-        assert_eq!(stamp.len(), 1);
-        assert_eq!(stamp[0].0, "SmolLM2.Q4_1.gguf");
-        let m = compute_manifest("smol", &f, &stamp).unwrap();
-        assert_eq!(m.files[0].path, "SmolLM2.Q4_1.gguf");
-        assert_eq!(m.files[0].size, 10);
-        assert_eq!(
-            m.files[0].sha256,
-            hex::encode(Sha256::digest(b"GGUF-bytes"))
-        );
-        assert_eq!(file_path(&f, "SmolLM2.Q4_1.gguf"), f);
-        assert_eq!(file_path(dir.path(), "a/b"), dir.path().join("a/b"));
-    }
 }

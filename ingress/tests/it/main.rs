@@ -15,3 +15,4 @@ mod serve_local;
 mod serve_self_signed;
 mod status_texts;
 mod store;
+mod units;
