@@ -54,36 +54,3 @@ impl Clock for ManualClock {
         }
     }
 }
-
-/// The system's wall clock shifted by an offset that may change while it runs: rehearsals
-/// and end-to-end tests run `dayshift serve` "at 07:59" or jump it to a window's end
-/// (`DAYSHIFT_CLOCK_OFFSET_FILE`, see the ingress README). It runs at real speed.
-#[derive(Debug, Default)]
-pub struct OffsetClock(std::sync::atomic::AtomicI64);
-
-impl OffsetClock {
-    /// The wall clock shifted by `offset`.
-    pub fn new(offset: Duration) -> Self {
-        OffsetClock(std::sync::atomic::AtomicI64::new(offset.num_milliseconds()))
-    }
-
-    /// Changes the offset (the clock jumps).
-    pub fn set_offset(&self, offset: Duration) {
-        self.0.store(
-            offset.num_milliseconds(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
-    /// The offset now.
-    pub fn offset(&self) -> Duration {
-        Duration::milliseconds(self.0.load(std::sync::atomic::Ordering::Relaxed))
-    }
-}
-
-impl Clock for OffsetClock {
-    fn now(&self) -> DateTime<Utc> {
-        let now = Utc::now();
-        now.checked_add_signed(self.offset()).unwrap_or(now)
-    }
-}

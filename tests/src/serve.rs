@@ -225,17 +225,6 @@ pub struct ServeProc {
 impl ServeProc {
     /// Starts `dayshift serve` with a short scheduler tick; output appended to `log`.
     pub fn start(config: &Path, log: &Path, tick_ms: u64) -> ServeProc {
-        ServeProc::start_with_env(config, log, tick_ms, &[])
-    }
-
-    /// Like [`ServeProc::start`], with more environment variables (e.g. the clock's
-    /// offset file, `DAYSHIFT_CLOCK_OFFSET_FILE`).
-    pub fn start_with_env(
-        config: &Path,
-        log: &Path,
-        tick_ms: u64,
-        env: &[(&str, &std::ffi::OsStr)],
-    ) -> ServeProc {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -246,7 +235,6 @@ impl ServeProc {
             .arg(config)
             .env(TOKEN_ENV, "e2e-token")
             .env("DAYSHIFT_TICK_MS", tick_ms.to_string())
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

@@ -5,7 +5,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod clock_offset;
 pub mod errors;
 pub mod gateway;
 pub mod in_flight_sync;

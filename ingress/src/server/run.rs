@@ -9,14 +9,14 @@ use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use dayshift_config::clock::Clock;
+use dayshift_config::clock::{Clock, SystemClock};
 use dayshift_config::protocol::Secret;
 use dayshift_config::settings::TlsMode;
 use dayshift_config::{Config, Schedule};
 
 use super::state::{AppState, SharedState, Tuning};
 use super::usage_writer::UsageWriter;
-use super::{app, clock_offset, node_api, tls, usage_writer};
+use super::{app, node_api, tls, usage_writer};
 use crate::store::{Store, random_hex};
 
 /// A built server: state, routes and its background tasks.
@@ -163,7 +163,7 @@ pub async fn serve(config: Config) -> Result<()> {
         // Made before the scheduler starts: local nodes are told to trust it.
         tls::self_signed(&state_dir, &tls_cfg.domains)?;
     }
-    let built = build(config, clock_offset::clock_from_env()?, Tuning::default()).await?;
+    let built = build(config, Arc::new(SystemClock), Tuning::default()).await?;
     let control = crate::control::start_for_serve(built.state.clone()).await?;
     let app = built.router.clone();
     let handle = axum_server::Handle::new();

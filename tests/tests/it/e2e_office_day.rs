@@ -3,10 +3,8 @@
 //! scheduler rents servers from the fake Hetzner API whose servers are real OpenSSH test
 //! hosts, bootstraps `dayshift-node` onto them over SSH (host key checked), the nodes
 //! fetch their models from the ingress's mirror and register; the official `openai`
-//! client is the user. Windows are whole minutes, so `dayshift serve` runs on a shifted
-//! clock (`DAYSHIFT_CLOCK_OFFSET_FILE`): its window opens 50 s after the test starts
-//! (time for set-up and the pre-warm), and once the client's checks are done the clock
-//! jumps to 2 s before the window's end instead of waiting out the minute. Checked: no node before the pre-warm point, ready nodes when the window opens,
+//! client is the user. The window opens about a minute after start and closes a minute
+//! later. Checked: no node before the pre-warm point, ready nodes when the window opens,
 //! chat (streaming) and embeddings over HTTPS, 503 + Retry-After after the window, the
 //! fake's server list empty at the end, and `dayshift cost --json` with the intervals.
 
@@ -63,34 +61,9 @@ fn minute_after(now: DateTime<Utc>, ahead: chrono::Duration) -> DateTime<Utc> {
     }
 }
 
-/// The clock `dayshift serve` runs on: the wall clock plus an offset kept in a file that
-/// the serve reads (`DAYSHIFT_CLOCK_OFFSET_FILE`, re-read every 200 ms).
-struct ServeClock {
-    file: PathBuf,
-    offset: std::sync::Mutex<chrono::Duration>,
-}
-
-impl ServeClock {
-    fn new(file: PathBuf, offset: chrono::Duration) -> ServeClock {
-        std::fs::write(&file, offset.num_milliseconds().to_string()).unwrap();
-        ServeClock {
-            file,
-            offset: std::sync::Mutex::new(offset),
-        }
-    }
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *self.offset.lock().unwrap()
-    }
-    /// Moves the serve's clock to `t` (it notices within 200 ms).
-    fn jump_to(&self, t: DateTime<Utc>) {
-        let offset = t - Utc::now();
-        std::fs::write(&self.file, offset.num_milliseconds().to_string()).unwrap();
-        *self.offset.lock().unwrap() = offset;
-    }
-    async fn wait_until(&self, t: DateTime<Utc>) {
-        let d = (t - self.now()).to_std().unwrap_or_default();
-        tokio::time::sleep(d).await;
-    }
+async fn wait_until(t: DateTime<Utc>) {
+    let d = (t - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(d).await;
 }
 
 fn cost_json(config: &Path, month: &str) -> serde_json::Value {
@@ -126,11 +99,9 @@ async fn an_office_day_end_to_end() {
 
     let state = d.join("state");
 
-    // The window: one whole minute of the serve's clock, which is shifted so that the
-    // window opens 50 s from now.
-    let opens_at = Utc::now() + chrono::Duration::seconds(50);
-    let start = minute_after(opens_at, chrono::Duration::zero());
-    let clock = ServeClock::new(d.join("clock-offset-ms"), start - opens_at);
+    // The window: opens on the first whole minute ≥ 50 s from now, for one minute.
+    let now = Utc::now();
+    let start = minute_after(now, chrono::Duration::seconds(50));
     let end = start + chrono::Duration::minutes(1);
     let prewarm = start - chrono::Duration::seconds(COLD_START_SECS);
     std::fs::write(
@@ -180,12 +151,7 @@ async fn an_office_day_end_to_end() {
     spec.mirror_tiny_model("tiny-llama");
     copy_dir(&minilm_dir(), &state.join("models/minilm"));
     let key = create_key(&config, "office");
-    let serve = ServeProc::start_with_env(
-        &config,
-        &d.join("serve.log"),
-        250,
-        &[("DAYSHIFT_CLOCK_OFFSET_FILE", clock.file.as_os_str())],
-    );
+    let serve = ServeProc::start(&config, &d.join("serve.log"), 250);
     let log = || serve.log_text();
     wait_port(port, "dayshift serve").await;
     let https = reqwest::Client::builder()
@@ -211,11 +177,8 @@ async fn an_office_day_end_to_end() {
 
     // Before the pre-warm point: no server, no node.
     let before = prewarm - chrono::Duration::seconds(3);
-    assert!(
-        clock.now() < before,
-        "set-up took too long for the schedule"
-    );
-    clock.wait_until(before).await;
+    assert!(Utc::now() < before, "set-up took too long for the schedule");
+    wait_until(before).await;
     assert_eq!(
         live_hosts(&fake),
         0,
@@ -233,7 +196,7 @@ async fn an_office_day_end_to_end() {
     phase("no node before the pre-warm point; 503 with Retry-After");
 
     // At the window's start: both pools have a ready node (pre-warm).
-    clock.wait_until(start).await;
+    wait_until(start).await;
     let db = spec.db_path();
     let ready = nodes_in_state(&db, "ready").await;
     assert_eq!(
@@ -266,10 +229,8 @@ async fn an_office_day_end_to_end() {
     );
     phase("openai client: chat stream, embeddings, models");
 
-    // After the window: drained, deleted, 503 with Retry-After, no server left. Nothing
-    // happens in the rest of the window: jump there.
-    clock.jump_to(end - chrono::Duration::seconds(2));
-    clock.wait_until(end).await;
+    // After the window: drained, deleted, 503 with Retry-After, no server left.
+    wait_until(end).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !nodes_in_state(&db, "deleted").await.len().eq(&2) || live_hosts(&fake) > 0 {
         assert!(
@@ -279,7 +240,7 @@ async fn an_office_day_end_to_end() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let gone_after = clock.now() - end;
+    let gone_after = Utc::now() - end;
     phase(&format!(
         "window closed: both nodes drained and deleted {:.1} s after its end",
         gone_after.num_milliseconds() as f64 / 1000.0
