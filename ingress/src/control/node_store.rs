@@ -7,7 +7,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dayshift_config::Config;
-use dayshift_config::settings::ProviderKind;
 use dayshift_scheduler::store::{NodeStore as SchedulerNodeStore, StoreError as SchedulerError};
 use dayshift_scheduler::{NodeRecord as Planned, NodeState};
 
@@ -80,7 +79,7 @@ impl SchedulerStore {
         Some(NewInterval {
             node_id: node.id.clone(),
             pool: node.pool.clone(),
-            provider: provider_name(config.provider.kind).to_string(),
+            provider: config.provider.kind.as_str().to_string(),
             server_type,
             location: node.location.clone(),
             started_at: created.timestamp_millis(),
@@ -102,15 +101,6 @@ impl SchedulerStore {
             }
             _ => {}
         }
-    }
-}
-
-/// The provider's name as the ledger stores it.
-pub fn provider_name(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::Local => "local",
-        ProviderKind::Hetzner => "hetzner",
-        ProviderKind::Scaleway => "scaleway",
     }
 }
 
