@@ -78,6 +78,51 @@ pub enum ProviderKind {
     Scaleway,
 }
 
+impl ProviderKind {
+    /// Every provider kind.
+    pub const ALL: [ProviderKind; 3] = [
+        ProviderKind::Local,
+        ProviderKind::Hetzner,
+        ProviderKind::Scaleway,
+    ];
+
+    /// The name in `dayshift.toml` (`kind = "…"`), in the ledger's rows and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Hetzner => "hetzner",
+            ProviderKind::Scaleway => "scaleway",
+        }
+    }
+
+    /// The provider's billing rule before any `[provider.billing]` the operator writes.
+    pub fn billing_rule(self) -> BillingRule {
+        match self {
+            ProviderKind::Hetzner => BillingRule::HETZNER,
+            ProviderKind::Scaleway => BillingRule::SCALEWAY,
+            ProviderKind::Local => BillingRule::LOCAL,
+        }
+    }
+}
+
+impl std::str::FromStr for ProviderKind {
+    type Err = ();
+
+    /// The kind named `s` (exactly as [`ProviderKind::as_str`] writes it).
+    fn from_str(s: &str) -> Result<Self, ()> {
+        ProviderKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(())
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A server type of the provider with its prices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerType {
@@ -451,28 +496,23 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
     p.check_keys(d, PROVIDER_KEYS);
     if let Some((kind, span)) = p.string(d, "kind", true, "\"local\", \"hetzner\" or \"scaleway\"")
     {
-        cfg.kind = match kind.as_str() {
-            "local" => ProviderKind::Local,
-            "hetzner" => ProviderKind::Hetzner,
-            "scaleway" => ProviderKind::Scaleway,
-            other => {
-                let hint = closest(other, &["local", "hetzner", "scaleway"])
+        cfg.kind = match kind.parse::<ProviderKind>() {
+            Ok(k) => k,
+            Err(()) => {
+                let names = ProviderKind::ALL.map(ProviderKind::as_str);
+                let hint = closest(&kind, &names)
                     .map(|s| format!("; did you mean \"{s}\"?"))
                     .unwrap_or_default();
                 d.push(
                     span,
                     p.field("kind"),
-                    format!("unknown provider \"{other}\": expected \"local\", \"hetzner\" or \"scaleway\"{hint}"),
+                    format!("unknown provider \"{kind}\": expected \"local\", \"hetzner\" or \"scaleway\"{hint}"),
                 );
                 ProviderKind::Local
             }
         };
     }
-    cfg.billing = match cfg.kind {
-        ProviderKind::Hetzner => BillingRule::HETZNER,
-        ProviderKind::Scaleway => BillingRule::SCALEWAY,
-        ProviderKind::Local => BillingRule::LOCAL,
-    };
+    cfg.billing = cfg.kind.billing_rule();
     cfg.token_env = match cfg.kind {
         ProviderKind::Hetzner => "HCLOUD_TOKEN".into(),
         ProviderKind::Scaleway => "SCW_SECRET_KEY".into(),
@@ -803,4 +843,20 @@ fn parse_tls(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> TlsConfig {
         );
     }
     tls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_names_round_trip_and_match_serde() {
+        for kind in ProviderKind::ALL {
+            assert_eq!(kind.as_str().parse::<ProviderKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        assert_eq!("Hetzner".parse::<ProviderKind>(), Err(()));
+        assert_eq!(ProviderKind::Scaleway.billing_rule(), BillingRule::SCALEWAY);
+    }
 }

@@ -241,17 +241,8 @@ impl Reconciler {
         let Some((rule, margin)) = self.paid_hour.get(&node.pool) else {
             return false;
         };
-        let Some(created) = node.server_created_at else {
-            return false;
-        };
-        if node.state != NodeState::Ready {
-            return false;
-        }
-        let unit = rule.unit_secs.max(1) as i64;
-        let lived = (now - created).num_seconds().max(0);
-        let paid_units = (lived + unit - 1) / unit;
-        let paid_until = created + Duration::seconds(paid_units.max(1) * unit);
-        now < paid_until - *margin
+        node.state == NodeState::Ready
+            && (node.server_created_at).is_some_and(|c| now < rule.paid_until(c, now) - *margin)
     }
 
     /// A loop for `cluster` over the given parts.

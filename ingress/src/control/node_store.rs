@@ -49,7 +49,7 @@ impl SchedulerStore {
         Some(NewInterval {
             node_id: node.id.clone(),
             pool: node.pool.clone(),
-            provider: provider_name(self.config.provider.kind).to_string(),
+            provider: self.config.provider.kind.as_str().to_string(),
             server_type,
             location: node.location.clone(),
             started_at: created.timestamp_millis(),
@@ -75,16 +75,6 @@ impl SchedulerStore {
             .into_iter()
             .map(|r| r.lifecycle(self.routing.in_flight(&r.id)))
             .collect())
-    }
-}
-
-/// The provider's name as the ledger stores it.
-pub fn provider_name(kind: dayshift_config::settings::ProviderKind) -> &'static str {
-    use dayshift_config::settings::ProviderKind;
-    match kind {
-        ProviderKind::Local => "local",
-        ProviderKind::Hetzner => "hetzner",
-        ProviderKind::Scaleway => "scaleway",
     }
 }
 
