@@ -104,17 +104,9 @@ pub async fn start(
         tuning.limits.clone(),
     );
     reconciler = reconciler.with_background_bootstrap();
-    if let Some(cap) = config.budget_monthly {
-        let prices = config
-            .pools
-            .keys()
-            .filter_map(|p| config.pool_price(p).map(|price| (p.clone(), price)))
-            .collect();
-        reconciler = reconciler.with_budget(Budget {
-            monthly_cap: cap,
-            rule: config.provider.billing,
-            prices,
-        });
+    // The same constructor `dayshift status` uses, so both show and act on one figure.
+    if let Some(budget) = Budget::from_config(config) {
+        reconciler = reconciler.with_budget(budget);
     }
     for (name, p) in &config.pools {
         if p.billing_aware_stop {
