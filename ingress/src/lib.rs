@@ -3,5 +3,5 @@
 pub mod cli;
 pub mod control;
 pub mod server;
-pub mod server_cli;
+pub mod state_files;
 pub mod store;

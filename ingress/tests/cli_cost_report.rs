@@ -56,7 +56,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use chrono::DateTime;
-use dayshift::store::{NewInterval, NewNode, NodeState, NodeStore, Store, UsageRow};
+use dayshift::store::{NewInterval, NewNode, NodeState, Store, UsageRow};
 
 fn dayshift(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dayshift"))
@@ -287,6 +287,9 @@ async fn write_nodes(store: &Store) {
         ("n-ready", NodeState::Booting),
         ("n-boot", NodeState::Creating),
         ("n-boot", NodeState::Booting),
+        // The store only moves along the lifecycle's transitions.
+        ("n-gone", NodeState::Draining),
+        ("n-gone", NodeState::Deleting),
         ("n-gone", NodeState::Deleted),
     ] {
         assert!(store.transition(id, &[], to, "test").await.unwrap());

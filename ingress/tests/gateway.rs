@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use common::*;
-use dayshift::store::{KeyLimits, NodeStore};
+use dayshift::store::KeyLimits;
 use dayshift_config::clock::ManualClock;
 
 #[tokio::test]

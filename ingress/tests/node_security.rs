@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dayshift::store::{NodeStore, hash_secret};
+use dayshift::store::hash_secret;
 use dayshift_config::protocol::Secret;
 
 #[tokio::test]

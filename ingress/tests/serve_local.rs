@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::pebble::{free_port, node_bin};
 use common::reqwest;
-use dayshift::store::{NodeState, NodeStore, Store};
+use dayshift::store::{NodeState, Store};
 use futures_util::StreamExt;
 
 const OPEN: &str = r#"timezone = "Europe/Berlin"
@@ -304,7 +304,7 @@ async fn the_scheduler_starts_a_local_node_and_ctrl_c_stops_it() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.to_state)
+        .map(|e| e.to.to_string())
         .collect();
     assert_eq!(events.first().map(String::as_str), Some("planned"));
     assert!(events.contains(&"ready".to_string()), "{events:?}");
@@ -417,19 +417,19 @@ async fn closing_the_window_drains_streams_before_the_node_is_deleted() {
     let events = store.node_events(&node.id).await.unwrap();
     let draining = events
         .iter()
-        .find(|e| e.to_state == "draining")
+        .find(|e| e.to == NodeState::Draining)
         .expect("drained");
     let deleting = events
         .iter()
-        .find(|e| e.to_state == "deleting")
+        .find(|e| e.to == NodeState::Deleting)
         .expect("deleting");
     assert_eq!(
-        deleting.detail, "drained",
+        deleting.message, "drained",
         "deleted after in-flight requests ended, not by timeout"
     );
     assert!(deleting.at >= draining.at);
     // Every stream had ended before `deleting` was written (same clock: wall time).
-    let deleting_at = chrono::DateTime::from_timestamp_millis(deleting.at).unwrap();
+    let deleting_at = deleting.at;
     let elapsed_since_last = last_end.elapsed();
     let last_end_wall =
         chrono::Utc::now() - chrono::Duration::from_std(elapsed_since_last).unwrap();
@@ -438,7 +438,7 @@ async fn closing_the_window_drains_streams_before_the_node_is_deleted() {
         "deleting at {deleting_at}, last stream ended at {last_end_wall}"
     );
     // And the drain really had streams to wait for.
-    let draining_at = chrono::DateTime::from_timestamp_millis(draining.at).unwrap();
+    let draining_at = draining.at;
     assert!(
         last_end_wall > draining_at,
         "every stream had ended before the drain began (draining at {draining_at}, last end {last_end_wall}): make them longer"

@@ -17,7 +17,8 @@ use dayshift_provisioning::{
     HetznerProvider, HetznerSettings, LabelSelector, Provider, Server, ServerSpec,
 };
 use dayshift_scheduler::{
-    Launcher, Limits, MemoryStore, NodeRecord, NodeState, NodeStore, PoolPolicy, Reconciler,
+    LaunchError, Launcher, Limits, MemoryStore, NodeRecord, NodeState, NodeStore, PoolPolicy,
+    Reconciler,
 };
 use dayshift_tests::fixtures;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -26,7 +27,7 @@ struct Spec;
 
 #[async_trait]
 impl Launcher for Spec {
-    async fn spec(&self, node: &NodeRecord) -> Result<ServerSpec, String> {
+    async fn spec(&self, node: &NodeRecord) -> Result<ServerSpec, LaunchError> {
         Ok(ServerSpec {
             name: format!("chaos-{}", node.id),
             server_type: "cx22".into(),
@@ -41,7 +42,7 @@ impl Launcher for Spec {
             }],
         })
     }
-    async fn bootstrap(&self, _node: &NodeRecord, _server: &Server) -> Result<(), String> {
+    async fn bootstrap(&self, _node: &NodeRecord, _server: &Server) -> Result<(), LaunchError> {
         Ok(())
     }
 }

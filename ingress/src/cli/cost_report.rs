@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::output;
 use super::stored::{self, Failure};
-use crate::store::{LedgerInterval, NodeStore, Store};
+use crate::store::{LedgerInterval, Store};
 
 /// What one row of the report stands for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::cost_report::{self, Costed};
 use super::output;
 use super::stored::{self, Failure};
-use crate::store::{NodeRecord, NodeStore};
+use crate::store::NodeRow;
 
 /// Arguments of `dayshift status`.
 #[derive(Args, Debug)]
@@ -267,7 +267,7 @@ fn committed_rest(
 fn pool_status(
     config: &Config,
     schedule: Option<&Schedule>,
-    nodes: &[NodeRecord],
+    nodes: &[NodeRow],
     now: DateTime<Utc>,
     tz: Tz,
 ) -> Vec<PoolStatus> {

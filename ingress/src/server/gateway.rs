@@ -11,39 +11,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Full;
 
+use super::auth::authenticate;
 use super::errors::ApiError;
 use super::limits::Refusal;
 use super::registry::{InFlight, NodeHandle, PoolRuntime};
 use super::state::SharedState;
 use super::tap::{TapInfo, TappedBody};
-use crate::store::ApiKey;
-
-/// Reads the bearer token of a request.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        let t = token.trim();
-        (!t.is_empty()).then_some(t)
-    } else {
-        None
-    }
-}
-
-/// Checks the API key of a request.
-pub async fn authenticate(state: &SharedState, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
-    let Some(secret) = bearer(headers) else {
-        return Err(ApiError::unauthorized(
-            "missing API key: send it as `Authorization: Bearer <key>`",
-        ));
-    };
-    match state.keys.check(secret).await? {
-        Some(k) => Ok(k),
-        None => Err(ApiError::unauthorized(
-            "incorrect or revoked API key; ask the operator for a key (`dayshift keys create`)",
-        )),
-    }
-}
 
 /// `GET /v1/models`: every pool's model, with whether a node serves it now.
 pub async fn models(State(state): State<SharedState>, headers: HeaderMap) -> Response {
@@ -89,7 +62,7 @@ pub async fn unknown(method: Method, uri: axum::http::Uri) -> Response {
 /// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
 pub async fn proxy(State(state): State<SharedState>, req: Request) -> Response {
     let started = Instant::now();
-    let at = chrono::Utc::now().timestamp_millis();
+    let at = state.clock.now().timestamp_millis();
     match proxy_inner(&state, req, started, at).await {
         Ok(r) => r,
         Err((pool, e)) => {

@@ -1,10 +1,11 @@
 //! Per-key limits: requests per minute (sliding window) and tokens per UTC day.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{Datelike, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
+use dayshift_config::clock::Clock;
 
 use crate::store::{ApiKey, Store, StoreError};
 
@@ -28,6 +29,7 @@ struct KeyWindow {
 /// Limit bookkeeping for every key.
 pub struct Limiter {
     store: Store,
+    clock: Arc<dyn Clock>,
     keys: Mutex<HashMap<String, KeyWindow>>,
 }
 
@@ -35,8 +37,7 @@ fn day_number(ms: i64) -> i64 {
     ms.div_euclid(86_400_000)
 }
 
-fn secs_to_midnight() -> u64 {
-    let now = Utc::now();
+fn secs_to_midnight(now: DateTime<Utc>) -> u64 {
     let next = now
         .date_naive()
         .succ_opt()
@@ -48,10 +49,12 @@ fn secs_to_midnight() -> u64 {
 }
 
 impl Limiter {
-    /// A limiter; token counts are seeded from the store's usage of the day.
-    pub fn new(store: Store) -> Limiter {
+    /// A limiter; token counts are seeded from the store's usage of the day. Days are
+    /// UTC days of `clock`.
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Limiter {
         Limiter {
             store,
+            clock,
             keys: Mutex::new(HashMap::new()),
         }
     }
@@ -67,7 +70,8 @@ impl Limiter {
         if key.limits.tokens_per_day.is_none() && key.limits.requests_per_minute.is_none() {
             return Ok(Ok(()));
         }
-        let today = day_number(Utc::now().timestamp_millis());
+        let now = self.clock.now();
+        let today = day_number(now.timestamp_millis());
         if key.limits.tokens_per_day.is_some() {
             let need_seed = self
                 .keys
@@ -93,7 +97,7 @@ impl Limiter {
         if let Some(limit) = key.limits.tokens_per_day
             && (used >= limit || used.saturating_add(ceiling.max(0)) > limit)
         {
-            return Ok(Err(Refusal::Tokens(secs_to_midnight())));
+            return Ok(Err(Refusal::Tokens(secs_to_midnight(now))));
         }
         if let Some(rpm) = key.limits.requests_per_minute {
             let now = Instant::now();
@@ -120,7 +124,7 @@ impl Limiter {
 
     /// Counts tokens a key used (called when a response ends).
     pub fn add_tokens(&self, key_id: &str, tokens: i64) {
-        let today = day_number(Utc::now().timestamp_millis());
+        let today = day_number(self.clock.now().timestamp_millis());
         if let Ok(mut keys) = self.keys.lock()
             && let Some(w) = keys.get_mut(key_id)
         {
@@ -131,11 +135,4 @@ impl Limiter {
             w.tokens += tokens;
         }
     }
-}
-
-/// The current UTC day's first millisecond (for usage queries).
-pub fn today_start_ms() -> i64 {
-    let now = Utc::now();
-    let _ = now.day();
-    day_number(now.timestamp_millis()) * 86_400_000
 }

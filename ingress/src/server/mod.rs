@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod errors;
 pub mod gateway;
 pub mod keys_cache;

@@ -12,12 +12,12 @@ use dayshift_config::protocol::{
     PROTOCOL_VERSION, RegisterRequest, RegisterResponse, Secret,
 };
 
+use super::auth::bearer;
 use super::errors::ApiError;
-use super::gateway::bearer;
 use super::registry::NodeHandle;
 use super::state::{NodeNotice, SharedState};
 use super::upstream::node_client;
-use crate::store::{NodeRecord, NodeState, NodeStore, hash_secret, random_hex};
+use crate::store::{NodeRow, NodeState, hash_secret, random_hex};
 
 fn refuse(state: &SharedState, reason: &'static str, message: String) -> ApiError {
     state.metrics.registration_refused(reason);
@@ -29,7 +29,7 @@ fn refuse(state: &SharedState, reason: &'static str, message: String) -> ApiErro
 fn check_registration(
     state: &SharedState,
     req: &RegisterRequest,
-    node: Option<&NodeRecord>,
+    node: Option<&NodeRow>,
 ) -> Result<(), ApiError> {
     let Some(node) = node else {
         return Err(refuse(
@@ -57,7 +57,7 @@ fn check_registration(
         ));
     }
     if node.registered_at.is_none() {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = state.clock.now().timestamp_millis();
         if node.join_token_expires_at.is_some_and(|exp| now > exp) {
             return Err(refuse(
                 state,
@@ -210,7 +210,7 @@ pub async fn heartbeat(
     if req.state == WireState::Draining {
         node.set_draining();
     }
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = state.clock.now().timestamp_millis();
     let store = state.store.clone();
     let id = node.id.clone();
     let in_flight = node.in_flight();

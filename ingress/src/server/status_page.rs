@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 
 use super::metrics::Gauges;
 use super::state::SharedState;
-use crate::store::{NodeState, NodeStore};
+use crate::store::NodeState;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
