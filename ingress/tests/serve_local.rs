@@ -72,7 +72,15 @@ fn dayshift() -> Command {
 }
 
 fn write_config(dir: &Path, port: u16, model_name: &str, model: &Path) -> PathBuf {
-    let text = format!(
+    let p = write_config_pools(dir, port, &[("chat", model_name, model)]);
+    std::fs::write(dir.join("schedule.toml"), OPEN).unwrap();
+    p
+}
+
+/// A config with one pool per `(pool, model name, model path)` and a schedule that
+/// keeps one node of each up all day.
+fn write_config_pools(dir: &Path, port: u16, pools: &[(&str, &str, &Path)]) -> PathBuf {
+    let mut text = format!(
         r#"cluster = "e2e-local"
 state_dir = "state"
 schedule = "schedule.toml"
@@ -84,15 +92,6 @@ node_binary = "{node}"
 [provider.server_types.local]
 hourly = "0.50"
 
-[pools.chat]
-model = "{model_name}"
-model_source = "{model}"
-server_types = ["local"]
-max_nodes = 1
-cold_start = "20s"
-queue_timeout = "60s"
-drain_timeout = "60s"
-
 [gateway]
 listen = "127.0.0.1:{port}"
 
@@ -100,11 +99,29 @@ listen = "127.0.0.1:{port}"
 mode = "self-signed"
 "#,
         node = node_bin().display(),
-        model = model.display(),
     );
+    let mut schedule = String::from("timezone = \"Europe/Berlin\"\n");
+    for (pool, model_name, model) in pools {
+        text.push_str(&format!(
+            r#"
+[pools.{pool}]
+model = "{model_name}"
+model_source = "{model}"
+server_types = ["local"]
+max_nodes = 1
+cold_start = "20s"
+queue_timeout = "60s"
+drain_timeout = "60s"
+"#,
+            model = model.display(),
+        ));
+        schedule.push_str(&format!(
+            "[[window]]\npool = \"{pool}\"\ndays = \"mon-sun\"\nstart = \"00:00\"\nend = \"24:00\"\nnodes = 1\n"
+        ));
+    }
     let p = dir.join("dayshift.toml");
     std::fs::write(&p, text).unwrap();
-    std::fs::write(dir.join("schedule.toml"), OPEN).unwrap();
+    std::fs::write(dir.join("schedule.toml"), schedule).unwrap();
     p
 }
 
@@ -135,6 +152,10 @@ fn smollm2() -> PathBuf {
 async fn start_with(dir: tempfile::TempDir, model_name: &str, model: &Path) -> Serve {
     let port = free_port();
     let config = write_config(dir.path(), port, model_name, model);
+    start_config(dir, port, config).await
+}
+
+async fn start_config(dir: tempfile::TempDir, port: u16, config: PathBuf) -> Serve {
     let out = dayshift()
         .args(["keys", "create", "--name", "e2e", "--json", "--config"])
         .arg(&config)
@@ -481,5 +502,50 @@ print(answer.choices[0].message.content)
         "embedded default: {:?} ({:.1} s after serve started, node start included)",
         text.trim(),
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// The Chat Completions API through the ingress with the official `openai` client
+/// (tests/chat_api.py): SmolLM2 (named and required tool calls, 20 random strict JSON
+/// schemas, json_object, logit_bias, logprobs against echo's full pass, n = 3) and the
+/// tiny model with a tool-capable template (streamed tool-call deltas against the
+/// plain call, history with tool messages); then a LangChain tool loop (two tool
+/// steps and an answer) when `langchain-openai` is installed
+/// (scripts/deps/python-ingress.sh installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_chat_api_through_the_ingress() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny-tools");
+    let st = Command::new(node_bin())
+        .args(["make-test-model", "--tool-template"])
+        .arg(&tiny)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let smol = smollm2();
+    let port = free_port();
+    let config = write_config_pools(
+        dir.path(),
+        port,
+        &[
+            ("chat", "smollm2-135m-instruct", &smol),
+            ("tools", "tiny-tools", &tiny),
+        ],
+    );
+    let s = start_config(dir, port, config).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chat_api.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .env("BASE", format!("{}/v1", s.url))
+        .env("KEY", &s.key)
+        .env("CA", s.dir.path().join("state/tls/self-signed.crt"))
+        .output()
+        .expect("python3 with openai (scripts/deps/python-ingress.sh)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("ALL OK"),
+        "chat_api.py failed\n{}",
+        log_of(s.dir.path())
     );
 }

@@ -59,8 +59,14 @@ impl Limiter {
         }
     }
 
-    /// Admits one request of `key` or says why not.
-    pub async fn admit(&self, key: &ApiKey) -> Result<Result<(), Refusal>, StoreError> {
+    /// Admits one request of `key` that may produce up to `ceiling` completion tokens
+    /// (`n × max_tokens`, 0 when unknown) or says why not: the day's token limit must
+    /// leave room for the ceiling.
+    pub async fn admit(
+        &self,
+        key: &ApiKey,
+        ceiling: i64,
+    ) -> Result<Result<(), Refusal>, StoreError> {
         if key.limits.tokens_per_day.is_none() && key.limits.requests_per_minute.is_none() {
             return Ok(Ok(()));
         }
@@ -87,9 +93,9 @@ impl Limiter {
             return Ok(Ok(()));
         };
         let w = keys.entry(key.id.clone()).or_default();
+        let used = if w.day == today { w.tokens } else { 0 };
         if let Some(limit) = key.limits.tokens_per_day
-            && w.day == today
-            && w.tokens >= limit
+            && (used >= limit || used.saturating_add(ceiling.max(0)) > limit)
         {
             return Ok(Err(Refusal::Tokens(secs_to_midnight(now))));
         }
