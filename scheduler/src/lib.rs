@@ -10,5 +10,7 @@ pub mod reload;
 pub mod store;
 
 pub use lifecycle::{NodeRecord, NodeState};
-pub use reconcile::{Launcher, Limits, PoolPolicy, Reconciler, TickReport};
+pub use reconcile::{
+    Launcher, Limits, PoolPolicy, Reconciler, START_FAILED, START_FAILURES_TO_STOP, TickReport,
+};
 pub use store::{MemoryStore, NodeEvent, NodeStore, StoreError};

@@ -21,6 +21,14 @@ use crate::lifecycle::{NodeRecord, NodeState};
 use crate::store::{NodeStore, StoreError};
 use dayshift_config::billing::BillingRule;
 
+/// How the error of a node that reported a start failure begins (no GPU, model does not
+/// fit, model does not load); the ingress writes it, the loop recognises it.
+pub const START_FAILED: &str = "node start failed";
+
+/// Consecutive start failures of a pool (since this loop started) after which it plans
+/// no new node: one replacement is tried, then the pool stops with a notice.
+pub const START_FAILURES_TO_STOP: usize = 2;
+
 /// Per-pool settings the loop needs.
 #[derive(Debug, Clone)]
 pub struct PoolPolicy {
@@ -88,6 +96,8 @@ pub struct TickReport {
     pub budget_blocked: Vec<String>,
     /// Nodes kept serving until shortly before their paid hour ends.
     pub kept_for_paid_hour: Vec<String>,
+    /// Pools that plan no new node because their nodes could not start, with the reason.
+    pub pools_stopped: Vec<String>,
 }
 
 impl TickReport {
@@ -102,6 +112,7 @@ impl TickReport {
         self.errors.extend(other.errors);
         self.budget_blocked.extend(other.budget_blocked);
         self.kept_for_paid_hour.extend(other.kept_for_paid_hour);
+        self.pools_stopped.extend(other.pools_stopped);
     }
 }
 
@@ -122,6 +133,8 @@ pub struct Reconciler {
     /// nodes' drains and deletions); the ids of those running.
     background_bootstrap: bool,
     bootstrapping: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// When this loop started: start failures before it (an earlier config) do not count.
+    started: DateTime<Utc>,
 }
 
 impl Reconciler {
@@ -182,6 +195,7 @@ impl Reconciler {
         pools: BTreeMap<String, PoolPolicy>,
         limits: Limits,
     ) -> Self {
+        let started = clock.now();
         Reconciler {
             cluster,
             provider,
@@ -195,6 +209,7 @@ impl Reconciler {
             paid_hour: BTreeMap::new(),
             background_bootstrap: false,
             bootstrapping: Default::default(),
+            started,
         }
     }
 
@@ -281,6 +296,11 @@ impl Reconciler {
                 .collect();
             let have = active.len() as u32;
             if have < *want
+                && let Some(reason) = self.start_failure_stop(pool, &nodes)
+            {
+                warn!(pool = %pool, "pool stopped: {reason}");
+                report.pools_stopped.push(format!("{pool}: {reason}"));
+            } else if have < *want
                 && let Some(reason) = self.budget_refusal(pool, &nodes, now)
             {
                 warn!(pool = %pool, "no new node: {reason}");
@@ -385,6 +405,33 @@ impl Reconciler {
             report.merge(part);
         }
         report
+    }
+
+    /// Why `pool` may plan no new node: its last [`START_FAILURES_TO_STOP`] nodes (planned
+    /// since this loop started) all reported a start failure, so another one of the same
+    /// server type would fail the same way. A restart (with a fixed config) clears it.
+    fn start_failure_stop(&self, pool: &str, nodes: &[NodeRecord]) -> Option<String> {
+        let mut recent: Vec<&NodeRecord> = nodes
+            .iter()
+            .filter(|n| n.pool == pool && n.planned_at >= self.started)
+            .collect();
+        recent.sort_by_key(|n| std::cmp::Reverse(n.planned_at));
+        let last: Vec<&NodeRecord> = recent.into_iter().take(START_FAILURES_TO_STOP).collect();
+        let all_failed_at_start = last.len() == START_FAILURES_TO_STOP
+            && last.iter().all(|n| {
+                n.state == NodeState::Failed
+                    && n.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with(START_FAILED))
+            });
+        if !all_failed_at_start {
+            return None;
+        }
+        let why = last[0].last_error.as_deref().unwrap_or(START_FAILED);
+        Some(format!(
+            "its last {START_FAILURES_TO_STOP} nodes could not start ({why}); no new node \
+             until the cause is fixed and dayshift is restarted"
+        ))
     }
 
     /// Why the budget forbids a new node of `pool` now, if it does.

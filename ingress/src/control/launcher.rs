@@ -30,6 +30,8 @@ struct NodePlace {
     advertise: Option<String>,
     cache_dir: String,
     subject_alt_names: Vec<String>,
+    /// `engine.device`: `cuda` on a server type with a GPU, else `cpu`.
+    device: &'static str,
 }
 
 /// Builds servers for nodes and starts `dayshift-node` on them.
@@ -95,6 +97,7 @@ impl NodeLauncher {
             advertise,
             cache_dir,
             subject_alt_names,
+            device,
         } = place;
         let source = model_source(pool);
         let mut t = toml::Table::new();
@@ -119,6 +122,9 @@ impl NodeLauncher {
             toml::Value::Array(subject_alt_names.into_iter().map(Into::into).collect()),
         );
         t.insert("tls".into(), tls.into());
+        let mut engine = toml::Table::new();
+        engine.insert("device".into(), device.into());
+        t.insert("engine".into(), engine.into());
         let mut model = toml::Table::new();
         model.insert("name".into(), pool.model.clone().into());
         model.insert("source".into(), source);
@@ -201,6 +207,7 @@ impl Launcher for NodeLauncher {
             // The local provider starts the node at once with this config as its user
             // data (`{host}`, `{port}`, `{dir}` are filled in by the provider).
             let token = self.join_token(node).await?;
+            let device = cfg.provider.node_binary_for(&placement.server_type).device;
             let text = self.node_config(
                 node,
                 pool,
@@ -210,6 +217,7 @@ impl Launcher for NodeLauncher {
                     advertise: None,
                     cache_dir: "{dir}/models".into(),
                     subject_alt_names: vec![],
+                    device,
                 },
             )?;
             return Ok(ServerSpec {
@@ -277,10 +285,19 @@ impl Launcher for NodeLauncher {
                 )
             })
             .and_then(|k| parse_public_key(k).map_err(|e| format!("stored host key: {e}")))?;
-        let binary = tokio::fs::read(&self.node_binary).await.map_err(|e| {
+        // The binary follows the server type that was rented (a fallback type may differ).
+        let choice = self
+            .state
+            .config
+            .provider
+            .node_binary_for(&server.server_type);
+        let path = choice.path.unwrap_or_else(|| self.node_binary.clone());
+        let binary = tokio::fs::read(&path).await.map_err(|e| {
             format!(
-                "reading the node binary {}: {e} (set provider.node_binary)",
-                self.node_binary.display()
+                "reading the node binary {} for server type {}: {e} (set provider.node_binary, \
+                 provider.node_binary_cuda or the type's node_binary)",
+                path.display(),
+                server.server_type
             )
         })?;
         let port = self.state.config.provider.bootstrap.node_port;
@@ -295,6 +312,7 @@ impl Launcher for NodeLauncher {
                 advertise: Some(format!("https://{ip}:{port}")),
                 cache_dir: format!("{install}/models"),
                 subject_alt_names: vec![ip.to_string()],
+                device: choice.device,
             },
         )?;
         let target = BootstrapTarget {

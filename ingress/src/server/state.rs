@@ -34,6 +34,15 @@ pub enum NodeNotice {
         /// Pool.
         pool: String,
     },
+    /// The node could not start (no device, model does not fit, ...) and said why.
+    StartFailed {
+        /// Node id.
+        node_id: String,
+        /// Pool.
+        pool: String,
+        /// Its reason.
+        reason: String,
+    },
     /// The node said goodbye.
     Goodbye {
         /// Node id.
@@ -56,6 +65,8 @@ pub struct ControlStatus {
     pub last_tick: Option<DateTime<Utc>>,
     /// Pools the budget kept from starting a node at the last tick, with the reason.
     pub budget_blocked: Vec<String>,
+    /// Pools stopped at the last tick because their nodes could not start, with the reason.
+    pub pools_stopped: Vec<String>,
     /// Errors of the last tick.
     pub last_errors: Vec<String>,
     /// Errors since start.
@@ -232,6 +243,7 @@ impl AppState {
             c.ticks += 1;
             c.last_tick = Some(self.clock.now());
             c.budget_blocked = report.budget_blocked.clone();
+            c.pools_stopped = report.pools_stopped.clone();
             c.last_errors = report.errors.clone();
             c.errors_total += report.errors.len() as u64;
             c.orphans_deleted_total += report.orphans_deleted.len() as u64;
