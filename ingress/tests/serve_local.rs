@@ -71,15 +71,27 @@ fn dayshift() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dayshift"))
 }
 
-fn write_config(dir: &Path, port: u16, model_name: &str, model: &Path) -> PathBuf {
-    let p = write_config_pools(dir, port, &[("chat", model_name, model)]);
+fn write_config(
+    dir: &Path,
+    port: u16,
+    model_name: &str,
+    model: &Path,
+    server_type: &str,
+) -> PathBuf {
+    let p = write_config_pools(dir, port, &[("chat", model_name, model)], server_type);
     std::fs::write(dir.join("schedule.toml"), OPEN).unwrap();
     p
 }
 
 /// A config with one pool per `(pool, model name, model path)` and a schedule that
-/// keeps one node of each up all day.
-fn write_config_pools(dir: &Path, port: u16, pools: &[(&str, &str, &Path)]) -> PathBuf {
+/// keeps one node of each up all day; `server_type` lines are added to
+/// `[provider.server_types.local]`.
+fn write_config_pools(
+    dir: &Path,
+    port: u16,
+    pools: &[(&str, &str, &Path)],
+    server_type: &str,
+) -> PathBuf {
     let mut text = format!(
         r#"cluster = "e2e-local"
 state_dir = "state"
@@ -91,6 +103,7 @@ node_binary = "{node}"
 
 [provider.server_types.local]
 hourly = "0.50"
+{server_type}
 
 [gateway]
 listen = "127.0.0.1:{port}"
@@ -150,8 +163,17 @@ fn smollm2() -> PathBuf {
 }
 
 async fn start_with(dir: tempfile::TempDir, model_name: &str, model: &Path) -> Serve {
+    start_with_type(dir, model_name, model, "").await
+}
+
+async fn start_with_type(
+    dir: tempfile::TempDir,
+    model_name: &str,
+    model: &Path,
+    server_type: &str,
+) -> Serve {
     let port = free_port();
-    let config = write_config(dir.path(), port, model_name, model);
+    let config = write_config(dir.path(), port, model_name, model, server_type);
     start_config(dir, port, config).await
 }
 
@@ -531,6 +553,7 @@ async fn the_chat_api_through_the_ingress() {
             ("chat", "smollm2-135m-instruct", &smol),
             ("tools", "tiny-tools", &tiny),
         ],
+        "",
     );
     let s = start_config(dir, port, config).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chat_api.py");
@@ -548,4 +571,83 @@ async fn the_chat_api_through_the_ingress() {
         "chat_api.py failed\n{}",
         log_of(s.dir.path())
     );
+}
+
+/// A server type with a GPU gets `device = "cuda"` in its node config. Here the type's
+/// binary is the CPU build (no `node_binary_cuda`), so each node finds no CUDA device,
+/// reports that to the ingress (`/internal/nodes/fail`) and exits: it becomes `failed`
+/// with the reason in its event, its server is deleted, one replacement is tried, and
+/// then the pool stops with a notice instead of renting server after server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gpu_type_node_without_a_gpu_fails_clearly_and_the_pool_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let st = Command::new(node_bin())
+        .arg("make-test-model")
+        .arg(&model)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s = start_with_type(dir, "tiny-llama", &model, "gpu = \"NVIDIA L4 24 GB\"").await;
+    let store = store_of(&s).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let failed = loop {
+        let all = store.list_nodes(true).await.unwrap();
+        let failed: Vec<_> = all
+            .iter()
+            .filter(|n| n.state == NodeState::Failed && n.deleted_at.is_some())
+            .cloned()
+            .collect();
+        if failed.len() >= 2 && log_of(s.dir.path()).contains("pool stopped") {
+            break failed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no two failed nodes and a pool stop within 90 s: {all:?}\n{}",
+            log_of(s.dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for n in &failed {
+        let events = store.node_events(&n.id).await.unwrap();
+        let fail = events
+            .iter()
+            .find(|e| e.to == NodeState::Failed)
+            .expect("a failed event");
+        assert!(
+            fail.message.starts_with("node start failed (no_device)"),
+            "{}",
+            fail.message
+        );
+        assert!(
+            fail.message.contains("built without the `cuda` feature"),
+            "{}",
+            fail.message
+        );
+        assert!(
+            n.error.as_deref().is_some_and(|e| e.contains("no_device")),
+            "{:?}",
+            n.error
+        );
+    }
+    // The pool stays stopped: no third node, nothing left running, a notice on the
+    // status page.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = store.list_nodes(true).await.unwrap();
+    assert_eq!(all.len(), 2, "no node after the pool stopped: {all:?}");
+    assert!(store.list_nodes(false).await.unwrap().is_empty());
+    for pid in node_pids(&s) {
+        assert!(!alive(pid), "node process {pid} still runs");
+    }
+    let page = s
+        .http
+        .get(format!("{}/", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Pools stopped"), "{page}");
+    assert!(page.contains("could not start"), "{page}");
 }

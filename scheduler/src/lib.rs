@@ -12,5 +12,8 @@ pub mod store;
 
 pub use launch::{ErrorPolicy, LaunchError, Launcher};
 pub use lifecycle::{NodeRecord, NodeState};
-pub use reconcile::{Limits, PoolPolicy, Reconciler, TickError, TickReport, TickStep};
+pub use reconcile::{
+    Limits, PoolPolicy, Reconciler, START_FAILED, START_FAILURES_TO_STOP, TickError, TickReport,
+    TickStep,
+};
 pub use store::{MemoryStore, NodeEvent, NodeStore, StoreError};

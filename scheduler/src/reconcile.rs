@@ -21,6 +21,14 @@ use crate::lifecycle::{NodeRecord, NodeState};
 use crate::store::{NodeStore, StoreError};
 use dayshift_config::billing::BillingRule;
 
+/// How the error of a node that reported a start failure begins (no GPU, model does not
+/// fit, model does not load); the ingress writes it, the loop recognises it.
+pub const START_FAILED: &str = "node start failed";
+
+/// Consecutive start failures of a pool (since this loop started) after which it plans
+/// no new node: one replacement is tried, then the pool stops with a notice.
+pub const START_FAILURES_TO_STOP: usize = 2;
+
 /// Per-pool settings the loop needs.
 #[derive(Debug, Clone)]
 pub struct PoolPolicy {
@@ -168,6 +176,8 @@ pub struct TickReport {
     /// busy or idle period, a node's retry time, and the schedule's next change (early
     /// by the pre-warm lead for openings). Never sooner than `min_gap`.
     pub next_tick: Option<DateTime<Utc>>,
+    /// Pools that plan no new node because their nodes could not start, with the reason.
+    pub pools_stopped: Vec<String>,
 }
 
 impl TickReport {
@@ -186,6 +196,7 @@ impl TickReport {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self.pools_stopped.extend(other.pools_stopped);
     }
 }
 
@@ -206,6 +217,8 @@ pub struct Reconciler {
     /// nodes' drains and deletions); the ids of those running.
     background_bootstrap: bool,
     bootstrapping: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// When this loop started: start failures before it (an earlier config) do not count.
+    started: DateTime<Utc>,
 }
 
 impl Reconciler {
@@ -257,6 +270,7 @@ impl Reconciler {
         pools: BTreeMap<String, PoolPolicy>,
         limits: Limits,
     ) -> Self {
+        let started = clock.now();
         Reconciler {
             cluster,
             provider,
@@ -270,6 +284,7 @@ impl Reconciler {
             paid_hour: BTreeMap::new(),
             background_bootstrap: false,
             bootstrapping: Default::default(),
+            started,
         }
     }
 
@@ -413,6 +428,11 @@ impl Reconciler {
                 .collect();
             let have = active.len() as u32;
             if have < *want
+                && let Some(reason) = self.start_failure_stop(pool, &nodes)
+            {
+                warn!(pool = %pool, "pool stopped: {reason}");
+                report.pools_stopped.push(format!("{pool}: {reason}"));
+            } else if have < *want
                 && let Some(reason) = self.budget_refusal(pool, &nodes, now)
             {
                 warn!(pool = %pool, "no new node: {reason}");
@@ -517,6 +537,33 @@ impl Reconciler {
             report.merge(part);
         }
         report
+    }
+
+    /// Why `pool` may plan no new node: its last [`START_FAILURES_TO_STOP`] nodes (planned
+    /// since this loop started) all reported a start failure, so another one of the same
+    /// server type would fail the same way. A restart (with a fixed config) clears it.
+    fn start_failure_stop(&self, pool: &str, nodes: &[NodeRecord]) -> Option<String> {
+        let mut recent: Vec<&NodeRecord> = nodes
+            .iter()
+            .filter(|n| n.pool == pool && n.planned_at >= self.started)
+            .collect();
+        recent.sort_by_key(|n| std::cmp::Reverse(n.planned_at));
+        let last: Vec<&NodeRecord> = recent.into_iter().take(START_FAILURES_TO_STOP).collect();
+        let all_failed_at_start = last.len() == START_FAILURES_TO_STOP
+            && last.iter().all(|n| {
+                n.state == NodeState::Failed
+                    && n.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with(START_FAILED))
+            });
+        if !all_failed_at_start {
+            return None;
+        }
+        let why = last[0].last_error.as_deref().unwrap_or(START_FAILED);
+        Some(format!(
+            "its last {START_FAILURES_TO_STOP} nodes could not start ({why}); no new node \
+             until the cause is fixed and dayshift is restarted"
+        ))
     }
 
     /// Why the budget forbids a new node of `pool` now, if it does.

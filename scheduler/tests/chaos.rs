@@ -201,8 +201,7 @@ async fn random_faults_and_crashes_leak_no_server() {
             .plan(n.planned_at, deleted_at)
             .into_iter()
             .map(|i| i.end)
-            .filter(|e| *e > n.planned_at)
-            .next_back()
+            .rfind(|e| *e > n.planned_at)
             .unwrap_or(n.planned_at);
         assert!(
             deleted_at - window_end <= bound,

@@ -30,6 +30,15 @@ pub enum NodeNotice {
         /// Pool.
         pool: String,
     },
+    /// The node could not start (no device, model does not fit, ...) and said why.
+    StartFailed {
+        /// Node id.
+        node_id: String,
+        /// Pool.
+        pool: String,
+        /// Its reason.
+        reason: String,
+    },
     /// The node said goodbye.
     Goodbye {
         /// Node id.

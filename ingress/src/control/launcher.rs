@@ -124,6 +124,7 @@ impl NodeLauncher {
         pool: &PoolConfig,
         token: &Secret,
         place: &NodePlace,
+        device: &str,
     ) -> Result<NodeConfig, LaunchError> {
         let ingress_address = match &self.ctx.config.gateway.node_address {
             Some(a) => Some(a.parse().map_err(|_| {
@@ -169,7 +170,10 @@ impl NodeLauncher {
                 cert_file: None,
                 key_file: None,
             },
-            engine: EngineConfig::default(),
+            engine: EngineConfig {
+                device: device.to_string(),
+                ..EngineConfig::default()
+            },
             models: vec![ModelConfig {
                 name: pool.model.clone(),
                 source: model_source(pool),
@@ -186,8 +190,9 @@ impl NodeLauncher {
         pool: &PoolConfig,
         token: &Secret,
         place: NodePlace,
+        device: &str,
     ) -> Result<String, LaunchError> {
-        let config = self.node_config(node, pool, token, &place)?;
+        let config = self.node_config(node, pool, token, &place, device)?;
         let mut table = toml::Table::try_from(&config)
             .map_err(|e| LaunchError::give_up(format!("writing the node config: {e}")))?;
         if matches!(place, NodePlace::LocalTemplate) {
@@ -271,7 +276,9 @@ impl Launcher for NodeLauncher {
             // The local provider starts the node at once with this config as its user
             // data (`{host}`, `{port}`, `{dir}` are filled in by the provider).
             let token = self.join_token(node).await?;
-            let text = self.node_config_text(node, pool, &token, NodePlace::LocalTemplate)?;
+            let device = cfg.provider.node_binary_for(&placement.server_type).device;
+            let text =
+                self.node_config_text(node, pool, &token, NodePlace::LocalTemplate, device)?;
             return Ok(ServerSpec {
                 name: node.id.clone(),
                 server_type: placement.server_type,
@@ -336,10 +343,19 @@ impl Launcher for NodeLauncher {
                 parse_public_key(k)
                     .map_err(|e| LaunchError::give_up(format!("stored host key: {e}")))
             })?;
-        let binary = tokio::fs::read(&self.node_binary).await.map_err(|e| {
+        // The binary follows the server type that was rented (a fallback type may differ).
+        let choice = self
+            .ctx
+            .config
+            .provider
+            .node_binary_for(&server.server_type);
+        let path = choice.path.unwrap_or_else(|| self.node_binary.clone());
+        let binary = tokio::fs::read(&path).await.map_err(|e| {
             LaunchError::give_up(format!(
-                "reading the node binary {}: {e} (set provider.node_binary)",
-                self.node_binary.display()
+                "reading the node binary {} for server type {}: {e} (set provider.node_binary, \
+                 provider.node_binary_cuda or the type's node_binary)",
+                path.display(),
+                server.server_type
             ))
         })?;
         let port = self.ctx.config.provider.bootstrap.node_port;
@@ -354,6 +370,7 @@ impl Launcher for NodeLauncher {
                 port,
                 install_dir,
             },
+            choice.device,
         )?;
         let target = BootstrapTarget {
             host: IpAddr::V4(ip),

@@ -275,6 +275,9 @@ fn log_report(r: &TickReport) {
     for b in &r.budget_blocked {
         tracing::warn!("budget: {b}");
     }
+    for p in &r.pools_stopped {
+        tracing::error!("pool stopped: {p}");
+    }
     if !(r.planned.is_empty()
         && r.created.is_empty()
         && r.draining.is_empty()

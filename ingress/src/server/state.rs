@@ -31,6 +31,8 @@ pub struct ControlStatus {
     pub last_tick: Option<DateTime<Utc>>,
     /// Pools the budget kept from starting a node at the last tick, with the reason.
     pub budget_blocked: Vec<String>,
+    /// Pools stopped at the last tick because their nodes could not start, with the reason.
+    pub pools_stopped: Vec<String>,
     /// Errors of the last tick.
     pub last_errors: Vec<String>,
     /// Errors since start.
@@ -208,6 +210,7 @@ impl AppState {
             c.ticks += 1;
             c.last_tick = Some(self.clock.now());
             c.budget_blocked = report.budget_blocked.clone();
+            c.pools_stopped = report.pools_stopped.clone();
             c.last_errors = report.errors.iter().map(ToString::to_string).collect();
             c.errors_total += report.errors.len() as u64;
             c.orphans_deleted_total += report.orphans_deleted.len() as u64;

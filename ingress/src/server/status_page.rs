@@ -135,6 +135,13 @@ pub async fn page(State(state): State<SharedState>) -> Html<String> {
         }
         h.push_str("</ul>");
     }
+    if !control.pools_stopped.is_empty() {
+        h.push_str("<p><strong>Pools stopped (nodes could not start):</strong></p><ul>");
+        for b in &control.pools_stopped {
+            let _ = write!(h, "<li>{}</li>", esc(b));
+        }
+        h.push_str("</ul>");
+    }
     let cost = month_to_date(&state)
         .await
         .map(|c| format!("{c} EUR"))
