@@ -1,6 +1,8 @@
 //! Providers' billing rules as data: the started unit, the minimum billed time and
-//! whether a server's cost is capped at a monthly price. Money is exact decimal.
+//! whether a server's cost is capped at a monthly price; what one server life costs and
+//! until when a running server is paid. Money is exact decimal.
 
+use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 
 /// How a provider turns a server's lifetime into money.
@@ -80,6 +82,16 @@ impl BillingRule {
         }
         Charge { billed_hours, cost }
     }
+
+    /// Until when a server created at `created` is paid at `now`: the end of the unit
+    /// it is in (every started unit is billed in full), and at least the end of its
+    /// first unit (also for a `now` before `created`).
+    pub fn paid_until(&self, created: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        let unit = self.unit_secs.max(1) as i64;
+        let lived = (now - created).num_seconds().max(0);
+        let started_units = (lived + unit - 1) / unit;
+        created + Duration::seconds(started_units.max(1) * unit)
+    }
 }
 
 /// Rounds money to the cent (banker's rounding is not used: half away from zero).
@@ -134,5 +146,30 @@ mod tests {
         };
         assert_eq!(rule.charge(120, &p).cost, d("0.75"));
         assert_eq!(rule.charge(3600 + 61, &p).billed_hours, d("62") / d("60"));
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn paid_until_is_the_end_of_the_started_unit() {
+        let created = at("2025-11-03T07:10:00Z");
+        let (h, s) = (BillingRule::HETZNER, BillingRule::SCALEWAY);
+        for (rule, now, paid_until) in [
+            // At creation and within the first hour: paid until 08:10.
+            (h, "2025-11-03T07:10:00Z", "2025-11-03T08:10:00Z"),
+            (h, "2025-11-03T07:40:00Z", "2025-11-03T08:10:00Z"),
+            // Exactly one hour in: the first hour is used up, no second one started yet.
+            (h, "2025-11-03T08:10:00Z", "2025-11-03T08:10:00Z"),
+            // One second into the second hour: paid until 09:10.
+            (h, "2025-11-03T08:10:01Z", "2025-11-03T09:10:00Z"),
+            // A clock behind the creation time still counts the first unit.
+            (h, "2025-11-03T07:00:00Z", "2025-11-03T08:10:00Z"),
+            // Scaleway's minute: 2 min 30 s in → the third minute, paid until 07:13.
+            (s, "2025-11-03T07:12:30Z", "2025-11-03T07:13:00Z"),
+        ] {
+            assert_eq!(rule.paid_until(created, at(now)), at(paid_until), "{now}");
+        }
     }
 }

@@ -8,8 +8,9 @@
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use crate::billing::{BillingRule, Price, to_cents};
-use crate::schedule::{Interval, Schedule, resolve};
+use crate::billing::{BillingRule, Charge, Price, to_cents};
+use crate::calendar::month_bounds;
+use crate::schedule::{Interval, Schedule};
 
 /// One pool's estimate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,22 +59,6 @@ pub fn parse_month(text: &str) -> Result<NaiveDate, String> {
     NaiveDate::from_ymd_opt(y, m, 1).ok_or_else(bad)
 }
 
-/// The month's bounds, taken in the schedule's time zone.
-pub fn month_bounds(
-    schedule: &Schedule,
-    first_day: NaiveDate,
-) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let next = if first_day.month() == 12 {
-        NaiveDate::from_ymd_opt(first_day.year() + 1, 1, 1)?
-    } else {
-        NaiveDate::from_ymd_opt(first_day.year(), first_day.month() + 1, 1)?
-    };
-    Some((
-        resolve(schedule.timezone, first_day, 0)?,
-        resolve(schedule.timezone, next, 0)?,
-    ))
-}
-
 /// The lives of stacked servers for one pool's merged, sorted intervals:
 /// `(start, end)` for each unbroken stretch where the count is at least k, for each k.
 pub fn server_lives(intervals: &[Interval]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
@@ -96,6 +81,30 @@ pub fn server_lives(intervals: &[Interval]) -> Vec<(DateTime<Utc>, DateTime<Utc>
     lives
 }
 
+/// What `pool`'s part of a plan costs under `rule` at `price`: its stacked servers'
+/// lives (see [`server_lives`]), each billed on its own. Returns the number of lives and
+/// their billed hours and money. The month estimate and the budget's committed rest of
+/// the month are both this.
+pub fn planned_cost(
+    plan: &[Interval],
+    pool: &str,
+    rule: BillingRule,
+    price: &Price,
+) -> (usize, Charge) {
+    let intervals: Vec<Interval> = plan.iter().filter(|i| i.pool == pool).cloned().collect();
+    let lives = server_lives(&intervals);
+    let mut total = Charge {
+        billed_hours: Decimal::ZERO,
+        cost: Decimal::ZERO,
+    };
+    for (s, e) in &lives {
+        let c = rule.charge((*e - *s).num_seconds(), price);
+        total.billed_hours += c.billed_hours;
+        total.cost += c.cost;
+    }
+    (lives.len(), total)
+}
+
 /// Estimates the month starting on `first_day`; `price_of` gives each pool's price, or
 /// `None` for a pool with no known price (an error naming the pool).
 pub fn estimate_month(
@@ -104,7 +113,8 @@ pub fn estimate_month(
     rule: BillingRule,
     price_of: &dyn Fn(&str) -> Option<Price>,
 ) -> Result<Estimate, String> {
-    let (start, end) = month_bounds(schedule, first_day).ok_or("the month is out of range")?;
+    let (start, end) =
+        month_bounds(schedule.timezone, first_day).ok_or("the month is out of range")?;
     let plan = schedule.plan(start, end);
     let month_secs = (end - start).num_seconds();
     let mut pools = Vec::new();
@@ -114,22 +124,19 @@ pub fn estimate_month(
                 "pool \"{pool}\" has no price: give it server_types with prices in dayshift.toml, or pass --hourly"
             )
         })?;
-        let intervals: Vec<Interval> = plan.iter().filter(|i| i.pool == pool).cloned().collect();
-        let lives = server_lives(&intervals);
-        let mut billed_hours = Decimal::ZERO;
-        let mut cost = Decimal::ZERO;
-        for (s, e) in &lives {
-            let c = rule.charge((*e - *s).num_seconds(), &price);
-            billed_hours += c.billed_hours;
-            cost += c.cost;
-        }
-        let peak_nodes = intervals.iter().map(|i| i.nodes).max().unwrap_or(0);
+        let (servers, charge) = planned_cost(&plan, &pool, rule, &price);
+        let peak_nodes = plan
+            .iter()
+            .filter(|i| i.pool == pool)
+            .map(|i| i.nodes)
+            .max()
+            .unwrap_or(0);
         let always_on = rule.charge(month_secs, &price).cost * Decimal::from(peak_nodes);
         pools.push(PoolEstimate {
             pool,
-            servers: lives.len(),
-            billed_hours,
-            cost,
+            servers,
+            billed_hours: charge.billed_hours,
+            cost: charge.cost,
             peak_nodes,
             always_on,
         });

@@ -2,6 +2,7 @@
 //! their validation with file:line:column errors, and the schedule's evaluation.
 
 pub mod billing;
+pub mod calendar;
 pub mod clock;
 pub mod diag;
 pub mod estimate;

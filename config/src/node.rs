@@ -79,7 +79,7 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8443))
 }
 fn default_drain_grace() -> u64 {
-    60
+    NodeConfig::DEFAULT_DRAIN_GRACE_SECS
 }
 fn default_cache_dir() -> PathBuf {
     PathBuf::from("/var/lib/dayshift-node/models")
@@ -253,6 +253,9 @@ pub enum NodeConfigError {
 }
 
 impl NodeConfig {
+    /// Seconds running requests get after SIGTERM when the config does not say.
+    pub const DEFAULT_DRAIN_GRACE_SECS: u64 = 60;
+
     /// Reads, parses and validates a node config file.
     pub fn load(path: &Path) -> Result<Self, NodeConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| NodeConfigError::Io {

@@ -10,6 +10,9 @@
 //!    [`HeartbeatAction::Reregister`]) means "I do not know you" (e.g. the ingress lost
 //!    its in-memory sessions): the node registers again with the same node id and join token.
 //! 3. On shutdown the node `POST`s a [`GoodbyeRequest`] to [`GOODBYE_PATH`] (same bearer).
+//! 4. A node that cannot start (no GPU or driver, the model does not fit, the model does
+//!    not load) `POST`s a [`StartFailure`] to [`FAIL_PATH`] with its join token as bearer
+//!    (it never registered) and exits; the ingress marks it `failed` with the reason.
 //!
 //! The join token is bound to one node id: the ingress accepts it again only for
 //! re-registration of that same node (idempotent), never for another id. Tokens are
@@ -25,6 +28,8 @@ pub const REGISTER_PATH: &str = "/internal/nodes/register";
 pub const HEARTBEAT_PATH: &str = "/internal/nodes/heartbeat";
 /// `POST`: a node says it is going away (after draining).
 pub const GOODBYE_PATH: &str = "/internal/nodes/goodbye";
+/// `POST`: a node that cannot start says why (body [`StartFailure`], bearer: join token).
+pub const FAIL_PATH: &str = "/internal/nodes/fail";
 /// `GET {MODEL_MIRROR_PATH}/{model}/manifest` gives a [`ModelManifest`];
 /// `GET {MODEL_MIRROR_PATH}/{model}/files/{path}` gives one file (supports `Range`).
 /// Both carry `Authorization: Bearer <join token>` (the node has no session yet).
@@ -223,6 +228,48 @@ pub struct GoodbyeRequest {
     pub node_id: String,
     /// Why the node leaves (e.g. `SIGTERM`).
     pub reason: String,
+}
+
+/// Why a node could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFailureKind {
+    /// The configured device is not there: no NVIDIA driver, no GPU, or a build without CUDA.
+    NoDevice,
+    /// The model's weights do not fit the device's memory.
+    DoesNotFit,
+    /// The model could not be fetched or loaded.
+    Model,
+    /// Anything else before the node was ready (TLS, listen address, ...).
+    Other,
+}
+
+impl StartFailureKind {
+    /// The name used on the wire and in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartFailureKind::NoDevice => "no_device",
+            StartFailureKind::DoesNotFit => "does_not_fit",
+            StartFailureKind::Model => "model",
+            StartFailureKind::Other => "other",
+        }
+    }
+}
+
+/// Body of `POST` [`FAIL_PATH`]: the node gives up before it was ready.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartFailure {
+    /// Protocol version the node speaks ([`PROTOCOL_VERSION`]).
+    pub protocol_version: u32,
+    /// The node id from the node config.
+    pub node_id: String,
+    /// What kind of failure.
+    pub kind: StartFailureKind,
+    /// What went wrong and what to change, for the operator.
+    pub reason: String,
+    /// Devices found (empty when none could be read).
+    #[serde(default)]
+    pub gpus: Vec<GpuFacts>,
 }
 
 /// One file of a model in the ingress's mirror.

@@ -29,6 +29,7 @@ const PROVIDER_KEYS: &[&str] = &[
     "ssh_key_name",
     "firewall",
     "node_binary",
+    "node_binary_cuda",
     "bootstrap",
     "billing",
     "server_types",
@@ -41,7 +42,7 @@ const BOOTSTRAP_KEYS: &[&str] = &[
     "start_command",
     "node_port",
 ];
-const SERVER_TYPE_KEYS: &[&str] = &["hourly", "monthly", "gpu"];
+const SERVER_TYPE_KEYS: &[&str] = &["hourly", "monthly", "gpu", "node_binary"];
 const POOL_KEYS: &[&str] = &[
     "model",
     "model_source",
@@ -78,13 +79,62 @@ pub enum ProviderKind {
     Scaleway,
 }
 
+impl ProviderKind {
+    /// Every provider kind.
+    pub const ALL: [ProviderKind; 3] = [
+        ProviderKind::Local,
+        ProviderKind::Hetzner,
+        ProviderKind::Scaleway,
+    ];
+
+    /// The name in `dayshift.toml` (`kind = "…"`), in the ledger's rows and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Hetzner => "hetzner",
+            ProviderKind::Scaleway => "scaleway",
+        }
+    }
+
+    /// The provider's billing rule before any `[provider.billing]` the operator writes.
+    pub fn billing_rule(self) -> BillingRule {
+        match self {
+            ProviderKind::Hetzner => BillingRule::HETZNER,
+            ProviderKind::Scaleway => BillingRule::SCALEWAY,
+            ProviderKind::Local => BillingRule::LOCAL,
+        }
+    }
+}
+
+impl std::str::FromStr for ProviderKind {
+    type Err = ();
+
+    /// The kind named `s` (exactly as [`ProviderKind::as_str`] writes it).
+    fn from_str(s: &str) -> Result<Self, ()> {
+        ProviderKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(())
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A server type of the provider with its prices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerType {
     /// Prices in EUR.
     pub price: Price,
-    /// GPU description, for people (e.g. "L4 24 GB").
+    /// GPU description, for people (e.g. "L4 24 GB"). A type with a GPU gets the CUDA
+    /// node binary and `device = "cuda"` in its node config.
     pub gpu: Option<String>,
+    /// `dayshift-node` binary for servers of this type (overrides `provider.node_binary`
+    /// and `provider.node_binary_cuda`).
+    pub node_binary: Option<PathBuf>,
 }
 
 /// `[provider.bootstrap]`: how a created server is set up over SSH.
@@ -132,12 +182,58 @@ pub struct ProviderConfig {
     pub firewall: Option<String>,
     /// `dayshift-node` binary to run or upload; default: next to `dayshift`.
     pub node_binary: Option<PathBuf>,
+    /// The CUDA build of `dayshift-node`, for server types with `gpu` (see
+    /// [`ProviderConfig::node_binary_for`]).
+    pub node_binary_cuda: Option<PathBuf>,
     /// How created servers are set up over SSH (`[provider.bootstrap]`).
     pub bootstrap: BootstrapConfig,
     /// The provider's billing rule.
     pub billing: BillingRule,
     /// Server types by name.
     pub server_types: BTreeMap<String, ServerType>,
+}
+
+/// Which `dayshift-node` build a server type gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBinaryChoice {
+    /// The configured binary; `None`: the default one, next to `dayshift`.
+    pub path: Option<PathBuf>,
+    /// The node config's `engine.device`: `cuda` for a type with a GPU, else `cpu`.
+    pub device: &'static str,
+}
+
+impl ProviderConfig {
+    /// Whether `server_type` is declared with a `gpu`.
+    pub fn is_gpu_type(&self, server_type: &str) -> bool {
+        self.server_types
+            .get(server_type)
+            .is_some_and(|t| t.gpu.is_some())
+    }
+
+    /// The node binary and device for a server of `server_type`: the type's own
+    /// `node_binary` first; for a GPU type `node_binary_cuda`, then `node_binary`; for
+    /// a CPU type `node_binary`. A GPU type always runs with `device = "cuda"`, so a CPU
+    /// build sent there by mistake reports a clear start failure instead of running
+    /// slowly on the CPU.
+    pub fn node_binary_for(&self, server_type: &str) -> NodeBinaryChoice {
+        let own = self
+            .server_types
+            .get(server_type)
+            .and_then(|t| t.node_binary.clone());
+        if self.is_gpu_type(server_type) {
+            NodeBinaryChoice {
+                path: own
+                    .or_else(|| self.node_binary_cuda.clone())
+                    .or_else(|| self.node_binary.clone()),
+                device: "cuda",
+            }
+        } else {
+            NodeBinaryChoice {
+                path: own.or_else(|| self.node_binary.clone()),
+                device: "cpu",
+            }
+        }
+    }
 }
 
 /// `[pools.NAME]`: a set of nodes that serve one model.
@@ -434,6 +530,7 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
         ssh_key_name: None,
         firewall: None,
         node_binary: None,
+        node_binary_cuda: None,
         bootstrap: BootstrapConfig::default(),
         billing: BillingRule::LOCAL,
         server_types: BTreeMap::new(),
@@ -451,28 +548,23 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
     p.check_keys(d, PROVIDER_KEYS);
     if let Some((kind, span)) = p.string(d, "kind", true, "\"local\", \"hetzner\" or \"scaleway\"")
     {
-        cfg.kind = match kind.as_str() {
-            "local" => ProviderKind::Local,
-            "hetzner" => ProviderKind::Hetzner,
-            "scaleway" => ProviderKind::Scaleway,
-            other => {
-                let hint = closest(other, &["local", "hetzner", "scaleway"])
+        cfg.kind = match kind.parse::<ProviderKind>() {
+            Ok(k) => k,
+            Err(()) => {
+                let names = ProviderKind::ALL.map(ProviderKind::as_str);
+                let hint = closest(&kind, &names)
                     .map(|s| format!("; did you mean \"{s}\"?"))
                     .unwrap_or_default();
                 d.push(
                     span,
                     p.field("kind"),
-                    format!("unknown provider \"{other}\": expected \"local\", \"hetzner\" or \"scaleway\"{hint}"),
+                    format!("unknown provider \"{kind}\": expected \"local\", \"hetzner\" or \"scaleway\"{hint}"),
                 );
                 ProviderKind::Local
             }
         };
     }
-    cfg.billing = match cfg.kind {
-        ProviderKind::Hetzner => BillingRule::HETZNER,
-        ProviderKind::Scaleway => BillingRule::SCALEWAY,
-        ProviderKind::Local => BillingRule::LOCAL,
-    };
+    cfg.billing = cfg.kind.billing_rule();
     cfg.token_env = match cfg.kind {
         ProviderKind::Hetzner => "HCLOUD_TOKEN".into(),
         ProviderKind::Scaleway => "SCW_SECRET_KEY".into(),
@@ -500,6 +592,14 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
         .map(|(s, _)| s);
     cfg.node_binary = p
         .string(d, "node_binary", false, "a path to dayshift-node")
+        .map(|(s, _)| path_of(base, &s));
+    cfg.node_binary_cuda = p
+        .string(
+            d,
+            "node_binary_cuda",
+            false,
+            "a path to the CUDA build of dayshift-node",
+        )
         .map(|(s, _)| path_of(base, &s));
     if let Some(b) = p.table(d, "bootstrap") {
         b.check_keys(d, BOOTSTRAP_KEYS);
@@ -547,11 +647,15 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
             let gpu = t
                 .string(d, "gpu", false, "a GPU description")
                 .map(|(s, _)| s);
+            let node_binary = t
+                .string(d, "node_binary", false, "a path to dayshift-node")
+                .map(|(s, _)| path_of(base, &s));
             cfg.server_types.insert(
                 name,
                 ServerType {
                     price: Price { hourly, monthly },
                     gpu,
+                    node_binary,
                 },
             );
         }
@@ -803,4 +907,98 @@ fn parse_tls(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> TlsConfig {
         );
     }
     tls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_names_round_trip_and_match_serde() {
+        for kind in ProviderKind::ALL {
+            assert_eq!(kind.as_str().parse::<ProviderKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        assert_eq!("Hetzner".parse::<ProviderKind>(), Err(()));
+        assert_eq!(ProviderKind::Scaleway.billing_rule(), BillingRule::SCALEWAY);
+    }
+}
+
+#[cfg(test)]
+mod node_binary_tests {
+    use super::*;
+
+    const CFG: &str = r#"
+cluster = "c"
+[provider]
+kind = "scaleway"
+node_binary = "bin/dayshift-node"
+node_binary_cuda = "bin/dayshift-node-cuda"
+[provider.server_types."L4-1-24G"]
+hourly = "0.75"
+gpu = "NVIDIA L4 24 GB"
+[provider.server_types."H100-1-80G"]
+hourly = "2.73"
+gpu = "NVIDIA H100 80 GB"
+node_binary = "/opt/h100/dayshift-node"
+[provider.server_types."POP2-4C-16G"]
+hourly = "0.10"
+[pools.chat]
+model = "m"
+server_types = ["L4-1-24G", "H100-1-80G"]
+[pools.cpu]
+model = "m"
+server_types = ["POP2-4C-16G"]
+"#;
+
+    #[test]
+    fn the_node_binary_and_device_follow_the_server_type() {
+        let c = Config::parse("dayshift.toml", CFG, Path::new("/etc/dayshift")).unwrap();
+        let p = &c.provider;
+        let l4 = p.node_binary_for("L4-1-24G");
+        assert_eq!(
+            l4.path.as_deref(),
+            Some(Path::new("/etc/dayshift/bin/dayshift-node-cuda"))
+        );
+        assert_eq!(l4.device, "cuda");
+        // A type's own binary wins over node_binary_cuda.
+        let h100 = p.node_binary_for("H100-1-80G");
+        assert_eq!(
+            h100.path.as_deref(),
+            Some(Path::new("/opt/h100/dayshift-node"))
+        );
+        assert_eq!(h100.device, "cuda");
+        let cpu = p.node_binary_for("POP2-4C-16G");
+        assert_eq!(
+            cpu.path.as_deref(),
+            Some(Path::new("/etc/dayshift/bin/dayshift-node"))
+        );
+        assert_eq!(cpu.device, "cpu");
+        assert!(p.is_gpu_type("L4-1-24G") && !p.is_gpu_type("POP2-4C-16G"));
+
+        // Without node_binary_cuda a GPU type gets node_binary (or the default next to
+        // dayshift), still with device = "cuda": a CPU build then fails at start, clearly.
+        let no_cuda = CFG.replace("node_binary_cuda = \"bin/dayshift-node-cuda\"\n", "");
+        let c = Config::parse("dayshift.toml", &no_cuda, Path::new("/etc/dayshift")).unwrap();
+        let l4 = c.provider.node_binary_for("L4-1-24G");
+        assert_eq!(
+            l4.path.as_deref(),
+            Some(Path::new("/etc/dayshift/bin/dayshift-node"))
+        );
+        assert_eq!(l4.device, "cuda");
+        let bare = no_cuda.replace("node_binary = \"bin/dayshift-node\"\n", "");
+        let c = Config::parse("dayshift.toml", &bare, Path::new("/etc/dayshift")).unwrap();
+        assert_eq!(c.provider.node_binary_for("L4-1-24G").path, None);
+        assert_eq!(c.provider.node_binary_for("unknown").device, "cpu");
+    }
+
+    #[test]
+    fn a_misspelt_binary_key_is_named_with_its_line() {
+        let bad = CFG.replace("node_binary_cuda", "node_binary_gpu");
+        let e = Config::parse("dayshift.toml", &bad, Path::new("/etc")).unwrap_err();
+        let p = &e.0[0];
+        assert_eq!(p.line, 6, "{p}");
+        assert!(p.field.contains("node_binary_gpu"), "{p}");
+    }
 }

@@ -204,6 +204,53 @@ impl Agent {
         }
     }
 
+    /// Tells the ingress that this node cannot start and why (before it registered, so
+    /// with the join token as bearer). A few tries, as the ingress may be restarting;
+    /// returns whether the ingress took the report.
+    pub async fn report_start_failure(
+        &self,
+        kind: StartFailureKind,
+        reason: &str,
+        gpus: Vec<GpuFacts>,
+    ) -> bool {
+        let body = StartFailure {
+            protocol_version: PROTOCOL_VERSION,
+            node_id: self.node_id.clone(),
+            kind,
+            reason: reason.into(),
+            gpus,
+        };
+        for attempt in 1..=3u64 {
+            match self
+                .http
+                .post(format!("{}{FAIL_PATH}", self.base))
+                .bearer_auth(self.join_token.expose())
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(
+                        kind = kind.as_str(),
+                        "start failure reported to the ingress"
+                    );
+                    return true;
+                }
+                Ok(r) => {
+                    // A refusal (unknown node, used-up token) will not change on a retry.
+                    tracing::warn!(
+                        "the ingress refused the start failure report: {}",
+                        r.status()
+                    );
+                    return false;
+                }
+                Err(e) => tracing::warn!("reporting the start failure failed (try {attempt}): {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(attempt)).await;
+        }
+        false
+    }
+
     /// Tells the ingress the node leaves (best effort, one try).
     pub async fn goodbye(&self, reason: &str) {
         let token = self.session.lock().await.clone();

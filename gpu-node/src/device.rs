@@ -89,13 +89,19 @@ mod cuda {
     use dayshift_config::protocol::GpuFacts;
 
     /// candle links libcuda dynamically (cudarc `dynamic-linking`): a CUDA build only
-    /// starts where the driver is installed, so the library is present once we run.
+    /// starts where the driver is installed, so the library is present once we run
+    /// (whether a GPU answers is found out by `open`).
     pub fn present() -> bool {
         true
     }
 
     pub fn open(i: usize) -> anyhow::Result<DeviceInfo> {
-        let device = Device::new_cuda(i)?;
+        let device = Device::new_cuda(i).map_err(|e| {
+            anyhow::anyhow!(
+                "no usable NVIDIA GPU cuda:{i}: {e} (check that `nvidia-smi` lists the GPU; \
+                 this node needs NVIDIA driver 580 or newer)"
+            )
+        })?;
         if let Device::Cuda(d) = &device {
             // cudarc records and waits on two CUDA events per buffer for cross-stream
             // safety (candle runs on its own stream, which turns that on): several

@@ -23,6 +23,10 @@ enum Cmd {
     MakeTestModel {
         /// Target directory (created if needed).
         dir: PathBuf,
+        /// Ship a tool-capable chat template (Qwen2.5's Hermes format) instead of
+        /// plain ChatML.
+        #[arg(long)]
+        tool_template: bool,
     },
 }
 
@@ -37,7 +41,18 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::MakeTestModel { dir } => dayshift_node::testmodel::make_test_model(&dir),
+        Cmd::MakeTestModel { dir, tool_template } => {
+            dayshift_node::testmodel::make_test_model(&dir).and_then(|()| {
+                if tool_template {
+                    dayshift_node::testmodel::set_chat_template(
+                        &dir,
+                        dayshift_node::testmodel::TOOL_CHAT_TEMPLATE,
+                    )
+                } else {
+                    Ok(())
+                }
+            })
+        }
         Cmd::Serve { config } => run_serve(config),
     };
     match result {

@@ -8,7 +8,9 @@ use crate::model::{self, LoadedModel};
 use crate::{device, source, tls};
 use anyhow::Context;
 use dayshift_config::node::NodeConfig;
-use dayshift_config::protocol::{Capacity, ModelKind, NodeState, ServedModel};
+use dayshift_config::protocol::{
+    Capacity, GpuFacts, ModelKind, NodeState, ServedModel, StartFailureKind,
+};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -48,16 +50,42 @@ async fn wait_signal() -> &'static str {
     }
 }
 
-/// Runs the node until SIGTERM (or a drain order) and the drain that follows.
+/// Logs why the node cannot start, reports it to the ingress (when there is one) and
+/// returns the error to exit with.
+async fn give_up(
+    agent: &Option<Arc<Agent>>,
+    kind: StartFailureKind,
+    error: anyhow::Error,
+    gpus: Vec<GpuFacts>,
+) -> anyhow::Error {
+    let reason = format!("{error:#}");
+    tracing::error!(kind = kind.as_str(), "cannot start: {reason}");
+    if let Some(a) = agent {
+        a.report_start_failure(kind, &reason, gpus).await;
+    }
+    error
+}
+
+/// Runs the node until SIGTERM (or a drain order) and the drain that follows. A node
+/// that cannot start (device, model, memory) reports why to the ingress and returns the
+/// error.
 pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
+    let agent = Agent::new(&cfg)?.map(Arc::new);
     let metrics = Arc::new(Metrics::new());
     let app = AppState::new(metrics.clone());
-    let tls = tls::server_config(&cfg.tls).await?;
+    let tls = match tls::server_config(&cfg.tls).await {
+        Ok(t) => t,
+        Err(e) => return Err(give_up(&agent, StartFailureKind::Other, e, vec![]).await),
+    };
     let fingerprint = tls.as_ref().map(|(_, f)| f.clone());
     let handle = axum_server::Handle::<std::net::SocketAddr>::new();
     let router = api::router(app.clone());
-    let listener = std::net::TcpListener::bind(cfg.listen)
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = match std::net::TcpListener::bind(cfg.listen)
+        .with_context(|| format!("cannot listen on {}", cfg.listen))
+    {
+        Ok(l) => l,
+        Err(e) => return Err(give_up(&agent, StartFailureKind::Other, e, vec![]).await),
+    };
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let server = {
@@ -83,21 +111,39 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         tracing::info!("TLS certificate sha256 {fp}");
     }
 
-    let dev = device::select(&cfg.engine.device)?;
+    let dev = match device::select(&cfg.engine.device) {
+        Ok(d) => d,
+        Err(e) => return Err(give_up(&agent, StartFailureKind::NoDevice, e, vec![]).await),
+    };
     tracing::info!(backend = %dev.facts.backend, name = %dev.facts.name, "device");
+    let gpus = || vec![dev.facts.clone()];
     let mut kv_total = 0u64;
     let mut max_ctx = 0usize;
     for m in &cfg.models {
-        let dir = source::resolve(&cfg, m).await?;
+        let dir = match source::resolve(&cfg, m).await {
+            Ok(d) => d,
+            Err(e) => return Err(give_up(&agent, StartFailureKind::Model, e, gpus()).await),
+        };
+        let weights = crate::fit::weight_bytes(&dir, m.dtype.as_deref());
+        if let Err(why) =
+            crate::fit::check_fits(&m.name, weights, device::free_memory(&dev), &dev.facts.name)
+        {
+            let e = anyhow::anyhow!(why);
+            return Err(give_up(&agent, StartFailureKind::DoesNotFit, e, gpus()).await);
+        }
         let t0 = Instant::now();
         let device = dev.device.clone();
         let dtype = m.dtype.clone();
         let d2 = dir.clone();
         let loaded =
-            tokio::task::spawn_blocking(move || model::load(&d2, dtype.as_deref(), &device))
+            match tokio::task::spawn_blocking(move || model::load(&d2, dtype.as_deref(), &device))
                 .await
-                .context("model loading task failed")?
-                .with_context(|| format!("cannot load model {:?}", m.name))?;
+                .context("model loading task failed")
+                .and_then(|r| r.with_context(|| format!("cannot load model {:?}", m.name)))
+            {
+                Ok(l) => l,
+                Err(e) => return Err(give_up(&agent, StartFailureKind::Model, e, gpus()).await),
+            };
         match loaded {
             LoadedModel::Generation(g) => {
                 let ctx = g.llama.config().max_position_embeddings;
@@ -145,7 +191,6 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, mut drain_rx) = watch::channel(false);
-    let agent = Agent::new(&cfg)?.map(Arc::new);
     let agent_task = agent.clone().map(|a| {
         let facts = NodeFacts {
             api_url: cfg.advertise_url.clone().unwrap_or_else(|| {

@@ -20,6 +20,35 @@ pub const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 /// The ChatML template shipped in `tokenizer_config.json`.
 pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// A tool-capable ChatML template in Qwen2.5's Hermes format (its instructions
+/// shortened to fit the tiny model's 512-token context): `tools` go into the
+/// system turn, assistant `tool_calls` become `<tool_call>` blocks and `tool` messages
+/// `<tool_response>` blocks. Without tools it renders like [`CHAT_TEMPLATE`].
+pub const TOOL_CHAT_TEMPLATE: &str = r##"{%- if tools %}
+{{- '<|im_start|>system\n' }}
+{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\n\n' }}{%- endif %}
+{{- "# Tools\n<tools>" }}
+{%- for tool in tools %}{{- "\n" }}{{- tool | tojson }}{%- endfor %}
+{{- "\n</tools>\nCall one as <tool_call>{\"name\": …, \"arguments\": {…}}</tool_call><|im_end|>\n" }}
+{%- endif %}
+{%- for message in messages %}
+{%- if tools and loop.first and message.role == 'system' %}
+{%- elif message.role == 'assistant' and message.tool_calls %}
+{{- '<|im_start|>assistant' }}{%- if message.content %}{{- '\n' + message.content }}{%- endif %}
+{%- for tool_call in message.tool_calls %}
+{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}
+{{- '\n<tool_call>\n{"name": "' + tool_call.name + '", "arguments": ' }}{{- tool_call.arguments | tojson }}{{- '}\n</tool_call>' }}
+{%- endfor %}
+{{- '<|im_end|>\n' }}
+{%- elif message.role == 'tool' %}
+{{- '<|im_start|>user\n<tool_response>\n' + message.content + '\n</tool_response><|im_end|>\n' }}
+{%- else %}
+{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}
+"##;
+
 const CORPUS: &str = "The quick brown fox jumps over the lazy dog. A server that is rented only while \
 people work costs far less than one that runs all day and all night. The scheduler starts the \
 nodes before the working day begins, and stops them when the evening comes. Each node loads its \
@@ -285,6 +314,17 @@ fn weights(vocab: usize, d: Dims) -> anyhow::Result<HashMap<String, Tensor>> {
 fn write_json(path: &Path, v: &serde_json::Value) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(v)?;
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Replaces the chat template in `dir`'s `tokenizer_config.json`.
+pub fn set_chat_template(dir: &Path, template: &str) -> anyhow::Result<()> {
+    let p = dir.join("tokenizer_config.json");
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", p.display()))?;
+    v["chat_template"] = serde_json::Value::String(template.to_string());
+    write_json(&p, &v)
 }
 
 /// Writes the tiny model into `dir` (created if needed).

@@ -79,9 +79,9 @@ except openai.NotFoundError as err:
     assert err.body["code"] == "model_not_found", err.body
     print("unknown model: 404", err.body["code"])
 try:
-    c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}], n=2)
-    raise SystemExit("n=2 accepted")
+    c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}], n=17)
+    raise SystemExit("n=17 accepted")
 except openai.BadRequestError as err:
     assert err.body["param"] == "n", err.body
-    print("n=2: 400")
+    print("n=17: 400")
 print("ALL OK")

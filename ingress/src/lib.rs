@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod costing;
 pub mod server;
-pub mod server_cli;
+pub mod state_files;
 pub mod store;

@@ -33,7 +33,7 @@ enum Command {
     /// Today's schedule per pool, nodes by state, next window, month-to-date cost and budget.
     Status(cli::status::StatusArgs),
     #[command(flatten)]
-    Server(dayshift::server_cli::ServerCommand),
+    Server(cli::server::ServerCommand),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +44,6 @@ fn main() -> ExitCode {
         Command::Cost(args) => cli::cost::run(args),
         Command::Nodes(args) => cli::nodes::run(args),
         Command::Status(args) => cli::status::run(args),
-        Command::Server(command) => dayshift::server_cli::run(command),
+        Command::Server(command) => cli::server::run(command),
     }
 }

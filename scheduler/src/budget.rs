@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use dayshift_config::Schedule;
+use chrono::{DateTime, Utc};
 use dayshift_config::billing::{BillingRule, Price};
-use dayshift_config::estimate::{month_bounds, server_lives};
+use dayshift_config::calendar::{month_bounds, month_of};
+use dayshift_config::estimate::planned_cost;
+use dayshift_config::{Config, Schedule};
 use rust_decimal::Decimal;
 
 use crate::ledger::{BillingInterval, node_costs};
@@ -35,13 +36,40 @@ pub struct Forecast {
 }
 
 impl Forecast {
+    /// Spent + committed: what the month will have cost, exact.
+    pub fn total(&self) -> Decimal {
+        self.spent + self.committed
+    }
+
     /// True when spent + committed crosses the cap.
     pub fn over(&self) -> bool {
-        self.spent + self.committed > self.cap
+        self.total() > self.cap
     }
 }
 
 impl Budget {
+    /// The budget `config` sets (`[budget] monthly`), checked under the provider's billing
+    /// rule against each pool's first server type's price; `None` without a cap.
+    pub fn from_config(config: &Config) -> Option<Budget> {
+        config
+            .budget_monthly
+            .map(|cap| Budget::with_cap(config, cap))
+    }
+
+    /// `config`'s rule and prices with the cap `monthly_cap` (`dayshift status` shows the
+    /// month's figures also when no cap is set).
+    pub fn with_cap(config: &Config, monthly_cap: Decimal) -> Budget {
+        Budget {
+            monthly_cap,
+            rule: config.provider.billing,
+            prices: config
+                .pools
+                .keys()
+                .filter_map(|p| config.pool_price(p).map(|price| (p.clone(), price)))
+                .collect(),
+        }
+    }
+
     /// The forecast for the month containing `now`.
     pub fn forecast(
         &self,
@@ -49,9 +77,8 @@ impl Budget {
         nodes: &[NodeRecord],
         now: DateTime<Utc>,
     ) -> Option<Forecast> {
-        let local = now.with_timezone(&schedule.timezone).date_naive();
-        let first = NaiveDate::from_ymd_opt(local.year(), local.month(), 1)?;
-        let (month_start, month_end) = month_bounds(schedule, first)?;
+        let first = month_of(now, schedule.timezone)?;
+        let (month_start, month_end) = month_bounds(schedule.timezone, first)?;
         let intervals: Vec<BillingInterval> = nodes
             .iter()
             .filter_map(|n| {
@@ -70,13 +97,11 @@ impl Budget {
             .map(|c| c.cost)
             .sum();
         let plan = schedule.plan(now, month_end);
-        let mut committed = Decimal::ZERO;
-        for (pool, price) in &self.prices {
-            let mine: Vec<_> = plan.iter().filter(|i| &i.pool == pool).cloned().collect();
-            for (s, e) in server_lives(&mine) {
-                committed += self.rule.charge((e - s).num_seconds(), price).cost;
-            }
-        }
+        let committed: Decimal = self
+            .prices
+            .iter()
+            .map(|(pool, price)| planned_cost(&plan, pool, self.rule, price).1.cost)
+            .sum();
         Some(Forecast {
             spent,
             committed,

@@ -3,12 +3,17 @@
 
 pub mod budget;
 pub mod desired;
+pub mod launch;
 pub mod ledger;
 pub mod lifecycle;
 pub mod reconcile;
 pub mod reload;
 pub mod store;
 
+pub use launch::{ErrorPolicy, LaunchError, Launcher};
 pub use lifecycle::{NodeRecord, NodeState};
-pub use reconcile::{Launcher, Limits, PoolPolicy, Reconciler, TickReport};
+pub use reconcile::{
+    Limits, PoolPolicy, Reconciler, START_FAILED, START_FAILURES_TO_STOP, TickError, TickReport,
+    TickStep,
+};
 pub use store::{MemoryStore, NodeEvent, NodeStore, StoreError};

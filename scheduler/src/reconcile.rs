@@ -6,20 +6,28 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
-use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use dayshift_config::Schedule;
 use dayshift_config::clock::Clock;
 use dayshift_provisioning::{
-    LABEL_NODE, LabelSelector, Provider, ProviderError, Server, ServerSpec, ServerStatus,
+    LABEL_NODE, LabelSelector, Provider, ProviderError, Server, ServerStatus,
 };
 use tracing::{info, warn};
 
 use crate::budget::Budget;
 use crate::desired::{desired_with_prewarm, p90};
+use crate::launch::{LaunchError, Launcher};
 use crate::lifecycle::{NodeRecord, NodeState};
 use crate::store::{NodeStore, StoreError};
 use dayshift_config::billing::BillingRule;
+
+/// How the error of a node that reported a start failure begins (no GPU, model does not
+/// fit, model does not load); the ingress writes it, the loop recognises it.
+pub const START_FAILED: &str = "node start failed";
+
+/// Consecutive start failures of a pool (since this loop started) after which it plans
+/// no new node: one replacement is tried, then the pool stops with a notice.
+pub const START_FAILURES_TO_STOP: usize = 2;
 
 /// Per-pool settings the loop needs.
 #[derive(Debug, Clone)]
@@ -43,6 +51,16 @@ pub struct Limits {
     pub max_create_attempts: u32,
     /// First retry delay; doubles per attempt, with jitter.
     pub backoff_base: Duration,
+    /// Attempts at a retryable bootstrap failure (SSH timeout, connection refused)
+    /// before the node fails.
+    pub max_bootstrap_attempts: u32,
+    /// Next tick at most this long after one while some node is on its way, draining,
+    /// deleting or waiting for a retry.
+    pub busy_every: Duration,
+    /// Next tick at most this long after one when nothing moves.
+    pub idle_every: Duration,
+    /// Next tick never sooner than this after one.
+    pub min_gap: Duration,
 }
 
 impl Default for Limits {
@@ -52,19 +70,85 @@ impl Default for Limits {
             heartbeat_grace: Duration::seconds(30),
             max_create_attempts: 5,
             backoff_base: Duration::seconds(5),
+            max_bootstrap_attempts: 3,
+            busy_every: Duration::seconds(2),
+            idle_every: Duration::seconds(15),
+            min_gap: Duration::milliseconds(200),
         }
     }
 }
 
-/// Turns a node into a server spec and sets the created server up. The ingress provides
-/// the real one (cloud-init with a per-node host key, SSH bootstrap); the `local`
-/// provider needs no bootstrap.
-#[async_trait]
-pub trait Launcher: Send + Sync {
-    /// The server to create for `node` (name, type, image, labels, user data, fallbacks).
-    async fn spec(&self, node: &NodeRecord) -> Result<ServerSpec, String>;
-    /// Sets the created server up so `dayshift-node` starts on it.
-    async fn bootstrap(&self, node: &NodeRecord, server: &Server) -> Result<(), String>;
+/// What the loop was doing when a [`TickError`] happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TickStep {
+    /// Listing the provider's servers.
+    ListServers,
+    /// Reading or writing node rows.
+    Store,
+    /// Building a server spec or creating the server.
+    Create,
+    /// Setting a created server up (SSH bootstrap).
+    Bootstrap,
+    /// Deleting a node's server.
+    Delete,
+    /// Deleting a server no live node owns.
+    DeleteOrphan,
+}
+
+impl std::fmt::Display for TickStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TickStep::ListServers => "list servers",
+            TickStep::Store => "store",
+            TickStep::Create => "create",
+            TickStep::Bootstrap => "bootstrap",
+            TickStep::Delete => "delete",
+            TickStep::DeleteOrphan => "delete orphan",
+        })
+    }
+}
+
+/// A failure met during a tick (the tick goes on after each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickError {
+    /// What the loop was doing.
+    pub step: TickStep,
+    /// The node (or, for orphans, the server) it concerns, if any.
+    pub subject: Option<String>,
+    /// True when the loop tries the step again by itself (a later tick); false when it
+    /// will not (a node that fails because of an error is listed in
+    /// [`TickReport::failed`] with the reason in its row, not here).
+    pub will_retry: bool,
+    /// What happened.
+    pub message: String,
+}
+
+impl TickError {
+    fn new(step: TickStep, subject: Option<&str>, will_retry: bool, message: String) -> Self {
+        TickError {
+            step,
+            subject: subject.map(str::to_string),
+            will_retry,
+            message,
+        }
+    }
+
+    fn store(e: StoreError) -> Self {
+        TickError::new(TickStep::Store, None, true, e.to_string())
+    }
+}
+
+impl std::fmt::Display for TickError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.subject {
+            Some(s) => write!(f, "{} {s}: {}", self.step, self.message)?,
+            None => write!(f, "{}: {}", self.step, self.message)?,
+        }
+        if self.will_retry {
+            f.write_str(" (will retry)")?;
+        }
+        Ok(())
+    }
 }
 
 /// What one tick did (for logs, metrics and tests).
@@ -83,11 +167,17 @@ pub struct TickReport {
     /// Nodes that failed this tick.
     pub failed: Vec<String>,
     /// Errors met (the tick goes on after each).
-    pub errors: Vec<String>,
+    pub errors: Vec<TickError>,
     /// Pools that wanted a node the budget did not allow, with the reason.
     pub budget_blocked: Vec<String>,
     /// Nodes kept serving until shortly before their paid hour ends.
     pub kept_for_paid_hour: Vec<String>,
+    /// When the loop wants to run next (set by [`Reconciler::tick`]): the sooner of its
+    /// busy or idle period, a node's retry time, and the schedule's next change (early
+    /// by the pre-warm lead for openings). Never sooner than `min_gap`.
+    pub next_tick: Option<DateTime<Utc>>,
+    /// Pools that plan no new node because their nodes could not start, with the reason.
+    pub pools_stopped: Vec<String>,
 }
 
 impl TickReport {
@@ -102,6 +192,11 @@ impl TickReport {
         self.errors.extend(other.errors);
         self.budget_blocked.extend(other.budget_blocked);
         self.kept_for_paid_hour.extend(other.kept_for_paid_hour);
+        self.next_tick = match (self.next_tick, other.next_tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.pools_stopped.extend(other.pools_stopped);
     }
 }
 
@@ -122,6 +217,8 @@ pub struct Reconciler {
     /// nodes' drains and deletions); the ids of those running.
     background_bootstrap: bool,
     bootstrapping: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// When this loop started: start failures before it (an earlier config) do not count.
+    started: DateTime<Utc>,
 }
 
 impl Reconciler {
@@ -157,17 +254,8 @@ impl Reconciler {
         let Some((rule, margin)) = self.paid_hour.get(&node.pool) else {
             return false;
         };
-        let Some(created) = node.server_created_at else {
-            return false;
-        };
-        if node.state != NodeState::Ready {
-            return false;
-        }
-        let unit = rule.unit_secs.max(1) as i64;
-        let lived = (now - created).num_seconds().max(0);
-        let paid_units = (lived + unit - 1) / unit;
-        let paid_until = created + Duration::seconds(paid_units.max(1) * unit);
-        now < paid_until - *margin
+        node.state == NodeState::Ready
+            && (node.server_created_at).is_some_and(|c| now < rule.paid_until(c, now) - *margin)
     }
 
     /// A loop for `cluster` over the given parts.
@@ -182,6 +270,7 @@ impl Reconciler {
         pools: BTreeMap<String, PoolPolicy>,
         limits: Limits,
     ) -> Self {
+        let started = clock.now();
         Reconciler {
             cluster,
             provider,
@@ -195,6 +284,7 @@ impl Reconciler {
             paid_hour: BTreeMap::new(),
             background_bootstrap: false,
             bootstrapping: Default::default(),
+            started,
         }
     }
 
@@ -247,10 +337,62 @@ impl Reconciler {
         out
     }
 
-    /// One pass: sweep orphans, plan or drain per pool, move every node one step.
+    /// One pass: sweep orphans, plan or drain per pool, move every node one step; the
+    /// report says what happened and when the loop wants to run next.
     pub async fn tick(&self) -> TickReport {
-        let mut report = TickReport::default();
         let now = self.clock.now();
+        let mut report = self.tick_at(now).await;
+        report.next_tick = Some(self.next_tick(now).await);
+        report
+    }
+
+    /// When the loop wants to run after a tick at `now`: `busy_every` while some live
+    /// node is not ready (on its way, draining, deleting, failed with a server), else
+    /// `idle_every`; sooner for a node's retry time, a window that closes (its nodes
+    /// drain at once) or opens (early by the pool's pre-warm lead).
+    pub async fn next_tick(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let mut next = now + self.limits.idle_every;
+        match self.store.live_nodes().await {
+            Ok(nodes) => {
+                for n in &nodes {
+                    match n.retry_at {
+                        // Waiting out a backoff: nothing to do before then.
+                        Some(t) if t > now => next = next.min(t),
+                        _ if n.state != NodeState::Ready => {
+                            next = next.min(now + self.limits.busy_every)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(_) => next = next.min(now + self.limits.busy_every),
+        }
+        let mut lead = Duration::zero();
+        for pool in self.pools.keys() {
+            lead = lead.max(self.lead(pool).await);
+        }
+        if let Ok(schedule) = self.schedule.read() {
+            // Any change (a window closing: its nodes drain at once) at the change itself.
+            if let Some(change) = schedule.next_change(now) {
+                next = next.min(change);
+            }
+            // A window opening (or growing): `lead` early, so its nodes are ready on time.
+            if let Some(change) = schedule.next_change(now + lead) {
+                let before = change - Duration::seconds(1);
+                let opens = self
+                    .pools
+                    .keys()
+                    .any(|p| schedule.desired_nodes(p, change) > schedule.desired_nodes(p, before));
+                if opens {
+                    next = next.min(change - lead);
+                }
+            }
+        }
+        next.max(now + self.limits.min_gap)
+    }
+
+    async fn tick_at(&self, now: DateTime<Utc>) -> TickReport {
+        let mut report = TickReport::default();
         let servers = match self
             .provider
             .list(&LabelSelector::cluster(&self.cluster))
@@ -258,14 +400,19 @@ impl Reconciler {
         {
             Ok(s) => s,
             Err(e) => {
-                report.errors.push(format!("list servers: {e}"));
+                report.errors.push(TickError::new(
+                    TickStep::ListServers,
+                    None,
+                    true,
+                    e.to_string(),
+                ));
                 return report;
             }
         };
         let nodes = match self.store.all_nodes().await {
             Ok(n) => n,
             Err(e) => {
-                report.errors.push(e.to_string());
+                report.errors.push(TickError::store(e));
                 return report;
             }
         };
@@ -281,6 +428,11 @@ impl Reconciler {
                 .collect();
             let have = active.len() as u32;
             if have < *want
+                && let Some(reason) = self.start_failure_stop(pool, &nodes)
+            {
+                warn!(pool = %pool, "pool stopped: {reason}");
+                report.pools_stopped.push(format!("{pool}: {reason}"));
+            } else if have < *want
                 && let Some(reason) = self.budget_refusal(pool, &nodes, now)
             {
                 warn!(pool = %pool, "no new node: {reason}");
@@ -302,7 +454,7 @@ impl Reconciler {
                             info!(node = %id, pool = %pool, "planned a node");
                             report.planned.push(id);
                         }
-                        Err(e) => report.errors.push(e.to_string()),
+                        Err(e) => report.errors.push(TickError::store(e)),
                     }
                 }
             } else if have > keep_n {
@@ -344,7 +496,7 @@ impl Reconciler {
                             report.draining.push(n.id.clone());
                         }
                         Ok(false) => {}
-                        Err(e) => report.errors.push(e.to_string()),
+                        Err(e) => report.errors.push(TickError::store(e)),
                     }
                 }
             }
@@ -353,7 +505,7 @@ impl Reconciler {
         let nodes = match self.store.all_nodes().await {
             Ok(n) => n,
             Err(e) => {
-                report.errors.push(e.to_string());
+                report.errors.push(TickError::store(e));
                 return report;
             }
         };
@@ -376,7 +528,7 @@ impl Reconciler {
             steps.push(async move {
                 let mut part = TickReport::default();
                 if let Err(e) = self.step(node, server, now, &mut part).await {
-                    part.errors.push(e.to_string());
+                    part.errors.push(TickError::store(e));
                 }
                 part
             });
@@ -385,6 +537,33 @@ impl Reconciler {
             report.merge(part);
         }
         report
+    }
+
+    /// Why `pool` may plan no new node: its last [`START_FAILURES_TO_STOP`] nodes (planned
+    /// since this loop started) all reported a start failure, so another one of the same
+    /// server type would fail the same way. A restart (with a fixed config) clears it.
+    fn start_failure_stop(&self, pool: &str, nodes: &[NodeRecord]) -> Option<String> {
+        let mut recent: Vec<&NodeRecord> = nodes
+            .iter()
+            .filter(|n| n.pool == pool && n.planned_at >= self.started)
+            .collect();
+        recent.sort_by_key(|n| std::cmp::Reverse(n.planned_at));
+        let last: Vec<&NodeRecord> = recent.into_iter().take(START_FAILURES_TO_STOP).collect();
+        let all_failed_at_start = last.len() == START_FAILURES_TO_STOP
+            && last.iter().all(|n| {
+                n.state == NodeState::Failed
+                    && n.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with(START_FAILED))
+            });
+        if !all_failed_at_start {
+            return None;
+        }
+        let why = last[0].last_error.as_deref().unwrap_or(START_FAILED);
+        Some(format!(
+            "its last {START_FAILURES_TO_STOP} nodes could not start ({why}); no new node \
+             until the cause is fixed and dayshift is restarted"
+        ))
     }
 
     /// Why the budget forbids a new node of `pool` now, if it does.
@@ -446,7 +625,12 @@ impl Reconciler {
                 Ok(()) | Err(ProviderError::NotFound(_)) => {
                     report.orphans_deleted.push(s.id.clone())
                 }
-                Err(e) => report.errors.push(format!("delete orphan {}: {e}", s.id)),
+                Err(e) => report.errors.push(TickError::new(
+                    TickStep::DeleteOrphan,
+                    Some(&s.id),
+                    true,
+                    e.to_string(),
+                )),
             }
         }
     }
@@ -462,10 +646,7 @@ impl Reconciler {
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
-        let base = self.limits.backoff_base.num_milliseconds().max(1);
-        let exp = base.saturating_mul(1i64 << attempts.min(8));
-        let jitter = rand::random_range(0..=exp / 2);
-        Duration::milliseconds(exp + jitter)
+        backoff(self.limits.backoff_base, attempts)
     }
 
     async fn fail(
@@ -603,9 +784,12 @@ impl Reconciler {
                     match self.provider.delete(&s.id).await {
                         Ok(()) | Err(ProviderError::NotFound(_)) => {}
                         Err(e) => {
-                            report
-                                .errors
-                                .push(format!("delete server of failed node {}: {e}", node.id));
+                            report.errors.push(TickError::new(
+                                TickStep::Delete,
+                                Some(&node.id),
+                                true,
+                                format!("deleting the server of the failed node: {e}"),
+                            ));
                             return Ok(());
                         }
                     }
@@ -627,11 +811,15 @@ impl Reconciler {
         let spec = match self.launcher.spec(&node).await {
             Ok(s) => s,
             Err(e) => {
+                let e = e.context("cannot build the server spec");
                 return self
-                    .fail(
+                    .after_launch_error(
                         node,
+                        NodeState::Creating,
+                        TickStep::Create,
+                        e,
+                        self.limits.max_create_attempts,
                         now,
-                        format!("cannot build the server spec: {e}"),
                         report,
                     )
                     .await;
@@ -674,7 +862,12 @@ impl Reconciler {
                 };
                 node.retry_at = Some(now + wait);
                 node.last_error = Some(e.to_string());
-                report.errors.push(format!("create {}: {e}", node.id));
+                report.errors.push(TickError::new(
+                    TickStep::Create,
+                    Some(&node.id),
+                    true,
+                    e.to_string(),
+                ));
                 self.save(&node, NodeState::Creating, now, "create failed; will retry")
                     .await?;
                 Ok(())
@@ -705,6 +898,7 @@ impl Reconciler {
             );
             let running = self.bootstrapping.clone();
             let server = server.clone();
+            let policy = self.bootstrap_policy();
             tokio::spawn(async move {
                 let id = node.id.clone();
                 let result = launcher.bootstrap(&node, &server).await;
@@ -712,15 +906,11 @@ impl Reconciler {
                 let message = match result {
                     Ok(()) => {
                         node.state = NodeState::Loading;
+                        node.attempts = 0;
+                        node.retry_at = None;
                         "dayshift-node started; loading the model".to_string()
                     }
-                    Err(e) => {
-                        warn!(node = %id, "node failed: bootstrap failed: {e}");
-                        node.state = NodeState::Failed;
-                        node.last_error = Some(format!("bootstrap failed: {e}"));
-                        node.retry_at = None;
-                        format!("bootstrap failed: {e}")
-                    }
+                    Err(e) => policy.apply(&mut node, e, at),
                 };
                 if let Err(e) = store
                     .update_node(&node, NodeState::Provisioning, at, &message)
@@ -737,6 +927,8 @@ impl Reconciler {
         match self.launcher.bootstrap(&node, server).await {
             Ok(()) => {
                 node.state = NodeState::Loading;
+                node.attempts = 0;
+                node.retry_at = None;
                 self.save(
                     &node,
                     NodeState::Provisioning,
@@ -747,10 +939,63 @@ impl Reconciler {
                 Ok(())
             }
             Err(e) => {
-                self.fail(node, now, format!("bootstrap failed: {e}"), report)
-                    .await
+                self.after_launch_error(
+                    node,
+                    NodeState::Provisioning,
+                    TickStep::Bootstrap,
+                    e.context("bootstrap failed"),
+                    self.limits.max_bootstrap_attempts,
+                    now,
+                    report,
+                )
+                .await
             }
         }
+    }
+
+    fn bootstrap_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.limits.max_bootstrap_attempts,
+            backoff_base: self.limits.backoff_base,
+            context: "bootstrap failed",
+        }
+    }
+
+    /// The loop's error policy for a failed launch step: a retryable error under the
+    /// attempt limit keeps the node in `state` with a backoff (`retry_at`); anything
+    /// else fails it.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_launch_error(
+        &self,
+        mut node: NodeRecord,
+        state: NodeState,
+        step: TickStep,
+        e: LaunchError,
+        max_attempts: u32,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        node.attempts += 1;
+        if !e.is_retryable() || node.attempts >= max_attempts {
+            let why = if e.is_retryable() {
+                format!("{e} (after {} attempts)", node.attempts)
+            } else {
+                e.to_string()
+            };
+            return self.fail(node, now, why, report).await;
+        }
+        node.retry_at = Some(now + self.backoff(node.attempts));
+        node.last_error = Some(e.to_string());
+        warn!(node = %node.id, attempt = node.attempts, "{e}; will retry");
+        report.errors.push(TickError::new(
+            step,
+            Some(&node.id),
+            true,
+            e.message.clone(),
+        ));
+        self.save(&node, state, now, &format!("{e}; will retry"))
+            .await?;
+        Ok(())
     }
 
     async fn delete(
@@ -767,7 +1012,12 @@ impl Reconciler {
             match self.provider.delete(&id).await {
                 Ok(()) | Err(ProviderError::NotFound(_)) => {}
                 Err(e) => {
-                    report.errors.push(format!("delete {}: {e}", node.id));
+                    report.errors.push(TickError::new(
+                        TickStep::Delete,
+                        Some(&node.id),
+                        true,
+                        e.to_string(),
+                    ));
                     return Ok(());
                 }
             }
@@ -783,6 +1033,46 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// The error policy of a bootstrap running as a background task (it has no tick to
+/// report to): retry with backoff while the error is retryable and attempts remain.
+struct RetryPolicy {
+    max_attempts: u32,
+    backoff_base: Duration,
+    context: &'static str,
+}
+
+impl RetryPolicy {
+    /// Updates `node` after a failure at `at` and returns the event message.
+    fn apply(&self, node: &mut NodeRecord, e: LaunchError, at: DateTime<Utc>) -> String {
+        let e = e.context(self.context);
+        node.attempts += 1;
+        if e.is_retryable() && node.attempts < self.max_attempts {
+            node.retry_at = Some(at + backoff(self.backoff_base, node.attempts));
+            node.last_error = Some(e.to_string());
+            warn!(node = %node.id, attempt = node.attempts, "{e}; will retry");
+            return format!("{e}; will retry");
+        }
+        let why = if e.is_retryable() {
+            format!("{e} (after {} attempts)", node.attempts)
+        } else {
+            e.to_string()
+        };
+        warn!(node = %node.id, "node failed: {why}");
+        node.state = NodeState::Failed;
+        node.last_error = Some(why.clone());
+        node.retry_at = None;
+        why
+    }
+}
+
+/// `base` doubled per attempt (capped at 2^8), with up to 50 % jitter.
+fn backoff(base: Duration, attempts: u32) -> Duration {
+    let base = base.num_milliseconds().max(1);
+    let exp = base.saturating_mul(1i64 << attempts.min(8));
+    let jitter = rand::random_range(0..=exp / 2);
+    Duration::milliseconds(exp + jitter)
 }
 
 fn adopt(node: &mut NodeRecord, s: &Server) {

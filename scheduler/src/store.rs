@@ -1,5 +1,6 @@
-//! The narrow store interface the scheduler needs, and an in-memory implementation for
-//! tests. The ingress implements it on SQLite/PostgreSQL.
+//! The narrow store interface the scheduler needs — the one seam between the reconcile
+//! loop and any database — and an in-memory implementation for tests. The ingress
+//! implements it on SQLite/PostgreSQL (`ingress/src/control/node_store.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -9,13 +10,57 @@ use chrono::{DateTime, Utc};
 
 use crate::lifecycle::{NodeRecord, NodeState};
 
-/// A store failure; the reconcile loop retries on its next tick.
+/// A store failure. The reconcile loop retries every kind on its next tick; the kind
+/// says whether that can help.
 #[derive(Debug, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The database could not be reached or failed (transient: the next tick retries).
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The node row does not exist.
+    #[error("store: node {0} does not exist")]
+    NoSuchNode(String),
+    /// A node row with this id exists already.
+    #[error("store: node {0} already exists")]
+    NodeExists(String),
+    /// The write would move a node along a transition the lifecycle does not allow
+    /// ([`NodeState::can_go_to`]); nothing was written. A bug in the caller.
+    #[error("store: node {node} cannot go from {from} to {to}; nothing was written")]
+    IllegalTransition {
+        /// Node id.
+        node: String,
+        /// Its stored state.
+        from: NodeState,
+        /// The state asked for.
+        to: NodeState,
+    },
+    /// A stored value could not be read back.
+    #[error("store: bad stored value: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Wraps a backend error (database, pool, I/O).
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Unavailable(Box::new(e))
+    }
+
+    /// Checks that a write from `from` to `to` is a lifecycle transition (or no change).
+    pub fn check_transition(node: &str, from: NodeState, to: NodeState) -> Result<(), Self> {
+        if from == to || from.can_go_to(to) {
+            Ok(())
+        } else {
+            Err(StoreError::IllegalTransition {
+                node: node.to_string(),
+                from,
+                to,
+            })
+        }
+    }
+}
 
 /// One row of a node's history.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeEvent {
     /// Node id.
     pub node_id: String,
@@ -42,7 +87,8 @@ pub trait NodeStore: Send + Sync {
 
     /// Replaces the row of `node.id` if its stored state is still `expected`, and writes an
     /// event when the state changes. Returns false when the state had moved on (someone
-    /// else acted), in which case nothing is written.
+    /// else acted), in which case nothing is written. A change the lifecycle does not
+    /// allow (`expected` → `node.state`) is refused with [`StoreError::IllegalTransition`].
     async fn update_node(
         &self,
         node: &NodeRecord,
@@ -84,7 +130,7 @@ impl MemoryStore {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Tables>, StoreError> {
         self.inner
             .lock()
-            .map_err(|_| StoreError("memory store lock poisoned".into()))
+            .map_err(|_| StoreError::Corrupt("memory store lock poisoned".into()))
     }
 }
 
@@ -98,7 +144,7 @@ impl NodeStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut g = self.lock()?;
         if g.0.contains_key(&node.id) {
-            return Err(StoreError(format!("node {} already exists", node.id)));
+            return Err(StoreError::NodeExists(node.id.clone()));
         }
         g.0.insert(node.id.clone(), node.clone());
         g.1.push(NodeEvent {
@@ -120,11 +166,12 @@ impl NodeStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
         let Some(current) = g.0.get(&node.id) else {
-            return Err(StoreError(format!("node {} does not exist", node.id)));
+            return Err(StoreError::NoSuchNode(node.id.clone()));
         };
         if current.state != expected {
             return Ok(false);
         }
+        StoreError::check_transition(&node.id, expected, node.state)?;
         g.0.insert(node.id.clone(), node.clone());
         if expected != node.state {
             g.1.push(NodeEvent {

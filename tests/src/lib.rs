@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod fake_base;
 pub mod fake_hcloud;
 pub mod fake_scaleway;
 pub mod fixtures;

@@ -1,7 +1,7 @@
 //! `POST /v1/embeddings`: float or base64 vectors from the BERT encoder.
 
-use super::error::{ApiError, parse_body};
-use super::types::{EmbeddingInput, EmbeddingRequest};
+use super::error::{ApiError, from_value, parse_object};
+use super::types::{EMBEDDING_KEYS, EmbeddingInput, EmbeddingRequest, check_known};
 use super::{AppState, InFlight};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -25,7 +25,9 @@ pub async fn embeddings(State(app): State<Arc<AppState>>, body: Bytes) -> Respon
 }
 
 async fn inner(app: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
-    let req: EmbeddingRequest = parse_body(body)?;
+    let v = parse_object(body)?;
+    check_known(&v, EMBEDDING_KEYS, "/v1/embeddings")?;
+    let req: EmbeddingRequest = from_value(v)?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -50,10 +52,10 @@ async fn inner(app: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
         )
         .with_code("invalid_value"));
     }
-    let texts = match req.input {
+    let texts = match EmbeddingInput::from_value(&req.input)? {
         EmbeddingInput::Text(t) => vec![t],
         EmbeddingInput::Texts(v) => v,
-        EmbeddingInput::Tokens(_) | EmbeddingInput::TokenLists(_) => {
+        EmbeddingInput::Tokens => {
             return Err(ApiError::invalid(
                 Some("input"),
                 "token-id input is not supported for this model: send text.",

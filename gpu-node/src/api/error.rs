@@ -100,8 +100,12 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
 pub fn from_value<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        let param = if path == "." { None } else { Some(path) };
-        ApiError::invalid(param.as_deref(), format!("Invalid request: {}", e.inner()))
+        let inner = e.inner().to_string();
+        let inner = inner.split(" at line ").next().unwrap_or_default();
+        match path.as_str() {
+            "." => ApiError::invalid(None, format!("Invalid request: {inner}.")),
+            p => ApiError::invalid(Some(p), format!("Invalid value for '{p}': {inner}.")),
+        }
     })
 }
 

@@ -3,6 +3,7 @@
 pub mod embeddings;
 pub mod error;
 pub mod generate;
+pub mod tools;
 pub mod types;
 
 use crate::engine::EngineHandle;

@@ -2,12 +2,14 @@
 //! model; HTTP handlers submit requests through an [`EngineHandle`] and read events back.
 
 pub mod detok;
+pub mod grammar;
 pub mod sampling;
 mod scheduler;
 
 use crate::metrics::Metrics;
 use crate::model::GenerationModel;
 use sampling::SamplingParams;
+pub use sampling::top_k;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -32,21 +34,43 @@ impl FinishReason {
     }
 }
 
+/// The log-probability of a generated token and of the most likely alternatives, from
+/// the model's raw logits (before penalties, `logit_bias`, temperature or a grammar).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token picked.
+    pub token: u32,
+    /// Its natural-log probability.
+    pub logprob: f32,
+    /// The `top_logprobs` most likely tokens with theirs, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
 /// What the engine sends back for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// New text (may be empty when a token only completes part of a character).
-    Delta(String),
-    /// The sequence ended.
+    /// New text of choice `index` (may be empty when a token only completes part of a
+    /// character), with the logprobs of the tokens behind it when they were asked for.
+    Delta {
+        /// Choice (0..n).
+        index: usize,
+        /// The text.
+        text: String,
+        /// One entry per token, when logprobs were asked for.
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// Choice `index` ended.
     Done {
+        /// Choice (0..n).
+        index: usize,
         /// Why.
         finish: FinishReason,
         /// Prompt tokens.
         prompt_tokens: usize,
-        /// Generated tokens.
+        /// Tokens generated for this choice.
         completion_tokens: usize,
     },
-    /// The engine failed on this sequence.
+    /// The engine failed on this request.
     Error(String),
 }
 
@@ -54,16 +78,23 @@ pub enum Event {
 pub struct GenRequest {
     /// Prompt token ids (non-empty).
     pub prompt: Vec<u32>,
-    /// Most tokens to generate.
+    /// Most tokens to generate per choice.
     pub max_tokens: usize,
     /// Sampling settings.
     pub sampling: SamplingParams,
     /// Stop strings.
     pub stop: Vec<String>,
-    /// Where events go; a closed receiver cancels the sequence.
+    /// Where events go; a closed receiver cancels the request.
     pub events: mpsc::UnboundedSender<Event>,
     /// Arrival time, for time-to-first-token.
     pub arrived: Instant,
+    /// Choices to generate: the prompt is prefilled once and its KV copied to the
+    /// other choices' slots.
+    pub n: usize,
+    /// `Some(k)`: send each token's logprob and the top `k` alternatives.
+    pub logprobs: Option<usize>,
+    /// One grammar per choice (empty: unconstrained).
+    pub constraints: Vec<grammar::Constraint>,
 }
 
 /// The padded KV cache's shape for `limits` and a model context of `ctx` tokens:
@@ -106,6 +137,16 @@ pub enum SubmitError {
         /// KV capacity.
         cap: usize,
     },
+    /// More choices than KV slots.
+    #[error(
+        "n = {n} choices do not fit this node's KV cache at once (it holds {slots} of this length): lower n or max_tokens"
+    )]
+    TooManyChoices {
+        /// Choices asked for.
+        n: usize,
+        /// KV slots.
+        slots: usize,
+    },
     /// The engine thread is gone.
     #[error("the engine has stopped")]
     Stopped,
@@ -119,6 +160,8 @@ pub struct EngineHandle {
     limits: EngineLimits,
     /// Most tokens (prompt + max_tokens) one sequence may need: a KV slot's size.
     seq_cap: usize,
+    /// KV slots (most sequences at once).
+    slots: usize,
 }
 
 impl EngineHandle {
@@ -129,6 +172,15 @@ impl EngineHandle {
             return Err(SubmitError::TooLarge {
                 need,
                 cap: self.seq_cap,
+            });
+        }
+        let n = req.n.max(1);
+        if n > self.slots || n * (req.prompt.len() + req.max_tokens) > self.limits.kv_tokens {
+            return Err(SubmitError::TooManyChoices {
+                n,
+                slots: self
+                    .slots
+                    .min(self.limits.kv_tokens / (req.prompt.len() + req.max_tokens).max(1)),
             });
         }
         let q = self.metrics.queued.load(Relaxed) as usize;
@@ -180,5 +232,6 @@ pub fn start(
         metrics,
         limits,
         seq_cap,
+        slots,
     }
 }

@@ -18,6 +18,9 @@ pub struct SamplingParams {
     pub frequency_penalty: f32,
     /// RNG seed; `None` draws one.
     pub seed: Option<u64>,
+    /// Added to the logits of these token ids before anything else (OpenAI's
+    /// `logit_bias`, -100..=100).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -29,6 +32,7 @@ impl Default for SamplingParams {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             seed: None,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -58,7 +62,10 @@ impl Sampler {
     /// the engine then picks it on the device and copies only its id.
     pub fn is_greedy(&self) -> bool {
         let p = &self.params;
-        p.temperature <= 1e-6 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0
+        p.temperature <= 1e-6
+            && p.presence_penalty == 0.0
+            && p.frequency_penalty == 0.0
+            && p.logit_bias.is_empty()
     }
 
     /// Records a token picked elsewhere (on the device) for penalties.
@@ -69,6 +76,11 @@ impl Sampler {
     /// Picks a token from `logits` (modified in place) and remembers it for penalties.
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
         let p = &self.params;
+        for &(tok, b) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(tok as usize) {
+                *l += b;
+            }
+        }
         if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
             for (&tok, &c) in &self.counts {
                 if let Some(l) = logits.get_mut(tok as usize) {
@@ -137,6 +149,22 @@ pub fn argmax(v: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// The `k` largest values with their indices, largest first (ties: lower id first).
+pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    let k = k.min(idx.len());
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, cmp);
+        idx.truncate(k);
+    }
+    idx.sort_by(cmp);
+    idx.into_iter().map(|i| (i, row[i as usize])).collect()
 }
 
 #[cfg(test)]

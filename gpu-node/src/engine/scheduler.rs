@@ -4,12 +4,14 @@
 //! text deltas and finishing.
 
 use super::detok::Detok;
-use super::sampling::Sampler;
-use super::{EngineLimits, Event, FinishReason, GenRequest};
+use super::grammar::{Constraint, apply_mask};
+use super::sampling::{Sampler, top_k};
+use super::{EngineLimits, Event, FinishReason, GenRequest, TokenLogprob};
 use crate::metrics::Metrics;
 use crate::model::GenerationModel;
 use crate::model::llama::{BatchItem, KvCache, WantLogits};
 use candle_core::{D, DType, Tensor};
+use llguidance::toktrie::SimpleVob;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,7 +19,14 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 struct Seq {
-    req: GenRequest,
+    req: Arc<GenRequest>,
+    /// Choice index within its request.
+    index: usize,
+    /// Request number (choices of one request share it).
+    group: u64,
+    /// A choice other than the first waits for the first's prefill, then copies its KV.
+    awaits_fork: bool,
+    constraint: Option<Constraint>,
     slot: usize,
     len: usize,
     prefilled: usize,
@@ -101,6 +110,7 @@ pub fn run(
     let mut waiting: VecDeque<GenRequest> = VecDeque::new();
     let mut running: Vec<Seq> = Vec::new();
     let mut reserved = 0usize;
+    let mut next_group = 0u64;
     let mut open = true;
     let mut timings = Timings::default();
     loop {
@@ -129,31 +139,50 @@ pub fn run(
         metrics
             .queued
             .fetch_sub((before - waiting.len()) as u64, Relaxed);
-        // Admission: FIFO while slots and KV budget allow.
+        // Admission: FIFO while slots and KV budget allow (n slots for n choices).
         while let Some(front) = waiting.front() {
-            let need = front.prompt.len() + front.max_tokens;
-            if running.len() >= limits.max_running
-                || free.is_empty()
-                || reserved + need > limits.kv_tokens
+            let n = front.n.max(1);
+            let per = front.prompt.len() + front.max_tokens;
+            if running.len() + n > limits.max_running
+                || free.len() < n
+                || reserved + n * per > limits.kv_tokens
             {
                 break;
             }
-            let (Some(req), Some(slot)) = (waiting.pop_front(), free.pop()) else {
+            let Some(mut req) = waiting.pop_front() else {
                 break;
             };
             metrics.queued.fetch_sub(1, Relaxed);
-            reserved += need;
-            running.push(Seq {
-                sampler: Sampler::new(req.sampling.clone()),
-                detok: Detok::new(req.stop.clone()),
-                slot,
-                len: 0,
-                prefilled: 0,
-                generated: Vec::new(),
-                reserved: need,
-                done: None,
-                req,
-            });
+            let mut constraints: Vec<Option<Constraint>> = std::mem::take(&mut req.constraints)
+                .into_iter()
+                .map(Some)
+                .collect();
+            constraints.resize_with(n, || None);
+            let req = Arc::new(req);
+            next_group += 1;
+            for (index, constraint) in constraints.into_iter().enumerate() {
+                let Some(slot) = free.pop() else { break };
+                reserved += per;
+                let mut sampling = req.sampling.clone();
+                if index > 0 {
+                    sampling.seed = sampling.seed.map(|s| s.wrapping_add(index as u64));
+                }
+                running.push(Seq {
+                    sampler: Sampler::new(sampling),
+                    detok: Detok::new(req.stop.clone()),
+                    index,
+                    group: next_group,
+                    awaits_fork: index > 0,
+                    constraint,
+                    slot,
+                    len: 0,
+                    prefilled: 0,
+                    generated: Vec::new(),
+                    reserved: per,
+                    done: None,
+                    req: req.clone(),
+                });
+            }
         }
         // Lowest slots first keeps the decode batch's slot range tight.
         free.sort_unstable_by(|a, b| b.cmp(a));
@@ -217,38 +246,98 @@ fn warm_up(model: &GenerationModel, kv: &mut KvCache) {
     }
 }
 
-/// Sampled token per row: greedy rows are picked on the device (only their ids are
-/// copied back); the other rows' logits are copied to the host for the sampler.
-fn pick(logits: &Tensor, running: &mut [Seq], sampled: &[usize]) -> candle_core::Result<Vec<u32>> {
-    let host_rows: Vec<u32> = sampled
+/// One sequence to sample this step: its index in `running` and its row of logits
+/// (choices forked from a prompt share their first choice's row).
+struct Pick {
+    seq: usize,
+    row: usize,
+}
+
+/// Sampled token per pick: greedy, unconstrained rows are picked on the device (only
+/// their ids are copied back); the others' logits are copied to the host, biased,
+/// masked by their grammar and sampled. Logprobs (from the raw logits) are computed
+/// on the device for the rows that asked for them, and only those rows come back.
+fn pick(
+    logits: &Tensor,
+    running: &mut [Seq],
+    picks: &[Pick],
+    masks: &mut [Option<Result<SimpleVob, String>>],
+) -> candle_core::Result<(Vec<u32>, Vec<Option<TokenLogprob>>)> {
+    let on_host: Vec<bool> = picks
         .iter()
-        .enumerate()
-        .filter(|(_, i)| !running[**i].sampler.is_greedy())
-        .map(|(r, _)| r as u32)
+        .map(|p| !running[p.seq].sampler.is_greedy() || masks[p.seq].is_some())
         .collect();
-    let mut toks = if host_rows.len() < sampled.len() {
+    let host: Vec<usize> = (0..picks.len()).filter(|&i| on_host[i]).collect();
+    let mut toks = if host.len() < picks.len() {
         logits.argmax(D::Minus1)?.to_vec1::<u32>()?
     } else {
-        vec![0; sampled.len()]
+        Vec::new()
     };
-    if !host_rows.is_empty() {
-        let n = host_rows.len();
-        let idx = Tensor::from_vec(host_rows.clone(), n, logits.device())?;
-        let rows = logits
+    let mut out = vec![0u32; picks.len()];
+    for (i, p) in picks.iter().enumerate() {
+        if !on_host[i] {
+            out[i] = toks.get(p.row).copied().unwrap_or(0);
+        }
+    }
+    toks.clear();
+    if !host.is_empty() {
+        let rows: Vec<u32> = host.iter().map(|&i| picks[i].row as u32).collect();
+        let idx = Tensor::from_vec(rows, host.len(), logits.device())?;
+        let vals = logits
             .index_select(&idx, 0)?
             .to_dtype(DType::F32)?
             .to_vec2::<f32>()?;
-        for (r, mut row) in host_rows.into_iter().zip(rows) {
-            toks[r as usize] = running[sampled[r as usize]].sampler.sample(&mut row);
+        for (&i, mut row) in host.iter().zip(vals) {
+            let seq = picks[i].seq;
+            if let Some(m) = masks[seq].take() {
+                match m {
+                    Ok(mask) => apply_mask(&mut row, &mask),
+                    Err(e) => candle_core::bail!("grammar: {e}"),
+                }
+                if row.iter().all(|l| !l.is_finite()) {
+                    candle_core::bail!("the grammar allows no token here");
+                }
+            }
+            out[i] = running[seq].sampler.sample(&mut row);
         }
     }
-    for (r, &i) in sampled.iter().enumerate() {
-        let s = &mut running[i].sampler;
-        if s.is_greedy() {
-            s.accept(toks[r]);
+    for (i, p) in picks.iter().enumerate() {
+        if !on_host[i] {
+            running[p.seq].sampler.accept(out[i]);
         }
     }
-    Ok(toks)
+    // Logprobs: log-softmax on the device for the asked rows only.
+    let mut lps = vec![None; picks.len()];
+    let asked: Vec<usize> = (0..picks.len())
+        .filter(|&i| running[picks[i].seq].req.logprobs.is_some())
+        .collect();
+    if !asked.is_empty() {
+        let rows: Vec<u32> = asked.iter().map(|&i| picks[i].row as u32).collect();
+        let idx = Tensor::from_vec(rows, asked.len(), logits.device())?;
+        let ls = candle_nn::ops::log_softmax(
+            &logits.index_select(&idx, 0)?.to_dtype(DType::F32)?,
+            D::Minus1,
+        )?
+        .to_vec2::<f32>()?;
+        for (&i, row) in asked.iter().zip(ls) {
+            let k = running[picks[i].seq].req.logprobs.unwrap_or(0);
+            let tok = out[i];
+            lps[i] = Some(TokenLogprob {
+                token: tok,
+                logprob: row.get(tok as usize).copied().unwrap_or(f32::NEG_INFINITY),
+                top: top_k(&row, k),
+            });
+        }
+    }
+    Ok((out, lps))
+}
+
+fn fail_all(running: &mut [Seq], which: impl Iterator<Item = usize>, msg: &str) {
+    for idx in which {
+        let s = &mut running[idx];
+        let _ = s.req.events.send(Event::Error(msg.to_string()));
+        s.done = Some(FinishReason::Stop);
+    }
 }
 
 fn step(
@@ -264,6 +353,9 @@ fn step(
     let mut budget = limits.prefill_chunk;
     let mut inputs: Vec<(usize, Vec<u32>, bool)> = Vec::new(); // (seq index, tokens, sample after)
     for (i, s) in running.iter().enumerate() {
+        if s.awaits_fork {
+            continue;
+        }
         if s.prefilled < s.req.prompt.len() {
             if budget == 0 {
                 continue;
@@ -283,6 +375,22 @@ fn step(
     if inputs.is_empty() {
         return;
     }
+    // Rows to sample: each sampling item's row, plus the choices that fork from a
+    // first choice whose prompt ends in this step.
+    let mut picks: Vec<Pick> = Vec::new();
+    let mut forks: Vec<(usize, usize)> = Vec::new(); // (leader, follower)
+    for (row, (i, _, _)) in inputs.iter().filter(|(_, _, s)| *s).enumerate() {
+        picks.push(Pick { seq: *i, row });
+        if running[*i].generated.is_empty() {
+            let g = running[*i].group;
+            for (j, f) in running.iter().enumerate() {
+                if f.awaits_fork && f.group == g {
+                    picks.push(Pick { seq: j, row });
+                    forks.push((*i, j));
+                }
+            }
+        }
+    }
     let items: Vec<BatchItem<'_>> = inputs
         .iter()
         .map(|(i, toks, sample)| BatchItem {
@@ -298,30 +406,66 @@ fn step(
         .collect();
     metrics.record_step(items.len());
     let t1 = Instant::now();
-    let result = model.llama.forward_batch(kv, &items);
-    let t2 = Instant::now();
-    let sampled: Vec<usize> = inputs
+    // Grammar masks are computed on another thread while the forward pass runs.
+    let mut masks: Vec<Option<Result<SimpleVob, String>>> = Vec::new();
+    masks.resize_with(running.len(), || None);
+    let constrained: Vec<bool> = running.iter().map(|s| s.constraint.is_some()).collect();
+    let picked: Vec<usize> = picks
         .iter()
-        .filter(|(_, _, s)| *s)
-        .map(|(i, _, _)| *i)
+        .map(|p| p.seq)
+        .filter(|&i| constrained[i])
         .collect();
+    let result = if picked.is_empty() {
+        model.llama.forward_batch(kv, &items)
+    } else {
+        let mut cons: Vec<(usize, &mut Constraint)> = running
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| picked.contains(i))
+            .filter_map(|(i, s)| s.constraint.as_mut().map(|c| (i, c)))
+            .collect();
+        std::thread::scope(|sc| {
+            let h = sc.spawn(move || {
+                cons.iter_mut()
+                    .map(|(i, c)| (*i, c.mask()))
+                    .collect::<Vec<_>>()
+            });
+            let r = model.llama.forward_batch(kv, &items);
+            match h.join() {
+                Ok(ms) => {
+                    for (i, m) in ms {
+                        masks[i] = Some(m);
+                    }
+                }
+                Err(_) => {
+                    for &i in &picked {
+                        masks[i] = Some(Err("the grammar engine panicked".into()));
+                    }
+                }
+            }
+            r
+        })
+    };
+    let t2 = Instant::now();
+    // Copy the prompt's KV to forked choices before they decode.
+    let result = result.and_then(|lg| {
+        for &(lead, f) in &forks {
+            kv.copy_slot(running[lead].slot, running[f].slot)?;
+        }
+        Ok(lg)
+    });
     let toks = result.and_then(|lg| match lg {
-        Some(lg) => pick(&lg, running, &sampled),
-        None => Ok(Vec::new()),
+        Some(lg) => pick(&lg, running, &picks, &mut masks),
+        None => Ok((Vec::new(), Vec::new())),
     });
     let t3 = Instant::now();
-    let toks = match toks {
+    let (toks, lps) = match toks {
         Ok(t) => t,
         Err(e) => {
-            tracing::error!("forward pass failed for a batch of {}: {e}", inputs.len());
-            for (idx, _, _) in &inputs {
-                let s = &mut running[*idx];
-                let _ = s
-                    .req
-                    .events
-                    .send(Event::Error(format!("inference failed: {e}")));
-                s.done = Some(FinishReason::Stop);
-            }
+            tracing::error!("step failed for a batch of {}: {e}", inputs.len());
+            let mut all: Vec<usize> = inputs.iter().map(|(i, _, _)| *i).collect();
+            all.extend(forks.iter().map(|f| f.1));
+            fail_all(running, all.into_iter(), &format!("inference failed: {e}"));
             return;
         }
     };
@@ -333,22 +477,43 @@ fn step(
             metrics.prompt_tokens.fetch_add(toks.len() as u64, Relaxed);
         }
     }
-    for (&idx, &tok) in sampled.iter().zip(&toks) {
-        let s = &mut running[idx];
-        if s.generated.is_empty() {
+    for &(lead, f) in &forks {
+        let (len, prefilled) = (running[lead].len, running[lead].prefilled);
+        let s = &mut running[f];
+        s.len = len;
+        s.prefilled = prefilled;
+        s.awaits_fork = false;
+    }
+    for ((p, &tok), lp) in picks.iter().zip(&toks).zip(lps) {
+        let s = &mut running[p.seq];
+        if s.generated.is_empty() && s.index == 0 {
             metrics.ttft.observe(s.req.arrived.elapsed().as_secs_f64());
         }
         s.generated.push(tok);
         metrics.generated_tokens.fetch_add(1, Relaxed);
         let mut finish = None;
+        let mut grammar_done = false;
+        if let Some(c) = s.constraint.as_mut() {
+            if let Err(e) = c.commit(tok) {
+                let _ = s.req.events.send(Event::Error(format!("grammar: {e}")));
+                s.done = Some(FinishReason::Stop);
+                continue;
+            }
+            grammar_done = c.stopped();
+        }
+        let index = s.index;
         if model.eos_ids.contains(&tok) {
             finish = Some(FinishReason::Stop);
         } else {
             let p = s.detok.push(&model.tokenizer, tok);
-            if !p.delta.is_empty() {
-                let _ = s.req.events.send(Event::Delta(p.delta));
+            if !p.delta.is_empty() || lp.is_some() {
+                let _ = s.req.events.send(Event::Delta {
+                    index,
+                    text: p.delta,
+                    logprobs: lp.into_iter().collect(),
+                });
             }
-            if p.stopped {
+            if p.stopped || grammar_done {
                 finish = Some(FinishReason::Stop);
             } else if s.generated.len() >= s.req.max_tokens
                 || s.req.prompt.len() + s.generated.len() >= ctx
@@ -359,9 +524,14 @@ fn step(
         if let Some(f) = finish {
             let rest = s.detok.finish();
             if !rest.is_empty() {
-                let _ = s.req.events.send(Event::Delta(rest));
+                let _ = s.req.events.send(Event::Delta {
+                    index,
+                    text: rest,
+                    logprobs: Vec::new(),
+                });
             }
             let _ = s.req.events.send(Event::Done {
+                index,
                 finish: f,
                 prompt_tokens: s.req.prompt.len(),
                 completion_tokens: s.generated.len(),

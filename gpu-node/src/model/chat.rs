@@ -7,17 +7,31 @@ use serde::Serialize;
 use std::path::Path;
 
 /// One chat message handed to the template.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Default)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant`, `tool`.
     pub role: String,
-    /// Text content.
-    pub content: String,
+    /// Text content (an assistant message with tool calls may have none).
+    pub content: Option<String>,
+    /// An assistant message's tool calls, OpenAI's shape with `arguments` parsed into
+    /// an object where it is JSON (what HF templates expect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// The call a `tool` message answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A tool message's function name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A compiled chat template with its special tokens.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template reads a `tools` variable (tool definitions go into its prompt).
+    pub takes_tools: bool,
+    /// The template's source, to tell tool-call formats apart.
+    pub source: String,
     bos: String,
     eos: String,
 }
@@ -91,13 +105,20 @@ impl ChatTemplate {
             .map_err(|e| format!("chat template does not compile: {e}"))?;
         Ok(ChatTemplate {
             env,
+            takes_tools: source.contains("tools"),
+            source: source.to_string(),
             bos: bos.to_string(),
             eos: eos.to_string(),
         })
     }
 
-    /// Renders the conversation with the generation prompt appended.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, String> {
+    /// Renders the conversation with the generation prompt appended; `tools` (OpenAI's
+    /// list of `{"type":"function","function":{…}}`) goes into the template's `tools`.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String, String> {
         let t = self
             .env
             .get_template("chat")
@@ -105,6 +126,7 @@ impl ChatTemplate {
         t.render(context! {
             messages => messages,
             add_generation_prompt => true,
+            tools => tools,
             bos_token => self.bos,
             eos_token => self.eos,
         })
@@ -121,10 +143,14 @@ mod tests {
         let src = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content.strip() }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
         let t = ChatTemplate::new(src, "", "<|im_end|>").unwrap();
         let out = t
-            .render(&[ChatMessage {
-                role: "user".into(),
-                content: " hi ".into(),
-            }])
+            .render(
+                &[ChatMessage {
+                    role: "user".into(),
+                    content: Some(" hi ".into()),
+                    ..Default::default()
+                }],
+                None,
+            )
             .unwrap();
         assert_eq!(
             out,
@@ -135,7 +161,7 @@ mod tests {
     #[test]
     fn raise_exception_is_an_error() {
         let t = ChatTemplate::new("{{ raise_exception('no system') }}", "", "").unwrap();
-        let e = t.render(&[]).unwrap_err();
+        let e = t.render(&[], None).unwrap_err();
         assert!(e.contains("no system"), "{e}");
     }
 }

@@ -482,6 +482,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError>
         eos_ids,
         bos_id,
         architecture: arch,
+        guide: Default::default(),
     })
 }
 

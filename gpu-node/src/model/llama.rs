@@ -120,6 +120,22 @@ impl KvCache {
     pub fn cap(&self) -> usize {
         self.cap
     }
+    /// Copies slot `src`'s keys and values into slot `dst` (a prompt prefilled once and
+    /// shared by several choices of one request).
+    pub fn copy_slot(&mut self, src: usize, dst: usize) -> Result<()> {
+        if src >= self.slots || dst >= self.slots {
+            candle_core::bail!("KV slot {src} or {dst} out of range ({} slots)", self.slots);
+        }
+        if src == dst {
+            return Ok(());
+        }
+        for t in self.k.iter().chain(self.v.iter()) {
+            // A copy with its own storage: slice_set refuses a source sharing it.
+            let one = t.narrow(0, src, 1)?.copy()?;
+            t.slice_set(&one, 0, dst)?;
+        }
+        Ok(())
+    }
     /// A copy with `cap` tokens per slot (the first `keep` tokens of each slot kept).
     fn regrow(&mut self, cap: usize, keep: usize) -> Result<()> {
         for t in self.k.iter_mut().chain(self.v.iter_mut()) {

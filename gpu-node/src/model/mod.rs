@@ -28,6 +28,8 @@ pub struct GenerationModel {
     pub bos_id: Option<u32>,
     /// `model_type` of config.json.
     pub architecture: String,
+    /// Token bytes and the grammar engine for constrained decoding (built on first use).
+    pub guide: crate::engine::grammar::Guide,
 }
 
 /// Either kind of model.
@@ -186,6 +188,7 @@ pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedMo
                 eos_ids,
                 bos_id,
                 architecture: model_type,
+                guide: Default::default(),
             })))
         }
         "bert" => {

@@ -108,19 +108,95 @@ fn bad_requests_get_openai_errors() {
     for (k, v) in [
         ("temperature", json!(2.5)),
         ("temperature", json!(-1)),
-        ("top_p", json!(0)),
+        ("top_p", json!(-0.1)),
         ("top_p", json!(1.5)),
         ("top_k", json!(-3)),
         ("presence_penalty", json!(3)),
         ("frequency_penalty", json!(-2.5)),
-        ("n", json!(2)),
+        ("n", json!(0)),
+        ("n", json!(17)),
+        ("n", json!(2.5)),
+        ("max_tokens", json!(9.5)),
         ("max_tokens", json!(0)),
         ("max_tokens", json!(-5)),
         ("stop", json!(["a", "b", "c", "d", "e"])),
-        ("logprobs", json!(true)),
+        ("logprobs", json!("yes")),
+        ("top_logprobs", json!(3)),
+        ("tools", json!("get_weather")),
+        ("tool_choice", json!("required")),
+        ("frobnicate", json!(1)),
+        ("functions", json!([])),
     ] {
         check(&c, &chat, &m(json!({k: v})), 400, Some(k), None);
     }
+    // Several unknown parameters: all named in the message.
+    let r = c
+        .post(&chat)
+        .header("content-type", "application/json")
+        .body(m(json!({"frobnicate": 1, "service_tier": "auto"})))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("frobnicate") && msg.contains("service_tier"),
+        "{msg}"
+    );
+    assert_eq!(v["error"]["code"], "unknown_parameter");
+    for (body, param) in [
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
+        (json!({"logit_bias": {"abc": 1}}), "logit_bias.abc"),
+        (json!({"logit_bias": {"5": 101}}), "logit_bias.5"),
+        (json!({"logit_bias": {"99999": 1}}), "logit_bias.99999"),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "response_format.type",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema"}}),
+            "response_format.json_schema",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "a b"}}]}),
+            "tools[0].function.name",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": 5}]}),
+            "messages[0].content",
+        ),
+    ] {
+        check(&c, &chat, &m(body), 400, Some(param), None);
+    }
+    // Values the spec allows are accepted: top_p 0, whole numbers as floats, hints.
+    for extra in [
+        json!({"top_p": 0, "max_tokens": 2}),
+        json!({"max_tokens": 2.0, "n": 2.0, "seed": 3.0}),
+        json!({"max_tokens": 2, "user": "u1", "metadata": {"a": "b"}, "store": false}),
+        json!({"max_tokens": 2, "logprobs": false, "tools": [], "tool_choice": "none"}),
+    ] {
+        let r = c
+            .post(&chat)
+            .header("content-type", "application/json")
+            .body(m(extra.clone()))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{extra}: {}", r.text().unwrap_or_default());
+    }
+    let r = c
+        .post(&comp)
+        .header("content-type", "application/json")
+        .body(json!({"model": "tiny", "prompt": null, "max_tokens": 2.0}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "prompt: null");
     check(
         &c,
         &chat,
@@ -166,9 +242,9 @@ fn bad_requests_get_openai_errors() {
     check(
         &c,
         &comp,
-        &json!({"model": "tiny", "prompt": "x", "echo": true}).to_string(),
+        &json!({"model": "tiny", "prompt": "x", "suffix": "y"}).to_string(),
         400,
-        Some("echo"),
+        Some("suffix"),
         None,
     );
     // Embeddings.
@@ -179,6 +255,22 @@ fn bad_requests_get_openai_errors() {
         400,
         Some("encoding_format"),
         None,
+    );
+    check(
+        &c,
+        &emb,
+        &json!({"model": "minilm", "input": "x", "dimensions": 12.5}).to_string(),
+        400,
+        Some("dimensions"),
+        None,
+    );
+    check(
+        &c,
+        &emb,
+        &json!({"model": "minilm", "input": "x", "truncate": true}).to_string(),
+        400,
+        Some("truncate"),
+        Some("unknown_parameter"),
     );
     check(
         &c,

@@ -90,10 +90,11 @@ fn gguf_tokenizer_and_template_match_the_directory() {
     let g = load(&file);
     let msgs = [ChatMessage {
         role: "user".into(),
-        content: "What is the capital of France? 12345 fn main() {}".into(),
+        content: Some("What is the capital of France? 12345 fn main() {}".into()),
+        ..Default::default()
     }];
-    let a = dense.chat.as_ref().unwrap().render(&msgs).unwrap();
-    let b = g.chat.as_ref().unwrap().render(&msgs).unwrap();
+    let a = dense.chat.as_ref().unwrap().render(&msgs, None).unwrap();
+    let b = g.chat.as_ref().unwrap().render(&msgs, None).unwrap();
     assert_eq!(a, b);
     for text in [
         a.as_str(),

@@ -59,10 +59,14 @@ fn smollm2_gguf_matches_llama_cpp_greedy() {
         .chat
         .as_ref()
         .expect("the GGUF file carries tokenizer.chat_template")
-        .render(&[ChatMessage {
-            role: "user".into(),
-            content: r["question"].as_str().unwrap().into(),
-        }])
+        .render(
+            &[ChatMessage {
+                role: "user".into(),
+                content: Some(r["question"].as_str().unwrap().into()),
+                ..Default::default()
+            }],
+            None,
+        )
         .unwrap();
     assert_eq!(
         prompt,

@@ -4,6 +4,7 @@
 
 mod agent_drain;
 mod bad_requests;
+mod chat_api;
 mod common;
 mod concurrency;
 mod embeddings;

@@ -89,10 +89,11 @@ fn tiny_llama_matches_transformers() {
         .iter()
         .map(|m| ChatMessage {
             role: m["role"].as_str().unwrap().into(),
-            content: m["content"].as_str().unwrap().into(),
+            content: Some(m["content"].as_str().unwrap().into()),
+            ..Default::default()
         })
         .collect();
-    let text = m.chat.as_ref().unwrap().render(&msgs).unwrap();
+    let text = m.chat.as_ref().unwrap().render(&msgs, None).unwrap();
     assert_eq!(text, chat["text"].as_str().unwrap());
     let ids: Vec<u32> = m
         .tokenizer

@@ -141,18 +141,6 @@ fn estimate(args: EstimateArgs) -> ExitCode {
     }
 }
 
-/// Hours as a JSON number: an integer when whole, else the exact decimal.
-pub(crate) fn hours_json(h: Decimal) -> serde_json::Value {
-    let n = h.normalize();
-    if n.fract().is_zero() {
-        json!(n.mantissa() as u64 / 10u64.pow(n.scale()))
-    } else {
-        serde_json::Number::from_str(&n.to_string())
-            .map(serde_json::Value::Number)
-            .unwrap_or_else(|_| json!(n.to_string()))
-    }
-}
-
 /// The `--json` object of an estimate.
 pub fn estimate_json(e: &Estimate) -> serde_json::Value {
     use dayshift_config::billing::to_cents;
@@ -162,7 +150,7 @@ pub fn estimate_json(e: &Estimate) -> serde_json::Value {
         .map(|p| {
             json!({
                 "pool": p.pool,
-                "billed_hours": hours_json(p.billed_hours),
+                "billed_hours": output::hours_json(p.billed_hours),
                 "servers": p.servers,
                 "peak_nodes": p.peak_nodes,
                 "cost": format!("{:.2}", to_cents(p.cost)),

@@ -9,22 +9,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
 use clap::{Args, ValueEnum};
-use dayshift_config::Config;
-use dayshift_config::billing::{BillingRule, Price, to_cents};
+use dayshift_config::billing::{BillingRule, to_cents};
 use dayshift_config::estimate::parse_month;
-use dayshift_config::schedule::resolve;
-use dayshift_scheduler::ledger::{self, BillingInterval, KeyCost, KeyUsage, NodeCost};
+use dayshift_config::{Config, calendar};
+use dayshift_scheduler::ledger::{self, KeyCost, KeyUsage, NodeCost};
 use rust_decimal::Decimal;
 use serde_json::json;
 
 use super::output;
 use super::stored::{self, Failure};
-use crate::store::{LedgerInterval, NodeStore, Store};
+use crate::costing;
+use crate::store::Store;
 
 /// What one row of the report stands for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -128,132 +127,16 @@ impl Costed {
     }
 }
 
-/// The billing rule for rows of `provider`: the config's own rule (with any
-/// `[provider.billing]` the operator wrote) for its kind, else that provider's default.
-pub fn rule_for(provider: &str, config: &Config) -> BillingRule {
-    if provider == provider_kind(config) {
-        return config.provider.billing;
-    }
-    match provider {
-        "hetzner" => BillingRule::HETZNER,
-        "scaleway" => BillingRule::SCALEWAY,
-        "local" => BillingRule::LOCAL,
-        _ => config.provider.billing,
-    }
-}
-
-/// The config's provider kind as stored in ledger rows (`hetzner`, `scaleway`, `local`).
-pub fn provider_kind(config: &Config) -> String {
-    serde_json::to_value(config.provider.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-/// The bounds of the month starting on `first_day`, in `tz`.
-pub fn month_bounds(tz: Tz, first_day: NaiveDate) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let next = if first_day.month() == 12 {
-        NaiveDate::from_ymd_opt(first_day.year() + 1, 1, 1)?
-    } else {
-        NaiveDate::from_ymd_opt(first_day.year(), first_day.month() + 1, 1)?
-    };
-    Some((resolve(tz, first_day, 0)?, resolve(tz, next, 0)?))
-}
-
-/// The first day of the month that contains `now` in `tz`.
-pub fn month_of(now: DateTime<Utc>, tz: Tz) -> Option<NaiveDate> {
-    let local = now.with_timezone(&tz).date_naive();
-    NaiveDate::from_ymd_opt(local.year(), local.month(), 1)
-}
-
-fn ms_to_utc(ms: i64, what: &str, row: &LedgerInterval) -> Result<DateTime<Utc>, Failure> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| {
-        Failure::runtime(format!(
-            "ledger interval {} (node {}): {what} {ms} is not a time in unix ms; fix or remove the row",
-            row.id, row.node_id
-        ))
-    })
-}
-
-fn money(text: &str, what: &str, row: &LedgerInterval) -> Result<Decimal, Failure> {
-    Decimal::from_str(text.trim()).map_err(|_| {
-        Failure::runtime(format!(
-            "ledger interval {} (node {}): {what} \"{text}\" is not a decimal amount; fix the row",
-            row.id, row.node_id
-        ))
-    })
-}
-
-/// Costs per interval, 24/7 per pool, and each node's provider kind.
-pub type CostedIntervals = (
-    Vec<NodeCost>,
-    BTreeMap<String, Decimal>,
-    BTreeMap<String, String>,
-);
-
-/// Costs the ledger's intervals that overlap `[from, to)` under each row's provider's
-/// billing rule; running servers are costed up to `now`. With `until_now`, every interval
-/// is cut at `now` too (what had been spent at that instant); the 24/7 figures always
-/// cover the whole period.
-pub fn cost_intervals(
-    rows: &[LedgerInterval],
-    config: &Config,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    now: DateTime<Utc>,
-    until_now: bool,
-) -> Result<CostedIntervals, Failure> {
-    let mut by_provider: BTreeMap<&str, Vec<BillingInterval>> = BTreeMap::new();
-    let mut node_provider = BTreeMap::new();
-    for row in rows {
-        let interval = BillingInterval {
-            node_id: row.node_id.clone(),
-            pool: row.pool.clone(),
-            server_type: row.server_type.clone(),
-            price: Price {
-                hourly: money(&row.hourly_price, "hourly price", row)?,
-                monthly: row
-                    .monthly_price
-                    .as_deref()
-                    .map(|m| money(m, "monthly price", row))
-                    .transpose()?,
-            },
-            start: ms_to_utc(row.started_at, "start", row)?,
-            end: row.ended_at.map(|e| ms_to_utc(e, "end", row)).transpose()?,
-        };
-        node_provider
-            .entry(row.node_id.clone())
-            .or_insert_with(|| row.provider.clone());
-        by_provider
-            .entry(row.provider.as_str())
-            .or_default()
-            .push(interval);
-    }
-    let mut costs = Vec::new();
-    let mut always: BTreeMap<String, Decimal> = BTreeMap::new();
-    for (provider, intervals) in &by_provider {
-        let rule = rule_for(provider, config);
-        let cost_to = if until_now { to.min(now) } else { to };
-        costs.extend(ledger::node_costs(intervals, from, cost_to, now, rule));
-        for (pool, v) in ledger::always_on_by_pool(intervals, from, to, now, rule) {
-            *always.entry(pool).or_insert(Decimal::ZERO) += v;
-        }
-    }
-    costs.sort_by(|a, b| (a.start, &a.node_id).cmp(&(b.start, &b.node_id)));
-    Ok((costs, always, node_provider))
-}
-
 /// Reads and costs the month starting on `first_day` from `store` (running servers up
-/// to `now`; with `until_now`, nothing after `now` either: the month to date).
+/// to `now`).
 pub async fn cost_month(
     store: &Store,
     config: &Config,
     tz: Tz,
     first_day: NaiveDate,
     now: DateTime<Utc>,
-    until_now: bool,
 ) -> Result<Costed, Failure> {
-    let (from, to) = month_bounds(tz, first_day)
+    let (from, to) = calendar::month_bounds(tz, first_day)
         .ok_or_else(|| Failure::invalid("--month: the month is out of range"))?;
     let rows = store
         .intervals(from.timestamp_millis(), to.timestamp_millis())
@@ -271,14 +154,14 @@ pub async fn cost_month(
         .map(|r| r.node_id.clone())
         .collect();
     let (costs, always_on, node_provider) =
-        cost_intervals(&rows, config, from, to, now, until_now)?;
+        costing::cost_intervals(&rows, config, from, to, now).map_err(Failure::runtime)?;
     Ok(Costed {
         month: format!("{:04}-{:02}", first_day.year(), first_day.month()),
         tz,
         from,
         to,
         now,
-        provider: provider_kind(config),
+        provider: config.provider.kind.to_string(),
         rule: config.provider.billing,
         costs,
         node_provider,
@@ -303,11 +186,12 @@ fn report(args: ReportArgs) -> Result<ExitCode, Failure> {
     let now = Utc::now();
     let first_day = match &args.month {
         Some(m) => parse_month(m).map_err(|e| Failure::invalid(format!("--month: {e}")))?,
-        None => month_of(now, tz).ok_or_else(|| Failure::runtime("the clock is out of range"))?,
+        None => calendar::month_of(now, tz)
+            .ok_or_else(|| Failure::runtime("the clock is out of range"))?,
     };
     let (costed, keys, names) = stored::block_on(async {
         let store = stored::open_store(&config).await?;
-        let costed = cost_month(&store, &config, tz, first_day, now, false).await?;
+        let costed = cost_month(&store, &config, tz, first_day, now).await?;
         let (keys, names) = if args.by == By::Key {
             let usage = store
                 .tokens_by_key_and_node(
@@ -361,7 +245,7 @@ fn money_cell(name: &'static str, v: Decimal) -> (&'static str, serde_json::Valu
 
 fn hours_cell(v: Decimal) -> (&'static str, serde_json::Value, String) {
     let h = v.round_dp(2).normalize();
-    ("billed_hours", super::cost::hours_json(h), h.to_string())
+    ("billed_hours", output::hours_json(h), h.to_string())
 }
 
 fn text_cell(name: &'static str, v: &str) -> (&'static str, serde_json::Value, String) {
@@ -563,7 +447,7 @@ pub fn report_json(c: &Costed, by: By, rows: &[Row]) -> serde_json::Value {
         "rows": rows,
         "total": {
             "servers": c.node_provider.len(),
-            "billed_hours": super::cost::hours_json(c.hours().round_dp(2).normalize()),
+            "billed_hours": output::hours_json(c.hours().round_dp(2).normalize()),
             "cost": format!("{:.2}", to_cents(c.total())),
         },
         "always_on": format!("{:.2}", to_cents(c.always_on_total())),

@@ -1,5 +1,6 @@
 //! Operator CLI subcommands: those that work on files alone (config, schedule, cost
-//! estimate) and the read-only ones on the store (cost, nodes, status).
+//! estimate), the read-only ones on the store (cost, nodes, status), and those of the
+//! server side (`serve`, `keys`: `server`).
 
 pub mod config;
 pub mod cost;
@@ -7,5 +8,6 @@ pub mod cost_report;
 pub mod nodes;
 pub mod output;
 pub mod schedule;
+pub mod server;
 pub mod status;
 pub mod stored;

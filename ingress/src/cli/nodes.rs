@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::output;
 use super::stored::{self, Failure};
-use crate::store::{NodeRecord, NodeState, NodeStore};
+use crate::store::{NodeRow, NodeState};
 
 /// Arguments of `dayshift nodes`.
 #[derive(Args, Debug)]
@@ -36,7 +36,7 @@ pub fn run(args: NodesArgs) -> ExitCode {
 }
 
 /// Reads the nodes from the config's store (`include_final`: `deleted`/`failed` too).
-pub async fn read_nodes(config: &Config, include_final: bool) -> Result<Vec<NodeRecord>, Failure> {
+pub async fn read_nodes(config: &Config, include_final: bool) -> Result<Vec<NodeRow>, Failure> {
     let store = stored::open_store(config).await?;
     let nodes = store
         .list_nodes(include_final)
@@ -100,19 +100,19 @@ pub fn model<'a>(config: &'a Config, pool: &str) -> Option<&'a str> {
 }
 
 /// Where a node's age is counted from (unix ms): its server's creation, else its row's.
-fn born_at(n: &NodeRecord) -> i64 {
+fn born_at(n: &NodeRow) -> i64 {
     n.server_created_at.unwrap_or(n.created_at)
 }
 
 /// Where the node is reached: the server's address from the provider, else the API
 /// URL it registered.
-fn address(n: &NodeRecord) -> Option<&str> {
+fn address(n: &NodeRow) -> Option<&str> {
     n.address.as_deref().or(n.api_url.as_deref())
 }
 
 /// Requests in flight on the node at its last heartbeat (only a `ready` or `draining`
 /// node serves any).
-fn in_flight(n: &NodeRecord) -> Option<i64> {
+fn in_flight(n: &NodeRow) -> Option<i64> {
     matches!(n.state, NodeState::Ready | NodeState::Draining).then_some(n.in_flight)
 }
 
@@ -138,7 +138,7 @@ pub fn age(now: DateTime<Utc>, since_ms: i64) -> String {
 
 /// One node as JSON: the stored row (never the join token hash) plus its model, the
 /// address shown (`address`, else `api_url`) and its age in seconds.
-pub fn node_json(n: &NodeRecord, config: &Config, now: DateTime<Utc>) -> serde_json::Value {
+pub fn node_json(n: &NodeRow, config: &Config, now: DateTime<Utc>) -> serde_json::Value {
     let mut v = serde_json::to_value(n).unwrap_or_else(|_| json!({ "id": n.id }));
     if let Some(o) = v.as_object_mut() {
         o.insert("model".into(), json!(model(config, &n.pool)));

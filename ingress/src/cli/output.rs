@@ -2,7 +2,11 @@
 
 use std::process::ExitCode;
 
+use std::str::FromStr;
+
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use rust_decimal::Decimal;
+use serde_json::json;
 
 /// Exit code for "the input is invalid" (bad file, bad argument).
 pub const EXIT_INVALID: u8 = 2;
@@ -41,4 +45,16 @@ pub fn problems(p: &dayshift_config::Problems) -> ExitCode {
 pub fn invalid(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(EXIT_INVALID)
+}
+
+/// Hours as a JSON number: an integer when whole, else the exact decimal.
+pub fn hours_json(h: Decimal) -> serde_json::Value {
+    let n = h.normalize();
+    if n.fract().is_zero() {
+        json!(n.mantissa() as u64 / 10u64.pow(n.scale()))
+    } else {
+        serde_json::Number::from_str(&n.to_string())
+            .map(serde_json::Value::Number)
+            .unwrap_or_else(|_| json!(n.to_string()))
+    }
 }

@@ -10,17 +10,16 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use clap::Args;
 use dayshift_config::billing::to_cents;
-use dayshift_config::estimate::server_lives;
 use dayshift_config::schedule::describe::{self, Day, PoolWindows};
 use dayshift_config::schedule::{Interval, resolve};
-use dayshift_config::{Config, Schedule};
+use dayshift_config::{Config, Schedule, calendar};
+use dayshift_scheduler::budget::{Budget, Forecast};
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use super::cost_report::{self, Costed};
 use super::output;
 use super::stored::{self, Failure};
-use crate::store::{NodeRecord, NodeStore};
+use crate::store::NodeRow;
 
 /// Arguments of `dayshift status`.
 #[derive(Args, Debug)]
@@ -60,23 +59,32 @@ struct PoolStatus {
     windows: PoolWindows,
 }
 
-/// The month's money at an instant.
+/// The month's money at an instant: the scheduler's own budget forecast, so `status`
+/// shows the figures the budget stop acts on.
 #[derive(Debug, Clone)]
 struct Month {
-    costed: Costed,
-    committed: Decimal,
+    /// "YYYY-MM".
+    name: String,
+    figures: Forecast,
     budget: Option<Decimal>,
 }
 
 impl Month {
     fn spent(&self) -> Decimal {
-        to_cents(self.costed.total())
+        to_cents(self.figures.spent)
+    }
+    fn committed(&self) -> Decimal {
+        to_cents(self.figures.committed)
     }
     fn forecast(&self) -> Decimal {
-        to_cents(self.costed.total() + self.committed)
+        to_cents(self.figures.total())
     }
     fn left(&self) -> Option<Decimal> {
         self.budget.map(|b| b - self.spent())
+    }
+    /// The budget stop's verdict (`None` without a budget).
+    fn over(&self) -> Option<bool> {
+        self.budget.map(|_| self.figures.over())
     }
 }
 
@@ -94,22 +102,19 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
             })?,
         None => Utc::now(),
     };
-    let first_day = cost_report::month_of(now, tz)
+    let first_day = calendar::month_of(now, tz)
         .ok_or_else(|| Failure::invalid("--at: the month is out of range"))?;
-    let (nodes, costed) = stored::block_on(async {
+    let (all_nodes, nodes) = stored::block_on(async {
         let store = stored::open_store(&config).await?;
-        let nodes = store
-            .list_nodes(false)
-            .await
-            .map_err(|e| Failure::runtime(format!("cannot read the nodes: {e}")));
-        let costed = cost_report::cost_month(&store, &config, tz, first_day, now, true).await;
+        let all = store.list_nodes(true).await;
+        let live = store.list_nodes(false).await;
         store.close().await;
-        Ok((nodes?, costed?))
+        let read = |e| Failure::runtime(format!("cannot read the nodes: {e}"));
+        Ok((all.map_err(read)?, live.map_err(read)?))
     })?;
-    let committed = committed_rest(&config, schedule.as_ref(), now, costed.to);
     let month = Month {
-        costed,
-        committed,
+        name: first_day.format("%Y-%m").to_string(),
+        figures: forecast(&config, schedule.as_ref(), tz, &all_nodes, now)?,
         budget: config.budget_monthly,
     };
     let pools = pool_status(&config, schedule.as_ref(), &nodes, now, tz);
@@ -134,7 +139,7 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
     println!(
         "Cluster \"{}\" ({}), {} {}",
         config.cluster,
-        cost_report::provider_kind(&config),
+        config.provider.kind,
         local(now),
         tz
     );
@@ -179,15 +184,15 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
     }
     let mut money = format!(
         "Month {} to date: {:.2} EUR spent; the rest of the schedule commits {:.2} EUR (forecast {:.2} EUR)",
-        month.costed.month,
+        month.name,
         month.spent(),
-        to_cents(month.committed),
+        month.committed(),
         month.forecast()
     );
     match (month.budget, month.left()) {
         (Some(b), Some(left)) => {
             money.push_str(&format!("; budget {b:.2} EUR, {left:.2} EUR left"));
-            if month.forecast() > b {
+            if month.over() == Some(true) {
                 money.push_str(" (the forecast crosses the budget: windows will be skipped)");
             }
         }
@@ -205,42 +210,33 @@ fn counts(m: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
-/// What the rest of the month's schedule commits to (stacked servers per pool, each
-/// life billed on its own), from `now` to `month_end`.
-fn committed_rest(
+/// The month's figures at `now` from the scheduler's budget code, with the inputs the
+/// scheduler gives it: `config`'s budget rule and prices, the schedule, every stored node
+/// (final ones too). Without a schedule the month is taken in `tz` and nothing is committed.
+fn forecast(
     config: &Config,
     schedule: Option<&Schedule>,
+    tz: Tz,
+    nodes: &[NodeRow],
     now: DateTime<Utc>,
-    month_end: DateTime<Utc>,
-) -> Decimal {
-    let Some(schedule) = schedule else {
-        return Decimal::ZERO;
+) -> Result<Forecast, Failure> {
+    let none = Schedule {
+        timezone: tz,
+        windows: Vec::new(),
+        holidays: Vec::new(),
+        overrides: Vec::new(),
     };
-    if now >= month_end {
-        return Decimal::ZERO;
-    }
-    let plan = schedule.plan(now, month_end);
-    let mut total = Decimal::ZERO;
-    for pool in schedule.pools() {
-        let Some(price) = config.pool_price(&pool) else {
-            continue;
-        };
-        let mine: Vec<Interval> = plan.iter().filter(|i| i.pool == pool).cloned().collect();
-        for (s, e) in server_lives(&mine) {
-            total += config
-                .provider
-                .billing
-                .charge((e - s).num_seconds(), &price)
-                .cost;
-        }
-    }
-    total
+    let budget = Budget::with_cap(config, config.budget_monthly.unwrap_or_default());
+    let nodes: Vec<_> = nodes.iter().map(|r| r.lifecycle(0)).collect();
+    budget
+        .forecast(schedule.unwrap_or(&none), &nodes, now)
+        .ok_or_else(|| Failure::invalid("--at: the month is out of range"))
 }
 
 fn pool_status(
     config: &Config,
     schedule: Option<&Schedule>,
-    nodes: &[NodeRecord],
+    nodes: &[NodeRow],
     now: DateTime<Utc>,
     tz: Tz,
 ) -> Vec<PoolStatus> {
@@ -338,7 +334,7 @@ fn status_json(
     let cents = |d: Decimal| format!("{:.2}", to_cents(d));
     json!({
         "cluster": config.cluster,
-        "provider": cost_report::provider_kind(config),
+        "provider": config.provider.kind.as_str(),
         "at": now.to_rfc3339(),
         "timezone": tz.name(),
         "schedule": has_schedule,
@@ -346,13 +342,13 @@ fn status_json(
         "nodes_by_state": by_state,
         "next_change": next_change.map(|t| t.to_rfc3339()),
         "month": {
-            "month": month.costed.month,
+            "month": month.name,
             "spent": cents(month.spent()),
-            "committed": cents(month.committed),
+            "committed": cents(month.committed()),
             "forecast": cents(month.forecast()),
             "budget": month.budget.map(cents),
             "budget_left": month.left().map(cents),
-            "over_budget": month.budget.map(|b| month.forecast() > b),
+            "over_budget": month.over(),
         },
     })
 }

@@ -9,32 +9,61 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use dayshift_config::node::{
+    EngineConfig, ModelConfig, ModelSource, NodeConfig, TlsConfig as NodeTlsConfig,
+    TlsMode as NodeTlsMode,
+};
 use dayshift_config::protocol::Secret;
 use dayshift_config::settings::{PoolConfig, ProviderKind, TlsMode};
 use dayshift_provisioning::bootstrap::{
-    Artifacts, BootstrapSettings, BootstrapTarget, StartCommand, bootstrap,
+    Artifacts, BootstrapError, BootstrapSettings, BootstrapTarget, FailureKind, StartCommand, Step,
+    bootstrap,
 };
 use dayshift_provisioning::{
     NodeRequest, Placement, Server, ServerSpec, SshKeyPair, dayshift_labels, parse_public_key,
     prepare_node,
 };
-use dayshift_scheduler::{Launcher, NodeRecord};
+use dayshift_scheduler::{LaunchError, Launcher, NodeRecord};
 use std::time::Duration;
 
-use crate::server::state::SharedState;
-use crate::store::{NodeStore, hash_secret, random_hex};
+use super::handle::ControlContext;
+use crate::store::{StoreError, hash_secret, random_hex};
 
-/// Where a node listens and keeps its files.
-struct NodePlace {
-    listen: String,
-    advertise: Option<String>,
-    cache_dir: String,
-    subject_alt_names: Vec<String>,
+/// Where a node listens and keeps its files. The `local` provider fills in `{host}`,
+/// `{port}` and `{dir}` itself, so there these are templates, not addresses.
+enum NodePlace {
+    /// On this machine (local provider): `listen = "{host}:{port}"`,
+    /// `cache_dir = "{dir}/models"`.
+    LocalTemplate,
+    /// On a rented server at `ip:port`, files under `install_dir`.
+    Server {
+        ip: std::net::Ipv4Addr,
+        port: u16,
+        install_dir: String,
+    },
+}
+
+/// A store failure while launching is transient: the loop tries again.
+fn store_failed(what: &str, e: StoreError) -> LaunchError {
+    LaunchError::retry(format!("{what}: {e}"))
+}
+
+/// The reconcile loop's policy for a failed bootstrap: a timeout or a failed
+/// connection or step (the server may still be booting, the network may blink) is tried
+/// again; a host key that does not match (possible interception) or a refused login
+/// (wrong operator key) cannot be fixed by trying again.
+pub fn bootstrap_error_policy(e: &BootstrapError) -> LaunchError {
+    let permanent = e.kind == FailureKind::HostKeyMismatch || e.step == Step::Authenticate;
+    if permanent {
+        LaunchError::give_up(e.to_string())
+    } else {
+        LaunchError::retry(e.to_string())
+    }
 }
 
 /// Builds servers for nodes and starts `dayshift-node` on them.
 pub struct NodeLauncher {
-    state: SharedState,
+    ctx: ControlContext,
     node_binary: PathBuf,
     operator_key: Option<Arc<SshKeyPair>>,
     ingress_url: String,
@@ -45,14 +74,14 @@ impl NodeLauncher {
     /// A launcher for the server's config. `ingress_url` is what nodes register with;
     /// `ingress_ca_pem` the CA they trust for it (private/test CA or self-signed).
     pub fn new(
-        state: SharedState,
+        ctx: ControlContext,
         node_binary: PathBuf,
         operator_key: Option<Arc<SshKeyPair>>,
         ingress_url: String,
         ingress_ca_pem: Option<String>,
     ) -> Self {
         NodeLauncher {
-            state,
+            ctx,
             node_binary,
             operator_key,
             ingress_url,
@@ -60,73 +89,118 @@ impl NodeLauncher {
         }
     }
 
-    fn pool(&self, node: &NodeRecord) -> Result<&PoolConfig, String> {
-        self.state.config.pools.get(&node.pool).ok_or_else(|| {
-            format!(
+    fn pool(&self, node: &NodeRecord) -> Result<&PoolConfig, LaunchError> {
+        self.ctx.config.pools.get(&node.pool).ok_or_else(|| {
+            LaunchError::give_up(format!(
                 "pool {} is no longer configured; add it back or let the node fail",
                 node.pool
-            )
+            ))
+        })
+    }
+
+    fn operator_key(&self) -> Result<&Arc<SshKeyPair>, LaunchError> {
+        self.operator_key.as_ref().ok_or_else(|| {
+            LaunchError::give_up("no operator SSH key: set provider.ssh_key in dayshift.toml")
         })
     }
 
     /// A fresh one-time join token for `node`, stored hashed with its expiry.
-    async fn join_token(&self, node: &NodeRecord) -> Result<Secret, String> {
+    async fn join_token(&self, node: &NodeRecord) -> Result<Secret, LaunchError> {
         let token = Secret::new(format!("dsj-{}", random_hex(24)));
-        let expires = chrono::Utc::now().timestamp_millis()
-            + self.state.tuning.join_token_ttl.as_millis() as i64;
-        self.state
+        let expires =
+            self.ctx.clock.now().timestamp_millis() + self.ctx.join_token_ttl.as_millis() as i64;
+        self.ctx
             .store
             .set_join_token(&node.id, &hash_secret(token.expose()), expires)
             .await
-            .map_err(|e| format!("storing the join token: {e}"))?;
+            .map_err(|e| store_failed("storing the join token", e))?;
         Ok(token)
     }
 
-    /// The node config (TOML) for `node`: registration, TLS, its pool's model.
+    /// The node config for `node`: registration, TLS, its pool's model.
     fn node_config(
         &self,
         node: &NodeRecord,
         pool: &PoolConfig,
         token: &Secret,
-        place: NodePlace,
-    ) -> Result<String, String> {
-        let NodePlace {
+        place: &NodePlace,
+        device: &str,
+    ) -> Result<NodeConfig, LaunchError> {
+        let ingress_address = match &self.ctx.config.gateway.node_address {
+            Some(a) => Some(a.parse().map_err(|_| {
+                LaunchError::give_up(format!(
+                    "gateway.node_address {a:?} is not an address (ip:port)"
+                ))
+            })?),
+            None => None,
+        };
+        let (listen, advertise_url, cache_dir, subject_alt_names) = match place {
+            // Placeholders: the template fields are replaced in `node_config_text`.
+            NodePlace::LocalTemplate => (
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                None,
+                PathBuf::new(),
+                vec![],
+            ),
+            NodePlace::Server {
+                ip,
+                port,
+                install_dir,
+            } => (
+                std::net::SocketAddr::from((*ip, *port)),
+                Some(format!("https://{ip}:{port}")),
+                PathBuf::from(format!("{install_dir}/models")),
+                vec![ip.to_string()],
+            ),
+        };
+        Ok(NodeConfig {
+            node_id: node.id.clone(),
+            ingress_url: Some(self.ingress_url.clone()),
+            join_token: token.clone(),
+            ingress_ca_file: None,
+            ingress_ca_pem: self.ingress_ca_pem.clone(),
+            ingress_address,
             listen,
-            advertise,
+            advertise_url,
+            drain_grace_secs: NodeConfig::DEFAULT_DRAIN_GRACE_SECS,
             cache_dir,
-            subject_alt_names,
-        } = place;
-        let source = model_source(pool);
-        let mut t = toml::Table::new();
-        t.insert("node_id".into(), node.id.clone().into());
-        t.insert("ingress_url".into(), self.ingress_url.clone().into());
-        t.insert("join_token".into(), token.expose().to_string().into());
-        if let Some(pem) = &self.ingress_ca_pem {
-            t.insert("ingress_ca_pem".into(), pem.clone().into());
+            tls: NodeTlsConfig {
+                mode: NodeTlsMode::SelfSigned,
+                subject_alt_names,
+                cert_file: None,
+                key_file: None,
+            },
+            engine: EngineConfig {
+                device: device.to_string(),
+                ..EngineConfig::default()
+            },
+            models: vec![ModelConfig {
+                name: pool.model.clone(),
+                source: model_source(pool),
+                dtype: None,
+            }],
+        })
+    }
+
+    /// The node config as the TOML file the node reads (`listen` and `cache_dir` as
+    /// the local provider's templates where it runs the node).
+    fn node_config_text(
+        &self,
+        node: &NodeRecord,
+        pool: &PoolConfig,
+        token: &Secret,
+        place: NodePlace,
+        device: &str,
+    ) -> Result<String, LaunchError> {
+        let config = self.node_config(node, pool, token, &place, device)?;
+        let mut table = toml::Table::try_from(&config)
+            .map_err(|e| LaunchError::give_up(format!("writing the node config: {e}")))?;
+        if matches!(place, NodePlace::LocalTemplate) {
+            table.insert("listen".into(), "{host}:{port}".into());
+            table.insert("cache_dir".into(), "{dir}/models".into());
         }
-        if let Some(addr) = &self.state.config.gateway.node_address {
-            t.insert("ingress_address".into(), addr.clone().into());
-        }
-        t.insert("listen".into(), listen.into());
-        if let Some(a) = advertise {
-            t.insert("advertise_url".into(), a.into());
-        }
-        t.insert("cache_dir".into(), cache_dir.into());
-        let mut tls = toml::Table::new();
-        tls.insert("mode".into(), "self_signed".into());
-        tls.insert(
-            "subject_alt_names".into(),
-            toml::Value::Array(subject_alt_names.into_iter().map(Into::into).collect()),
-        );
-        t.insert("tls".into(), tls.into());
-        let mut model = toml::Table::new();
-        model.insert("name".into(), pool.model.clone().into());
-        model.insert("source".into(), source);
-        t.insert(
-            "models".into(),
-            toml::Value::Array(vec![toml::Value::Table(model)]),
-        );
-        toml::to_string(&t).map_err(|e| format!("writing the node config: {e}"))
+        toml::to_string(&table)
+            .map_err(|e| LaunchError::give_up(format!("writing the node config: {e}")))
     }
 
     fn placements(pool: &PoolConfig) -> (Placement, Vec<Placement>) {
@@ -153,7 +227,7 @@ impl NodeLauncher {
     }
 
     fn bootstrap_settings(&self, node: &NodeRecord) -> BootstrapSettings {
-        let b = &self.state.config.provider.bootstrap;
+        let b = &self.ctx.config.provider.bootstrap;
         BootstrapSettings {
             port: b.ssh_port,
             user: b.ssh_user.clone(),
@@ -176,42 +250,35 @@ fn install_dir(template: &str, node: &NodeRecord) -> String {
 }
 
 /// The node-config model source for a pool: a path, the mirror, or the hub.
-fn model_source(pool: &PoolConfig) -> toml::Value {
-    let mut s = toml::Table::new();
+fn model_source(pool: &PoolConfig) -> ModelSource {
     let src = pool.model_source.as_str();
     if src == "mirror" {
-        s.insert("type".into(), "mirror".into());
+        ModelSource::Mirror { model: None }
     } else if let Some(repo) = src.strip_prefix("hf:") {
-        s.insert("type".into(), "hf".into());
-        s.insert("repo".into(), repo.into());
+        ModelSource::Hf {
+            repo: repo.to_string(),
+            revision: "main".to_string(),
+        }
     } else {
-        s.insert("type".into(), "local".into());
-        s.insert("path".into(), src.into());
+        ModelSource::Local {
+            path: PathBuf::from(src),
+        }
     }
-    toml::Value::Table(s)
 }
 
 #[async_trait]
 impl Launcher for NodeLauncher {
-    async fn spec(&self, node: &NodeRecord) -> Result<ServerSpec, String> {
+    async fn spec(&self, node: &NodeRecord) -> Result<ServerSpec, LaunchError> {
         let pool = self.pool(node)?;
-        let cfg = &self.state.config;
+        let cfg = &self.ctx.config;
         let (placement, fallbacks) = Self::placements(pool);
         if cfg.provider.kind == ProviderKind::Local {
             // The local provider starts the node at once with this config as its user
             // data (`{host}`, `{port}`, `{dir}` are filled in by the provider).
             let token = self.join_token(node).await?;
-            let text = self.node_config(
-                node,
-                pool,
-                &token,
-                NodePlace {
-                    listen: "{host}:{port}".into(),
-                    advertise: None,
-                    cache_dir: "{dir}/models".into(),
-                    subject_alt_names: vec![],
-                },
-            )?;
+            let device = cfg.provider.node_binary_for(&placement.server_type).device;
+            let text =
+                self.node_config_text(node, pool, &token, NodePlace::LocalTemplate, device)?;
             return Ok(ServerSpec {
                 name: node.id.clone(),
                 server_type: placement.server_type,
@@ -223,9 +290,7 @@ impl Launcher for NodeLauncher {
                 fallbacks,
             });
         }
-        let operator = self.operator_key.as_ref().ok_or_else(|| {
-            "no operator SSH key: set provider.ssh_key in dayshift.toml".to_string()
-        })?;
+        let operator = self.operator_key()?;
         let prepared = prepare_node(NodeRequest {
             cluster: &cfg.cluster,
             node_id: &node.id,
@@ -238,64 +303,74 @@ impl Launcher for NodeLauncher {
             provider_ssh_keys: cfg.provider.ssh_key_name.iter().cloned().collect(),
             files: vec![],
         })
-        .map_err(|e| format!("making the node's host key: {e}"))?;
+        .map_err(|e| LaunchError::retry(format!("making the node's host key: {e}")))?;
         // The host key's public half is kept before the server exists, so a restarted
         // ingress can still verify the server it finds.
-        self.state
+        self.ctx
             .store
             .set_host_key(&node.id, &prepared.host_key.public_openssh())
             .await
-            .map_err(|e| format!("storing the host key: {e}"))?;
+            .map_err(|e| store_failed("storing the host key", e))?;
         Ok(prepared.spec)
     }
 
-    async fn bootstrap(&self, node: &NodeRecord, server: &Server) -> Result<(), String> {
-        if self.state.config.provider.kind == ProviderKind::Local {
+    async fn bootstrap(&self, node: &NodeRecord, server: &Server) -> Result<(), LaunchError> {
+        if self.ctx.config.provider.kind == ProviderKind::Local {
             return Ok(());
         }
         let pool = self.pool(node)?;
-        let operator = self.operator_key.as_ref().ok_or_else(|| {
-            "no operator SSH key: set provider.ssh_key in dayshift.toml".to_string()
+        let operator = self.operator_key()?;
+        let ip = server.ipv4.ok_or_else(|| {
+            LaunchError::retry(format!("server {} has no IPv4 address yet", server.id))
         })?;
-        let ip = server
-            .ipv4
-            .ok_or_else(|| format!("server {} has no IPv4 address yet", server.id))?;
         let row = self
-            .state
+            .ctx
             .store
             .get_node(&node.id)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("node {} has no row", node.id))?;
+            .map_err(|e| store_failed("reading the node row", e))?
+            .ok_or_else(|| LaunchError::give_up(format!("node {} has no row", node.id)))?;
         let host_key = row
             .host_key
             .as_deref()
             .ok_or_else(|| {
-                format!(
+                LaunchError::give_up(format!(
                     "node {} has no recorded host key; it cannot be verified",
                     node.id
-                )
+                ))
             })
-            .and_then(|k| parse_public_key(k).map_err(|e| format!("stored host key: {e}")))?;
-        let binary = tokio::fs::read(&self.node_binary).await.map_err(|e| {
-            format!(
-                "reading the node binary {}: {e} (set provider.node_binary)",
-                self.node_binary.display()
-            )
+            .and_then(|k| {
+                parse_public_key(k)
+                    .map_err(|e| LaunchError::give_up(format!("stored host key: {e}")))
+            })?;
+        // The binary follows the server type that was rented (a fallback type may differ).
+        let choice = self
+            .ctx
+            .config
+            .provider
+            .node_binary_for(&server.server_type);
+        let path = choice.path.unwrap_or_else(|| self.node_binary.clone());
+        let binary = tokio::fs::read(&path).await.map_err(|e| {
+            LaunchError::give_up(format!(
+                "reading the node binary {} for server type {}: {e} (set provider.node_binary, \
+                 provider.node_binary_cuda or the type's node_binary)",
+                path.display(),
+                server.server_type
+            ))
         })?;
-        let port = self.state.config.provider.bootstrap.node_port;
+        let port = self.ctx.config.provider.bootstrap.node_port;
         let token = self.join_token(node).await?;
-        let install = install_dir(&self.state.config.provider.bootstrap.install_dir, node);
-        let config = self.node_config(
+        let install_dir = install_dir(&self.ctx.config.provider.bootstrap.install_dir, node);
+        let config = self.node_config_text(
             node,
             pool,
             &token,
-            NodePlace {
-                listen: format!("{ip}:{port}"),
-                advertise: Some(format!("https://{ip}:{port}")),
-                cache_dir: format!("{install}/models"),
-                subject_alt_names: vec![ip.to_string()],
+            NodePlace::Server {
+                ip,
+                port,
+                install_dir,
             },
+            choice.device,
         )?;
         let target = BootstrapTarget {
             host: IpAddr::V4(ip),
@@ -312,7 +387,7 @@ impl Launcher for NodeLauncher {
             &self.bootstrap_settings(node),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| bootstrap_error_policy(&e))?;
         tracing::info!(node = %node.id, secs = started.elapsed().as_secs_f64(), "bootstrap done; dayshift-node started");
         Ok(())
     }
@@ -337,7 +412,7 @@ pub fn ingress_for_nodes(
     let ca_path = match (&config.gateway.node_ca, config.tls.mode) {
         (Some(p), _) => Some(p.clone()),
         (None, TlsMode::SelfSigned) => {
-            Some(crate::server::tls::self_signed_paths(&config.state_dir).0)
+            Some(crate::state_files::self_signed_paths(&config.state_dir).0)
         }
         _ => None,
     };

@@ -1,73 +1,42 @@
-//! The scheduler's [`NodeStore`](dayshift_scheduler::NodeStore) on the ingress store,
-//! joined with live routing: in-flight counts come from the gateway, and state changes
-//! steer routing at once (a draining node gets no new request; a deleted one is gone).
+//! The adapter between the scheduler's one store seam ([`NodeStore`]) and the ingress:
+//! rows come from the store (converted there), in-flight counts from the gateway's
+//! routing, and a state change steers routing at once (a draining node gets no new
+//! request; a deleted or failed one is gone). A node's billing interval is priced here
+//! from the config when its server is first recorded.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dayshift_config::Config;
-use dayshift_config::settings::ProviderKind;
-use dayshift_scheduler::store::{NodeStore as SchedulerNodeStore, StoreError as SchedulerError};
-use dayshift_scheduler::{NodeRecord as Planned, NodeState};
+use dayshift_scheduler::{NodeRecord, NodeState, NodeStore, StoreError};
 
-use crate::server::state::SharedState;
-use crate::store::{
-    LifecycleUpdate, LifecycleWrite, NewInterval, NodeRecord, NodeStore, Store, StoreError,
-};
+use super::handle::{ControlContext, Routing};
+use crate::store::{LifecycleWrite, NewInterval, Store};
 
-/// The scheduler's view of the store.
+/// The scheduler's view of the ingress store and routing.
 pub struct SchedulerStore {
-    state: SharedState,
+    store: Store,
+    config: Arc<Config>,
+    routing: Arc<dyn Routing>,
 }
 
 impl SchedulerStore {
-    /// A view over the server's store and registry.
-    pub fn new(state: SharedState) -> Arc<Self> {
-        Arc::new(SchedulerStore { state })
-    }
-
-    fn store(&self) -> &Store {
-        &self.state.store
-    }
-
-    fn to_planned(&self, r: NodeRecord) -> Planned {
-        // The gateway's own count is exact; the stored one (last heartbeat) is the
-        // fallback for a node that is not routable here.
-        let in_flight = self
-            .state
-            .registry
-            .node(&r.id)
-            .map(|h| h.in_flight())
-            .unwrap_or(0);
-        Planned {
-            state: r.state,
-            planned_at: from_ms(r.created_at).unwrap_or_else(Utc::now),
-            server_id: r.provider_id,
-            address: r.address,
-            server_type: r.server_type,
-            location: r.location,
-            server_created_at: r.server_created_at.and_then(from_ms),
-            ready_at: r.registered_at.and_then(from_ms),
-            drain_started_at: r.drain_started_at.and_then(from_ms),
-            deleted_at: r.deleted_at.and_then(from_ms),
-            in_flight,
-            last_heartbeat: r.last_heartbeat_at.and_then(from_ms),
-            attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
-            retry_at: r.retry_at.and_then(from_ms),
-            last_error: r.error,
-            id: r.id,
-            pool: r.pool,
-        }
+    /// The adapter over the context's store and routing.
+    pub fn new(ctx: &ControlContext) -> Arc<Self> {
+        Arc::new(SchedulerStore {
+            store: ctx.store.clone(),
+            config: ctx.config.clone(),
+            routing: ctx.routing.clone(),
+        })
     }
 
     /// The billing interval of a node whose server was just created: the server type's
     /// price now (zero, with a warning, for a type the config does not price).
-    fn interval_for(&self, node: &Planned) -> Option<NewInterval> {
+    fn interval_for(&self, node: &NodeRecord) -> Option<NewInterval> {
         let created = node.server_created_at?;
         let server_type = node.server_type.clone()?;
-        let config: &Config = &self.state.config;
-        let (hourly, monthly) = match config.provider.server_types.get(&server_type) {
+        let (hourly, monthly) = match self.config.provider.server_types.get(&server_type) {
             Some(t) => (
                 t.price.hourly.to_string(),
                 t.price.monthly.map(|m| m.to_string()),
@@ -80,7 +49,7 @@ impl SchedulerStore {
         Some(NewInterval {
             node_id: node.id.clone(),
             pool: node.pool.clone(),
-            provider: provider_name(config.provider.kind).to_string(),
+            provider: self.config.provider.kind.as_str().to_string(),
             server_type,
             location: node.location.clone(),
             started_at: created.timestamp_millis(),
@@ -90,102 +59,72 @@ impl SchedulerStore {
     }
 
     /// Routing follows the new state at once.
-    fn steer(&self, node: &Planned) {
+    fn steer(&self, node: &NodeRecord) {
         match node.state {
-            NodeState::Draining => {
-                if let Some(h) = self.state.registry.node(&node.id) {
-                    h.set_draining();
-                }
-            }
+            NodeState::Draining => self.routing.set_draining(&node.id),
             NodeState::Deleting | NodeState::Deleted | NodeState::Failed => {
-                self.state.forget_node(&node.id);
+                self.routing.remove_node(&node.id)
             }
             _ => {}
         }
     }
-}
 
-/// The provider's name as the ledger stores it.
-pub fn provider_name(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::Local => "local",
-        ProviderKind::Hetzner => "hetzner",
-        ProviderKind::Scaleway => "scaleway",
+    async fn nodes(&self, include_final: bool) -> Result<Vec<NodeRecord>, StoreError> {
+        let rows = self.store.list_nodes(include_final).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.lifecycle(self.routing.in_flight(&r.id)))
+            .collect())
     }
 }
 
-fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms)
-}
-
-fn err(e: StoreError) -> SchedulerError {
-    SchedulerError(e.to_string())
-}
-
 #[async_trait]
-impl SchedulerNodeStore for SchedulerStore {
+impl NodeStore for SchedulerStore {
     async fn insert_node(
         &self,
-        node: &Planned,
+        node: &NodeRecord,
         at: DateTime<Utc>,
         message: &str,
-    ) -> Result<(), SchedulerError> {
-        self.store()
+    ) -> Result<(), StoreError> {
+        Ok(self
+            .store
             .insert_planned(&node.id, &node.pool, at.timestamp_millis(), message)
-            .await
-            .map_err(err)
+            .await?)
     }
 
     async fn update_node(
         &self,
-        node: &Planned,
+        node: &NodeRecord,
         expected: NodeState,
         at: DateTime<Utc>,
         message: &str,
-    ) -> Result<bool, SchedulerError> {
-        let u = LifecycleUpdate {
-            id: node.id.clone(),
-            state: node.state,
-            provider_id: node.server_id.clone(),
-            server_type: node.server_type.clone(),
-            location: node.location.clone(),
-            address: node.address.clone(),
-            server_created_at: node.server_created_at.map(|t| t.timestamp_millis()),
-            drain_started_at: node.drain_started_at.map(|t| t.timestamp_millis()),
-            deleted_at: node.deleted_at.map(|t| t.timestamp_millis()),
-            attempts: i64::from(node.attempts),
-            retry_at: node.retry_at.map(|t| t.timestamp_millis()),
-            error: node.last_error.clone(),
-        };
+    ) -> Result<bool, StoreError> {
         let interval = self.interval_for(node);
         let done = self
-            .store()
+            .store
             .update_lifecycle(
-                &u,
+                node,
                 expected,
                 at.timestamp_millis(),
                 message,
                 interval.as_ref(),
             )
-            .await
-            .map_err(err)?;
+            .await?;
         if done == LifecycleWrite::Written {
             self.steer(node);
         }
         Ok(done == LifecycleWrite::Written)
     }
 
-    async fn live_nodes(&self) -> Result<Vec<Planned>, SchedulerError> {
-        let rows = self.store().list_nodes(false).await.map_err(err)?;
-        Ok(rows.into_iter().map(|r| self.to_planned(r)).collect())
+    async fn live_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.nodes(false).await
     }
 
-    async fn all_nodes(&self) -> Result<Vec<Planned>, SchedulerError> {
-        let rows = self.store().list_nodes(true).await.map_err(err)?;
-        Ok(rows.into_iter().map(|r| self.to_planned(r)).collect())
+    async fn all_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.nodes(true).await
     }
 
-    async fn recent_cold_starts(&self, pool: &str, n: usize) -> Result<Vec<i64>, SchedulerError> {
-        self.store().recent_cold_starts(pool, n).await.map_err(err)
+    async fn recent_cold_starts(&self, pool: &str, n: usize) -> Result<Vec<i64>, StoreError> {
+        Ok(self.store.recent_cold_starts(pool, n).await?)
     }
 }

@@ -45,7 +45,12 @@ pub async fn provider_from_config(config: &Config) -> Result<Arc<dyn Provider>> 
     };
     let settings = match config.provider.kind {
         ProviderKind::Local => {
-            let binary = node_binary(config)?;
+            // The local provider's one server type, `local`, may be declared with a `gpu`:
+            // then its nodes run the CUDA build.
+            let binary = match config.provider.node_binary_for("local").path {
+                Some(p) => p,
+                None => node_binary(config)?,
+            };
             let mut s = LocalSettings::new(
                 binary,
                 vec!["serve".into(), "--config".into(), "{dir}/user-data".into()],

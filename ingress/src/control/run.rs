@@ -1,6 +1,7 @@
-//! The reconcile loop inside `dayshift serve`: it ticks periodically (a
-//! tokio-cron-scheduler job), at once on node events and schedule reloads, and at the
-//! schedule's next change (minus the pool's pre-warm lead); only the leader ticks.
+//! The reconcile loop inside `dayshift serve`: it ticks when the last tick asked to
+//! (`TickReport::next_tick`: busy/idle period, retry times, the schedule's next change —
+//! decided and tested in the scheduler crate), at once on node events and schedule
+//! reloads, and on a tokio-cron-scheduler safety job; only the leader ticks.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -11,35 +12,29 @@ use dayshift_config::Schedule;
 use dayshift_provisioning::Provider;
 use dayshift_scheduler::budget::Budget;
 use dayshift_scheduler::reload::ScheduleSource;
-use dayshift_scheduler::{Launcher, Limits, NodeState, PoolPolicy, Reconciler, TickReport};
+use dayshift_scheduler::{Launcher, Limits, PoolPolicy, Reconciler, TickReport};
 use tokio::sync::{Notify, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
+use super::handle::ControlContext;
 use super::leader::{Leadership, try_lead};
 use super::node_store::SchedulerStore;
-use crate::server::state::SharedState;
-use crate::store::NodeStore;
 
 /// Tunables of the loop (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct ControlTuning {
-    /// Tick period while some node is on its way, draining or deleting.
-    pub busy_every: Duration,
-    /// Tick period otherwise (each tick lists the provider's servers once).
-    pub idle_every: Duration,
     /// How often a follower tries to become the leader.
     pub lead_retry: Duration,
     /// How often the schedule file is checked for changes.
     pub schedule_poll: Duration,
-    /// Loop limits (loading timeout, heartbeat grace, create attempts, backoff).
+    /// Loop limits (loading timeout, heartbeat grace, attempts, backoff, busy and idle
+    /// tick periods).
     pub limits: Limits,
 }
 
 impl Default for ControlTuning {
     fn default() -> Self {
         ControlTuning {
-            busy_every: Duration::from_secs(2),
-            idle_every: Duration::from_secs(15),
             lead_retry: Duration::from_secs(2),
             schedule_poll: Duration::from_secs(5),
             limits: Limits::default(),
@@ -71,12 +66,12 @@ impl Control {
 
 /// Builds the reconciler from the config and starts the loop.
 pub async fn start(
-    state: SharedState,
+    ctx: ControlContext,
     provider: Arc<dyn Provider>,
     launcher: Arc<dyn Launcher>,
     tuning: ControlTuning,
 ) -> Result<Option<Control>> {
-    let config = &state.config;
+    let config = &ctx.config;
     let Some(path) = config.schedule.clone() else {
         return Ok(None);
     };
@@ -101,25 +96,17 @@ pub async fn start(
     let mut reconciler = Reconciler::new(
         config.cluster.clone(),
         provider,
-        SchedulerStore::new(state.clone()),
-        state.clock.clone(),
+        SchedulerStore::new(&ctx),
+        ctx.clock.clone(),
         launcher,
         schedule.clone(),
         pools,
         tuning.limits.clone(),
     );
     reconciler = reconciler.with_background_bootstrap();
-    if let Some(cap) = config.budget_monthly {
-        let prices = config
-            .pools
-            .keys()
-            .filter_map(|p| config.pool_price(p).map(|price| (p.clone(), price)))
-            .collect();
-        reconciler = reconciler.with_budget(Budget {
-            monthly_cap: cap,
-            rule: config.provider.billing,
-            prices,
-        });
+    // The same constructor `dayshift status` uses, so both show and act on one figure.
+    if let Some(budget) = Budget::from_config(config) {
+        reconciler = reconciler.with_budget(budget);
     }
     for (name, p) in &config.pools {
         if p.billing_aware_stop {
@@ -133,32 +120,37 @@ pub async fn start(
 
     // Until the first tick has run, requests for a pool the schedule wants now wait for
     // its node instead of getting 503 (the tick sets the real count).
-    let wanted = reconciler.desired(state.clock.now()).await;
+    let wanted = reconciler.desired(ctx.clock.now()).await;
     for (pool, n) in wanted {
         if n > 0 {
-            state.set_nodes_on_the_way(&pool, n);
+            ctx.routing.set_nodes_on_the_way(&pool, n);
         }
     }
     let wake = Arc::new(Notify::new());
     // Schedule reloads go to the gateway's copy too, and wake the loop.
     let watcher = {
-        let state = state.clone();
+        let routing = ctx.routing.clone();
         let schedule = schedule.clone();
         let wake = wake.clone();
         source.spawn_watch(tuning.schedule_poll, move || {
             if let Ok(s) = schedule.read() {
-                state.set_schedule(Some(s.clone()));
+                routing.set_schedule(s.clone());
             }
             wake.notify_one();
         })
     };
-    // The periodic tick.
+    // A periodic safety tick beside the loop's own wake-ups.
+    let idle = tuning
+        .limits
+        .idle_every
+        .to_std()
+        .unwrap_or(Duration::from_secs(15));
     let cron = {
         let sched = JobScheduler::new()
             .await
             .context("starting the job scheduler")?;
         let w = wake.clone();
-        let job = Job::new_repeated(tuning.idle_every, move |_id, _l| {
+        let job = Job::new_repeated(idle, move |_id, _l| {
             w.notify_one();
         })
         .context("making the periodic tick job")?;
@@ -170,7 +162,7 @@ pub async fn start(
         sched
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run_loop(state, reconciler, schedule, wake, tuning, stop_rx));
+    let task = tokio::spawn(run_loop(ctx, reconciler, wake, tuning, stop_rx));
     Ok(Some(Control {
         stop: stop_tx,
         task,
@@ -180,14 +172,13 @@ pub async fn start(
 }
 
 async fn run_loop(
-    state: SharedState,
+    ctx: ControlContext,
     reconciler: Reconciler,
-    schedule: Arc<RwLock<Schedule>>,
     wake: Arc<Notify>,
     tuning: ControlTuning,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut notices = state.subscribe();
+    let mut notices = ctx.routing.subscribe();
     let mut leadership: Option<Leadership> = None;
     loop {
         if *stop.borrow() {
@@ -199,18 +190,18 @@ async fn run_loop(
         {
             tracing::error!("lost the scheduler lock (database connection gone); standing by");
             leadership = None;
-            state.set_leader(false);
+            ctx.routing.set_leader(false);
         }
         if leadership.is_none() {
-            match try_lead(&state.store, &state.config.state_dir, &state.config.cluster).await {
+            match try_lead(&ctx.store, &ctx.config.state_dir, &ctx.config.cluster).await {
                 Ok(Some(l)) => {
                     tracing::info!("this ingress runs the scheduler (holds the lock)");
                     leadership = Some(l);
-                    state.set_leader(true);
+                    ctx.routing.set_leader(true);
                 }
                 Ok(None) => {
                     tracing::debug!("another ingress runs the scheduler");
-                    publish_nodes(&state).await;
+                    publish_nodes(&ctx).await;
                     tokio::select! {
                         _ = tokio::time::sleep(tuning.lead_retry) => {}
                         _ = stop.changed() => {}
@@ -230,25 +221,16 @@ async fn run_loop(
 
         let report = reconciler.tick().await;
         log_report(&report);
-        let busy = after_tick(&state, &report).await;
+        publish_nodes(&ctx).await;
+        ctx.routing.record_tick(&report);
 
-        let now = state.clock.now();
-        let mut sleep_for = if busy {
-            tuning.busy_every
-        } else {
-            tuning.idle_every
-        };
-        // Wake at the schedule's next change, early by the largest pre-warm lead.
-        let mut lead = chrono::Duration::zero();
-        for pool in state.config.pools.keys() {
-            lead = lead.max(reconciler.lead(pool).await);
-        }
-        let next = schedule.read().ok().and_then(|s| s.next_change(now + lead));
-        if let Some(next) = next
-            && let Ok(d) = (next - lead - now).to_std()
-        {
-            sleep_for = sleep_for.min(d.max(Duration::from_millis(200)));
-        }
+        // The tick said when it wants to run next (see `Reconciler::next_tick`).
+        let now = ctx.clock.now();
+        let sleep_for = report
+            .next_tick
+            .and_then(|t| (t - now).to_std().ok())
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_millis(50));
         tokio::select! {
             _ = tokio::time::sleep(sleep_for) => {}
             _ = wake.notified() => {}
@@ -262,40 +244,28 @@ async fn run_loop(
     }
 }
 
-/// Publishes what the tick found to routing and status; true while nodes are moving.
-async fn after_tick(state: &SharedState, report: &TickReport) -> bool {
-    let busy = publish_nodes(state).await;
-    state.record_tick(report);
-    busy
-}
-
 /// Tells the gateway how many nodes per pool are on their way (from the store, so a
-/// follower replica queues requests like the leader does); true while nodes are moving.
-async fn publish_nodes(state: &SharedState) -> bool {
-    let nodes = match state.store.list_nodes(false).await {
+/// follower replica queues requests like the leader does).
+async fn publish_nodes(ctx: &ControlContext) {
+    let nodes = match ctx.store.list_nodes(false).await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %e, "reading nodes after a tick");
-            return true;
+            return;
         }
     };
     let mut on_the_way: BTreeMap<&str, u32> = BTreeMap::new();
-    for pool in state.config.pools.keys() {
+    for pool in ctx.config.pools.keys() {
         on_the_way.insert(pool.as_str(), 0);
     }
-    let mut busy = false;
     for n in &nodes {
         if n.state.is_on_its_way() {
             *on_the_way.entry(n.pool.as_str()).or_default() += 1;
         }
-        if n.state != NodeState::Ready {
-            busy = true;
-        }
     }
     for (pool, count) in on_the_way {
-        state.set_nodes_on_the_way(pool, count);
+        ctx.routing.set_nodes_on_the_way(pool, count);
     }
-    busy
 }
 
 fn log_report(r: &TickReport) {
@@ -304,6 +274,9 @@ fn log_report(r: &TickReport) {
     }
     for b in &r.budget_blocked {
         tracing::warn!("budget: {b}");
+    }
+    for p in &r.pools_stopped {
+        tracing::error!("pool stopped: {p}");
     }
     if !(r.planned.is_empty()
         && r.created.is_empty()

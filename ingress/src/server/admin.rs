@@ -6,19 +6,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::auth::admin as check;
 use super::errors::ApiError;
-use super::gateway::bearer;
 use super::state::SharedState;
-use crate::store::{KeyLimits, NodeStore, hash_secret};
-
-fn check(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match bearer(headers) {
-        Some(t) if hash_secret(t) == state.admin_token_hash => Ok(()),
-        _ => Err(ApiError::unauthorized(
-            "the admin API needs the admin token (`<state_dir>/admin-token` or DAYSHIFT_ADMIN_TOKEN)",
-        )),
-    }
-}
+use crate::store::KeyLimits;
 
 macro_rules! guard {
     ($state:expr, $headers:expr) => {
@@ -194,7 +185,7 @@ pub async fn usage(
 ) -> Response {
     guard!(state, headers);
     let to =
-        q.to.unwrap_or_else(|| chrono::Utc::now().timestamp_millis() + 1);
+        q.to.unwrap_or_else(|| state.clock.now().timestamp_millis() + 1);
     match state.store.usage_by_key(q.from, to).await {
         Ok(u) => Json(u).into_response(),
         Err(e) => ApiError::from(e).into_response(),

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
-use dayshift_config::protocol::{GOODBYE_PATH, HEARTBEAT_PATH, REGISTER_PATH};
+use dayshift_config::protocol::{FAIL_PATH, GOODBYE_PATH, HEARTBEAT_PATH, REGISTER_PATH};
 
 use super::errors::ApiError;
 use super::state::SharedState;
@@ -50,6 +50,7 @@ pub fn router(state: SharedState) -> Router {
         .route(REGISTER_PATH, post(node_api::register))
         .route(HEARTBEAT_PATH, post(node_api::heartbeat))
         .route(GOODBYE_PATH, post(node_api::goodbye))
+        .route(FAIL_PATH, post(node_api::start_failed))
         .route("/internal/models/{model}/manifest", get(mirror::manifest))
         .route("/internal/models/{model}/files/{*path}", get(mirror::file))
         .route("/admin/nodes", get(admin::nodes).post(admin::create_node))

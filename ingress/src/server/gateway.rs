@@ -11,39 +11,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Full;
 
+use super::auth::authenticate;
 use super::errors::ApiError;
 use super::limits::Refusal;
 use super::registry::{InFlight, NodeHandle, PoolRuntime};
 use super::state::SharedState;
 use super::tap::{TapInfo, TappedBody};
-use crate::store::ApiKey;
-
-/// Reads the bearer token of a request.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        let t = token.trim();
-        (!t.is_empty()).then_some(t)
-    } else {
-        None
-    }
-}
-
-/// Checks the API key of a request.
-pub async fn authenticate(state: &SharedState, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
-    let Some(secret) = bearer(headers) else {
-        return Err(ApiError::unauthorized(
-            "missing API key: send it as `Authorization: Bearer <key>`",
-        ));
-    };
-    match state.keys.check(secret).await? {
-        Some(k) => Ok(k),
-        None => Err(ApiError::unauthorized(
-            "incorrect or revoked API key; ask the operator for a key (`dayshift keys create`)",
-        )),
-    }
-}
 
 /// `GET /v1/models`: every pool's model, with whether a node serves it now.
 pub async fn models(State(state): State<SharedState>, headers: HeaderMap) -> Response {
@@ -59,7 +32,7 @@ pub async fn models(State(state): State<SharedState>, headers: HeaderMap) -> Res
             serde_json::json!({
                 "id": p.model,
                 "object": "model",
-                "created": 0,
+                "created": started_secs(),
                 "owned_by": "dayshift",
                 "pool": p.name,
                 "available": p.ready_count(stale) > 0,
@@ -67,6 +40,12 @@ pub async fn models(State(state): State<SharedState>, headers: HeaderMap) -> Res
         })
         .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// When this process started (Unix seconds): the `created` of the models it lists.
+fn started_secs() -> i64 {
+    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(|| chrono::Utc::now().timestamp())
 }
 
 /// Any other `/v1/...` path.
@@ -83,7 +62,7 @@ pub async fn unknown(method: Method, uri: axum::http::Uri) -> Response {
 /// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
 pub async fn proxy(State(state): State<SharedState>, req: Request) -> Response {
     let started = Instant::now();
-    let at = chrono::Utc::now().timestamp_millis();
+    let at = state.clock.now().timestamp_millis();
     match proxy_inner(&state, req, started, at).await {
         Ok(r) => r,
         Err((pool, e)) => {
@@ -106,6 +85,30 @@ struct RequestHead {
     model: Option<String>,
     #[serde(default, deserialize_with = "bool_or_none")]
     stream: Option<bool>,
+    #[serde(default, deserialize_with = "number_or_none")]
+    n: Option<f64>,
+    #[serde(default, deserialize_with = "number_or_none")]
+    max_tokens: Option<f64>,
+    #[serde(default, deserialize_with = "number_or_none")]
+    max_completion_tokens: Option<f64>,
+}
+
+impl RequestHead {
+    /// Most completion tokens the request can produce (`n × max_tokens`), when it
+    /// says; the per-key token limit is checked against it.
+    fn token_ceiling(&self) -> i64 {
+        let n = self.n.filter(|n| *n >= 1.0).unwrap_or(1.0);
+        let max = self
+            .max_completion_tokens
+            .or(self.max_tokens)
+            .unwrap_or(0.0);
+        (n * max.max(0.0)).min(i64::MAX as f64) as i64
+    }
+}
+
+/// `Some(number)` for a JSON number, `None` for any other value.
+fn number_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    d.deserialize_any(Lenient::<f64>(std::marker::PhantomData))
 }
 
 /// `Some(string)` for a JSON string, `None` for any other value (skipped without building
@@ -126,6 +129,15 @@ trait Keep: Sized {
     }
     fn from_bool(_: bool) -> Option<Self> {
         None
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
+}
+
+impl Keep for f64 {
+    fn from_f64(v: f64) -> Option<Self> {
+        Some(v)
     }
 }
 
@@ -155,14 +167,14 @@ impl<'de, T: Keep> serde::de::Visitor<'de> for Lenient<T> {
     fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
         Ok(T::from_bool(v))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(T::from_f64(v as f64))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(T::from_f64(v as f64))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(T::from_f64(v))
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(None)
@@ -233,7 +245,7 @@ async fn proxy_inner(
         ));
     };
     let pool_name = Some(pool.name.clone());
-    match state.limiter.admit(&key).await {
+    match state.limiter.admit(&key, head.token_ceiling()).await {
         Ok(Ok(())) => {}
         Ok(Err(Refusal::Rate(secs))) => {
             return Err((
@@ -253,7 +265,7 @@ async fn proxy_inner(
                 ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limit_error",
-                    "token limit of this API key reached for today (UTC)",
+                    "token limit of this API key reached for today (UTC), or n × max_tokens of this request exceeds what is left of it",
                 )
                 .with_code("tokens_exceeded")
                 .with_retry_after(secs),

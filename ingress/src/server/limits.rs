@@ -1,10 +1,11 @@
 //! Per-key limits: requests per minute (sliding window) and tokens per UTC day.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{Datelike, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
+use dayshift_config::clock::Clock;
 
 use crate::store::{ApiKey, Store, StoreError};
 
@@ -28,6 +29,7 @@ struct KeyWindow {
 /// Limit bookkeeping for every key.
 pub struct Limiter {
     store: Store,
+    clock: Arc<dyn Clock>,
     keys: Mutex<HashMap<String, KeyWindow>>,
 }
 
@@ -35,8 +37,7 @@ fn day_number(ms: i64) -> i64 {
     ms.div_euclid(86_400_000)
 }
 
-fn secs_to_midnight() -> u64 {
-    let now = Utc::now();
+fn secs_to_midnight(now: DateTime<Utc>) -> u64 {
     let next = now
         .date_naive()
         .succ_opt()
@@ -48,20 +49,29 @@ fn secs_to_midnight() -> u64 {
 }
 
 impl Limiter {
-    /// A limiter; token counts are seeded from the store's usage of the day.
-    pub fn new(store: Store) -> Limiter {
+    /// A limiter; token counts are seeded from the store's usage of the day. Days are
+    /// UTC days of `clock`.
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Limiter {
         Limiter {
             store,
+            clock,
             keys: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Admits one request of `key` or says why not.
-    pub async fn admit(&self, key: &ApiKey) -> Result<Result<(), Refusal>, StoreError> {
+    /// Admits one request of `key` that may produce up to `ceiling` completion tokens
+    /// (`n × max_tokens`, 0 when unknown) or says why not: the day's token limit must
+    /// leave room for the ceiling.
+    pub async fn admit(
+        &self,
+        key: &ApiKey,
+        ceiling: i64,
+    ) -> Result<Result<(), Refusal>, StoreError> {
         if key.limits.tokens_per_day.is_none() && key.limits.requests_per_minute.is_none() {
             return Ok(Ok(()));
         }
-        let today = day_number(Utc::now().timestamp_millis());
+        let now = self.clock.now();
+        let today = day_number(now.timestamp_millis());
         if key.limits.tokens_per_day.is_some() {
             let need_seed = self
                 .keys
@@ -83,11 +93,11 @@ impl Limiter {
             return Ok(Ok(()));
         };
         let w = keys.entry(key.id.clone()).or_default();
+        let used = if w.day == today { w.tokens } else { 0 };
         if let Some(limit) = key.limits.tokens_per_day
-            && w.day == today
-            && w.tokens >= limit
+            && (used >= limit || used.saturating_add(ceiling.max(0)) > limit)
         {
-            return Ok(Err(Refusal::Tokens(secs_to_midnight())));
+            return Ok(Err(Refusal::Tokens(secs_to_midnight(now))));
         }
         if let Some(rpm) = key.limits.requests_per_minute {
             let now = Instant::now();
@@ -114,7 +124,7 @@ impl Limiter {
 
     /// Counts tokens a key used (called when a response ends).
     pub fn add_tokens(&self, key_id: &str, tokens: i64) {
-        let today = day_number(Utc::now().timestamp_millis());
+        let today = day_number(self.clock.now().timestamp_millis());
         if let Ok(mut keys) = self.keys.lock()
             && let Some(w) = keys.get_mut(key_id)
         {
@@ -125,11 +135,4 @@ impl Limiter {
             w.tokens += tokens;
         }
     }
-}
-
-/// The current UTC day's first millisecond (for usage queries).
-pub fn today_start_ms() -> i64 {
-    let now = Utc::now();
-    let _ = now.day();
-    day_number(now.timestamp_millis()) * 86_400_000
 }

@@ -19,10 +19,10 @@ use dayshift_config::protocol::{ManifestFile, ModelManifest};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::auth::bearer;
 use super::errors::ApiError;
-use super::gateway::bearer;
 use super::state::SharedState;
-use crate::store::{NodeStore, hash_secret};
+use crate::store::hash_secret;
 
 /// A model folder's files: (path relative to the model, size, modification time).
 pub type DirStamp = Vec<(String, u64, Option<SystemTime>)>;
@@ -66,7 +66,7 @@ async fn authorize(state: &SharedState, headers: &HeaderMap, model: &str) -> Res
             ))
         };
     }
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = state.clock.now().timestamp_millis();
     for n in state.store.list_nodes(false).await? {
         if n.join_token_hash.as_deref() == Some(hash.as_str()) {
             let fresh =

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod errors;
 pub mod gateway;
 pub mod in_flight_sync;

@@ -9,15 +9,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dayshift_config::protocol::{
     GoodbyeRequest, HeartbeatAction, HeartbeatRequest, HeartbeatResponse, NodeState as WireState,
-    PROTOCOL_VERSION, RegisterRequest, RegisterResponse, Secret,
+    PROTOCOL_VERSION, RegisterRequest, RegisterResponse, Secret, StartFailure,
 };
 
+use super::auth::bearer;
 use super::errors::ApiError;
-use super::gateway::bearer;
 use super::registry::NodeHandle;
 use super::state::{NodeNotice, SharedState};
 use super::upstream::node_client;
-use crate::store::{NodeRecord, NodeState, NodeStore, hash_secret, random_hex};
+use crate::store::{NodeRow, NodeState, hash_secret, random_hex};
 
 fn refuse(state: &SharedState, reason: &'static str, message: String) -> ApiError {
     state.metrics.registration_refused(reason);
@@ -29,7 +29,7 @@ fn refuse(state: &SharedState, reason: &'static str, message: String) -> ApiErro
 fn check_registration(
     state: &SharedState,
     req: &RegisterRequest,
-    node: Option<&NodeRecord>,
+    node: Option<&NodeRow>,
 ) -> Result<(), ApiError> {
     let Some(node) = node else {
         return Err(refuse(
@@ -57,7 +57,7 @@ fn check_registration(
         ));
     }
     if node.registered_at.is_none() {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = state.clock.now().timestamp_millis();
         if node.join_token_expires_at.is_some_and(|exp| now > exp) {
             return Err(refuse(
                 state,
@@ -210,7 +210,7 @@ pub async fn heartbeat(
     if req.state == WireState::Draining {
         node.set_draining();
     }
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = state.clock.now().timestamp_millis();
     let store = state.store.clone();
     let id = node.id.clone();
     let in_flight = node.in_flight();
@@ -257,6 +257,94 @@ pub async fn goodbye(
         reason: req.reason,
     });
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The event text of a node that reported a start failure; the scheduler recognises
+/// such failures by this prefix (see `dayshift_scheduler::START_FAILED`).
+fn start_failed_detail(req: &StartFailure) -> String {
+    format!(
+        "{} ({}): {}",
+        dayshift_scheduler::START_FAILED,
+        req.kind.as_str(),
+        req.reason.chars().take(2000).collect::<String>()
+    )
+}
+
+/// `POST /internal/nodes/fail`: a node that cannot start says why, with its join token
+/// (it never registered). The node becomes `failed` with the reason in its event and
+/// error; the scheduler deletes its server and replaces it, or stops the pool when the
+/// replacement fails the same way.
+pub async fn start_failed(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    match start_failed_inner(&state, &headers, &body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn start_failed_inner(
+    state: &SharedState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let req: StartFailure = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("bad start failure body: {e}")))?;
+    let token = bearer(headers)
+        .ok_or_else(|| ApiError::unauthorized("missing join token").with_code("bad_join_token"))?;
+    let node = state.store.get_node(&req.node_id).await?;
+    let Some(node) = node else {
+        return Err(refuse(
+            state,
+            "unknown_node",
+            format!("no node `{}` is expected", req.node_id),
+        ));
+    };
+    let token_ok = node
+        .join_token_hash
+        .as_deref()
+        .is_some_and(|h| constant_eq(h, &hash_secret(token)));
+    if !token_ok {
+        return Err(refuse(
+            state,
+            "bad_join_token",
+            format!("the join token is not valid for node `{}`", node.id),
+        ));
+    }
+    let detail = start_failed_detail(&req);
+    let on_its_way = [
+        NodeState::Planned,
+        NodeState::Creating,
+        NodeState::Booting,
+        NodeState::Provisioning,
+        NodeState::Loading,
+    ];
+    let moved = state
+        .store
+        .transition(&node.id, &on_its_way, NodeState::Failed, &detail)
+        .await?;
+    if !moved {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            format!(
+                "node `{}` is {}: a start failure is taken only from a node on its way",
+                node.id, node.state
+            ),
+        )
+        .with_code("node_not_starting"));
+    }
+    state.store.set_error(&node.id, &detail).await?;
+    state.registry.remove_node(&node.id);
+    tracing::error!(node = %node.id, pool = %node.pool, kind = req.kind.as_str(), "node could not start: {}", req.reason);
+    let _ = state.notices.send(NodeNotice::StartFailed {
+        node_id: node.id.clone(),
+        pool: node.pool.clone(),
+        reason: req.reason,
+    });
+    Ok(())
 }
 
 /// Watches heartbeats: a node silent for longer than the allowed time leaves routing

@@ -164,7 +164,8 @@ pub async fn serve(config: Config) -> Result<()> {
         tls::self_signed(&state_dir, &tls_cfg.domains)?;
     }
     let built = build(config, Arc::new(SystemClock), Tuning::default()).await?;
-    let control = crate::control::start_for_serve(built.state.clone()).await?;
+    let control =
+        crate::control::start_for_serve(super::state::control_context(&built.state)).await?;
     let app = built.router.clone();
     let handle = axum_server::Handle::new();
     {
@@ -216,7 +217,7 @@ pub async fn serve(config: Config) -> Result<()> {
         }
     };
     if let Some(c) = control {
-        c.shutdown(&built.state).await;
+        c.shutdown().await;
     }
     built.shutdown().await;
     result.with_context(|| format!("serving on {addr}"))?;

@@ -15,35 +15,10 @@ use super::limits::Limiter;
 use super::metrics::Metrics;
 use super::registry::{PoolRuntime, Registry};
 use super::usage_writer::UsageSender;
-use crate::store::{NewNode, NodeState, NodeStore, Store, hash_secret};
+use crate::control::{ControlContext, Routing};
+use crate::store::{NewNode, NodeState, Store, hash_secret};
 
-/// Something that happened to a node, for the scheduler (wakes its reconcile loop).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeNotice {
-    /// The node registered (or re-registered) and is routable.
-    Registered {
-        /// Node id.
-        node_id: String,
-        /// Pool.
-        pool: String,
-    },
-    /// No heartbeat for longer than the allowed silence: taken out of routing.
-    HeartbeatLost {
-        /// Node id.
-        node_id: String,
-        /// Pool.
-        pool: String,
-    },
-    /// The node said goodbye.
-    Goodbye {
-        /// Node id.
-        node_id: String,
-        /// Pool.
-        pool: String,
-        /// Its reason.
-        reason: String,
-    },
-}
+pub use crate::control::NodeNotice;
 
 /// What the scheduler last did, for the status page and metrics.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -56,6 +31,8 @@ pub struct ControlStatus {
     pub last_tick: Option<DateTime<Utc>>,
     /// Pools the budget kept from starting a node at the last tick, with the reason.
     pub budget_blocked: Vec<String>,
+    /// Pools stopped at the last tick because their nodes could not start, with the reason.
+    pub pools_stopped: Vec<String>,
     /// Errors of the last tick.
     pub last_errors: Vec<String>,
     /// Errors since start.
@@ -96,8 +73,8 @@ impl Default for Tuning {
 
 /// Everything a request handler needs. Cheap to clone (`Arc`).
 pub struct AppState {
-    /// The validated config.
-    pub config: Config,
+    /// The validated config (shared with the scheduler).
+    pub config: Arc<Config>,
     /// The schedule, if the config names one.
     pub schedule: std::sync::RwLock<Option<Schedule>>,
     /// The store.
@@ -154,12 +131,12 @@ impl AppState {
         let models_dir = config.state_dir.join("models");
         AppState {
             keys: KeyCache::new(store.clone(), tuning.key_cache_ttl),
-            limiter: Limiter::new(store.clone()),
+            limiter: Limiter::new(store.clone(), clock.clone()),
             registry: Registry::new(pools),
             metrics: Metrics::default(),
             admin_token_hash: hash_secret(admin_token.expose()),
             schedule: std::sync::RwLock::new(schedule),
-            config,
+            config: Arc::new(config),
             store,
             clock,
             tuning,
@@ -195,7 +172,8 @@ impl AppState {
         pool: &str,
     ) -> Result<Secret, crate::store::StoreError> {
         let token = Secret::new(format!("dsj-{}", crate::store::random_hex(24)));
-        let expires = Utc::now().timestamp_millis() + self.tuning.join_token_ttl.as_millis() as i64;
+        let expires =
+            self.clock.now().timestamp_millis() + self.tuning.join_token_ttl.as_millis() as i64;
         self.store
             .insert_node(&NewNode {
                 id: node_id.to_string(),
@@ -232,7 +210,8 @@ impl AppState {
             c.ticks += 1;
             c.last_tick = Some(self.clock.now());
             c.budget_blocked = report.budget_blocked.clone();
-            c.last_errors = report.errors.clone();
+            c.pools_stopped = report.pools_stopped.clone();
+            c.last_errors = report.errors.iter().map(ToString::to_string).collect();
             c.errors_total += report.errors.len() as u64;
             c.orphans_deleted_total += report.orphans_deleted.len() as u64;
         }
@@ -270,3 +249,54 @@ impl AppState {
 
 /// The state as handlers receive it.
 pub type SharedState = Arc<AppState>;
+
+/// The scheduler's context over this state: it reaches routing only through
+/// [`Routing`].
+pub fn control_context(state: &SharedState) -> ControlContext {
+    ControlContext {
+        config: state.config.clone(),
+        store: state.store.clone(),
+        clock: state.clock.clone(),
+        join_token_ttl: state.tuning.join_token_ttl,
+        routing: state.clone(),
+    }
+}
+
+impl Routing for AppState {
+    fn in_flight(&self, node_id: &str) -> u32 {
+        self.registry
+            .node(node_id)
+            .map(|h| h.in_flight())
+            .unwrap_or(0)
+    }
+
+    fn set_draining(&self, node_id: &str) {
+        if let Some(h) = self.registry.node(node_id) {
+            h.set_draining();
+        }
+    }
+
+    fn remove_node(&self, node_id: &str) {
+        self.forget_node(node_id);
+    }
+
+    fn set_nodes_on_the_way(&self, pool: &str, count: u32) {
+        AppState::set_nodes_on_the_way(self, pool, count);
+    }
+
+    fn set_schedule(&self, schedule: Schedule) {
+        AppState::set_schedule(self, Some(schedule));
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<NodeNotice> {
+        AppState::subscribe(self)
+    }
+
+    fn set_leader(&self, leader: bool) {
+        AppState::set_leader(self, leader);
+    }
+
+    fn record_tick(&self, report: &dayshift_scheduler::TickReport) {
+        AppState::record_tick(self, report);
+    }
+}

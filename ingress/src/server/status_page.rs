@@ -13,7 +13,7 @@ use dayshift_config::schedule::describe;
 
 use super::metrics::Gauges;
 use super::state::SharedState;
-use crate::store::{NodeState, NodeStore};
+use crate::store::NodeState;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -22,27 +22,23 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Month-to-date cost of the ledger's intervals (hourly price × started hours,
-/// capped at the monthly price when the provider caps).
+/// Month-to-date cost (the calendar month in UTC) of the ledger's intervals, costed by
+/// [`crate::costing`].
 async fn month_to_date(state: &SharedState) -> Option<Decimal> {
     let now = state.clock.now();
     let start = Utc
         .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
         .single()?;
-    let (from, to) = (start.timestamp_millis(), now.timestamp_millis());
-    let intervals = state.store.intervals(from, to).await.ok()?;
-    let rule = state.config.provider.billing;
-    let mut total = Decimal::ZERO;
-    for i in intervals {
-        let s = i.started_at.max(from);
-        let e = i.ended_at.unwrap_or(to).min(to);
-        let price = dayshift_config::billing::Price {
-            hourly: i.hourly_price.parse().ok()?,
-            monthly: i.monthly_price.as_deref().and_then(|m| m.parse().ok()),
-        };
-        total += rule.charge((e - s) / 1000, &price).cost;
-    }
-    Some(dayshift_config::billing::to_cents(total))
+    let rows = state
+        .store
+        .intervals(start.timestamp_millis(), now.timestamp_millis())
+        .await
+        .ok()?;
+    let (costs, _, _) =
+        crate::costing::cost_intervals(&rows, &state.config, start, now, now).ok()?;
+    Some(dayshift_config::billing::to_cents(
+        costs.iter().map(|c| c.cost).sum(),
+    ))
 }
 
 /// `GET /`.
@@ -138,6 +134,13 @@ pub async fn page(State(state): State<SharedState>) -> Html<String> {
     if !control.budget_blocked.is_empty() {
         h.push_str("<p><strong>Budget stop:</strong></p><ul>");
         for b in &control.budget_blocked {
+            let _ = write!(h, "<li>{}</li>", esc(b));
+        }
+        h.push_str("</ul>");
+    }
+    if !control.pools_stopped.is_empty() {
+        h.push_str("<p><strong>Pools stopped (nodes could not start):</strong></p><ul>");
+        for b in &control.pools_stopped {
             let _ = write!(h, "<li>{}</li>", esc(b));
         }
         h.push_str("</ul>");

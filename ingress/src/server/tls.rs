@@ -1,7 +1,7 @@
 //! The ingress's certificate: ACME (TLS-ALPN-01, certificates cached in the state
 //! directory and renewed by rustls-acme before expiry), self-signed, or none.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -17,11 +17,7 @@ pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Paths of the self-signed certificate and key in the state directory.
-pub fn self_signed_paths(state_dir: &Path) -> (PathBuf, PathBuf) {
-    let dir = state_dir.join("tls");
-    (dir.join("self-signed.crt"), dir.join("self-signed.key"))
-}
+pub use crate::state_files::self_signed_paths;
 
 /// Loads the self-signed certificate from the state directory, making it on first use
 /// (for `localhost`, `127.0.0.1` and the configured domains). Returns PEM (cert, key).

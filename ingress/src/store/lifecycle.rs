@@ -6,36 +6,43 @@ use sqlx::Row;
 
 use super::ledger::NewInterval;
 use super::nodes::insert_event;
-use super::types::NodeState;
+use super::types::{NodeRecord, NodeState};
 use super::{Result, Store, StoreError};
 
-/// The fields the scheduler owns on a node row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LifecycleUpdate {
-    /// Node id.
-    pub id: String,
-    /// New state.
-    pub state: NodeState,
-    /// Provider's server id.
-    pub provider_id: Option<String>,
-    /// Server type.
-    pub server_type: Option<String>,
-    /// Location.
-    pub location: Option<String>,
-    /// Address of the server.
-    pub address: Option<String>,
-    /// When the server was created (unix ms).
-    pub server_created_at: Option<i64>,
-    /// When draining began (unix ms).
-    pub drain_started_at: Option<i64>,
-    /// When the server was deleted (unix ms).
-    pub deleted_at: Option<i64>,
-    /// Failed create attempts.
-    pub attempts: i64,
-    /// Next create attempt not before (unix ms).
-    pub retry_at: Option<i64>,
-    /// Last error.
-    pub error: Option<String>,
+/// The fields the scheduler owns on a node row, as stored (unix ms).
+struct LifecycleUpdate {
+    id: String,
+    state: NodeState,
+    provider_id: Option<String>,
+    server_type: Option<String>,
+    location: Option<String>,
+    address: Option<String>,
+    server_created_at: Option<i64>,
+    drain_started_at: Option<i64>,
+    deleted_at: Option<i64>,
+    attempts: i64,
+    retry_at: Option<i64>,
+    error: Option<String>,
+}
+
+impl From<&NodeRecord> for LifecycleUpdate {
+    fn from(n: &NodeRecord) -> Self {
+        let ms = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_millis());
+        LifecycleUpdate {
+            id: n.id.clone(),
+            state: n.state,
+            provider_id: n.server_id.clone(),
+            server_type: n.server_type.clone(),
+            location: n.location.clone(),
+            address: n.address.clone(),
+            server_created_at: ms(n.server_created_at),
+            drain_started_at: ms(n.drain_started_at),
+            deleted_at: ms(n.deleted_at),
+            attempts: i64::from(n.attempts),
+            retry_at: ms(n.retry_at),
+            error: n.last_error.clone(),
+        }
+    }
 }
 
 /// What [`Store::update_lifecycle`] did.
@@ -52,17 +59,20 @@ pub enum LifecycleWrite {
 
 impl Store {
     /// Writes the scheduler's fields of a node if its stored state is still `expected`,
-    /// with an event when the state changes. In the same transaction: opens the node's
-    /// billing interval (`interval`, at `server_created_at`) when the server is recorded
-    /// for the first time, and closes its open intervals when `deleted_at` is first set.
+    /// with an event when the state changes (only along a transition the lifecycle
+    /// allows: else [`StoreError::IllegalTransition`] and nothing is written). In the
+    /// same transaction: opens the node's billing interval (`interval`, at
+    /// `server_created_at`) when the server is recorded for the first time, and closes its
+    /// open intervals when `deleted_at` is first set.
     pub async fn update_lifecycle(
         &self,
-        u: &LifecycleUpdate,
+        node: &NodeRecord,
         expected: NodeState,
         at: i64,
         message: &str,
         interval: Option<&NewInterval>,
     ) -> Result<LifecycleWrite> {
+        let u = &LifecycleUpdate::from(node);
         let mut tx = self.begin_write().await?;
         let row =
             sqlx::query("SELECT state, server_created_at, deleted_at FROM nodes WHERE id = $1")
@@ -77,6 +87,13 @@ impl Store {
         let had_server: Option<i64> = row.try_get("server_created_at")?;
         let had_deleted: Option<i64> = row.try_get("deleted_at")?;
         let outcome = if current == expected {
+            if expected != u.state && !expected.can_go_to(u.state) {
+                return Err(StoreError::IllegalTransition {
+                    node: u.id.clone(),
+                    from: expected,
+                    to: u.state,
+                });
+            }
             sqlx::query(
                 "UPDATE nodes SET state = $1, provider_id = $2, server_type = $3, location = $4, \
                  address = $5, server_created_at = $6, drain_started_at = $7, deleted_at = $8, \

@@ -2,8 +2,10 @@
 //! URL), reached through sqlx's `Any` driver so every query is the same text on both.
 //! Migrations are embedded (`sqlx::migrate!`), one folder per backend.
 //!
-//! Times are unix milliseconds; money is decimal text. The scheduler reaches nodes,
-//! events and ledger intervals through the narrow [`NodeStore`] trait.
+//! Times are unix milliseconds; money is decimal text. Rows are converted to the
+//! scheduler's types ([`NodeRecord`], [`NodeEvent`]) here; the scheduler reaches the
+//! store only through its own `NodeStore` trait, implemented by the adapter in
+//! `control/node_store.rs`.
 
 #![warn(missing_docs)]
 
@@ -17,9 +19,8 @@ mod usage;
 
 pub use keys::{ApiKey, KeyLimits, NewKey, hash_secret, random_hex};
 pub use ledger::{LedgerInterval, NewInterval};
-pub use lifecycle::{LifecycleUpdate, LifecycleWrite};
-pub use nodes::NodeStore;
-pub use types::{NewNode, NodeEvent, NodeRecord, NodeState};
+pub use lifecycle::LifecycleWrite;
+pub use types::{NewNode, NodeEvent, NodeRecord, NodeRow, NodeState};
 pub use usage::{KeyUsage, UsageRow};
 
 use sqlx::any::AnyPoolOptions;
@@ -53,6 +54,17 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("bad stored value: {0}")]
     Corrupt(String),
+    /// A write would move a node along a transition the lifecycle does not allow;
+    /// nothing was written.
+    #[error("node {node} cannot go from {from} to {to}; nothing was written")]
+    IllegalTransition {
+        /// Node id.
+        node: String,
+        /// Its stored state.
+        from: NodeState,
+        /// The state asked for.
+        to: NodeState,
+    },
     /// Creating the state directory failed.
     #[error("cannot create {path}: {err}")]
     Io {
@@ -61,6 +73,19 @@ pub enum StoreError {
         /// The error.
         err: std::io::Error,
     },
+}
+
+impl From<StoreError> for dayshift_scheduler::StoreError {
+    fn from(e: StoreError) -> Self {
+        use dayshift_scheduler::StoreError as S;
+        match e {
+            StoreError::IllegalTransition { node, from, to } => {
+                S::IllegalTransition { node, from, to }
+            }
+            StoreError::Corrupt(what) => S::Corrupt(what),
+            other => S::unavailable(other),
+        }
+    }
 }
 
 /// Shorthand for store results.

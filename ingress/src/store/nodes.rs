@@ -1,72 +1,25 @@
-//! Nodes and their events: the part of the store the scheduler uses, behind [`NodeStore`].
+//! Node rows and their events: inserts, reads, registration, heartbeats. Every state
+//! change writes an event row in the same transaction, and only along a transition the
+//! lifecycle allows ([`NodeState::can_go_to`]). The scheduler's writes are in
+//! `lifecycle.rs`; it reaches both through the adapter in `control/node_store.rs`.
 
-use async_trait::async_trait;
+use chrono::DateTime;
+use dayshift_scheduler::NodeEvent;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::ledger::{LedgerInterval, NewInterval};
-use super::types::{NewNode, NodeEvent, NodeRecord, NodeState};
+use super::types::{NewNode, NodeRow, NodeState};
 use super::{Result, Store, StoreError, now_ms};
-
-/// The narrow store interface of the node lifecycle (scheduler) and the node API.
-/// Every state change writes an event row in the same transaction.
-#[async_trait]
-pub trait NodeStore: Send + Sync {
-    /// Inserts a node row and its first event.
-    async fn insert_node(&self, node: &NewNode) -> Result<()>;
-    /// One node by id.
-    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>>;
-    /// Every node; with `include_final = false` only those not `deleted`/`failed`.
-    async fn list_nodes(&self, include_final: bool) -> Result<Vec<NodeRecord>>;
-    /// Moves a node to `to` if its state is one of `from` (any state when `from` is
-    /// empty), writing an event; `false` when the node is missing or in another state.
-    async fn transition(
-        &self,
-        id: &str,
-        from: &[NodeState],
-        to: NodeState,
-        detail: &str,
-    ) -> Result<bool>;
-    /// Records the provider's server for a node.
-    async fn set_provider_info(
-        &self,
-        id: &str,
-        provider_id: &str,
-        server_type: &str,
-        location: Option<&str>,
-    ) -> Result<()>;
-    /// Replaces a node's join token (hash) and its expiry.
-    async fn set_join_token(&self, id: &str, token_hash: &str, expires_at: i64) -> Result<()>;
-    /// Records a registration: API URL and pinned certificate; a node on its way becomes
-    /// `ready`, a draining one stays draining.
-    async fn record_registration(
-        &self,
-        id: &str,
-        api_url: &str,
-        tls_cert_sha256: Option<&str>,
-    ) -> Result<()>;
-    /// Records a heartbeat time and the requests the gateway has in flight on the node.
-    async fn record_heartbeat(&self, id: &str, at: i64, in_flight: u32) -> Result<()>;
-    /// Sets the error text of a node (kept with `failed`).
-    async fn set_error(&self, id: &str, error: &str) -> Result<()>;
-    /// A node's events, oldest first.
-    async fn node_events(&self, id: &str) -> Result<Vec<NodeEvent>>;
-    /// Opens a billing interval; returns its id.
-    async fn open_interval(&self, interval: &NewInterval) -> Result<i64>;
-    /// Closes a node's open intervals at `at` (unix ms).
-    async fn close_intervals(&self, node_id: &str, at: i64) -> Result<()>;
-    /// Intervals overlapping `[from, to)` (unix ms), open ones included.
-    async fn intervals(&self, from: i64, to: i64) -> Result<Vec<LedgerInterval>>;
-}
 
 const NODE_COLS: &str = "id, pool, state, provider_id, server_type, location, api_url, \
     tls_cert_sha256, join_token_hash, join_token_expires_at, registered_at, \
     last_heartbeat_at, error, address, server_created_at, drain_started_at, deleted_at, \
     attempts, retry_at, in_flight, host_key, created_at, updated_at";
 
-fn node_from_row(r: &AnyRow) -> Result<NodeRecord> {
+fn node_from_row(r: &AnyRow) -> Result<NodeRow> {
     let state: String = r.try_get("state")?;
-    Ok(NodeRecord {
+    Ok(NodeRow {
         id: r.try_get("id")?,
         pool: r.try_get("pool")?,
         state: state.parse().map_err(StoreError::Corrupt)?,
@@ -93,9 +46,9 @@ fn node_from_row(r: &AnyRow) -> Result<NodeRecord> {
     })
 }
 
-#[async_trait]
-impl NodeStore for Store {
-    async fn insert_node(&self, node: &NewNode) -> Result<()> {
+impl Store {
+    /// Inserts a node row and its first event.
+    pub async fn insert_node(&self, node: &NewNode) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -115,7 +68,8 @@ impl NodeStore for Store {
         Ok(())
     }
 
-    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>> {
+    /// One node by id.
+    pub async fn get_node(&self, id: &str) -> Result<Option<NodeRow>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {NODE_COLS} FROM nodes WHERE id = $1"
         )))
@@ -125,7 +79,8 @@ impl NodeStore for Store {
         row.as_ref().map(node_from_row).transpose()
     }
 
-    async fn list_nodes(&self, include_final: bool) -> Result<Vec<NodeRecord>> {
+    /// Every node; with `include_final = false` only those not `deleted`/`failed`.
+    pub async fn list_nodes(&self, include_final: bool) -> Result<Vec<NodeRow>> {
         let sql = if include_final {
             format!("SELECT {NODE_COLS} FROM nodes ORDER BY created_at, id")
         } else {
@@ -140,7 +95,10 @@ impl NodeStore for Store {
         rows.iter().map(node_from_row).collect()
     }
 
-    async fn transition(
+    /// Moves a node to `to` if its state is one of `from` (any state when `from` is
+    /// empty), writing an event; `false` when the node is missing or in another state.
+    /// A move the lifecycle does not allow is refused ([`StoreError::IllegalTransition`]).
+    pub async fn transition(
         &self,
         id: &str,
         from: &[NodeState],
@@ -161,6 +119,13 @@ impl NodeStore for Store {
         if !from.is_empty() && !from.contains(&current) {
             return Ok(false);
         }
+        if current != to && !current.can_go_to(to) {
+            return Err(StoreError::IllegalTransition {
+                node: id.to_string(),
+                from: current,
+                to,
+            });
+        }
         let done = sqlx::query(
             "UPDATE nodes SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
         )
@@ -178,7 +143,8 @@ impl NodeStore for Store {
         Ok(true)
     }
 
-    async fn set_provider_info(
+    /// Records the provider's server for a node.
+    pub async fn set_provider_info(
         &self,
         id: &str,
         provider_id: &str,
@@ -199,7 +165,8 @@ impl NodeStore for Store {
         Ok(())
     }
 
-    async fn set_join_token(&self, id: &str, token_hash: &str, expires_at: i64) -> Result<()> {
+    /// Replaces a node's join token (hash) and its expiry.
+    pub async fn set_join_token(&self, id: &str, token_hash: &str, expires_at: i64) -> Result<()> {
         sqlx::query(
             "UPDATE nodes SET join_token_hash = $1, join_token_expires_at = $2, updated_at = $3 \
              WHERE id = $4",
@@ -213,7 +180,11 @@ impl NodeStore for Store {
         Ok(())
     }
 
-    async fn record_registration(
+    /// Records a registration: API URL and pinned certificate; a node on its way becomes
+    /// `ready` (from any step before it: the `local` provider starts a node at once, so it
+    /// may register before the scheduler recorded its server), a draining one stays
+    /// draining.
+    pub async fn record_registration(
         &self,
         id: &str,
         api_url: &str,
@@ -258,7 +229,8 @@ impl NodeStore for Store {
         Ok(())
     }
 
-    async fn record_heartbeat(&self, id: &str, at: i64, in_flight: u32) -> Result<()> {
+    /// Records a heartbeat time and the requests the gateway has in flight on the node.
+    pub async fn record_heartbeat(&self, id: &str, at: i64, in_flight: u32) -> Result<()> {
         sqlx::query("UPDATE nodes SET last_heartbeat_at = $1, in_flight = $2 WHERE id = $3")
             .bind(at)
             .bind(i64::from(in_flight))
@@ -268,7 +240,8 @@ impl NodeStore for Store {
         Ok(())
     }
 
-    async fn set_error(&self, id: &str, error: &str) -> Result<()> {
+    /// Sets the error text of a node (kept with `failed`).
+    pub async fn set_error(&self, id: &str, error: &str) -> Result<()> {
         sqlx::query("UPDATE nodes SET error = $1, updated_at = $2 WHERE id = $3")
             .bind(error)
             .bind(now_ms())
@@ -278,7 +251,8 @@ impl NodeStore for Store {
         Ok(())
     }
 
-    async fn node_events(&self, id: &str) -> Result<Vec<NodeEvent>> {
+    /// A node's events, oldest first.
+    pub async fn node_events(&self, id: &str) -> Result<Vec<NodeEvent>> {
         let rows = sqlx::query(
             "SELECT node_id, at, from_state, to_state, detail FROM node_events \
              WHERE node_id = $1 ORDER BY id",
@@ -288,26 +262,35 @@ impl NodeStore for Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let at: i64 = r.try_get("at")?;
+                let from: Option<String> = r.try_get("from_state")?;
+                let to: String = r.try_get("to_state")?;
                 Ok(NodeEvent {
                     node_id: r.try_get("node_id")?,
-                    at: r.try_get("at")?,
-                    from_state: r.try_get("from_state")?,
-                    to_state: r.try_get("to_state")?,
-                    detail: r.try_get("detail")?,
+                    at: DateTime::from_timestamp_millis(at)
+                        .ok_or_else(|| StoreError::Corrupt(format!("event time {at}")))?,
+                    from: from
+                        .map(|f| f.parse().map_err(StoreError::Corrupt))
+                        .transpose()?,
+                    to: to.parse().map_err(StoreError::Corrupt)?,
+                    message: r.try_get("detail")?,
                 })
             })
             .collect()
     }
 
-    async fn open_interval(&self, interval: &NewInterval) -> Result<i64> {
+    /// Opens a billing interval; returns its id.
+    pub async fn open_interval(&self, interval: &NewInterval) -> Result<i64> {
         super::ledger::open(self, interval).await
     }
 
-    async fn close_intervals(&self, node_id: &str, at: i64) -> Result<()> {
+    /// Closes a node's open intervals at `at` (unix ms).
+    pub async fn close_intervals(&self, node_id: &str, at: i64) -> Result<()> {
         super::ledger::close(self, node_id, at).await
     }
 
-    async fn intervals(&self, from: i64, to: i64) -> Result<Vec<LedgerInterval>> {
+    /// Intervals overlapping `[from, to)` (unix ms), open ones included.
+    pub async fn intervals(&self, from: i64, to: i64) -> Result<Vec<LedgerInterval>> {
         super::ledger::list(self, from, to).await
     }
 }

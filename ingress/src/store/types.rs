@@ -1,7 +1,10 @@
 //! Row types of the node tables and the node lifecycle states.
 
-/// The node lifecycle: one definition, the scheduler's (states, transitions, names).
-pub use dayshift_scheduler::NodeState;
+use chrono::{DateTime, Utc};
+
+/// The node lifecycle: one definition, the scheduler's (states, transitions, names), and
+/// its record and event types.
+pub use dayshift_scheduler::{NodeEvent, NodeRecord, NodeState};
 
 /// A node to insert (state `planned` unless told otherwise).
 #[derive(Debug, Clone)]
@@ -18,9 +21,11 @@ pub struct NewNode {
     pub join_token_expires_at: Option<i64>,
 }
 
-/// A node row.
+/// A node row as the ingress stores it: the scheduler's lifecycle fields (see
+/// [`NodeRow::lifecycle`]) plus what the node API owns (registration, pinned
+/// certificate, join token, heartbeats).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct NodeRecord {
+pub struct NodeRow {
     /// Node id.
     pub id: String,
     /// Pool.
@@ -70,17 +75,33 @@ pub struct NodeRecord {
     pub updated_at: i64,
 }
 
-/// One row of a node's history.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct NodeEvent {
-    /// Node id.
-    pub node_id: String,
-    /// When (unix ms).
-    pub at: i64,
-    /// State before (`None` for the insert).
-    pub from_state: Option<String>,
-    /// State after.
-    pub to_state: String,
-    /// Free text.
-    pub detail: String,
+impl NodeRow {
+    /// The scheduler's view of this row; `in_flight` is the gateway's live count (the
+    /// stored one is the last heartbeat's, and the scheduler drains by the live one).
+    pub fn lifecycle(&self, in_flight: u32) -> NodeRecord {
+        NodeRecord {
+            id: self.id.clone(),
+            pool: self.pool.clone(),
+            state: self.state,
+            planned_at: from_ms(self.created_at).unwrap_or_default(),
+            server_id: self.provider_id.clone(),
+            address: self.address.clone(),
+            server_type: self.server_type.clone(),
+            location: self.location.clone(),
+            server_created_at: self.server_created_at.and_then(from_ms),
+            ready_at: self.registered_at.and_then(from_ms),
+            drain_started_at: self.drain_started_at.and_then(from_ms),
+            deleted_at: self.deleted_at.and_then(from_ms),
+            in_flight,
+            last_heartbeat: self.last_heartbeat_at.and_then(from_ms),
+            attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
+            retry_at: self.retry_at.and_then(from_ms),
+            last_error: self.error.clone(),
+        }
+    }
+}
+
+/// A stored unix-milliseconds time as an instant.
+pub(super) fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
 }

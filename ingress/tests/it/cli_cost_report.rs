@@ -46,17 +46,57 @@
 //! # `dayshift status --at 2025-11-03T10:00:00+01:00` (Monday, 09:00Z)
 //!
 //! Schedule: chat Mon–Fri 08:00–18:00 Berlin (07:00Z–17:00Z), 1 node. Wanted now: chat 1,
-//! open until 17:00Z, next window Tue 11-04 07:00Z–17:00Z. Spent so far (costed up to
-//! 09:00Z): e2 1.00; c1 06:55→09:00 = 2h05m → 3 h = 3.60; e1 08:00→09:00 = 1 h = 0.50;
-//! total 5.10. Committed by the rest of the month's schedule: today 09:00Z→17:00Z = 8 h =
-//! 9.60, then 19 weekdays (4 + 5 + 5 + 5 from 11-04 to 11-28) × 10 h × 1.20 = 228.00;
-//! 237.60. Forecast 242.70; budget 500.00, left 500.00 − 5.10 = 494.90.
+//! open until 17:00Z, next window Tue 11-04 07:00Z–17:00Z. The month's money is the
+//! scheduler's budget forecast, which reads the node rows' server lives (not the ledger
+//! rows above): none of this fixture's nodes has a server yet, so spent 0.00 (the
+//! month's figures over real server lives are checked in the next section).
+//! Committed by the rest of the month's schedule: today 09:00Z→17:00Z = 8 h = 9.60, then
+//! 19 weekdays (4 + 5 + 5 + 5 from 11-04 to 11-28) × 10 h × 1.20 = 228.00; 237.60.
+//! Forecast 237.60; budget 500.00, left 500.00.
+//!
+//! # `status` and the budget stop agree (a second store, at Wed 11-12 10:00 Berlin)
+//!
+//! `dayshift status --json` shows the figures the scheduler's budget stop acts on: the
+//! same spent, committed and forecast as `Budget::forecast`, and the same over/under
+//! verdict. The nodes are written as the scheduler writes them (`update_lifecycle`,
+//! which also keeps the ledger).
+//!
+//! Berlin is on CET (UTC+1) all month: the month runs 2025-10-31T23:00Z to
+//! 2025-11-30T23:00Z, and `--at 2025-11-12T10:00:00+01:00` is 09:00Z. Hetzner bills every
+//! started hour, one server never more than its type's monthly price. The budget prices
+//! each pool at its first server type: `chat` → `gpu-l` 1.20 EUR/h (cap 600), `embed` →
+//! `gpu-s` 0.50 EUR/h (cap 300).
+//!
+//! Spent (each server's life cut to the month and, while it runs, to 09:00Z):
+//!
+//! | node | pool  | server life (UTC)                 | in the month        | started h | EUR   |
+//! |------|-------|-----------------------------------|---------------------|-----------|-------|
+//! | x    | chat  | 10-20 07:00 → 10-20 17:00         | none (October)      | 0         | 0.00  |
+//! | a    | chat  | 10-31 20:30 → 11-01 01:10         | 23:00 → 01:10 = 2h10m | 3       | 3.60  |
+//! | b    | chat  | 11-03 06:50 → 11-03 17:05         | 10h15m              | 11        | 13.20 |
+//! | c    | embed | 11-05 08:00 → 11-05 08:20         | 20 min              | 1         | 0.50  |
+//! | d    | chat  | 11-12 06:45 → running             | to 09:00 = 2h15m    | 3         | 3.60  |
+//! | p    | chat  | planned, no server yet            | —                   | 0         | 0.00  |
+//!
+//! Spent = 3.60 + 13.20 + 0.50 + 3.60 = 20.90.
+//!
+//! Committed by the rest of the month's schedule (chat Mon–Fri 08:00–18:00 Berlin =
+//! 07:00Z–17:00Z, 1 node; each day's window one server life): today 09:00Z → 17:00Z =
+//! 8 h = 9.60; then the weekdays 11-13, 11-14, 11-17…21, 11-24…28 = 12 days × 10 h ×
+//! 1.20 = 144.00. Committed = 9.60 + 144.00 = 153.60. Forecast = 20.90 + 153.60 = 174.50.
+//!
+//! With the budget of 500.00: under (174.50 ≤ 500), 500.00 − 20.90 = 479.10 left.
+//! With a budget of 170.00: over (174.50 > 170), 170.00 − 20.90 = 149.10 left.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use chrono::DateTime;
-use dayshift::store::{NewInterval, NewNode, NodeState, NodeStore, Store, UsageRow};
+use chrono::{DateTime, Utc};
+use dayshift::store::{LifecycleWrite, NewInterval, NewNode, NodeState, Store, UsageRow};
+use dayshift_config::billing::to_cents;
+use dayshift_config::{Config, Schedule};
+use dayshift_scheduler::budget::Budget;
+use rust_decimal::Decimal;
 
 fn dayshift(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dayshift"))
@@ -287,6 +327,9 @@ async fn write_nodes(store: &Store) {
         ("n-ready", NodeState::Booting),
         ("n-boot", NodeState::Creating),
         ("n-boot", NodeState::Booting),
+        // The store only moves along the lifecycle's transitions.
+        ("n-gone", NodeState::Draining),
+        ("n-gone", NodeState::Deleting),
         ("n-gone", NodeState::Deleted),
     ] {
         assert!(store.transition(id, &[], to, "test").await.unwrap());
@@ -684,11 +727,11 @@ async fn status_shows_schedule_nodes_and_money_at_an_instant() {
         j["month"],
         serde_json::json!({
             "month": "2025-11",
-            "spent": "5.10",
+            "spent": "0.00",
             "committed": "237.60",
-            "forecast": "242.70",
+            "forecast": "237.60",
             "budget": "500.00",
-            "budget_left": "494.90",
+            "budget_left": "500.00",
             "over_budget": false,
         })
     );
@@ -717,8 +760,8 @@ async fn status_shows_schedule_nodes_and_money_at_an_instant() {
     );
     assert!(
         table.contains(
-            "Month 2025-11 to date: 5.10 EUR spent; the rest of the schedule commits 237.60 EUR \
-             (forecast 242.70 EUR); budget 500.00 EUR, 494.90 EUR left"
+            "Month 2025-11 to date: 0.00 EUR spent; the rest of the schedule commits 237.60 EUR \
+             (forecast 237.60 EUR); budget 500.00 EUR, 500.00 EUR left"
         ),
         "{table}"
     );
@@ -749,4 +792,211 @@ fn read_only_commands_never_create_a_store() {
     let out = dayshift(&["cost", "--config", c, "--month", "2025-13"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--month"));
+}
+
+// ---- `status` and the budget stop agree (see the module comment) ----
+
+const BUDGET_AT: &str = "2025-11-12T10:00:00+01:00";
+
+/// One node: id, pool, server type, server created, server deleted (None: running;
+/// a created of None: planned, no server yet).
+type Life = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+const BUDGET_LIVES: &[Life] = &[
+    (
+        "x",
+        "chat",
+        "gpu-l",
+        Some("2025-10-20T07:00:00Z"),
+        Some("2025-10-20T17:00:00Z"),
+    ),
+    (
+        "a",
+        "chat",
+        "gpu-l",
+        Some("2025-10-31T20:30:00Z"),
+        Some("2025-11-01T01:10:00Z"),
+    ),
+    (
+        "b",
+        "chat",
+        "gpu-l",
+        Some("2025-11-03T06:50:00Z"),
+        Some("2025-11-03T17:05:00Z"),
+    ),
+    (
+        "c",
+        "embed",
+        "gpu-s",
+        Some("2025-11-05T08:00:00Z"),
+        Some("2025-11-05T08:20:00Z"),
+    ),
+    ("d", "chat", "gpu-l", Some("2025-11-12T06:45:00Z"), None),
+    ("p", "chat", "gpu-l", None, None),
+];
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// Writes each node as the scheduler does: planned, then its server recorded (which opens
+/// its billing interval), then deleted (which closes it).
+async fn write_server_lives(store: &Store) {
+    for &(id, pool, server_type, created, deleted) in BUDGET_LIVES {
+        let planned = created.map(ms).unwrap_or(ms("2025-11-12T08:59:00Z")) - 60_000;
+        store
+            .insert_planned(id, pool, planned, "test: planned")
+            .await
+            .unwrap();
+        let Some(created) = created else { continue };
+        let (hourly, monthly) = if pool == "chat" {
+            ("1.20", "600")
+        } else {
+            ("0.50", "300")
+        };
+        let interval = NewInterval {
+            node_id: id.into(),
+            pool: pool.into(),
+            provider: "hetzner".into(),
+            server_type: server_type.into(),
+            location: Some("fsn1".into()),
+            started_at: ms(created),
+            hourly_price: hourly.into(),
+            monthly_price: Some(monthly.into()),
+        };
+        // Along the lifecycle's own transitions (the store refuses any other).
+        let mut n = dayshift_scheduler::NodeRecord::planned(
+            id.into(),
+            pool.into(),
+            DateTime::from_timestamp_millis(planned).unwrap(),
+        );
+        let created_at = DateTime::from_timestamp_millis(ms(created)).unwrap();
+        n.state = NodeState::Creating;
+        write(store, &n, NodeState::Planned, ms(created), None).await;
+        n.state = NodeState::Booting;
+        n.server_id = Some(format!("srv-{id}"));
+        n.server_type = Some(server_type.into());
+        n.location = Some("fsn1".into());
+        n.server_created_at = Some(created_at);
+        n.attempts = 1;
+        write(store, &n, NodeState::Creating, ms(created), Some(&interval)).await;
+        if let Some(deleted) = deleted {
+            let deleted_at = DateTime::from_timestamp_millis(ms(deleted)).unwrap();
+            n.drain_started_at = Some(deleted_at);
+            for (from, to) in [
+                (NodeState::Booting, NodeState::Draining),
+                (NodeState::Draining, NodeState::Deleting),
+                (NodeState::Deleting, NodeState::Deleted),
+            ] {
+                n.state = to;
+                if to == NodeState::Deleted {
+                    n.deleted_at = Some(deleted_at);
+                }
+                write(store, &n, from, ms(deleted), None).await;
+            }
+        }
+    }
+}
+
+async fn write(
+    store: &Store,
+    n: &dayshift_scheduler::NodeRecord,
+    from: NodeState,
+    at: i64,
+    interval: Option<&NewInterval>,
+) {
+    let written = store
+        .update_lifecycle(n, from, at, "test", interval)
+        .await
+        .unwrap();
+    assert_eq!(written, LifecycleWrite::Written);
+}
+
+/// The same nodes as the scheduler's reconcile loop sees them.
+fn scheduler_nodes() -> Vec<dayshift_scheduler::NodeRecord> {
+    BUDGET_LIVES
+        .iter()
+        .map(|&(id, pool, server_type, created, deleted)| {
+            let mut n = dayshift_scheduler::NodeRecord::planned(
+                id.into(),
+                pool.into(),
+                at("2025-10-01T00:00:00Z"),
+            );
+            n.state = match (created, deleted) {
+                (None, _) => NodeState::Planned,
+                (Some(_), None) => NodeState::Ready,
+                (Some(_), Some(_)) => NodeState::Deleted,
+            };
+            n.server_type = Some(server_type.into());
+            n.server_created_at = created.map(at);
+            n.deleted_at = deleted.map(at);
+            n
+        })
+        .collect()
+}
+
+fn cents(d: Decimal) -> String {
+    format!("{:.2}", to_cents(d))
+}
+
+#[tokio::test]
+async fn status_shows_the_figures_and_verdict_the_budget_stop_acts_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("budget.db").display());
+    let store = Store::open(&url).await.unwrap();
+    write_server_lives(&store).await;
+    store.close().await;
+
+    for (budget, over, left) in [("500.00", false, "479.10"), ("170.00", true, "149.10")] {
+        let sub = dir.path().join(budget);
+        std::fs::create_dir(&sub).unwrap();
+        let path = write_config(&sub, Some(&url));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\"500.00\"", &format!("\"{budget}\""))).unwrap();
+
+        // The scheduler's side: the budget it is built with and the nodes it reads.
+        let config = Config::load(&path).unwrap();
+        let schedule = Schedule::load(
+            &sub.join("schedule.toml"),
+            Some(config.pool_names().as_slice()),
+        )
+        .unwrap();
+        let budget_stop = Budget::from_config(&config).expect("the config sets a budget");
+        let f = budget_stop
+            .forecast(&schedule, &scheduler_nodes(), at(BUDGET_AT))
+            .expect("the month is in range");
+        assert_eq!(
+            (cents(f.spent), cents(f.committed), cents(f.total())),
+            ("20.90".into(), "153.60".into(), "174.50".into()),
+            "the hand-worked figures (see the module comment)"
+        );
+        assert_eq!(f.over(), over, "budget {budget}");
+
+        // `dayshift status --json`, as a process, over the store.
+        let c = path.to_str().unwrap();
+        let j = json_of(&dayshift(&[
+            "status", "--config", c, "--at", BUDGET_AT, "--json",
+        ]));
+        assert_eq!(
+            j["month"],
+            serde_json::json!({
+                "month": "2025-11",
+                "spent": cents(f.spent),
+                "committed": cents(f.committed),
+                "forecast": cents(f.total()),
+                "budget": budget,
+                "budget_left": left,
+                "over_budget": f.over(),
+            }),
+            "budget {budget}"
+        );
+    }
 }

@@ -1,6 +1,6 @@
-//! `examples/hetzner/`: its files pass the checks, its schedule keeps Germany's holidays
-//! (Easter-relative ones included), and the cost output pasted into its README is what
-//! the `dayshift` binary prints for them.
+//! `examples/hetzner/` and `examples/scaleway/`: their files pass the checks, the Hetzner
+//! schedule keeps Germany's holidays (Easter-relative ones included), and the cost
+//! output pasted into their READMEs is what the `dayshift` binary prints for them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,6 +26,36 @@ fn ok_stdout(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout.clone()).expect("utf-8 output")
+}
+
+#[test]
+fn scaleway_example_files_pass_the_checks_and_its_readme_the_real_estimate() {
+    ok_stdout(&dayshift(&[
+        "config",
+        "check",
+        "examples/scaleway/dayshift.toml",
+    ]));
+    ok_stdout(&dayshift(&[
+        "schedule",
+        "check",
+        "examples/scaleway/schedule.toml",
+        "--config",
+        "examples/scaleway/dayshift.toml",
+    ]));
+    let blocks = readme_blocks("examples/scaleway/README.md");
+    let estimates: Vec<&(String, String)> = blocks
+        .iter()
+        .filter(|(c, _)| c.starts_with("dayshift cost estimate"))
+        .collect();
+    assert_eq!(estimates.len(), 1, "{blocks:?}");
+    for (cmd, pasted) in estimates {
+        let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+        let real = ok_stdout(&dayshift(&args));
+        assert_eq!(
+            &real, pasted,
+            "examples/scaleway/README.md shows other output for `{cmd}`: paste the real one"
+        );
+    }
 }
 
 #[test]
@@ -75,9 +105,9 @@ fn hetzner_schedule_skips_easter_holidays() {
     assert_eq!(starts, want, "{j}");
 }
 
-/// The README's "What it costs" block, command by command.
-fn readme_blocks() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(repo().join("examples/hetzner/README.md")).unwrap();
+/// A README's `$ command` blocks with their output, command by command.
+fn readme_blocks(readme: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo().join(readme)).unwrap();
     let mut out: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
         if let Some(cmd) = line.strip_prefix("$ ") {
@@ -102,7 +132,7 @@ fn readme_blocks() -> Vec<(String, String)> {
 
 #[test]
 fn hetzner_readme_shows_the_real_cost_estimates() {
-    let blocks = readme_blocks();
+    let blocks = readme_blocks("examples/hetzner/README.md");
     let estimates: Vec<&(String, String)> = blocks
         .iter()
         .filter(|(c, _)| c.starts_with("dayshift cost estimate"))

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use chrono::{TimeZone, Utc};
-use dayshift::store::{KeyLimits, NodeStore};
+use dayshift::store::KeyLimits;
 use dayshift_config::clock::ManualClock;
 
 #[tokio::test]
@@ -486,6 +486,21 @@ async fn rate_limit_per_key_is_429_with_retry_after() {
         )
         .await
         .unwrap();
+    // n × max_tokens = 3 × 4 = 12 > 10: refused before reaching a node.
+    let mut big = chat_body("tiny-chat", false);
+    big["n"] = 3.into();
+    big["max_tokens"] = 4.0.into();
+    let r = gw
+        .http
+        .post(&url)
+        .bearer_auth(t.secret.expose())
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "tokens_exceeded");
     let r = gw
         .http
         .post(&url)

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use dayshift::store::{NodeStore, hash_secret};
+use dayshift::store::hash_secret;
 use dayshift_config::protocol::Secret;
 
 #[tokio::test]
@@ -307,5 +307,68 @@ async fn model_mirror_manifest_and_range_for_nodes_only() {
         .unwrap();
     assert_eq!(r.status(), 404);
     let _ = Duration::from_secs(0);
+    gw.stop().await;
+}
+
+/// A node that cannot start reports why with its join token: only for its own id, only
+/// once (from a node on its way), and the node is then `failed` with the reason.
+#[tokio::test]
+async fn a_start_failure_needs_the_join_token_and_fails_the_node_with_its_reason() {
+    use dayshift::store::NodeState;
+    use dayshift_config::protocol::{FAIL_PATH, PROTOCOL_VERSION, StartFailure, StartFailureKind};
+    let gw = gateway().await;
+    let t1 = gw.state().create_node("n1", "chat").await.unwrap();
+    let t2 = gw.state().create_node("n2", "chat").await.unwrap();
+    let body = |id: &str| StartFailure {
+        protocol_version: PROTOCOL_VERSION,
+        node_id: id.into(),
+        kind: StartFailureKind::DoesNotFit,
+        reason: "model \"big\" does not fit on NVIDIA L4: its weights need 28.00 GiB".into(),
+        gpus: vec![],
+    };
+    let post = |token: String, b: StartFailure| {
+        let http = gw.http.clone();
+        let url = format!("{}{FAIL_PATH}", gw.url);
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&b)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    // n2's token does not speak for n1; neither does a made-up one.
+    let (s, v) = post(t2.expose().to_string(), body("n1")).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["code"], "bad_join_token");
+    let (s, _) = post("dsj-nonsense".into(), body("n1")).await;
+    assert_eq!(s, 403);
+    let (s, _) = post(t1.expose().to_string(), body("n9")).await;
+    assert_eq!(s, 403);
+    // The node's own report: 204, failed, reason in the event and the error.
+    let (s, v) = post(t1.expose().to_string(), body("n1")).await;
+    assert_eq!(s, 204, "{v}");
+    let store = &gw.state().store;
+    let n = store.get_node("n1").await.unwrap().unwrap();
+    assert_eq!(n.state, NodeState::Failed);
+    let want = "node start failed (does_not_fit): model \"big\" does not fit on NVIDIA L4";
+    assert!(
+        n.error.as_deref().is_some_and(|e| e.starts_with(want)),
+        "{:?}",
+        n.error
+    );
+    let events = store.node_events("n1").await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.to, dayshift::store::NodeState::Failed);
+    assert!(last.message.starts_with(want), "{}", last.message);
+    // Once failed, a second report is refused (409) and changes nothing.
+    let (s, v) = post(t1.expose().to_string(), body("n1")).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "node_not_starting");
+    assert_eq!(store.node_events("n1").await.unwrap().len(), events.len());
     gw.stop().await;
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::pebble::{free_port, node_bin};
 use crate::common::reqwest;
-use dayshift::store::{NodeState, NodeStore, Store};
+use dayshift::store::{NodeState, Store};
 use futures_util::StreamExt;
 
 const OPEN: &str = r#"timezone = "Europe/Berlin"
@@ -69,8 +69,28 @@ fn dayshift() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dayshift"))
 }
 
-fn write_config(dir: &Path, port: u16, model_name: &str, model: &Path) -> PathBuf {
-    let text = format!(
+fn write_config(
+    dir: &Path,
+    port: u16,
+    model_name: &str,
+    model: &Path,
+    server_type: &str,
+) -> PathBuf {
+    let p = write_config_pools(dir, port, &[("chat", model_name, model)], server_type);
+    std::fs::write(dir.join("schedule.toml"), OPEN).unwrap();
+    p
+}
+
+/// A config with one pool per `(pool, model name, model path)` and a schedule that
+/// keeps one node of each up all day; `server_type` lines are added to
+/// `[provider.server_types.local]`.
+fn write_config_pools(
+    dir: &Path,
+    port: u16,
+    pools: &[(&str, &str, &Path)],
+    server_type: &str,
+) -> PathBuf {
+    let mut text = format!(
         r#"cluster = "e2e-local"
 state_dir = "state"
 schedule = "schedule.toml"
@@ -81,15 +101,7 @@ node_binary = "{node}"
 
 [provider.server_types.local]
 hourly = "0.50"
-
-[pools.chat]
-model = "{model_name}"
-model_source = "{model}"
-server_types = ["local"]
-max_nodes = 1
-cold_start = "20s"
-queue_timeout = "60s"
-drain_timeout = "60s"
+{server_type}
 
 [gateway]
 listen = "127.0.0.1:{port}"
@@ -98,11 +110,29 @@ listen = "127.0.0.1:{port}"
 mode = "self-signed"
 "#,
         node = node_bin().display(),
-        model = model.display(),
     );
+    let mut schedule = String::from("timezone = \"Europe/Berlin\"\n");
+    for (pool, model_name, model) in pools {
+        text.push_str(&format!(
+            r#"
+[pools.{pool}]
+model = "{model_name}"
+model_source = "{model}"
+server_types = ["local"]
+max_nodes = 1
+cold_start = "20s"
+queue_timeout = "60s"
+drain_timeout = "60s"
+"#,
+            model = model.display(),
+        ));
+        schedule.push_str(&format!(
+            "[[window]]\npool = \"{pool}\"\ndays = \"mon-sun\"\nstart = \"00:00\"\nend = \"24:00\"\nnodes = 1\n"
+        ));
+    }
     let p = dir.join("dayshift.toml");
     std::fs::write(&p, text).unwrap();
-    std::fs::write(dir.join("schedule.toml"), OPEN).unwrap();
+    std::fs::write(dir.join("schedule.toml"), schedule).unwrap();
     p
 }
 
@@ -131,8 +161,21 @@ fn smollm2() -> PathBuf {
 }
 
 async fn start_with(dir: tempfile::TempDir, model_name: &str, model: &Path) -> Serve {
+    start_with_type(dir, model_name, model, "").await
+}
+
+async fn start_with_type(
+    dir: tempfile::TempDir,
+    model_name: &str,
+    model: &Path,
+    server_type: &str,
+) -> Serve {
     let port = free_port();
-    let config = write_config(dir.path(), port, model_name, model);
+    let config = write_config(dir.path(), port, model_name, model, server_type);
+    start_config(dir, port, config).await
+}
+
+async fn start_config(dir: tempfile::TempDir, port: u16, config: PathBuf) -> Serve {
     let out = dayshift()
         .args(["keys", "create", "--name", "e2e", "--json", "--config"])
         .arg(&config)
@@ -281,7 +324,7 @@ async fn the_scheduler_starts_a_local_node_and_ctrl_c_stops_it() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.to_state)
+        .map(|e| e.to.to_string())
         .collect();
     assert_eq!(events.first().map(String::as_str), Some("planned"));
     assert!(events.contains(&"ready".to_string()), "{events:?}");
@@ -394,19 +437,19 @@ async fn closing_the_window_drains_streams_before_the_node_is_deleted() {
     let events = store.node_events(&node.id).await.unwrap();
     let draining = events
         .iter()
-        .find(|e| e.to_state == "draining")
+        .find(|e| e.to == NodeState::Draining)
         .expect("drained");
     let deleting = events
         .iter()
-        .find(|e| e.to_state == "deleting")
+        .find(|e| e.to == NodeState::Deleting)
         .expect("deleting");
     assert_eq!(
-        deleting.detail, "drained",
+        deleting.message, "drained",
         "deleted after in-flight requests ended, not by timeout"
     );
     assert!(deleting.at >= draining.at);
     // Every stream had ended before `deleting` was written (same clock: wall time).
-    let deleting_at = chrono::DateTime::from_timestamp_millis(deleting.at).unwrap();
+    let deleting_at = deleting.at;
     let elapsed_since_last = last_end.elapsed();
     let last_end_wall =
         chrono::Utc::now() - chrono::Duration::from_std(elapsed_since_last).unwrap();
@@ -415,7 +458,7 @@ async fn closing_the_window_drains_streams_before_the_node_is_deleted() {
         "deleting at {deleting_at}, last stream ended at {last_end_wall}"
     );
     // And the drain really had streams to wait for.
-    let draining_at = chrono::DateTime::from_timestamp_millis(draining.at).unwrap();
+    let draining_at = draining.at;
     assert!(
         last_end_wall > draining_at,
         "every stream had ended before the drain began (draining at {draining_at}, last end {last_end_wall}): make them longer"
@@ -480,4 +523,129 @@ print(answer.choices[0].message.content)
         text.trim(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The Chat Completions API through the ingress with the official `openai` client
+/// (tests/chat_api.py): SmolLM2 (named and required tool calls, 20 random strict JSON
+/// schemas, json_object, logit_bias, logprobs against echo's full pass, n = 3) and the
+/// tiny model with a tool-capable template (streamed tool-call deltas against the
+/// plain call, history with tool messages); then a LangChain tool loop (two tool
+/// steps and an answer) when `langchain-openai` is installed
+/// (scripts/deps/python-ingress.sh installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_chat_api_through_the_ingress() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny-tools");
+    let st = Command::new(node_bin())
+        .args(["make-test-model", "--tool-template"])
+        .arg(&tiny)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let smol = smollm2();
+    let port = free_port();
+    let config = write_config_pools(
+        dir.path(),
+        port,
+        &[
+            ("chat", "smollm2-135m-instruct", &smol),
+            ("tools", "tiny-tools", &tiny),
+        ],
+        "",
+    );
+    let s = start_config(dir, port, config).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chat_api.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .env("BASE", format!("{}/v1", s.url))
+        .env("KEY", &s.key)
+        .env("CA", s.dir.path().join("state/tls/self-signed.crt"))
+        .output()
+        .expect("python3 with openai (scripts/deps/python-ingress.sh)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("ALL OK"),
+        "chat_api.py failed\n{}",
+        log_of(s.dir.path())
+    );
+}
+
+/// A server type with a GPU gets `device = "cuda"` in its node config. Here the type's
+/// binary is the CPU build (no `node_binary_cuda`), so each node finds no CUDA device,
+/// reports that to the ingress (`/internal/nodes/fail`) and exits: it becomes `failed`
+/// with the reason in its event, its server is deleted, one replacement is tried, and
+/// then the pool stops with a notice instead of renting server after server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gpu_type_node_without_a_gpu_fails_clearly_and_the_pool_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let st = Command::new(node_bin())
+        .arg("make-test-model")
+        .arg(&model)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s = start_with_type(dir, "tiny-llama", &model, "gpu = \"NVIDIA L4 24 GB\"").await;
+    let store = store_of(&s).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let failed = loop {
+        let all = store.list_nodes(true).await.unwrap();
+        let failed: Vec<_> = all
+            .iter()
+            .filter(|n| n.state == NodeState::Failed && n.deleted_at.is_some())
+            .cloned()
+            .collect();
+        if failed.len() >= 2 && log_of(s.dir.path()).contains("pool stopped") {
+            break failed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no two failed nodes and a pool stop within 90 s: {all:?}\n{}",
+            log_of(s.dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for n in &failed {
+        let events = store.node_events(&n.id).await.unwrap();
+        let fail = events
+            .iter()
+            .find(|e| e.to == NodeState::Failed)
+            .expect("a failed event");
+        assert!(
+            fail.message.starts_with("node start failed (no_device)"),
+            "{}",
+            fail.message
+        );
+        assert!(
+            fail.message.contains("built without the `cuda` feature"),
+            "{}",
+            fail.message
+        );
+        assert!(
+            n.error.as_deref().is_some_and(|e| e.contains("no_device")),
+            "{:?}",
+            n.error
+        );
+    }
+    // The pool stays stopped: no third node, nothing left running, a notice on the
+    // status page.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = store.list_nodes(true).await.unwrap();
+    assert_eq!(all.len(), 2, "no node after the pool stopped: {all:?}");
+    assert!(store.list_nodes(false).await.unwrap().is_empty());
+    for pid in node_pids(&s) {
+        assert!(!alive(pid), "node process {pid} still runs");
+    }
+    let page = s
+        .http
+        .get(format!("{}/", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Pools stopped"), "{page}");
+    assert!(page.contains("could not start"), "{page}");
 }

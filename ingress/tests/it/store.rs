@@ -1,7 +1,7 @@
 //! The store's queries on SQLite and on a real PostgreSQL server (started by
 //! `scripts/deps/postgres.sh`; URL from DAYSHIFT_TEST_PG_URL).
 
-use dayshift::store::{KeyLimits, NewInterval, NewNode, NodeState, NodeStore, Store, UsageRow};
+use dayshift::store::{KeyLimits, NewInterval, NewNode, NodeState, Store, UsageRow};
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:55432/postgres";
 
@@ -79,14 +79,20 @@ async fn exercise(store: &Store) {
     assert_eq!(n.last_heartbeat_at, Some(1234));
     assert!(n.registered_at.is_some());
     let ev = store.node_events("n1").await.unwrap();
-    let states: Vec<&str> = ev.iter().map(|e| e.to_state.as_str()).collect();
+    let states: Vec<&str> = ev.iter().map(|e| e.to.as_str()).collect();
     assert_eq!(states, vec!["planned", "creating", "ready"]);
+    // A move the lifecycle does not allow is refused, and nothing is written.
+    let err = store
+        .transition("n1", &[], NodeState::Deleted, "skip ahead")
+        .await
+        .unwrap_err();
     assert!(
-        store
-            .transition("n1", &[], NodeState::Deleted, "gone")
-            .await
-            .unwrap()
+        err.to_string().contains("cannot go from ready to deleted"),
+        "{err}"
     );
+    for to in [NodeState::Draining, NodeState::Deleting, NodeState::Deleted] {
+        assert!(store.transition("n1", &[], to, "gone").await.unwrap());
+    }
     assert_eq!(store.list_nodes(false).await.unwrap().len(), 0);
     assert_eq!(store.list_nodes(true).await.unwrap().len(), 1);
 

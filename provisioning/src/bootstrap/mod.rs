@@ -161,7 +161,7 @@ fn start_command(settings: &BootstrapSettings, binary: &str, config: &str) -> St
             format!(
                 "cat > {uf} <<'DAYSHIFT_UNIT'\n[Unit]\nDescription=dayshift node\n\
                  After=network-online.target\nWants=network-online.target\n\n[Service]\n\
-                 ExecStart={binary} --config {config}\nRestart=on-failure\nKillSignal=SIGTERM\n\
+                 ExecStart={binary} serve --config {config}\nRestart=on-failure\nKillSignal=SIGTERM\n\
                  TimeoutStopSec=120\n\n[Install]\nWantedBy=multi-user.target\nDAYSHIFT_UNIT\n\
                  systemctl daemon-reload && systemctl enable {u} && systemctl restart {u}",
                 uf = sh_quote(&unit_file),
@@ -313,7 +313,7 @@ mod tests {
             "nohup '/opt/x/bin' --config '/opt/x/c' >'/opt/x'/log &"
         );
         let d = start_command(&BootstrapSettings::default(), "/b", "/c");
-        assert!(d.contains("ExecStart='/b' --config '/c'"));
+        assert!(d.contains("ExecStart='/b' serve --config '/c'"));
         assert!(d.contains("systemctl enable 'dayshift-node'"));
     }
 }

@@ -14,77 +14,73 @@ mod servers;
 mod ssh_keys;
 pub mod state;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
+pub use crate::fake_base::{CallRecord, FailAction, Fault, FaultKind, SlowAction, WrongHostKey};
 pub use api_error::ApiError;
-pub use state::{CallRecord, Fault, FaultKind};
 
-use crate::test_host::HostManager;
+use crate::fake_base::{Base, Fake, ProviderApi, faults_and_log};
 use state::Account;
 
-/// Marks a request whose actions must run this long (from a `slow_action` fault).
-#[derive(Debug, Clone, Copy)]
-pub struct SlowAction(pub Duration);
-
-/// Marks a create request whose test host must ignore the user data's host key.
-#[derive(Debug, Clone, Copy)]
-pub struct WrongHostKey;
-
-/// Marks a request whose action must end in `error` with this code.
-#[derive(Debug, Clone)]
-pub struct FailAction(pub String);
-
 /// State shared by every handler.
-pub struct Shared {
-    account: Mutex<Account>,
-    /// The test hosts, unless disabled.
-    pub hosts: Option<Arc<HostManager>>,
-    ip_prefix: [u8; 3],
-    next_ip: AtomicU32,
-}
+pub type Shared = crate::fake_base::Shared<Account>;
 
-impl Shared {
-    /// Locks the account (recovering from a poisoned lock: the data stays usable).
-    pub fn lock(&self) -> MutexGuard<'_, Account> {
-        self.account.lock().unwrap_or_else(|p| p.into_inner())
+impl ProviderApi for Account {
+    fn fault_answer(fault: &FaultKind) -> Response {
+        match fault {
+            FaultKind::RateLimit {
+                reset_after_secs,
+                retry_after_secs,
+            } => {
+                let mut e = ApiError::rate_limited(unix_now() + reset_after_secs);
+                if let Some(secs) =
+                    retry_after_secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+                {
+                    e.headers.insert("Retry-After", secs);
+                }
+                e.into_response()
+            }
+            FaultKind::ResourceUnavailable => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "resource_unavailable",
+                "error during placement: the requested resource is currently unavailable",
+            )
+            .into_response(),
+            FaultKind::ServerError { status } => server_error(*status),
+            _ => server_error(500),
+        }
     }
 
-    /// A fresh public IPv4 for a server: `127.a.b.N` on loopback, free on the SSH port.
-    pub fn allocate_ip(&self) -> Ipv4Addr {
-        for _ in 0..2000 {
-            let n = self.next_ip.fetch_add(1, Ordering::SeqCst);
-            let p = self.ip_prefix;
-            let ip = Ipv4Addr::new(
-                p[0],
-                p[1],
-                (p[2] as u32 + n / 250) as u8,
-                (n % 250 + 2) as u8,
-            );
-            match &self.hosts {
-                Some(h) if !h.port_free(ip) => continue,
-                _ => return ip,
+    /// Hetzner's request budget: an empty one answers `429` before the API.
+    fn admit(&mut self) -> Option<Response> {
+        (!self.budget.take()).then(|| ApiError::rate_limited_bare().into_response())
+    }
+
+    /// `RateLimit-*` headers on every answer that has none yet.
+    fn finish(&mut self, resp: &mut Response) {
+        if resp.headers().contains_key("ratelimit-limit") {
+            return;
+        }
+        let (limit, remaining, reset) = self.budget.headers();
+        let h = resp.headers_mut();
+        for (name, value) in [
+            ("RateLimit-Limit", limit as u64),
+            ("RateLimit-Remaining", remaining as u64),
+            ("RateLimit-Reset", reset),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+                h.insert(name, v);
             }
         }
-        // Everything tried is taken: hand out the next address; sshd will report the clash.
-        let n = self.next_ip.fetch_add(1, Ordering::SeqCst);
-        Ipv4Addr::new(
-            self.ip_prefix[0],
-            self.ip_prefix[1],
-            255,
-            (n % 250 + 2) as u8,
-        )
     }
 }
 
@@ -109,77 +105,28 @@ impl Default for FakeOptions {
     }
 }
 
-/// A running fake; stops (and takes its test hosts down) when dropped.
-pub struct FakeHcloud {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-}
+/// A running fake Hetzner Cloud API; stops (and takes its test hosts down) when dropped.
+pub type FakeHcloud = Fake<Account>;
 
-impl FakeHcloud {
+impl Fake<Account> {
     /// Starts a fake on the options' address.
     pub async fn start(opts: FakeOptions) -> anyhow::Result<Self> {
-        let hosts = if opts.hosts {
-            Some(Arc::new(HostManager::new()?))
-        } else {
-            None
-        };
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(7)
-            ^ std::process::id().wrapping_mul(2_654_435_761);
-        let ip_prefix = [127, (seed % 250 + 2) as u8, ((seed >> 8) % 200 + 1) as u8];
         let account = Account {
             action_duration: opts.action_duration,
             ..Account::default()
         };
-        let shared = Arc::new(Shared {
-            account: Mutex::new(account),
-            hosts,
-            ip_prefix,
-            next_ip: AtomicU32::new(0),
-        });
-        let listener = TcpListener::bind(opts.listen).await?;
-        let addr = listener.local_addr()?;
-        let app = router(shared.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "fake-hcloud stopped");
-            }
-        });
-        tracing::info!(%addr, "fake-hcloud listening");
-        Ok(Self {
-            addr,
-            shared,
-            stop: Some(tx),
-        })
-    }
-
-    /// Address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+        let shared = Arc::new(Shared::new(account, Base::new(opts.hosts, 2_654_435_761)?));
+        Fake::serve(opts.listen, shared.clone(), router(shared), "fake-hcloud").await
     }
 
     /// The API base URL, e.g. `http://127.0.0.1:PORT/v1`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}/v1", self.addr)
-    }
-
-    /// Arms a fault.
-    pub fn inject(&self, fault: Fault) {
-        self.shared.lock().faults.push_back(fault);
+        format!("http://{}/v1", self.addr())
     }
 
     /// Marks a (server type, location) pair as out of capacity.
     pub fn set_unavailable(&self, server_type: &str, location: &str) {
-        self.shared
+        self.shared()
             .lock()
             .unavailable
             .push((server_type.into(), location.into()));
@@ -187,54 +134,16 @@ impl FakeHcloud {
 
     /// Replaces the request budget: `limit` requests, refilled at `per_second`.
     pub fn set_rate_limit(&self, limit: u32, per_second: f64) {
-        self.shared.lock().budget = state::Budget::new(limit, per_second);
-    }
-
-    /// Every call answered so far.
-    pub fn calls(&self) -> Vec<CallRecord> {
-        self.shared.lock().calls.clone()
-    }
-
-    /// How many calls of `METHOD /route` were answered with this status.
-    pub fn count_calls(&self, method: &str, path: &str, status: u16) -> usize {
-        self.calls()
-            .iter()
-            .filter(|c| c.method == method && c.path == path && c.status == status)
-            .count()
+        self.shared().lock().budget = state::Budget::new(limit, per_second);
     }
 
     /// User data a server was created with.
     pub fn user_data_of(&self, id: i64) -> Option<String> {
-        self.shared
+        self.shared()
             .lock()
             .servers
             .get(&id)
             .and_then(|s| s.user_data.clone())
-    }
-
-    /// The test host manager, when hosts are enabled.
-    pub fn hosts(&self) -> Option<&Arc<HostManager>> {
-        self.shared.hosts.as_ref()
-    }
-
-    /// Port the test hosts' sshd listen on.
-    pub fn ssh_port(&self) -> u16 {
-        self.shared
-            .hosts
-            .as_ref()
-            .map(|h| h.port())
-            .unwrap_or_else(crate::test_host::ssh_port)
-    }
-}
-
-impl Drop for FakeHcloud {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = &self.shared.hosts {
-            h.stop_all();
-        }
     }
 }
 
@@ -264,7 +173,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/pricing", get(catalog_routes::pricing))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
-            faults_and_log,
+            faults_and_log::<Account>,
         ))
         .layer(middleware::from_fn(auth));
     Router::new()
@@ -291,96 +200,6 @@ async fn auth(req: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(req).await
-}
-
-/// Applies armed faults and logs every call.
-async fn faults_and_log(
-    State(shared): State<Arc<Shared>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let method = req.method().to_string();
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().to_string());
-    let fault = shared.lock().take_fault(&method, &path);
-    let resp = match fault {
-        Some(FaultKind::ServerError { status }) => server_error(status),
-        Some(FaultKind::RateLimit {
-            reset_after_secs,
-            retry_after_secs,
-        }) => {
-            let mut e = ApiError::rate_limited(unix_now() + reset_after_secs);
-            if let Some(secs) =
-                retry_after_secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
-            {
-                e.headers.insert("Retry-After", secs);
-            }
-            e.into_response()
-        }
-        Some(FaultKind::ResourceUnavailable) => ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "resource_unavailable",
-            "error during placement: the requested resource is currently unavailable",
-        )
-        .into_response(),
-        Some(FaultKind::Delay { ms }) => {
-            // Logged up front with status 0: a client that times out never gets an answer.
-            shared.lock().calls.push(CallRecord {
-                method: method.clone(),
-                path: path.clone(),
-                status: 0,
-            });
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            next.run(req).await
-        }
-        Some(FaultKind::LoseResponse) => {
-            let _lost = next.run(req).await;
-            server_error(504)
-        }
-        Some(FaultKind::WrongHostKey) => {
-            req.extensions_mut().insert(WrongHostKey);
-            next.run(req).await
-        }
-        Some(FaultKind::ActionError { code }) => {
-            req.extensions_mut().insert(FailAction(code));
-            next.run(req).await
-        }
-        Some(FaultKind::SlowAction { ms }) => {
-            req.extensions_mut()
-                .insert(SlowAction(Duration::from_millis(ms)));
-            next.run(req).await
-        }
-        None => {
-            if shared.lock().budget.take() {
-                next.run(req).await
-            } else {
-                ApiError::rate_limited_bare().into_response()
-            }
-        }
-    };
-    let mut resp = resp;
-    if !resp.headers().contains_key("ratelimit-limit") {
-        let (limit, remaining, reset) = shared.lock().budget.headers();
-        let h = resp.headers_mut();
-        for (name, value) in [
-            ("RateLimit-Limit", limit as u64),
-            ("RateLimit-Remaining", remaining as u64),
-            ("RateLimit-Reset", reset),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-                h.insert(name, v);
-            }
-        }
-    }
-    shared.lock().calls.push(CallRecord {
-        method,
-        path,
-        status: resp.status().as_u16(),
-    });
-    resp
 }
 
 fn unix_now() -> u64 {

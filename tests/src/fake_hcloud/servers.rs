@@ -190,13 +190,13 @@ pub async fn create(
         }
     }
     let id = account.id();
-    let ipv4 = shared.allocate_ip();
+    let ipv4 = shared.base.allocate_ip();
     let duration = slow
         .map(|Extension(SlowAction(d))| d)
         .unwrap_or(account.action_duration);
     let fail = fail.map(|Extension(FailAction(code))| code);
     let wrong_key = wrong_key.is_some();
-    let with_host = shared.hosts.is_some() && fail.is_none();
+    let with_host = shared.base.hosts.is_some() && fail.is_none();
     let action_id = account.start_action("create_server", id, duration, !with_host);
     if let (Some(code), Some(a)) = (&fail, account.actions.get_mut(&action_id)) {
         a.error = Some((code.clone(), "error during placement".into()));
@@ -219,7 +219,7 @@ pub async fn create(
     let action = account.action_json(action_id);
     let next = account.action_json(start_id);
     drop(account);
-    if let Some(hosts) = shared.hosts.clone().filter(|_| with_host) {
+    if let Some(hosts) = shared.base.hosts.clone().filter(|_| with_host) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let result = hosts
@@ -329,7 +329,7 @@ pub async fn delete(
     let action_id = account.start_action("delete_server", id, duration, true);
     let action = account.action_json(action_id);
     drop(account);
-    if let Some(hosts) = &shared.hosts {
+    if let Some(hosts) = &shared.base.hosts {
         hosts.stop(id);
     }
     Ok(Json(json!({ "action": action })))

@@ -1,11 +1,10 @@
-//! The fake's in-memory account: servers, actions, SSH keys, faults and call log.
+//! The fake's in-memory account: servers, actions, SSH keys, capacity and rate limit.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A server record.
@@ -92,74 +91,6 @@ pub struct SshKeyRec {
     pub created: DateTime<Utc>,
 }
 
-/// What an injected fault does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum FaultKind {
-    /// Answer with this 5xx status (`500` service_error, `503` unavailable, `502`/`504`
-    /// an HTML page as from a load balancer).
-    ServerError {
-        /// HTTP status.
-        status: u16,
-    },
-    /// Answer `429 rate_limit_exceeded` with `RateLimit-*` headers resetting after N seconds.
-    RateLimit {
-        /// Seconds until `RateLimit-Reset` (when a budget of 3600 would be full again).
-        reset_after_secs: u64,
-        /// Also send `Retry-After` with this many seconds.
-        #[serde(default)]
-        retry_after_secs: Option<u64>,
-    },
-    /// Answer `412 resource_unavailable` (no capacity).
-    ResourceUnavailable,
-    /// Sleep this long before handling the call normally.
-    Delay {
-        /// Milliseconds.
-        ms: u64,
-    },
-    /// Handle the call normally, then answer `504` as a load balancer whose backend was
-    /// too slow would: the change happened, the client does not know.
-    LoseResponse,
-    /// Create the server, but its test host's sshd presents a host key of its own instead
-    /// of the one in the user data.
-    WrongHostKey,
-    /// Accept the call, but the action it starts ends in `error` with this code (e.g.
-    /// `resource_unavailable` when placement fails after the create was accepted).
-    ActionError {
-        /// Error code of the failed action.
-        code: String,
-    },
-    /// Handle the call normally, but any action it starts runs this long.
-    SlowAction {
-        /// Milliseconds.
-        ms: u64,
-    },
-}
-
-/// A fault armed for the next `count` calls of one endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Fault {
-    /// HTTP method, e.g. `POST`.
-    pub method: String,
-    /// Route as written in the API docs, e.g. `/v1/servers` or `/v1/servers/{id}`.
-    pub path: String,
-    /// How many calls it hits.
-    pub count: u32,
-    /// What it does.
-    pub fault: FaultKind,
-}
-
-/// One call seen by the fake.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CallRecord {
-    /// Method.
-    pub method: String,
-    /// Route pattern.
-    pub path: String,
-    /// Status answered; `0` for a call delayed by a fault (logged before its answer).
-    pub status: u16,
-}
-
 /// The mutable state behind the fake.
 #[derive(Debug, Default)]
 pub struct Account {
@@ -171,10 +102,6 @@ pub struct Account {
     pub actions: BTreeMap<i64, ActionRec>,
     /// SSH keys by id.
     pub ssh_keys: BTreeMap<i64, SshKeyRec>,
-    /// Armed faults, in order.
-    pub faults: VecDeque<Fault>,
-    /// Every call answered.
-    pub calls: Vec<CallRecord>,
     /// (server type, location) pairs with no capacity.
     pub unavailable: Vec<(String, String)>,
     /// Default duration of new actions.
@@ -252,21 +179,6 @@ impl Account {
     pub fn id(&mut self) -> i64 {
         self.next_id += 1;
         self.next_id
-    }
-
-    /// Takes the first armed fault matching a call, decrementing its count.
-    pub fn take_fault(&mut self, method: &str, path: &str) -> Option<FaultKind> {
-        let idx = self
-            .faults
-            .iter()
-            .position(|f| f.method.eq_ignore_ascii_case(method) && f.path == path && f.count > 0)?;
-        let f = self.faults.get_mut(idx)?;
-        f.count -= 1;
-        let kind = f.fault.clone();
-        if f.count == 0 {
-            self.faults.remove(idx);
-        }
-        Some(kind)
     }
 
     /// Starts an action.

@@ -16,58 +16,38 @@ mod resources;
 mod servers;
 pub mod state;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 pub use error::ScwError;
 
-use crate::fake_hcloud::{CallRecord, FailAction, Fault, FaultKind, SlowAction, WrongHostKey};
-use crate::test_host::HostManager;
+use crate::fake_base::{Base, Fake, FaultKind, ProviderApi, faults_and_log};
 use state::Project;
 
 /// State shared by every handler.
-pub struct Shared {
-    project: Mutex<Project>,
-    /// The test hosts, unless disabled.
-    pub hosts: Option<Arc<HostManager>>,
-    ip_prefix: [u8; 3],
-    next_ip: AtomicU32,
-}
+pub type Shared = crate::fake_base::Shared<Project>;
 
-impl Shared {
-    /// Locks the project (recovering from a poisoned lock).
-    pub fn lock(&self) -> MutexGuard<'_, Project> {
-        self.project.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A fresh public IPv4 `127.a.b.N`, free on the SSH port.
-    pub fn allocate_ip(&self) -> Ipv4Addr {
-        let p = self.ip_prefix;
-        for _ in 0..2000 {
-            let n = self.next_ip.fetch_add(1, Ordering::SeqCst);
-            let ip = Ipv4Addr::new(
-                p[0],
-                p[1],
-                (p[2] as u32 + n / 250) as u8,
-                (n % 250 + 2) as u8,
-            );
-            match &self.hosts {
-                Some(h) if !h.port_free(ip) => continue,
-                _ => return ip,
+impl ProviderApi for Project {
+    fn fault_answer(fault: &FaultKind) -> Response {
+        match fault {
+            FaultKind::RateLimit {
+                reset_after_secs,
+                retry_after_secs,
+            } => ScwError::rate_limited(retry_after_secs.unwrap_or(*reset_after_secs))
+                .into_response(),
+            FaultKind::ResourceUnavailable => {
+                ScwError::out_of_stock("requested type").into_response()
             }
+            FaultKind::ServerError { status } => ScwError::server_error(*status),
+            _ => ScwError::server_error(500),
         }
-        let n = self.next_ip.fetch_add(1, Ordering::SeqCst);
-        Ipv4Addr::new(p[0], p[1], 255, (n % 250 + 2) as u8)
     }
 }
 
@@ -92,138 +72,51 @@ impl Default for ScalewayOptions {
     }
 }
 
-/// A running fake; stops (and takes its test hosts down) when dropped.
-pub struct FakeScaleway {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-}
+/// A running fake Scaleway Instance API; stops (and takes its test hosts down) when dropped.
+pub type FakeScaleway = Fake<Project>;
 
-impl FakeScaleway {
+impl Fake<Project> {
     /// Starts a fake.
     pub async fn start(opts: ScalewayOptions) -> anyhow::Result<Self> {
-        let hosts = if opts.hosts {
-            Some(Arc::new(HostManager::new()?))
-        } else {
-            None
-        };
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(11)
-            ^ std::process::id().wrapping_mul(2_246_822_519);
-        let ip_prefix = [127, (seed % 250 + 2) as u8, ((seed >> 8) % 200 + 1) as u8];
         let project = Project {
             boot_duration: opts.boot_duration,
             ..Project::default()
         };
-        let shared = Arc::new(Shared {
-            project: Mutex::new(project),
-            hosts,
-            ip_prefix,
-            next_ip: AtomicU32::new(0),
-        });
-        let listener = TcpListener::bind(opts.listen).await?;
-        let addr = listener.local_addr()?;
-        let app = router(shared.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "fake-scaleway stopped");
-            }
-        });
-        tracing::info!(%addr, "fake-scaleway listening");
-        Ok(Self {
-            addr,
-            shared,
-            stop: Some(tx),
-        })
-    }
-
-    /// Address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+        let shared = Arc::new(Shared::new(project, Base::new(opts.hosts, 2_246_822_519)?));
+        Fake::serve(opts.listen, shared.clone(), router(shared), "fake-scaleway").await
     }
 
     /// The API base URL (`http://ADDR`; the Instance API is under `/instance/v1`).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Arms a fault (paths as routed, e.g. `/instance/v1/zones/{zone}/servers`).
-    pub fn inject(&self, fault: Fault) {
-        self.shared.lock().faults.push_back(fault);
+        format!("http://{}", self.addr())
     }
 
     /// Marks a commercial type as out of stock in a zone (`poweron` fails).
     pub fn set_out_of_stock(&self, commercial_type: &str, zone: &str) {
-        self.shared
+        self.shared()
             .lock()
             .out_of_stock
             .push((commercial_type.into(), zone.into()));
     }
 
-    /// Every call answered so far.
-    pub fn calls(&self) -> Vec<CallRecord> {
-        self.shared.lock().calls.clone()
-    }
-
-    /// How many calls of `METHOD route` were answered with this status.
-    pub fn count_calls(&self, method: &str, path: &str, status: u16) -> usize {
-        self.calls()
-            .iter()
-            .filter(|c| c.method == method && c.path == path && c.status == status)
-            .count()
-    }
-
     /// Number of servers, volumes and IPs that exist (in any zone).
     pub fn resource_counts(&self) -> (usize, usize, usize) {
-        let p = self.shared.lock();
+        let p = self.shared().lock();
         (p.servers.len(), p.volumes.len(), p.ips.len())
     }
 
     /// The test-host number of a server (for `hosts()`), by UUID.
     pub fn host_number(&self, uuid: &str) -> Option<i64> {
-        self.shared.lock().servers.get(uuid).map(|s| s.num)
+        self.shared().lock().servers.get(uuid).map(|s| s.num)
     }
 
     /// The cloud-init user data a server holds.
     pub fn user_data_of(&self, uuid: &str) -> Option<String> {
-        self.shared
+        self.shared()
             .lock()
             .servers
             .get(uuid)
             .and_then(|s| s.user_data.get("cloud-init").cloned())
-    }
-
-    /// The test host manager, when hosts are enabled.
-    pub fn hosts(&self) -> Option<&Arc<HostManager>> {
-        self.shared.hosts.as_ref()
-    }
-
-    /// Port the test hosts' sshd listen on.
-    pub fn ssh_port(&self) -> u16 {
-        self.shared
-            .hosts
-            .as_ref()
-            .map(|h| h.port())
-            .unwrap_or_else(crate::test_host::ssh_port)
-    }
-}
-
-impl Drop for FakeScaleway {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = &self.shared.hosts {
-            h.stop_all();
-        }
     }
 }
 
@@ -265,7 +158,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(&r("/images"), get(resources::images))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
-            faults_and_log,
+            faults_and_log::<Project>,
         ))
         .layer(middleware::from_fn(auth));
     Router::new()
@@ -286,62 +179,4 @@ async fn auth(req: Request, next: Next) -> Response {
         return ScwError::denied().into_response();
     }
     next.run(req).await
-}
-
-/// Applies armed faults and logs every call.
-async fn faults_and_log(
-    State(shared): State<Arc<Shared>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let method = req.method().to_string();
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().to_string());
-    let fault = shared.lock().take_fault(&method, &path);
-    let resp = match fault {
-        Some(FaultKind::ServerError { status }) => ScwError::server_error(status),
-        Some(FaultKind::RateLimit {
-            reset_after_secs,
-            retry_after_secs,
-        }) => ScwError::rate_limited(retry_after_secs.unwrap_or(reset_after_secs)).into_response(),
-        Some(FaultKind::ResourceUnavailable) => {
-            ScwError::out_of_stock("requested type").into_response()
-        }
-        Some(FaultKind::Delay { ms }) => {
-            shared.lock().calls.push(CallRecord {
-                method: method.clone(),
-                path: path.clone(),
-                status: 0,
-            });
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            next.run(req).await
-        }
-        Some(FaultKind::LoseResponse) => {
-            let _lost = next.run(req).await;
-            ScwError::server_error(504)
-        }
-        Some(FaultKind::WrongHostKey) => {
-            req.extensions_mut().insert(WrongHostKey);
-            next.run(req).await
-        }
-        Some(FaultKind::ActionError { code }) => {
-            req.extensions_mut().insert(FailAction(code));
-            next.run(req).await
-        }
-        Some(FaultKind::SlowAction { ms }) => {
-            req.extensions_mut()
-                .insert(SlowAction(Duration::from_millis(ms)));
-            next.run(req).await
-        }
-        None => next.run(req).await,
-    };
-    shared.lock().calls.push(CallRecord {
-        method,
-        path,
-        status: resp.status().as_u16(),
-    });
-    resp
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::error::ScwError;
 use super::state::{IpRec, Power, Project, ServerRec, TaskRec, VolumeRec};
 use super::{Shared, catalog, json as j};
-use crate::fake_hcloud::{SlowAction, WrongHostKey};
+use crate::fake_base::{SlowAction, WrongHostKey};
 
 /// Checks the zone exists.
 pub fn zone_ok(zone: &str) -> Result<(), ScwError> {
@@ -95,7 +95,7 @@ pub async fn create(
     );
     let ip = if req.dynamic_ip_required.unwrap_or(true) {
         let (ip_id, _) = p.uuid();
-        let address = shared.allocate_ip();
+        let address = shared.base.allocate_ip();
         p.ips.insert(
             ip_id.clone(),
             IpRec {
@@ -219,7 +219,7 @@ fn remove_server(shared: &Shared, p: &mut Project, id: &str, with_local_volumes:
             i.server = None;
         }
     }
-    if let Some(h) = &shared.hosts {
+    if let Some(h) = &shared.base.hosts {
         h.stop(s.num);
     }
 }
@@ -272,7 +272,7 @@ pub async fn action(
                 .map(|Extension(SlowAction(d))| d)
                 .or(s.slow)
                 .unwrap_or(p.boot_duration);
-            let with_host = shared.hosts.is_some();
+            let with_host = shared.base.hosts.is_some();
             if let Some(rec) = p.servers.get_mut(&id) {
                 rec.power = Power::Starting {
                     since: std::time::Instant::now(),
@@ -282,7 +282,7 @@ pub async fn action(
                 };
             }
             let ip = s.ip.as_ref().and_then(|i| p.ips.get(i)).map(|i| i.address);
-            if let (Some(hosts), Some(ip)) = (shared.hosts.clone(), ip) {
+            if let (Some(hosts), Some(ip)) = (shared.base.hosts.clone(), ip) {
                 let shared2 = Arc::clone(&shared);
                 let user_data = s.user_data.get("cloud-init").cloned();
                 let (num, uuid, wrong) = (s.num, id.clone(), s.wrong_key);
@@ -307,7 +307,7 @@ pub async fn action(
             if let Some(rec) = p.servers.get_mut(&id) {
                 rec.power = Power::Stopped;
             }
-            if let Some(h) = &shared.hosts {
+            if let Some(h) = &shared.base.hosts {
                 h.stop(s.num);
             }
         }

@@ -1,12 +1,10 @@
-//! The fake's in-memory project: servers, IPs, volumes, tasks, faults and call log.
+//! The fake's in-memory project: servers, IPs, volumes, tasks and stock.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-
-use crate::fake_hcloud::{CallRecord, Fault, FaultKind};
 
 /// Where a server is in its life.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,10 +119,6 @@ pub struct Project {
     pub volumes: BTreeMap<String, VolumeRec>,
     /// Tasks by UUID.
     pub tasks: BTreeMap<String, TaskRec>,
-    /// Armed faults.
-    pub faults: VecDeque<Fault>,
-    /// Every call answered.
-    pub calls: Vec<CallRecord>,
     /// (commercial type, zone) pairs out of stock.
     pub out_of_stock: Vec<(String, String)>,
     /// Default boot duration.
@@ -137,21 +131,6 @@ impl Project {
         self.next += 1;
         let n = self.next;
         (format!("5ca1e0a7-{:04x}-4000-8000-{:012x}", n >> 48, n), n)
-    }
-
-    /// Takes the first armed fault matching a call.
-    pub fn take_fault(&mut self, method: &str, path: &str) -> Option<FaultKind> {
-        let idx = self
-            .faults
-            .iter()
-            .position(|f| f.method.eq_ignore_ascii_case(method) && f.path == path && f.count > 0)?;
-        let f = self.faults.get_mut(idx)?;
-        f.count -= 1;
-        let kind = f.fault.clone();
-        if f.count == 0 {
-            self.faults.remove(idx);
-        }
-        Some(kind)
     }
 
     /// The state string a server reports now.

@@ -13,7 +13,7 @@ use dayshift_config::clock::{Clock, ManualClock};
 use dayshift_provisioning::{
     LabelSelector, Provider, ProviderError, Server, ServerSpec, ServerStatus, ServerType,
 };
-use dayshift_scheduler::{Launcher, MemoryStore, NodeRecord, NodeState, NodeStore};
+use dayshift_scheduler::{LaunchError, Launcher, MemoryStore, NodeRecord, NodeState, NodeStore};
 
 /// A provider that lives in memory: servers are created running at once.
 pub struct SimProvider {
@@ -98,7 +98,7 @@ pub struct NoBootstrap;
 
 #[async_trait]
 impl Launcher for NoBootstrap {
-    async fn spec(&self, node: &NodeRecord) -> Result<ServerSpec, String> {
+    async fn spec(&self, node: &NodeRecord) -> Result<ServerSpec, LaunchError> {
         Ok(ServerSpec {
             name: format!("office-{}", node.id),
             server_type: "ccx63".into(),
@@ -110,7 +110,7 @@ impl Launcher for NoBootstrap {
             fallbacks: vec![],
         })
     }
-    async fn bootstrap(&self, _node: &NodeRecord, _server: &Server) -> Result<(), String> {
+    async fn bootstrap(&self, _node: &NodeRecord, _server: &Server) -> Result<(), LaunchError> {
         Ok(())
     }
 }

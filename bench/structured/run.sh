@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Cost of constrained decoding (llguidance): decode tokens/s of dayshift-node on the CPU
+# with and without a JSON schema, at N = 1 and N = 32 concurrent requests, in one run
+# (conditions alternate; each figure is the median of RUNS). SmolLM2-135M-Instruct Q4_1
+# GGUF from scripts/fetch-smollm2.sh.
+#   PROFILE (default release)  RUNS (default 3)  MAX_TOKENS (default 96)
+# Needs: python3 with openai.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PROFILE="${PROFILE:-release}"
+RUNS="${RUNS:-3}"
+MAX_TOKENS="${MAX_TOKENS:-96}"
+python3 -c "import openai" 2>/dev/null || { echo "bench/structured: needs the python package openai" >&2; exit 1; }
+MODEL="$(bash scripts/fetch-smollm2.sh)"
+cargo build --profile "$PROFILE" -q -p dayshift-node
+dir="$PROFILE"; [ "$PROFILE" = dev ] && dir=debug
+BIN="${CARGO_TARGET_DIR:-target}/$dir/dayshift-node"
+work="$(mktemp -d)"
+node_pid=""
+cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+cat > "$work/node.toml" <<TOML
+node_id = "bench"
+listen = "127.0.0.1:0"
+[tls]
+mode = "off"
+[engine]
+device = "cpu"
+max_running_sequences = 32
+[[models]]
+name = "smollm2"
+source = { type = "local", path = "$MODEL" }
+TOML
+"$BIN" serve --config "$work/node.toml" 2> "$work/node.log" &
+node_pid=$!
+addr=""
+for _ in $(seq 1 600); do
+  addr="$(grep -o 'addr=[0-9.:]*' "$work/node.log" | head -1 | cut -d= -f2 || true)"
+  if [ -n "$addr" ] && curl -sf "http://$addr/health" >/dev/null; then break; fi
+  kill -0 "$node_pid" 2>/dev/null || { cat "$work/node.log" >&2; exit 1; }
+  sleep 0.2
+done
+[ -n "$addr" ] || { echo "dayshift-node did not start" >&2; cat "$work/node.log" >&2; exit 1; }
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); profile $PROFILE"
+python3 bench/structured/bench.py "http://$addr/v1" "$RUNS" "$MAX_TOKENS"
