@@ -211,7 +211,12 @@ elp = e.choices[0].logprobs
 n = len(glp.tokens)
 assert elp.tokens[-1 - n:-1] == glp.tokens, (elp.tokens, glp.tokens)
 worst = max(abs(a - b) for a, b in zip(elp.token_logprobs[-1 - n:-1], glp.token_logprobs))
-assert worst < 0.02, (worst, elp.token_logprobs, glp.token_logprobs)
+# SmolLM2 is a Q4_1 GGUF: decode multiplies by the weights with Q8-quantized
+# activations (vec-dot), the full pass over prompt + answer dequantizes for a matrix
+# product, so the two differ by the activations' rounding (up to ~0.2 nats seen here).
+# The exact check (9e-7 against transformers) is the f32 tiny model's, in gpu-node's
+# chat_api test; here the two paths must agree to that rounding.
+assert worst < 0.3, (worst, elp.token_logprobs, glp.token_logprobs)
 for top, tok, lp in zip(glp.top_logprobs, glp.tokens, glp.token_logprobs):
     assert len(top) == 3 and max(top.values()) >= lp - 1e-5 and tok in top, (top, tok, lp)
 r = client.chat.completions.create(model=SMOL, messages=ASK, max_tokens=4, temperature=0, logprobs=True, top_logprobs=2)

@@ -145,10 +145,16 @@ async fn random_faults_and_crashes_leak_no_server() {
         }
         now += step;
     }
-    // Settle: no more faults and no more heartbeats; a few calm ticks finish every drain.
-    // A node kept for the next window (its measured cold start covers the 30-minute gap)
-    // fails for want of heartbeats here, and the tick after that deletes its server: so
-    // settle until no server is left, not only until no live row is.
+    // Settle: no more faults, no more heartbeats and no more windows (the hourly windows
+    // are daily, so the schedule is closed here); a few calm ticks finish every drain. A
+    // node kept for the next window (its measured cold start covers the 30-minute gap)
+    // may fail for want of heartbeats first, and the tick after that deletes its server:
+    // so settle until no server is left, not only until no live row is.
+    {
+        let mut s = schedule.write().unwrap();
+        s.windows.clear();
+        s.overrides.clear();
+    }
     for _ in 0..20 {
         clock.set(now);
         let r = reconciler.tick().await;
