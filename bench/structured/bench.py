@@ -1,4 +1,7 @@
-"""Decode tokens/s with and without a JSON schema at N = 1 and N = 32 (see run.sh)."""
+"""Decode tokens/s with and without a JSON schema at N = 1 and N = 32 (see run.sh).
+
+  python3 bench.py BASE_URL RUNS MAX_TOKENS [MODEL]
+"""
 
 import concurrent.futures as cf
 import statistics
@@ -8,6 +11,7 @@ import time
 import openai
 
 base, runs, max_tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+MODEL = sys.argv[4] if len(sys.argv) > 4 else "smollm2"
 client = openai.OpenAI(base_url=base, api_key="none", max_retries=0, timeout=600)
 # Long enough output either way: an array of at least 40 small objects.
 SCHEMA = {
@@ -26,7 +30,7 @@ def one(i, schema):
     if schema:
         extra["response_format"] = {"type": "json_schema", "json_schema": {"name": "list", "schema": SCHEMA, "strict": True}}
     r = client.chat.completions.create(
-        model="smollm2", messages=MSGS, max_tokens=max_tokens, temperature=0.8, seed=i, **extra)
+        model=MODEL, messages=MSGS, max_tokens=max_tokens, temperature=0.8, seed=i, **extra)
     return r.usage.completion_tokens
 
 

@@ -60,8 +60,25 @@ pub struct TokenizerConfig {
 }
 
 impl TokenizerConfig {
-    /// Reads `tokenizer_config.json` (absent file: no template, no tokens).
+    /// Reads `tokenizer_config.json` (absent file: no template, no tokens). Where it has
+    /// no `chat_template`, the `chat_template.jinja` beside it is the template (what
+    /// transformers ≥ 4.43 writes with `save_pretrained`, and many model repos ship).
     pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let mut tc = Self::load_json(path)?;
+        if tc.chat_template.is_none() {
+            let jinja = path.with_file_name("chat_template.jinja");
+            if jinja.is_file() {
+                let src = std::fs::read_to_string(&jinja).map_err(|e| ModelError::BadFile {
+                    path: jinja.clone(),
+                    message: format!("cannot read the chat template: {e}"),
+                })?;
+                tc.chat_template = Some(src);
+            }
+        }
+        Ok(tc)
+    }
+
+    fn load_json(path: &Path) -> Result<Self, ModelError> {
         if !path.is_file() {
             return Ok(TokenizerConfig {
                 chat_template: None,
@@ -163,5 +180,28 @@ mod tests {
         let t = ChatTemplate::new("{{ raise_exception('no system') }}", "", "").unwrap();
         let e = t.render(&[], None).unwrap_err();
         assert!(e.contains("no system"), "{e}");
+    }
+
+    #[test]
+    fn the_template_file_beside_the_config_is_read_when_the_config_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("tokenizer_config.json");
+        std::fs::write(&cfg, r#"{"eos_token": "<|im_end|>"}"#).unwrap();
+        assert!(TokenizerConfig::load(&cfg).unwrap().chat_template.is_none());
+        std::fs::write(
+            dir.path().join("chat_template.jinja"),
+            "{{ messages[0].content }}",
+        )
+        .unwrap();
+        let tc = TokenizerConfig::load(&cfg).unwrap();
+        assert_eq!(
+            tc.chat_template.as_deref(),
+            Some("{{ messages[0].content }}")
+        );
+        assert_eq!(tc.eos_token, "<|im_end|>");
+        // A template inside the config wins over the file.
+        std::fs::write(&cfg, r#"{"chat_template": "inline"}"#).unwrap();
+        let tc = TokenizerConfig::load(&cfg).unwrap();
+        assert_eq!(tc.chat_template.as_deref(), Some("inline"));
     }
 }
