@@ -16,11 +16,7 @@ trap stop_pg EXIT
 phase() { printf '== test.sh: %s (%s s)\n' "$1" "$SECONDS" >&2; }
 
 phase "installing test dependencies"
-bash scripts/install-test-deps.sh
-if ! cargo nextest --version >/dev/null 2>&1; then
-  phase "installing cargo-nextest from crates.io (once)"
-  cargo install --locked cargo-nextest
-fi
+bash scripts/install-test-deps.sh   # cargo-nextest too: scripts/deps/nextest.sh
 # --tests: the targets with `test = true`: unit tests of the libraries that have them and
 # the integration tests (binaries and harness: test = false); examples and benches are
 # compiled by `cargo clippy --all-targets` in .ci/run, not linked again here.
