@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cost of constrained decoding (llguidance): decode tokens/s of dayshift-node on the CPU
-# with and without a JSON schema, at N = 1 and N = 32 concurrent requests, in one run
+# with and without a JSON schema, at N = 1 and N = 32 concurrent requests, temperature 0.8
+# and 0, in one run
 # (conditions alternate; each figure is the median of RUNS). SmolLM2-135M-Instruct Q4_1
 # GGUF from scripts/fetch-smollm2.sh.
 #   PROFILE (default release)  RUNS (default 3)  MAX_TOKENS (default 96)

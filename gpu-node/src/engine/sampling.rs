@@ -97,6 +97,12 @@ impl Sampler {
         tok
     }
 
+    /// Draws from softmax(logits / temperature) cut to the top-k and the top-p nucleus.
+    /// No sort of the whole vocabulary: top-k is a selection, the nucleus is found by
+    /// sorting a growing head (64, 256, … candidates) until it holds `top_p` of the mass,
+    /// and without a cut the draw walks the candidates in id order. (A full sort of a
+    /// 49k-token row per sequence per step held 32 sampled sequences to ~300 tokens/s on
+    /// an H200: bench/structured.)
     fn draw(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
         let mut idx: Vec<(u32, f32)> = logits
@@ -108,35 +114,58 @@ impl Sampler {
         if idx.is_empty() {
             return 0;
         }
-        idx.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if p.top_k > 0 && p.top_k < idx.len() {
+            idx.select_nth_unstable_by(p.top_k - 1, by_logit_desc);
             idx.truncate(p.top_k);
         }
-        let max = idx[0].1;
-        let mut probs: Vec<f32> = idx.iter().map(|(_, l)| (l - max).exp()).collect();
-        let sum: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= sum);
+        let max = idx.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
         if p.top_p < 1.0 {
-            let mut cum = 0.0;
-            let mut keep = probs.len();
-            for (i, &x) in probs.iter().enumerate() {
-                cum += x;
-                if cum >= p.top_p {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            probs.truncate(keep);
+            keep_nucleus(&mut idx, max, p.top_p);
         }
-        let total: f32 = probs.iter().sum();
+        let weights: Vec<f32> = idx.iter().map(|(_, l)| (l - max).exp()).collect();
+        let total: f32 = weights.iter().sum();
         let mut r = self.rng.random::<f32>() * total;
-        for (i, &x) in probs.iter().enumerate() {
-            if r < x {
+        for (i, &w) in weights.iter().enumerate() {
+            if r < w {
                 return idx[i].0;
             }
-            r -= x;
+            r -= w;
         }
-        idx[probs.len() - 1].0
+        idx[idx.len() - 1].0
+    }
+}
+
+/// Larger logit first; on ties the lower id first (a total order: reproducible draws).
+fn by_logit_desc(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Cuts `cands` (token, scaled logit; `max` the largest) to the smallest head, largest
+/// first, whose probability mass reaches `top_p`, sorting only as much of it as needed.
+fn keep_nucleus(cands: &mut Vec<(u32, f32)>, max: f32, top_p: f32) {
+    let total: f32 = cands.iter().map(|(_, l)| (l - max).exp()).sum();
+    let goal = top_p * total;
+    let mut head = 64usize;
+    loop {
+        if head >= cands.len() {
+            cands.sort_by(by_logit_desc);
+        } else {
+            cands.select_nth_unstable_by(head - 1, by_logit_desc);
+            cands[..head].sort_by(by_logit_desc);
+        }
+        let n = head.min(cands.len());
+        let mut cum = 0.0;
+        for i in 0..n {
+            cum += (cands[i].1 - max).exp();
+            if cum >= goal {
+                cands.truncate(i + 1);
+                return;
+            }
+        }
+        if n == cands.len() {
+            return; // rounding: the whole set is the nucleus
+        }
+        head *= 4;
     }
 }
 
@@ -218,6 +247,60 @@ mod tests {
         let mut s = Sampler::new(params);
         for _ in 0..20 {
             assert_eq!(s.sample(&mut [10.0, 0.0, 0.0]), 0);
+        }
+    }
+
+    #[test]
+    fn the_nucleus_is_the_sorted_head_that_reaches_top_p() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for (len, top_p, spread) in [
+            (5000, 0.9, 3.0),
+            (5000, 0.5, 8.0),
+            (300, 0.99, 0.1),
+            (7, 0.3, 1.0),
+        ] {
+            let row: Vec<(u32, f32)> = (0..len)
+                .map(|i| (i as u32, rng.random::<f32>() * spread))
+                .collect();
+            let max = row.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
+            // Reference: sort everything, walk the mass.
+            let mut sorted = row.clone();
+            sorted.sort_by(by_logit_desc);
+            let total: f32 = sorted.iter().map(|(_, l)| (l - max).exp()).sum();
+            let mut cum = 0.0;
+            let mut keep = sorted.len();
+            for (i, (_, l)) in sorted.iter().enumerate() {
+                cum += (l - max).exp();
+                if cum >= top_p * total {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            sorted.truncate(keep);
+            let mut got = row.clone();
+            keep_nucleus(&mut got, max, top_p);
+            assert_eq!(got, sorted, "len {len} top_p {top_p}");
+        }
+    }
+
+    #[test]
+    fn draws_follow_the_softmax_without_a_cut() {
+        let params = SamplingParams {
+            temperature: 0.5,
+            seed: Some(11),
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params);
+        // Logits 0, ln 2 · 0.5, ln 3 · 0.5 at temperature 0.5: probabilities 1/6, 2/6, 3/6.
+        let h = 0.5 * 2f32.ln();
+        let t = 0.5 * 3f32.ln();
+        let mut n = [0u32; 3];
+        for _ in 0..60_000 {
+            n[s.sample(&mut [0.0, h, t, f32::NEG_INFINITY]) as usize] += 1;
+        }
+        for (i, want) in [1.0 / 6.0, 2.0 / 6.0, 3.0 / 6.0].iter().enumerate() {
+            let got = n[i] as f64 / 60_000.0;
+            assert!((got - want).abs() < 0.01, "token {i}: {got} vs {want}");
         }
     }
 }
