@@ -20,14 +20,12 @@ bash scripts/install-test-deps.sh   # cargo-nextest too: scripts/deps/nextest.sh
 # --tests: the targets with `test = true`: unit tests of the libraries that have them and
 # the integration tests (binaries and harness: test = false); examples and benches are
 # compiled by `cargo clippy --all-targets` in .ci/run, not linked again here.
-# The whole-system tests (chaos_serve, e2e_office_day: dayshift serve with many SSH
-# bootstraps and time bounds) run after the rest, alone, one at a time: beside the other
-# tests on 2 cores their bootstraps missed the pre-warm point and the chaos test's cycles.
-SYSTEM='package(dayshift-tests) & test(/^(chaos_serve|e2e_office_day)::/)'
-phase "building and running the tests (all but the whole-system ones, in parallel)"
-cargo nextest run --workspace --tests -E "not ($SYSTEM)"
-phase "the whole-system tests, alone"
-cargo nextest run --workspace --tests -E "$SYSTEM" --test-threads 1
+# One phase: the whole-system tests (chaos_serve, e2e_office_day) and the other long ones
+# start first and run beside the rest (.config/nextest.toml: priorities, serve-system
+# group). Two phases (the whole-system pair after the rest, alone) took 417 s against
+# 220-306 s here; tests/README.md, "Suite figures".
+phase "building and running the tests"
+cargo nextest run --workspace --tests
 phase "checking the README's snippets"
 DAYSHIFT_BIN_DIR="$PWD/target/debug" python3 scripts/check-readme.py
 phase "done"
