@@ -253,6 +253,31 @@ struct Pick {
     row: usize,
 }
 
+/// What [`pick`] chose: a token per pick, its logprobs where asked, and the picks whose
+/// grammar failed (that sequence ends with the error; the rest of the batch goes on).
+struct Picked {
+    toks: Vec<u32>,
+    logprobs: Vec<Option<TokenLogprob>>,
+    failed: Vec<Option<String>>,
+}
+
+/// Masks a host row by its grammar (if any) and samples it. A grammar error, or a mask
+/// that allows no token, is that sequence's failure, never the batch's.
+fn choose_on_host(
+    row: &mut [f32],
+    mask: Option<Result<SimpleVob, String>>,
+    sampler: &mut Sampler,
+) -> Result<u32, String> {
+    if let Some(m) = mask {
+        let mask = m.map_err(|e| format!("grammar: {e}"))?;
+        apply_mask(row, &mask);
+        if row.iter().all(|l| !l.is_finite()) {
+            return Err("grammar: the grammar allows no token here".into());
+        }
+    }
+    Ok(sampler.sample(row))
+}
+
 /// Sampled token per pick: greedy, unconstrained rows are picked on the device (only
 /// their ids are copied back); the others' logits are copied to the host, biased,
 /// masked by their grammar and sampled. Logprobs (from the raw logits) are computed
@@ -262,7 +287,7 @@ fn pick(
     running: &mut [Seq],
     picks: &[Pick],
     masks: &mut [Option<Result<SimpleVob, String>>],
-) -> candle_core::Result<(Vec<u32>, Vec<Option<TokenLogprob>>)> {
+) -> candle_core::Result<Picked> {
     let on_host: Vec<bool> = picks
         .iter()
         .map(|p| !running[p.seq].sampler.is_greedy() || masks[p.seq].is_some())
@@ -274,6 +299,7 @@ fn pick(
         Vec::new()
     };
     let mut out = vec![0u32; picks.len()];
+    let mut failed: Vec<Option<String>> = vec![None; picks.len()];
     for (i, p) in picks.iter().enumerate() {
         if !on_host[i] {
             out[i] = toks.get(p.row).copied().unwrap_or(0);
@@ -289,16 +315,10 @@ fn pick(
             .to_vec2::<f32>()?;
         for (&i, mut row) in host.iter().zip(vals) {
             let seq = picks[i].seq;
-            if let Some(m) = masks[seq].take() {
-                match m {
-                    Ok(mask) => apply_mask(&mut row, &mask),
-                    Err(e) => candle_core::bail!("grammar: {e}"),
-                }
-                if row.iter().all(|l| !l.is_finite()) {
-                    candle_core::bail!("the grammar allows no token here");
-                }
+            match choose_on_host(&mut row, masks[seq].take(), &mut running[seq].sampler) {
+                Ok(tok) => out[i] = tok,
+                Err(e) => failed[i] = Some(e),
             }
-            out[i] = running[seq].sampler.sample(&mut row);
         }
     }
     for (i, p) in picks.iter().enumerate() {
@@ -329,7 +349,22 @@ fn pick(
             });
         }
     }
-    Ok((out, lps))
+    Ok(Picked {
+        toks: out,
+        logprobs: lps,
+        failed,
+    })
+}
+
+/// Threads for the grammar masks of one step: the machine's cores less one (the
+/// forward pass's own thread), at least one.
+fn mask_threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get().saturating_sub(1).max(1))
+            .unwrap_or(1)
+    })
 }
 
 fn fail_all(running: &mut [Seq], which: impl Iterator<Item = usize>, msg: &str) {
@@ -424,21 +459,36 @@ fn step(
             .filter(|(i, _)| picked.contains(i))
             .filter_map(|(i, s)| s.constraint.as_mut().map(|c| (i, c)))
             .collect();
+        // Split over up to `mask_threads` threads (one grammar is a few tens of µs to
+        // a few ms per token; 32 of them in a row outlast a GPU step).
+        let per = cons.len().div_ceil(mask_threads().min(cons.len()).max(1));
         std::thread::scope(|sc| {
-            let h = sc.spawn(move || {
-                cons.iter_mut()
-                    .map(|(i, c)| (*i, c.mask()))
-                    .collect::<Vec<_>>()
-            });
+            let handles: Vec<_> = cons
+                .chunks_mut(per)
+                .map(|chunk| {
+                    sc.spawn(move || {
+                        chunk
+                            .iter_mut()
+                            .map(|(i, c)| (*i, c.mask()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
             let r = model.llama.forward_batch(kv, &items);
-            match h.join() {
-                Ok(ms) => {
-                    for (i, m) in ms {
-                        masks[i] = Some(m);
+            let mut panicked = false;
+            for h in handles {
+                match h.join() {
+                    Ok(ms) => {
+                        for (i, m) in ms {
+                            masks[i] = Some(m);
+                        }
                     }
+                    Err(_) => panicked = true,
                 }
-                Err(_) => {
-                    for &i in &picked {
+            }
+            if panicked {
+                for &i in &picked {
+                    if masks[i].is_none() {
                         masks[i] = Some(Err("the grammar engine panicked".into()));
                     }
                 }
@@ -456,10 +506,18 @@ fn step(
     });
     let toks = result.and_then(|lg| match lg {
         Some(lg) => pick(&lg, running, &picks, &mut masks),
-        None => Ok((Vec::new(), Vec::new())),
+        None => Ok(Picked {
+            toks: Vec::new(),
+            logprobs: Vec::new(),
+            failed: Vec::new(),
+        }),
     });
     let t3 = Instant::now();
-    let (toks, lps) = match toks {
+    let Picked {
+        toks,
+        logprobs: lps,
+        failed,
+    } = match toks {
         Ok(t) => t,
         Err(e) => {
             tracing::error!("step failed for a batch of {}: {e}", inputs.len());
@@ -484,8 +542,14 @@ fn step(
         s.prefilled = prefilled;
         s.awaits_fork = false;
     }
-    for ((p, &tok), lp) in picks.iter().zip(&toks).zip(lps) {
+    for (((p, &tok), lp), failure) in picks.iter().zip(&toks).zip(lps).zip(failed) {
         let s = &mut running[p.seq];
+        if let Some(e) = failure {
+            tracing::warn!("a constrained sequence ended: {e}");
+            let _ = s.req.events.send(Event::Error(e));
+            s.done = Some(FinishReason::Stop);
+            continue;
+        }
         if s.generated.is_empty() && s.index == 0 {
             metrics.ttft.observe(s.req.arrived.elapsed().as_secs_f64());
         }
@@ -546,4 +610,42 @@ fn step(
     timings.forward += t2 - t1;
     timings.sync += t3 - t2;
     timings.host += t4 - t3;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::sampling::SamplingParams;
+
+    fn greedy() -> Sampler {
+        Sampler::new(SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_grammar_failure_is_the_sequences_own_error() {
+        // The mask picks among the allowed tokens only.
+        let mut mask = SimpleVob::alloc(4);
+        mask.allow_token(2);
+        let mut row = [5.0, 1.0, 0.5, 4.0];
+        assert_eq!(
+            choose_on_host(&mut row, Some(Ok(mask)), &mut greedy()),
+            Ok(2)
+        );
+        // A grammar error and a mask that allows nothing are errors of this row, which
+        // the step turns into that sequence's end (the batch's other rows go on).
+        let e = choose_on_host(
+            &mut [1.0, 2.0],
+            Some(Err("too complex".into())),
+            &mut greedy(),
+        );
+        assert_eq!(e, Err("grammar: too complex".to_string()));
+        let none = SimpleVob::alloc(2);
+        let e = choose_on_host(&mut [1.0, 2.0], Some(Ok(none)), &mut greedy()).unwrap_err();
+        assert!(e.contains("allows no token"), "{e}");
+        // No grammar: plain sampling.
+        assert_eq!(choose_on_host(&mut [1.0, 2.0], None, &mut greedy()), Ok(1));
+    }
 }

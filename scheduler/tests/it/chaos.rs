@@ -192,11 +192,16 @@ async fn random_faults_and_crashes_leak_no_server() {
         nodes.iter().all(|n| n.state.is_final()),
         "live rows left: {nodes:#?}"
     );
-    // Fewer nodes than the 52 windows: a node is kept for the next window while the
-    // pool's lead (p90 of its last 10 cold starts, planned → ready) covers the 30-minute
-    // gap, and one start slowed past 30 minutes by faults and back-off keeps every later
-    // node across the gaps (no new start refreshes the samples). 9 to 55 nodes seen.
-    assert!(deleted + failed >= 5, "only {} cycles", deleted + failed);
+    // How many nodes serve the 52 windows is not bounded below: a node is kept for the
+    // next window while the pool's lead (p90 of its last 10 cold starts, planned →
+    // ready) covers the 30-minute gap, and a first start slowed past 30 minutes by
+    // faults and back-off keeps every later node across the gaps (no new start refreshes
+    // the samples): 2 to 55 nodes seen, fewer on a loaded machine. What must hold is
+    // above (no server left, every row final) and below (no deletion late).
+    assert!(
+        nodes.iter().any(|n| n.ready_at.is_some()),
+        "no node ever became ready: {nodes:#?}"
+    );
     assert!(crashes >= 5, "only {crashes} crashes");
     // Bound: a server's row says it was deleted at most 30 simulated minutes after its
     // window's end (a tick is 2 minutes; retries back off up to ~15 minutes under faults).
