@@ -8,6 +8,7 @@
 #     [CLIENT_PYTHONPATH=dir-with-openai] bash bench/structured/gpu.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/../lib/node.sh"
 RUNS="${RUNS:-3}"
 MAX_TOKENS="${MAX_TOKENS:-96}"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -41,14 +42,7 @@ source = { type = "local", path = "$work/1b" }
 TOML
 "$work/dayshift-node" serve --config "$work/node.toml" 2> "$work/node.log" &
 node_pid=$!
-addr=""
-for _ in $(seq 1 900); do
-  addr="$(grep -o 'addr=[0-9.:]*' "$work/node.log" | head -1 | cut -d= -f2 || true)"
-  if [ -n "$addr" ] && curl -sf "http://$addr/health" >/dev/null; then break; fi
-  kill -0 "$node_pid" 2>/dev/null || { cat "$work/node.log" >&2; exit 1; }
-  sleep 0.2
-done
-[ -n "$addr" ] || { echo "dayshift-node did not start" >&2; tail -20 "$work/node.log" >&2; exit 1; }
+addr="$(node_addr "$work/node.log" "$node_pid")" || exit 1
 for m in smollm2 1b; do
   echo "model $m (random weights, SmolLM2 tokenizer, bf16)"
   python3 "$here/bench.py" "http://$addr/v1" "$RUNS" "$MAX_TOKENS" "$m"

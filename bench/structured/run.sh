@@ -7,6 +7,7 @@
 #   PROFILE (default release)  RUNS (default 3)  MAX_TOKENS (default 96)
 # Needs: python3 with openai.
 set -euo pipefail
+. "$(dirname "$0")/../lib/node.sh"
 cd "$(dirname "$0")/../.."
 PROFILE="${PROFILE:-release}"
 RUNS="${RUNS:-3}"
@@ -34,13 +35,6 @@ source = { type = "local", path = "$MODEL" }
 TOML
 "$BIN" serve --config "$work/node.toml" 2> "$work/node.log" &
 node_pid=$!
-addr=""
-for _ in $(seq 1 600); do
-  addr="$(grep -o 'addr=[0-9.:]*' "$work/node.log" | head -1 | cut -d= -f2 || true)"
-  if [ -n "$addr" ] && curl -sf "http://$addr/health" >/dev/null; then break; fi
-  kill -0 "$node_pid" 2>/dev/null || { cat "$work/node.log" >&2; exit 1; }
-  sleep 0.2
-done
-[ -n "$addr" ] || { echo "dayshift-node did not start" >&2; cat "$work/node.log" >&2; exit 1; }
+addr="$(node_addr "$work/node.log" "$node_pid")" || exit 1
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); profile $PROFILE"
 python3 bench/structured/bench.py "http://$addr/v1" "$RUNS" "$MAX_TOKENS"
