@@ -461,7 +461,10 @@ fn step(
             .collect();
         // Split over up to `mask_threads` threads (one grammar is a few tens of µs to
         // a few ms per token; 32 of them in a row outlast a GPU step).
-        let per = cons.len().div_ceil(mask_threads().min(cons.len()).max(1));
+        let per = cons
+            .len()
+            .div_ceil(mask_threads().min(cons.len()).max(1))
+            .max(1);
         std::thread::scope(|sc| {
             let handles: Vec<_> = cons
                 .chunks_mut(per)
