@@ -82,9 +82,10 @@ wait_port "$GW_PORT"
 TOKEN=$(curl -sf -H "Authorization: Bearer $ADMIN" -d '{"id":"bench-1","pool":"bench"}' \
   -H 'content-type: application/json' "http://127.0.0.1:$GW_PORT/admin/nodes" | json '["join_token"]')
 REG=$(cat <<JSON
-{"protocol_version":1,"node_id":"bench-1","join_token":"$TOKEN","api_url":"http://127.0.0.1:$UP_PORT",
+{"protocol_version":2,"node_id":"bench-1","join_token":"$TOKEN","api_url":"http://127.0.0.1:$UP_PORT",
  "tls_cert_sha256":null,"models":[{"id":"bench","kind":"generation","architecture":"llama","context_length":2048,"dtype":"f32"}],
- "gpus":[],"capacity":{"max_running_sequences":64,"kv_cache_tokens":65536,"max_queued_requests":1024},"node_version":"bench"}
+ "gpus":[],"capacity":{"max_running_sequences":64,"kv_cache_tokens":65536,"max_queued_requests":1024},"node_version":"bench",
+ "api_token":"bench-upstream-token-0123456789abcdef"}
 JSON
 )
 SESSION=$(curl -sf -H 'content-type: application/json' -d "$REG" "http://127.0.0.1:$GW_PORT/internal/nodes/register" | json '["session_token"]')

@@ -14,6 +14,14 @@
 //!    not load) `POST`s a [`StartFailure`] to [`FAIL_PATH`] with its join token as bearer
 //!    (it never registered) and exits; the ingress marks it `failed` with the reason.
 //!
+//! 5. The node's own API (everything but a minimal `GET /health`) answers only the
+//!    ingress: the node draws a fresh random [`RegisterRequest::api_token`] when its
+//!    process starts, keeps it in memory only, and sends it in its registration (over the
+//!    TLS connection that verified the ingress's certificate); the ingress keeps it in
+//!    memory with the node's routing handle and sends `Authorization: Bearer <api_token>`
+//!    on every request it proxies. Anything else gets `401`. The token changes with every
+//!    node process and survives nothing but it (see [`NODE_API_TOKEN_MIN_LEN`]).
+//!
 //! The join token is bound to one node id: the ingress accepts it again only for
 //! re-registration of that same node (idempotent), never for another id. Tokens are
 //! wrapped in [`Secret`], whose `Debug` never prints the value, so they do not leak
@@ -35,7 +43,10 @@ pub const FAIL_PATH: &str = "/internal/nodes/fail";
 /// Both carry `Authorization: Bearer <join token>` (the node has no session yet).
 pub const MODEL_MIRROR_PATH: &str = "/internal/models";
 /// Version of this protocol; the ingress may refuse a node with another major version.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Shortest [`RegisterRequest::api_token`] the ingress accepts (the node sends 64 hex
+/// digits: 256 random bits).
+pub const NODE_API_TOKEN_MIN_LEN: usize = 32;
 /// Default seconds between heartbeats when the ingress does not say otherwise.
 pub const DEFAULT_HEARTBEAT_INTERVAL_SECS: u64 = 5;
 
@@ -147,6 +158,9 @@ pub struct RegisterRequest {
     pub capacity: Capacity,
     /// `dayshift-node` version (`CARGO_PKG_VERSION`).
     pub node_version: String,
+    /// The credential the ingress must send (`Authorization: Bearer …`) on every request
+    /// to the node's API: drawn at random by the node at start, never stored on disk.
+    pub api_token: Secret,
 }
 
 /// Answer to a successful registration (`200`).
@@ -348,6 +362,7 @@ mod tests {
                 max_queued_requests: 256,
             },
             node_version: "0.1.0".into(),
+            api_token: Secret::new("a".repeat(64)),
         };
         let j = serde_json::to_string(&r).unwrap();
         assert!(!format!("{r:?}").contains("tok\""));

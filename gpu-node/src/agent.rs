@@ -51,6 +51,7 @@ pub struct Agent {
     base: String,
     node_id: String,
     join_token: Secret,
+    api_token: Secret,
     session: tokio::sync::Mutex<Option<Secret>>,
 }
 
@@ -61,7 +62,9 @@ enum Beat {
 
 impl Agent {
     /// A client for `cfg.ingress_url`; `None` when the node runs standalone.
-    pub fn new(cfg: &NodeConfig) -> anyhow::Result<Option<Self>> {
+    /// `api_token` is the credential the node's API demands, handed to the ingress at
+    /// registration.
+    pub fn new(cfg: &NodeConfig, api_token: Secret) -> anyhow::Result<Option<Self>> {
         let Some(base) = &cfg.ingress_url else {
             return Ok(None);
         };
@@ -73,6 +76,7 @@ impl Agent {
             base: base.trim_end_matches('/').to_string(),
             node_id: cfg.node_id.clone(),
             join_token: cfg.join_token.clone(),
+            api_token,
             session: tokio::sync::Mutex::new(None),
         }))
     }
@@ -88,6 +92,7 @@ impl Agent {
             gpus: facts.gpus.clone(),
             capacity: facts.capacity.clone(),
             node_version: env!("CARGO_PKG_VERSION").into(),
+            api_token: self.api_token.clone(),
         };
         let resp = self
             .http

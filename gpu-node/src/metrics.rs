@@ -68,6 +68,8 @@ pub struct Metrics {
     pub requests_ok: AtomicU64,
     /// Requests answered with an error.
     pub requests_error: AtomicU64,
+    /// Requests refused with `401` for lack of the ingress's credential.
+    pub unauthorized: AtomicU64,
     /// Sequences per engine step.
     pub step_sequences: Histogram,
     /// Seconds from arrival to first token.
@@ -99,6 +101,7 @@ impl Metrics {
             http_in_flight: AtomicU64::new(0),
             requests_ok: AtomicU64::new(0),
             requests_error: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
             step_sequences: Histogram::new(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
             ttft: Histogram::new(&[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             tokens_per_second_milli: AtomicU64::new(0),
@@ -230,6 +233,13 @@ impl Metrics {
             o,
             "dayshift_node_requests_total{{outcome=\"error\"}} {}",
             self.requests_error.load(Relaxed)
+        );
+        g(
+            &mut o,
+            "dayshift_node_unauthorized_requests_total",
+            "Requests refused with 401: without the ingress's credential for this node.",
+            "counter",
+            self.unauthorized.load(Relaxed) as f64,
         );
         let _ = writeln!(
             o,

@@ -1,6 +1,7 @@
 //! `dayshift-node serve`: load models, serve the API, run the agent, drain on SIGTERM.
 
 use crate::agent::{Agent, NodeFacts};
+use crate::api::access::NodeAccess;
 use crate::api::{self, AppState, GenService, Served};
 use crate::engine::{self, EngineLimits};
 use crate::metrics::Metrics;
@@ -70,9 +71,18 @@ async fn give_up(
 /// that cannot start (device, model, memory) reports why to the ingress and returns the
 /// error.
 pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
-    let agent = Agent::new(&cfg)?.map(Arc::new);
+    // With an ingress, the API answers only it: a fresh token for this process's life,
+    // sent in the registration. Without one (benchmarks, trials) it is open.
+    let (api_token, access) = match &cfg.ingress_url {
+        Some(_) => {
+            let (t, a) = NodeAccess::generate();
+            (Some(t), a)
+        }
+        None => (None, NodeAccess::Open),
+    };
+    let agent = Agent::new(&cfg, api_token.unwrap_or_default())?.map(Arc::new);
     let metrics = Arc::new(Metrics::new());
-    let app = AppState::new(metrics.clone());
+    let app = AppState::new(metrics.clone(), access);
     let tls = match tls::server_config(&cfg.tls).await {
         Ok(t) => t,
         Err(e) => return Err(give_up(&agent, StartFailureKind::Other, e, vec![]).await),
@@ -107,6 +117,12 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         }
     };
     tracing::info!(addr = %local, tls = fingerprint.is_some(), "API listening (state: loading)");
+    if agent.is_none() {
+        tracing::warn!(
+            addr = %local,
+            "no ingress_url: standalone node, its API answers anyone who reaches {local}"
+        );
+    }
     if let Some(fp) = &fingerprint {
         tracing::info!("TLS certificate sha256 {fp}");
     }

@@ -1,5 +1,6 @@
 //! The node's HTTP API: OpenAI-compatible endpoints plus `/health` and `/metrics`.
 
+pub mod access;
 pub mod embeddings;
 pub mod error;
 pub mod generate;
@@ -47,6 +48,8 @@ pub struct AppState {
     state: AtomicU8,
     models: RwLock<BTreeMap<String, (Served, ServedModel)>>,
     created: u64,
+    /// Who may call the API (the ingress only, or anyone for a standalone node).
+    pub access: access::NodeAccess,
 }
 
 /// Counts a request as in flight for as long as it lives (streams included).
@@ -82,13 +85,14 @@ pub fn now_secs() -> u64 {
 }
 
 impl AppState {
-    /// Empty state in `loading`.
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+    /// Empty state in `loading`, serving whom `access` admits.
+    pub fn new(metrics: Arc<Metrics>, access: access::NodeAccess) -> Arc<Self> {
         Arc::new(AppState {
             metrics,
             state: AtomicU8::new(0),
             models: RwLock::new(BTreeMap::new()),
             created: now_secs(),
+            access,
         })
     }
     /// Adds a loaded model.
@@ -268,10 +272,14 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
-        .route("/health", get(health))
+        .route(access::HEALTH_PATH, get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            access::require_ingress,
+        ))
         .with_state(app)
 }

@@ -1,6 +1,8 @@
 //! The node agent against a stand-in ingress (axum, in the test): registration with
 //! the TLS fingerprint the node really serves, heartbeats, re-registration after the
 //! ingress forgets the node, and SIGTERM during 8 streams: all finish, goodbye, exit 0.
+//! A node with an ingress answers only requests bearing the API token it registered
+//! (everything but `/health` is `401` without it, and counted).
 
 use crate::common;
 
@@ -140,20 +142,63 @@ fn registers_heartbeats_reregisters_and_drains_on_sigterm() {
         Some(dayshift_node::tls::fingerprint(der)),
         reg.tls_cert_sha256
     );
-    // Heartbeats; then the ingress "forgets" the node and it registers again.
+    // The API answers only the registered credential; /health answers anyone.
+    let token = reg.api_token.expose().to_string();
+    assert_eq!(token.len(), 64, "256 random bits in hex");
+    let bearer = format!("Bearer {token}");
+    let c = common::client();
+    for path in ["/v1/models", "/metrics", "/v1/nonexistent"] {
+        let r = c.get(node.url(path)).send().unwrap();
+        assert_eq!(r.status(), 401, "{path} without the credential");
+        let r = c
+            .get(node.url(path))
+            .header("authorization", "Bearer wrong")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} with a wrong credential");
+    }
+    let r = c
+        .post(node.url("/v1/chat/completions"))
+        .json(&json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["error"]["code"], "node_credential_required", "{v}");
+    assert_eq!(c.get(node.url("/health")).send().unwrap().status(), 200);
+    let r = c
+        .get(node.url("/v1/models"))
+        .header("authorization", &bearer)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = c
+        .get(node.url("/metrics"))
+        .header("authorization", &bearer)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        m.contains("dayshift_node_unauthorized_requests_total 7"),
+        "the 7 refusals are counted: {m}"
+    );
+    // Heartbeats; then the ingress "forgets" the node and it registers again, with the
+    // same credential (it lives as long as the node process).
     wait_for("heartbeats", || seen.lock().unwrap().heartbeats >= 2);
     seen.lock().unwrap().forget_next_heartbeat = true;
     wait_for("re-registration", || {
         seen.lock().unwrap().registers.len() >= 2
     });
-    // The join token never reaches the log.
+    assert_eq!(seen.lock().unwrap().registers[1].api_token, reg.api_token);
+    // Neither the join token nor the API credential reaches the log.
     assert!(
         !node
             .log
             .lock()
             .unwrap()
             .iter()
-            .any(|l| l.contains("join-secret-123"))
+            .any(|l| l.contains("join-secret-123") || l.contains(&token))
     );
 
     // 8 streams, SIGTERM once all have started.
@@ -162,12 +207,14 @@ fn registers_heartbeats_reregisters_and_drains_on_sigterm() {
     let handles: Vec<_> = (0..8)
         .map(|i| {
             let url = url.clone();
+            let bearer = bearer.clone();
             let started = started.clone();
             std::thread::spawn(move || {
                 use std::io::Read;
                 let c = common::client();
                 let mut resp = c
                     .post(&url)
+                    .header("authorization", &bearer)
                     .json(&json!({"model": "tiny", "prompt": format!("stream {i}"), "max_tokens": 150, "temperature": 0, "stream": true}))
                     .send()
                     .unwrap();
@@ -189,6 +236,7 @@ fn registers_heartbeats_reregisters_and_drains_on_sigterm() {
     std::thread::sleep(Duration::from_millis(100));
     let r = common::client()
         .post(node.url("/v1/completions"))
+        .header("authorization", &bearer)
         .json(&json!({"model": "tiny", "prompt": "late"}))
         .send();
     if let Ok(r) = r {

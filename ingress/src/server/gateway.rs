@@ -392,7 +392,13 @@ fn build_request(
     let mut b = hyper::Request::builder()
         .method(Method::POST)
         .uri(format!("{}{}", node.api_url, path))
-        .header(header::CONTENT_TYPE, "application/json");
+        .header(header::CONTENT_TYPE, "application/json")
+        // The node's credential; the client's own Authorization (its API key) never
+        // leaves the ingress.
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", node.api_token.expose()),
+        );
     if let Some(a) = accept {
         b = b.header(header::ACCEPT, a.clone());
     }

@@ -8,8 +8,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dayshift_config::protocol::{
-    GoodbyeRequest, HeartbeatAction, HeartbeatRequest, HeartbeatResponse, NodeState as WireState,
-    PROTOCOL_VERSION, RegisterRequest, RegisterResponse, Secret, StartFailure,
+    GoodbyeRequest, HeartbeatAction, HeartbeatRequest, HeartbeatResponse, NODE_API_TOKEN_MIN_LEN,
+    NodeState as WireState, PROTOCOL_VERSION, RegisterRequest, RegisterResponse, Secret,
+    StartFailure,
 };
 
 use super::auth::bearer;
@@ -127,6 +128,15 @@ async fn register_inner(state: &SharedState, body: &[u8]) -> Result<RegisterResp
         )
         .with_param("tls_cert_sha256"));
     }
+    if req.api_token.expose().len() < NODE_API_TOKEN_MIN_LEN
+        || !req.api_token.expose().bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::bad_request(format!(
+            "api_token must be at least {NODE_API_TOKEN_MIN_LEN} printable characters \
+             (the node's random API credential); update dayshift-node"
+        ))
+        .with_param("api_token"));
+    }
     let fingerprint = if https {
         req.tls_cert_sha256
             .as_deref()
@@ -165,6 +175,7 @@ async fn register_inner(state: &SharedState, body: &[u8]) -> Result<RegisterResp
         fingerprint,
         client,
         hash_secret(session.expose()),
+        req.api_token.clone(),
     ));
     state.registry.add_node(handle);
     tracing::info!(node = %node.id, pool = %node.pool, api_url = %url, "node registered");

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use dayshift_config::protocol::LoadFigures;
+use dayshift_config::protocol::{LoadFigures, Secret};
 use tokio::sync::Notify;
 
 use super::upstream::NodeClient;
@@ -25,6 +25,9 @@ pub struct NodeHandle {
     pub client: NodeClient,
     /// sha256 of the session token.
     pub session_hash: String,
+    /// The node's API credential (from its registration), sent on every proxied request;
+    /// held in memory only, gone with the handle.
+    pub api_token: Secret,
     in_flight: AtomicU32,
     draining: AtomicBool,
     drain_requested: AtomicBool,
@@ -46,6 +49,7 @@ impl NodeHandle {
         fingerprint: Option<String>,
         client: NodeClient,
         session_hash: String,
+        api_token: Secret,
     ) -> NodeHandle {
         NodeHandle {
             id,
@@ -54,6 +58,7 @@ impl NodeHandle {
             fingerprint,
             client,
             session_hash,
+            api_token,
             in_flight: AtomicU32::new(0),
             draining: AtomicBool::new(false),
             drain_requested: AtomicBool::new(false),

@@ -143,6 +143,55 @@ async fn node_presenting_another_certificate_is_refused() {
 }
 
 #[tokio::test]
+async fn node_api_credential_is_required_and_sent_on_every_proxied_request() {
+    let gw = gateway().await;
+    let node = stand_in("n1", true, false).await;
+    let token = gw.state().create_node("n1", "chat").await.unwrap();
+    // A registration without a usable API credential is refused, naming the field.
+    let mut weak = register_body(
+        "n1",
+        &token,
+        &node.url,
+        node.fingerprint.as_deref(),
+        "tiny-chat",
+    );
+    weak.api_token = Secret::new("short");
+    let (s, v) = post_register(&gw, &weak).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["param"], "api_token", "{v}");
+    // The stand-in answers 401 to anything without its credential, like a real node: a
+    // plain and a streamed completion through the gateway prove the ingress sends it
+    // (and not the client's API key).
+    let ok = register_body(
+        "n1",
+        &token,
+        &node.url,
+        node.fingerprint.as_deref(),
+        "tiny-chat",
+    );
+    let (s, v) = post_register(&gw, &ok).await;
+    assert_eq!(s, 200, "{v}");
+    let key = api_key(&gw).await;
+    for stream in [false, true] {
+        let r = gw
+            .http
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .bearer_auth(&key)
+            .json(&chat_body("tiny-chat", stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "stream={stream}");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("no node credential"), "{text}");
+    }
+    // The handle holds the credential in memory; the store does not.
+    let handle = gw.state().registry.node("n1").expect("registered");
+    assert_eq!(handle.api_token, stand_in_api_token("n1"));
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn admin_api_needs_its_token() {
     let gw = gateway().await;
     for path in ["/admin/nodes", "/admin/keys", "/admin/usage"] {

@@ -260,6 +260,29 @@ queue_timeout = "5s"
         );
         let fp = node.fingerprint.clone().expect("pinned fingerprint");
         assert_eq!(fp.len(), 64, "{id}: {fp}");
+        // The node's own port answers only the ingress's credential.
+        let direct = reqwest12::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        let url = format!("{}/v1/models", node.api_url);
+        let r = direct.get(&url).send().await.expect("direct request");
+        assert_eq!(
+            r.status(),
+            401,
+            "{id}: the node answered without a credential"
+        );
+        let r = direct
+            .get(&url)
+            .bearer_auth(node.api_token.expose())
+            .send()
+            .await
+            .expect("direct request");
+        assert_eq!(
+            r.status(),
+            200,
+            "{id}: the node refused the ingress's credential"
+        );
         let cached = dir.path().join(id).join("cache");
         assert!(
             walk_count(&cached) >= 3,

@@ -206,6 +206,31 @@ async fn an_office_day_end_to_end() {
         log()
     );
     phase("window opens: both nodes ready");
+    // A node's own port (on its rented host) answers nobody but the ingress.
+    let direct = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    for url in sqlite_rows(&db, "SELECT api_url FROM nodes WHERE state = 'ready'") {
+        let r = direct
+            .get(format!("{url}/v1/models"))
+            .send()
+            .await
+            .expect("request to the node's port");
+        assert_eq!(
+            r.status(),
+            401,
+            "{url} answered without the ingress's credential"
+        );
+        let r = direct
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&serde_json::json!({"model": "tiny-llama", "messages": [{"role": "user", "content": "free?"}]}))
+            .send()
+            .await
+            .expect("request to the node's port");
+        assert_eq!(r.status(), 401, "{url} served a completion to a stranger");
+    }
+    phase("node ports refuse strangers (401)");
     print_phases(&db).await;
     print_node_logs(&d.join("hosts"));
 

@@ -285,11 +285,35 @@ async fn embeddings(body: Bytes) -> Response {
     .into_response()
 }
 
+/// The API credential a stand-in node `node_id` registers with (fixed per id, so
+/// [`register_body`] can send it); stand-ins refuse requests without it, as real nodes do.
+pub fn stand_in_api_token(node_id: &str) -> Secret {
+    Secret::new(format!("stand-in-api-token-{node_id}-0123456789abcdef"))
+}
+
+async fn require_api_token(
+    State(ctx): State<NodeCtx>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let want = format!("Bearer {}", stand_in_api_token(&ctx.id).expose());
+    let got = req.headers().get(axum::http::header::AUTHORIZATION);
+    if got.and_then(|v| v.to_str().ok()) == Some(want.as_str()) {
+        next.run(req).await
+    } else {
+        (StatusCode::UNAUTHORIZED, "stand-in: no node credential").into_response()
+    }
+}
+
 fn node_router(ctx: NodeCtx) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            require_api_token,
+        ))
         .with_state(ctx)
 }
 
@@ -408,6 +432,7 @@ pub fn register_body(
             max_queued_requests: 64,
         },
         node_version: "stand-in".into(),
+        api_token: stand_in_api_token(node_id),
     }
 }
 
