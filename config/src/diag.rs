@@ -114,14 +114,34 @@ pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// The valid name closest to `given`, if one is close enough to be a likely typo.
+/// Longest name [`closest`] compares: a typo of a key, zone or pool name is short, and
+/// the comparison's cost grows with the length (a 1 MB "zone name" took 12 s).
+pub const MAX_HINT_INPUT: usize = 128;
+
+/// The valid name closest to `given`, if one is close enough to be a likely typo; `None`
+/// at once for a `given` longer than [`MAX_HINT_INPUT`] bytes.
 pub fn closest<'a>(given: &str, valid: &[&'a str]) -> Option<&'a str> {
+    if given.len() > MAX_HINT_INPUT {
+        return None;
+    }
     valid
         .iter()
         .map(|v| (strsim::jaro_winkler(given, v), *v))
         .filter(|(score, _)| *score >= 0.75)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, v)| v)
+}
+
+/// `value` for an error message: whole when short, else its first 60 characters, an
+/// ellipsis and its length (a message must not repeat a megabyte of bad input).
+pub fn shown(value: &str) -> std::borrow::Cow<'_, str> {
+    const KEEP: usize = 60;
+    match value.char_indices().nth(KEEP) {
+        None => std::borrow::Cow::Borrowed(value),
+        Some((cut, _)) => {
+            std::borrow::Cow::Owned(format!("{}… ({} bytes)", &value[..cut], value.len()))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -144,5 +164,16 @@ mod tests {
             Some("timezone")
         );
         assert_eq!(closest("zzz", &["timezone", "window"]), None);
+        let huge = "Europe/Berlin".repeat(100_000);
+        assert_eq!(closest(&huge, &["Europe/Berlin"]), None);
+    }
+
+    #[test]
+    fn shown_cuts_long_values() {
+        assert_eq!(shown("Europe/Berlin"), "Europe/Berlin");
+        let long = "é".repeat(1000);
+        let s = shown(&long);
+        assert!(s.starts_with(&"é".repeat(60)));
+        assert!(s.ends_with("… (2000 bytes)"), "{s}");
     }
 }

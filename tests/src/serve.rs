@@ -225,16 +225,30 @@ pub struct ServeProc {
 impl ServeProc {
     /// Starts `dayshift serve` with a short scheduler tick; output appended to `log`.
     pub fn start(config: &Path, log: &Path, tick_ms: u64) -> ServeProc {
+        Self::start_with(config, log, Some(tick_ms))
+    }
+
+    /// Starts `dayshift serve` with the scheduler's production timing (no
+    /// `DAYSHIFT_TICK_MS`: the loop wakes when its last tick asked).
+    pub fn start_production_timing(config: &Path, log: &Path) -> ServeProc {
+        Self::start_with(config, log, None)
+    }
+
+    fn start_with(config: &Path, log: &Path, tick_ms: Option<u64>) -> ServeProc {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("serve log");
-        let child = Command::new(dayshift_bin())
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(dayshift_bin());
+        cmd.args(["serve", "--config"])
             .arg(config)
             .env(TOKEN_ENV, "e2e-token")
-            .env("DAYSHIFT_TICK_MS", tick_ms.to_string())
+            .env_remove("DAYSHIFT_TICK_MS");
+        if let Some(ms) = tick_ms {
+            cmd.env("DAYSHIFT_TICK_MS", ms.to_string());
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

@@ -4,7 +4,7 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 
 use super::{DaySet, HolidayRule, Override, OverrideAction, Schedule, WallTime, Window};
-use crate::diag::{Diag, Problems, closest};
+use crate::diag::{Diag, Problems, closest, shown};
 use crate::toml_read::{Table, parse_document};
 
 const TOP_KEYS: &[&str] = &["timezone", "window", "holidays", "override"];
@@ -38,7 +38,10 @@ pub(super) fn parse(
                 d.push(
                     span,
                     "timezone",
-                    format!("unknown time zone \"{name}\": expected an IANA name such as \"Europe/Berlin\"{hint}"),
+                    format!(
+                        "unknown time zone \"{}\": expected an IANA name such as \"Europe/Berlin\"{hint}",
+                        shown(&name)
+                    ),
                 );
                 None
             }

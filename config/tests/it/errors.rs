@@ -86,6 +86,15 @@ fn bad_time_zone_names_the_closest() {
     );
     let p = schedule_problems("timezone = \"Mars/Olympus\"\n", None);
     at(one(&p), 1, 12, "timezone", "unknown time zone");
+    // A megabyte of "zone name" gets no hint (the comparison took 12 s) and is not
+    // repeated whole in the message.
+    let huge = "Europe/Berlin".repeat(80_000);
+    let p = schedule_problems(&format!("timezone = \"{huge}\"\n"), None);
+    at(one(&p), 1, 12, "timezone", "unknown time zone");
+    let msg = &one(&p).message;
+    assert!(!msg.contains("did you mean"), "{msg}");
+    assert!(msg.len() < 300, "{} bytes", msg.len());
+    assert!(msg.contains("(1040000 bytes)"), "{msg}");
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //! hosts, bootstraps `dayshift-node` onto them over SSH (host key checked), the nodes
 //! fetch their models from the ingress's mirror and register; the official `openai`
 //! client is the user. The window opens about a minute after start and closes a minute
-//! later. Checked: no node before the pre-warm point, ready nodes when the window opens,
-//! chat (streaming) and embeddings over HTTPS, 503 + Retry-After after the window, the
+//! later; the scheduler runs with its production timing (no `DAYSHIFT_TICK_MS`). Checked:
+//! no node before the pre-warm point, ready nodes when the window opens, the nodes' own
+//! ports refuse requests without the ingress's credential (401), chat (streaming) and
+//! embeddings over HTTPS, draining ≤ 1 s after the window's end, 503 + Retry-After after the window, the
 //! fake's server list empty at the end, and `dayshift cost --json` with the intervals.
 
 use std::path::{Path, PathBuf};
@@ -151,7 +153,9 @@ async fn an_office_day_end_to_end() {
     spec.mirror_tiny_model("tiny-llama");
     copy_dir(&minilm_dir(), &state.join("models/minilm"));
     let key = create_key(&config, "office");
-    let serve = ServeProc::start(&config, &d.join("serve.log"), 250);
+    // Production timing (no DAYSHIFT_TICK_MS): the window's end must be met by the loop's
+    // own wake-up, not by a fast test tick.
+    let serve = ServeProc::start_production_timing(&config, &d.join("serve.log"));
     let log = || serve.log_text();
     wait_port(port, "dayshift serve").await;
     let https = reqwest::Client::builder()
@@ -264,6 +268,21 @@ async fn an_office_day_end_to_end() {
             log()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Draining started within 1 s of the window's end (the loop wakes at the change
+    // itself; before, it fell back to its 15 s idle tick).
+    for line in sqlite_rows(
+        &db,
+        "SELECT node_id, at FROM node_events WHERE to_state = 'draining' ORDER BY id",
+    ) {
+        let (node, at) = line.split_once('|').expect("node|at");
+        let at: i64 = at.parse().expect("event time in ms");
+        let late_ms = at - end.timestamp_millis();
+        eprintln!("{node} started draining {late_ms} ms after the window's end");
+        assert!(
+            (0..=1000).contains(&late_ms),
+            "{node} started draining {late_ms} ms after the window's end (bound: 0..1000 ms)"
+        );
     }
     let gone_after = Utc::now() - end;
     phase(&format!(
