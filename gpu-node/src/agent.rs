@@ -273,6 +273,14 @@ impl Agent {
             .await
         {
             Ok(r) if r.status().is_success() => tracing::info!("said goodbye to the ingress"),
+            // After an ingress-ordered drain the ingress has already taken the node out
+            // of routing and forgotten its session: nothing left to say.
+            Ok(r)
+                if r.status() == reqwest::StatusCode::UNAUTHORIZED
+                    || r.status() == reqwest::StatusCode::NOT_FOUND =>
+            {
+                tracing::info!("the ingress had already let this node go ({})", r.status())
+            }
             Ok(r) => tracing::warn!("goodbye answered {}", r.status()),
             Err(e) => tracing::warn!("goodbye failed: {e}"),
         }
