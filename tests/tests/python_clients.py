@@ -282,6 +282,10 @@ def main():
     which, url = sys.argv[1], sys.argv[2]
     try:
         (run_hcloud if which == "hcloud" else run_scaleway)(url)
+    except ImportError as e:
+        print(f"FAILED ({which}): {e}; install the clients with `bash scripts/deps/python.sh`",
+              file=sys.stderr, flush=True)
+        return 1
     except Failed as e:
         print(f"FAILED ({which}): {e}", file=sys.stderr, flush=True)
         return 1
