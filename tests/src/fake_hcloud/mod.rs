@@ -67,8 +67,14 @@ impl ProviderApi for Account {
         (!self.budget.take()).then(|| ApiError::rate_limited_bare().into_response())
     }
 
+    /// `X-Correlation-Id` on every answer (clients show it with errors), and the
     /// `RateLimit-*` headers on every answer that has none yet.
     fn finish(&mut self, resp: &mut Response) {
+        self.answered += 1;
+        let id = format!("{:016x}", self.answered.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("X-Correlation-Id", v);
+        }
         if resp.headers().contains_key("ratelimit-limit") {
             return;
         }
