@@ -1,4 +1,4 @@
-//! The Instance API's JSON for servers, IPs, volumes and tasks.
+//! The Instance API's JSON for servers, IPs, volumes, tasks, images and security groups.
 
 use chrono::Utc;
 use serde_json::{Value, json};
