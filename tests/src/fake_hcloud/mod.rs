@@ -9,6 +9,9 @@ mod admin;
 mod api_error;
 pub mod catalog;
 mod catalog_routes;
+mod firewall_actions;
+mod firewall_rules;
+mod firewalls;
 pub mod json;
 mod servers;
 mod ssh_keys;
@@ -23,7 +26,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use crate::fake_base::{CallRecord, FailAction, Fault, FaultKind, SlowAction, WrongHostKey};
 pub use api_error::ApiError;
@@ -65,8 +68,14 @@ impl ProviderApi for Account {
         (!self.budget.take()).then(|| ApiError::rate_limited_bare().into_response())
     }
 
+    /// `X-Correlation-Id` on every answer (clients show it with errors), and the
     /// `RateLimit-*` headers on every answer that has none yet.
     fn finish(&mut self, resp: &mut Response) {
+        self.answered += 1;
+        let id = format!("{:016x}", self.answered.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("X-Correlation-Id", v);
+        }
         if resp.headers().contains_key("ratelimit-limit") {
             return;
         }
@@ -137,6 +146,20 @@ impl Fake<Account> {
         self.shared().lock().budget = state::Budget::new(limit, per_second);
     }
 
+    /// The rules in effect on a server, gathered from every firewall applied to it:
+    /// `{"server", "firewalls": [ids], "firewall_names": [...], "rules": [rule objects]}`
+    /// (`None` for an unknown server). Also at `GET /__admin/servers/{id}/firewall`.
+    pub fn server_firewall(&self, id: i64) -> Option<serde_json::Value> {
+        firewalls::effective_rules(&self.shared().lock(), id)
+    }
+
+    /// The firewall named so, as `GET /v1/firewalls/{id}` shows it.
+    pub fn firewall_by_name(&self, name: &str) -> Option<serde_json::Value> {
+        let account = self.shared().lock();
+        let f = account.firewalls.values().find(|f| f.name == name)?;
+        Some(firewalls::render(&account, f))
+    }
+
     /// User data a server was created with.
     pub fn user_data_of(&self, id: i64) -> Option<String> {
         self.shared()
@@ -163,11 +186,47 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/ssh_keys/{id}",
             get(ssh_keys::get).delete(ssh_keys::delete),
         )
+        .route(
+            "/v1/firewalls",
+            get(firewalls::list).post(firewalls::create),
+        )
+        .route("/v1/firewalls/actions", get(firewall_actions::all_actions))
+        .route(
+            "/v1/firewalls/actions/{id}",
+            get(firewall_actions::any_action),
+        )
+        .route(
+            "/v1/firewalls/{id}",
+            get(firewalls::get)
+                .put(firewalls::update)
+                .delete(firewalls::delete),
+        )
+        .route("/v1/firewalls/{id}/actions", get(firewall_actions::actions))
+        .route(
+            "/v1/firewalls/{id}/actions/set_rules",
+            post(firewall_actions::set_rules),
+        )
+        .route(
+            "/v1/firewalls/{id}/actions/apply_to_resources",
+            post(firewall_actions::apply_to_resources),
+        )
+        .route(
+            "/v1/firewalls/{id}/actions/remove_from_resources",
+            post(firewall_actions::remove_from_resources),
+        )
+        .route(
+            "/v1/firewalls/{id}/actions/{action_id}",
+            get(firewall_actions::action),
+        )
         .route("/v1/server_types", get(catalog_routes::server_types))
         .route("/v1/server_types/{id}", get(catalog_routes::server_type))
         .route("/v1/locations", get(catalog_routes::locations))
         .route("/v1/locations/{id}", get(catalog_routes::location))
-        .route("/v1/datacenters", get(catalog_routes::datacenters))
+        .route("/v1/datacenters", get(catalog_routes::datacenters_gone))
+        .route(
+            "/v1/datacenters/{id}",
+            get(catalog_routes::datacenters_gone),
+        )
         .route("/v1/images", get(catalog_routes::images))
         .route("/v1/images/{id}", get(catalog_routes::image))
         .route("/v1/pricing", get(catalog_routes::pricing))
