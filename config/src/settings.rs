@@ -284,8 +284,8 @@ pub struct GatewayConfig {
     pub node_address: Option<String>,
     /// Largest accepted request body (every route; larger ones get `413`).
     pub max_body_bytes: u64,
-    /// Seconds a connection has for its TLS handshake, and an HTTP/1 request for its
-    /// head from its first byte (default 10).
+    /// Seconds a connection has for its TLS handshake and then for its first request
+    /// head, and a later HTTP/1 request for its head from its first byte (default 10).
     pub header_read_timeout_secs: u64,
     /// Seconds a request has for its whole body after its head (default 30); slower
     /// ones get `408` and the connection is closed.

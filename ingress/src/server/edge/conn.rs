@@ -1,6 +1,7 @@
 //! One client connection: HTTP/1 or HTTP/2 through hyper, with the edge's own clock on
 //! it. A connection with no request in progress is closed when
-//! - its first request's head has not arrived `header_read` after the connection began,
+//! - its first request's head has not arrived `header_read` after the connection began
+//!   (after the TLS handshake),
 //! - an HTTP/1 request head has not arrived `header_read` after its first byte, or
 //! - nothing was asked of it for `idle` since its last answer ended.
 //!

@@ -21,8 +21,8 @@ pub use listener::{Tls, serve};
 /// The connection-level settings of a listener.
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeSettings {
-    /// Time for the TLS handshake, and for an HTTP/1 request head from its first byte
-    /// (a new connection's first request head from the connection's start).
+    /// Time for the TLS handshake, for a new connection's first request head (from the
+    /// end of the handshake), and for a later HTTP/1 request head from its first byte.
     pub header_read: Duration,
     /// Time a connection may stay open with no request in progress.
     pub idle: Duration,
