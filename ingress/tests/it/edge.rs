@@ -3,7 +3,7 @@
 //! (1–2 s here, asserted with generous margins; latency under attack is measured by
 //! `bench/edge/run.sh`), early `401`/`413` answers keep an HTTP/1 connection in step or
 //! close it, the per-address connection limit, and HTTP/2 early refusals that the
-//! system curl reads every time.
+//! system curl reads every time, and SIGTERM letting a request in flight finish.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -492,4 +492,53 @@ async fn edge_http2_early_refusals_reach_curl() {
     ]);
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("invalid_api_key"), "{out}");
+}
+
+#[tokio::test]
+async fn edge_sigterm_lets_a_request_in_flight_finish() {
+    let s = start("off", "body_read_timeout = \"20s\"");
+    let addr = s.addr;
+    // A request whose body is still arriving is in flight.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dsk-wrong\r\n\
+          Content-Type: application/json\r\nContent-Length: 21\r\n\r\n{\"model\":",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = i32::try_from(s._proc.0.id()).unwrap();
+    // SAFETY: plain kill(2) on the pid of a child this test spawned and still owns.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    // The listener closes at once…
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still accepting after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // …and the request in flight still gets its answer.
+    c.write_all(b"\"tiny-chat\"}").unwrap();
+    let (got, _) = read_to_close(&mut c, Duration::from_secs(10));
+    assert!(got.starts_with("HTTP/1.1 401"), "{got}\n{}", s.log());
+    let mut p = s._proc;
+    let started = Instant::now();
+    loop {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            assert!(
+                st.success(),
+                "exit status {st}\n{}",
+                std::fs::read_to_string(s.dir.path().join("serve.log")).unwrap_or_default()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
