@@ -542,3 +542,39 @@ async fn edge_sigterm_lets_a_request_in_flight_finish() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test]
+async fn edge_tls_handshake_is_bounded() {
+    let s = start("self-signed", "header_read_timeout = \"1s\"");
+    // Connects to the HTTPS port and never says hello.
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    let (got, t) = read_to_close(&mut c, Duration::from_secs(20));
+    assert!(got.is_empty(), "{got}");
+    assert!(t <= Duration::from_secs(4), "closed after {t:?}, bound 1 s");
+    // Half a hello: the same.
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let (_, t) = read_to_close(&mut c, Duration::from_secs(20));
+    assert!(t <= Duration::from_secs(4), "closed after {t:?}, bound 1 s");
+    let http = reqwest12::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let m = http
+        .get(format!("https://127.0.0.1:{}/metrics", s.addr.port()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        counter(
+            &m,
+            "dayshift_connections_closed_total",
+            "tls_handshake_timeout"
+        ),
+        2,
+        "{m}"
+    );
+}
