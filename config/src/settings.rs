@@ -63,6 +63,10 @@ const GATEWAY_KEYS: &[&str] = &[
     "node_ca",
     "node_address",
     "max_body_bytes",
+    "header_read_timeout",
+    "body_read_timeout",
+    "idle_timeout",
+    "max_connections_per_address",
 ];
 const TLS_KEYS: &[&str] = &["mode", "domains", "contact", "directory", "directory_ca"];
 const BUDGET_KEYS: &[&str] = &["monthly"];
@@ -278,8 +282,18 @@ pub struct GatewayConfig {
     /// Address nodes connect to for `public_url`'s host instead of resolving it (before
     /// DNS is set up, or in tests), e.g. `203.0.113.5:443`.
     pub node_address: Option<String>,
-    /// Largest accepted request body.
+    /// Largest accepted request body (every route; larger ones get `413`).
     pub max_body_bytes: u64,
+    /// Seconds a connection has for its TLS handshake and then for its first request
+    /// head, and a later HTTP/1 request for its head from its first byte (default 10).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request has for its whole body after its head (default 30); slower
+    /// ones get `408` and the connection is closed.
+    pub body_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in progress (default 60).
+    pub idle_timeout_secs: u64,
+    /// Open connections allowed from one client IP address (default 256).
+    pub max_connections_per_address: u64,
 }
 
 /// How the ingress gets its certificate.
@@ -816,6 +830,10 @@ fn parse_gateway(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Gateway
         node_ca: None,
         node_address: None,
         max_body_bytes: 4 * 1024 * 1024,
+        header_read_timeout_secs: 10,
+        body_read_timeout_secs: 30,
+        idle_timeout_secs: 60,
+        max_connections_per_address: 256,
     };
     if let Some(t) = root.table(d, "gateway") {
         t.check_keys(d, GATEWAY_KEYS);
@@ -854,8 +872,30 @@ fn parse_gateway(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Gateway
         if let Some((v, _)) = t.integer(d, "max_body_bytes", 1024, 1 << 30) {
             g.max_body_bytes = v as u64;
         }
+        g.header_read_timeout_secs = positive_duration(d, &t, "header_read_timeout", 10);
+        g.body_read_timeout_secs = positive_duration(d, &t, "body_read_timeout", 30);
+        g.idle_timeout_secs = positive_duration(d, &t, "idle_timeout", 60);
+        if let Some((v, _)) = t.integer(d, "max_connections_per_address", 1, 1_000_000) {
+            g.max_connections_per_address = v as u64;
+        }
     }
     g
+}
+
+/// A duration of at least one second (a zero timeout would refuse everything).
+fn positive_duration(d: &mut Diag<'_>, t: &Table<'_, '_>, key: &str, default: u64) -> u64 {
+    let v = duration(d, t, key, default);
+    if v == 0 {
+        if let Some(n) = t.get(key) {
+            d.push(
+                n.span.clone(),
+                t.field(key),
+                "expected a duration of at least 1s, found 0".to_string(),
+            );
+        }
+        return default;
+    }
+    v
 }
 
 fn parse_tls(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> TlsConfig {

@@ -330,3 +330,48 @@ fn examples_are_valid() {
         .unwrap_or_else(|p| panic!("{p}"));
     assert_eq!(s.timezone.name(), "Europe/Berlin");
 }
+
+#[test]
+fn gateway_edge_settings_parse_with_defaults_and_positions() {
+    let c = Config::parse("dayshift.toml", GOOD_CONFIG, Path::new("/etc/dayshift")).unwrap();
+    let g = &c.gateway;
+    assert_eq!(
+        (
+            g.header_read_timeout_secs,
+            g.body_read_timeout_secs,
+            g.idle_timeout_secs,
+            g.max_connections_per_address
+        ),
+        (10, 30, 60, 256)
+    );
+    let src = format!(
+        "{GOOD_CONFIG}[gateway]\nheader_read_timeout = \"5s\"\nbody_read_timeout = \"2m\"\n\
+         idle_timeout = 90\nmax_connections_per_address = 16\n"
+    );
+    let c = Config::parse("dayshift.toml", &src, Path::new("/etc/dayshift")).unwrap();
+    let g = &c.gateway;
+    assert_eq!(
+        (
+            g.header_read_timeout_secs,
+            g.body_read_timeout_secs,
+            g.idle_timeout_secs,
+            g.max_connections_per_address
+        ),
+        (5, 120, 90, 16)
+    );
+    let src = format!(
+        "{GOOD_CONFIG}[gateway]\nheader_read_timeout = \"0s\"\nidle_timeout = \"soon\"\n\
+         max_connections_per_address = 0\n"
+    );
+    let p = config_problems(&src);
+    assert_eq!(p.len(), 3, "{p:#?}");
+    at(&p[0], 15, 23, "gateway.header_read_timeout", "at least 1s");
+    at(&p[1], 16, 16, "gateway.idle_timeout", "duration");
+    at(
+        &p[2],
+        17,
+        31,
+        "gateway.max_connections_per_address",
+        "from 1 to",
+    );
+}

@@ -8,7 +8,7 @@ use dayshift_config::protocol::{FAIL_PATH, GOODBYE_PATH, HEARTBEAT_PATH, REGISTE
 
 use super::errors::ApiError;
 use super::state::SharedState;
-use super::{admin, gateway, mirror, node_api, status_page};
+use super::{admin, edge, gateway, mirror, node_api, status_page};
 
 async fn not_found() -> Response {
     ApiError::not_found("no such endpoint")
@@ -62,6 +62,10 @@ pub fn router(state: SharedState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::body::guard,
         ))
         .with_state(state)
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Histogram bucket bounds in seconds.
 const BUCKETS: [f64; 14] = [
@@ -37,12 +38,15 @@ struct Inner {
     retries: BTreeMap<String, u64>,
     queued: BTreeMap<String, u64>,
     registrations_refused: BTreeMap<&'static str, u64>,
+    connections_refused: BTreeMap<&'static str, u64>,
+    connections_closed: BTreeMap<&'static str, u64>,
 }
 
 /// The ingress's metrics.
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    open_connections: AtomicI64,
 }
 
 /// Gauges computed at scrape time.
@@ -101,6 +105,25 @@ impl Metrics {
         if let Ok(mut m) = self.inner.lock() {
             *m.registrations_refused.entry(reason).or_default() += 1;
         }
+    }
+
+    /// A connection refused at accept, by reason (`per_address_limit`).
+    pub fn connection_refused(&self, reason: &'static str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.connections_refused.entry(reason).or_default() += 1;
+        }
+    }
+    /// A connection (or request) the edge closed, by reason (`header_timeout`,
+    /// `idle_timeout`, `body_timeout`, `body_too_large`, `tls_handshake_timeout`,
+    /// `tls_handshake_failed`).
+    pub fn connection_closed(&self, reason: &'static str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.connections_closed.entry(reason).or_default() += 1;
+        }
+    }
+    /// One more (`+1`) or one less (`-1`) open client connection.
+    pub fn connections_open(&self, delta: i64) {
+        self.open_connections.fetch_add(delta, Ordering::Relaxed);
     }
 
     /// The exposition text.
@@ -185,6 +208,41 @@ impl Metrics {
                 "dayshift_node_registrations_refused_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        header(
+            &mut out,
+            "dayshift_connections_refused_total",
+            "counter",
+            "Client connections refused at accept, by reason.",
+        );
+        for (reason, n) in &m.connections_refused {
+            let _ = writeln!(
+                out,
+                "dayshift_connections_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "dayshift_connections_closed_total",
+            "counter",
+            "Client connections the edge closed (timeouts, oversized bodies), by reason.",
+        );
+        for (reason, n) in &m.connections_closed {
+            let _ = writeln!(
+                out,
+                "dayshift_connections_closed_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "dayshift_connections_open",
+            "gauge",
+            "Open client connections (all listeners).",
+        );
+        let _ = writeln!(
+            out,
+            "dayshift_connections_open {}",
+            self.open_connections.load(Ordering::Relaxed)
+        );
         header(
             &mut out,
             "dayshift_nodes",

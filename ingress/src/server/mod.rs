@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod edge;
 pub mod errors;
 pub mod gateway;
 pub mod in_flight_sync;

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use axum::Router;
@@ -13,7 +12,9 @@ use dayshift_config::clock::{Clock, SystemClock};
 use dayshift_config::protocol::Secret;
 use dayshift_config::settings::TlsMode;
 use dayshift_config::{Config, Schedule};
+use tokio_util::sync::CancellationToken;
 
+use super::edge::{self, Tls};
 use super::state::{AppState, SharedState, Tuning};
 use super::usage_writer::UsageWriter;
 use super::{app, node_api, tls, usage_writer};
@@ -143,6 +144,13 @@ fn redirect_router(https_port: u16) -> Router {
     })
 }
 
+/// Binds a listening socket, saying which address failed.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("listening on {addr} (in use, or a port below 1024 without the right)")
+    })
+}
+
 /// `dayshift serve`: runs until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<()> {
     let addr: SocketAddr = config
@@ -167,55 +175,52 @@ pub async fn serve(config: Config) -> Result<()> {
     let control =
         crate::control::start_for_serve(super::state::control_context(&built.state)).await?;
     let app = built.router.clone();
-    let handle = axum_server::Handle::new();
+    let settings = edge::EdgeSettings::from_config(&built.state.config.gateway);
+    let metrics = edge::report_to(built.state.clone());
+    let stop = CancellationToken::new();
     {
-        let handle = handle.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing requests in flight");
-            handle.graceful_shutdown(Some(Duration::from_secs(30)));
+            stop.cancel();
         });
     }
-    if let (Some(http_addr), true) = (http_addr, tls_cfg.mode != TlsMode::Off) {
-        let redirect = redirect_router(addr.port());
-        let h = handle.clone();
-        tokio::spawn(async move {
-            let r = axum_server::bind(http_addr)
-                .handle(h)
-                .serve(redirect.into_make_service())
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "the HTTP redirect listener failed");
-            }
-        });
-    }
-    let make = app.into_make_service();
-    let result = match tls_cfg.mode {
+    let redirect = match (http_addr, tls_cfg.mode != TlsMode::Off) {
+        (Some(http_addr), true) => {
+            let listener = bind(http_addr).await?;
+            let router = redirect_router(addr.port());
+            let (metrics, stop) = (metrics.clone(), stop.clone());
+            Some(tokio::spawn(async move {
+                let r = edge::serve(listener, router, Tls::Off, settings, metrics, stop).await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "the HTTP redirect listener failed");
+                }
+            }))
+        }
+        _ => None,
+    };
+    let tls = match tls_cfg.mode {
         TlsMode::Off => {
             tracing::info!(%addr, "listening (plain HTTP, tls = off)");
-            axum_server::bind(addr).handle(handle).serve(make).await
+            Tls::Off
         }
         TlsMode::SelfSigned => {
             let (cert, key) = tls::self_signed(&state_dir, &tls_cfg.domains)?;
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
-                .await
-                .context("loading the self-signed certificate")?;
             tracing::info!(%addr, "listening (HTTPS, self-signed certificate)");
-            axum_server::bind_rustls(addr, rustls)
-                .handle(handle)
-                .serve(make)
-                .await
+            Tls::Rustls(tls::server_config(&cert, &key)?)
         }
         TlsMode::Acme => {
             let acceptor = tls::acme_acceptor(&tls_cfg, &state_dir)?;
             tracing::info!(%addr, domains = ?tls_cfg.domains, directory = %tls_cfg.directory, "listening (HTTPS, ACME)");
-            axum_server::bind(addr)
-                .acceptor(acceptor)
-                .handle(handle)
-                .serve(make)
-                .await
+            Tls::Acme(acceptor)
         }
     };
+    let listener = bind(addr).await?;
+    let result = edge::serve(listener, app, tls, settings, metrics, stop).await;
+    if let Some(r) = redirect {
+        let _ = r.await;
+    }
     if let Some(c) = control {
         c.shutdown().await;
     }

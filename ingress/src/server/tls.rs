@@ -39,6 +39,24 @@ pub fn self_signed(state_dir: &Path, domains: &[String]) -> Result<(Vec<u8>, Vec
     Ok((cert_pem.into_bytes(), key_pem.into_bytes()))
 }
 
+/// A TLS server config for a PEM certificate chain and key, offering HTTP/2 and
+/// HTTP/1.1 (ALPN).
+pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the certificate PEM")?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem)
+        .context("reading the private key PEM")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the certificate does not match its key")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// Writes a file readable by its owner only.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;

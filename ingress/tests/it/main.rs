@@ -8,6 +8,7 @@ mod cli_examples;
 mod cli_files;
 mod cli_scaleway;
 mod common;
+mod edge;
 mod gateway;
 mod node_security;
 mod real_node;
