@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::api_error::ApiError;
 use super::json::Page;
+use super::state::{Account, ActionRec};
 
 /// `GET /v1/actions/{id}`.
 pub async fn get(
@@ -30,6 +31,17 @@ pub async fn list(
     State(shared): State<Arc<Shared>>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
+    let mut account = shared.lock();
+    Ok(Json(page_of(&mut account, &q, |_| true)))
+}
+
+/// One page of the actions `keep` selects, filtered by the query's `id` and `status`:
+/// `{"actions": [...], "meta": ...}` (for `/v1/actions` and every `.../actions` list).
+pub fn page_of(
+    account: &mut Account,
+    q: &[(String, String)],
+    keep: impl Fn(&ActionRec) -> bool,
+) -> Value {
     let ids: Vec<i64> = q
         .iter()
         .filter(|(k, _)| k == "id")
@@ -40,8 +52,12 @@ pub async fn list(
         .filter(|(k, _)| k == "status")
         .map(|(_, v)| v.as_str())
         .collect();
-    let mut account = shared.lock();
-    let all: Vec<i64> = account.actions.keys().copied().collect();
+    let all: Vec<i64> = account
+        .actions
+        .values()
+        .filter(|a| keep(a))
+        .map(|a| a.id)
+        .collect();
     let mut items = Vec::new();
     for id in all {
         if !ids.is_empty() && !ids.contains(&id) {
@@ -54,6 +70,11 @@ pub async fn list(
             }
         }
     }
-    let (page, meta) = Page::from_query(&q).apply(items);
-    Ok(Json(json!({ "actions": page, "meta": meta })))
+    let (page, meta) = Page::from_query(q).apply(items);
+    json!({ "actions": page, "meta": meta })
+}
+
+/// True when the action concerns this resource.
+pub fn concerns(a: &ActionRec, id: i64, kind: &str) -> bool {
+    a.resources.iter().any(|(i, k)| *i == id && *k == kind)
 }

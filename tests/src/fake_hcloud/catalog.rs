@@ -1,4 +1,4 @@
-//! The fake's fixed catalog: locations, datacenters, server types with prices, images.
+//! The fake's fixed catalog: locations, server types with prices, images.
 
 use serde_json::{Value, json};
 
@@ -238,23 +238,6 @@ pub fn location_by_id(id: i64) -> Option<Value> {
     LOCATIONS.iter().find(|l| l.0 == id).map(location_json)
 }
 
-/// The datacenter object of a location (one datacenter per location in the fake).
-pub fn datacenter(location_name: &str) -> Option<Value> {
-    let l = LOCATIONS.iter().find(|l| l.1 == location_name)?;
-    let ids: Vec<i64> = SERVER_TYPES
-        .iter()
-        .filter(|t| t.10.contains(&l.1))
-        .map(|t| t.0)
-        .collect();
-    Some(json!({
-        "id": l.0,
-        "name": format!("{}-dc{}", l.1, l.8),
-        "description": format!("{} virtual DC {}", l.4, l.8),
-        "location": location_json(l),
-        "server_types": { "supported": ids, "available": ids, "available_for_migration": ids },
-    }))
-}
-
 fn prices_json(t: &TypeRow) -> Vec<Value> {
     t.10.iter()
         .map(|loc| {
@@ -277,7 +260,7 @@ fn server_type_json(t: &TypeRow) -> Value {
         "storage_type": "local", "cpu_type": t.6, "architecture": t.7,
         "locations": t.10.iter().map(|n| {
             let id = LOCATIONS.iter().find(|l| l.1 == *n).map(|l| l.0).unwrap_or(0);
-            json!({ "id": id, "name": n, "deprecation": null })
+            json!({ "id": id, "name": n, "deprecation": null, "available": true, "recommended": true })
         }).collect::<Vec<_>>(),
     })
 }

@@ -1,9 +1,14 @@
-//! Read-only catalog endpoints: server types, locations, datacenters, images, pricing.
+//! Read-only catalog endpoints: server types, locations, images, pricing (and the
+//! removed datacenters).
+
+use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use super::Shared;
 use super::api_error::ApiError;
 use super::catalog;
 use super::json::Page;
@@ -27,15 +32,39 @@ fn int_id(id: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::invalid_field("id", "id must be an integer"))
 }
 
-/// `GET /v1/server_types`.
-pub async fn server_types(Query(q): Q) -> Json<Value> {
-    paged("server_types", catalog::server_types(), &q)
+/// `GET /v1/server_types`: per location, `available` and `recommended` are false where
+/// the type is out of capacity (`/__admin/unavailable`).
+pub async fn server_types(State(shared): State<Arc<Shared>>, Query(q): Q) -> Json<Value> {
+    let mut types = catalog::server_types();
+    let account = shared.lock();
+    for t in &mut types {
+        mark_capacity(t, &account.unavailable);
+    }
+    drop(account);
+    paged("server_types", types, &q)
+}
+
+fn mark_capacity(t: &mut Value, unavailable: &[(String, String)]) {
+    let name = t["name"].as_str().unwrap_or_default().to_string();
+    if let Some(locs) = t["locations"].as_array_mut() {
+        for l in locs {
+            let out = unavailable
+                .iter()
+                .any(|(ty, loc)| *ty == name && l["name"] == loc.as_str());
+            l["available"] = json!(!out);
+            l["recommended"] = json!(!out);
+        }
+    }
 }
 
 /// `GET /v1/server_types/{id}`.
-pub async fn server_type(Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let t = catalog::server_type_by_id(int_id(&id)?)
+pub async fn server_type(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut t = catalog::server_type_by_id(int_id(&id)?)
         .ok_or_else(|| ApiError::not_found("server_type"))?;
+    mark_capacity(&mut t, &shared.lock().unavailable);
     Ok(Json(json!({ "server_type": t })))
 }
 
@@ -50,14 +79,17 @@ pub async fn location(Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "location": l })))
 }
 
-/// `GET /v1/datacenters`.
-pub async fn datacenters(Query(q): Q) -> Json<Value> {
-    let dcs: Vec<Value> = catalog::locations()
-        .iter()
-        .filter_map(|l| l["name"].as_str().and_then(catalog::datacenter))
-        .collect();
-    let (page, meta) = Page::from_query(&q).apply(filter_by_name(dcs, &q));
-    Json(json!({ "datacenters": page, "recommendation": 1, "meta": meta }))
+/// `GET /v1/datacenters` and `/v1/datacenters/{id}`: removed from the API after
+/// 1 Oct 2026 (<https://docs.hetzner.cloud/changelog#2026-06-02-datacenters-deprecated>),
+/// answered `410 deprecated_api_endpoint` as the real API does now.
+pub async fn datacenters_gone() -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::GONE,
+        "deprecated_api_endpoint",
+        "API functionality was removed",
+    );
+    e.details = json!({ "announcement": "https://docs.hetzner.cloud/changelog#2026-06-02-datacenters-deprecated" });
+    e
 }
 
 /// `GET /v1/images` with `name`, `type`, `architecture`.

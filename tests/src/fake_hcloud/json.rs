@@ -4,7 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::catalog;
-use super::state::{ActionRec, ServerRec, SshKeyRec};
+use super::state::{ActionRec, FirewallRec, RuleRec, ServerRec, SshKeyRec};
 
 /// Hetzner's timestamp format, e.g. `2016-01-30T23:55:00+00:00`.
 pub fn ts(t: &DateTime<Utc>) -> String {
@@ -24,13 +24,13 @@ pub fn action(a: &ActionRec, status: &str, progress: i64) -> Value {
         "progress": progress,
         "started": ts(&a.started),
         "finished": a.finished.as_ref().map(ts),
-        "resources": [{ "id": a.server_id, "type": "server" }],
+        "resources": a.resources.iter().map(|(id, kind)| json!({ "id": id, "type": kind })).collect::<Vec<_>>(),
         "error": error,
     })
 }
 
-/// A server object with the given status.
-pub fn server(s: &ServerRec, status: &str) -> Value {
+/// A server object with the given status and the ids of the firewalls applied to it.
+pub fn server(s: &ServerRec, status: &str, firewalls: &[i64]) -> Value {
     let o = s.ipv4.octets();
     json!({
         "id": s.id,
@@ -51,11 +51,10 @@ pub fn server(s: &ServerRec, status: &str) -> Value {
                 "dns_ptr": [],
             },
             "floating_ips": [],
-            "firewalls": [],
+            "firewalls": firewalls.iter().map(|id| json!({ "id": id, "status": "applied" })).collect::<Vec<_>>(),
         },
         "private_net": [],
         "server_type": catalog::server_type(&s.server_type),
-        "datacenter": catalog::datacenter(&s.location),
         "location": catalog::location(&s.location),
         "image": catalog::image(&s.image),
         "iso": null,
@@ -83,6 +82,49 @@ pub fn ssh_key(k: &SshKeyRec) -> Value {
         "public_key": k.public_key,
         "labels": k.labels,
         "created": ts(&k.created),
+    })
+}
+
+/// A firewall rule object (`source_ips`/`destination_ips` always arrays, `port` null
+/// unless tcp/udp).
+pub fn rule(r: &RuleRec) -> Value {
+    json!({
+        "direction": r.direction,
+        "source_ips": r.source_ips,
+        "destination_ips": r.destination_ips,
+        "protocol": r.protocol,
+        "port": r.port,
+        "description": r.description,
+    })
+}
+
+/// A firewall object; `selected` are the servers each of its label selectors matches.
+pub fn firewall(f: &FirewallRec, selected: &[Vec<i64>]) -> Value {
+    let mut applied: Vec<Value> = f
+        .servers
+        .iter()
+        .map(|id| json!({ "type": "server", "server": { "id": id } }))
+        .collect();
+    for (i, sel) in f.selectors.iter().enumerate() {
+        let resources: Vec<Value> = selected
+            .get(i)
+            .into_iter()
+            .flatten()
+            .map(|id| json!({ "type": "server", "server": { "id": id } }))
+            .collect();
+        applied.push(json!({
+            "type": "label_selector",
+            "label_selector": { "selector": sel },
+            "applied_to_resources": resources,
+        }));
+    }
+    json!({
+        "id": f.id,
+        "name": f.name,
+        "labels": f.labels,
+        "created": ts(&f.created),
+        "rules": f.rules.iter().map(rule).collect::<Vec<_>>(),
+        "applied_to": applied,
     })
 }
 

@@ -9,6 +9,8 @@ mod admin;
 mod api_error;
 pub mod catalog;
 mod catalog_routes;
+mod firewall_rules;
+mod firewalls;
 pub mod json;
 mod servers;
 mod ssh_keys;
@@ -23,7 +25,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use crate::fake_base::{CallRecord, FailAction, Fault, FaultKind, SlowAction, WrongHostKey};
 pub use api_error::ApiError;
@@ -137,6 +139,20 @@ impl Fake<Account> {
         self.shared().lock().budget = state::Budget::new(limit, per_second);
     }
 
+    /// The rules in effect on a server, gathered from every firewall applied to it:
+    /// `{"server", "firewalls": [ids], "firewall_names": [...], "rules": [rule objects]}`
+    /// (`None` for an unknown server). Also at `GET /__admin/servers/{id}/firewall`.
+    pub fn server_firewall(&self, id: i64) -> Option<serde_json::Value> {
+        firewalls::effective_rules(&self.shared().lock(), id)
+    }
+
+    /// The firewall named so, as `GET /v1/firewalls/{id}` shows it.
+    pub fn firewall_by_name(&self, name: &str) -> Option<serde_json::Value> {
+        let account = self.shared().lock();
+        let f = account.firewalls.values().find(|f| f.name == name)?;
+        Some(firewalls::render(&account, f))
+    }
+
     /// User data a server was created with.
     pub fn user_data_of(&self, id: i64) -> Option<String> {
         self.shared()
@@ -163,11 +179,44 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/ssh_keys/{id}",
             get(ssh_keys::get).delete(ssh_keys::delete),
         )
+        .route(
+            "/v1/firewalls",
+            get(firewalls::list).post(firewalls::create),
+        )
+        .route("/v1/firewalls/actions", get(firewalls::all_actions))
+        .route("/v1/firewalls/actions/{id}", get(firewalls::any_action))
+        .route(
+            "/v1/firewalls/{id}",
+            get(firewalls::get)
+                .put(firewalls::update)
+                .delete(firewalls::delete),
+        )
+        .route("/v1/firewalls/{id}/actions", get(firewalls::actions))
+        .route(
+            "/v1/firewalls/{id}/actions/set_rules",
+            post(firewalls::set_rules),
+        )
+        .route(
+            "/v1/firewalls/{id}/actions/apply_to_resources",
+            post(firewalls::apply_to_resources),
+        )
+        .route(
+            "/v1/firewalls/{id}/actions/remove_from_resources",
+            post(firewalls::remove_from_resources),
+        )
+        .route(
+            "/v1/firewalls/{id}/actions/{action_id}",
+            get(firewalls::action),
+        )
         .route("/v1/server_types", get(catalog_routes::server_types))
         .route("/v1/server_types/{id}", get(catalog_routes::server_type))
         .route("/v1/locations", get(catalog_routes::locations))
         .route("/v1/locations/{id}", get(catalog_routes::location))
-        .route("/v1/datacenters", get(catalog_routes::datacenters))
+        .route("/v1/datacenters", get(catalog_routes::datacenters_gone))
+        .route(
+            "/v1/datacenters/{id}",
+            get(catalog_routes::datacenters_gone),
+        )
         .route("/v1/images", get(catalog_routes::images))
         .route("/v1/images/{id}", get(catalog_routes::image))
         .route("/v1/pricing", get(catalog_routes::pricing))

@@ -26,12 +26,14 @@ struct CreateServer {
     server_type: Option<IdOrName>,
     image: Option<IdOrName>,
     location: Option<IdOrName>,
-    datacenter: Option<IdOrName>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
     ssh_keys: Vec<Value>,
     user_data: Option<String>,
+    /// `[{"firewall": ID}]`.
+    #[serde(default)]
+    firewalls: Vec<Value>,
 }
 
 /// The API takes most references as an id or a name.
@@ -116,15 +118,10 @@ pub async fn create(
             format!("image {image} not found"),
         ));
     }
-    let location = match (req.location, req.datacenter) {
-        (Some(l), _) => l.name(catalog::location_by_id),
-        (None, Some(dc)) => dc
-            .name(catalog::location_by_id)
-            .split('-')
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-        (None, None) => catalog::first_location_of(&server_type)
+    // `datacenter` was removed from the API (2026-07-01); only `location` places a server.
+    let location = match req.location {
+        Some(l) => l.name(catalog::location_by_id),
+        None => catalog::first_location_of(&server_type)
             .unwrap_or("fsn1")
             .to_string(),
     };
@@ -189,6 +186,24 @@ pub async fn create(
             }
         }
     }
+    let mut firewalls: Vec<i64> = Vec::new();
+    for (i, f) in req.firewalls.iter().enumerate() {
+        let fw = f["firewall"].as_i64().ok_or_else(|| {
+            ApiError::invalid_field(
+                "firewalls",
+                format!("firewalls[{i}] must be {{\"firewall\": ID}}"),
+            )
+        })?;
+        if !account.firewalls.contains_key(&fw) {
+            return Err(ApiError::invalid_field(
+                "firewalls",
+                format!("firewall {fw} not found"),
+            ));
+        }
+        if !firewalls.contains(&fw) {
+            firewalls.push(fw);
+        }
+    }
     let id = account.id();
     let ipv4 = shared.base.allocate_ip();
     let duration = slow
@@ -214,10 +229,26 @@ pub async fn create(
         create_action: action_id,
         user_data: req.user_data.clone(),
     };
-    let server_json = json::server(&rec, "initializing");
+    let mut next_ids = vec![start_id];
+    for fw in &firewalls {
+        if let Some(f) = account.firewalls.get_mut(fw) {
+            f.servers.push(id);
+        }
+        next_ids.push(account.start_action_on(
+            "apply_firewall",
+            vec![(*fw, "firewall"), (id, "server")],
+            Duration::ZERO,
+            true,
+        ));
+    }
+    let applied = account.firewalls_of(&rec);
+    let server_json = json::server(&rec, "initializing", &applied);
     account.servers.insert(id, rec);
     let action = account.action_json(action_id);
-    let next = account.action_json(start_id);
+    let next: Vec<Value> = next_ids
+        .into_iter()
+        .filter_map(|a| account.action_json(a))
+        .collect();
     drop(account);
     if let Some(hosts) = shared.base.hosts.clone().filter(|_| with_host) {
         let shared = shared.clone();
@@ -243,7 +274,7 @@ pub async fn create(
     let body = json!({
         "server": server_json,
         "action": action,
-        "next_actions": next.into_iter().collect::<Vec<_>>(),
+        "next_actions": next,
         "root_password": null,
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -273,7 +304,10 @@ pub async fn get(
         .cloned()
         .ok_or_else(|| ApiError::not_found("server"))?;
     let status = status_of(&account, &s);
-    Ok(Json(json!({ "server": json::server(&s, status) })))
+    let firewalls = account.firewalls_of(&s);
+    Ok(Json(
+        json!({ "server": json::server(&s, status, &firewalls) }),
+    ))
 }
 
 /// `GET /v1/servers` with `name`, `label_selector`, `status`, `page`, `per_page`.
@@ -304,7 +338,7 @@ pub async fn list(
         if !statuses.is_empty() && !statuses.contains(&status) {
             continue;
         }
-        items.push(json::server(s, status));
+        items.push(json::server(s, status, &account.firewalls_of(s)));
     }
     let (page, meta) = Page::from_query(&q).apply(items);
     Ok(Json(json!({ "servers": page, "meta": meta })))
@@ -322,6 +356,9 @@ pub async fn delete(
     let mut account = shared.lock();
     if account.servers.remove(&id).is_none() {
         return Err(ApiError::not_found("server"));
+    }
+    for f in account.firewalls.values_mut() {
+        f.servers.retain(|s| *s != id);
     }
     let duration = slow
         .map(|Extension(SlowAction(d))| d)
@@ -348,16 +385,7 @@ pub async fn actions(
     if !account.servers.contains_key(&id) {
         return Err(ApiError::not_found("server"));
     }
-    let ids: Vec<i64> = account
-        .actions
-        .values()
-        .filter(|a| a.server_id == id)
-        .map(|a| a.id)
-        .collect();
-    let items: Vec<Value> = ids
-        .into_iter()
-        .filter_map(|a| account.action_json(a))
-        .collect();
-    let (page, meta) = Page::from_query(&q).apply(items);
-    Ok(Json(json!({ "actions": page, "meta": meta })))
+    Ok(Json(super::actions::page_of(&mut account, &q, |a| {
+        super::actions::concerns(a, id, "server")
+    })))
 }

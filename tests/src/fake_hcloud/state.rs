@@ -5,7 +5,13 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use dayshift_provisioning::LabelSelector;
 use serde_json::Value;
+
+/// True when a (stored, already validated) label selector matches the labels.
+pub fn selector_matches(selector: &str, labels: &BTreeMap<String, String>) -> bool {
+    LabelSelector::parse(selector).is_ok_and(|s| s.matches(labels))
+}
 
 /// A server record.
 #[derive(Debug, Clone)]
@@ -45,8 +51,8 @@ pub struct ActionRec {
     pub started: DateTime<Utc>,
     /// How long it runs at least.
     pub duration: Duration,
-    /// Server it concerns.
-    pub server_id: i64,
+    /// Resources it concerns: (id, type), e.g. `(42, "server")`, `(7, "firewall")`.
+    pub resources: Vec<(i64, &'static str)>,
     /// Set once the test host (if any) is up; the action cannot succeed before.
     pub ready: bool,
     /// Set when the action failed (code, message).
@@ -91,6 +97,42 @@ pub struct SshKeyRec {
     pub created: DateTime<Utc>,
 }
 
+/// One firewall rule, as stored (validated and normalised by `firewall_rules`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleRec {
+    /// `in` or `out`.
+    pub direction: String,
+    /// `tcp`, `udp`, `icmp`, `esp` or `gre`.
+    pub protocol: String,
+    /// Port, range (`1024-5000`) or `any`; only for `tcp` and `udp`.
+    pub port: Option<String>,
+    /// CIDRs for direction `in`.
+    pub source_ips: Vec<String>,
+    /// CIDRs for direction `out`.
+    pub destination_ips: Vec<String>,
+    /// Free text.
+    pub description: Option<String>,
+}
+
+/// A firewall.
+#[derive(Debug, Clone)]
+pub struct FirewallRec {
+    /// Id.
+    pub id: i64,
+    /// Name (unique).
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// Rules, in order.
+    pub rules: Vec<RuleRec>,
+    /// Servers it is applied to directly.
+    pub servers: Vec<i64>,
+    /// Label selectors it is applied through.
+    pub selectors: Vec<String>,
+}
+
 /// The mutable state behind the fake.
 #[derive(Debug, Default)]
 pub struct Account {
@@ -102,6 +144,8 @@ pub struct Account {
     pub actions: BTreeMap<i64, ActionRec>,
     /// SSH keys by id.
     pub ssh_keys: BTreeMap<i64, SshKeyRec>,
+    /// Firewalls by id.
+    pub firewalls: BTreeMap<i64, FirewallRec>,
     /// (server type, location) pairs with no capacity.
     pub unavailable: Vec<(String, String)>,
     /// Default duration of new actions.
@@ -181,11 +225,22 @@ impl Account {
         self.next_id
     }
 
-    /// Starts an action.
+    /// Starts an action on a server.
     pub fn start_action(
         &mut self,
         command: &str,
         server_id: i64,
+        duration: Duration,
+        ready: bool,
+    ) -> i64 {
+        self.start_action_on(command, vec![(server_id, "server")], duration, ready)
+    }
+
+    /// Starts an action on any resources, e.g. a firewall and a server.
+    pub fn start_action_on(
+        &mut self,
+        command: &str,
+        resources: Vec<(i64, &'static str)>,
         duration: Duration,
         ready: bool,
     ) -> i64 {
@@ -198,13 +253,36 @@ impl Account {
                 started_at: Instant::now(),
                 started: Utc::now(),
                 duration,
-                server_id,
+                resources,
                 ready,
                 error: None,
                 finished: None,
             },
         );
         id
+    }
+
+    /// Ids of the firewalls applied to a server (directly or through a label selector).
+    pub fn firewalls_of(&self, server: &ServerRec) -> Vec<i64> {
+        self.firewalls
+            .values()
+            .filter(|f| {
+                f.servers.contains(&server.id)
+                    || f.selectors
+                        .iter()
+                        .any(|sel| selector_matches(sel, &server.labels))
+            })
+            .map(|f| f.id)
+            .collect()
+    }
+
+    /// Servers a label selector matches now.
+    pub fn servers_matching(&self, selector: &str) -> Vec<i64> {
+        self.servers
+            .values()
+            .filter(|s| selector_matches(selector, &s.labels))
+            .map(|s| s.id)
+            .collect()
     }
 
     /// The JSON of an action, recording its finish time once finished.
