@@ -52,7 +52,7 @@ fn auto_with_sources_is_read_and_normalised() {
 fn a_bad_source_is_named_with_its_line_and_column() {
     let src = CLOUD.replace("\"2001:db8::1\"", "\"10.0.0.5/24\"");
     let p = only_problem(&src);
-    assert_eq!((p.line, p.column), (7, 38), "{p}");
+    assert_eq!((p.line, p.column), (7, 39), "{p}");
     assert_eq!(p.field, "provider.firewall_sources[1]");
     assert!(p.message.contains("10.0.0.0/24"), "{p}");
 

@@ -195,5 +195,6 @@ pub async fn provider_from_config(
         .prepare()
         .await
         .map_err(|source| ProviderStartError::Setup { kind, source })?;
+    tracing::info!(provider = %kind, "provider account ready (firewall and operator key set up)");
     Ok(provider)
 }
