@@ -104,6 +104,48 @@ pub fn harness_binary(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// A fake provider binary (`fake-hcloud`, `fake-scaleway`) running as its own process
+/// on a free loopback port, without test hosts; killed when dropped.
+pub struct FakeProcess {
+    child: std::process::Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl FakeProcess {
+    /// Starts `binary --listen 127.0.0.1:PORT --no-hosts EXTRA...` and waits (up to 10 s)
+    /// until the port accepts connections.
+    pub fn start(binary: &std::path::Path, extra: &[&str]) -> anyhow::Result<FakeProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new(binary)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--no-hosts"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", binary.display()))?;
+        let fake = FakeProcess { child, port };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("{} did not listen on {addr} within 10 s", binary.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(fake)
+    }
+}
+
+impl Drop for FakeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Kills, when dropped, every local-provider child whose work directory lies under the
 /// given state directory, so a failing test leaks no process.
 pub struct KillLocalChildren(pub std::path::PathBuf);

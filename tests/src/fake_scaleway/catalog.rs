@@ -95,13 +95,19 @@ pub fn offer(name: &str) -> Option<&'static Offer> {
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
-/// `GET /products/servers` body for one zone.
-pub fn products(zone: &str) -> Value {
+/// The products of one zone, by commercial type (sorted), as `GET /products/servers`
+/// lists them.
+pub fn products(zone: &str) -> serde_json::Map<String, Value> {
     let mut servers = serde_json::Map::new();
     for o in OFFERS.iter().filter(|o| o.zones.contains(&zone)) {
         let gpu_info = (o.gpu > 0).then(|| {
             json!({"gpu_manufacturer": "NVIDIA", "gpu_name": o.gpu_name, "gpu_memory": o.gpu_gib * GIB})
         });
+        let local_max = if o.local_storage {
+            20_000_000_000u64
+        } else {
+            0
+        };
         servers.insert(
             o.name.to_string(),
             json!({
@@ -113,19 +119,27 @@ pub fn products(zone: &str) -> Value {
                 "gpu_info": gpu_info,
                 "hourly_price": o.hourly,
                 "monthly_price": (o.hourly * 730.0 * 100.0).round() / 100.0,
-                "baremetal": false,
                 "end_of_service": false,
-                "volumes_constraint": {"min_size": 0, "max_size": if o.local_storage { 20_000_000_000u64 } else { 0 }},
-                "per_volume_constraint": {"l_ssd": {"min_size": 1_000_000_000u64, "max_size": 20_000_000_000u64}},
+                "volumes_constraint": {"min_size": 0, "max_size": local_max},
+                "per_volume_constraint": {"l_ssd": {"min_size": if o.local_storage { 1_000_000_000u64 } else { 0 }, "max_size": local_max}},
                 "scratch_storage_max_size": null,
-                "capabilities": {"boot_types": ["local", "rescue"], "block_storage": true, "placement_groups": true},
-                "network": {"sum_internal_bandwidth": 2_500_000_000u64, "sum_internet_bandwidth": 2_500_000_000u64, "ipv6_support": true},
+                "scratch_storage_max_volumes_count": 0,
+                "capabilities": {"boot_types": ["local", "rescue"], "block_storage": true, "max_file_systems": if o.gpu > 0 { 0 } else { 100 }},
+                "network": {
+                    "interfaces": [{"internal_bandwidth": 2_500_000_000u64, "internet_bandwidth": 2_500_000_000u64}],
+                    "sum_internal_bandwidth": 2_500_000_000u64,
+                    "sum_internet_bandwidth": 2_500_000_000u64,
+                    "ipv6_support": true,
+                },
                 "block_bandwidth": 2_097_152_000u64,
             }),
         );
     }
-    json!({ "servers": servers })
+    servers
 }
+
+/// Organisation that owns the public images (Scaleway's marketplace).
+pub const IMAGE_OWNER: &str = "51b656e3-4865-41e8-adbc-0c45bdd780db";
 
 /// Image labels the fake knows, with the UUID it reports for them.
 pub const IMAGES: &[(&str, &str, &str)] = &[

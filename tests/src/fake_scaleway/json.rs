@@ -4,7 +4,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::catalog;
-use super::state::{IpRec, Project, ServerRec, TaskRec, VolumeRec};
+use super::state::{IpRec, Project, SecurityGroupRec, ServerRec, SgRuleRec, TaskRec, VolumeRec};
 
 /// The fake's organisation and project id.
 pub const PROJECT: &str = "00000000-0000-4000-8000-0000000da75f";
@@ -79,7 +79,7 @@ pub fn server(p: &Project, s: &ServerRec) -> Value {
             volumes.insert(slot.clone(), vj);
         }
     }
-    let (label, image_name, image_id) = catalog::image(&s.image).unwrap_or(("", "", ""));
+    let sg = p.security_groups.get(&s.security_group);
     let allowed: &[&str] = match state {
         "stopped" => &["poweron", "backup"],
         "running" => &["poweroff", "terminate", "reboot", "stop_in_place", "backup"],
@@ -98,7 +98,7 @@ pub fn server(p: &Project, s: &ServerRec) -> Value {
         "routed_ip_enabled": true,
         "enable_ipv6": false,
         "hostname": s.name,
-        "image": {"id": image_id, "name": image_name, "arch": "x86_64", "label": label, "zone": s.zone},
+        "image": image(&s.image, &s.zone),
         "protected": false,
         "private_ip": null,
         "public_ip": ips.first().cloned(),
@@ -110,7 +110,7 @@ pub fn server(p: &Project, s: &ServerRec) -> Value {
         "ipv6": null,
         "boot_type": "local",
         "volumes": volumes,
-        "security_group": {"id": "5ec0a11e-0000-4000-8000-000000000001", "name": "Default security group"},
+        "security_group": sg.map(|g| json!({"id": g.id, "name": g.name})),
         "maintenances": [],
         "state_detail": if state == "running" { "booted" } else { "" },
         "arch": "x86_64",
@@ -118,6 +118,8 @@ pub fn server(p: &Project, s: &ServerRec) -> Value {
         "private_nics": [],
         "zone": s.zone,
         "admin_password_encryption_ssh_key_id": null,
+        "admin_password_encrypted_value": null,
+        "dns": format!("{}.pub.instances.scw.cloud", s.id),
         "filesystems": [],
         "end_of_service": false,
     })
@@ -135,5 +137,83 @@ pub fn task(t: &TaskRec, status: &str) -> Value {
         "href_from": format!("/servers/{}/action", t.server),
         "href_result": format!("/servers/{}", t.server),
         "zone": t.zone,
+    })
+}
+
+/// An image object (a public marketplace image of the fake's catalogue), by label or id.
+pub fn image(label_or_id: &str, zone: &str) -> Value {
+    let Some((_, name, id)) = catalog::image(label_or_id) else {
+        return Value::Null;
+    };
+    json!({
+        "id": id,
+        "name": name,
+        "arch": "x86_64",
+        "creation_date": "2025-04-01T00:00:00+00:00",
+        "modification_date": "2025-04-01T00:00:00+00:00",
+        "default_bootscript": null,
+        "extra_volumes": {},
+        "from_server": "",
+        "organization": catalog::IMAGE_OWNER,
+        "project": catalog::IMAGE_OWNER,
+        "public": true,
+        "root_volume": {"id": format!("{}5a{}", &id[..24], &id[26..]), "name": name, "size": 10_000_000_000u64, "volume_type": "sbs_snapshot"},
+        "state": "available",
+        "tags": [],
+        "zone": zone,
+    })
+}
+
+/// A security group rule object.
+pub fn rule(r: &SgRuleRec, position: usize, zone: &str, editable: bool) -> Value {
+    json!({
+        "id": r.id,
+        "protocol": r.protocol,
+        "direction": r.direction,
+        "action": r.action,
+        "ip_range": r.ip_range,
+        "dest_port_from": r.dest_port_from,
+        "dest_port_to": r.dest_port_to,
+        "position": position,
+        "editable": editable,
+        "zone": zone,
+    })
+}
+
+/// A security group's rules, positions from 1.
+pub fn rules(g: &SecurityGroupRec) -> Vec<Value> {
+    g.rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| rule(r, i + 1, &g.zone, true))
+        .collect()
+}
+
+/// A security group object, with the servers that use it.
+pub fn security_group(p: &Project, g: &SecurityGroupRec) -> Value {
+    let servers: Vec<Value> = p
+        .servers
+        .values()
+        .filter(|s| s.security_group == g.id)
+        .map(|s| json!({"id": s.id, "name": s.name}))
+        .collect();
+    json!({
+        "id": g.id,
+        "name": g.name,
+        "description": g.description,
+        "enable_default_security": g.enable_default_security,
+        "inbound_default_policy": g.inbound_default_policy,
+        "outbound_default_policy": g.outbound_default_policy,
+        "organization": g.project,
+        "project": g.project,
+        "tags": g.tags,
+        "project_default": g.project_default,
+        "organization_default": false,
+        "servers": servers,
+        "stateful": g.stateful,
+        "state": "available",
+        "zone": g.zone,
+        "creation_date": g.created.to_rfc3339(),
+        "modification_date": g.modified.to_rfc3339(),
     })
 }

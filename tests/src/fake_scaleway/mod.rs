@@ -4,7 +4,8 @@
 //! and `{"type","message"}` error bodies. Servers are created stopped, get their
 //! cloud-init user data, and boot a real OpenSSH test host on `poweron` (unless hosts are
 //! disabled). Volumes and IPs are resources of their own, so a test can check that
-//! nothing is left behind. Faults are injected as for fake-hcloud (`/__admin/faults`).
+//! nothing is left behind. Security groups (with the project's default one per zone) and
+//! their rules are served in the API's JSON; a server carries its group. Faults are injected as for fake-hcloud (`/__admin/faults`).
 // Handlers return `Result<_, ScwError>`; the error is large but only built on failures.
 #![allow(clippy::result_large_err)]
 
@@ -12,8 +13,11 @@ mod admin;
 pub mod catalog;
 mod error;
 pub mod json;
+mod paging;
 mod resources;
+mod security_groups;
 mod servers;
+mod sg_rules;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -110,6 +114,13 @@ impl Fake<Project> {
         self.shared().lock().servers.get(uuid).map(|s| s.num)
     }
 
+    /// A server's security group and its rules in order:
+    /// `{"server", "security_group": {...as the API shows it}, "rules": [rule objects]}`
+    /// (`None` for an unknown server). Also at `GET /__admin/servers/{id}/security_group`.
+    pub fn server_security_group(&self, uuid: &str) -> Option<serde_json::Value> {
+        security_groups::effective(&self.shared().lock(), uuid)
+    }
+
     /// The cloud-init user data a server holds.
     pub fn user_data_of(&self, uuid: &str) -> Option<String> {
         self.shared()
@@ -156,6 +167,34 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(resources::availability),
         )
         .route(&r("/images"), get(resources::images))
+        .route(
+            &r("/security_groups"),
+            get(security_groups::list).post(security_groups::create),
+        )
+        .route(
+            &r("/security_groups/default/rules"),
+            get(sg_rules::default_rules),
+        )
+        .route(
+            &r("/security_groups/{id}"),
+            get(security_groups::get)
+                .patch(security_groups::update)
+                .put(security_groups::update)
+                .delete(security_groups::delete),
+        )
+        .route(
+            &r("/security_groups/{id}/rules"),
+            get(sg_rules::list)
+                .post(sg_rules::create)
+                .put(sg_rules::set_all),
+        )
+        .route(
+            &r("/security_groups/{id}/rules/{rule_id}"),
+            get(sg_rules::get)
+                .patch(sg_rules::update)
+                .put(sg_rules::update)
+                .delete(sg_rules::delete),
+        )
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             faults_and_log::<Project>,

@@ -3,19 +3,24 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::error::ScwError;
+use super::paging::{page_params, paged};
 use super::servers::zone_ok;
 use super::{Shared, catalog, json as j};
 
-/// `GET .../ips`.
+type Q = Query<Vec<(String, String)>>;
+
+/// `GET .../ips` (paged).
 pub async fn ips(
     State(shared): State<Arc<Shared>>,
     Path(zone): Path<String>,
-) -> Result<Json<Value>, ScwError> {
+    Query(q): Q,
+) -> Result<Response, ScwError> {
     zone_ok(&zone)?;
     let p = shared.lock();
     let list: Vec<Value> = p
@@ -24,7 +29,7 @@ pub async fn ips(
         .filter(|i| i.zone == zone)
         .map(j::ip)
         .collect();
-    Ok(Json(json!({ "total_count": list.len(), "ips": list })))
+    paged("ips", list, &q)
 }
 
 /// `GET .../ips/{id}`.
@@ -56,11 +61,12 @@ pub async fn delete_ip(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET .../volumes`.
+/// `GET .../volumes` (paged).
 pub async fn volumes(
     State(shared): State<Arc<Shared>>,
     Path(zone): Path<String>,
-) -> Result<Json<Value>, ScwError> {
+    Query(q): Q,
+) -> Result<Response, ScwError> {
     zone_ok(&zone)?;
     let p = shared.lock();
     let list: Vec<Value> = p
@@ -69,7 +75,7 @@ pub async fn volumes(
         .filter(|v| v.zone == zone)
         .map(j::volume)
         .collect();
-    Ok(Json(json!({ "volumes": list })))
+    paged("volumes", list, &q)
 }
 
 /// `GET .../volumes/{id}`.
@@ -123,10 +129,27 @@ pub async fn task(
     Ok(Json(json!({ "task": j::task(t, "success") })))
 }
 
-/// `GET .../products/servers`.
-pub async fn products(Path(zone): Path<String>) -> Result<Json<Value>, ScwError> {
+/// `GET .../products/servers`: a map by commercial type (sorted by name), paged, with
+/// `total_count`.
+pub async fn products(Path(zone): Path<String>, Query(q): Q) -> Result<Response, ScwError> {
     zone_ok(&zone)?;
-    Ok(Json(catalog::products(&zone)))
+    let (page, per_page) = page_params(&q)?;
+    let all = catalog::products(&zone);
+    let total = all.len();
+    let servers: serde_json::Map<String, Value> = all
+        .into_iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .collect();
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
+        headers.insert("X-Total-Count", v);
+    }
+    Ok((
+        headers,
+        Json(json!({ "servers": servers, "total_count": total })),
+    )
+        .into_response())
 }
 
 /// `GET .../products/servers/availability`.
@@ -153,12 +176,16 @@ pub async fn availability(
     Ok(Json(json!({ "servers": servers })))
 }
 
-/// `GET .../images`.
-pub async fn images(Path(zone): Path<String>) -> Result<Json<Value>, ScwError> {
+/// `GET .../images` with `name` (contains), `arch`, `public` (paged).
+pub async fn images(Path(zone): Path<String>, Query(q): Q) -> Result<Response, ScwError> {
     zone_ok(&zone)?;
+    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     let list: Vec<Value> = catalog::IMAGES
         .iter()
-        .map(|(label, name, id)| json!({"id": id, "name": name, "arch": "x86_64", "label": label, "public": true, "state": "available", "zone": zone}))
+        .map(|(_, _, id)| j::image(id, &zone))
+        .filter(|i| get("name").is_none_or(|n| i["name"].as_str().is_some_and(|x| x.contains(n))))
+        .filter(|i| get("arch").is_none_or(|a| i["arch"] == a))
+        .filter(|_| get("public").is_none_or(|p| p == "true"))
         .collect();
-    Ok(Json(json!({ "images": list })))
+    paged("images", list, &q)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
@@ -39,6 +39,8 @@ struct CreateServer {
     tags: Vec<String>,
     #[serde(default)]
     dynamic_ip_required: Option<bool>,
+    /// Security group UUID; none: the project's default group of the zone.
+    security_group: Option<String>,
 }
 
 /// `POST /instance/v1/zones/{zone}/servers`: `201` with the stopped server.
@@ -73,6 +75,15 @@ pub async fn create(
         ));
     }
     let mut p = shared.lock();
+    let security_group = match req.security_group.filter(|g| !g.is_empty()) {
+        Some(g) => {
+            if p.security_groups.get(&g).is_none_or(|sg| sg.zone != zone) {
+                return Err(ScwError::not_found("instance_security_group", &g));
+            }
+            g
+        }
+        None => p.default_security_group(&zone),
+    };
     let (id, num) = p.uuid();
     let now = Utc::now();
     let (vol_id, _) = p.uuid();
@@ -125,6 +136,7 @@ pub async fn create(
         created: now,
         wrong_key: wrong_key.is_some(),
         slow: slow.map(|Extension(SlowAction(d))| d),
+        security_group,
     };
     let body = j::server(&p, &rec);
     p.servers.insert(id, rec);
@@ -150,7 +162,7 @@ pub async fn get(
 }
 
 /// `GET .../servers` with `tags` (all must match exactly), `name` (contains), `state`,
-/// `commercial_type`, `page`, `per_page`; total in `X-Total-Count`.
+/// `commercial_type`, `page`, `per_page` (`total_count`, `X-Total-Count`).
 pub async fn list(
     State(shared): State<Arc<Shared>>,
     Path(zone): Path<String>,
@@ -169,11 +181,6 @@ pub async fn list(
     let name = get("name");
     let state = get("state");
     let ctype = get("commercial_type");
-    let per_page: usize = get("per_page").and_then(|v| v.parse().ok()).unwrap_or(50);
-    if per_page == 0 || per_page > 100 {
-        return Err(ScwError::invalid("per_page", "must be between 1 and 100"));
-    }
-    let page: usize = get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
     let p = shared.lock();
     let all: Vec<Value> = p
         .servers
@@ -185,17 +192,7 @@ pub async fn list(
         .filter(|s| ctype.as_ref().is_none_or(|c| s.commercial_type == *c))
         .map(|s| j::server(&p, s))
         .collect();
-    let total = all.len();
-    let items: Vec<Value> = all
-        .into_iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .collect();
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
-        headers.insert("X-Total-Count", v);
-    }
-    Ok((headers, Json(json!({ "servers": items }))).into_response())
+    super::paging::paged("servers", all, &q)
 }
 
 /// Removes a server and what goes with it: local volumes and dynamic IPs. Block volumes

@@ -55,6 +55,8 @@ pub struct ServerRec {
     pub wrong_key: bool,
     /// Boot duration from a `slow_action` fault.
     pub slow: Option<Duration>,
+    /// Its security group (UUID).
+    pub security_group: String,
 }
 
 /// A flexible or dynamic IP.
@@ -106,6 +108,58 @@ pub struct TaskRec {
     pub started: DateTime<Utc>,
 }
 
+/// One rule of a security group; its position is its index + 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SgRuleRec {
+    /// UUID.
+    pub id: String,
+    /// `tcp`, `udp`, `icmp` or `any`.
+    pub protocol: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// `accept` or `drop`.
+    pub action: String,
+    /// CIDR, e.g. `203.0.113.7/32` or `0.0.0.0/0`.
+    pub ip_range: String,
+    /// First port (tcp/udp only; none: all ports).
+    pub dest_port_from: Option<u16>,
+    /// Last port of a range.
+    pub dest_port_to: Option<u16>,
+}
+
+/// A security group (one zone).
+#[derive(Debug, Clone)]
+pub struct SecurityGroupRec {
+    /// UUID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Zone.
+    pub zone: String,
+    /// Project it belongs to.
+    pub project: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// The project's default group in its zone (servers created without one get it).
+    pub project_default: bool,
+    /// Stateful (replies to allowed traffic pass).
+    pub stateful: bool,
+    /// `accept` or `drop`.
+    pub inbound_default_policy: String,
+    /// `accept` or `drop`.
+    pub outbound_default_policy: String,
+    /// Block SMTP outbound (the default rules).
+    pub enable_default_security: bool,
+    /// Rules in position order.
+    pub rules: Vec<SgRuleRec>,
+    /// Created.
+    pub created: DateTime<Utc>,
+    /// Last changed.
+    pub modified: DateTime<Utc>,
+}
+
 /// The mutable state behind the fake.
 #[derive(Debug, Default)]
 pub struct Project {
@@ -119,6 +173,8 @@ pub struct Project {
     pub volumes: BTreeMap<String, VolumeRec>,
     /// Tasks by UUID.
     pub tasks: BTreeMap<String, TaskRec>,
+    /// Security groups by UUID.
+    pub security_groups: BTreeMap<String, SecurityGroupRec>,
     /// (commercial type, zone) pairs out of stock.
     pub out_of_stock: Vec<(String, String)>,
     /// Default boot duration.
@@ -131,6 +187,40 @@ impl Project {
         self.next += 1;
         let n = self.next;
         (format!("5ca1e0a7-{:04x}-4000-8000-{:012x}", n >> 48, n), n)
+    }
+
+    /// The project's default security group in a zone, created on first use as the real
+    /// API does ("Default security group": stateful, inbound and outbound accept).
+    pub fn default_security_group(&mut self, zone: &str) -> String {
+        if let Some(sg) = self
+            .security_groups
+            .values()
+            .find(|g| g.zone == zone && g.project_default)
+        {
+            return sg.id.clone();
+        }
+        let (id, _) = self.uuid();
+        let now = Utc::now();
+        self.security_groups.insert(
+            id.clone(),
+            SecurityGroupRec {
+                id: id.clone(),
+                name: "Default security group".into(),
+                description: "Auto generated security group.".into(),
+                zone: zone.to_string(),
+                project: super::json::PROJECT.to_string(),
+                tags: Vec::new(),
+                project_default: true,
+                stateful: true,
+                inbound_default_policy: "accept".into(),
+                outbound_default_policy: "accept".into(),
+                enable_default_security: true,
+                rules: Vec::new(),
+                created: now,
+                modified: now,
+            },
+        );
+        id
     }
 
     /// The state string a server reports now.

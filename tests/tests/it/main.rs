@@ -13,5 +13,6 @@ mod hetzner_faults;
 mod hetzner_flow;
 mod local_provider;
 mod provider_contract;
+mod python_clients;
 mod scaleway_estimate;
 mod scaleway_flow;
