@@ -240,17 +240,35 @@ mod tests {
         );
         assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix(), 0);
         let e = "203.0.113.7/24".parse::<Cidr>().unwrap_err();
-        assert!(e.contains("203.0.113.0/24") && e.contains("203.0.113.7/32"), "{e}");
-        for bad in ["", "/32", "1.2.3.4/33", "1.2.3.4/", "1.2.3.4/+1", "x/8", "::/129", "1.2.3/8"] {
+        assert!(
+            e.contains("203.0.113.0/24") && e.contains("203.0.113.7/32"),
+            "{e}"
+        );
+        for bad in [
+            "",
+            "/32",
+            "1.2.3.4/33",
+            "1.2.3.4/",
+            "1.2.3.4/+1",
+            "x/8",
+            "::/129",
+            "1.2.3/8",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn url_hosts() {
-        assert_eq!(url_host("https://llm.example.org").as_deref(), Some("llm.example.org"));
+        assert_eq!(
+            url_host("https://llm.example.org").as_deref(),
+            Some("llm.example.org")
+        );
         assert_eq!(url_host("https://a.b:8443/x").as_deref(), Some("a.b"));
-        assert_eq!(url_host("https://[2001:db8::1]:443/").as_deref(), Some("2001:db8::1"));
+        assert_eq!(
+            url_host("https://[2001:db8::1]:443/").as_deref(),
+            Some("2001:db8::1")
+        );
         assert_eq!(url_host("https://"), None);
     }
 }

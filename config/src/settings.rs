@@ -718,13 +718,17 @@ fn parse_firewall(d: &mut Diag<'_>, p: &Table<'_, '_>, cfg: &mut ProviderConfig)
             );
         }
         let setting = FirewallSetting::from_text(&name);
-        if setting == FirewallSetting::Auto {
+        if setting == FirewallSetting::Auto && cfg.kind != ProviderKind::Local {
             auto_span = Some(span);
         }
         cfg.firewall = Some(setting);
     }
     if let Some(node) = p.get("firewall_sources")
-        && let Some(items) = p.strings(d, "firewall_sources", "a network such as \"203.0.113.7/32\"")
+        && let Some(items) = p.strings(
+            d,
+            "firewall_sources",
+            "a network such as \"203.0.113.7/32\"",
+        )
     {
         if cfg.firewall != Some(FirewallSetting::Auto) {
             d.push(
@@ -1091,7 +1095,7 @@ server_types = ["POP2-4C-16G"]
         let bad = CFG.replace("node_binary_cuda", "node_binary_gpu");
         let e = Config::parse("dayshift.toml", &bad, Path::new("/etc")).unwrap_err();
         let p = &e.0[0];
-        assert_eq!(p.line, 6, "{p}");
+        assert_eq!(p.line, 7, "{p}");
         assert!(p.field.contains("node_binary_gpu"), "{p}");
     }
 }

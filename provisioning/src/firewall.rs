@@ -98,7 +98,7 @@ pub enum SetupError {
         count: usize,
     },
     /// The provider API failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Provider(#[from] ProviderError),
 }
 

@@ -43,9 +43,15 @@ fn auto_with_sources_is_read_and_normalised() {
 
     let named = CLOUD
         .replace("firewall = \"auto\"", "firewall = \"my-fw\"")
-        .replace("firewall_sources = [\"203.0.113.7/32\", \"2001:db8::1\"]\n", "");
+        .replace(
+            "firewall_sources = [\"203.0.113.7/32\", \"2001:db8::1\"]\n",
+            "",
+        );
     let c = parse(&named).unwrap();
-    assert_eq!(c.provider.firewall, Some(FirewallSetting::Named("my-fw".into())));
+    assert_eq!(
+        c.provider.firewall,
+        Some(FirewallSetting::Named("my-fw".into()))
+    );
 }
 
 #[test]
@@ -65,8 +71,15 @@ fn a_bad_source_is_named_with_its_line_and_column() {
 fn sources_without_auto_and_firewall_on_local_are_refused() {
     let src = CLOUD.replace("firewall = \"auto\"", "firewall = \"my-fw\"");
     let p = only_problem(&src);
-    assert_eq!((p.line, p.field.as_str()), (7, "provider.firewall_sources"), "{p}");
-    assert!(p.message.contains("only applies with firewall = \"auto\""), "{p}");
+    assert_eq!(
+        (p.line, p.field.as_str()),
+        (7, "provider.firewall_sources"),
+        "{p}"
+    );
+    assert!(
+        p.message.contains("only applies with firewall = \"auto\""),
+        "{p}"
+    );
 
     let local = "cluster = \"c\"\n[provider]\nkind = \"local\"\nfirewall = \"auto\"\n[pools.chat]\nmodel = \"m\"\n";
     let p = only_problem(local);
@@ -76,23 +89,44 @@ fn sources_without_auto_and_firewall_on_local_are_refused() {
 
 #[test]
 fn auto_without_any_ingress_address_says_to_set_firewall_sources() {
-    let src = CLOUD.replace("firewall_sources = [\"203.0.113.7/32\", \"2001:db8::1\"]\n", "");
+    let src = CLOUD.replace(
+        "firewall_sources = [\"203.0.113.7/32\", \"2001:db8::1\"]\n",
+        "",
+    );
     let p = only_problem(&src);
     assert_eq!((p.line, p.column), (6, 12), "{p}");
     assert_eq!(p.field, "provider.firewall");
     assert!(p.message.contains("firewall_sources"), "{p}");
 
     // gateway.node_address gives it; so does a public_url with an IP host.
-    let c = parse(&format!("{src}[gateway]\nnode_address = \"198.51.100.4:443\"\n")).unwrap();
+    let c = parse(&format!(
+        "{src}[gateway]\nnode_address = \"198.51.100.4:443\"\n"
+    ))
+    .unwrap();
     let (s, origin) = c.firewall_sources().unwrap();
-    assert_eq!((s[0].to_string(), origin), ("198.51.100.4/32".into(), SourceOrigin::NodeAddress));
-    let c = parse(&format!("{src}[gateway]\npublic_url = \"https://[2001:db8::5]:443\"\n")).unwrap();
+    assert_eq!(
+        (s[0].to_string(), origin),
+        ("198.51.100.4/32".into(), SourceOrigin::NodeAddress)
+    );
+    let c = parse(&format!(
+        "{src}[gateway]\npublic_url = \"https://[2001:db8::5]:443\"\n"
+    ))
+    .unwrap();
     let (s, origin) = c.firewall_sources().unwrap();
-    assert_eq!((s[0].to_string(), origin), ("2001:db8::5/128".into(), SourceOrigin::PublicUrl));
+    assert_eq!(
+        (s[0].to_string(), origin),
+        ("2001:db8::5/128".into(), SourceOrigin::PublicUrl)
+    );
     // A name that cannot resolve is an error that says what to set.
-    let c = parse(&format!("{src}[gateway]\npublic_url = \"https://nowhere.invalid\"\n")).unwrap();
+    let c = parse(&format!(
+        "{src}[gateway]\npublic_url = \"https://nowhere.invalid\"\n"
+    ))
+    .unwrap();
     let e = c.firewall_sources().unwrap_err();
-    assert!(e.contains("nowhere.invalid") && e.contains("firewall_sources"), "{e}");
+    assert!(
+        e.contains("nowhere.invalid") && e.contains("firewall_sources"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -102,7 +136,11 @@ fn a_cloud_provider_needs_the_operator_ssh_key() {
             .replace("kind = \"hetzner\"", &format!("kind = \"{kind}\""))
             .replace("ssh_key = \"id_ed25519\"\n", "");
         let p = only_problem(&src);
-        assert_eq!((p.line, p.column, p.field.as_str()), (3, 1, "provider.ssh_key"), "{p}");
+        assert_eq!(
+            (p.line, p.column, p.field.as_str()),
+            (3, 1, "provider.ssh_key"),
+            "{p}"
+        );
         assert!(p.message.contains("missing required key `ssh_key`"), "{p}");
         assert!(p.message.contains("ssh-keygen"), "{p}");
     }

@@ -55,20 +55,20 @@ pub enum ProviderStartError {
         reason: String,
     },
     /// The provider client could not be built.
-    #[error("starting the {kind} provider: {source}")]
+    #[error("starting the {kind} provider: {error}")]
     Build {
         /// Provider kind.
         kind: ProviderKind,
         /// The failure.
-        source: ProviderError,
+        error: ProviderError,
     },
     /// The account setup (firewall, operator key at the provider) failed.
-    #[error("setting up the {kind} account for dayshift: {source}")]
+    #[error("setting up the {kind} account for dayshift: {error}")]
     Setup {
         /// Provider kind.
         kind: ProviderKind,
         /// The failure.
-        source: SetupError,
+        error: SetupError,
     },
 }
 
@@ -145,7 +145,7 @@ pub async fn provider_from_config(
                 Some(p) => p,
                 None => node_binary(config).map_err(|e| ProviderStartError::Build {
                     kind,
-                    source: ProviderError::Invalid(format!("{e:#}")),
+                    error: ProviderError::Invalid(format!("{e:#}")),
                 })?,
             };
             let mut s = LocalSettings::new(
@@ -190,11 +190,11 @@ pub async fn provider_from_config(
     };
     let provider = build_provider(settings)
         .await
-        .map_err(|source| ProviderStartError::Build { kind, source })?;
+        .map_err(|error| ProviderStartError::Build { kind, error })?;
     provider
         .prepare()
         .await
-        .map_err(|source| ProviderStartError::Setup { kind, source })?;
+        .map_err(|error| ProviderStartError::Setup { kind, error })?;
     tracing::info!(provider = %kind, "provider account ready (firewall and operator key set up)");
     Ok(provider)
 }

@@ -46,15 +46,24 @@ fn without_a_firewall_a_cloud_provider_gets_a_warning_that_says_what_is_open() {
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{stderr}");
         assert!(stdout.contains(": ok"), "{stdout}");
-        assert!(stderr.contains("warning: provider.firewall is not set"), "{stderr}");
+        assert!(
+            stderr.contains("warning: provider.firewall is not set"),
+            "{stderr}"
+        );
         assert!(stderr.contains("whole internet"), "{stderr}");
-        assert!(stderr.contains("TCP 8443") && stderr.contains("TCP 22"), "{stderr}");
+        assert!(
+            stderr.contains("TCP 8443") && stderr.contains("TCP 22"),
+            "{stderr}"
+        );
         assert!(stderr.contains("firewall = \"auto\""), "{stderr}");
     }
     // The local provider rents nothing: no warning.
     let out = check(dir.path(), "local", "", "");
     let (_, stderr) = text(&out);
-    assert!(out.status.success() && !stderr.contains("warning"), "{stderr}");
+    assert!(
+        out.status.success() && !stderr.contains("warning"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -85,13 +94,19 @@ fn auto_shows_its_rules_or_refuses_without_an_ingress_address() {
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("from 198.51.100.4/32 (from gateway.node_address)"), "{stdout}");
+    assert!(
+        stdout.contains("from 198.51.100.4/32 (from gateway.node_address)"),
+        "{stdout}"
+    );
 
     // Nothing gives the ingress's address: refused, with file:line:column.
     let out = check(dir.path(), "hetzner", "firewall = \"auto\"\n", "");
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("dayshift.toml:6:12: provider.firewall:"), "{stderr}");
+    assert!(
+        stderr.contains("dayshift.toml:6:12: provider.firewall:"),
+        "{stderr}"
+    );
     assert!(stderr.contains("firewall_sources"), "{stderr}");
 
     // A public_url host that does not resolve: refused, saying what to set.
@@ -103,7 +118,10 @@ fn auto_shows_its_rules_or_refuses_without_an_ingress_address() {
     );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("provider.firewall: cannot resolve"), "{stderr}");
+    assert!(
+        stderr.contains("provider.firewall: cannot resolve"),
+        "{stderr}"
+    );
     assert!(stderr.contains("set provider.firewall_sources"), "{stderr}");
 }
 
@@ -115,7 +133,10 @@ fn a_cloud_provider_without_ssh_key_is_refused_with_its_position() {
         &path,
         BASE.replace("KIND", "scaleway")
             .replace("ssh_key = \"id_ed25519\"\n", "")
-            .replace("FIREWALL", "firewall = \"auto\"\nfirewall_sources = [\"203.0.113.7\"]\n"),
+            .replace(
+                "FIREWALL",
+                "firewall = \"auto\"\nfirewall_sources = [\"203.0.113.7\"]\n",
+            ),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_dayshift"))

@@ -61,7 +61,11 @@ impl HetznerProvider {
         let found = self.firewalls_named(name).await?;
         match found.as_slice() {
             [one] => {
-                tracing::info!(firewall = name, id = one.id, "created servers get this Cloud Firewall");
+                tracing::info!(
+                    firewall = name,
+                    id = one.id,
+                    "created servers get this Cloud Firewall"
+                );
                 Ok(one.id)
             }
             [] => Err(SetupError::FirewallMissing {
@@ -140,7 +144,12 @@ impl HetznerProvider {
             all.extend(labels);
             req.labels = Some(all);
             let _: models::ReplaceFirewallResponse = self
-                .call(Method::PUT, &format!("/firewalls/{}", fw.id), &[], Some(&req))
+                .call(
+                    Method::PUT,
+                    &format!("/firewalls/{}", fw.id),
+                    &[],
+                    Some(&req),
+                )
                 .await?;
         }
         Ok(fw.id)
@@ -166,7 +175,11 @@ fn wanted_rules(m: &ManagedFirewall) -> Vec<models::Rule> {
 fn normal_ips(ips: &[String]) -> Vec<String> {
     let mut out: Vec<String> = ips
         .iter()
-        .map(|s| s.parse::<Cidr>().map(|c| c.to_string()).unwrap_or_else(|_| s.clone()))
+        .map(|s| {
+            s.parse::<Cidr>()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|_| s.clone())
+        })
         .collect();
     out.sort();
     out.dedup();
@@ -228,7 +241,10 @@ mod tests {
     fn wanted_rules_compare_equal_to_the_answer_however_addresses_are_spelt() {
         let m = ManagedFirewall::new(
             "office",
-            vec!["2001:db8::1".parse().unwrap(), "203.0.113.7/32".parse().unwrap()],
+            vec![
+                "2001:db8::1".parse().unwrap(),
+                "203.0.113.7/32".parse().unwrap(),
+            ],
             vec![8443, 22, 22],
         );
         assert_eq!(m.name, "dayshift-office-nodes");

@@ -46,10 +46,7 @@ impl ScalewayProvider {
         zone: &str,
         name: &str,
     ) -> Result<Vec<ScwSecurityGroup>, SetupError> {
-        let mut path = format!(
-            "/security_groups?per_page=100&name={}",
-            super::encode(name)
-        );
+        let mut path = format!("/security_groups?per_page=100&name={}", super::encode(name));
         if let Some(p) = &self.settings().project {
             path.push_str(&format!("&project={}", super::encode(p)));
         }
@@ -149,12 +146,8 @@ impl ScalewayProvider {
         let rules_path = format!("/security_groups/{}/rules", group.id);
         let have: RuleList = self.client.get(zone, &rules_path).await?;
         let wanted = wanted_rules(m);
-        let mut have_keys: Vec<RuleKey> = have
-            .rules
-            .iter()
-            .filter(|r| r.editable)
-            .map(key)
-            .collect();
+        let mut have_keys: Vec<RuleKey> =
+            have.rules.iter().filter(|r| r.editable).map(key).collect();
         have_keys.sort();
         let mut want_keys: Vec<RuleKey> = wanted.iter().map(key).collect();
         want_keys.sort();
@@ -221,12 +214,19 @@ mod tests {
     fn one_rule_per_source_and_port_and_spellings_compare_equal() {
         let m = ManagedFirewall::new(
             "office",
-            vec!["203.0.113.7".parse().unwrap(), "2001:db8::1/128".parse().unwrap()],
+            vec![
+                "203.0.113.7".parse().unwrap(),
+                "2001:db8::1/128".parse().unwrap(),
+            ],
             vec![22, 8443],
         );
         let rules = wanted_rules(&m);
         assert_eq!(rules.len(), 4);
-        assert!(rules.iter().all(|r| r.direction == "inbound" && r.action == "accept"));
+        assert!(
+            rules
+                .iter()
+                .all(|r| r.direction == "inbound" && r.action == "accept")
+        );
         let mut read_back = rules[0].clone();
         read_back.ip_range = "203.0.113.7".into();
         read_back.dest_port_to = read_back.dest_port_from;

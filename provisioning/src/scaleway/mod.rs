@@ -23,9 +23,9 @@ pub use settings::{DEFAULT_ENDPOINT, ScalewaySettings};
 use self::client::{Body, Client};
 use self::convert::{labels_to_tags, split_id, to_server, to_server_type};
 use self::model::{CreateServer, Products, ScwServer, ServerEnvelope, ServerList, TaskEnvelope};
+use crate::firewall::SetupError;
 use crate::labels::{LABEL_CLUSTER, LABEL_NODE, LabelSelector, Requirement};
 use crate::provider::{Placement, Provider, Server, ServerSpec, ServerType};
-use crate::firewall::SetupError;
 use crate::{ProviderError, ServerStatus};
 
 /// Scaleway Instances behind the `Provider` trait.

@@ -7,6 +7,7 @@ mod chaos_serve;
 mod e2e_office_day;
 mod fake_hcloud_binary;
 mod fake_scaleway_binary;
+mod firewall;
 mod ha_postgres;
 mod hcloud_compat;
 mod hetzner_faults;
