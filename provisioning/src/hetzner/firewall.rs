@@ -98,9 +98,19 @@ impl HetznerProvider {
             let mut req = models::CreateFirewallRequest::new(m.name.clone());
             req.labels = Some(labels);
             req.rules = Some(wanted);
-            let resp: models::CreateFirewallResponse = self
-                .call(Method::POST, "/firewalls", &[], Some(&req))
-                .await?;
+            let resp: models::CreateFirewallResponse =
+                match self.call(Method::POST, "/firewalls", &[], Some(&req)).await {
+                    Ok(r) => r,
+                    // Another replica created it between the look and the create:
+                    // check that one's rules instead.
+                    Err(e @ crate::ProviderError::Invalid(_)) => {
+                        if self.firewalls_named(&m.name).await?.is_empty() {
+                            return Err(e.into());
+                        }
+                        return Box::pin(self.ensure_managed_firewall(m)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             for action in resp.actions.iter().flatten() {
                 self.wait_action(action, &format!("create firewall {}", m.name))
                     .await?;
