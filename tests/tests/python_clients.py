@@ -77,6 +77,7 @@ def run_hcloud(url):
         raise Failed("a tcp rule without a port was accepted")
     except hcloud.APIException as e:
         check(e.code == "invalid_input", "a tcp rule without port: invalid_input")
+        check(bool(e.correlation_id), "errors carry X-Correlation-Id")
 
     created = client.servers.create(
         name="py-1",

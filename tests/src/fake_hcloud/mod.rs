@@ -9,6 +9,7 @@ mod admin;
 mod api_error;
 pub mod catalog;
 mod catalog_routes;
+mod firewall_actions;
 mod firewall_rules;
 mod firewalls;
 pub mod json;
@@ -67,8 +68,14 @@ impl ProviderApi for Account {
         (!self.budget.take()).then(|| ApiError::rate_limited_bare().into_response())
     }
 
+    /// `X-Correlation-Id` on every answer (clients show it with errors), and the
     /// `RateLimit-*` headers on every answer that has none yet.
     fn finish(&mut self, resp: &mut Response) {
+        self.answered += 1;
+        let id = format!("{:016x}", self.answered.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("X-Correlation-Id", v);
+        }
         if resp.headers().contains_key("ratelimit-limit") {
             return;
         }
@@ -183,30 +190,33 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/firewalls",
             get(firewalls::list).post(firewalls::create),
         )
-        .route("/v1/firewalls/actions", get(firewalls::all_actions))
-        .route("/v1/firewalls/actions/{id}", get(firewalls::any_action))
+        .route("/v1/firewalls/actions", get(firewall_actions::all_actions))
+        .route(
+            "/v1/firewalls/actions/{id}",
+            get(firewall_actions::any_action),
+        )
         .route(
             "/v1/firewalls/{id}",
             get(firewalls::get)
                 .put(firewalls::update)
                 .delete(firewalls::delete),
         )
-        .route("/v1/firewalls/{id}/actions", get(firewalls::actions))
+        .route("/v1/firewalls/{id}/actions", get(firewall_actions::actions))
         .route(
             "/v1/firewalls/{id}/actions/set_rules",
-            post(firewalls::set_rules),
+            post(firewall_actions::set_rules),
         )
         .route(
             "/v1/firewalls/{id}/actions/apply_to_resources",
-            post(firewalls::apply_to_resources),
+            post(firewall_actions::apply_to_resources),
         )
         .route(
             "/v1/firewalls/{id}/actions/remove_from_resources",
-            post(firewalls::remove_from_resources),
+            post(firewall_actions::remove_from_resources),
         )
         .route(
             "/v1/firewalls/{id}/actions/{action_id}",
-            get(firewalls::action),
+            get(firewall_actions::action),
         )
         .route("/v1/server_types", get(catalog_routes::server_types))
         .route("/v1/server_types/{id}", get(catalog_routes::server_type))

@@ -31,9 +31,9 @@ struct CreateServer {
     #[serde(default)]
     ssh_keys: Vec<Value>,
     user_data: Option<String>,
-    /// `[{"firewall": ID}]`.
+    /// `[{"firewall": ID}]` (`null`: none).
     #[serde(default)]
-    firewalls: Vec<Value>,
+    firewalls: Option<Vec<Value>>,
 }
 
 /// The API takes most references as an id or a name.
@@ -187,7 +187,7 @@ pub async fn create(
         }
     }
     let mut firewalls: Vec<i64> = Vec::new();
-    for (i, f) in req.firewalls.iter().enumerate() {
+    for (i, f) in req.firewalls.iter().flatten().enumerate() {
         let fw = f["firewall"].as_i64().ok_or_else(|| {
             ApiError::invalid_field(
                 "firewalls",

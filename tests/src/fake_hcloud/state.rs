@@ -152,6 +152,8 @@ pub struct Account {
     pub action_duration: Duration,
     /// The request budget (Hetzner: 3600, refilled one per second).
     pub budget: Budget,
+    /// Answers sent (for `X-Correlation-Id`).
+    pub answered: u64,
 }
 
 /// A token bucket like Hetzner's rate limit: `limit` requests, refilled linearly.

@@ -1,4 +1,4 @@
-//! The Instance API's JSON for servers, IPs, volumes and tasks.
+//! The Instance API's JSON for servers, IPs, volumes, tasks, images and security groups.
 
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -9,14 +9,24 @@ use super::state::{IpRec, Project, SecurityGroupRec, ServerRec, SgRuleRec, TaskR
 /// The fake's organisation and project id.
 pub const PROJECT: &str = "00000000-0000-4000-8000-0000000da75f";
 
+/// `{"id", "name"}` of a server (a server being created is not in the project yet: its
+/// name is given).
+fn server_summary(p: &Project, id: &str, name: Option<&str>) -> Value {
+    let name = name
+        .map(String::from)
+        .or_else(|| p.servers.get(id).map(|s| s.name.clone()))
+        .unwrap_or_default();
+    json!({"id": id, "name": name})
+}
+
 /// An IP object.
-pub fn ip(ip: &IpRec) -> Value {
+pub fn ip(p: &Project, ip: &IpRec) -> Value {
     json!({
         "id": ip.id,
         "address": ip.address.to_string(),
         "prefix": format!("{}/32", ip.address),
         "reverse": null,
-        "server": ip.server.as_ref().map(|s| json!({"id": s, "name": s})),
+        "server": ip.server.as_ref().map(|s| server_summary(p, s, None)),
         "organization": PROJECT,
         "project": PROJECT,
         "zone": ip.zone,
@@ -44,7 +54,11 @@ fn server_ip(ip: &IpRec) -> Value {
 }
 
 /// A volume object.
-pub fn volume(v: &VolumeRec) -> Value {
+pub fn volume(p: &Project, v: &VolumeRec) -> Value {
+    volume_of(p, v, None)
+}
+
+fn volume_of(p: &Project, v: &VolumeRec, server_name: Option<&str>) -> Value {
     json!({
         "id": v.id,
         "name": v.name,
@@ -56,7 +70,7 @@ pub fn volume(v: &VolumeRec) -> Value {
         "organization": PROJECT,
         "project": PROJECT,
         "tags": [],
-        "server": v.server.as_ref().map(|s| json!({"id": s, "name": s})),
+        "server": v.server.as_ref().map(|s| server_summary(p, s, server_name)),
         "state": "available",
         "zone": v.zone,
     })
@@ -74,7 +88,7 @@ pub fn server(p: &Project, s: &ServerRec) -> Value {
     let mut volumes = serde_json::Map::new();
     for (slot, id) in &s.volumes {
         if let Some(v) = p.volumes.get(id) {
-            let mut vj = volume(v);
+            let mut vj = volume_of(p, v, Some(&s.name));
             vj["boot"] = json!(slot == "0");
             volumes.insert(slot.clone(), vj);
         }

@@ -27,7 +27,7 @@ pub async fn ips(
         .ips
         .values()
         .filter(|i| i.zone == zone)
-        .map(j::ip)
+        .map(|i| j::ip(&p, i))
         .collect();
     paged("ips", list, &q)
 }
@@ -44,7 +44,7 @@ pub async fn ip(
         .get(&id)
         .filter(|i| i.zone == zone)
         .ok_or_else(|| ScwError::not_found("instance_ip", &id))?;
-    Ok(Json(json!({ "ip": j::ip(ip) })))
+    Ok(Json(json!({ "ip": j::ip(&p, ip) })))
 }
 
 /// `DELETE .../ips/{id}`: `204`.
@@ -73,7 +73,7 @@ pub async fn volumes(
         .volumes
         .values()
         .filter(|v| v.zone == zone)
-        .map(j::volume)
+        .map(|v| j::volume(&p, v))
         .collect();
     paged("volumes", list, &q)
 }
@@ -90,7 +90,7 @@ pub async fn volume(
         .get(&id)
         .filter(|v| v.zone == zone)
         .ok_or_else(|| ScwError::not_found("instance_volume", &id))?;
-    Ok(Json(json!({ "volume": j::volume(v) })))
+    Ok(Json(json!({ "volume": j::volume(&p, v) })))
 }
 
 /// `DELETE .../volumes/{id}`: `204`; a volume still attached is refused.
@@ -173,7 +173,8 @@ pub async fn availability(
             json!({ "availability": if out { "shortage" } else { "available" } }),
         );
     }
-    Ok(Json(json!({ "servers": servers })))
+    let total = servers.len();
+    Ok(Json(json!({ "servers": servers, "total_count": total })))
 }
 
 /// `GET .../images` with `name` (contains), `arch`, `public` (paged).

@@ -1,35 +1,17 @@
 //! The `fake-hcloud` binary: starts, serves the API to the `hcloud` crate, takes faults
 //! through `POST /__admin/faults`.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use dayshift_tests::fixtures::FakeProcess;
 use hcloud::apis::configuration::Configuration;
 use hcloud::apis::locations_api;
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn binary_serves_the_api_and_admin_faults() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _child = Kill(
-        Command::new(env!("CARGO_BIN_EXE_fake-hcloud"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--no-hosts"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let fake =
+        FakeProcess::start(std::path::Path::new(env!("CARGO_BIN_EXE_fake-hcloud")), &[]).unwrap();
+    let port = fake.port;
     let mut cfg = Configuration::new();
     cfg.base_path_mapping.insert(
         "https://api.hetzner.cloud/v1".into(),

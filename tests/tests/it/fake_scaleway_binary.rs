@@ -2,37 +2,22 @@
 //! a plain HTTP client, refuses a missing `X-Auth-Token`, takes faults through
 //! `POST /__admin/faults`, and the scaleway provider works against it unchanged.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use dayshift_provisioning::{
     LabelSelector, Provider, ProviderError, ScalewayProvider, ScalewaySettings,
 };
+use dayshift_tests::fixtures::FakeProcess;
 use serde_json::{Value, json};
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test]
 async fn binary_serves_the_instance_api_with_its_errors_and_faults() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _child = Kill(
-        Command::new(env!("CARGO_BIN_EXE_fake-scaleway"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--no-hosts"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let fake = FakeProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_fake-scaleway")),
+        &[],
+    )
+    .unwrap();
+    let port = fake.port;
     let base = format!("http://127.0.0.1:{port}/instance/v1/zones/fr-par-2");
     let client = reqwest12::Client::new();
     let mut ready = false;

@@ -219,3 +219,154 @@ async fn references_by_id_work_as_in_the_real_api() {
     let err: models::ErrorResponse = bad.json().await.unwrap();
     assert_eq!(err.error.code, "invalid_input");
 }
+
+#[tokio::test]
+async fn firewalls_decode_into_the_crate_and_apply_at_server_create() {
+    use hcloud::apis::firewalls_api;
+    use hcloud::models::rule::{Direction, Protocol};
+
+    let fake = fixtures::fake_without_hosts().await;
+    let mut cfg = Configuration::new();
+    cfg.base_path_mapping
+        .insert("https://api.hetzner.cloud/v1".into(), fake.endpoint());
+    cfg.bearer_access_token = Some("t".into());
+    let rule = |port: &str, from: &str| {
+        let mut r = models::Rule::new(Direction::In, Protocol::Tcp);
+        r.port = Some(Some(port.into()));
+        r.source_ips = Some(vec![from.into()]);
+        r
+    };
+    let mut req = models::CreateFirewallRequest::new("nodes".into());
+    req.rules = Some(vec![
+        rule("22", "198.51.100.7/32"),
+        rule("8443", "198.51.100.7/32"),
+    ]);
+    req.labels = Some(HashMap::from([("dayshift-cluster".into(), "fw".into())]));
+    let fw = firewalls_api::create_firewall(
+        &cfg,
+        firewalls_api::CreateFirewallParams {
+            create_firewall_request: req,
+        },
+    )
+    .await
+    .unwrap()
+    .firewall
+    .unwrap();
+    assert_eq!(fw.rules.len(), 2);
+    assert_eq!(fw.rules[1].port.as_deref(), Some("8443"));
+    assert!(fw.rules[0].destination_ips.is_empty());
+
+    let mut req =
+        models::CreateServerRequest::new("ubuntu-24.04".into(), "fw-1".into(), "cx22".into());
+    req.firewalls = Some(vec![models::CreateServerRequestFirewalls::new(fw.id)]);
+    let created = servers_api::create_server(
+        &cfg,
+        servers_api::CreateServerParams {
+            create_server_request: req,
+        },
+    )
+    .await
+    .unwrap();
+    let on_server = created
+        .server
+        .public_net
+        .firewalls
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(on_server.len(), 1);
+    assert_eq!(on_server[0].id, Some(fw.id));
+    assert!(
+        created
+            .next_actions
+            .iter()
+            .any(|a| a.command == "apply_firewall")
+    );
+
+    // what the server ends up with: exactly the firewall's rules
+    let effective = fake.server_firewall(created.server.id).unwrap();
+    assert_eq!(effective["firewall_names"], serde_json::json!(["nodes"]));
+    let ports: Vec<&str> = effective["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["port"].as_str().unwrap())
+        .collect();
+    assert_eq!(ports, ["22", "8443"]);
+
+    let listed = firewalls_api::list_firewalls(
+        &cfg,
+        firewalls_api::ListFirewallsParams {
+            name: Some("nodes".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.firewalls.len(), 1);
+    assert_eq!(listed.firewalls[0].applied_to.len(), 1);
+    assert_eq!(listed.meta.pagination.total_entries, Some(1));
+
+    firewalls_api::set_rules(
+        &cfg,
+        firewalls_api::SetRulesParams {
+            id: fw.id,
+            set_rules_request: models::SetRulesRequest::new(vec![rule("8443", "198.51.100.0/24")]),
+        },
+    )
+    .await
+    .unwrap();
+    let effective = fake.server_firewall(created.server.id).unwrap();
+    assert_eq!(
+        effective["rules"][0]["source_ips"],
+        serde_json::json!(["198.51.100.0/24"])
+    );
+    assert_eq!(effective["rules"].as_array().unwrap().len(), 1);
+
+    // bad rules and a firewall in use are refused with the API's codes
+    let bad = firewalls_api::set_rules(
+        &cfg,
+        firewalls_api::SetRulesParams {
+            id: fw.id,
+            set_rules_request: models::SetRulesRequest::new(vec![rule("8443", "198.51.100.1/24")]),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(bad, hcloud::apis::Error::ResponseError(r) if r.status.as_u16() == 400 && r.content.contains("invalid_input"))
+    );
+    let in_use =
+        firewalls_api::delete_firewall(&cfg, firewalls_api::DeleteFirewallParams { id: fw.id })
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(in_use, hcloud::apis::Error::ResponseError(r) if r.status.as_u16() == 422 && r.content.contains("resource_in_use"))
+    );
+    let mut req =
+        models::CreateServerRequest::new("ubuntu-24.04".into(), "fw-2".into(), "cx22".into());
+    req.firewalls = Some(vec![models::CreateServerRequestFirewalls::new(999_999)]);
+    let unknown = servers_api::create_server(
+        &cfg,
+        servers_api::CreateServerParams {
+            create_server_request: req,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(unknown, hcloud::apis::Error::ResponseError(r) if r.status.as_u16() == 400 && r.content.contains("firewalls"))
+    );
+
+    servers_api::delete_server(
+        &cfg,
+        servers_api::DeleteServerParams {
+            id: created.server.id,
+        },
+    )
+    .await
+    .unwrap();
+    firewalls_api::delete_firewall(&cfg, firewalls_api::DeleteFirewallParams { id: fw.id })
+        .await
+        .unwrap();
+    assert!(fake.firewall_by_name("nodes").is_none());
+}

@@ -17,3 +17,4 @@ mod provider_contract;
 mod python_clients;
 mod scaleway_estimate;
 mod scaleway_flow;
+mod scaleway_security_groups;
