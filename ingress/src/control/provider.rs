@@ -133,9 +133,20 @@ pub async fn provider_from_config(
     } else {
         // A DNS lookup may block: off the runtime's threads.
         let c = config.clone();
-        tokio::task::spawn_blocking(move || firewall_policy(&c))
+        let policy = tokio::task::spawn_blocking(move || firewall_policy(&c))
             .await
-            .map_err(|e| ProviderStartError::FirewallSources(format!("lookup failed: {e}")))??
+            .map_err(|e| ProviderStartError::FirewallSources(format!("lookup failed: {e}")))??;
+        if policy.is_none() {
+            let b = &config.provider.bootstrap;
+            tracing::warn!(
+                node_port = b.node_port,
+                ssh_port = b.ssh_port,
+                "provider.firewall is not set: rented servers are reachable from the whole \
+                 internet on every port they listen on (node API and SSH included); set \
+                 provider.firewall = \"auto\""
+            );
+        }
+        policy
     };
     let settings = match kind {
         ProviderKind::Local => {
