@@ -51,11 +51,14 @@ impl ScalewayProvider {
             path.push_str(&format!("&project={}", super::encode(p)));
         }
         let list: SecurityGroupList = self.client.get(zone, &path).await?;
-        Ok(list
+        // Sorted by id, so replicas that raced to create one all settle on the same.
+        let mut found: Vec<ScwSecurityGroup> = list
             .security_groups
             .into_iter()
             .filter(|g| g.name == name)
-            .collect())
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
     }
 
     async fn named_group(&self, zone: &str, name: &str) -> Result<String, SetupError> {
@@ -140,7 +143,8 @@ impl ScalewayProvider {
                 tracing::info!(zone, security_group = %m.name, id = %created.security_group.id,
                     sources = ?m.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     ports = ?m.tcp_ports, "created the security group for the nodes");
-                created.security_group
+                self.settle_duplicate(zone, m, created.security_group)
+                    .await?
             }
         };
         let rules_path = format!("/security_groups/{}/rules", group.id);
@@ -166,6 +170,40 @@ impl ScalewayProvider {
                 .await?;
         }
         Ok(group.id)
+    }
+}
+
+impl ScalewayProvider {
+    /// Names are not unique at Scaleway: when another replica created the group at the
+    /// same time, keep the one with the lowest id and delete ours (best effort).
+    async fn settle_duplicate(
+        &self,
+        zone: &str,
+        m: &ManagedFirewall,
+        ours: ScwSecurityGroup,
+    ) -> Result<ScwSecurityGroup, SetupError> {
+        let all = self.groups_named(zone, &m.name).await?;
+        let Some(first) = all.into_iter().next() else {
+            return Ok(ours);
+        };
+        if first.id == ours.id {
+            return Ok(ours);
+        }
+        tracing::info!(zone, security_group = %m.name, kept = %first.id, removed = %ours.id,
+            "another dayshift created the same security group; keeping the older one");
+        if let Err(e) = self
+            .client
+            .call(
+                Method::DELETE,
+                zone,
+                &format!("/security_groups/{}", ours.id),
+                Body::None,
+            )
+            .await
+        {
+            tracing::warn!(zone, id = %ours.id, error = %e, "could not delete the duplicate security group; delete it by hand");
+        }
+        Ok(first)
     }
 }
 

@@ -7,6 +7,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use dayshift_provisioning::{
+    FirewallPolicy, HetznerProvider, HetznerSettings, ManagedFirewall, OperatorKey, Provider,
+    SshKeyPair,
+};
 use dayshift_tests::pebble::free_port;
 use dayshift_tests::serve::{PoolSpec, ServeProc, ServeSpec, TlsSpec, listed_servers};
 use dayshift_tests::{FakeHcloud, fixtures};
@@ -269,4 +273,32 @@ async fn a_missing_named_firewall_stops_serve_before_any_server() {
         .server_firewall(server["id"].as_i64().unwrap())
         .unwrap();
     assert_eq!(effective["firewalls"], json!([id]), "{effective}");
+}
+
+#[tokio::test]
+async fn two_replicas_starting_together_end_with_one_firewall_and_one_key() {
+    fixtures::init_tracing();
+    let fake = fixtures::fake_without_hosts().await;
+    let operator = SshKeyPair::generate("operator").unwrap();
+    let make = || {
+        let managed =
+            ManagedFirewall::new("ha", vec!["203.0.113.7".parse().unwrap()], vec![22, 8443]);
+        let mut s = HetznerSettings::new("e2e-token")
+            .with_endpoint(fake.endpoint())
+            .with_firewall(FirewallPolicy::Managed(managed))
+            .with_operator_key(OperatorKey {
+                name: "dayshift-ha-operator".into(),
+                public_openssh: operator.public_openssh(),
+            });
+        s.poll_interval = Duration::from_millis(25);
+        HetznerProvider::new(s).unwrap()
+    };
+    let (a, b) = (make(), make());
+    let (ra, rb) = tokio::join!(a.prepare(), b.prepare());
+    ra.unwrap();
+    rb.unwrap();
+    let all = api(&fake, reqwest12::Method::GET, "/firewalls", None).await;
+    assert_eq!(all["firewalls"].as_array().unwrap().len(), 1, "{all}");
+    let keys = api(&fake, reqwest12::Method::GET, "/ssh_keys", None).await;
+    assert_eq!(keys["ssh_keys"].as_array().unwrap().len(), 1, "{keys}");
 }

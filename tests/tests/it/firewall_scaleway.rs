@@ -188,3 +188,36 @@ async fn a_missing_named_security_group_is_a_clear_error_and_no_instance() {
     assert!(e.to_string().contains("office-fence"), "{e}");
     assert_eq!(fake.resource_counts().0, 0, "no Instance may be created");
 }
+
+#[tokio::test]
+async fn two_replicas_starting_together_end_with_one_security_group() {
+    fixtures::init_tracing();
+    let fake = fixtures::scaleway_without_hosts().await;
+    let managed = ManagedFirewall::new(
+        "office",
+        vec!["198.51.100.4".parse().unwrap()],
+        vec![22, 8443],
+    );
+    let a = scaleway(&fake, FirewallPolicy::Managed(managed.clone()));
+    let b = scaleway(&fake, FirewallPolicy::Managed(managed));
+    let (ra, rb) = tokio::join!(a.prepare(), b.prepare());
+    ra.unwrap();
+    rb.unwrap();
+    let list: Value = reqwest12::Client::new()
+        .get(format!(
+            "{}/instance/v1/zones/fr-par-2/security_groups?name=dayshift-office-nodes",
+            fake.endpoint()
+        ))
+        .header("X-Auth-Token", "test-secret-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["security_groups"].as_array().unwrap().len(),
+        1,
+        "{list}"
+    );
+}
