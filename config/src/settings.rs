@@ -8,7 +8,8 @@ use rust_decimal::Decimal;
 
 use crate::billing::{BillingRule, Price};
 use crate::diag::{Diag, Problems, closest};
-use crate::toml_read::{Node, Table, parse_document};
+use crate::firewall::{Cidr, FirewallSetting};
+use crate::toml_read::{Node, Span, Table, parse_document};
 
 const TOP_KEYS: &[&str] = &[
     "cluster",
@@ -28,6 +29,7 @@ const PROVIDER_KEYS: &[&str] = &[
     "ssh_key",
     "ssh_key_name",
     "firewall",
+    "firewall_sources",
     "node_binary",
     "node_binary_cuda",
     "bootstrap",
@@ -180,10 +182,15 @@ pub struct ProviderConfig {
     pub token_env: String,
     /// Operator's private SSH key file, for bootstrap.
     pub ssh_key: Option<PathBuf>,
-    /// Name of the operator's SSH key at the provider.
+    /// Name the operator's public key is registered under at the provider (Hetzner), when
+    /// `dayshift serve` finds it is not registered yet; default `dayshift-CLUSTER-operator`.
     pub ssh_key_name: Option<String>,
-    /// Provider firewall to attach to created servers.
-    pub firewall: Option<String>,
+    /// Provider firewall to attach to created servers: one the operator made (by name),
+    /// or `"auto"`, one dayshift keeps; `None`: servers are not fenced by the provider.
+    pub firewall: Option<FirewallSetting>,
+    /// With `firewall = "auto"`: the networks let in (the ingress's addresses); `None`:
+    /// derived, see [`Config::firewall_sources`].
+    pub firewall_sources: Option<Vec<Cidr>>,
     /// `dayshift-node` binary to run or upload; default: next to `dayshift`.
     pub node_binary: Option<PathBuf>,
     /// The CUDA build of `dayshift-node`, for server types with `gpu` (see
@@ -509,9 +516,22 @@ fn parse(file: &str, src: &str, base: &Path) -> Result<Config, Problems> {
         .string(&mut d, "schedule", false, "the schedule file's path")
         .map(|(s, _)| path_of(base, &s));
 
-    let provider = parse_provider(&mut d, &root, base);
+    let (provider, firewall_auto) = parse_provider(&mut d, &root, base);
     let pools = parse_pools(&mut d, &root, &provider, base);
     let gateway = parse_gateway(&mut d, &root, base);
+    if let Some(span) = firewall_auto
+        && provider.firewall_sources.is_none()
+        && gateway.node_address.is_none()
+        && gateway.public_url.is_none()
+    {
+        d.push(
+            span,
+            "provider.firewall",
+            "firewall = \"auto\" lets in only the ingress, and nothing here says its address: \
+             set provider.firewall_sources (e.g. [\"203.0.113.7/32\"]), gateway.node_address \
+             or gateway.public_url",
+        );
+    }
     let tls = parse_tls(&mut d, &root, base);
     let mut budget_monthly = None;
     if let Some(b) = root.table(&mut d, "budget") {
@@ -535,7 +555,11 @@ fn parse(file: &str, src: &str, base: &Path) -> Result<Config, Problems> {
     })
 }
 
-fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> ProviderConfig {
+fn parse_provider(
+    d: &mut Diag<'_>,
+    root: &Table<'_, '_>,
+    base: &Path,
+) -> (ProviderConfig, Option<Span>) {
     let mut cfg = ProviderConfig {
         kind: ProviderKind::Local,
         endpoint: None,
@@ -543,6 +567,7 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
         ssh_key: None,
         ssh_key_name: None,
         firewall: None,
+        firewall_sources: None,
         node_binary: None,
         node_binary_cuda: None,
         bootstrap: BootstrapConfig::default(),
@@ -557,7 +582,7 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
                 "a [provider] table with kind = \"local\", \"hetzner\" or \"scaleway\"",
             );
         }
-        return cfg;
+        return (cfg, None);
     };
     p.check_keys(d, PROVIDER_KEYS);
     if let Some((kind, span)) = p.string(d, "kind", true, "\"local\", \"hetzner\" or \"scaleway\"")
@@ -595,15 +620,21 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
         }
         cfg.token_env = s;
     }
+    let cloud = cfg.kind != ProviderKind::Local;
     cfg.ssh_key = p
-        .string(d, "ssh_key", false, "a private key file path")
+        .string(
+            d,
+            "ssh_key",
+            cloud,
+            "the operator's private SSH key file, e.g. \"/etc/dayshift/id_ed25519\" \
+             (make one with `ssh-keygen -t ed25519 -N '' -f /etc/dayshift/id_ed25519`): \
+             dayshift logs in to every rented server with it to start the node",
+        )
         .map(|(s, _)| path_of(base, &s));
     cfg.ssh_key_name = p
         .string(d, "ssh_key_name", false, "an SSH key name")
         .map(|(s, _)| s);
-    cfg.firewall = p
-        .string(d, "firewall", false, "a firewall name")
-        .map(|(s, _)| s);
+    let firewall_span = parse_firewall(d, &p, &mut cfg);
     cfg.node_binary = p
         .string(d, "node_binary", false, "a path to dayshift-node")
         .map(|(s, _)| path_of(base, &s));
@@ -674,7 +705,72 @@ fn parse_provider(d: &mut Diag<'_>, root: &Table<'_, '_>, base: &Path) -> Provid
             );
         }
     }
-    cfg
+    (cfg, firewall_span)
+}
+
+/// `provider.firewall` and `provider.firewall_sources`; returns where `firewall = "auto"`
+/// is written when it is (the gateway is checked against it later).
+fn parse_firewall(d: &mut Diag<'_>, p: &Table<'_, '_>, cfg: &mut ProviderConfig) -> Option<Span> {
+    let mut auto_span = None;
+    if let Some((name, span)) = p.string(
+        d,
+        "firewall",
+        false,
+        "a firewall name, or \"auto\" for one dayshift manages",
+    ) {
+        if cfg.kind == ProviderKind::Local {
+            d.push(
+                span.clone(),
+                p.field("firewall"),
+                "the local provider rents no server to fence: remove provider.firewall",
+            );
+        } else if name.trim().is_empty() || name.len() > 128 {
+            d.push(
+                span.clone(),
+                p.field("firewall"),
+                "expected the name of a firewall (1-128 characters) or \"auto\"",
+            );
+        }
+        let setting = FirewallSetting::from_text(&name);
+        if setting == FirewallSetting::Auto && cfg.kind != ProviderKind::Local {
+            auto_span = Some(span);
+        }
+        cfg.firewall = Some(setting);
+    }
+    if let Some(node) = p.get("firewall_sources")
+        && let Some(items) = p.strings(
+            d,
+            "firewall_sources",
+            "a network such as \"203.0.113.7/32\"",
+        )
+    {
+        if cfg.firewall != Some(FirewallSetting::Auto) {
+            d.push(
+                node.span.clone(),
+                p.field("firewall_sources"),
+                "firewall_sources only applies with firewall = \"auto\" (a named firewall keeps \
+                 its own rules): set firewall = \"auto\" or remove firewall_sources",
+            );
+        }
+        if items.is_empty() {
+            d.push(
+                node.span.clone(),
+                p.field("firewall_sources"),
+                "expected at least one network: the ingress's address(es), e.g. [\"203.0.113.7/32\"]",
+            );
+        }
+        let mut sources = Vec::new();
+        for (i, (text, span)) in items.into_iter().enumerate() {
+            match text.parse::<Cidr>() {
+                Ok(c) => sources.push(c),
+                Err(e) => d.push(span, format!("{}[{i}]", p.field("firewall_sources")), e),
+            }
+        }
+        sources.sort();
+        sources.dedup();
+        cfg.firewall_sources = Some(sources);
+    }
+    auto_span
 }
 
 fn parse_pools(
@@ -973,6 +1069,7 @@ mod node_binary_tests {
 cluster = "c"
 [provider]
 kind = "scaleway"
+ssh_key = "id_ed25519"
 node_binary = "bin/dayshift-node"
 node_binary_cuda = "bin/dayshift-node-cuda"
 [provider.server_types."L4-1-24G"]
@@ -1038,7 +1135,7 @@ server_types = ["POP2-4C-16G"]
         let bad = CFG.replace("node_binary_cuda", "node_binary_gpu");
         let e = Config::parse("dayshift.toml", &bad, Path::new("/etc")).unwrap_err();
         let p = &e.0[0];
-        assert_eq!(p.line, 6, "{p}");
+        assert_eq!(p.line, 7, "{p}");
         assert!(p.field.contains("node_binary_gpu"), "{p}");
     }
 }

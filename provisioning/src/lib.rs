@@ -4,12 +4,14 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod firewall;
 pub mod hetzner;
 pub mod labels;
 pub mod provider;
 pub mod scaleway;
 
 pub use error::ProviderError;
+pub use firewall::{FirewallPolicy, ManagedFirewall, OperatorKey, SetupError};
 pub use hetzner::{HetznerProvider, HetznerSettings};
 pub use labels::{LABEL_CLUSTER, LABEL_NODE, LABEL_POOL, LabelSelector, Labels, dayshift_labels};
 pub use provider::{

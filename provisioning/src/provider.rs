@@ -8,6 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::ProviderError;
+use crate::firewall::SetupError;
 use crate::labels::{LABEL_CLUSTER, LABEL_NODE, LABEL_POOL, LabelSelector, Labels};
 pub use dayshift_config::billing::BillingRule;
 
@@ -168,6 +169,14 @@ impl ServerType {
 pub trait Provider: Send + Sync {
     /// Short name of the provider kind, e.g. `hetzner` or `local`.
     fn kind(&self) -> &'static str;
+
+    /// Sets up what created servers rely on in the account (the configured firewall, the
+    /// operator's SSH key), before the first create; `dayshift serve` calls it at start
+    /// and refuses to run when it fails. Creates do it again where needed (a managed
+    /// firewall's rules are restored when they drift). Default: nothing to set up.
+    async fn prepare(&self) -> Result<(), SetupError> {
+        Ok(())
+    }
 
     /// Creates a server and waits until the provider reports it created and running.
     /// On `Capacity` the spec's fallback placements are tried in order. Idempotent: when a

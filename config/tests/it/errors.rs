@@ -227,6 +227,7 @@ schedule = "schedule.toml"
 
 [provider]
 kind = "hetzner"
+ssh_key = "id_ed25519"
 
 [provider.server_types.ccx63]
 hourly = "0.85"
@@ -264,14 +265,14 @@ fn config_errors_name_line_column_and_field() {
     assert_eq!(p.len(), 2, "{p:#?}");
     at(
         &p[0],
-        13,
+        14,
         17,
         "pools.chat.server_types",
         "did you mean \"ccx63\"?",
     );
     at(
         &p[1],
-        14,
+        15,
         1,
         "pools.chat.max_node",
         "did you mean `max_nodes`?",
@@ -289,7 +290,7 @@ fn config_errors_name_line_column_and_field() {
     let src = GOOD_CONFIG.replace("hourly = \"0.85\"", "hourly = \"cheap\"");
     at(
         one(&config_problems(&src)),
-        8,
+        9,
         10,
         "provider.server_types.ccx63.hourly",
         "amount in EUR",
@@ -307,13 +308,13 @@ fn config_errors_name_line_column_and_field() {
     let src = format!("{GOOD_CONFIG}[gateway]\nlisten = \"443\"\n[tls]\nmode = \"acme\"\n");
     let p = config_problems(&src);
     assert_eq!(p.len(), 2, "{p:#?}");
-    at(&p[0], 15, 10, "gateway.listen", "IP:PORT");
-    at(&p[1], 16, 1, "tls.domains", "at least one domain");
+    at(&p[0], 16, 10, "gateway.listen", "IP:PORT");
+    at(&p[1], 17, 1, "tls.domains", "at least one domain");
 
     let src = format!("{GOOD_CONFIG}cold_start = \"soon\"\n");
     at(
         one(&config_problems(&src)),
-        14,
+        15,
         14,
         "pools.chat.cold_start",
         "duration",

@@ -3,6 +3,7 @@
 //! (see tests/README.md, "Adding a test").
 
 mod errors;
+mod firewall;
 mod no_panic;
 mod plan_properties;
 mod schedule_eval;

@@ -1,9 +1,11 @@
 //! `dayshift config check FILE`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use dayshift_config::firewall::FirewallSetting;
+use dayshift_config::settings::ProviderKind;
 use dayshift_config::{Config, Problems, Schedule};
 
 use super::output;
@@ -25,7 +27,7 @@ pub fn run(command: ConfigCommand) -> ExitCode {
     }
 }
 
-fn check(file: &std::path::Path) -> ExitCode {
+fn check(file: &Path) -> ExitCode {
     let config = match Config::load(file) {
         Ok(c) => c,
         Err(p) => return output::problems(&p),
@@ -39,6 +41,9 @@ fn check(file: &std::path::Path) -> ExitCode {
     if !all.0.is_empty() {
         return output::problems(&all);
     }
+    if let Err(code) = check_firewall(file, &config) {
+        return code;
+    }
     println!(
         "{}: ok (cluster \"{}\", {} pool(s), provider {:?})",
         file.display(),
@@ -47,4 +52,49 @@ fn check(file: &std::path::Path) -> ExitCode {
         config.provider.kind
     );
     ExitCode::SUCCESS
+}
+
+/// What `provider.firewall` leaves open to whom: a warning without a firewall on a
+/// cloud provider, the rule set of `"auto"`, or a refusal when `"auto"` cannot find the
+/// ingress's addresses.
+fn check_firewall(file: &Path, config: &Config) -> Result<(), ExitCode> {
+    if config.provider.kind == ProviderKind::Local {
+        return Ok(());
+    }
+    let b = &config.provider.bootstrap;
+    match &config.provider.firewall {
+        None => eprintln!(
+            "{}: warning: provider.firewall is not set: every rented {} server is reachable \
+             from the whole internet on every port it listens on: the node's API \
+             (TCP {}) and SSH (TCP {}). Set provider.firewall = \"auto\" so only the \
+             ingress reaches them.",
+            file.display(),
+            config.provider.kind,
+            b.node_port,
+            b.ssh_port
+        ),
+        Some(FirewallSetting::Named(name)) => println!(
+            "{}: rented servers get the provider's firewall \"{name}\" (its own rules; \
+             `dayshift serve` refuses to start when it does not exist)",
+            file.display()
+        ),
+        Some(FirewallSetting::Auto) => match config.firewall_sources() {
+            Ok((sources, origin)) => {
+                let from: Vec<String> = sources.iter().map(ToString::to_string).collect();
+                println!(
+                    "{}: firewall \"auto\" ({}): inbound only TCP {} and {} from {} (from {origin}); nothing else inbound",
+                    file.display(),
+                    dayshift_provisioning::firewall::managed_name(&config.cluster),
+                    b.node_port,
+                    b.ssh_port,
+                    from.join(", ")
+                );
+            }
+            Err(e) => {
+                eprintln!("{}: provider.firewall: {e}", file.display());
+                return Err(ExitCode::from(output::EXIT_INVALID));
+            }
+        },
+    }
+    Ok(())
 }

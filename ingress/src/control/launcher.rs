@@ -300,7 +300,8 @@ impl Launcher for NodeLauncher {
             fallbacks,
             image: &pool.image,
             operator_key: operator,
-            provider_ssh_keys: cfg.provider.ssh_key_name.iter().cloned().collect(),
+            // The provider names the operator key it registered at serve start.
+            provider_ssh_keys: vec![],
             files: vec![],
         })
         .map_err(|e| LaunchError::retry(format!("making the node's host key: {e}")))?;

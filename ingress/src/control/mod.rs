@@ -13,7 +13,7 @@ pub mod run;
 pub use handle::{ControlContext, NodeNotice, Routing};
 pub use launcher::{NodeLauncher, ingress_for_nodes};
 pub use node_store::SchedulerStore;
-pub use provider::{node_binary, provider_from_config};
+pub use provider::{ProviderStartError, firewall_policy, node_binary, provider_from_config};
 pub use run::{Control, ControlTuning, start};
 
 use std::sync::Arc;

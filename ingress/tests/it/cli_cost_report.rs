@@ -151,6 +151,7 @@ state_dir = "{state}"
 
 [provider]
 kind = "hetzner"
+ssh_key = "id_ed25519"
 
 [provider.server_types.gpu-l]
 hourly = "1.20"

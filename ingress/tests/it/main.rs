@@ -6,6 +6,7 @@ mod acme_openai;
 mod cli_cost_report;
 mod cli_examples;
 mod cli_files;
+mod cli_firewall;
 mod cli_scaleway;
 mod common;
 mod edge;

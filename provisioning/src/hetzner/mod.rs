@@ -2,6 +2,7 @@
 
 mod convert;
 mod errors;
+mod firewall;
 mod retry;
 mod settings;
 mod ssh_keys;
@@ -16,6 +17,7 @@ use reqwest12::Method;
 pub use settings::{DEFAULT_ENDPOINT, HetznerSettings};
 
 use crate::ProviderError;
+use crate::firewall::SetupError;
 use crate::labels::{LABEL_CLUSTER, LABEL_NODE, LabelSelector};
 use crate::provider::{BillingRule, Placement, Provider, Server, ServerSpec, ServerType};
 use retry::with_retry;
@@ -28,6 +30,16 @@ const NO_BODY: Option<&()> = None;
 pub struct HetznerProvider {
     settings: HetznerSettings,
     transport: Transport,
+    setup: tokio::sync::Mutex<Setup>,
+}
+
+/// What the account setup found, kept for later creates.
+#[derive(Debug, Default)]
+struct Setup {
+    /// Id of the named firewall (the managed one is checked on every create).
+    firewall: Option<i64>,
+    /// The operator key's name in the project.
+    ssh_key: Option<String>,
 }
 
 impl HetznerProvider {
@@ -37,7 +49,22 @@ impl HetznerProvider {
         Ok(Self {
             settings,
             transport,
+            setup: tokio::sync::Mutex::new(Setup::default()),
         })
+    }
+
+    /// The operator key's name in the project (registered on first use), if one is set.
+    async fn operator_key_name(&self) -> Result<Option<String>, ProviderError> {
+        let Some(key) = &self.settings.operator_key else {
+            return Ok(None);
+        };
+        let mut setup = self.setup.lock().await;
+        if let Some(name) = &setup.ssh_key {
+            return Ok(Some(name.clone()));
+        }
+        let name = self.ensure_ssh_key(&key.name, &key.public_openssh).await?;
+        setup.ssh_key = Some(name.clone());
+        Ok(Some(name))
     }
 
     /// The settings in use.
@@ -156,7 +183,18 @@ impl HetznerProvider {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         );
-        req.ssh_keys = (!spec.ssh_keys.is_empty()).then(|| spec.ssh_keys.clone());
+        let mut ssh_keys = spec.ssh_keys.clone();
+        if let Some(name) = self.operator_key_name().await?
+            && !ssh_keys.contains(&name)
+        {
+            ssh_keys.push(name);
+        }
+        req.ssh_keys = (!ssh_keys.is_empty()).then_some(ssh_keys);
+        req.firewalls = self
+            .firewall_for_create()
+            .await
+            .map_err(SetupError::into_provider_error)?
+            .map(|id| vec![models::CreateServerRequestFirewalls::new(id)]);
         req.user_data = spec.user_data.clone();
         req.start_after_create = Some(true);
         let what = format!("create server {}", spec.name);
@@ -258,6 +296,12 @@ fn parse_id(id: &str) -> Result<i64, ProviderError> {
 impl Provider for HetznerProvider {
     fn kind(&self) -> &'static str {
         "hetzner"
+    }
+
+    async fn prepare(&self) -> Result<(), SetupError> {
+        self.operator_key_name().await?;
+        self.firewall_for_create().await?;
+        Ok(())
     }
 
     async fn create(&self, spec: &ServerSpec) -> Result<Server, ProviderError> {

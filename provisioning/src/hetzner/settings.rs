@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::firewall::{FirewallPolicy, OperatorKey};
+
 /// The public Hetzner Cloud API endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://api.hetzner.cloud/v1";
 
@@ -26,6 +28,11 @@ pub struct HetznerSettings {
     pub backoff_max: Duration,
     /// Longest wait honoured for a rate limit before giving up with `RateLimited`.
     pub max_rate_limit_wait: Duration,
+    /// The Cloud Firewall every created server gets; `None`: none.
+    pub firewall: Option<FirewallPolicy>,
+    /// The operator's SSH key, registered in the project (if it is not yet) and named in
+    /// every create request; `None`: only the keys in each `ServerSpec`.
+    pub operator_key: Option<OperatorKey>,
 }
 
 impl HetznerSettings {
@@ -41,7 +48,21 @@ impl HetznerSettings {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             max_rate_limit_wait: Duration::from_secs(120),
+            firewall: None,
+            operator_key: None,
         }
+    }
+
+    /// Same settings with this firewall for created servers.
+    pub fn with_firewall(mut self, firewall: FirewallPolicy) -> Self {
+        self.firewall = Some(firewall);
+        self
+    }
+
+    /// Same settings with the operator's key registered and given to every server.
+    pub fn with_operator_key(mut self, key: OperatorKey) -> Self {
+        self.operator_key = Some(key);
+        self
     }
 
     /// Same settings against another endpoint (e.g. `http://127.0.0.1:PORT/v1`).

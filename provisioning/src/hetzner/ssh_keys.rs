@@ -24,6 +24,35 @@ impl HetznerProvider {
         public_key: &str,
     ) -> Result<String, ProviderError> {
         let wanted = key_material(public_key);
+        if let Some(found) = self.find_ssh_key(name, &wanted).await? {
+            return Ok(found);
+        }
+        let mut req =
+            models::CreateSshKeyRequest::new(name.to_string(), public_key.trim().to_string());
+        req.labels = Some([("dayshift-managed".to_string(), "true".to_string())].into());
+        let created: models::CreateSshKeyResponse =
+            match self.call(Method::POST, "/ssh_keys", &[], Some(&req)).await {
+                Ok(c) => c,
+                // Another replica registered it between the look and the create.
+                Err(e @ ProviderError::Invalid(_)) => {
+                    return match self.find_ssh_key(name, &wanted).await? {
+                        Some(found) => Ok(found),
+                        None => Err(e),
+                    };
+                }
+                Err(e) => return Err(e),
+            };
+        tracing::info!(name, fingerprint = %created.ssh_key.fingerprint, "registered SSH key with Hetzner");
+        Ok(created.ssh_key.name)
+    }
+
+    /// The name the key (by material) is registered under; an error when `name` holds
+    /// another key.
+    async fn find_ssh_key(
+        &self,
+        name: &str,
+        wanted: &str,
+    ) -> Result<Option<String>, ProviderError> {
         let mut page = 1i64;
         loop {
             let query = [("page", page.to_string()), ("per_page", "50".to_string())];
@@ -34,26 +63,18 @@ impl HetznerProvider {
                 .iter()
                 .find(|k| key_material(&k.public_key) == wanted)
             {
-                return Ok(k.name.clone());
+                return Ok(Some(k.name.clone()));
             }
             if resp.ssh_keys.iter().any(|k| k.name == name) {
                 return Err(ProviderError::Invalid(format!(
                     "an SSH key named {name} with a different public key is registered at Hetzner: \
-                     delete it there or configure another key name"
+                     delete it there or configure another key name (provider.ssh_key_name)"
                 )));
             }
             match resp.meta.pagination.next_page {
                 Some(next) if next > page => page = next,
-                _ => break,
+                _ => return Ok(None),
             }
         }
-        let mut req =
-            models::CreateSshKeyRequest::new(name.to_string(), public_key.trim().to_string());
-        req.labels = Some([("dayshift-managed".to_string(), "true".to_string())].into());
-        let created: models::CreateSshKeyResponse = self
-            .call(Method::POST, "/ssh_keys", &[], Some(&req))
-            .await?;
-        tracing::info!(name, fingerprint = %created.ssh_key.fingerprint, "registered SSH key with Hetzner");
-        Ok(created.ssh_key.name)
     }
 }

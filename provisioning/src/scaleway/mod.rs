@@ -6,6 +6,7 @@
 mod client;
 mod convert;
 mod errors;
+mod firewall;
 mod model;
 mod settings;
 
@@ -22,6 +23,7 @@ pub use settings::{DEFAULT_ENDPOINT, ScalewaySettings};
 use self::client::{Body, Client};
 use self::convert::{labels_to_tags, split_id, to_server, to_server_type};
 use self::model::{CreateServer, Products, ScwServer, ServerEnvelope, ServerList, TaskEnvelope};
+use crate::firewall::SetupError;
 use crate::labels::{LABEL_CLUSTER, LABEL_NODE, LabelSelector, Requirement};
 use crate::provider::{Placement, Provider, Server, ServerSpec, ServerType};
 use crate::{ProviderError, ServerStatus};
@@ -30,6 +32,8 @@ use crate::{ProviderError, ServerStatus};
 #[derive(Debug, Clone)]
 pub struct ScalewayProvider {
     client: Client,
+    /// Ids of the named security group by zone (the managed one is checked each create).
+    setup: std::sync::Arc<tokio::sync::Mutex<BTreeMap<String, String>>>,
 }
 
 /// What is left to clean up after a server: its IPs and volumes.
@@ -44,6 +48,7 @@ impl ScalewayProvider {
     pub fn new(settings: ScalewaySettings) -> Result<Self, ProviderError> {
         Ok(Self {
             client: Client::new(settings)?,
+            setup: Default::default(),
         })
     }
 
@@ -167,6 +172,10 @@ impl ScalewayProvider {
         spec: &ServerSpec,
         place: &Placement,
     ) -> Result<ScwServer, ProviderError> {
+        let security_group = self
+            .security_group_for(zone)
+            .await
+            .map_err(SetupError::into_provider_error)?;
         let body = CreateServer {
             name: &spec.name,
             commercial_type: &place.server_type,
@@ -174,6 +183,7 @@ impl ScalewayProvider {
             tags: labels_to_tags(&spec.labels),
             dynamic_ip_required: true,
             project: self.settings().project.as_deref(),
+            security_group: security_group.as_deref(),
         };
         let body = serde_json::to_value(&body)
             .map_err(|e| ProviderError::Invalid(format!("cannot encode the server: {e}")))?;
@@ -276,6 +286,13 @@ fn encode(s: &str) -> String {
 impl Provider for ScalewayProvider {
     fn kind(&self) -> &'static str {
         "scaleway"
+    }
+
+    async fn prepare(&self) -> Result<(), SetupError> {
+        for zone in self.settings().all_zones() {
+            self.security_group_for(&zone).await?;
+        }
+        Ok(())
     }
 
     async fn create(&self, spec: &ServerSpec) -> Result<Server, ProviderError> {

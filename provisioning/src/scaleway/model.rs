@@ -20,6 +20,9 @@ pub struct CreateServer<'a> {
     /// Project to create in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub project: Option<&'a str>,
+    /// Security group (UUID) the server is put in; `None`: the zone's default one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_group: Option<&'a str>,
 }
 
 /// Answer holding one server.
@@ -163,4 +166,75 @@ pub struct ErrorBody {
     /// Human message.
     #[serde(default)]
     pub message: String,
+}
+
+/// Answer of `GET .../security_groups`.
+#[derive(Debug, Deserialize)]
+pub struct SecurityGroupList {
+    /// Security groups of this page.
+    pub security_groups: Vec<ScwSecurityGroup>,
+}
+
+/// Answer holding one security group.
+#[derive(Debug, Deserialize)]
+pub struct SecurityGroupEnvelope {
+    /// The security group.
+    pub security_group: ScwSecurityGroup,
+}
+
+/// A security group as the Instance API describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScwSecurityGroup {
+    /// UUID.
+    pub id: String,
+    /// Name (not unique at Scaleway).
+    pub name: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `accept` or `drop`.
+    #[serde(default)]
+    pub inbound_default_policy: String,
+    /// `accept` or `drop`.
+    #[serde(default)]
+    pub outbound_default_policy: String,
+    /// Whether answers to allowed traffic pass back.
+    #[serde(default)]
+    pub stateful: bool,
+}
+
+/// Answer of `GET` or `PUT .../security_groups/{id}/rules`.
+#[derive(Debug, Deserialize)]
+pub struct RuleList {
+    /// The rules.
+    pub rules: Vec<ScwRule>,
+}
+
+/// A security group rule, as read and as written by `PUT .../rules`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScwRule {
+    /// `TCP`, `UDP`, `ICMP` or `ANY`.
+    pub protocol: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// `accept` or `drop`.
+    pub action: String,
+    /// Network the rule matches, e.g. `203.0.113.7/32`.
+    pub ip_range: String,
+    /// First port.
+    #[serde(default)]
+    pub dest_port_from: Option<u32>,
+    /// Last port; `None` for one port.
+    #[serde(default)]
+    pub dest_port_to: Option<u32>,
+    /// Order of evaluation, from 1.
+    #[serde(default)]
+    pub position: u32,
+    /// False for the rules Scaleway adds itself (default security).
+    #[serde(default = "yes")]
+    pub editable: bool,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::firewall::FirewallPolicy;
+
 /// The public Scaleway API endpoint (the Instance API lives under `/instance/v1`).
 pub const DEFAULT_ENDPOINT: &str = "https://api.scaleway.com";
 
@@ -32,6 +34,9 @@ pub struct ScalewaySettings {
     pub backoff_max: Duration,
     /// Longest wait honoured for a rate limit before giving up with `RateLimited`.
     pub max_rate_limit_wait: Duration,
+    /// The security group every created Instance goes into (per zone); `None`: the
+    /// zone's default security group.
+    pub firewall: Option<FirewallPolicy>,
 }
 
 impl ScalewaySettings {
@@ -50,12 +55,19 @@ impl ScalewaySettings {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             max_rate_limit_wait: Duration::from_secs(120),
+            firewall: None,
         }
     }
 
     /// Same settings against another endpoint (e.g. `http://127.0.0.1:PORT`).
     pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = endpoint.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    /// Same settings with this security group for created Instances.
+    pub fn with_firewall(mut self, firewall: FirewallPolicy) -> Self {
+        self.firewall = Some(firewall);
         self
     }
 

@@ -7,6 +7,8 @@ mod chaos_serve;
 mod e2e_office_day;
 mod fake_hcloud_binary;
 mod fake_scaleway_binary;
+mod firewall_hetzner;
+mod firewall_scaleway;
 mod ha_postgres;
 mod hcloud_compat;
 mod hetzner_faults;
