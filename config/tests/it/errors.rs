@@ -366,11 +366,19 @@ fn gateway_edge_settings_parse_with_defaults_and_positions() {
     );
     let p = config_problems(&src);
     assert_eq!(p.len(), 3, "{p:#?}");
-    at(&p[0], 15, 23, "gateway.header_read_timeout", "at least 1s");
-    at(&p[1], 16, 16, "gateway.idle_timeout", "duration");
+    // Lines after GOOD_CONFIG's own (`[gateway]` is the first one after it).
+    let base = GOOD_CONFIG.lines().count();
+    at(
+        &p[0],
+        base + 2,
+        23,
+        "gateway.header_read_timeout",
+        "at least 1s",
+    );
+    at(&p[1], base + 3, 16, "gateway.idle_timeout", "duration");
     at(
         &p[2],
-        17,
+        base + 4,
         31,
         "gateway.max_connections_per_address",
         "from 1 to",
