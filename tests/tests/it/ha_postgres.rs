@@ -73,6 +73,11 @@ async fn the_other_replica_takes_over_without_duplicate_servers() {
     let (spec_a, spec_b) = (spec(dirs.0.path(), port_a), spec(dirs.1.path(), port_b));
     let mut configs = Vec::new();
     for s in [&spec_a, &spec_b] {
+        // Replicas of one cluster share the operator's SSH key (the one registered at
+        // the provider; another key under the same name is refused at start).
+        if s.dir != spec_a.dir {
+            std::fs::copy(spec_a.dir.join("operator_key"), s.dir.join("operator_key")).unwrap();
+        }
         std::fs::write(s.dir.join("schedule.toml"), OPEN).unwrap();
         let c = s.write();
         s.mirror_tiny_model("tiny-llama");
@@ -93,7 +98,18 @@ async fn the_other_replica_takes_over_without_duplicate_servers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let b = ServeProc::start(&configs[1], &dirs.1.path().join("serve.log"), 150);
-    wait_port(port_b, "replica B").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port_b))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "replica B did not open port {port_b}:\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A ready node (created by A, registered with B).
     let ready = || psql(&db, "SELECT COUNT(*) FROM nodes WHERE state = 'ready'");
