@@ -45,15 +45,9 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# shellcheck source=../lib/gateway.sh
+source "$(dirname "$0")/../lib/gateway.sh"
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2; exit 1
-}
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 # 1. The fixed upstream.
 "$BIN/examples/bench_upstream" "127.0.0.1:$UP_PORT" 2>/dev/null &
@@ -79,23 +73,7 @@ DAYSHIFT_ADMIN_TOKEN="$ADMIN" DAYSHIFT_LOG=warn "$BIN/dayshift" serve --config "
 GW_PID=$!
 PIDS+=($GW_PID)
 wait_port "$GW_PORT"
-TOKEN=$(curl -sf -H "Authorization: Bearer $ADMIN" -d '{"id":"bench-1","pool":"bench"}' \
-  -H 'content-type: application/json' "http://127.0.0.1:$GW_PORT/admin/nodes" | json '["join_token"]')
-REG=$(cat <<JSON
-{"protocol_version":2,"node_id":"bench-1","join_token":"$TOKEN","api_url":"http://127.0.0.1:$UP_PORT",
- "tls_cert_sha256":null,"models":[{"id":"bench","kind":"generation","architecture":"llama","context_length":2048,"dtype":"f32"}],
- "gpus":[],"capacity":{"max_running_sequences":64,"kv_cache_tokens":65536,"max_queued_requests":1024},"node_version":"bench",
- "api_token":"bench-upstream-token-0123456789abcdef"}
-JSON
-)
-SESSION=$(curl -sf -H 'content-type: application/json' -d "$REG" "http://127.0.0.1:$GW_PORT/internal/nodes/register" | json '["session_token"]')
-( while true; do
-    curl -sf -o /dev/null -H "Authorization: Bearer $SESSION" -H 'content-type: application/json' \
-      -d '{"node_id":"bench-1","state":"ready","load":{"running_sequences":0,"queued_requests":0,"kv_cache_used_tokens":0,"kv_cache_total_tokens":0,"generation_tokens_per_second":0.0,"requests_in_flight":0}}' \
-      "http://127.0.0.1:$GW_PORT/internal/nodes/heartbeat" || true
-    sleep 3
-  done ) &
-PIDS+=($!)
+register_upstream "$GW_PORT" "$UP_PORT" "$ADMIN"
 export KEY
 KEY=$("$BIN/dayshift" keys create --config "$WORK/dayshift.toml" --name bench --json 2>/dev/null | json '["secret"]')
 
