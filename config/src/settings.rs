@@ -268,8 +268,6 @@ pub struct PoolConfig {
     pub queue_timeout_secs: u64,
     /// How long in-flight requests may take to finish before a node is deleted, in seconds.
     pub drain_timeout_secs: u64,
-    /// Requests outside hours start a node (within the budget).
-    pub wake_on_demand: bool,
     /// Keep a node until shortly before its paid hour ends.
     pub billing_aware_stop: bool,
 }
@@ -839,6 +837,17 @@ fn parse_pools(
             Some(n) => zero_check(d, &t, "max_nodes", &n).unwrap_or(1),
             None => 8,
         };
+        // Accepted only as `false` until waking is built (issue 19): a setting that is
+        // parsed must be applied, and a `true` here would promise what nothing does.
+        if let Some((true, span)) = t.boolean(d, "wake_on_demand") {
+            d.push(
+                span,
+                t.field("wake_on_demand"),
+                "wake_on_demand = true is not implemented yet: a request outside the \
+                 schedule's windows gets 503 with Retry-After (the next window's start); \
+                 remove the key, or add a window (or an override) for the hours you need",
+            );
+        }
         let pool = PoolConfig {
             model,
             model_source,
@@ -849,10 +858,6 @@ fn parse_pools(
             cold_start_secs: duration(d, &t, "cold_start", 300),
             queue_timeout_secs: duration(d, &t, "queue_timeout", 30),
             drain_timeout_secs: duration(d, &t, "drain_timeout", 120),
-            wake_on_demand: t
-                .boolean(d, "wake_on_demand")
-                .map(|(b, _)| b)
-                .unwrap_or(false),
             billing_aware_stop: t
                 .boolean(d, "billing_aware_stop")
                 .map(|(b, _)| b)

@@ -384,3 +384,24 @@ fn gateway_edge_settings_parse_with_defaults_and_positions() {
         "from 1 to",
     );
 }
+
+#[test]
+fn wake_on_demand_true_is_refused_until_it_is_built() {
+    // GOOD_CONFIG ends inside [pools.chat].
+    let line = GOOD_CONFIG.lines().count() + 1;
+    let p = config_problems(&format!("{GOOD_CONFIG}wake_on_demand = true\n"));
+    at(
+        one(&p),
+        line,
+        18,
+        "pools.chat.wake_on_demand",
+        "not implemented yet",
+    );
+    // `false` (what the scheduler does anyway) is accepted.
+    Config::parse(
+        "dayshift.toml",
+        &format!("{GOOD_CONFIG}wake_on_demand = false\n"),
+        Path::new("/etc/dayshift"),
+    )
+    .unwrap();
+}
