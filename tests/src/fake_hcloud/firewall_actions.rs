@@ -167,6 +167,19 @@ pub async fn set_rules(
     Ok((StatusCode::CREATED, Json(json!({ "actions": actions }))).into_response())
 }
 
+/// The non-empty resource list under `field` of an apply/remove request body.
+fn required_targets(body: &Bytes, field: &'static str) -> Result<Vec<Target>, ApiError> {
+    let req = json_body(body)?;
+    let targets = parse_targets(req.get(field), field)?;
+    if targets.is_empty() {
+        return Err(ApiError::invalid_field(
+            field,
+            "Missing data for required field.",
+        ));
+    }
+    Ok(targets)
+}
+
 /// `POST /v1/firewalls/{id}/actions/apply_to_resources` `{apply_to}`: `201 {actions}`.
 pub async fn apply_to_resources(
     State(shared): State<Arc<Shared>>,
@@ -174,14 +187,7 @@ pub async fn apply_to_resources(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = int_id(&id)?;
-    let req = json_body(&body)?;
-    let targets = parse_targets(req.get("apply_to"), "apply_to")?;
-    if targets.is_empty() {
-        return Err(ApiError::invalid_field(
-            "apply_to",
-            "Missing data for required field.",
-        ));
-    }
+    let targets = required_targets(&body, "apply_to")?;
     let mut account = shared.lock();
     if !account.firewalls.contains_key(&id) {
         return Err(ApiError::not_found("firewall"));
@@ -198,14 +204,7 @@ pub async fn remove_from_resources(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = int_id(&id)?;
-    let req = json_body(&body)?;
-    let targets = parse_targets(req.get("remove_from"), "remove_from")?;
-    if targets.is_empty() {
-        return Err(ApiError::invalid_field(
-            "remove_from",
-            "Missing data for required field.",
-        ));
-    }
+    let targets = required_targets(&body, "remove_from")?;
     let mut account = shared.lock();
     let f = account
         .firewalls
