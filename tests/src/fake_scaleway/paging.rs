@@ -9,6 +9,23 @@ use serde_json::{Value, json};
 
 use super::error::ScwError;
 
+/// The first value of query parameter `key`.
+pub fn query_value(q: &[(String, String)], key: &str) -> Option<String> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+/// The `tags` filter of a list query (comma-separated; empty parts ignored).
+pub fn query_tags(q: &[(String, String)]) -> Vec<String> {
+    query_value(q, "tags")
+        .map(|t| {
+            t.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads `page` and `per_page` from the query.
 pub fn page_params(q: &[(String, String)]) -> Result<(usize, usize), ScwError> {
     let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());

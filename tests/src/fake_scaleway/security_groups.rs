@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::error::ScwError;
-use super::paging::paged;
+use super::paging::{paged, query_tags, query_value};
 use super::servers::zone_ok;
 use super::sg_rules::group_index;
 use super::state::{SecurityGroupRec, SgRuleRec};
@@ -89,15 +89,8 @@ pub async fn list(
     Query(q): Q,
 ) -> Result<Response, ScwError> {
     zone_ok(&zone)?;
-    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    let wanted_tags: Vec<String> = get("tags")
-        .map(|t| {
-            t.split(',')
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let get = |k: &str| query_value(&q, k);
+    let wanted_tags = query_tags(&q);
     let name = get("name");
     let project = get("project");
     let default = match get("project_default").as_deref() {

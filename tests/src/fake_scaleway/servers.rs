@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ScwError;
+use super::paging::{query_tags, query_value};
 use super::state::{IpRec, Power, Project, ServerRec, TaskRec, VolumeRec};
 use super::{Shared, catalog, json as j};
 use crate::fake_base::{SlowAction, WrongHostKey};
@@ -169,15 +170,8 @@ pub async fn list(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ScwError> {
     zone_ok(&zone)?;
-    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    let tags: Vec<String> = get("tags")
-        .map(|t| {
-            t.split(',')
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let get = |k: &str| query_value(&q, k);
+    let tags = query_tags(&q);
     let name = get("name");
     let state = get("state");
     let ctype = get("commercial_type");
