@@ -106,3 +106,21 @@ impl IntoResponse for ScwError {
         resp
     }
 }
+
+/// A request body decoded as `T`, or the API's `400` for an undecodable one.
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ScwError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ScwError::bad_request(format!("cannot decode the request body: {e}")))
+}
+
+/// A request body that must be a JSON object (read field by field by its handler).
+pub fn body_object(body: &[u8]) -> Result<Value, ScwError> {
+    let v: Value = decode_body(body)?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(ScwError::bad_request(
+            "the request body must be a JSON object",
+        ))
+    }
+}

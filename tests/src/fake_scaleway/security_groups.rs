@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::error::ScwError;
+use super::error::{ScwError, body_object};
 use super::paging::{paged, query_tags, query_value};
 use super::servers::zone_ok;
 use super::sg_rules::group_index;
@@ -20,18 +20,6 @@ use super::state::{SecurityGroupRec, SgRuleRec};
 use super::{Shared, json as j};
 
 type Q = Query<Vec<(String, String)>>;
-
-fn body_object(body: &Bytes) -> Result<Value, ScwError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ScwError::bad_request(format!("cannot decode the request body: {e}")))?;
-    if v.is_object() {
-        Ok(v)
-    } else {
-        Err(ScwError::bad_request(
-            "the request body must be a JSON object",
-        ))
-    }
-}
 
 fn text(v: &Value, field: &str) -> Result<Option<String>, ScwError> {
     match v.get(field) {

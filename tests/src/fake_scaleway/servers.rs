@@ -12,7 +12,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::ScwError;
+use super::error::{ScwError, decode_body};
 use super::paging::{query_tags, query_value};
 use super::state::{IpRec, Power, Project, ServerRec, TaskRec, VolumeRec};
 use super::{Shared, catalog, json as j};
@@ -53,8 +53,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ScwError> {
     zone_ok(&zone)?;
-    let req: CreateServer = serde_json::from_slice(&body)
-        .map_err(|e| ScwError::bad_request(format!("cannot decode the request body: {e}")))?;
+    let req: CreateServer = decode_body(&body)?;
     let name = req.name.unwrap_or_else(|| "scw-random".into());
     let ctype = req
         .commercial_type
@@ -246,8 +245,7 @@ pub async fn action(
     body: Bytes,
 ) -> Result<Response, ScwError> {
     zone_ok(&zone)?;
-    let req: ActionBody = serde_json::from_slice(&body)
-        .map_err(|e| ScwError::bad_request(format!("cannot decode the request body: {e}")))?;
+    let req: ActionBody = decode_body(&body)?;
     let mut p = shared.lock();
     let s = find(&p, &zone, &id)?.clone();
     let state = Project::state_of(&s);

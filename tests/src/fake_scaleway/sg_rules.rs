@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::error::ScwError;
+use super::error::{ScwError, body_object};
 use super::paging::paged;
 use super::servers::zone_ok;
 use super::state::{Project, SgRuleRec};
@@ -21,18 +21,6 @@ use super::{Shared, json as j};
 
 /// Most rules one security group holds.
 const MAX_RULES: usize = 100;
-
-fn body_object(body: &Bytes) -> Result<Value, ScwError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ScwError::bad_request(format!("cannot decode the request body: {e}")))?;
-    if v.is_object() {
-        Ok(v)
-    } else {
-        Err(ScwError::bad_request(
-            "the request body must be a JSON object",
-        ))
-    }
-}
 
 /// A field of an enum, matched case-insensitively (older clients send `TCP`), stored in
 /// lower case as the API answers.
