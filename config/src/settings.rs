@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use crate::billing::{BillingRule, Price};
 use crate::diag::{Diag, Problems, closest};
 use crate::firewall::{Cidr, FirewallSetting};
+use crate::schedule::NodeRange;
 use crate::toml_read::{Node, Span, Table, parse_document};
 
 const TOP_KEYS: &[&str] = &[
@@ -57,6 +58,11 @@ const POOL_KEYS: &[&str] = &[
     "drain_timeout",
     "wake_on_demand",
     "billing_aware_stop",
+    "min_nodes",
+    "target_in_flight",
+    "scale_up_after",
+    "scale_down_after",
+    "min_wake",
 ];
 const GATEWAY_KEYS: &[&str] = &[
     "listen",
@@ -270,6 +276,75 @@ pub struct PoolConfig {
     pub drain_timeout_secs: u64,
     /// Keep a node until shortly before its paid hour ends.
     pub billing_aware_stop: bool,
+    /// Elastic windows: when set, every window of the pool is a range from this floor
+    /// (at most the window's count) to the window's count; `0` lets the pool go to zero
+    /// nodes inside a window when idle.
+    pub min_nodes: Option<u32>,
+    /// Requests in flight per node the pool aims for: above it (queued requests count)
+    /// for `scale_up_after`, an elastic window adds nodes; below it for
+    /// `scale_down_after`, it removes them.
+    pub target_in_flight: u32,
+    /// How long load must stay above the target before a node is added, in seconds.
+    pub scale_up_after_secs: u64,
+    /// How long load must stay below the target before a node is removed, in seconds.
+    pub scale_down_after_secs: u64,
+    /// A request outside the schedule's windows starts a node (within the budget)
+    /// instead of getting 503.
+    pub wake_on_demand: bool,
+    /// A node woken by a request stays at least this long, in seconds (default: one
+    /// paid unit of the provider's billing rule), then follows the idle rule.
+    pub min_wake_secs: u64,
+}
+
+impl PoolConfig {
+    /// How the pool's node range follows from the schedule's.
+    pub fn range_rule(&self) -> RangeRule {
+        RangeRule {
+            min_nodes: self.min_nodes,
+            max_nodes: self.max_nodes,
+            wake_on_demand: self.wake_on_demand,
+        }
+    }
+}
+
+/// The pool settings that turn the schedule's node range at an instant into the pool's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeRule {
+    /// The pool's floor inside windows (`min_nodes`), if set.
+    pub min_nodes: Option<u32>,
+    /// The pool's cap (`max_nodes`).
+    pub max_nodes: u32,
+    /// Outside windows a request may wake a node.
+    pub wake_on_demand: bool,
+}
+
+impl RangeRule {
+    /// A fixed pool: the schedule's count capped at `max_nodes`, nothing outside windows.
+    pub fn fixed(max_nodes: u32) -> RangeRule {
+        RangeRule {
+            min_nodes: None,
+            max_nodes,
+            wake_on_demand: false,
+        }
+    }
+
+    /// The pool's range where the schedule's is `window`: inside a window, the window's
+    /// range with the pool's floor (`min_nodes`, at most the window's count) and cap
+    /// (`max_nodes`); outside one, `0-max_nodes` with `wake_on_demand`, else `0-0`.
+    pub fn range(&self, window: NodeRange) -> NodeRange {
+        if window.max > 0 {
+            let max = window.max.min(self.max_nodes);
+            let min = self.min_nodes.unwrap_or(window.min).min(max);
+            NodeRange { min, max }
+        } else if self.wake_on_demand {
+            NodeRange {
+                min: 0,
+                max: self.max_nodes,
+            }
+        } else {
+            NodeRange::default()
+        }
+    }
 }
 
 /// `[gateway]`.
@@ -378,6 +453,15 @@ impl Config {
     /// Pool names, sorted.
     pub fn pool_names(&self) -> Vec<String> {
         self.pools.keys().cloned().collect()
+    }
+
+    /// Each pool's `max_nodes`, by name: what a schedule is checked against
+    /// ([`crate::Schedule::load_for_pools`]).
+    pub fn pool_caps(&self) -> BTreeMap<String, u32> {
+        self.pools
+            .iter()
+            .map(|(n, p)| (n.clone(), p.max_nodes))
+            .collect()
     }
 
     /// The price of a pool's first server type.
@@ -837,17 +921,30 @@ fn parse_pools(
             Some(n) => zero_check(d, &t, "max_nodes", &n).unwrap_or(1),
             None => 8,
         };
-        // Accepted only as `false` until waking is built (issue 19): a setting that is
-        // parsed must be applied, and a `true` here would promise what nothing does.
-        if let Some((true, span)) = t.boolean(d, "wake_on_demand") {
-            d.push(
-                span,
-                t.field("wake_on_demand"),
-                "wake_on_demand = true is not implemented yet: a request outside the \
-                 schedule's windows gets 503 with Retry-After (the next window's start); \
-                 remove the key, or add a window (or an override) for the hours you need",
-            );
-        }
+        let min_nodes = t.integer(d, "min_nodes", 0, 1000).map(|(v, span)| {
+            if v as u32 > max_nodes {
+                d.push(
+                    span,
+                    t.field("min_nodes"),
+                    format!(
+                        "min_nodes {v} is above max_nodes {max_nodes}: the pool could never \
+                         reach it; lower min_nodes or raise max_nodes"
+                    ),
+                );
+            }
+            v as u32
+        });
+        let target_in_flight = t
+            .integer(d, "target_in_flight", 1, 100_000)
+            .map(|(v, _)| v as u32)
+            .unwrap_or(4);
+        let scale_up_after_secs = duration(d, &t, "scale_up_after", 60);
+        let scale_down_after_secs = duration(d, &t, "scale_down_after", 900);
+        let wake_on_demand = t
+            .boolean(d, "wake_on_demand")
+            .map(|(b, _)| b)
+            .unwrap_or(false);
+        let min_wake_secs = duration(d, &t, "min_wake", provider.billing.unit_secs);
         let pool = PoolConfig {
             model,
             model_source,
@@ -862,6 +959,12 @@ fn parse_pools(
                 .boolean(d, "billing_aware_stop")
                 .map(|(b, _)| b)
                 .unwrap_or(false),
+            min_nodes,
+            target_in_flight,
+            scale_up_after_secs,
+            scale_down_after_secs,
+            wake_on_demand,
+            min_wake_secs,
         };
         out.insert(name, pool);
     }

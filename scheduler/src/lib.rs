@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod desired;
+pub mod elastic;
 pub mod launch;
 pub mod ledger;
 pub mod lifecycle;
@@ -10,6 +11,7 @@ pub mod reconcile;
 pub mod reload;
 pub mod store;
 
+pub use elastic::{ElasticPolicy, LoadSample, ScaleCause, ScaleState};
 pub use launch::{ErrorPolicy, LaunchError, Launcher};
 pub use lifecycle::{NodeRecord, NodeState};
 pub use reconcile::{

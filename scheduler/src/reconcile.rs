@@ -15,11 +15,13 @@ use dayshift_provisioning::{
 use tracing::{info, warn};
 
 use crate::budget::Budget;
-use crate::desired::{desired_with_prewarm, p90};
+use crate::desired::p90;
+use crate::elastic::{ElasticPolicy, ScaleCause, ScaleState, decide};
 use crate::launch::{LaunchError, Launcher};
 use crate::lifecycle::{NodeRecord, NodeState};
 use crate::store::{NodeStore, StoreError};
 use dayshift_config::billing::BillingRule;
+use dayshift_config::settings::RangeRule;
 
 /// How the error of a node that reported a start failure begins (no GPU, model does not
 /// fit, model does not load); the ingress writes it, the loop recognises it.
@@ -38,6 +40,19 @@ pub struct PoolPolicy {
     pub default_cold_start: Duration,
     /// How long in-flight requests may take at drain.
     pub drain_timeout: Duration,
+    /// Elastic windows and waking (the defaults: fixed windows, no waking).
+    pub elastic: ElasticPolicy,
+}
+
+impl PoolPolicy {
+    /// How the pool's node range follows from the schedule's.
+    pub fn range_rule(&self) -> RangeRule {
+        RangeRule {
+            min_nodes: self.elastic.min_nodes,
+            max_nodes: self.max_nodes,
+            wake_on_demand: self.elastic.wake_on_demand,
+        }
+    }
 }
 
 /// Loop-wide limits.
@@ -178,6 +193,8 @@ pub struct TickReport {
     pub next_tick: Option<DateTime<Utc>>,
     /// Pools that plan no new node because their nodes could not start, with the reason.
     pub pools_stopped: Vec<String>,
+    /// Scale decisions taken this tick (elastic windows, wakes, range changes).
+    pub scaled: Vec<ScaleState>,
 }
 
 impl TickReport {
@@ -197,6 +214,7 @@ impl TickReport {
             (a, b) => a.or(b),
         };
         self.pools_stopped.extend(other.pools_stopped);
+        self.scaled.extend(other.scaled);
     }
 }
 
@@ -213,6 +231,9 @@ pub struct Reconciler {
     limits: Limits,
     budget: Option<Budget>,
     paid_hour: BTreeMap<String, (BillingRule, Duration)>,
+    /// The provider's billing rule: an elastic pool's idle node is drained just before
+    /// its paid unit ends (less the margin), not when it becomes idle.
+    billing: (BillingRule, Duration),
     /// Bootstraps run as background tasks (a slow SSH bootstrap does not hold up other
     /// nodes' drains and deletions); the ids of those running.
     background_bootstrap: bool,
@@ -249,10 +270,20 @@ impl Reconciler {
         self
     }
 
-    /// True when `node` is ready and its paid unit runs on past `now + margin`.
-    fn in_paid_time(&self, node: &NodeRecord, now: DateTime<Utc>) -> bool {
-        let Some((rule, margin)) = self.paid_hour.get(&node.pool) else {
-            return false;
+    /// The provider's billing rule, by which an elastic pool's idle nodes are kept until
+    /// `margin` before their paid unit ends (default: per started hour, 2 minutes).
+    pub fn with_billing_rule(mut self, rule: BillingRule, margin: Duration) -> Self {
+        self.billing = (rule, margin);
+        self
+    }
+
+    /// True when `node` is ready and its paid unit runs on past `now + margin`, and the
+    /// pool keeps such nodes: billing-aware stop, or an elastic scale-down (`by_load`).
+    fn in_paid_time(&self, node: &NodeRecord, now: DateTime<Utc>, by_load: bool) -> bool {
+        let (rule, margin) = match self.paid_hour.get(&node.pool) {
+            Some(r) => r,
+            None if by_load => &self.billing,
+            None => return false,
         };
         node.state == NodeState::Ready
             && (node.server_created_at).is_some_and(|c| now < rule.paid_until(c, now) - *margin)
@@ -282,6 +313,7 @@ impl Reconciler {
             limits,
             budget: None,
             paid_hour: BTreeMap::new(),
+            billing: (BillingRule::LOCAL, Duration::minutes(2)),
             background_bootstrap: false,
             bootstrapping: Default::default(),
             started,
@@ -307,34 +339,89 @@ impl Reconciler {
         }
     }
 
-    /// Desired node count per pool at `now`, with pre-warm.
-    pub async fn desired(&self, now: DateTime<Utc>) -> BTreeMap<String, u32> {
-        let mut out = BTreeMap::new();
+    /// The pool's range at `t` (the schedule's, through the pool's floor, cap and
+    /// waking rule).
+    pub fn range_at(&self, pool: &str, t: DateTime<Utc>) -> dayshift_config::schedule::NodeRange {
+        let window = match self.schedule.read() {
+            Ok(s) => s.range_at(pool, t),
+            Err(_) => Default::default(),
+        };
+        self.pools
+            .get(pool)
+            .map(|p| p.range_rule().range(window))
+            .unwrap_or_default()
+    }
+
+    /// Each pool's scale state at `now`: the stored one, or the next decision when one
+    /// is due (see [`crate::elastic::decide`]); `changed` says which are new.
+    async fn scale_states(&self, now: DateTime<Utc>) -> Vec<(ScaleState, bool)> {
+        let mut out = Vec::new();
         for (pool, policy) in &self.pools {
-            let lead = self.lead(pool).await;
-            let n = match self.schedule.read() {
-                Ok(s) => desired_with_prewarm(&s, pool, now, lead, policy.max_nodes),
-                Err(_) => 0,
+            let range = self.range_at(pool, now);
+            let prev = self.store.scale_state(pool).await.ok().flatten();
+            let e = &policy.elastic;
+            let longest = e.scale_up_after.max(e.scale_down_after) + e.sample_every;
+            let samples = if range.is_elastic() {
+                self.store
+                    .load_samples(pool, now - longest)
+                    .await
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
             };
-            out.insert(pool.clone(), n);
+            let wake = self.store.last_wake_request(pool).await.ok().flatten();
+            match decide(prev.as_ref(), pool, range, &samples, wake, e, now) {
+                Some(next) => out.push((next, true)),
+                None => {
+                    if let Some(p) = prev {
+                        out.push((p, false));
+                    }
+                }
+            }
         }
         out
+    }
+
+    /// Nodes wanted by each pool: its scale target, raised to the floor of the range
+    /// `lead` ahead (pre-warm for a window that opens), capped at `max_nodes`.
+    async fn wanted(
+        &self,
+        now: DateTime<Utc>,
+        states: &[(ScaleState, bool)],
+        longer_lead: bool,
+    ) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for (pool, policy) in &self.pools {
+            let mut lead = self.lead(pool).await;
+            if longer_lead {
+                lead = lead.max(policy.default_cold_start);
+            }
+            let target = states
+                .iter()
+                .find(|(s, _)| &s.pool == pool)
+                .map(|(s, _)| s.target)
+                .unwrap_or_else(|| self.range_at(pool, now).min);
+            let ahead = now
+                .checked_add_signed(lead)
+                .map(|t| self.range_at(pool, t).min)
+                .unwrap_or(0);
+            out.insert(pool.clone(), target.max(ahead).min(policy.max_nodes));
+        }
+        out
+    }
+
+    /// Desired node count per pool at `now`, with pre-warm (nothing is written).
+    pub async fn desired(&self, now: DateTime<Utc>) -> BTreeMap<String, u32> {
+        let states = self.scale_states(now).await;
+        self.wanted(now, &states, false).await
     }
 
     /// Nodes per pool to keep at `now`: like [`Self::desired`], but looking ahead by the
     /// longer of the measured and the configured cold start. A node started early for a
     /// window is not drained because a faster measured boot shortened the lead meanwhile.
     pub async fn keep(&self, now: DateTime<Utc>) -> BTreeMap<String, u32> {
-        let mut out = BTreeMap::new();
-        for (pool, policy) in &self.pools {
-            let lead = self.lead(pool).await.max(policy.default_cold_start);
-            let n = match self.schedule.read() {
-                Ok(s) => desired_with_prewarm(&s, pool, now, lead, policy.max_nodes),
-                Err(_) => 0,
-            };
-            out.insert(pool.clone(), n);
-        }
-        out
+        let states = self.scale_states(now).await;
+        self.wanted(now, &states, true).await
     }
 
     /// One pass: sweep orphans, plan or drain per pool, move every node one step; the
@@ -418,10 +505,27 @@ impl Reconciler {
         };
         self.sweep_orphans(&servers, &nodes, &mut report).await;
 
-        let desired = self.desired(now).await;
-        let keep = self.keep(now).await;
+        let mut states = self.scale_states(now).await;
+        for (state, changed) in &states {
+            if *changed {
+                match self.store.save_scale_state(state).await {
+                    Ok(()) => {
+                        info!(pool = %state.pool, target = state.target, "scale: {}", state.reason);
+                        report.scaled.push(state.clone());
+                    }
+                    Err(e) => report.errors.push(TickError::store(e)),
+                }
+            }
+        }
+        let desired = self.wanted(now, &states, false).await;
+        let keep = self.wanted(now, &states, true).await;
         for (pool, want) in &desired {
             let keep_n = keep.get(pool).copied().unwrap_or(*want).max(*want);
+            let scale = states.iter_mut().find(|(s, _)| &s.pool == pool);
+            // Nodes no longer wanted because load fell are kept to the end of their paid unit.
+            let by_load = scale
+                .as_ref()
+                .is_some_and(|(s, _)| s.cause == ScaleCause::LoadDown);
             let active: Vec<&NodeRecord> = nodes
                 .iter()
                 .filter(|n| &n.pool == pool && n.state.is_active())
@@ -433,10 +537,19 @@ impl Reconciler {
                 warn!(pool = %pool, "pool stopped: {reason}");
                 report.pools_stopped.push(format!("{pool}: {reason}"));
             } else if have < *want
-                && let Some(reason) = self.budget_refusal(pool, &nodes, now)
+                && let Some(reason) =
+                    self.budget_refusal(pool, &nodes, now, scale.as_ref().map(|(s, _)| s))
             {
                 warn!(pool = %pool, "no new node: {reason}");
                 report.budget_blocked.push(format!("{pool}: {reason}"));
+                if let Some((s, _)) = scale
+                    && s.refused.as_deref() != Some(reason.as_str())
+                {
+                    s.refused = Some(reason);
+                    if let Err(e) = self.store.save_scale_state(s).await {
+                        report.errors.push(TickError::store(e));
+                    }
+                }
             } else if have < *want {
                 for _ in have..*want {
                     let id = new_node_id(now);
@@ -462,7 +575,7 @@ impl Reconciler {
                 // ready ones with the fewest requests in flight.
                 let mut excess: Vec<&NodeRecord> = Vec::new();
                 for n in active.iter().copied() {
-                    if self.in_paid_time(n, now) {
+                    if self.in_paid_time(n, now, by_load) {
                         report.kept_for_paid_hour.push(n.id.clone());
                     } else {
                         excess.push(n);
@@ -566,17 +679,39 @@ impl Reconciler {
         ))
     }
 
-    /// Why the budget forbids a new node of `pool` now, if it does.
+    /// Why the budget forbids a new node of `pool` now, if it does. A node wanted by a
+    /// wake or by load (beyond the schedule's floor) also counts what it commits to: a
+    /// woken node its `min_wake`, a load node one paid unit.
     fn budget_refusal(
         &self,
         pool: &str,
         nodes: &[NodeRecord],
         now: DateTime<Utc>,
+        scale: Option<&ScaleState>,
     ) -> Option<String> {
         let budget = self.budget.as_ref()?;
         let schedule = self.schedule.read().ok()?;
         let f = budget.forecast(&schedule, nodes, now)?;
-        if !f.over() {
+        let extra_secs = match scale.map(|s| s.cause) {
+            Some(ScaleCause::Wake) => self
+                .pools
+                .get(pool)
+                .map(|p| p.elastic.min_wake.num_seconds())
+                .unwrap_or(0),
+            Some(ScaleCause::LoadUp) => budget.rule.unit_secs as i64,
+            _ => 0,
+        };
+        let extra = match budget.prices.get(pool) {
+            Some(price) if extra_secs > 0 => budget.rule.charge(extra_secs, price).cost,
+            _ => rust_decimal::Decimal::ZERO,
+        };
+        if scale.is_some_and(|s| s.cause == ScaleCause::Wake) && f.total() + extra > f.cap {
+            return Some(format!(
+                "wake refused: spent {:.2} + committed {:.2} + this node's {:.2} EUR (its minimum wake) would cross the monthly budget of {} EUR",
+                f.spent, f.committed, extra, f.cap
+            ));
+        }
+        if f.total() + extra <= f.cap {
             return None;
         }
         let window = schedule

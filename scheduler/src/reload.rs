@@ -2,6 +2,7 @@
 //! again; a file with problems is rejected with every problem logged, and the last good
 //! schedule stays in force.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -23,16 +24,17 @@ pub enum ReloadOutcome {
 /// A schedule file and the schedule in force, shared with the reconcile loop.
 pub struct ScheduleSource {
     path: PathBuf,
-    pools: Option<Vec<String>>,
+    pools: Option<BTreeMap<String, u32>>,
     current: Arc<RwLock<Schedule>>,
     text: String,
 }
 
 impl ScheduleSource {
-    /// Loads the file; `pools` are the pools its windows may name.
-    pub fn load(path: &Path, pools: Option<Vec<String>>) -> Result<Self, Problems> {
+    /// Loads the file; `pools` are the pools its windows may name, with each one's
+    /// `max_nodes` (see [`Schedule::parse_for_pools`]).
+    pub fn load(path: &Path, pools: Option<BTreeMap<String, u32>>) -> Result<Self, Problems> {
         let text = dayshift_config::read_source(path)?;
-        let schedule = Schedule::parse(&path.display().to_string(), &text, pools.as_deref())?;
+        let schedule = parse(&path.display().to_string(), &text, pools.as_ref())?;
         Ok(ScheduleSource {
             path: path.to_path_buf(),
             pools,
@@ -58,11 +60,7 @@ impl ScheduleSource {
         if text == self.text {
             return ReloadOutcome::Unchanged;
         }
-        match Schedule::parse(
-            &self.path.display().to_string(),
-            &text,
-            self.pools.as_deref(),
-        ) {
+        match parse(&self.path.display().to_string(), &text, self.pools.as_ref()) {
             Ok(s) => {
                 match self.current.write() {
                     Ok(mut g) => *g = s,
@@ -114,6 +112,17 @@ impl ScheduleSource {
                 }
             }
         })
+    }
+}
+
+fn parse(
+    file: &str,
+    text: &str,
+    pools: Option<&BTreeMap<String, u32>>,
+) -> Result<Schedule, Problems> {
+    match pools {
+        Some(p) => Schedule::parse_for_pools(file, text, p),
+        None => Schedule::parse(file, text, None),
     }
 }
 

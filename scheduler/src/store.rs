@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::elastic::{LoadSample, ScaleState};
 use crate::lifecycle::{NodeRecord, NodeState};
 
 /// A store failure. The reconcile loop retries every kind on its next tick; the kind
@@ -105,12 +106,37 @@ pub trait NodeStore: Send + Sync {
 
     /// Cold starts (planned → ready, seconds) of the pool's most recent `n` boots, newest first.
     async fn recent_cold_starts(&self, pool: &str, n: usize) -> Result<Vec<i64>, StoreError>;
+
+    /// The pool's load samples (every replica's) taken at or after `since`, oldest first.
+    async fn load_samples(
+        &self,
+        pool: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<LoadSample>, StoreError>;
+
+    /// The pool's scale state, if one was decided.
+    async fn scale_state(&self, pool: &str) -> Result<Option<ScaleState>, StoreError>;
+
+    /// Writes the pool's scale state (replacing the last one).
+    async fn save_scale_state(&self, state: &ScaleState) -> Result<(), StoreError>;
+
+    /// When a request last asked to wake `pool` (it found no node), if ever.
+    async fn last_wake_request(&self, pool: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
 }
 
 /// A store in memory: for tests and for trying the scheduler without a database.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Tables>,
+    elastic: Mutex<ElasticTables>,
+}
+
+/// The memory store's elastic tables: load samples, scale states, wake requests.
+#[derive(Debug, Default)]
+struct ElasticTables {
+    samples: Vec<LoadSample>,
+    states: BTreeMap<String, ScaleState>,
+    wakes: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// The memory store's tables: node rows by id and the event log.
@@ -125,6 +151,26 @@ impl MemoryStore {
     /// Every event so far.
     pub fn events(&self) -> Vec<NodeEvent> {
         self.inner.lock().map(|g| g.1.clone()).unwrap_or_default()
+    }
+
+    /// Records a gateway load sample (what the ingress's sampler writes).
+    pub fn record_load(&self, sample: LoadSample) {
+        if let Ok(mut g) = self.elastic.lock() {
+            g.samples.push(sample);
+        }
+    }
+
+    /// Records that a request asked to wake `pool` at `at` (what the gateway writes).
+    pub fn request_wake(&self, pool: &str, at: DateTime<Utc>) {
+        if let Ok(mut g) = self.elastic.lock() {
+            g.wakes.insert(pool.to_string(), at);
+        }
+    }
+
+    fn elastic(&self) -> Result<std::sync::MutexGuard<'_, ElasticTables>, StoreError> {
+        self.elastic
+            .lock()
+            .map_err(|_| StoreError::Corrupt("memory store lock poisoned".into()))
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Tables>, StoreError> {
@@ -208,5 +254,36 @@ impl NodeStore for MemoryStore {
                 .collect();
         boots.sort_by_key(|b| std::cmp::Reverse(b.0));
         Ok(boots.into_iter().take(n).map(|b| b.1).collect())
+    }
+
+    async fn load_samples(
+        &self,
+        pool: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<LoadSample>, StoreError> {
+        let mut v: Vec<LoadSample> = self
+            .elastic()?
+            .samples
+            .iter()
+            .filter(|s| s.pool == pool && s.at >= since)
+            .cloned()
+            .collect();
+        v.sort_by_key(|s| s.at);
+        Ok(v)
+    }
+
+    async fn scale_state(&self, pool: &str) -> Result<Option<ScaleState>, StoreError> {
+        Ok(self.elastic()?.states.get(pool).cloned())
+    }
+
+    async fn save_scale_state(&self, state: &ScaleState) -> Result<(), StoreError> {
+        self.elastic()?
+            .states
+            .insert(state.pool.clone(), state.clone());
+        Ok(())
+    }
+
+    async fn last_wake_request(&self, pool: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self.elastic()?.wakes.get(pool).copied())
     }
 }

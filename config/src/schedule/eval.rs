@@ -16,8 +16,37 @@ pub struct Interval {
     pub start: DateTime<Utc>,
     /// First instant after the stretch.
     pub end: DateTime<Utc>,
-    /// Nodes wanted.
+    /// Nodes wanted (a range's upper bound).
     pub nodes: u32,
+    /// Fewest nodes (a range's lower bound; `nodes` for a fixed count).
+    pub min_nodes: u32,
+}
+
+/// How many nodes a pool may have at an instant: the schedule's window count, or the
+/// range within which the scheduler follows load (`min == max` for a fixed count).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRange {
+    /// Fewest nodes.
+    pub min: u32,
+    /// Most nodes.
+    pub max: u32,
+}
+
+impl NodeRange {
+    /// True when the scheduler chooses the count by load (`min < max`).
+    pub fn is_elastic(&self) -> bool {
+        self.min < self.max
+    }
+}
+
+impl std::fmt::Display for NodeRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.max)
+        } else {
+            write!(f, "{}-{}", self.min, self.max)
+        }
+    }
 }
 
 /// A day's window before it is turned into instants.
@@ -29,8 +58,10 @@ pub struct DayWindow {
     pub start: WallTime,
     /// Local end time (`end <= start`: on the next day).
     pub end: WallTime,
-    /// Nodes wanted.
+    /// Nodes wanted (a range's upper bound).
     pub nodes: u32,
+    /// Fewest nodes (a range's lower bound).
+    pub min_nodes: u32,
 }
 
 impl Schedule {
@@ -50,12 +81,19 @@ impl Schedule {
                 });
             match ov {
                 Some(o) => {
-                    if let OverrideAction::Open { start, end, nodes } = o.action {
+                    if let OverrideAction::Open {
+                        start,
+                        end,
+                        nodes,
+                        min_nodes,
+                    } = o.action
+                    {
                         out.push(DayWindow {
                             pool: pool.clone(),
                             start,
                             end,
                             nodes,
+                            min_nodes,
                         });
                     }
                 }
@@ -71,6 +109,7 @@ impl Schedule {
                             start: w.start,
                             end: w.end,
                             nodes: w.nodes,
+                            min_nodes: w.min_nodes,
                         });
                     }
                 }
@@ -96,6 +135,7 @@ impl Schedule {
                     start,
                     end,
                     nodes: w.nodes,
+                    min_nodes: w.min_nodes,
                 })
             })
             .collect()
@@ -138,9 +178,23 @@ impl Schedule {
         out
     }
 
-    /// Nodes wanted by `pool` at instant `t`.
+    /// Nodes wanted by `pool` at instant `t` (a range's upper bound: what a fixed plan
+    /// rents).
     pub fn desired_nodes(&self, pool: &str, t: DateTime<Utc>) -> u32 {
         self.desired_at(t).get(pool).copied().unwrap_or(0)
+    }
+
+    /// The node range of `pool` at instant `t` (`0-0` when closed). Overlapping windows
+    /// take the larger bound of each.
+    pub fn range_at(&self, pool: &str, t: DateTime<Utc>) -> NodeRange {
+        let mut r = NodeRange::default();
+        for i in self.raw_intervals(t, t + Duration::seconds(1)) {
+            if i.pool == pool && i.start <= t && t < i.end {
+                r.max = r.max.max(i.nodes);
+                r.min = r.min.max(i.min_nodes);
+            }
+        }
+        r
     }
 
     /// The intervals in `[from, to)`, merged per pool (touching or overlapping stretches
@@ -181,7 +235,8 @@ impl Schedule {
     }
 }
 
-/// Turns one pool's overlapping intervals into a step function of the max count,
+/// Turns one pool's overlapping intervals into a step function of the max count (and
+/// lower bound),
 /// then merges equal neighbours, clipped to `[from, to)`.
 fn sweep(
     pool: &str,
@@ -199,22 +254,22 @@ fn sweep(
     let mut out: Vec<Interval> = Vec::new();
     for pair in points.windows(2) {
         let (a, b) = (pair[0], pair[1]);
-        let nodes = intervals
-            .iter()
-            .filter(|i| i.start <= a && i.end >= b)
-            .map(|i| i.nodes)
-            .max()
-            .unwrap_or(0);
+        let active = || intervals.iter().filter(|i| i.start <= a && i.end >= b);
+        let nodes = active().map(|i| i.nodes).max().unwrap_or(0);
+        let min_nodes = active().map(|i| i.min_nodes).max().unwrap_or(0);
         if nodes == 0 {
             continue;
         }
         match out.last_mut() {
-            Some(last) if last.end == a && last.nodes == nodes => last.end = b,
+            Some(last) if last.end == a && last.nodes == nodes && last.min_nodes == min_nodes => {
+                last.end = b
+            }
             _ => out.push(Interval {
                 pool: pool.to_string(),
                 start: a,
                 end: b,
                 nodes,
+                min_nodes,
             }),
         }
     }

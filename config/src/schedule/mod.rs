@@ -9,7 +9,7 @@ mod local_time;
 mod parse;
 
 pub use days::DaySet;
-pub use eval::Interval;
+pub use eval::{Interval, NodeRange};
 pub use holidays::{HolidayRule, easter_sunday};
 pub use local_time::{WallTime, resolve, resolve_local};
 
@@ -27,8 +27,12 @@ pub struct Window {
     pub start: WallTime,
     /// Local end time; `end <= start` means the window ends on the next day.
     pub end: WallTime,
-    /// Nodes wanted during the window (at least 1).
+    /// Nodes wanted during the window (at least 1); for a range (`nodes = "1-3"`) its
+    /// upper bound.
     pub nodes: u32,
+    /// Fewest nodes during the window: `nodes` for a fixed count; a range's lower bound
+    /// (0 lets the pool go to zero when idle), within which the scheduler follows load.
+    pub min_nodes: u32,
 }
 
 /// What an override does on its date.
@@ -42,8 +46,10 @@ pub enum OverrideAction {
         start: WallTime,
         /// Local end time (`end <= start`: next day).
         end: WallTime,
-        /// Nodes wanted.
+        /// Nodes wanted (a range's upper bound).
         nodes: u32,
+        /// A range's lower bound (`nodes` for a fixed count).
+        min_nodes: u32,
     },
 }
 
@@ -79,7 +85,29 @@ impl Schedule {
         src: &str,
         known_pools: Option<&[String]>,
     ) -> Result<Schedule, crate::Problems> {
-        parse::parse(file, src, known_pools)
+        parse::parse(file, src, known_pools, None)
+    }
+
+    /// Like [`Schedule::parse`] against `dayshift.toml`'s pools (name → `max_nodes`): a
+    /// window must name one of them, and a range's lower bound may not exceed its cap.
+    pub fn parse_for_pools(
+        file: &str,
+        src: &str,
+        pools: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<Schedule, crate::Problems> {
+        let names: Vec<String> = pools.keys().cloned().collect();
+        parse::parse(file, src, Some(&names), Some(pools))
+    }
+
+    /// Reads and validates a schedule file against `dayshift.toml`'s pools (see
+    /// [`Schedule::parse_for_pools`]).
+    pub fn load_for_pools(
+        path: &std::path::Path,
+        pools: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<Schedule, crate::Problems> {
+        let file = path.display().to_string();
+        let src = crate::read_source(path)?;
+        Schedule::parse_for_pools(&file, &src, pools)
     }
 
     /// Reads and validates a schedule file from disk.

@@ -13,10 +13,15 @@ const HOLIDAY_KEYS: &[&str] = &["dates"];
 const OVERRIDE_KEYS: &[&str] = &["date", "pool", "start", "end", "nodes", "closed"];
 const MAX_NODES: i64 = 1000;
 
+/// The pools of `dayshift.toml` a schedule may name, with each pool's `max_nodes` (a
+/// window's lower bound above it is refused).
+pub(super) type PoolCaps<'a> = Option<&'a std::collections::BTreeMap<String, u32>>;
+
 pub(super) fn parse(
     file: &str,
     src: &str,
     known_pools: Option<&[String]>,
+    caps: PoolCaps<'_>,
 ) -> Result<Schedule, Problems> {
     let mut d = Diag::new(file, src);
     let Some(doc) = parse_document(&mut d, src) else {
@@ -66,6 +71,9 @@ pub(super) fn parse(
         let start = wall_time(&mut d, &w, "start", true);
         let end = wall_time(&mut d, &w, "end", true);
         let nodes = node_count(&mut d, &w);
+        if let (Some(pool), Some(nodes)) = (&pool, &nodes) {
+            check_cap(&mut d, &w, pool, nodes, caps);
+        }
         if let (Some(pool), Some(days), Some(start), Some(end), Some(nodes)) =
             (pool, days, start, end, nodes)
         {
@@ -74,7 +82,8 @@ pub(super) fn parse(
                 days,
                 start,
                 end,
-                nodes,
+                nodes: nodes.max,
+                min_nodes: nodes.min,
             });
         }
     }
@@ -127,10 +136,16 @@ pub(super) fn parse(
             let start = wall_time(&mut d, &o, "start", true);
             let end = wall_time(&mut d, &o, "end", true);
             let nodes = node_count(&mut d, &o);
+            if let (Some(nodes), Some(p)) = (&nodes, &pool) {
+                check_cap(&mut d, &o, p, nodes, caps);
+            }
             match (start, end, nodes) {
-                (Some(start), Some(end), Some(nodes)) => {
-                    Some(OverrideAction::Open { start, end, nodes })
-                }
+                (Some(start), Some(end), Some(nodes)) => Some(OverrideAction::Open {
+                    start,
+                    end,
+                    nodes: nodes.max,
+                    min_nodes: nodes.min,
+                }),
                 _ => None,
             }
         };
@@ -216,19 +231,101 @@ fn wall_time(d: &mut Diag<'_>, t: &Table<'_, '_>, key: &str, required: bool) -> 
     }
 }
 
-fn node_count(d: &mut Diag<'_>, t: &Table<'_, '_>) -> Option<u32> {
+/// A window's node count as parsed: `nodes = 2` (fixed, `min == max`) or
+/// `nodes = "1-3"` (a range the scheduler scales within by load).
+struct Count {
+    min: u32,
+    max: u32,
+    /// Written as a range (`"1-3"`), not a count.
+    range: bool,
+    span: crate::toml_read::Span,
+}
+
+fn node_count(d: &mut Diag<'_>, t: &Table<'_, '_>) -> Option<Count> {
     let Some(n) = t.get("nodes") else {
-        return Some(1);
+        return Some(Count {
+            min: 1,
+            max: 1,
+            range: false,
+            span: t.span(),
+        });
     };
+    if let toml::de::DeValue::String(text) = &n.value {
+        return match parse_range(text) {
+            Ok((min, max)) => Some(Count {
+                min,
+                max,
+                range: true,
+                span: n.span.clone(),
+            }),
+            Err(why) => {
+                d.push(n.span.clone(), t.field("nodes"), why);
+                None
+            }
+        };
+    }
     if let toml::de::DeValue::Integer(i) = n.value
         && i.as_str().trim_start_matches('+') == "0"
     {
         d.push(
             n.span.clone(),
             t.field("nodes"),
-            "nodes must be at least 1 (to close a day, use an override with `closed = true`)",
+            "nodes must be at least 1 (to close a day, use an override with `closed = true`; \
+             to let the pool go to zero when idle, a range such as \"0-2\")",
         );
         return None;
     }
-    t.integer(d, "nodes", 1, MAX_NODES).map(|(v, _)| v as u32)
+    t.integer(d, "nodes", 1, MAX_NODES).map(|(v, span)| Count {
+        min: v as u32,
+        max: v as u32,
+        range: false,
+        span,
+    })
+}
+
+/// `"MIN-MAX"` → (min, max): `0 <= min <= max`, `1 <= max <= 1000`.
+fn parse_range(text: &str) -> Result<(u32, u32), String> {
+    let bad = || {
+        format!(
+            "expected a node count such as 2 or a range \"MIN-MAX\" such as \"1-3\", found \"{}\"",
+            shown(text)
+        )
+    };
+    let (a, b) = text.trim().split_once('-').ok_or_else(bad)?;
+    let min: i64 = a.trim().parse().map_err(|_| bad())?;
+    let max: i64 = b.trim().parse().map_err(|_| bad())?;
+    if !(1..=MAX_NODES).contains(&max) {
+        return Err(format!(
+            "the range's upper bound must be from 1 to {MAX_NODES}, found {max}"
+        ));
+    }
+    if min < 0 {
+        return Err(bad());
+    }
+    if min > max {
+        return Err(format!(
+            "the range \"{}\" has its lower bound {min} above its upper bound {max}; write \"{max}-{min}\"",
+            shown(text)
+        ));
+    }
+    Ok((min as u32, max as u32))
+}
+
+/// Refuses a range whose lower bound is above its pool's `max_nodes` (the scheduler
+/// could never reach it). A fixed count above it is capped, as it always was.
+fn check_cap(d: &mut Diag<'_>, t: &Table<'_, '_>, pool: &str, n: &Count, caps: PoolCaps<'_>) {
+    if let Some(cap) = caps.and_then(|c| c.get(pool))
+        && n.range
+        && n.min > *cap
+    {
+        d.push(
+            n.span.clone(),
+            t.field("nodes"),
+            format!(
+                "wants at least {} node(s) of pool \"{pool}\", whose max_nodes in dayshift.toml is {cap}; \
+                 lower the window's count or raise max_nodes",
+                n.min
+            ),
+        );
+    }
 }

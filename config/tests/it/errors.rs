@@ -153,7 +153,7 @@ fn zero_and_out_of_range_nodes() {
         7,
         9,
         "window[0].nodes",
-        "found string",
+        "a range \"MIN-MAX\"",
     );
 }
 
@@ -386,22 +386,33 @@ fn gateway_edge_settings_parse_with_defaults_and_positions() {
 }
 
 #[test]
-fn wake_on_demand_true_is_refused_until_it_is_built() {
+fn elastic_pool_settings_are_read_and_min_above_max_is_refused() {
     // GOOD_CONFIG ends inside [pools.chat].
     let line = GOOD_CONFIG.lines().count() + 1;
-    let p = config_problems(&format!("{GOOD_CONFIG}wake_on_demand = true\n"));
+    let p = config_problems(&format!("{GOOD_CONFIG}max_nodes = 2\nmin_nodes = 3\n"));
     at(
         one(&p),
-        line,
-        18,
-        "pools.chat.wake_on_demand",
-        "not implemented yet",
+        line + 1,
+        13,
+        "pools.chat.min_nodes",
+        "above max_nodes 2",
     );
-    // `false` (what the scheduler does anyway) is accepted.
-    Config::parse(
+    let c = Config::parse(
         "dayshift.toml",
-        &format!("{GOOD_CONFIG}wake_on_demand = false\n"),
+        &format!(
+            "{GOOD_CONFIG}wake_on_demand = true\nmin_nodes = 0\ntarget_in_flight = 3\n\
+             scale_up_after = \"30s\"\nscale_down_after = \"10m\"\nmin_wake = \"20m\"\n"
+        ),
         Path::new("/etc/dayshift"),
     )
     .unwrap();
+    let p = &c.pools["chat"];
+    assert!(p.wake_on_demand);
+    assert_eq!(p.min_nodes, Some(0));
+    assert_eq!(p.target_in_flight, 3);
+    assert_eq!((p.scale_up_after_secs, p.scale_down_after_secs), (30, 600));
+    assert_eq!(p.min_wake_secs, 1200);
+    // min_wake defaults to one paid unit of the provider's billing rule.
+    let c = Config::parse("dayshift.toml", GOOD_CONFIG, Path::new("/etc/dayshift")).unwrap();
+    assert_eq!(c.pools["chat"].min_wake_secs, c.provider.billing.unit_secs);
 }

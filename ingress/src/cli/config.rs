@@ -34,7 +34,7 @@ fn check(file: &Path) -> ExitCode {
     };
     let mut all = Problems(Vec::new());
     if let Some(schedule) = &config.schedule
-        && let Err(p) = Schedule::load(schedule, Some(&config.pool_names()))
+        && let Err(p) = Schedule::load_for_pools(schedule, &config.pool_caps())
     {
         all.0.extend(p.0);
     }

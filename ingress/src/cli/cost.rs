@@ -106,8 +106,11 @@ fn estimate(args: EstimateArgs) -> ExitCode {
             return output::invalid("give --schedule, or a config whose `schedule` names one");
         }
     };
-    let pools = config.as_ref().map(Config::pool_names);
-    let schedule = match Schedule::load(&schedule_path, pools.as_deref()) {
+    let loaded = match config.as_ref() {
+        Some(c) => Schedule::load_for_pools(&schedule_path, &c.pool_caps()),
+        None => Schedule::load(&schedule_path, None),
+    };
+    let schedule = match loaded {
         Ok(s) => s,
         Err(p) => return output::problems(&p),
     };

@@ -55,12 +55,12 @@ pub fn run(command: ScheduleCommand) -> ExitCode {
 }
 
 fn check(file: &Path, config: Option<&Path>) -> ExitCode {
-    let pools = match config.map(Config::load) {
-        Some(Ok(c)) => Some(c.pool_names()),
+    let loaded = match config.map(Config::load) {
+        Some(Ok(c)) => Schedule::load_for_pools(file, &c.pool_caps()),
         Some(Err(p)) => return output::problems(&p),
-        None => None,
+        None => Schedule::load(file, None),
     };
-    match Schedule::load(file, pools.as_deref()) {
+    match loaded {
         Ok(s) => {
             println!(
                 "{}: ok ({} window(s), {} holiday rule(s), {} override(s), time zone {})",

@@ -64,8 +64,7 @@ pub fn load_schedule(config: &Config) -> Result<Option<Schedule>, Failure> {
     let Some(path) = config.schedule.as_deref() else {
         return Ok(None);
     };
-    let pools = config.pool_names();
-    Schedule::load(path, Some(&pools))
+    Schedule::load_for_pools(path, &config.pool_caps())
         .map(Some)
         .map_err(|p| Failure::problems(&p))
 }

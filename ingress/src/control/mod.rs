@@ -82,6 +82,7 @@ fn tuning_from_env() -> ControlTuning {
         t.limits.min_gap = t.limits.busy_every.min(chrono::Duration::milliseconds(200));
         t.lead_retry = busy;
         t.schedule_poll = busy.max(std::time::Duration::from_millis(500));
+        t.load_sample_every = busy.max(std::time::Duration::from_millis(100));
     }
     if let Some(s) = std::env::var("DAYSHIFT_HEARTBEAT_GRACE_SECS")
         .ok()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dayshift_config::Config;
-use dayshift_scheduler::{NodeRecord, NodeState, NodeStore, StoreError};
+use dayshift_scheduler::{LoadSample, NodeRecord, NodeState, NodeStore, ScaleState, StoreError};
 
 use super::handle::{ControlContext, Routing};
 use crate::store::{LifecycleWrite, NewInterval, Store};
@@ -126,5 +126,25 @@ impl NodeStore for SchedulerStore {
 
     async fn recent_cold_starts(&self, pool: &str, n: usize) -> Result<Vec<i64>, StoreError> {
         Ok(self.store.recent_cold_starts(pool, n).await?)
+    }
+
+    async fn load_samples(
+        &self,
+        pool: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<LoadSample>, StoreError> {
+        Ok(self.store.load_samples(pool, since).await?)
+    }
+
+    async fn scale_state(&self, pool: &str) -> Result<Option<ScaleState>, StoreError> {
+        Ok(self.store.scale_state(pool).await?)
+    }
+
+    async fn save_scale_state(&self, state: &ScaleState) -> Result<(), StoreError> {
+        Ok(self.store.save_scale_state(state).await?)
+    }
+
+    async fn last_wake_request(&self, pool: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self.store.last_wake_request(pool).await?)
     }
 }

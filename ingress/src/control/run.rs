@@ -12,7 +12,7 @@ use dayshift_config::Schedule;
 use dayshift_provisioning::Provider;
 use dayshift_scheduler::budget::Budget;
 use dayshift_scheduler::reload::ScheduleSource;
-use dayshift_scheduler::{Launcher, Limits, PoolPolicy, Reconciler, TickReport};
+use dayshift_scheduler::{ElasticPolicy, Launcher, Limits, PoolPolicy, Reconciler, TickReport};
 use tokio::sync::{Notify, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -30,6 +30,8 @@ pub struct ControlTuning {
     /// Loop limits (loading timeout, heartbeat grace, attempts, backoff, busy and idle
     /// tick periods).
     pub limits: Limits,
+    /// How often the gateway writes each pool's load sample to the store.
+    pub load_sample_every: Duration,
 }
 
 impl Default for ControlTuning {
@@ -38,6 +40,7 @@ impl Default for ControlTuning {
             lead_retry: Duration::from_secs(2),
             schedule_poll: Duration::from_secs(5),
             limits: Limits::default(),
+            load_sample_every: Duration::from_secs(5),
         }
     }
 }
@@ -75,7 +78,7 @@ pub async fn start(
     let Some(path) = config.schedule.clone() else {
         return Ok(None);
     };
-    let source = ScheduleSource::load(&path, Some(config.pool_names()))
+    let source = ScheduleSource::load(&path, Some(config.pool_caps()))
         .map_err(|p| anyhow::anyhow!("{p}"))
         .context("loading the schedule")?;
     let schedule: Arc<RwLock<Schedule>> = source.handle();
@@ -89,6 +92,16 @@ pub async fn start(
                     max_nodes: p.max_nodes,
                     default_cold_start: chrono::Duration::seconds(p.cold_start_secs as i64),
                     drain_timeout: chrono::Duration::seconds(p.drain_timeout_secs as i64),
+                    elastic: ElasticPolicy {
+                        min_nodes: p.min_nodes,
+                        wake_on_demand: p.wake_on_demand,
+                        target_in_flight: p.target_in_flight,
+                        scale_up_after: chrono::Duration::seconds(p.scale_up_after_secs as i64),
+                        scale_down_after: chrono::Duration::seconds(p.scale_down_after_secs as i64),
+                        min_wake: chrono::Duration::seconds(p.min_wake_secs as i64),
+                        sample_every: chrono::Duration::from_std(tuning.load_sample_every)
+                            .unwrap_or(chrono::Duration::seconds(5)),
+                    },
                 },
             )
         })
@@ -103,7 +116,9 @@ pub async fn start(
         pools,
         tuning.limits.clone(),
     );
-    reconciler = reconciler.with_background_bootstrap();
+    reconciler = reconciler
+        .with_background_bootstrap()
+        .with_billing_rule(config.provider.billing, chrono::Duration::minutes(2));
     // The same constructor `dayshift status` uses, so both show and act on one figure.
     if let Some(budget) = Budget::from_config(config) {
         reconciler = reconciler.with_budget(budget);

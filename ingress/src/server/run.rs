@@ -65,8 +65,7 @@ pub fn load_schedule(config: &Config) -> Result<Option<Schedule>> {
     let Some(path) = &config.schedule else {
         return Ok(None);
     };
-    let pools = config.pool_names();
-    match Schedule::load(path, Some(&pools)) {
+    match Schedule::load_for_pools(path, &config.pool_caps()) {
         Ok(s) => Ok(Some(s)),
         Err(problems) => bail!("{problems}"),
     }

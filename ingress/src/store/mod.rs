@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod elastic;
 mod in_flight;
 mod keys;
 mod ledger;

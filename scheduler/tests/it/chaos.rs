@@ -89,6 +89,7 @@ async fn random_faults_and_crashes_leak_no_server() {
                     max_nodes: 1,
                     default_cold_start: lead,
                     drain_timeout: Duration::minutes(2),
+                    elastic: Default::default(),
                 },
             )]),
             Limits {

@@ -76,6 +76,7 @@ fn reconciler(
                 max_nodes: 1,
                 default_cold_start: Duration::minutes(5),
                 drain_timeout: Duration::minutes(2),
+                elastic: Default::default(),
             },
         )]),
         Limits {

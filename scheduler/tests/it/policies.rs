@@ -35,6 +35,7 @@ fn reconciler(
                 max_nodes: 2,
                 default_cold_start: Duration::minutes(5),
                 drain_timeout: Duration::minutes(2),
+                elastic: Default::default(),
             },
         )]),
         Limits {
@@ -158,7 +159,7 @@ async fn hot_reload_keeps_the_last_good_schedule() {
     let dir = tempfile_dir();
     let path = dir.join("schedule.toml");
     std::fs::write(&path, WEEKDAYS_UTC).unwrap();
-    let mut source = ScheduleSource::load(&path, Some(vec!["chat".into()])).unwrap();
+    let mut source = ScheduleSource::load(&path, Some([("chat".to_string(), 8)].into())).unwrap();
     let handle = source.handle();
     let t = utc("2026-11-23T09:00:00Z");
     assert_eq!(handle.read().unwrap().desired_nodes("chat", t), 1);

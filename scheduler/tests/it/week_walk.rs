@@ -35,6 +35,7 @@ async fn ten_days_with_dst_and_easter_holidays_follow_the_plan_with_prewarm() {
             max_nodes: 2,
             default_cold_start: default_lead,
             drain_timeout: Duration::minutes(2),
+            elastic: Default::default(),
         },
     )]);
     let r = Reconciler::new(
@@ -149,6 +150,7 @@ async fn orphans_are_deleted_and_servers_of_crashed_creates_are_adopted() {
                 max_nodes: 1,
                 default_cold_start: Duration::minutes(5),
                 drain_timeout: Duration::minutes(2),
+                elastic: Default::default(),
             },
         )]),
         Limits::default(),
@@ -191,6 +193,7 @@ async fn drain_waits_for_in_flight_requests_then_deletes() {
                 max_nodes: 1,
                 default_cold_start: Duration::minutes(5),
                 drain_timeout: Duration::minutes(2),
+                elastic: Default::default(),
             },
         )]),
         Limits {

@@ -1,0 +1,363 @@
+//! Elastic windows: how many nodes a pool wants inside its node range, from the
+//! gateway's load (requests in flight and queued, sampled by every ingress replica and
+//! kept in the store) and from requests that wake a pool with no node. A pure function
+//! of (last decision, range, samples, wake request, time): no clock, no store.
+
+use chrono::{DateTime, Duration, Utc};
+use dayshift_config::schedule::NodeRange;
+
+/// One load sample of a pool from one ingress replica's gateway.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LoadSample {
+    /// Pool.
+    pub pool: String,
+    /// Which ingress replica took it (samples of one instant from several replicas add up).
+    pub replica: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Requests the replica's gateway had in flight on the pool's nodes.
+    pub in_flight: u32,
+    /// Requests waiting for a node of the pool.
+    pub queued: u32,
+    /// Routable nodes of the pool the replica saw.
+    pub nodes: u32,
+}
+
+/// Why a pool's target changed (or did not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleCause {
+    /// The range changed (a window opened, closed or changed): the target starts at
+    /// its floor.
+    Range,
+    /// Load stayed above the target for `scale_up_after`.
+    LoadUp,
+    /// Load stayed below the target for `scale_down_after`.
+    LoadDown,
+    /// A request found no node and woke the pool.
+    Wake,
+}
+
+impl ScaleCause {
+    /// Stable text (store, metrics, JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScaleCause::Range => "range",
+            ScaleCause::LoadUp => "load_up",
+            ScaleCause::LoadDown => "load_down",
+            ScaleCause::Wake => "wake",
+        }
+    }
+
+    /// Reads [`ScaleCause::as_str`] back.
+    pub fn parse(s: &str) -> Option<ScaleCause> {
+        [
+            ScaleCause::Range,
+            ScaleCause::LoadUp,
+            ScaleCause::LoadDown,
+            ScaleCause::Wake,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// A pool's scale state: the node count it wants now and the last decision that set it.
+/// Kept in the store, so a restarted or follower replica sees the same.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScaleState {
+    /// Pool.
+    pub pool: String,
+    /// Nodes wanted now (within `range`).
+    pub target: u32,
+    /// The pool's range when this was decided.
+    pub range: NodeRange,
+    /// When the last decision was taken.
+    pub decided_at: DateTime<Utc>,
+    /// What caused it.
+    pub cause: ScaleCause,
+    /// For operators: the decision and its reason.
+    pub reason: String,
+    /// Load (requests in flight + queued, averaged) the decision looked at.
+    pub load: f64,
+    /// A woken pool keeps at least one node until then.
+    pub woken_until: Option<DateTime<Utc>>,
+    /// Why the scheduler could not act on the target (the budget refused a new node),
+    /// if it could not; requests waiting for a woken node are answered with it.
+    pub refused: Option<String>,
+}
+
+// `load` is an average of counts: never NaN, so equality is total.
+impl Eq for ScaleState {}
+
+/// A pool's elastic settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElasticPolicy {
+    /// The pool's floor inside windows (`min_nodes`), if set.
+    pub min_nodes: Option<u32>,
+    /// Outside windows a request may wake a node.
+    pub wake_on_demand: bool,
+    /// Requests in flight (and queued) per node the pool aims for.
+    pub target_in_flight: u32,
+    /// Load above the target this long adds nodes.
+    pub scale_up_after: Duration,
+    /// Load below the target this long removes nodes.
+    pub scale_down_after: Duration,
+    /// A woken pool keeps a node at least this long.
+    pub min_wake: Duration,
+    /// How often each gateway samples its load (samples are grouped by this period).
+    pub sample_every: Duration,
+}
+
+impl Default for ElasticPolicy {
+    fn default() -> Self {
+        ElasticPolicy {
+            min_nodes: None,
+            wake_on_demand: false,
+            target_in_flight: 4,
+            scale_up_after: Duration::seconds(60),
+            scale_down_after: Duration::minutes(15),
+            min_wake: Duration::hours(1),
+            sample_every: Duration::seconds(5),
+        }
+    }
+}
+
+/// The average load (in flight + queued, all replicas added) over `[from, to]`, or
+/// `None` when the samples do not cover that stretch (too young a history: no decision
+/// on it). Samples are grouped into periods of `every`; in each period, each replica's
+/// latest sample counts, and the replicas' figures add up.
+pub fn average_load(
+    samples: &[LoadSample],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    every: Duration,
+) -> Option<f64> {
+    let period = every.num_milliseconds().max(1);
+    let mut buckets: std::collections::BTreeMap<
+        i64,
+        std::collections::BTreeMap<&str, (DateTime<Utc>, u32)>,
+    > = Default::default();
+    for s in samples.iter().filter(|s| s.at >= from && s.at <= to) {
+        let b = s.at.timestamp_millis().div_euclid(period);
+        let per_replica = buckets.entry(b).or_default();
+        let demand = s.in_flight.saturating_add(s.queued);
+        match per_replica.get(s.replica.as_str()) {
+            Some((at, _)) if *at >= s.at => {}
+            _ => {
+                per_replica.insert(s.replica.as_str(), (s.at, demand));
+            }
+        }
+    }
+    let first = *buckets.keys().next()?;
+    // Covered: the first sample is no later than one period (and a little) after `from`.
+    if first * period > from.timestamp_millis() + period + period / 2 {
+        return None;
+    }
+    let total: f64 = buckets
+        .values()
+        .map(|r| r.values().map(|(_, d)| f64::from(*d)).sum::<f64>())
+        .sum();
+    Some(total / buckets.len() as f64)
+}
+
+/// Nodes needed for `load` at `target_in_flight` each (0 for no load).
+pub fn nodes_for(load: f64, target_in_flight: u32) -> u32 {
+    if load <= 0.0 {
+        return 0;
+    }
+    let n = (load / f64::from(target_in_flight.max(1))).ceil();
+    if n >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        n as u32
+    }
+}
+
+/// The pool's next scale state at `now`.
+///
+/// - A new range (window opened, closed or changed) starts the target at its floor
+///   (a pool woken within `min_wake` keeps one node if the range allows).
+/// - A wake request after the last decision, with no node wanted and a range that
+///   allows one, wants one at once and keeps it until `min_wake` has passed.
+/// - Load over the last `scale_up_after` needing more nodes than the target raises it
+///   (to what the load needs, capped), at most once per `scale_up_after`.
+/// - Load over the last `scale_down_after` needing fewer lowers it (not below the
+///   floor, nor below one while woken), at most once per `scale_down_after`.
+///
+/// Returns `None` when nothing changes (the previous state stands).
+pub fn decide(
+    prev: Option<&ScaleState>,
+    pool: &str,
+    range: NodeRange,
+    samples: &[LoadSample],
+    wake: Option<DateTime<Utc>>,
+    policy: &ElasticPolicy,
+    now: DateTime<Utc>,
+) -> Option<ScaleState> {
+    let state = |target: u32, cause: ScaleCause, reason: String, load: f64, woken: bool| {
+        let woken_until = if woken {
+            Some(now + policy.min_wake)
+        } else {
+            prev.and_then(|p| p.woken_until).filter(|t| *t > now)
+        };
+        ScaleState {
+            pool: pool.to_string(),
+            target,
+            range,
+            decided_at: now,
+            cause,
+            reason,
+            load,
+            woken_until,
+            refused: None,
+        }
+    };
+    let woken_floor = |p: Option<&ScaleState>| -> u32 {
+        u32::from(p.and_then(|p| p.woken_until).is_some_and(|t| t > now) && range.max >= 1)
+    };
+    let last_load = samples
+        .iter()
+        .filter(|s| s.at <= now)
+        .map(|s| s.at)
+        .max()
+        .and_then(|t| average_load(samples, t, t, policy.sample_every))
+        .unwrap_or(0.0);
+    let Some(p) = prev.filter(|p| p.range == range) else {
+        // A new range: its floor (one node if woken recently and the range allows it).
+        let target = range.min.max(woken_floor(prev));
+        let was = prev
+            .map(|p| format!(" (was {})", p.range))
+            .unwrap_or_default();
+        return Some(state(
+            target,
+            ScaleCause::Range,
+            format!("range {range}{was}: start at {target} node(s)"),
+            last_load,
+            false,
+        ));
+    };
+    let tif = policy.target_in_flight.max(1);
+    // Wake: a request found no node.
+    if p.target == 0 && range.max >= 1 && wake.is_some_and(|w| w > p.decided_at && w <= now) {
+        let at = wake.map(|w| w.format("%H:%M:%S UTC").to_string());
+        return Some(state(
+            1,
+            ScaleCause::Wake,
+            format!(
+                "woken by a request at {}; kept at least until {}",
+                at.unwrap_or_default(),
+                (now + policy.min_wake).format("%H:%M:%S UTC")
+            ),
+            last_load,
+            true,
+        ));
+    }
+    let since = now - p.decided_at;
+    if since >= policy.scale_up_after
+        && let Some(load) = average_load(
+            samples,
+            now - policy.scale_up_after,
+            now,
+            policy.sample_every,
+        )
+    {
+        let need = nodes_for(load, tif).min(range.max);
+        if need > p.target {
+            return Some(state(
+                need,
+                ScaleCause::LoadUp,
+                format!(
+                    "load {load:.1} (in flight + queued) over the last {} needs {need} node(s) at {tif} each; was {}",
+                    span(policy.scale_up_after),
+                    p.target
+                ),
+                load,
+                false,
+            ));
+        }
+    }
+    if since >= policy.scale_down_after
+        && let Some(load) = average_load(
+            samples,
+            now - policy.scale_down_after,
+            now,
+            policy.sample_every,
+        )
+    {
+        let need = nodes_for(load, tif)
+            .max(range.min)
+            .max(woken_floor(Some(p)));
+        if need < p.target {
+            return Some(state(
+                need,
+                ScaleCause::LoadDown,
+                format!(
+                    "load {load:.1} (in flight + queued) over the last {} needs {need} node(s) at {tif} each; was {}",
+                    span(policy.scale_down_after),
+                    p.target
+                ),
+                load,
+                false,
+            ));
+        }
+    }
+    None
+}
+
+/// `90 s`, `15 min`, `2 h` for a reason text.
+fn span(d: Duration) -> String {
+    let s = d.num_seconds();
+    if s < 120 {
+        format!("{s} s")
+    } else if s < 7200 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{} h", s / 3600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 7, 9, 0, 0).unwrap() + Duration::seconds(secs)
+    }
+
+    fn sample(replica: &str, at: i64, in_flight: u32, queued: u32) -> LoadSample {
+        LoadSample {
+            pool: "chat".into(),
+            replica: replica.into(),
+            at: t(at),
+            in_flight,
+            queued,
+            nodes: 1,
+        }
+    }
+
+    #[test]
+    fn replicas_add_up_and_the_latest_sample_of_a_period_counts() {
+        let every = Duration::seconds(5);
+        let s = vec![
+            sample("a", 0, 2, 0),
+            sample("a", 1, 4, 0), // later in the same period: replaces 2
+            sample("b", 2, 1, 1),
+            sample("a", 5, 0, 0),
+            sample("b", 6, 0, 0),
+        ];
+        // periods: [0,5): a=4, b=2 → 6; [5,10): 0 → average 3
+        assert_eq!(average_load(&s, t(0), t(9), every), Some(3.0));
+        // not covered: the history starts 20 s after `from`
+        assert_eq!(average_load(&s, t(-20), t(9), every), None);
+    }
+
+    #[test]
+    fn nodes_for_rounds_up_and_zero_load_needs_none() {
+        assert_eq!(nodes_for(0.0, 4), 0);
+        assert_eq!(nodes_for(0.1, 4), 1);
+        assert_eq!(nodes_for(8.0, 4), 2);
+        assert_eq!(nodes_for(8.1, 4), 3);
+    }
+}
