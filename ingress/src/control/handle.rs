@@ -39,6 +39,11 @@ pub enum NodeNotice {
         /// Its reason.
         reason: String,
     },
+    /// A request found no node of a pool that may be woken, and asked for one.
+    WakeRequested {
+        /// Pool.
+        pool: String,
+    },
     /// The node said goodbye.
     Goodbye {
         /// Node id.
@@ -69,6 +74,23 @@ pub trait Routing: Send + Sync {
     fn set_leader(&self, leader: bool);
     /// What a tick did (status page, `/metrics`).
     fn record_tick(&self, report: &TickReport);
+    /// The pool's scale state as the scheduler last decided it (the gateway wakes a
+    /// pool whose target is 0, and answers waiting requests with a budget refusal).
+    fn set_scale(&self, pool: &str, view: ScaleView);
+}
+
+/// What the gateway knows of a pool's scale state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScaleView {
+    /// Nodes the scheduler wants now (`None` before its first decision).
+    pub target: Option<u32>,
+    /// When it decided.
+    pub decided_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why it could not start a wanted node (the budget), if it could not.
+    pub refused: Option<String>,
+    /// How long a node of the pool takes to become ready (p90 of its recent cold
+    /// starts, else the configured `cold_start`): a woken request's expected wait.
+    pub cold_start: Duration,
 }
 
 /// Everything the scheduler inside `dayshift serve` works with. Cheap to clone.
@@ -84,4 +106,6 @@ pub struct ControlContext {
     pub join_token_ttl: Duration,
     /// The gateway's routing.
     pub routing: Arc<dyn Routing>,
+    /// How often each gateway writes its load samples (the scheduler groups them by it).
+    pub load_sample_every: Duration,
 }

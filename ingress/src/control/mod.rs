@@ -10,7 +10,7 @@ pub mod node_store;
 pub mod provider;
 pub mod run;
 
-pub use handle::{ControlContext, NodeNotice, Routing};
+pub use handle::{ControlContext, NodeNotice, Routing, ScaleView};
 pub use launcher::{NodeLauncher, ingress_for_nodes};
 pub use node_store::SchedulerStore;
 pub use provider::{ProviderStartError, firewall_policy, node_binary, provider_from_config};
@@ -68,6 +68,18 @@ pub async fn start_for_serve(ctx: ControlContext) -> anyhow::Result<Option<Serve
     }))
 }
 
+/// How often each gateway samples its load: 5 s, or `DAYSHIFT_TICK_MS` (at least
+/// 100 ms) as the end-to-end tests set it.
+pub fn load_sample_every_from_env() -> std::time::Duration {
+    match std::env::var("DAYSHIFT_TICK_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(ms) => std::time::Duration::from_millis(ms.max(100)),
+        None => std::time::Duration::from_secs(5),
+    }
+}
+
 /// Loop tunables; `DAYSHIFT_TICK_MS` shortens the busy tick (used by the end-to-end tests
 /// to keep them short).
 fn tuning_from_env() -> ControlTuning {
@@ -82,7 +94,6 @@ fn tuning_from_env() -> ControlTuning {
         t.limits.min_gap = t.limits.busy_every.min(chrono::Duration::milliseconds(200));
         t.lead_retry = busy;
         t.schedule_poll = busy.max(std::time::Duration::from_millis(500));
-        t.load_sample_every = busy.max(std::time::Duration::from_millis(100));
     }
     if let Some(s) = std::env::var("DAYSHIFT_HEARTBEAT_GRACE_SECS")
         .ok()

@@ -16,7 +16,7 @@ use dayshift_scheduler::{ElasticPolicy, Launcher, Limits, PoolPolicy, Reconciler
 use tokio::sync::{Notify, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use super::handle::ControlContext;
+use super::handle::{ControlContext, ScaleView};
 use super::leader::{Leadership, try_lead};
 use super::node_store::SchedulerStore;
 
@@ -30,8 +30,6 @@ pub struct ControlTuning {
     /// Loop limits (loading timeout, heartbeat grace, attempts, backoff, busy and idle
     /// tick periods).
     pub limits: Limits,
-    /// How often the gateway writes each pool's load sample to the store.
-    pub load_sample_every: Duration,
 }
 
 impl Default for ControlTuning {
@@ -40,7 +38,6 @@ impl Default for ControlTuning {
             lead_retry: Duration::from_secs(2),
             schedule_poll: Duration::from_secs(5),
             limits: Limits::default(),
-            load_sample_every: Duration::from_secs(5),
         }
     }
 }
@@ -99,7 +96,7 @@ pub async fn start(
                         scale_up_after: chrono::Duration::seconds(p.scale_up_after_secs as i64),
                         scale_down_after: chrono::Duration::seconds(p.scale_down_after_secs as i64),
                         min_wake: chrono::Duration::seconds(p.min_wake_secs as i64),
-                        sample_every: chrono::Duration::from_std(tuning.load_sample_every)
+                        sample_every: chrono::Duration::from_std(ctx.load_sample_every)
                             .unwrap_or(chrono::Duration::seconds(5)),
                     },
                 },
@@ -280,6 +277,38 @@ async fn publish_nodes(ctx: &ControlContext) {
     }
     for (pool, count) in on_the_way {
         ctx.routing.set_nodes_on_the_way(pool, count);
+    }
+    publish_scale(ctx).await;
+}
+
+/// Tells the gateway each pool's scale state and expected cold start (from the store,
+/// so a follower replica wakes pools and answers refusals like the leader).
+async fn publish_scale(ctx: &ControlContext) {
+    for (pool, p) in &ctx.config.pools {
+        let state = match ctx.store.scale_state(pool).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, pool = %pool, "reading the pool's scale state");
+                continue;
+            }
+        };
+        let samples = ctx
+            .store
+            .recent_cold_starts(pool, 10)
+            .await
+            .unwrap_or_default();
+        let secs = dayshift_scheduler::desired::p90(&samples)
+            .map(|s| s.max(0) as u64)
+            .unwrap_or(p.cold_start_secs);
+        ctx.routing.set_scale(
+            pool,
+            ScaleView {
+                target: state.as_ref().map(|s| s.target),
+                decided_at: state.as_ref().map(|s| s.decided_at),
+                refused: state.and_then(|s| s.refused),
+                cold_start: Duration::from_secs(secs),
+            },
+        );
     }
 }
 

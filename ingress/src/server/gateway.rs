@@ -14,7 +14,7 @@ use http_body_util::Full;
 use super::auth::authenticate;
 use super::errors::ApiError;
 use super::limits::Refusal;
-use super::registry::{InFlight, NodeHandle, PoolRuntime};
+use super::registry::{InFlight, NodeHandle, PoolRuntime, Queued};
 use super::state::SharedState;
 use super::tap::{TapInfo, TappedBody};
 
@@ -406,8 +406,11 @@ fn build_request(
 }
 
 /// The node to send to: the least-loaded routable one; if none, waits (bounded by the
-/// pool's queue timeout) while a node is on its way; else `503` + `Retry-After` with the
-/// next window.
+/// pool's queue timeout) while a node is on its way. A pool with no node wanted whose
+/// range allows one (an elastic window at zero, or `wake_on_demand` outside windows) is
+/// woken: the request asks the scheduler for a node and waits for it — or, when the
+/// pool's cold start is longer than its queue timeout, gets `503` + `Retry-After` with
+/// the expected ready time at once. Otherwise `503` + `Retry-After` with the next window.
 async fn wait_for_node(
     state: &SharedState,
     pool: &Arc<PoolRuntime>,
@@ -418,8 +421,12 @@ async fn wait_for_node(
     if let Some(n) = pool.pick(tried, stale) {
         return Ok(n);
     }
-    let deadline = tokio::time::Instant::now() + pool.queue_timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + pool.queue_timeout;
+    let _queued = Queued::start(pool.clone());
     let mut counted = false;
+    // When this request woke the pool, and the wait it was told to expect.
+    let mut woke: Option<(chrono::DateTime<chrono::Utc>, Duration)> = None;
     loop {
         let notified = pool.notified();
         tokio::pin!(notified);
@@ -428,9 +435,39 @@ async fn wait_for_node(
             return Ok(n);
         }
         if pool.on_the_way() == 0 {
-            return Err(no_node(state, pool));
+            match woke {
+                None if tried.is_empty() && may_wake(state, pool) => {
+                    let expected = wake(state, pool).await?;
+                    woke = Some((state.clock.now(), expected));
+                    if expected > pool.queue_timeout {
+                        return Err(waking(pool, expected));
+                    }
+                }
+                None => return Err(no_node(state, pool)),
+                Some((at, _)) => {
+                    let scale = pool.scale();
+                    if let Some(why) = scale.refused.filter(|_| {
+                        scale
+                            .decided_at
+                            .is_some_and(|d| d >= at - chrono::Duration::seconds(1))
+                    }) {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "server_error",
+                            format!(
+                                "pool `{}` has no node and may not start one: {why}",
+                                pool.name
+                            ),
+                        )
+                        .with_code("wake_refused"));
+                    }
+                }
+            }
         }
         if tokio::time::Instant::now() >= deadline {
+            if let Some((_, expected)) = woke {
+                return Err(waking(pool, expected.saturating_sub(started.elapsed())));
+            }
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -450,6 +487,48 @@ async fn wait_for_node(
         let tick = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
         let _ = tokio::time::timeout_at(tick, notified).await;
     }
+}
+
+/// True when `pool` has no node wanted now but its range allows one: the scheduler's
+/// target is 0 (or not decided yet and the range's floor is 0) and the range's top is
+/// at least 1.
+fn may_wake(state: &SharedState, pool: &PoolRuntime) -> bool {
+    let range = state.pool_range(&pool.name, state.clock.now());
+    let target = pool.scale().target.unwrap_or(range.min);
+    range.max >= 1 && target == 0
+}
+
+/// Asks the scheduler (through the store, so the leader sees it from any replica) to
+/// wake `pool`; returns the wait to expect (the pool's cold start).
+async fn wake(state: &SharedState, pool: &PoolRuntime) -> Result<Duration, ApiError> {
+    let now = state.clock.now();
+    if let Err(e) = state.store.request_wake(&pool.name, now).await {
+        tracing::error!(pool = %pool.name, error = %e, "cannot record a wake request");
+        return Err(ApiError::internal());
+    }
+    tracing::info!(pool = %pool.name, "a request found no node: waking the pool");
+    let _ = state
+        .notices
+        .send(crate::control::NodeNotice::WakeRequested {
+            pool: pool.name.clone(),
+        });
+    Ok(pool.scale().cold_start)
+}
+
+/// `503` for a woken pool whose node is expected in `wait`.
+fn waking(pool: &PoolRuntime, wait: Duration) -> ApiError {
+    let secs = wait.as_secs().max(1);
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        format!(
+            "pool `{}` had no node running; one is starting and is expected ready in about {}; retry then",
+            pool.name,
+            human(secs)
+        ),
+    )
+    .with_code("node_waking")
+    .with_retry_after(secs)
 }
 
 fn no_node(state: &SharedState, pool: &PoolRuntime) -> ApiError {

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod in_flight_sync;
 pub mod keys_cache;
 pub mod limits;
+pub mod load_sampler;
 pub mod metrics;
 pub mod mirror;
 pub mod node_api;

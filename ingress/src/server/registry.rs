@@ -10,6 +10,7 @@ use dayshift_config::protocol::{LoadFigures, Secret};
 use tokio::sync::Notify;
 
 use super::upstream::NodeClient;
+use crate::control::ScaleView;
 
 /// One registered node as the gateway sees it.
 pub struct NodeHandle {
@@ -152,7 +153,26 @@ pub struct PoolRuntime {
     pub queue_timeout: Duration,
     nodes: RwLock<Vec<Arc<NodeHandle>>>,
     on_the_way: AtomicU32,
+    queued: AtomicU32,
+    scale: RwLock<ScaleView>,
     changed: Notify,
+}
+
+/// Counts one request waiting for a node of a pool until dropped.
+pub struct Queued(Arc<PoolRuntime>);
+
+impl Queued {
+    /// Starts counting.
+    pub fn start(pool: Arc<PoolRuntime>) -> Queued {
+        pool.queued.fetch_add(1, Ordering::Relaxed);
+        Queued(pool)
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PoolRuntime {
@@ -164,6 +184,8 @@ impl PoolRuntime {
             queue_timeout,
             nodes: RwLock::new(Vec::new()),
             on_the_way: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
+            scale: RwLock::new(ScaleView::default()),
             changed: Notify::new(),
         }
     }
@@ -200,6 +222,24 @@ impl PoolRuntime {
     /// Sets the number of nodes on their way; requests wait for them instead of a 503.
     pub fn set_on_the_way(&self, count: u32) {
         self.on_the_way.store(count, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    /// Requests waiting for a node of this pool now.
+    pub fn queued(&self) -> u32 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The scheduler's last scale decision for the pool, as the gateway knows it.
+    pub fn scale(&self) -> ScaleView {
+        self.scale.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Records the scheduler's scale decision and wakes waiting requests.
+    pub fn set_scale(&self, view: ScaleView) {
+        if let Ok(mut s) = self.scale.write() {
+            *s = view;
+        }
         self.changed.notify_waiters();
     }
 

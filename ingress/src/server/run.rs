@@ -88,6 +88,7 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>, tuning: Tuning) -> Res
     ));
     let watcher = tokio::spawn(node_api::watch_heartbeats(state.clone()));
     tokio::spawn(super::in_flight_sync::run(Arc::downgrade(&state)));
+    tokio::spawn(super::load_sampler::run(Arc::downgrade(&state)));
     let router = app::router(state.clone());
     Ok(Built {
         state,
@@ -170,7 +171,11 @@ pub async fn serve(config: Config) -> Result<()> {
         // Made before the scheduler starts: local nodes are told to trust it.
         tls::self_signed(&state_dir, &tls_cfg.domains)?;
     }
-    let built = build(config, Arc::new(SystemClock), Tuning::default()).await?;
+    let tuning = Tuning {
+        load_sample_every: crate::control::load_sample_every_from_env(),
+        ..Tuning::default()
+    };
+    let built = build(config, Arc::new(SystemClock), tuning).await?;
     let control =
         crate::control::start_for_serve(super::state::control_context(&built.state)).await?;
     let app = built.router.clone();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dayshift_config::clock::Clock;
 use dayshift_config::protocol::Secret;
+use dayshift_config::schedule::NodeRange;
 use dayshift_config::{Config, Schedule};
 use tokio::sync::broadcast;
 
@@ -15,7 +16,7 @@ use super::limits::Limiter;
 use super::metrics::Metrics;
 use super::registry::{PoolRuntime, Registry};
 use super::usage_writer::UsageSender;
-use crate::control::{ControlContext, Routing};
+use crate::control::{ControlContext, Routing, ScaleView};
 use crate::store::{NewNode, NodeState, Store, hash_secret};
 
 pub use crate::control::NodeNotice;
@@ -56,6 +57,8 @@ pub struct Tuning {
     pub usage_batch: usize,
     /// Longest wait before a partial usage batch is written.
     pub usage_flush: Duration,
+    /// How often the gateway writes each pool's load sample to the store.
+    pub load_sample_every: Duration,
 }
 
 impl Default for Tuning {
@@ -67,6 +70,7 @@ impl Default for Tuning {
             join_token_ttl: Duration::from_secs(3600),
             usage_batch: 500,
             usage_flush: Duration::from_millis(250),
+            load_sample_every: Duration::from_secs(5),
         }
     }
 }
@@ -234,6 +238,22 @@ impl AppState {
         }
     }
 
+    /// The pool's node range at `now` (the schedule's, through the pool's floor, cap and
+    /// waking rule); `0-0` without a schedule.
+    pub fn pool_range(&self, pool: &str, now: DateTime<Utc>) -> NodeRange {
+        let window = self
+            .schedule
+            .read()
+            .ok()
+            .and_then(|s| s.as_ref().map(|s| s.range_at(pool, now)))
+            .unwrap_or_default();
+        self.config
+            .pools
+            .get(pool)
+            .map(|p| p.range_rule().range(window))
+            .unwrap_or_default()
+    }
+
     /// When `pool` next has a window open after `now` (or now, if open).
     pub fn next_window(&self, pool: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let guard = self.schedule.read().ok()?;
@@ -259,6 +279,7 @@ pub fn control_context(state: &SharedState) -> ControlContext {
         clock: state.clock.clone(),
         join_token_ttl: state.tuning.join_token_ttl,
         routing: state.clone(),
+        load_sample_every: state.tuning.load_sample_every,
     }
 }
 
@@ -298,5 +319,11 @@ impl Routing for AppState {
 
     fn record_tick(&self, report: &dayshift_scheduler::TickReport) {
         AppState::record_tick(self, report);
+    }
+
+    fn set_scale(&self, pool: &str, view: ScaleView) {
+        if let Some(p) = self.registry.pool(pool) {
+            p.set_scale(view);
+        }
     }
 }

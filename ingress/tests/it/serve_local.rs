@@ -649,3 +649,150 @@ async fn a_gpu_type_node_without_a_gpu_fails_clearly_and_the_pool_stops() {
     assert!(page.contains("Pools stopped"), "{page}");
     assert!(page.contains("could not start"), "{page}");
 }
+
+/// A config for elastic windows: the all-day window is a range `0-2` with two requests
+/// in flight per node as the target, short scale periods, a one-second minimum wake and
+/// a 10 s billing unit (so an idle node is drained at once, not at the end of an hour).
+fn write_elastic_config(dir: &Path, port: u16, model_name: &str, model: &Path) -> PathBuf {
+    let p = write_config_pools(dir, port, &[("chat", model_name, model)], "");
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "max_nodes = 1\n",
+        "max_nodes = 2\ntarget_in_flight = 2\nscale_up_after = \"2s\"\n\
+         scale_down_after = \"4s\"\nmin_wake = \"1s\"\n",
+    );
+    let text = text.replace(
+        "[provider.server_types.local]",
+        "[provider.billing]\nunit = \"10s\"\n\n[provider.server_types.local]",
+    );
+    std::fs::write(&p, text).unwrap();
+    let schedule = std::fs::read_to_string(dir.join("schedule.toml"))
+        .unwrap()
+        .replace("nodes = 1", "nodes = \"0-2\"");
+    std::fs::write(dir.join("schedule.toml"), schedule).unwrap();
+    p
+}
+
+/// Elastic window with real `dayshift-node` processes (SmolLM2): no node at first; a
+/// burst of concurrent clients through the ingress wakes one (the first requests wait
+/// for it instead of getting 503), the load (in flight + queued above 2 per node) adds
+/// a second; every request is answered; when the clients stop, the pool goes back to
+/// zero and the node processes end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_elastic_window_wakes_scales_to_two_and_returns_to_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = smollm2();
+    let port = free_port();
+    let config = write_elastic_config(dir.path(), port, "smollm2-135m-instruct", &model);
+    let s = start_config(dir, port, config).await;
+    let store = store_of(&s).await;
+
+    // No load, no node: the window's floor is 0.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        store.list_nodes(true).await.unwrap().is_empty(),
+        "a node started without load: {}",
+        log_of(s.dir.path())
+    );
+
+    // Six clients, each sending requests one after another until the pool has had two
+    // ready nodes (or 150 s): the first requests wait for the woken node.
+    let two_ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let http = s.http.clone();
+        let url = format!("{}/v1/chat/completions", s.url);
+        let key = s.key.clone();
+        let stop = two_ready.clone();
+        clients.push(tokio::spawn(async move {
+            let mut answered = Vec::new();
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(150)
+            {
+                sent += 1;
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&serde_json::json!({
+                        "model": "smollm2-135m-instruct",
+                        "messages": [{"role": "user", "content": format!("Count to ten, client {i}.")}],
+                        "max_tokens": 24,
+                        "temperature": 0,
+                    }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                answered.push((status, body));
+            }
+            (sent, answered)
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut first_ready: Option<f64> = None;
+    loop {
+        let nodes = store.list_nodes(true).await.unwrap();
+        let ready = nodes.iter().filter(|n| n.registered_at.is_some()).count();
+        if ready >= 1 && first_ready.is_none() {
+            first_ready = Some(started.elapsed().as_secs_f64());
+        }
+        if ready >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool did not reach two nodes: {nodes:?}\n{}",
+            log_of(s.dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let two_at = started.elapsed().as_secs_f64();
+    two_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent_total = 0;
+    let mut answers = Vec::new();
+    for c in clients {
+        let (sent, answered) = c.await.unwrap();
+        sent_total += sent;
+        answers.extend(answered);
+    }
+    assert_eq!(answers.len(), sent_total);
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "a request was not answered: {body}");
+    }
+    let log = log_of(s.dir.path());
+    assert!(log.contains("waking the pool"), "{log}");
+    let decisions = store.scale_state("chat").await.unwrap();
+    eprintln!(
+        "elastic: first node ready {:.1} s after the burst began, second {two_at:.1} s; {} requests, all 200; last decision {decisions:?}",
+        first_ready.unwrap_or_default(),
+        answers.len()
+    );
+
+    // Idle: back to zero, and the node processes end.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = store.list_nodes(false).await.unwrap();
+        if live.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool did not return to zero: {live:?}\n{}",
+            log_of(s.dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for pid in node_pids(&s) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid) {
+            assert!(Instant::now() < deadline, "node {pid} still runs");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let state = store.scale_state("chat").await.unwrap().unwrap();
+    assert_eq!(state.target, 0, "{state:?}");
+    let all = store.list_nodes(true).await.unwrap();
+    assert_eq!(all.len(), 2, "exactly two nodes were started: {all:?}");
+}
