@@ -5,6 +5,7 @@
 mod bootstrap_errors;
 mod chaos_serve;
 mod e2e_office_day;
+mod elastic_hetzner;
 mod fake_hcloud_binary;
 mod fake_scaleway_binary;
 mod firewall_hetzner;
