@@ -796,3 +796,106 @@ async fn an_elastic_window_wakes_scales_to_two_and_returns_to_zero() {
     let all = store.list_nodes(true).await.unwrap();
     assert_eq!(all.len(), 2, "exactly two nodes were started: {all:?}");
 }
+
+/// A pool with `wake_on_demand` and no window, its config edited by `edit`.
+fn write_wake_config(dir: &Path, port: u16, model: &Path, edit: &str) -> PathBuf {
+    let p = write_config_pools(dir, port, &[("chat", "tiny-llama", model)], "");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("max_nodes = 1\n", "max_nodes = 1\nwake_on_demand = true\n");
+    let mut text = text;
+    for pair in edit.lines() {
+        if let Some((from, to)) = pair.split_once(" => ") {
+            text = text.replace(from, to);
+        } else {
+            text.push_str(pair);
+            text.push('\n');
+        }
+    }
+    std::fs::write(&p, text).unwrap();
+    std::fs::write(dir.join("schedule.toml"), "timezone = \"UTC\"\n").unwrap();
+    p
+}
+
+async fn chat_error(s: &Serve) -> (u16, Option<String>, serde_json::Value) {
+    let r = s
+        .http
+        .post(format!("{}/v1/chat/completions", s.url))
+        .bearer_auth(&s.key)
+        .json(&chat(false, 4))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, retry, r.json().await.unwrap_or_default())
+}
+
+/// Wake on demand outside the windows, the two answers that are not a completion: a
+/// pool whose cold start (300 s) is longer than its queue timeout (5 s) answers the
+/// waking request at once with 503 `node_waking` and `Retry-After` the expected ready
+/// time (and a node is on its way); a wake the month's budget cannot pay (one hour at
+/// 0.50 EUR against a 0.10 EUR budget) is refused with 503 `wake_refused` and the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wake_longer_than_the_queue_timeout_or_over_budget_is_answered_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    assert!(
+        Command::new(node_bin())
+            .arg("make-test-model")
+            .arg(&model)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let port = free_port();
+    let config = write_wake_config(
+        dir.path(),
+        port,
+        &model,
+        "cold_start = \"20s\" => cold_start = \"300s\"\nqueue_timeout = \"60s\" => queue_timeout = \"5s\"",
+    );
+    let s = start_config(dir, port, config).await;
+    // The scale view (with the cold start) is published after the first tick.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let asked = Instant::now();
+    let (status, retry, body) = chat_error(&s).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "node_waking", "{body}");
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((290..=300).contains(&retry), "Retry-After {retry}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "answered at once, not after the queue timeout"
+    );
+    let store = store_of(&s).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.list_nodes(false).await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the wake started no node: {}",
+            log_of(s.dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_wake_config(dir.path(), port, &model, "[budget]\nmonthly = \"0.10\"");
+    let s = start_config(dir, port, config).await;
+    let (status, _, body) = chat_error(&s).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "wake_refused", "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("0.50") && msg.contains("0.10"),
+        "the refusal names the figures: {msg}"
+    );
+    let store = store_of(&s).await;
+    assert!(store.list_nodes(true).await.unwrap().is_empty());
+}
