@@ -443,7 +443,15 @@ async fn wait_for_node(
                         return Err(waking(pool, expected));
                     }
                 }
-                None => return Err(no_node(state, pool)),
+                None => {
+                    // A wake the budget refused (for an earlier request) stands until the
+                    // scheduler takes it back: say so rather than "outside its hours".
+                    let scale = pool.scale();
+                    if let Some(why) = scale.refused.filter(|_| scale.target.unwrap_or(0) > 0) {
+                        return Err(wake_refused(pool, &why));
+                    }
+                    return Err(no_node(state, pool));
+                }
                 Some((at, _)) => {
                     let scale = pool.scale();
                     if let Some(why) = scale.refused.filter(|_| {
@@ -451,15 +459,7 @@ async fn wait_for_node(
                             .decided_at
                             .is_some_and(|d| d >= at - chrono::Duration::seconds(1))
                     }) {
-                        return Err(ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "server_error",
-                            format!(
-                                "pool `{}` has no node and may not start one: {why}",
-                                pool.name
-                            ),
-                        )
-                        .with_code("wake_refused"));
+                        return Err(wake_refused(pool, &why));
                     }
                 }
             }
@@ -513,6 +513,19 @@ async fn wake(state: &SharedState, pool: &PoolRuntime) -> Result<Duration, ApiEr
             pool: pool.name.clone(),
         });
     Ok(pool.scale().cold_start)
+}
+
+/// `503` for a pool that may not start a node (the month's budget).
+fn wake_refused(pool: &PoolRuntime, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        format!(
+            "pool `{}` has no node and may not start one: {why}",
+            pool.name
+        ),
+    )
+    .with_code("wake_refused")
 }
 
 /// `503` for a woken pool whose node is expected in `wait`.

@@ -896,6 +896,9 @@ async fn a_wake_longer_than_the_queue_timeout_or_over_budget_is_answered_at_once
         msg.contains("0.50") && msg.contains("0.10"),
         "the refusal names the figures: {msg}"
     );
+    // A later request hears the same while the refused wake stands.
+    let (status, _, body) = chat_error(&s).await;
+    assert_eq!(body["error"]["code"], "wake_refused", "{status} {body}");
     let store = store_of(&s).await;
     assert!(store.list_nodes(true).await.unwrap().is_empty());
 }
