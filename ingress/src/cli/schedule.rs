@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Duration, Utc};
 use clap::Subcommand;
+use dayshift_config::schedule::NodeRange;
 use dayshift_config::{Config, Schedule};
 use serde_json::json;
 
@@ -108,6 +109,7 @@ fn plan(file: &Path, from: &str, to: &str, json: bool) -> ExitCode {
                     "start": i.start.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
                     "end": i.end.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
                     "nodes": i.nodes,
+                    "min_nodes": i.min_nodes,
                 })
             })
             .collect();
@@ -131,7 +133,11 @@ fn plan(file: &Path, from: &str, to: &str, json: bool) -> ExitCode {
                 .format("%a %Y-%m-%d %H:%M %Z")
                 .to_string(),
             format!("{hours:.2}"),
-            i.nodes.to_string(),
+            NodeRange {
+                min: i.min_nodes,
+                max: i.nodes,
+            }
+            .to_string(),
         ]);
     }
     println!(

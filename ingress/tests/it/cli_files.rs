@@ -134,8 +134,8 @@ fn plan_json_is_one_object_in_utc() {
         serde_json::json!({
             "timezone": "Europe/Berlin",
             "intervals": [
-                {"pool": "chat", "start": "2026-11-23T07:30:00Z", "end": "2026-11-23T17:00:00Z", "nodes": 1},
-                {"pool": "chat", "start": "2026-11-24T07:00:00Z", "end": "2026-11-24T17:00:00Z", "nodes": 1},
+                {"pool": "chat", "start": "2026-11-23T07:30:00Z", "end": "2026-11-23T17:00:00Z", "nodes": 1, "min_nodes": 1},
+                {"pool": "chat", "start": "2026-11-24T07:00:00Z", "end": "2026-11-24T17:00:00Z", "nodes": 1, "min_nodes": 1},
             ]
         })
     );
@@ -169,6 +169,31 @@ fn plan_json_is_one_object_in_utc() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--from: expected an RFC 3339 time"));
+    // An elastic window shows its range.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("schedule.toml");
+    std::fs::write(
+        &file,
+        "timezone = \"UTC\"\n[[window]]\npool = \"chat\"\ndays = \"mon-fri\"\nstart = \"08:00\"\nend = \"18:00\"\nnodes = \"1-3\"\n",
+    )
+    .unwrap();
+    let args = [
+        "schedule",
+        "plan",
+        "--schedule",
+        &arg(&file),
+        "--from",
+        "2026-11-23T00:00:00Z",
+        "--to",
+        "2026-11-24T00:00:00Z",
+    ];
+    let text = String::from_utf8_lossy(&dayshift(&args).stdout).to_string();
+    assert!(text.contains("1-3"), "{text}");
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let v = stdout_json(&dayshift(&json_args));
+    assert_eq!(v["intervals"][0]["min_nodes"], 1, "{v}");
+    assert_eq!(v["intervals"][0]["nodes"], 3, "{v}");
 }
 
 /// Worked example, by hand: the example schedule (Mon-Fri 08:00-18:00 Europe/Berlin,
