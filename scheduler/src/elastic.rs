@@ -213,8 +213,11 @@ pub fn nodes_for(load: f64, target_in_flight: u32) -> u32 {
 
 /// The pool's next scale state at `now`.
 ///
-/// - A new range (window opened, closed or changed) starts the target at its floor
-///   (a pool woken within `min_wake` keeps one node if the range allows).
+/// - A new range (window opened, closed or changed) brings the target within it: a
+///   window that opens starts at its floor, one that closes ends at 0 (or at the
+///   waking range's cap), and a busy pool moving into an overlapping window keeps
+///   the nodes its load called for (a pool woken within `min_wake` keeps one node if
+///   the range allows).
 /// - A wake request after the last decision, with no node wanted and a range that
 ///   allows one, wants one at once and keeps it until `min_wake` has passed.
 /// - Load that needed more nodes than the target in every sample period of the last
@@ -263,15 +266,20 @@ pub fn decide(
         .and_then(|t| average_load(samples, t, t, policy.sample_every))
         .unwrap_or(0.0);
     let Some(p) = prev.filter(|p| p.range == range) else {
-        // A new range: its floor (one node if woken recently and the range allows it).
-        let target = range.min.max(woken_floor(prev));
+        // A new range: the target brought within it (one node if woken recently and
+        // the range allows it). Not reset to the floor: a busy pool whose window
+        // changes would drain nodes its load needs and rent them again minutes later.
+        let before = prev.map(|p| p.target).unwrap_or(0);
+        let target = before
+            .clamp(range.min, range.max.max(range.min))
+            .max(woken_floor(prev));
         let was = prev
-            .map(|p| format!(" (was {})", p.range))
+            .map(|p| format!(" (was {} with {before} node(s))", p.range))
             .unwrap_or_default();
         return Some(state(
             target,
             ScaleCause::Range,
-            format!("range {range}{was}: start at {target} node(s)"),
+            format!("range {range}{was}: {target} node(s)"),
             last_load,
             false,
         ));
@@ -454,6 +462,51 @@ mod tests {
         let high: Vec<_> = (0..=12).map(|i| sample("a", i * 5, 6, 0)).collect();
         let next = decide(Some(&prev(1)), "chat", range, &high, None, &policy, t(60)).unwrap();
         assert_eq!((next.cause, next.target), (ScaleCause::LoadUp, 2));
+    }
+
+    #[test]
+    fn a_new_range_brings_the_target_within_it() {
+        let policy = ElasticPolicy::default();
+        let prev = |target, min, max| ScaleState {
+            pool: "chat".into(),
+            target,
+            range: NodeRange { min, max },
+            decided_at: t(-600),
+            cause: ScaleCause::LoadUp,
+            reason: String::new(),
+            load: 0.0,
+            woken_until: None,
+            refused: None,
+        };
+        let next = |p: ScaleState, min, max| {
+            let r = NodeRange { min, max };
+            let s = decide(Some(&p), "chat", r, &[], None, &policy, t(0)).unwrap();
+            assert_eq!(s.cause, ScaleCause::Range);
+            s.target
+        };
+        assert_eq!(next(prev(0, 0, 0), 1, 3), 1, "a window opens at its floor");
+        assert_eq!(next(prev(3, 1, 3), 0, 0), 0, "a window closes");
+        assert_eq!(
+            next(prev(3, 1, 3), 2, 3),
+            3,
+            "an overlapping window keeps 3"
+        );
+        assert_eq!(next(prev(3, 1, 3), 1, 2), 2, "a lower cap");
+        assert_eq!(
+            next(prev(1, 1, 3), 0, 2),
+            1,
+            "a waking pool after its window"
+        );
+        let first = decide(
+            None,
+            "chat",
+            NodeRange { min: 2, max: 2 },
+            &[],
+            None,
+            &policy,
+            t(0),
+        );
+        assert_eq!(first.map(|s| s.target), Some(2));
     }
 
     #[test]
