@@ -481,3 +481,40 @@ async fn zero_floor_waits_for_load_or_a_wake_and_a_floor_is_prewarmed() {
     assert_eq!(nodes[0].planned_at, at("07:55:00"));
     assert!(nodes[0].ready_at.unwrap() <= at("08:00:00"));
 }
+
+/// A busy pool whose range changes (an overlapping `2-3` window from 13:00 to 15:00
+/// on top of the day's `1-3`) keeps the nodes its load needs: the new range brings the
+/// target within it instead of starting again at its floor, which would drain a
+/// needed node at 13:00 and rent another at 13:05.
+#[tokio::test]
+async fn a_range_change_keeps_the_nodes_the_load_needs() {
+    let src = format!(
+        "{}[[window]]\npool = \"chat\"\ndays = \"mon\"\nstart = \"13:00\"\nend = \"15:00\"\nnodes = \"2-3\"\n",
+        window("1-3")
+    );
+    let mut sim = Sim::new(&src, 3, elastic(), at("07:50:00"));
+    let busy = |t: DateTime<Utc>| {
+        if t >= at("08:00:00") && t < at("18:00:00") {
+            10
+        } else {
+            0
+        }
+    };
+    sim.walk(at("07:50:00"), at("18:00:00"), busy).await;
+    use ScaleCause::*;
+    let decisions: Vec<(DateTime<Utc>, ScaleCause, u32)> = sim.scaled.clone();
+    assert_eq!(
+        decisions,
+        vec![
+            (at("07:50:00"), Range, 0),
+            (at("08:00:00"), Range, 1),
+            (at("08:05:00"), LoadUp, 3),
+            (at("13:00:00"), Range, 3),
+            (at("15:00:00"), Range, 3),
+            (at("18:00:00"), Range, 0),
+        ]
+    );
+    let nodes = sim.nodes().await;
+    assert_eq!(nodes.len(), 3, "{nodes:#?}");
+    assert!(nodes.iter().all(|n| n.deleted_at == Some(at("18:00:00"))));
+}
