@@ -123,21 +123,33 @@ impl Default for ElasticPolicy {
     }
 }
 
-/// The average load (in flight + queued, all replicas added) over `[from, to]`, or
-/// `None` when the samples do not cover that stretch (too young a history: no decision
-/// on it). Samples are grouped into periods of `every`; in each period, each replica's
-/// latest sample counts, and the replicas' figures add up.
-pub fn average_load(
+/// The pool's load over a stretch, period by period (see [`load_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadStats {
+    /// Average of the periods' loads.
+    pub average: f64,
+    /// The lowest period's load: what the load stayed above throughout.
+    pub low: f64,
+    /// The highest period's load: what the load stayed below throughout.
+    pub high: f64,
+}
+
+/// The load (in flight + queued, all replicas added) over `[from, to]`, period by
+/// period, or `None` when the samples do not cover that stretch (too young a history:
+/// no decision on it). Samples are grouped into periods of `every`; in each period,
+/// each replica's latest sample counts, and the replicas' figures add up. A replica
+/// with no sample in a period (its sampling drifted across a period's edge) counts
+/// with its latest earlier one, if that is at most two periods old; a replica silent
+/// for longer (stopped) no longer counts.
+pub fn load_stats(
     samples: &[LoadSample],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     every: Duration,
-) -> Option<f64> {
+) -> Option<LoadStats> {
+    use std::collections::BTreeMap;
     let period = every.num_milliseconds().max(1);
-    let mut buckets: std::collections::BTreeMap<
-        i64,
-        std::collections::BTreeMap<&str, (DateTime<Utc>, u32)>,
-    > = Default::default();
+    let mut buckets: BTreeMap<i64, BTreeMap<&str, (DateTime<Utc>, u32)>> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.at >= from && s.at <= to) {
         let b = s.at.timestamp_millis().div_euclid(period);
         let per_replica = buckets.entry(b).or_default();
@@ -154,11 +166,36 @@ pub fn average_load(
     if first * period > from.timestamp_millis() + period + period / 2 {
         return None;
     }
-    let total: f64 = buckets
-        .values()
-        .map(|r| r.values().map(|(_, d)| f64::from(*d)).sum::<f64>())
-        .sum();
-    Some(total / buckets.len() as f64)
+    let mut latest: BTreeMap<&str, (i64, u32)> = BTreeMap::new();
+    let (mut sum, mut low, mut high) = (0.0, f64::INFINITY, 0.0f64);
+    for (b, per_replica) in &buckets {
+        for (replica, (_, demand)) in per_replica {
+            latest.insert(replica, (*b, *demand));
+        }
+        let load: f64 = latest
+            .values()
+            .filter(|(seen, _)| b - seen <= 2)
+            .map(|(_, d)| f64::from(*d))
+            .sum();
+        sum += load;
+        low = low.min(load);
+        high = high.max(load);
+    }
+    Some(LoadStats {
+        average: sum / buckets.len() as f64,
+        low,
+        high,
+    })
+}
+
+/// The average load over `[from, to]` (see [`load_stats`]).
+pub fn average_load(
+    samples: &[LoadSample],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    every: Duration,
+) -> Option<f64> {
+    load_stats(samples, from, to, every).map(|s| s.average)
 }
 
 /// Nodes needed for `load` at `target_in_flight` each (0 for no load).
@@ -176,14 +213,19 @@ pub fn nodes_for(load: f64, target_in_flight: u32) -> u32 {
 
 /// The pool's next scale state at `now`.
 ///
-/// - A new range (window opened, closed or changed) starts the target at its floor
-///   (a pool woken within `min_wake` keeps one node if the range allows).
+/// - A new range (window opened, closed or changed) brings the target within it: a
+///   window that opens starts at its floor, one that closes ends at 0 (or at the
+///   waking range's cap), and a busy pool moving into an overlapping window keeps
+///   the nodes its load called for (a pool woken within `min_wake` keeps one node if
+///   the range allows).
 /// - A wake request after the last decision, with no node wanted and a range that
 ///   allows one, wants one at once and keeps it until `min_wake` has passed.
-/// - Load over the last `scale_up_after` needing more nodes than the target raises it
-///   (to what the load needs, capped), at most once per `scale_up_after`.
-/// - Load over the last `scale_down_after` needing fewer lowers it (not below the
-///   floor, nor below one while woken), at most once per `scale_down_after`.
+/// - Load that needed more nodes than the target in every sample period of the last
+///   `scale_up_after` (sustained, not one burst) raises it to what the lowest period
+///   needed (capped), at most once per `scale_up_after`.
+/// - Load that needed fewer in every period of the last `scale_down_after` (low
+///   throughout, not on average) lowers it to what the busiest period needed (not
+///   below the floor, nor below one while woken), at most once per `scale_down_after`.
 ///
 /// Returns `None` when nothing changes (the previous state stands).
 pub fn decide(
@@ -224,15 +266,20 @@ pub fn decide(
         .and_then(|t| average_load(samples, t, t, policy.sample_every))
         .unwrap_or(0.0);
     let Some(p) = prev.filter(|p| p.range == range) else {
-        // A new range: its floor (one node if woken recently and the range allows it).
-        let target = range.min.max(woken_floor(prev));
+        // A new range: the target brought within it (one node if woken recently and
+        // the range allows it). Not reset to the floor: a busy pool whose window
+        // changes would drain nodes its load needs and rent them again minutes later.
+        let before = prev.map(|p| p.target).unwrap_or(0);
+        let target = before
+            .clamp(range.min, range.max.max(range.min))
+            .max(woken_floor(prev));
         let was = prev
-            .map(|p| format!(" (was {})", p.range))
+            .map(|p| format!(" (was {} with {before} node(s))", p.range))
             .unwrap_or_default();
         return Some(state(
             target,
             ScaleCause::Range,
-            format!("range {range}{was}: start at {target} node(s)"),
+            format!("range {range}{was}: {target} node(s)"),
             last_load,
             false,
         ));
@@ -255,20 +302,22 @@ pub fn decide(
     }
     let since = now - p.decided_at;
     if since >= policy.scale_up_after
-        && let Some(load) = average_load(
+        && let Some(stats) = load_stats(
             samples,
             now - policy.scale_up_after,
             now,
             policy.sample_every,
         )
     {
+        // Sustained: the load needed more nodes in every period of the stretch.
+        let load = stats.low;
         let need = nodes_for(load, tif).min(range.max);
         if need > p.target {
             return Some(state(
                 need,
                 ScaleCause::LoadUp,
                 format!(
-                    "load {load:.1} (in flight + queued) over the last {} needs {need} node(s) at {tif} each; was {}",
+                    "load (in flight + queued) stayed at {load:.1} or more over the last {}: needs {need} node(s) at {tif} each; was {}",
                     span(policy.scale_up_after),
                     p.target
                 ),
@@ -278,13 +327,15 @@ pub fn decide(
         }
     }
     if since >= policy.scale_down_after
-        && let Some(load) = average_load(
+        && let Some(stats) = load_stats(
             samples,
             now - policy.scale_down_after,
             now,
             policy.sample_every,
         )
     {
+        // Low throughout: even the busiest period of the stretch needed fewer nodes.
+        let load = stats.high;
         let need = nodes_for(load, tif)
             .max(range.min)
             .max(woken_floor(Some(p)));
@@ -293,7 +344,7 @@ pub fn decide(
                 need,
                 ScaleCause::LoadDown,
                 format!(
-                    "load {load:.1} (in flight + queued) over the last {} needs {need} node(s) at {tif} each; was {}",
+                    "load (in flight + queued) stayed at {load:.1} or less over the last {}: needs {need} node(s) at {tif} each; was {}",
                     span(policy.scale_down_after),
                     p.target
                 ),
@@ -351,6 +402,111 @@ mod tests {
         assert_eq!(average_load(&s, t(0), t(9), every), Some(3.0));
         // not covered: the history starts 20 s after `from`
         assert_eq!(average_load(&s, t(-20), t(9), every), None);
+    }
+
+    #[test]
+    fn a_silent_replica_counts_with_its_last_sample_for_two_periods() {
+        let every = Duration::seconds(5);
+        let s = vec![
+            sample("a", 0, 4, 0),
+            sample("b", 1, 4, 0),
+            sample("a", 5, 4, 0), // b's sample of [5,10) slipped into the next period
+            sample("a", 10, 4, 0),
+            sample("b", 11, 4, 0),
+            sample("a", 25, 4, 0), // b stopped at 11: gone after two periods
+        ];
+        let l = load_stats(&s, t(0), t(29), every).unwrap();
+        assert_eq!((l.low, l.high), (4.0, 8.0));
+        assert_eq!(l.average, 7.0);
+    }
+
+    #[test]
+    fn one_burst_does_not_scale_up_and_one_lull_does_not_scale_down() {
+        let policy = ElasticPolicy {
+            scale_up_after: Duration::seconds(60),
+            scale_down_after: Duration::seconds(60),
+            sample_every: Duration::seconds(5),
+            ..ElasticPolicy::default()
+        };
+        let range = NodeRange { min: 1, max: 3 };
+        let prev = |target| ScaleState {
+            pool: "chat".into(),
+            target,
+            range,
+            decided_at: t(-600),
+            cause: ScaleCause::Range,
+            reason: String::new(),
+            load: 0.0,
+            woken_until: None,
+            refused: None,
+        };
+        // 2 in flight for a minute, one 5-second burst of 40: the average (5.2) needs 2
+        // nodes, but the load did not stay above one node's worth.
+        let burst: Vec<_> = (0..=12)
+            .map(|i| sample("a", i * 5, if i == 6 { 40 } else { 2 }, 0))
+            .collect();
+        assert!(average_load(&burst, t(0), t(60), policy.sample_every).unwrap() > 4.0);
+        assert_eq!(
+            decide(Some(&prev(1)), "chat", range, &burst, None, &policy, t(60)),
+            None
+        );
+        // 10 (three nodes' worth) for a minute, one lull of 0: stays at 3.
+        let lull: Vec<_> = (0..=12)
+            .map(|i| sample("a", i * 5, if i == 6 { 0 } else { 10 }, 0))
+            .collect();
+        assert_eq!(
+            decide(Some(&prev(3)), "chat", range, &lull, None, &policy, t(60)),
+            None
+        );
+        // Sustained: 6 for the whole minute raises 1 to 2.
+        let high: Vec<_> = (0..=12).map(|i| sample("a", i * 5, 6, 0)).collect();
+        let next = decide(Some(&prev(1)), "chat", range, &high, None, &policy, t(60)).unwrap();
+        assert_eq!((next.cause, next.target), (ScaleCause::LoadUp, 2));
+    }
+
+    #[test]
+    fn a_new_range_brings_the_target_within_it() {
+        let policy = ElasticPolicy::default();
+        let prev = |target, min, max| ScaleState {
+            pool: "chat".into(),
+            target,
+            range: NodeRange { min, max },
+            decided_at: t(-600),
+            cause: ScaleCause::LoadUp,
+            reason: String::new(),
+            load: 0.0,
+            woken_until: None,
+            refused: None,
+        };
+        let next = |p: ScaleState, min, max| {
+            let r = NodeRange { min, max };
+            let s = decide(Some(&p), "chat", r, &[], None, &policy, t(0)).unwrap();
+            assert_eq!(s.cause, ScaleCause::Range);
+            s.target
+        };
+        assert_eq!(next(prev(0, 0, 0), 1, 3), 1, "a window opens at its floor");
+        assert_eq!(next(prev(3, 1, 3), 0, 0), 0, "a window closes");
+        assert_eq!(
+            next(prev(3, 1, 3), 2, 3),
+            3,
+            "an overlapping window keeps 3"
+        );
+        assert_eq!(next(prev(3, 1, 3), 1, 2), 2, "a lower cap");
+        assert_eq!(
+            next(prev(1, 1, 3), 0, 2),
+            1,
+            "a waking pool after its window"
+        );
+        let first = decide(
+            None,
+            "chat",
+            NodeRange { min: 2, max: 2 },
+            &[],
+            None,
+            &policy,
+            t(0),
+        );
+        assert_eq!(first.map(|s| s.target), Some(2));
     }
 
     #[test]

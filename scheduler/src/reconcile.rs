@@ -16,11 +16,12 @@ use tracing::{info, warn};
 
 use crate::budget::Budget;
 use crate::desired::p90;
-use crate::elastic::{ElasticPolicy, ScaleCause, ScaleState, decide};
+use crate::elastic::{ElasticPolicy, ScaleCause, ScaleState, decide, load_stats, nodes_for};
 use crate::launch::{LaunchError, Launcher};
 use crate::lifecycle::{NodeRecord, NodeState};
 use crate::store::{NodeStore, StoreError};
 use dayshift_config::billing::BillingRule;
+use dayshift_config::schedule::NodeRange;
 use dayshift_config::settings::RangeRule;
 
 /// How the error of a node that reported a start failure begins (no GPU, model does not
@@ -285,8 +286,44 @@ impl Reconciler {
             None if by_load => &self.billing,
             None => return false,
         };
+        // A unit that ends right now is over: the server is in its next one (a deletion
+        // now lands after the boundary), so that one's end is what it has paid for.
+        let probe = now + Duration::seconds(1);
         node.state == NodeState::Ready
-            && (node.server_created_at).is_some_and(|c| now < rule.paid_until(c, now) - *margin)
+            && (node.server_created_at).is_some_and(|c| now < rule.paid_until(c, probe) - *margin)
+    }
+
+    /// When a node woken at `now` may go, given that `min_wake` ends at `until`: at
+    /// `until`, unless that falls in the last `margin` of a paid unit (a `min_wake` of
+    /// one unit, the default, ends exactly on the boundary): then `margin` before that
+    /// unit ends, so the node is drained inside the unit it paid for instead of
+    /// starting the next one.
+    fn wake_end(&self, pool: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> DateTime<Utc> {
+        let (rule, margin) = self.paid_hour.get(pool).unwrap_or(&self.billing);
+        let unit = Duration::seconds(i64::try_from(rule.unit_secs).unwrap_or(i64::MAX));
+        if unit <= *margin {
+            return until;
+        }
+        let end = rule.paid_until(now, until) - *margin;
+        if until > end && end > now { end } else { until }
+    }
+
+    /// Nodes the pool's load needs right now: what it stayed at over the last minute
+    /// (one burst does not count), at `target_in_flight` each, within `range`.
+    async fn needed_now(&self, pool: &str, range: NodeRange, now: DateTime<Utc>) -> u32 {
+        let Some(policy) = self.pools.get(pool) else {
+            return 0;
+        };
+        let e = &policy.elastic;
+        let from = now - Duration::minutes(1);
+        let samples = self
+            .store
+            .load_samples(pool, from)
+            .await
+            .unwrap_or_default();
+        load_stats(&samples, from, now, e.sample_every)
+            .map(|l| nodes_for(l.low, e.target_in_flight).min(range.max))
+            .unwrap_or(0)
     }
 
     /// A loop for `cluster` over the given parts.
@@ -371,7 +408,17 @@ impl Reconciler {
             };
             let wake = self.store.last_wake_request(pool).await.ok().flatten();
             match decide(prev.as_ref(), pool, range, &samples, wake, e, now) {
-                Some(next) => out.push((next, true)),
+                Some(mut next) => {
+                    if next.cause == ScaleCause::Wake
+                        && let Some(until) = next.woken_until
+                    {
+                        let end = self.wake_end(pool, now, until);
+                        let fmt = |t: DateTime<Utc>| t.format("%H:%M:%S UTC").to_string();
+                        next.reason = next.reason.replace(&fmt(until), &fmt(end));
+                        next.woken_until = Some(end);
+                    }
+                    out.push((next, true))
+                }
                 None => {
                     if let Some(p) = prev {
                         out.push((p, false));
@@ -522,10 +569,19 @@ impl Reconciler {
         for (pool, want) in &desired {
             let keep_n = keep.get(pool).copied().unwrap_or(*want).max(*want);
             let scale = states.iter_mut().find(|(s, _)| &s.pool == pool);
-            // Nodes no longer wanted because load fell are kept to the end of their paid unit.
+            // Nodes over an elastic pool's target (load fell, now or at an earlier
+            // decision) are kept to the end of their paid unit; a new range (a window
+            // closes) drains at once, as for fixed windows.
             let by_load = scale
                 .as_ref()
-                .is_some_and(|(s, _)| s.cause == ScaleCause::LoadDown);
+                .is_some_and(|(s, _)| s.range.is_elastic() && s.cause != ScaleCause::Range);
+            // If load came back while they were kept, the nodes it needs now are not
+            // drained at the end of their paid unit (the next sustained rise would
+            // rent them again minutes later).
+            let keep_n = match scale.as_ref() {
+                Some((s, _)) if by_load => keep_n.max(self.needed_now(pool, s.range, now).await),
+                _ => keep_n,
+            };
             let active: Vec<&NodeRecord> = nodes
                 .iter()
                 .filter(|n| &n.pool == pool && n.state.is_active())

@@ -6,4 +6,5 @@ mod errors;
 mod firewall;
 mod no_panic;
 mod plan_properties;
+mod ranges;
 mod schedule_eval;

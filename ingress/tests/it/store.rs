@@ -213,3 +213,134 @@ async fn postgres_store() {
     exercise(&store).await;
     store.close().await;
 }
+
+/// The elastic windows' tables (issue 19): load samples, scale states, wake requests.
+async fn exercise_elastic(store: &Store) {
+    use chrono::{DateTime, Duration, TimeZone, Utc};
+    use dayshift_config::schedule::NodeRange;
+    use dayshift_scheduler::{LoadSample, ScaleCause, ScaleState};
+
+    let t0: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 12, 7, 9, 0, 0).unwrap();
+    let t = |ms: i64| t0 + Duration::milliseconds(ms);
+    let sample = |pool: &str, replica: &str, at: i64, in_flight: u32, queued: u32| LoadSample {
+        pool: pool.into(),
+        replica: replica.into(),
+        at: t(at),
+        in_flight,
+        queued,
+        nodes: 2,
+    };
+
+    // Samples round-trip, oldest first (then by replica), per pool.
+    store
+        .record_load(&[
+            sample("chat", "r2", 0, 3, 1),
+            sample("chat", "r1", 0, 2, 0),
+            sample("chat", "r1", 5_001, 4, 2),
+            sample("embed", "r1", 5_001, 9, 9),
+            sample("chat", "r1", 10_002, 0, 0),
+        ])
+        .await
+        .unwrap();
+    // The same (pool, replica, instant) again is ignored: the first write stands.
+    store
+        .record_load(&[sample("chat", "r1", 5_001, 40, 40)])
+        .await
+        .unwrap();
+    let all = store.load_samples("chat", t0).await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            sample("chat", "r1", 0, 2, 0),
+            sample("chat", "r2", 0, 3, 1),
+            sample("chat", "r1", 5_001, 4, 2),
+            sample("chat", "r1", 10_002, 0, 0),
+        ]
+    );
+    assert_eq!(store.load_samples("chat", t(5_001)).await.unwrap().len(), 2);
+    assert_eq!(
+        store.load_samples("embed", t0).await.unwrap(),
+        vec![sample("embed", "r1", 5_001, 9, 9)]
+    );
+    assert!(store.load_samples("nope", t0).await.unwrap().is_empty());
+    // Pruning drops what is older than the cut, in every pool.
+    assert_eq!(store.prune_load(t(5_001)).await.unwrap(), 2);
+    assert_eq!(store.load_samples("chat", t0).await.unwrap().len(), 2);
+    assert_eq!(store.prune_load(t(20_000)).await.unwrap(), 3);
+    assert!(store.load_samples("chat", t0).await.unwrap().is_empty());
+    assert!(store.load_samples("embed", t0).await.unwrap().is_empty());
+
+    // Scale states: none, then the saved one (load kept to the thousandth), then
+    // replaced by the next decision.
+    assert_eq!(store.scale_state("chat").await.unwrap(), None);
+    let woken = ScaleState {
+        pool: "chat".into(),
+        target: 1,
+        range: NodeRange { min: 0, max: 3 },
+        decided_at: t(123),
+        cause: ScaleCause::Wake,
+        reason: "woken by a request at 09:00:00 UTC; kept at least until 09:58:00 UTC".into(),
+        load: 2.34567,
+        woken_until: Some(t(58 * 60_000)),
+        refused: Some("wake refused: spent 1.00 + committed 0.00 EUR ...".into()),
+    };
+    store.save_scale_state(&woken).await.unwrap();
+    assert_eq!(
+        store.scale_state("chat").await.unwrap(),
+        Some(ScaleState {
+            load: 2.346,
+            ..woken.clone()
+        })
+    );
+    let down = ScaleState {
+        pool: "chat".into(),
+        target: 0,
+        range: NodeRange { min: 0, max: 3 },
+        decided_at: t(60 * 60_000),
+        cause: ScaleCause::LoadDown,
+        reason: "load stayed at 0.0 or less".into(),
+        load: 0.0,
+        woken_until: None,
+        refused: None,
+    };
+    store.save_scale_state(&down).await.unwrap();
+    assert_eq!(store.scale_state("chat").await.unwrap(), Some(down.clone()));
+    let embed = ScaleState {
+        pool: "embed".into(),
+        target: 3,
+        range: NodeRange { min: 1, max: 3 },
+        cause: ScaleCause::LoadUp,
+        load: 11.0,
+        ..down.clone()
+    };
+    store.save_scale_state(&embed).await.unwrap();
+    assert_eq!(store.scale_states().await.unwrap(), vec![down, embed]);
+
+    // Wake requests: the later time stands, whatever order they are written in.
+    assert_eq!(store.last_wake_request("chat").await.unwrap(), None);
+    store.request_wake("chat", t(2_000)).await.unwrap();
+    store.request_wake("chat", t(1_000)).await.unwrap();
+    assert_eq!(
+        store.last_wake_request("chat").await.unwrap(),
+        Some(t(2_000))
+    );
+    store.request_wake("chat", t(3_000)).await.unwrap();
+    assert_eq!(
+        store.last_wake_request("chat").await.unwrap(),
+        Some(t(3_000))
+    );
+    assert_eq!(store.last_wake_request("embed").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sqlite_memory_store_elastic_tables() {
+    let store = Store::open_in_memory().await.unwrap();
+    exercise_elastic(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_store_elastic_tables() {
+    let store = pg_store("elastic").await;
+    exercise_elastic(&store).await;
+    store.close().await;
+}

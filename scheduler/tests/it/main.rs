@@ -4,6 +4,7 @@
 
 mod chaos;
 mod common;
+mod elastic;
 mod error_policy;
 mod ledger;
 mod policies;
