@@ -138,35 +138,3 @@ pub fn scaling_json(p: &PoolScaling) -> serde_json::Value {
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn sample(replica: &str, secs: i64, in_flight: u32, queued: u32) -> LoadSample {
-        LoadSample {
-            pool: "chat".into(),
-            replica: replica.into(),
-            at: Utc.with_ymd_and_hms(2026, 12, 7, 9, 0, 0).unwrap() + Duration::seconds(secs),
-            in_flight,
-            queued,
-            nodes: 1,
-        }
-    }
-
-    #[test]
-    fn recent_load_averages_the_last_minute_of_all_replicas() {
-        let now = Utc.with_ymd_and_hms(2026, 12, 7, 9, 1, 0).unwrap();
-        let s = vec![
-            sample("a", -30, 50, 0), // older than a minute: left out
-            sample("a", 0, 4, 1),
-            sample("b", 1, 2, 0), // same 5 s period as a's: 4 + 1 + 2 = 7
-            sample("a", 30, 1, 0),
-        ];
-        assert_eq!(recent_load(&s, now), Some(4.0));
-        assert_eq!(recent_load(&s[..1], now), None);
-        assert_eq!(load_text(Some(4.0)), "4.0");
-        assert_eq!(load_text(None), "-");
-    }
-}

@@ -58,43 +58,48 @@ pub fn profile(samples: &[LoadSample], tz: Tz) -> Profile {
 }
 
 /// Reads the load history of `pools` from the store `config` names; `Err` says in a few
-/// words why there is none to use.
+/// words why there is none to use (no config, no store yet, no samples yet, or the
+/// store's error).
 pub fn read_history(config: Option<&Config>, pools: &[String], tz: Tz) -> Result<History, String> {
     let Some(config) = config else {
         return Err("no --config naming a store".into());
     };
+    if let Some(file) = stored::sqlite_file(&config.database_url)
+        && !file.exists()
+    {
+        return Err(format!("no store at {} yet", file.display()));
+    }
     let read = stored::block_on(async {
         let store = stored::open_store(config).await?;
         let mut out = History::default();
+        let mut failed = None;
         for pool in pools {
-            let samples = store
-                .load_samples(pool, DateTime::<Utc>::UNIX_EPOCH)
-                .await
-                .map_err(|e| stored::Failure::runtime(format!("cannot read load samples: {e}")));
-            let samples = match samples {
+            let samples = match store.load_samples(pool, DateTime::<Utc>::UNIX_EPOCH).await {
                 Ok(s) => s,
                 Err(e) => {
-                    store.close().await;
-                    return Err(e);
+                    failed = Some(format!("cannot read the load samples: {e}"));
+                    break;
                 }
             };
-            if samples.is_empty() {
+            let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
                 continue;
-            }
+            };
             out.samples += samples.len();
-            let (first, last) = (samples[0].at, samples[samples.len() - 1].at);
             out.span = Some(match out.span {
-                Some((a, b)) => (a.min(first), b.max(last)),
-                None => (first, last),
+                Some((a, b)) => (a.min(first.at), b.max(last.at)),
+                None => (first.at, last.at),
             });
             out.pools.insert(pool.clone(), profile(&samples, tz));
         }
         store.close().await;
-        Ok(out)
+        match failed {
+            Some(f) => Err(stored::Failure::runtime(f)),
+            None => Ok(out),
+        }
     });
     match read {
         Ok(h) if h.samples > 0 => Ok(h),
-        Ok(_) => Err("the store has no load samples of the schedule's pools yet".into()),
+        Ok(_) => Err("no load samples of the schedule's pools in the store yet".into()),
         Err(f) => Err(f.message),
     }
 }

@@ -178,5 +178,11 @@ impl Saved {
             m(Some(self.saved_money())),
         ]);
         println!("{t}");
+        if self.pools.iter().any(|p| p.saved_hours() < Decimal::ZERO) {
+            println!(
+                "A negative saving: the pool's servers ran longer than its windows' plan \
+                 (woken outside a window, kept past a window's end, or no window at all)."
+            );
+        }
     }
 }
