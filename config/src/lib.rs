@@ -6,6 +6,7 @@ pub mod calendar;
 pub mod clock;
 pub mod diag;
 pub mod estimate;
+pub mod estimate_load;
 pub mod firewall;
 pub mod node;
 pub mod protocol;

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod control;
 pub mod costing;
+pub mod elastic_view;
 pub mod server;
 pub mod state_files;
 pub mod store;

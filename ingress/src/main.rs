@@ -26,11 +26,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::schedule::ScheduleCommand,
     },
-    /// What the GPUs cost: the month's ledger from the store, or `estimate` from the schedule.
+    /// What the GPUs cost: the month's ledger from the store (with the node-hours saved
+    /// against the fixed window plan), or `estimate` from the schedule (load-aware too when
+    /// the store holds a load history).
     Cost(cli::cost::CostArgs),
     /// The cluster's nodes from the store: id, pool, state, age, address, model, in flight.
     Nodes(cli::nodes::NodesArgs),
-    /// Today's schedule per pool, nodes by state, next window, month-to-date cost and budget.
+    /// Today's schedule per pool, nodes by state, next window, month-to-date cost and budget,
+    /// and each pool's scaling: range now, active nodes, load, last scale decision.
     Status(cli::status::StatusArgs),
     #[command(flatten)]
     Server(cli::server::ServerCommand),

@@ -1,5 +1,6 @@
 //! `dayshift cost`: the month's ledger report (`cost_report`), and `dayshift cost
-//! estimate`: a month of the schedule under the provider's billing rule.
+//! estimate`: a month of the schedule under the provider's billing rule, and, when the
+//! config's store holds a load history, the same month load-aware (`cost_load`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,14 +30,17 @@ pub struct CostArgs {
 /// `dayshift cost …` subcommands.
 #[derive(Subcommand)]
 pub enum CostCommand {
-    /// Forecast a month's GPU cost from the schedule, beside renting 24/7.
+    /// Forecast a month's GPU cost from the schedule, beside renting 24/7; with a load
+    /// history in the config's store, also load-aware (each window hour at the nodes its
+    /// weekday and hour's average load needs, within the window's range).
     Estimate(EstimateArgs),
 }
 
 /// Arguments of `dayshift cost estimate`.
 #[derive(Args)]
 pub struct EstimateArgs {
-    /// dayshift.toml (prices from each pool's first server type, billing rule of the provider).
+    /// dayshift.toml (prices from each pool's first server type, billing rule of the
+    /// provider; its store's load history gives the load-aware view).
     #[arg(long)]
     config: Option<PathBuf>,
     /// schedule.toml (default: the one dayshift.toml names).
@@ -136,10 +140,39 @@ fn estimate(args: EstimateArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return output::invalid(&e),
     };
+    let history =
+        super::cost_load::read_history(config.as_ref(), &schedule.pools(), schedule.timezone);
+    let load = match &history {
+        Ok(h) => match super::cost_load::estimate(
+            &schedule,
+            config.as_ref(),
+            first_day,
+            rule,
+            &price_of,
+            h,
+        ) {
+            Ok(l) => Some((l, h)),
+            Err(e) => return output::invalid(&e),
+        },
+        Err(_) => None,
+    };
     if args.json {
-        output::print_json(&estimate_json(&est))
+        let mut j = estimate_json(&est);
+        j["load_aware"] = load
+            .as_ref()
+            .map(|(l, h)| super::cost_load::to_json(l, h))
+            .unwrap_or(serde_json::Value::Null);
+        j["no_load_history"] = history.as_ref().err().map(|e| json!(e)).unwrap_or_default();
+        output::print_json(&j)
     } else {
         print_table(&est, &schedule);
+        match (&load, &history) {
+            (Some((l, h)), _) => super::cost_load::print(l, h, schedule.timezone),
+            (None, Err(why)) => {
+                println!("No load history ({why}): the fixed plan above is the only view.")
+            }
+            (None, Ok(_)) => {}
+        }
         ExitCode::SUCCESS
     }
 }

@@ -1,7 +1,8 @@
 //! `dayshift cost [--month YYYY-MM] [--by node|pool|day|key] [--json|--csv]`: what the
 //! servers of a month cost, read from the store's ledger (each node's billing intervals
 //! with the server type's price at the time) under the provider's billing rule, beside
-//! what renting the same servers 24/7 would have cost.
+//! what renting the same servers 24/7 would have cost, and the node-hours saved against
+//! the fixed window plan (`cost_saved`).
 //!
 //! The arithmetic is the scheduler's (`dayshift_scheduler::ledger`); this module reads
 //! the store, picks the billing rule and prints.
@@ -223,13 +224,25 @@ fn report(args: ReportArgs) -> Result<ExitCode, Failure> {
         Ok((costed, keys, names))
     })?;
     let rows = rows(&costed, args.by, &keys, &names);
+    let saved = schedule.as_ref().map(|s| {
+        super::cost_saved::compare(&config, s, &costed.costs, costed.from, costed.to, now)
+    });
     if args.json {
-        Ok(output::print_json(&report_json(&costed, args.by, &rows)))
+        let mut j = report_json(&costed, args.by, &rows);
+        j["fixed_plan"] = saved
+            .as_ref()
+            .map(|s| s.to_json())
+            .unwrap_or(serde_json::Value::Null);
+        Ok(output::print_json(&j))
     } else if args.csv {
         print!("{}", to_csv(&rows));
         Ok(ExitCode::SUCCESS)
     } else {
         print_table(&costed, args.by, &rows, &config.cluster);
+        match &saved {
+            Some(s) => s.print(tz),
+            None => println!("No schedule: no fixed window plan to compare with."),
+        }
         Ok(ExitCode::SUCCESS)
     }
 }

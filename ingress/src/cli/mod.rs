@@ -4,7 +4,9 @@
 
 pub mod config;
 pub mod cost;
+pub mod cost_load;
 pub mod cost_report;
+pub mod cost_saved;
 pub mod nodes;
 pub mod output;
 pub mod schedule;

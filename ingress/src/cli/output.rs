@@ -47,11 +47,14 @@ pub fn invalid(message: &str) -> ExitCode {
     ExitCode::from(EXIT_INVALID)
 }
 
-/// Hours as a JSON number: an integer when whole, else the exact decimal.
+/// Hours as a JSON number (negative ones too, e.g. a negative saving): an integer when
+/// whole, else the exact decimal.
 pub fn hours_json(h: Decimal) -> serde_json::Value {
     let n = h.normalize();
-    if n.fract().is_zero() {
-        json!(n.mantissa() as u64 / 10u64.pow(n.scale()))
+    if n.fract().is_zero()
+        && let Ok(whole) = i64::try_from(n.trunc().mantissa())
+    {
+        json!(whole)
     } else {
         serde_json::Number::from_str(&n.to_string())
             .map(serde_json::Value::Number)

@@ -1,6 +1,8 @@
 //! `dayshift status [--json]`: the cluster at a glance from the config, the schedule and
 //! the store (no running server needed): today's schedule per pool, nodes by state, the
-//! next window, the month's cost so far and the budget left.
+//! next window, the month's cost so far and the budget left; per pool its scaling (the
+//! node range it may use now, its active nodes, the gateway's load over the last minute
+//! and the scheduler's last scale decision with its reason).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use serde_json::json;
 
 use super::output;
 use super::stored::{self, Failure};
+use crate::elastic_view::{self, PoolScaling};
 use crate::store::NodeRow;
 
 /// Arguments of `dayshift status`.
@@ -57,6 +60,8 @@ struct PoolStatus {
     /// Today and now/next in words (shared with the status page).
     day: Day,
     windows: PoolWindows,
+    /// Range now, active nodes, load and last scale decision.
+    scaling: PoolScaling,
 }
 
 /// The month's money at an instant: the scheduler's own budget forecast, so `status`
@@ -104,20 +109,35 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
     };
     let first_day = calendar::month_of(now, tz)
         .ok_or_else(|| Failure::invalid("--at: the month is out of range"))?;
-    let (all_nodes, nodes) = stored::block_on(async {
+    let (all_nodes, nodes, scaling) = stored::block_on(async {
         let store = stored::open_store(&config).await?;
         let all = store.list_nodes(true).await;
         let live = store.list_nodes(false).await;
-        store.close().await;
         let read = |e| Failure::runtime(format!("cannot read the nodes: {e}"));
-        Ok((all.map_err(read)?, live.map_err(read)?))
+        let (all, live) = match (all, live) {
+            (Ok(a), Ok(l)) => (a, l),
+            (Err(e), _) | (_, Err(e)) => {
+                store.close().await;
+                return Err(read(e));
+            }
+        };
+        let names = pool_names(&config, schedule.as_ref(), &live);
+        let scaling =
+            elastic_view::read(&store, &config, schedule.as_ref(), &names, &live, now).await;
+        store.close().await;
+        let scaling = scaling.map_err(|e| {
+            Failure::runtime(format!(
+                "cannot read the pools' load and scale decisions: {e}"
+            ))
+        })?;
+        Ok((all, live, scaling))
     })?;
     let month = Month {
         name: first_day.format("%Y-%m").to_string(),
         figures: forecast(&config, schedule.as_ref(), tz, &all_nodes, now)?,
         budget: config.budget_monthly,
     };
-    let pools = pool_status(&config, schedule.as_ref(), &nodes, now, tz);
+    let pools = pool_status(&config, schedule.as_ref(), &nodes, now, tz, scaling);
     let next_change = schedule.as_ref().and_then(|s| s.next_change(now));
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
     for n in &nodes {
@@ -171,6 +191,24 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
             next,
         ]);
     }
+    println!("{t}");
+    let mut t = output::table(&[
+        "pool",
+        "range now",
+        "active nodes",
+        "load (1 min)",
+        "last scale decision",
+    ]);
+    for p in &pools {
+        t.add_row(vec![
+            p.pool.clone(),
+            p.scaling.range.to_string(),
+            p.scaling.nodes.to_string(),
+            elastic_view::load_text(p.scaling.load),
+            elastic_view::decision_text(p.scaling.decision.as_ref(), tz),
+        ]);
+    }
+    println!("Scaling (load: requests in flight + queued, all ingress replicas)");
     println!("{t}");
     let live: usize = by_state.values().sum();
     if live == 0 {
@@ -233,13 +271,8 @@ fn forecast(
         .ok_or_else(|| Failure::invalid("--at: the month is out of range"))
 }
 
-fn pool_status(
-    config: &Config,
-    schedule: Option<&Schedule>,
-    nodes: &[NodeRow],
-    now: DateTime<Utc>,
-    tz: Tz,
-) -> Vec<PoolStatus> {
+/// The pools to show: the config's, then any other the schedule or a node names.
+fn pool_names(config: &Config, schedule: Option<&Schedule>, nodes: &[NodeRow]) -> Vec<String> {
     let mut names: Vec<String> = config.pool_names();
     if let Some(s) = schedule {
         for p in s.pools() {
@@ -253,6 +286,18 @@ fn pool_status(
             names.push(n.pool.clone());
         }
     }
+    names
+}
+
+fn pool_status(
+    config: &Config,
+    schedule: Option<&Schedule>,
+    nodes: &[NodeRow],
+    now: DateTime<Utc>,
+    tz: Tz,
+    scaling: Vec<PoolScaling>,
+) -> Vec<PoolStatus> {
+    let names = pool_names(config, schedule, nodes);
     let today = now.with_timezone(&tz).date_naive();
     let (day_start, day_end) = match (
         resolve(tz, today, 0),
@@ -296,6 +341,17 @@ fn pool_status(
                 open_until: windows.current.as_ref().and_then(|c| c.end),
                 windows,
                 next_window: mine().find(|i| i.start > now).cloned(),
+                scaling: scaling
+                    .iter()
+                    .find(|s| s.pool == pool)
+                    .cloned()
+                    .unwrap_or_else(|| PoolScaling {
+                        pool: pool.clone(),
+                        range: elastic_view::range_now(config, schedule, &pool, now),
+                        nodes: 0,
+                        load: None,
+                        decision: None,
+                    }),
                 pool,
             }
         })
@@ -328,6 +384,7 @@ fn status_json(
                 "nodes": p.nodes,
                 "open_until": p.open_until.map(|t| t.to_rfc3339()),
                 "next_window": p.next_window.as_ref().map(interval_json),
+                "scaling": elastic_view::scaling_json(&p.scaling),
             })
         })
         .collect();

@@ -286,6 +286,116 @@ impl Metrics {
     }
 }
 
+/// Appends each pool's scaling (read from the store at scrape time, so every replica
+/// shows the leader's decisions): its range now, its load over the last minute (left
+/// out without a recent sample), and its last scale decision (target, when, and its
+/// cause as a label).
+pub fn render_scaling(out: &mut String, pools: &[crate::elastic_view::PoolScaling]) {
+    header(
+        out,
+        "dayshift_pool_range_min",
+        "gauge",
+        "Fewest nodes the pool may have now (schedule window and pool settings).",
+    );
+    for p in pools {
+        let _ = writeln!(
+            out,
+            "dayshift_pool_range_min{{pool=\"{}\"}} {}",
+            esc(&p.pool),
+            p.range.min
+        );
+    }
+    header(
+        out,
+        "dayshift_pool_range_max",
+        "gauge",
+        "Most nodes the pool may have now (schedule window and pool settings).",
+    );
+    for p in pools {
+        let _ = writeln!(
+            out,
+            "dayshift_pool_range_max{{pool=\"{}\"}} {}",
+            esc(&p.pool),
+            p.range.max
+        );
+    }
+    header(
+        out,
+        "dayshift_pool_active_nodes",
+        "gauge",
+        "Nodes of the pool on their way or ready, in the store.",
+    );
+    for p in pools {
+        let _ = writeln!(
+            out,
+            "dayshift_pool_active_nodes{{pool=\"{}\"}} {}",
+            esc(&p.pool),
+            p.nodes
+        );
+    }
+    header(
+        out,
+        "dayshift_pool_load",
+        "gauge",
+        "Requests in flight + queued (all ingress replicas) averaged over the last minute.",
+    );
+    for p in pools {
+        if let Some(l) = p.load {
+            let _ = writeln!(out, "dayshift_pool_load{{pool=\"{}\"}} {l}", esc(&p.pool));
+        }
+    }
+    header(
+        out,
+        "dayshift_pool_target_nodes",
+        "gauge",
+        "Nodes the scheduler's last scale decision wants.",
+    );
+    for p in pools {
+        if let Some(d) = &p.decision {
+            let _ = writeln!(
+                out,
+                "dayshift_pool_target_nodes{{pool=\"{}\"}} {}",
+                esc(&p.pool),
+                d.target
+            );
+        }
+    }
+    header(
+        out,
+        "dayshift_pool_scale_decision_timestamp_seconds",
+        "gauge",
+        "When the pool's last scale decision was taken (unix seconds), its cause as a label \
+         (range, load_up, load_down, wake).",
+    );
+    for p in pools {
+        if let Some(d) = &p.decision {
+            let _ = writeln!(
+                out,
+                "dayshift_pool_scale_decision_timestamp_seconds{{pool=\"{}\",cause=\"{}\"}} {}",
+                esc(&p.pool),
+                d.cause.as_str(),
+                d.decided_at.timestamp()
+            );
+        }
+    }
+    header(
+        out,
+        "dayshift_pool_scale_refused",
+        "gauge",
+        "1 when the scheduler could not act on the pool's target (e.g. the budget refused a node).",
+    );
+    for p in pools {
+        if let Some(d) = &p.decision {
+            let _ = writeln!(
+                out,
+                "dayshift_pool_scale_refused{{pool=\"{}\"}} {}",
+                esc(&p.pool),
+                u8::from(d.refused.is_some())
+            );
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -41,6 +41,31 @@ async fn month_to_date(state: &SharedState) -> Option<Decimal> {
     ))
 }
 
+/// Every configured pool's scaling at the state's clock, from the store (`None` when
+/// the store cannot be read: the page and metrics leave the part out).
+async fn scaling(state: &SharedState) -> Option<Vec<crate::elastic_view::PoolScaling>> {
+    let now = state.clock.now();
+    let schedule = state.schedule.read().ok().and_then(|g| g.clone());
+    let nodes = state.store.list_nodes(false).await.ok()?;
+    let names = state.config.pool_names();
+    match crate::elastic_view::read(
+        &state.store,
+        &state.config,
+        schedule.as_ref(),
+        &names,
+        &nodes,
+        now,
+    )
+    .await
+    {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the pools' load and scale decisions");
+            None
+        }
+    }
+}
+
 /// `GET /`.
 pub async fn page(State(state): State<SharedState>) -> Html<String> {
     let now = state.clock.now();
@@ -80,7 +105,27 @@ pub async fn page(State(state): State<SharedState>) -> Html<String> {
             esc(&next)
         );
     }
-    h.push_str("</table><h2>Schedule today</h2><ul>");
+    h.push_str("</table>");
+    if let Some(pools) = scaling(&state).await {
+        h.push_str(
+            "<h2>Scaling</h2><p>Load: requests in flight + queued, all ingress replicas, \
+             averaged over the last minute.</p><table><tr><th>pool</th><th>range now</th>\
+             <th>active nodes</th><th>load</th><th>last scale decision</th></tr>",
+        );
+        for p in &pools {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&p.pool),
+                p.range,
+                p.nodes,
+                crate::elastic_view::load_text(p.load),
+                esc(&crate::elastic_view::decision_text(p.decision.as_ref(), tz))
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Schedule today</h2><ul>");
     match &schedule {
         Some(s) => {
             let date = now.with_timezone(&tz).date_naive();
@@ -186,6 +231,9 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
             .collect(),
     };
     let mut text = state.metrics.render(&g);
+    if let Some(pools) = scaling(&state).await {
+        super::metrics::render_scaling(&mut text, &pools);
+    }
     let c = state.control_status();
     let _ = write!(
         text,

@@ -30,6 +30,13 @@
 //! 1200.00; embed: e2 ends on 11-01, e1 starts on 11-03, so 1 × min(720 × 0.50 = 360, 300)
 //! = 300.00. Sum 1500.00. Saving: (1500 − 334.60) / 1500 = 77.6933… → 77.69 %.
 //!
+//! Against the fixed window plan (the month is over: all of it): chat's window Mon–Fri
+//! 08:00–18:00 × 1 node on the 20 weekdays of November (3–7, 10–14, 17–21, 24–28) = 200
+//! node-hours; its servers ran c1 9h05m + c4 1h10m + c2 9h03m + c3 5h30m = 24h48m = 24.8
+//! h (lives as they ran, not billed hours): saved 175.2 h × 1.20 = 210.24 EUR. embed has
+//! no window (plan 0) and ran e2 1h30m + e1 663 h = 664.5 h: −664.5 h × 0.50 = −332.25.
+//! Total: plan 200, rented 689.3, saved −489.3 h, 210.24 − 332.25 = −122.01 EUR.
+//!
 //! By local day (the Berlin day a server's billed life began in the month): 11-01: e2
 //! (cut to the month's start, 00:00 local) 2 h 1.00; 11-03: c1 (07:55 local), e1, c4 →
 //! 10 + 663 + 2 = 675 h, 12 + 300 + 2.40 = 314.40 (3 servers); 11-04: c2 10 h 12.00;
@@ -94,8 +101,10 @@ use std::process::{Command, Output};
 use chrono::{DateTime, Utc};
 use dayshift::store::{LifecycleWrite, NewInterval, NewNode, NodeState, Store, UsageRow};
 use dayshift_config::billing::to_cents;
+use dayshift_config::schedule::NodeRange;
 use dayshift_config::{Config, Schedule};
 use dayshift_scheduler::budget::Budget;
+use dayshift_scheduler::{LoadSample, ScaleCause, ScaleState};
 use rust_decimal::Decimal;
 
 fn dayshift(args: &[&str]) -> Output {
@@ -375,6 +384,15 @@ Billing rule (hetzner): every started hour, one server never more than its type'
 └───────┴─────────┴──────────────┴──────────┴──────────┘
 24/7 renting of the same servers (per pool: its most servers at once, all month): 1500.00 EUR
 Saving against 24/7: 77.69 %
+Against the fixed window plan (each window's upper bound for its whole length), 2025-11-01 00:00 to 2025-12-01 00:00:
+┌───────┬─────────────────┬───────────────────┬──────────────────┬───────────┐
+│ pool  ┆ plan node-hours ┆ rented node-hours ┆ saved node-hours ┆ saved EUR │
+╞═══════╪═════════════════╪═══════════════════╪══════════════════╪═══════════╡
+│ chat  ┆ 200             ┆ 24.8              ┆ 175.2            ┆ 210.24    │
+│ embed ┆ 0               ┆ 664.5             ┆ -664.5           ┆ -332.25   │
+│ total ┆ 200             ┆ 689.3             ┆ -489.3           ┆ -122.01   │
+└───────┴─────────────────┴───────────────────┴──────────────────┴───────────┘
+A negative saving: the pool's servers ran longer than its windows' plan (woken outside a window, kept past a window's end, or no window at all).
 ";
 
 /// Checks every view of the hand-worked month against the store at `config`.
@@ -419,6 +437,18 @@ fn check_month(config: &Path, keys: &Keys) {
         serde_json::json!({"chat": "1200.00", "embed": "300.00"})
     );
     assert_eq!(j["saving_percent"], "77.69");
+    assert_eq!(
+        j["fixed_plan"],
+        serde_json::json!({
+            "from": "2025-10-31T23:00:00+00:00",
+            "until": "2025-11-30T23:00:00+00:00",
+            "pools": [
+                {"pool": "chat", "plan_hours": 200, "rented_hours": 24.8, "saved_hours": 175.2, "saved": "210.24"},
+                {"pool": "embed", "plan_hours": 0, "rented_hours": 664.5, "saved_hours": -664.5, "saved": "-332.25"},
+            ],
+            "total": {"plan_hours": 200, "rented_hours": 689.3, "saved_hours": -489.3, "saved": "-122.01"},
+        })
+    );
 
     // CSV, by pool.
     assert_eq!(
@@ -1000,4 +1030,299 @@ async fn status_shows_the_figures_and_verdict_the_budget_stop_acts_on() {
             "budget {budget}"
         );
     }
+}
+
+// ---- elastic windows: `status` shows each pool's scaling, `cost estimate` is load-aware ----
+
+/// Turns the fixture's config at `dir` elastic: `chat` may have 3 nodes (4 requests in
+/// flight each), and its schedule is `schedule` (an elastic window).
+fn make_elastic(dir: &Path, schedule: &str) -> PathBuf {
+    let path = dir.join("dayshift.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("max_nodes = 2\n"));
+    std::fs::write(
+        &path,
+        text.replace("max_nodes = 2\n", "max_nodes = 3\ntarget_in_flight = 4\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("schedule.toml"), schedule).unwrap();
+    path
+}
+
+const ELASTIC_OFFICE: &str = r#"
+timezone = "Europe/Berlin"
+
+[[window]]
+pool = "chat"
+days = "mon-fri"
+start = "08:00"
+end = "18:00"
+nodes = "1-3"
+"#;
+
+fn load(pool: &str, replica: &str, t: &str, in_flight: u32, queued: u32) -> LoadSample {
+    LoadSample {
+        pool: pool.into(),
+        replica: replica.into(),
+        at: at(t),
+        in_flight,
+        queued,
+        nodes: 1,
+    }
+}
+
+/// `dayshift status` at Mon 2025-11-03 10:00 Berlin (09:00Z) on the elastic office
+/// schedule: `chat` may use 1-3 nodes, has 2 active (ready + booting) and a load of
+/// (11 + 5) / 2 = 8.0 over the last minute (the 5 s period at 08:59:10Z holds replica
+/// a's 6 + 2 and replica b's 3; the one at 08:59:40Z a's 5; the 50 at 08:58:00Z is older
+/// than a minute). Its last decision (08:58:30Z = 09:58 Berlin) raised the target to 2.
+/// `embed` has no window: 0-0, no node live (its one node is deleted), no sample, no
+/// decision.
+#[tokio::test]
+async fn status_shows_each_pools_range_load_and_last_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _) = sqlite_fixture(dir.path()).await;
+    let config = make_elastic(dir.path(), ELASTIC_OFFICE);
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("state").join("dayshift.db").display()
+    );
+    let store = Store::open(&url).await.unwrap();
+    store
+        .record_load(&[
+            load("chat", "a", "2025-11-03T08:58:00Z", 50, 0),
+            load("chat", "a", "2025-11-03T08:59:10Z", 6, 2),
+            load("chat", "b", "2025-11-03T08:59:11Z", 3, 0),
+            load("chat", "a", "2025-11-03T08:59:40Z", 5, 0),
+        ])
+        .await
+        .unwrap();
+    store
+        .save_scale_state(&ScaleState {
+            pool: "chat".into(),
+            target: 2,
+            range: NodeRange { min: 1, max: 3 },
+            decided_at: at("2025-11-03T08:58:30Z"),
+            cause: ScaleCause::LoadUp,
+            reason: "load 7.5 over the last 60 s needs 2 node(s) at 4 each; was 1".into(),
+            load: 7.5,
+            woken_until: None,
+            refused: None,
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    let c = config.to_str().unwrap();
+    let when = "2025-11-03T10:00:00+01:00";
+    let j = json_of(&dayshift(&[
+        "status", "--config", c, "--at", when, "--json",
+    ]));
+    assert_eq!(j["pools"][0]["pool"], "chat");
+    assert_eq!(
+        j["pools"][0]["scaling"],
+        serde_json::json!({
+            "range": {"min": 1, "max": 3},
+            "active_nodes": 2,
+            "load": 8.0,
+            "load_window_secs": 60,
+            "last_decision": {
+                "at": "2025-11-03T08:58:30+00:00",
+                "cause": "load_up",
+                "reason": "load 7.5 over the last 60 s needs 2 node(s) at 4 each; was 1",
+                "target": 2,
+                "range": {"min": 1, "max": 3},
+                "load": 7.5,
+                "woken_until": null,
+                "refused": null,
+            },
+        })
+    );
+    assert_eq!(
+        j["pools"][1]["scaling"],
+        serde_json::json!({
+            "range": {"min": 0, "max": 0},
+            "active_nodes": 0,
+            "load": null,
+            "load_window_secs": 60,
+            "last_decision": null,
+        })
+    );
+    // The fixed plan still wants the window's upper bound.
+    assert_eq!(j["pools"][0]["wanted_now"], 3);
+
+    let table = ok_stdout(&dayshift(&["status", "--config", c, "--at", when]));
+    assert!(
+        table.contains("Scaling (load: requests in flight + queued, all ingress replicas)"),
+        "{table}"
+    );
+    let squeezed: Vec<String> = table
+        .lines()
+        .filter(|l| l.starts_with("│ "))
+        .map(|l| {
+            l.split('┆')
+                .map(|c| c.trim_matches(|ch: char| ch == '│' || ch.is_whitespace()))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect();
+    for want in [
+        "chat | 1-3 | 2 | 8.0 | load_up at Mon 09:58 (target 2): load 7.5 over the last 60 s \
+         needs 2 node(s) at 4 each; was 1",
+        "embed | 0 | 0 | - | none yet",
+    ] {
+        assert!(
+            squeezed.iter().any(|l| l == want),
+            "{want}: {squeezed:#?}\n{table}"
+        );
+    }
+}
+
+/// `chat` on Mondays 09:00-13:00 Berlin, 1-3 nodes.
+const ELASTIC_MONDAYS: &str = r#"
+timezone = "Europe/Berlin"
+
+[[window]]
+pool = "chat"
+days = "mon"
+start = "09:00"
+end = "13:00"
+nodes = "1-3"
+"#;
+
+/// `dayshift cost estimate` with a load history in the store, worked out by hand.
+///
+/// # The history (January 2026, Berlin = UTC+1; `chat`, target_in_flight 4)
+///
+/// Load = in flight + queued; within a 5 s period each replica's latest sample counts and
+/// replicas add up; the periods of one weekday and local hour are averaged over the weeks.
+///
+/// | Monday hour | periods (samples)                                                  | average | nodes_for(·, 4) | in range 1-3 |
+/// |-------------|--------------------------------------------------------------------|---------|-----------------|--------------|
+/// | 09          | 01-05 09:10:00-05: a 9 then a 3 (a's latest), b 1 + 1 → 3 + 2 = 5; 01-12 09:20: a 4 + 1 = 5 | 5  | ⌈1.25⌉ = 2 | 2 |
+/// | 10          | 01-05 10:30: a 12 + 2 = 14; 01-12 10:30:00-02: a 10, b 4 → 14       | 14      | ⌈3.5⌉ = 4       | 3 (capped)   |
+/// | 11          | 01-05 11:00: a 0                                                   | 0       | 0               | 1 (floor)    |
+/// | 12          | none                                                               | —       | —               | 3 (no history: the upper bound) |
+///
+/// Not counted: Tue 01-06 10:00 (a 40: another weekday) and Mon 01-05 08:30 (a 20: an
+/// hour with no window). 10 samples, 2026-01-05 08:30 to 2026-01-12 10:30 Berlin.
+///
+/// # February 2026 (Mondays 2, 9, 16, 23), Hetzner: every started hour at 1.20 EUR
+///
+/// - Window hours: 4 × 4 = 16, 12 of them with history (hours 09, 10, 11).
+/// - Fixed plan: 3 nodes × 4 h × 4 Mondays = 48 node-hours; as server lives: 3 servers
+///   of 4 h each Monday = 48 billed hours = 57.60 EUR (the month's existing estimate:
+///   12 servers, peak 3, 24/7 = 3 × min(672 h × 1.20, 600) = 1800.00, saving 96.80 %).
+/// - Load-aware, each Monday 2 + 3 + 1 + 3 = 9 node-hours; server lives: server 1
+///   09-13 (4 h), server 2 09-11 and 12-13 (2 h + 1 h), server 3 10-11 and 12-13 (1 h +
+///   1 h) = 9 billed hours; the month 36 node-hours = 36 billed hours = 43.20 EUR.
+/// - Saved against the fixed plan: 57.60 − 43.20 = 14.40 EUR.
+#[tokio::test]
+async fn cost_estimate_is_load_aware_on_a_hand_worked_history() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), None);
+    let config = make_elastic(dir.path(), ELASTIC_MONDAYS);
+    let c = config.to_str().unwrap();
+    let estimate = || dayshift(&["cost", "estimate", "--config", c, "--month", "2026-02"]);
+    let estimate_json = || {
+        json_of(&dayshift(&[
+            "cost", "estimate", "--config", c, "--month", "2026-02", "--json",
+        ]))
+    };
+
+    // No store yet, then an empty store: one line, the fixed plan stays the only view.
+    let t = ok_stdout(&estimate());
+    let line = t.lines().last().unwrap();
+    assert!(
+        line.starts_with("No load history (no store at ")
+            && line.ends_with(" yet): the fixed plan above is the only view."),
+        "{t}"
+    );
+    assert!(!dir.path().join("state").join("dayshift.db").exists());
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("state").join("dayshift.db").display()
+    );
+    let store = Store::open(&url).await.unwrap();
+    let j = estimate_json();
+    assert_eq!(j["load_aware"], serde_json::Value::Null);
+    assert_eq!(
+        j["no_load_history"],
+        "no load samples of the schedule's pools in the store yet"
+    );
+
+    store
+        .record_load(&[
+            load("chat", "a", "2026-01-05T08:30:00+01:00", 20, 0),
+            load("chat", "a", "2026-01-05T09:10:00+01:00", 9, 0),
+            load("chat", "b", "2026-01-05T09:10:01+01:00", 1, 1),
+            load("chat", "a", "2026-01-05T09:10:03+01:00", 3, 0),
+            load("chat", "a", "2026-01-05T10:30:00+01:00", 12, 2),
+            load("chat", "a", "2026-01-05T11:00:00+01:00", 0, 0),
+            load("chat", "a", "2026-01-06T10:00:00+01:00", 40, 0),
+            load("chat", "a", "2026-01-12T09:20:00+01:00", 4, 1),
+            load("chat", "a", "2026-01-12T10:30:00+01:00", 10, 0),
+            load("chat", "b", "2026-01-12T10:30:02+01:00", 4, 0),
+        ])
+        .await
+        .unwrap();
+    store.close().await;
+
+    let j = estimate_json();
+    assert_eq!(
+        j,
+        serde_json::json!({
+            "month": "2026-02",
+            "pools": [{"pool": "chat", "billed_hours": 48, "servers": 12, "peak_nodes": 3,
+                       "cost": "57.60", "always_on": "1800.00"}],
+            "total": "57.60",
+            "always_on": "1800.00",
+            "saving_percent": "96.80",
+            "load_aware": {
+                "history": {
+                    "samples": 10,
+                    "first": "2026-01-05T07:30:00+00:00",
+                    "last": "2026-01-12T09:30:02+00:00",
+                },
+                "pools": [{
+                    "pool": "chat",
+                    "window_hours": 16,
+                    "hours_with_history": 12,
+                    "fixed_node_hours": 48,
+                    "load_aware_node_hours": 36,
+                    "fixed_billed_hours": 48,
+                    "load_aware_billed_hours": 36,
+                    "fixed_cost": "57.60",
+                    "load_aware_cost": "43.20",
+                }],
+                "fixed_total": "57.60",
+                "load_aware_total": "43.20",
+                "saved": "14.40",
+            },
+            "no_load_history": null,
+        })
+    );
+    let t = ok_stdout(&estimate());
+    assert!(
+        t.contains(
+            "Load-aware (10 load samples, 2026-01-05 to 2026-01-12): each window hour rents"
+        ),
+        "{t}"
+    );
+    let row = t
+        .lines()
+        .find(|l| l.starts_with("│ chat") && l.contains("43.20"))
+        .unwrap_or_else(|| panic!("{t}"));
+    let cells: Vec<&str> = row
+        .split('┆')
+        .map(|c| c.trim_matches(|ch: char| ch == '│' || ch.is_whitespace()))
+        .collect();
+    assert_eq!(
+        cells,
+        ["chat", "16", "12", "48", "36", "57.60", "43.20"],
+        "{t}"
+    );
+    assert!(
+        t.contains("Load-aware saving against the fixed plan: 14.40 EUR"),
+        "{t}"
+    );
 }

@@ -225,6 +225,8 @@ fn cost_estimate_matches_the_worked_example() {
             "total": "178.50",
             "always_on": "530.00",
             "saving_percent": "66.32",
+            "load_aware": null,
+            "no_load_history": "no store at /var/lib/dayshift/dayshift.db yet",
         })
     );
 }
@@ -268,6 +270,8 @@ fn cost_estimate_stacks_servers_and_caps_at_the_monthly_price() {
             "total": "468.00",
             "always_on": "600.00",
             "saving_percent": "22.00",
+            "load_aware": null,
+            "no_load_history": "no --config naming a store",
         })
     );
     // Without a cap, December (31 days, 23 weekdays) costs 744 + 23 x 8 = 928 hours at 0.10.

@@ -74,6 +74,8 @@ fn cost_estimate_matches_the_worked_example_under_scaleways_rule() {
             "total": "157.50",
             "always_on": "540.00",
             "saving_percent": "70.83",
+            "load_aware": null,
+            "no_load_history": "no store at /var/lib/dayshift/dayshift.db yet",
         })
     );
 }

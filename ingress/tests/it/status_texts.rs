@@ -1,7 +1,9 @@
 //! What `dayshift status`, the status page and `dayshift nodes` say, on the always-open,
 //! office-hours and holiday schedules: times in the schedule's zone to the minute, "all
 //! day" / "always open" where true, no raw timestamps, no look-ahead limit shown as a
-//! window's end; and the gateway's live in-flight count in `dayshift nodes`.
+//! window's end; the gateway's live in-flight count in `dayshift nodes`; and each pool's
+//! scaling (range now, active nodes, load, last scale decision) on the status page and in
+//! `/metrics`.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use dayshift_config::Schedule;
 use dayshift_config::clock::ManualClock;
+use dayshift_config::schedule::NodeRange;
+use dayshift_scheduler::{LoadSample, ScaleCause, ScaleState};
 
 use crate::common::*;
 
@@ -242,5 +246,109 @@ async fn dayshift_nodes_shows_the_gateways_live_in_flight_count() {
     tokio::task::spawn_blocking(move || wait_for_in_flight(&c, "n1", 0))
         .await
         .unwrap();
+    gw.stop().await;
+}
+
+/// Office hours with an elastic window: `chat` scales between 1 and 3 nodes.
+const ELASTIC: &str = "timezone = \"Europe/Berlin\"\n\
+    [[window]]\npool = \"chat\"\ndays = \"mon-fri\"\nstart = \"08:00\"\nend = \"18:00\"\nnodes = \"1-3\"\n";
+
+fn load_sample(replica: &str, t: &str, in_flight: u32, queued: u32) -> LoadSample {
+    LoadSample {
+        pool: "chat".into(),
+        replica: replica.into(),
+        at: at(t),
+        in_flight,
+        queued,
+        nodes: 1,
+    }
+}
+
+/// The status page's scaling table and `/metrics`' pool gauges, read from what the store
+/// holds (written through the `Store` API as the load sampler and the scheduler do).
+///
+/// At Thu 2026-12-03 09:17:42Z (10:17 Berlin) `chat`'s window is open: range 1-3 (the
+/// pool's max_nodes is 8). Load over the minute before: the 5 s period at 09:17:10 holds
+/// replica a's 6 + 2 and replica b's 3 = 11, the one at 09:17:40 a's 5: (11 + 5) / 2 =
+/// 8.0; the 50 at 09:15:00 is older than a minute. `embed` has no window (0-0), no
+/// sample and no decision.
+#[tokio::test]
+async fn status_page_and_metrics_show_each_pools_scaling() {
+    let clock = Arc::new(ManualClock::new(at("2026-12-03T09:17:42Z")));
+    let gw = gateway_with(Some(clock), "3s").await;
+    let s = Schedule::parse("schedule.toml", ELASTIC, None).unwrap();
+    gw.state().set_schedule(Some(s));
+    let store = &gw.state().store;
+    store
+        .record_load(&[
+            load_sample("a", "2026-12-03T09:15:00Z", 50, 0),
+            load_sample("a", "2026-12-03T09:17:10Z", 6, 2),
+            load_sample("b", "2026-12-03T09:17:11Z", 3, 0),
+            load_sample("a", "2026-12-03T09:17:40Z", 5, 0),
+        ])
+        .await
+        .unwrap();
+    store
+        .save_scale_state(&ScaleState {
+            pool: "chat".into(),
+            target: 2,
+            range: NodeRange { min: 1, max: 3 },
+            decided_at: at("2026-12-03T09:16:30Z"),
+            cause: ScaleCause::LoadUp,
+            reason: "load 7.5 over the last 60 s needs 2 node(s) at 4 each; was 1".into(),
+            load: 7.5,
+            woken_until: None,
+            refused: Some("the month's budget would be exceeded".into()),
+        })
+        .await
+        .unwrap();
+    let page = gw
+        .http
+        .get(&gw.url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!has_raw_timestamp(&page), "a raw timestamp: {page}");
+    for want in [
+        "<th>range now</th><th>active nodes</th><th>load</th><th>last scale decision</th>",
+        "<tr><td>chat</td><td>1-3</td><td>0</td><td>8.0</td><td>load_up at Thu 10:16 \
+         (target 2): load 7.5 over the last 60 s needs 2 node(s) at 4 each; was 1; \
+         not acted on: the month's budget would be exceeded</td></tr>",
+        "<tr><td>embed</td><td>0</td><td>0</td><td>-</td><td>none yet</td></tr>",
+    ] {
+        assert!(page.contains(want), "{want}: {page}");
+    }
+    let metrics = gw
+        .http
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "dayshift_pool_range_min{pool=\"chat\"} 1\n",
+        "dayshift_pool_range_max{pool=\"chat\"} 3\n",
+        "dayshift_pool_range_min{pool=\"embed\"} 0\n",
+        "dayshift_pool_range_max{pool=\"embed\"} 0\n",
+        "dayshift_pool_active_nodes{pool=\"chat\"} 0\n",
+        "dayshift_pool_load{pool=\"chat\"} 8\n",
+        "dayshift_pool_target_nodes{pool=\"chat\"} 2\n",
+        "dayshift_pool_scale_decision_timestamp_seconds{pool=\"chat\",cause=\"load_up\"} 1796289390\n",
+        "dayshift_pool_scale_refused{pool=\"chat\"} 1\n",
+        "# TYPE dayshift_pool_load gauge\n",
+    ] {
+        assert!(metrics.contains(want), "{want}: {metrics}");
+    }
+    for absent in [
+        "dayshift_pool_load{pool=\"embed\"}",
+        "dayshift_pool_target_nodes{pool=\"embed\"}",
+    ] {
+        assert!(!metrics.contains(absent), "{absent}: {metrics}");
+    }
     gw.stop().await;
 }

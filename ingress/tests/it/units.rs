@@ -6,10 +6,74 @@
 use std::path::{Path, PathBuf};
 
 use chrono::DateTime;
+use dayshift::cli::cost_load::profile;
 use dayshift::cli::nodes::age;
 use dayshift::cli::stored::{redact, sqlite_file};
+use dayshift::elastic_view::{load_text, recent_load};
 use dayshift::server::mirror::{compute_manifest, file_path, list_files};
+use dayshift_scheduler::LoadSample;
 use sha2::{Digest, Sha256};
+
+fn load_sample(replica: &str, secs: i64, in_flight: u32, queued: u32) -> LoadSample {
+    LoadSample {
+        pool: "chat".into(),
+        replica: replica.into(),
+        at: DateTime::parse_from_rfc3339("2026-12-07T09:00:00Z")
+            .unwrap()
+            .to_utc()
+            + chrono::Duration::seconds(secs),
+        in_flight,
+        queued,
+        nodes: 1,
+    }
+}
+
+#[test]
+fn hours_in_json_keep_their_sign() {
+    use dayshift::cli::output::hours_json;
+    use rust_decimal::Decimal;
+    assert_eq!(hours_json(Decimal::new(200, 0)), serde_json::json!(200));
+    assert_eq!(hours_json(Decimal::new(-489, 0)), serde_json::json!(-489));
+    assert_eq!(
+        hours_json(Decimal::new(-6645, 1)),
+        serde_json::json!(-664.5)
+    );
+    assert_eq!(hours_json(Decimal::new(24800, 3)), serde_json::json!(24.8));
+}
+
+#[test]
+fn recent_load_averages_the_last_minute_of_all_replicas() {
+    let now = DateTime::parse_from_rfc3339("2026-12-07T09:01:00Z")
+        .unwrap()
+        .to_utc();
+    let s = vec![
+        load_sample("a", -30, 50, 0), // older than a minute: left out
+        load_sample("a", 0, 4, 1),
+        load_sample("b", 1, 2, 0), // the same 5 s period as a's: 4 + 1 + 2 = 7
+        load_sample("a", 30, 1, 0),
+    ];
+    assert_eq!(recent_load(&s, now), Some(4.0));
+    assert_eq!(recent_load(&s[..1], now), None);
+    assert_eq!(load_text(Some(4.0)), "4.0");
+    assert_eq!(load_text(None), "-");
+}
+
+/// The weekday-and-hour profile of `cost estimate`'s load-aware view: per local hour
+/// (Berlin, UTC+1 in December), periods averaged over the weeks.
+#[test]
+fn load_profile_averages_each_local_weekday_and_hour() {
+    // 2026-12-07 is a Monday; 09:00Z is 10:00 in Berlin.
+    let s = vec![
+        load_sample("a", 0, 4, 0),
+        load_sample("b", 2, 2, 0),         // same period: 6
+        load_sample("a", 7 * 86400, 2, 0), // a week later, same hour: 2
+        load_sample("a", 3600, 9, 0),      // 11:00 Berlin
+    ];
+    let p = profile(&s, chrono_tz::Europe::Berlin);
+    assert_eq!(p.get(&(0, 10)), Some(&4.0));
+    assert_eq!(p.get(&(0, 11)), Some(&9.0));
+    assert_eq!(p.len(), 2);
+}
 
 #[test]
 fn a_single_file_is_a_one_file_manifest() {
