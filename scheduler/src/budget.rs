@@ -1,5 +1,7 @@
 //! The monthly budget: when spend so far plus the committed rest of the month's schedule
-//! would cross the cap, no new node starts, and the reason is reported.
+//! (each window at its floor) would cross the cap, no new node starts, and the reason is
+//! reported. A node above an elastic window's floor, or woken outside the windows, is
+//! checked when it is wanted, with what it commits to (`reconcile::budget_refusal`).
 
 use std::collections::BTreeMap;
 
@@ -7,6 +9,8 @@ use chrono::{DateTime, Utc};
 use dayshift_config::billing::{BillingRule, Price};
 use dayshift_config::calendar::{month_bounds, month_of};
 use dayshift_config::estimate::planned_cost;
+use dayshift_config::schedule::NodeRange;
+use dayshift_config::settings::RangeRule;
 use dayshift_config::{Config, Schedule};
 use rust_decimal::Decimal;
 
@@ -22,6 +26,10 @@ pub struct Budget {
     pub rule: BillingRule,
     /// Price of each pool's server type.
     pub prices: BTreeMap<String, Price>,
+    /// Each pool's range rule: the month's committed rest counts every window at its
+    /// floor (an elastic window's nodes above it are checked when the load wants them,
+    /// one paid unit each); a pool without one counts the schedule's own floor.
+    pub ranges: BTreeMap<String, RangeRule>,
 }
 
 /// The month's forecast at an instant.
@@ -67,6 +75,20 @@ impl Budget {
                 .keys()
                 .filter_map(|p| config.pool_price(p).map(|price| (p.clone(), price)))
                 .collect(),
+            ranges: config
+                .pools
+                .iter()
+                .map(|(n, p)| (n.clone(), p.range_rule()))
+                .collect(),
+        }
+    }
+
+    /// The pool's floor in a window of range `window` (its range rule's, else the
+    /// window's own).
+    pub fn floor(&self, pool: &str, window: NodeRange) -> u32 {
+        match self.ranges.get(pool) {
+            Some(rule) => rule.range(window).min,
+            None => window.min,
         }
     }
 
@@ -96,7 +118,10 @@ impl Budget {
             .iter()
             .map(|c| c.cost)
             .sum();
-        let plan = schedule.plan(now, month_end);
+        // What the schedule commits to: each window at its floor.
+        let plan = schedule
+            .at_floor(|pool, r| self.floor(pool, r))
+            .plan(now, month_end);
         let committed: Decimal = self
             .prices
             .iter()

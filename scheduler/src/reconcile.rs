@@ -770,6 +770,12 @@ impl Reconciler {
         if f.total() + extra <= f.cap {
             return None;
         }
+        if scale.is_some_and(|s| s.cause == ScaleCause::LoadUp) {
+            return Some(format!(
+                "no node above the window's floor: spent {:.2} + committed {:.2} + this node's {:.2} EUR (one paid unit) would cross the monthly budget of {} EUR",
+                f.spent, f.committed, extra, f.cap
+            ));
+        }
         let window = schedule
             .plan(now, now + Duration::days(2))
             .into_iter()

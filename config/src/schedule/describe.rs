@@ -139,8 +139,8 @@ fn clock_on(t: DateTime<Utc>, tz: Tz, date: NaiveDate) -> String {
     }
 }
 
-/// A day in words: "all day ×1", "08:00–18:00 ×1", "00:00–06:00 ×1, 22:00–24:00 ×1",
-/// "closed".
+/// A day in words: "all day ×1", "08:00–18:00 ×1", "08:00–18:00 ×1-3" (an elastic
+/// window's range), "00:00–06:00 ×1, 22:00–24:00 ×1", "closed".
 pub fn describe_day(day: &Day, tz: Tz) -> String {
     match day {
         Day::Closed => "closed".into(),
@@ -153,7 +153,10 @@ pub fn describe_day(day: &Day, tz: Tz) -> String {
                     "{}–{} ×{}",
                     clock_on(i.start, tz, date),
                     clock_on(i.end, tz, date),
-                    i.nodes
+                    super::NodeRange {
+                        min: i.min_nodes,
+                        max: i.nodes,
+                    }
                 )
             })
             .collect::<Vec<_>>()

@@ -120,6 +120,51 @@ impl Schedule {
         Schedule::parse(&file, &src, known_pools)
     }
 
+    /// True when some window or override of this schedule is a range (`nodes = "1-3"`).
+    pub fn has_ranges(&self) -> bool {
+        self.windows.iter().any(|w| w.min_nodes < w.nodes)
+            || self.overrides.iter().any(|o| {
+                matches!(o.action, OverrideAction::Open { nodes, min_nodes, .. } if min_nodes < nodes)
+            })
+    }
+
+    /// This schedule with every window and opening override at its floor: what it
+    /// commits to for sure (the budget's committed rest, the estimate's lower figure).
+    /// `floor(pool, range)` is the pool's floor for a window of `range` (its
+    /// `RangeRule`); a floor of 0 closes the window.
+    pub fn at_floor(&self, floor: impl Fn(&str, NodeRange) -> u32) -> Schedule {
+        let mut s = self.clone();
+        for w in &mut s.windows {
+            let f = floor(
+                &w.pool,
+                NodeRange {
+                    min: w.min_nodes,
+                    max: w.nodes,
+                },
+            );
+            (w.nodes, w.min_nodes) = (f, f);
+        }
+        let pools = self.pools();
+        for o in &mut s.overrides {
+            if let OverrideAction::Open {
+                nodes, min_nodes, ..
+            } = &mut o.action
+            {
+                let r = NodeRange {
+                    min: *min_nodes,
+                    max: *nodes,
+                };
+                // An all-pools override: the lowest floor of the pools it opens for.
+                let f = match &o.pool {
+                    Some(p) => floor(p, r),
+                    None => pools.iter().map(|p| floor(p, r)).min().unwrap_or(r.min),
+                };
+                (*nodes, *min_nodes) = (f, f);
+            }
+        }
+        s
+    }
+
     /// True when `date` is a holiday of this schedule.
     pub fn is_holiday(&self, date: NaiveDate) -> bool {
         self.holidays.iter().any(|h| h.matches(date))

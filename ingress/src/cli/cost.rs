@@ -140,6 +140,25 @@ fn estimate(args: EstimateArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return output::invalid(&e),
     };
+    // Elastic windows: the table counts each at its upper bound (the most it can cost);
+    // at the floors is what the schedule commits to for sure (the budget's figure).
+    let at_floor = if schedule.has_ranges() {
+        let rules: std::collections::BTreeMap<String, dayshift_config::settings::RangeRule> =
+            config
+                .iter()
+                .flat_map(|c| c.pools.iter().map(|(n, p)| (n.clone(), p.range_rule())))
+                .collect();
+        let floors = schedule.at_floor(|pool, r| match rules.get(pool) {
+            Some(rule) => rule.range(r).min,
+            None => r.min,
+        });
+        match estimate_month(&floors, first_day, rule, &price_of) {
+            Ok(e) => Some(e.total),
+            Err(e) => return output::invalid(&e),
+        }
+    } else {
+        None
+    };
     let history =
         super::cost_load::read_history(config.as_ref(), &schedule.pools(), schedule.timezone);
     let load = match &history {
@@ -163,9 +182,18 @@ fn estimate(args: EstimateArgs) -> ExitCode {
             .map(|(l, h)| super::cost_load::to_json(l, h))
             .unwrap_or(serde_json::Value::Null);
         j["no_load_history"] = history.as_ref().err().map(|e| json!(e)).unwrap_or_default();
+        if let Some(t) = at_floor {
+            j["at_floor_total"] = json!(format!("{t:.2}"));
+        }
         output::print_json(&j)
     } else {
         print_table(&est, &schedule);
+        if let Some(t) = at_floor {
+            println!(
+                "Elastic windows count at their upper bound above (the most they can cost); \
+                 at their floors: {t:.2} EUR (what the budget counts as committed)"
+            );
+        }
         match (&load, &history) {
             (Some((l, h)), _) => super::cost_load::print(l, h, schedule.timezone),
             (None, Err(why)) => {

@@ -13,7 +13,7 @@ use chrono_tz::Tz;
 use clap::Args;
 use dayshift_config::billing::to_cents;
 use dayshift_config::schedule::describe::{self, Day, PoolWindows};
-use dayshift_config::schedule::{Interval, resolve};
+use dayshift_config::schedule::{Interval, NodeRange, resolve};
 use dayshift_config::{Config, Schedule, calendar};
 use dayshift_scheduler::budget::{Budget, Forecast};
 use rust_decimal::Decimal;
@@ -45,6 +45,16 @@ pub fn run(args: StatusArgs) -> ExitCode {
         Ok(code) => code,
         Err(f) => stored::report(f),
     }
+}
+
+/// Nodes the scheduler wants now: its last decision's target when that was taken for
+/// the range in force, else the range's floor (a fixed window: its count).
+fn wanted_now(scaling: Option<&PoolScaling>, range: NodeRange) -> u32 {
+    scaling
+        .and_then(|s| s.decision.as_ref())
+        .filter(|d| d.range == range)
+        .map(|d| d.target)
+        .unwrap_or(range.min)
 }
 
 /// One pool's line of the status.
@@ -331,7 +341,10 @@ fn pool_status(
                     .map(|s| s.pool_day(&pool, today))
                     .unwrap_or(Day::Closed),
                 model: super::nodes::model(config, &pool).map(str::to_string),
-                wanted_now: schedule.map(|s| s.desired_nodes(&pool, now)).unwrap_or(0),
+                wanted_now: wanted_now(
+                    scaling.iter().find(|s| s.pool == pool),
+                    elastic_view::range_now(config, schedule, &pool, now),
+                ),
                 today: today_plan
                     .iter()
                     .filter(|i| i.pool == pool)

@@ -1147,8 +1147,8 @@ async fn status_shows_each_pools_range_load_and_last_decision() {
             "last_decision": null,
         })
     );
-    // The fixed plan still wants the window's upper bound.
-    assert_eq!(j["pools"][0]["wanted_now"], 3);
+    // What the scheduler wants now: the last decision's target (taken for this range).
+    assert_eq!(j["pools"][0]["wanted_now"], 2);
 
     let table = ok_stdout(&dayshift(&["status", "--config", c, "--at", when]));
     assert!(
@@ -1299,9 +1299,15 @@ async fn cost_estimate_is_load_aware_on_a_hand_worked_history() {
                 "saved": "14.40",
             },
             "no_load_history": null,
+            // At the floor: 4 Mondays × 4 h × 1 node × 1.20 EUR.
+            "at_floor_total": "19.20",
         })
     );
     let t = ok_stdout(&estimate());
+    assert!(
+        t.contains("at their floors: 19.20 EUR (what the budget counts as committed)"),
+        "{t}"
+    );
     assert!(
         t.contains(
             "Load-aware (10 load samples, 2026-01-05 to 2026-01-12): each window hour rents"

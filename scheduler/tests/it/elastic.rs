@@ -425,6 +425,7 @@ async fn a_wake_the_budget_cannot_pay_is_refused_and_says_so() {
                 monthly: None,
             },
         )]),
+        ranges: BTreeMap::new(),
     });
     sim.step(at("09:50:00"), 0).await;
     sim.store.request_wake("chat", at("10:00:10"));
@@ -517,4 +518,51 @@ async fn a_range_change_keeps_the_nodes_the_load_needs() {
     let nodes = sim.nodes().await;
     assert_eq!(nodes.len(), 3, "{nodes:#?}");
     assert!(nodes.iter().all(|n| n.deleted_at == Some(at("18:00:00"))));
+}
+
+/// The budget counts an elastic window at its floor, and checks a node the load wants
+/// above it with one paid hour on top. A `1-3` window, 1 EUR/h, from Mon 7 December
+/// 2026 07:50 to the month's end: 19 weekdays × 10 h = 190 EUR at the floor (570 at the
+/// cap). The floor's node starts at 07:55 (spent 0 + committed 190 ≤ either cap). Load
+/// 6 from 09:00 wants a second node at 09:05: spent 2.00 (07:55–09:05, two started
+/// hours) + committed 189.00 (09:05–18:00 → 9 h, + 18 × 10) + 1.00 for the new node =
+/// 192.00: it starts under a cap of 192, and is refused under 191.50 — where the floor
+/// alone (191.00) would still pass — while the floor's node runs on.
+#[tokio::test]
+async fn the_budget_counts_an_elastic_window_at_its_floor_and_checks_each_node_above_it() {
+    let budget = |cap: &str| Budget {
+        monthly_cap: Decimal::from_str(cap).unwrap(),
+        rule: BillingRule::HETZNER,
+        prices: BTreeMap::from([(
+            "chat".to_string(),
+            Price {
+                hourly: Decimal::ONE,
+                monthly: None,
+            },
+        )]),
+        ranges: BTreeMap::new(),
+    };
+    let busy = |t: DateTime<Utc>| if t >= at("09:00:00") { 6 } else { 0 };
+    for (cap, second_node) in [("192", true), ("191.50", false)] {
+        let mut sim =
+            Sim::new(&window("1-3"), 3, elastic(), at("07:50:00")).with_budget(budget(cap));
+        sim.walk(at("07:50:00"), at("08:00:00"), |_| 0).await;
+        assert_eq!(sim.servers_at("08:00:00"), 1, "cap {cap}: the floor's node");
+        sim.walk(at("08:00:30"), at("09:10:00"), busy).await;
+        let want = if second_node { 2 } else { 1 };
+        assert_eq!(sim.provider.count(), want, "cap {cap}");
+        let state = sim.store.scale_state("chat").await.unwrap().unwrap();
+        assert_eq!((state.cause, state.target), (ScaleCause::LoadUp, 2));
+        match state.refused {
+            Some(why) => {
+                assert!(!second_node, "cap {cap}: refused {why}");
+                assert_eq!(
+                    why,
+                    "no node above the window's floor: spent 2.00 + committed 189.00 + this \
+                     node's 1.00 EUR (one paid unit) would cross the monthly budget of 191.50 EUR"
+                );
+            }
+            None => assert!(second_node, "cap {cap}: not refused"),
+        }
+    }
 }

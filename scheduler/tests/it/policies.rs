@@ -71,6 +71,7 @@ async fn budget_blocks_new_nodes_and_says_which_window() {
                         monthly: None,
                     },
                 )]),
+                ranges: BTreeMap::new(),
             });
         let report = r.tick().await;
         if blocked {
