@@ -105,6 +105,15 @@ pub fn planned_cost(
     (lives.len(), total)
 }
 
+/// `pool`'s price from `price_of`, or the error that says how to give it one.
+pub fn price_for(price_of: &dyn Fn(&str) -> Option<Price>, pool: &str) -> Result<Price, String> {
+    price_of(pool).ok_or_else(|| {
+        format!(
+            "pool \"{pool}\" has no price: give it server_types with prices in dayshift.toml, or pass --hourly"
+        )
+    })
+}
+
 /// Estimates the month starting on `first_day`; `price_of` gives each pool's price, or
 /// `None` for a pool with no known price (an error naming the pool).
 pub fn estimate_month(
@@ -119,11 +128,7 @@ pub fn estimate_month(
     let month_secs = (end - start).num_seconds();
     let mut pools = Vec::new();
     for pool in schedule.pools() {
-        let price = price_of(&pool).ok_or_else(|| {
-            format!(
-                "pool \"{pool}\" has no price: give it server_types with prices in dayshift.toml, or pass --hourly"
-            )
-        })?;
+        let price = price_for(price_of, &pool)?;
         let (servers, charge) = planned_cost(&plan, &pool, rule, &price);
         let peak_nodes = plan
             .iter()

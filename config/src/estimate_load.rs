@@ -79,11 +79,7 @@ pub fn load_aware_month(
     let plan = schedule.plan(start, end);
     let mut pools = Vec::new();
     for pool in schedule.pools() {
-        let price = price_of(&pool).ok_or_else(|| {
-            format!(
-                "pool \"{pool}\" has no price: give it server_types with prices in dayshift.toml, or pass --hourly"
-            )
-        })?;
+        let price = crate::estimate::price_for(price_of, &pool)?;
         let (mut fixed, mut load) = (Vec::new(), Vec::new());
         let (mut window_secs, mut known_secs) = (0i64, 0i64);
         let (mut fixed_secs, mut load_secs) = (0i64, 0i64);

@@ -95,16 +95,17 @@
 //! With the budget of 500.00: under (174.50 ≤ 500), 500.00 − 20.90 = 479.10 left.
 //! With a budget of 170.00: over (174.50 > 170), 170.00 − 20.90 = 149.10 left.
 
+use crate::common::{at, load_sample};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use dayshift::store::{LifecycleWrite, NewInterval, NewNode, NodeState, Store, UsageRow};
 use dayshift_config::billing::to_cents;
 use dayshift_config::schedule::NodeRange;
 use dayshift_config::{Config, Schedule};
 use dayshift_scheduler::budget::Budget;
-use dayshift_scheduler::{LoadSample, ScaleCause, ScaleState};
+use dayshift_scheduler::{ScaleCause, ScaleState};
 use rust_decimal::Decimal;
 
 fn dayshift(args: &[&str]) -> Output {
@@ -872,12 +873,6 @@ const BUDGET_LIVES: &[Life] = &[
     ("p", "chat", "gpu-l", None, None),
 ];
 
-fn at(rfc3339: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(rfc3339)
-        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
-        .with_timezone(&Utc)
-}
-
 /// Writes each node as the scheduler does: planned, then its server recorded (which opens
 /// its billing interval), then deleted (which closes it).
 async fn write_server_lives(store: &Store) {
@@ -1060,17 +1055,6 @@ end = "18:00"
 nodes = "1-3"
 "#;
 
-fn load(pool: &str, replica: &str, t: &str, in_flight: u32, queued: u32) -> LoadSample {
-    LoadSample {
-        pool: pool.into(),
-        replica: replica.into(),
-        at: at(t),
-        in_flight,
-        queued,
-        nodes: 1,
-    }
-}
-
 /// `dayshift status` at Mon 2025-11-03 10:00 Berlin (09:00Z) on the elastic office
 /// schedule: `chat` may use 1-3 nodes, has 2 active (ready + booting) and a load of
 /// (11 + 5) / 2 = 8.0 over the last minute (the 5 s period at 08:59:10Z holds replica
@@ -1090,10 +1074,10 @@ async fn status_shows_each_pools_range_load_and_last_decision() {
     let store = Store::open(&url).await.unwrap();
     store
         .record_load(&[
-            load("chat", "a", "2025-11-03T08:58:00Z", 50, 0),
-            load("chat", "a", "2025-11-03T08:59:10Z", 6, 2),
-            load("chat", "b", "2025-11-03T08:59:11Z", 3, 0),
-            load("chat", "a", "2025-11-03T08:59:40Z", 5, 0),
+            load_sample("chat", "a", "2025-11-03T08:58:00Z", 50, 0),
+            load_sample("chat", "a", "2025-11-03T08:59:10Z", 6, 2),
+            load_sample("chat", "b", "2025-11-03T08:59:11Z", 3, 0),
+            load_sample("chat", "a", "2025-11-03T08:59:40Z", 5, 0),
         ])
         .await
         .unwrap();
@@ -1252,16 +1236,16 @@ async fn cost_estimate_is_load_aware_on_a_hand_worked_history() {
 
     store
         .record_load(&[
-            load("chat", "a", "2026-01-05T08:30:00+01:00", 20, 0),
-            load("chat", "a", "2026-01-05T09:10:00+01:00", 9, 0),
-            load("chat", "b", "2026-01-05T09:10:01+01:00", 1, 1),
-            load("chat", "a", "2026-01-05T09:10:03+01:00", 3, 0),
-            load("chat", "a", "2026-01-05T10:30:00+01:00", 12, 2),
-            load("chat", "a", "2026-01-05T11:00:00+01:00", 0, 0),
-            load("chat", "a", "2026-01-06T10:00:00+01:00", 40, 0),
-            load("chat", "a", "2026-01-12T09:20:00+01:00", 4, 1),
-            load("chat", "a", "2026-01-12T10:30:00+01:00", 10, 0),
-            load("chat", "b", "2026-01-12T10:30:02+01:00", 4, 0),
+            load_sample("chat", "a", "2026-01-05T08:30:00+01:00", 20, 0),
+            load_sample("chat", "a", "2026-01-05T09:10:00+01:00", 9, 0),
+            load_sample("chat", "b", "2026-01-05T09:10:01+01:00", 1, 1),
+            load_sample("chat", "a", "2026-01-05T09:10:03+01:00", 3, 0),
+            load_sample("chat", "a", "2026-01-05T10:30:00+01:00", 12, 2),
+            load_sample("chat", "a", "2026-01-05T11:00:00+01:00", 0, 0),
+            load_sample("chat", "a", "2026-01-06T10:00:00+01:00", 40, 0),
+            load_sample("chat", "a", "2026-01-12T09:20:00+01:00", 4, 1),
+            load_sample("chat", "a", "2026-01-12T10:30:00+01:00", 10, 0),
+            load_sample("chat", "b", "2026-01-12T10:30:02+01:00", 4, 0),
         ])
         .await
         .unwrap();

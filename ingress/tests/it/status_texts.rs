@@ -10,11 +10,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use dayshift_config::Schedule;
 use dayshift_config::clock::ManualClock;
 use dayshift_config::schedule::NodeRange;
-use dayshift_scheduler::{LoadSample, ScaleCause, ScaleState};
+use dayshift_scheduler::{ScaleCause, ScaleState};
 
 use crate::common::*;
 
@@ -25,10 +24,6 @@ const HOLIDAYS: &str = "timezone = \"Europe/Berlin\"\n\
     [[window]]\npool = \"chat\"\ndays = \"mon-fri\"\nstart = \"08:00\"\nend = \"18:00\"\nnodes = 1\n\
     [[window]]\npool = \"embed\"\ndays = \"mon-fri\"\nstart = \"08:00\"\nend = \"18:00\"\nnodes = 1\n\
     [holidays]\ndates = [\"12-24\", \"12-25\"]\n";
-
-fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
 
 /// True when `text` has an RFC 3339 time with seconds (`12:34:56`) followed by a
 /// fraction or an offset: what a raw timestamp looks like.
@@ -253,17 +248,6 @@ async fn dayshift_nodes_shows_the_gateways_live_in_flight_count() {
 const ELASTIC: &str = "timezone = \"Europe/Berlin\"\n\
     [[window]]\npool = \"chat\"\ndays = \"mon-fri\"\nstart = \"08:00\"\nend = \"18:00\"\nnodes = \"1-3\"\n";
 
-fn load_sample(replica: &str, t: &str, in_flight: u32, queued: u32) -> LoadSample {
-    LoadSample {
-        pool: "chat".into(),
-        replica: replica.into(),
-        at: at(t),
-        in_flight,
-        queued,
-        nodes: 1,
-    }
-}
-
 /// The status page's scaling table and `/metrics`' pool gauges, read from what the store
 /// holds (written through the `Store` API as the load sampler and the scheduler do).
 ///
@@ -282,10 +266,10 @@ async fn status_page_and_metrics_show_each_pools_scaling() {
     let store = &gw.state().store;
     store
         .record_load(&[
-            load_sample("a", "2026-12-03T09:15:00Z", 50, 0),
-            load_sample("a", "2026-12-03T09:17:10Z", 6, 2),
-            load_sample("b", "2026-12-03T09:17:11Z", 3, 0),
-            load_sample("a", "2026-12-03T09:17:40Z", 5, 0),
+            load_sample("chat", "a", "2026-12-03T09:15:00Z", 50, 0),
+            load_sample("chat", "a", "2026-12-03T09:17:10Z", 6, 2),
+            load_sample("chat", "b", "2026-12-03T09:17:11Z", 3, 0),
+            load_sample("chat", "a", "2026-12-03T09:17:40Z", 5, 0),
         ])
         .await
         .unwrap();

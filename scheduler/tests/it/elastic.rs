@@ -6,20 +6,18 @@
 //! a wake asks for one, and a `1-3` window's floor is pre-warmed.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
-use crate::common::{NoBootstrap, SimProvider, simulate_nodes, utc};
+use crate::common::{NoBootstrap, SimProvider, chat_budget, simulate_nodes, utc};
 use chrono::{DateTime, Duration, Utc};
 use dayshift_config::Schedule;
-use dayshift_config::billing::{BillingRule, Price};
+use dayshift_config::billing::BillingRule;
 use dayshift_config::clock::ManualClock;
 use dayshift_scheduler::budget::Budget;
 use dayshift_scheduler::{
     ElasticPolicy, Limits, LoadSample, MemoryStore, NodeRecord, NodeStore, PoolPolicy, Reconciler,
     ScaleCause, TickReport,
 };
-use rust_decimal::Decimal;
 
 /// Monday 7 December 2026.
 const DAY: &str = "2026-12-07";
@@ -415,18 +413,8 @@ async fn a_wake_the_budget_cannot_pay_is_refused_and_says_so() {
         wake_on_demand: true,
         ..elastic()
     };
-    let mut sim = Sim::new("timezone = \"UTC\"\n", 2, policy, at("09:50:00")).with_budget(Budget {
-        monthly_cap: Decimal::from_str("0.50").unwrap(),
-        rule: BillingRule::HETZNER,
-        prices: BTreeMap::from([(
-            "chat".to_string(),
-            Price {
-                hourly: Decimal::ONE,
-                monthly: None,
-            },
-        )]),
-        ranges: BTreeMap::new(),
-    });
+    let mut sim = Sim::new("timezone = \"UTC\"\n", 2, policy, at("09:50:00"))
+        .with_budget(chat_budget("0.50"));
     sim.step(at("09:50:00"), 0).await;
     sim.store.request_wake("chat", at("10:00:10"));
     let report = sim.step(at("10:00:30"), 1).await;
@@ -530,22 +518,10 @@ async fn a_range_change_keeps_the_nodes_the_load_needs() {
 /// alone (191.00) would still pass — while the floor's node runs on.
 #[tokio::test]
 async fn the_budget_counts_an_elastic_window_at_its_floor_and_checks_each_node_above_it() {
-    let budget = |cap: &str| Budget {
-        monthly_cap: Decimal::from_str(cap).unwrap(),
-        rule: BillingRule::HETZNER,
-        prices: BTreeMap::from([(
-            "chat".to_string(),
-            Price {
-                hourly: Decimal::ONE,
-                monthly: None,
-            },
-        )]),
-        ranges: BTreeMap::new(),
-    };
     let busy = |t: DateTime<Utc>| if t >= at("09:00:00") { 6 } else { 0 };
     for (cap, second_node) in [("192", true), ("191.50", false)] {
         let mut sim =
-            Sim::new(&window("1-3"), 3, elastic(), at("07:50:00")).with_budget(budget(cap));
+            Sim::new(&window("1-3"), 3, elastic(), at("07:50:00")).with_budget(chat_budget(cap));
         sim.walk(at("07:50:00"), at("08:00:00"), |_| 0).await;
         assert_eq!(sim.servers_at("08:00:00"), 1, "cap {cap}: the floor's node");
         sim.walk(at("08:00:30"), at("09:10:00"), busy).await;

@@ -1,18 +1,15 @@
 //! Budget stop, billing-aware stop and schedule hot reload.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
-use crate::common::{NoBootstrap, SimProvider, simulate_nodes, utc};
+use crate::common::{NoBootstrap, SimProvider, chat_budget, simulate_nodes, utc};
 use chrono::Duration;
 use dayshift_config::Schedule;
-use dayshift_config::billing::{BillingRule, Price};
+use dayshift_config::billing::BillingRule;
 use dayshift_config::clock::ManualClock;
-use dayshift_scheduler::budget::Budget;
 use dayshift_scheduler::reload::{ReloadOutcome, ScheduleSource};
 use dayshift_scheduler::{Limits, MemoryStore, NodeState, NodeStore, PoolPolicy, Reconciler};
-use rust_decimal::Decimal;
 
 const WEEKDAYS_UTC: &str = "timezone = \"UTC\"\n[[window]]\npool = \"chat\"\ndays = \"mon-fri\"\nstart = \"08:00\"\nend = \"18:00\"\n";
 
@@ -61,18 +58,7 @@ async fn budget_blocks_new_nodes_and_says_which_window() {
         let provider = Arc::new(SimProvider::new(clock.clone()));
         let store = Arc::new(MemoryStore::new());
         let r = reconciler(clock, provider.clone(), store.clone(), sched(WEEKDAYS_UTC))
-            .with_budget(Budget {
-                monthly_cap: Decimal::from_str(cap).unwrap(),
-                rule: BillingRule::HETZNER,
-                prices: BTreeMap::from([(
-                    "chat".to_string(),
-                    Price {
-                        hourly: Decimal::ONE,
-                        monthly: None,
-                    },
-                )]),
-                ranges: BTreeMap::new(),
-            });
+            .with_budget(chat_budget(cap));
         let report = r.tick().await;
         if blocked {
             assert!(report.planned.is_empty());

@@ -514,3 +514,29 @@ pub fn assert_openai_error(v: &serde_json::Value) {
         "param/code missing in {v}"
     );
 }
+
+/// An RFC 3339 instant (tests' fixed times).
+pub fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// A gateway load sample of `pool` from `replica` at `t` (one routable node), as the
+/// load sampler writes it.
+pub fn load_sample(
+    pool: &str,
+    replica: &str,
+    t: &str,
+    in_flight: u32,
+    queued: u32,
+) -> dayshift_scheduler::LoadSample {
+    dayshift_scheduler::LoadSample {
+        pool: pool.into(),
+        replica: replica.into(),
+        at: at(t),
+        in_flight,
+        queued,
+        nodes: 1,
+    }
+}

@@ -139,3 +139,20 @@ pub async fn simulate_nodes(store: &MemoryStore, now: DateTime<Utc>, boot: Durat
             .unwrap();
     }
 }
+
+/// A monthly budget of `cap` EUR for pool `chat` at 1 EUR per hour under Hetzner's rule.
+pub fn chat_budget(cap: &str) -> dayshift_scheduler::budget::Budget {
+    use std::str::FromStr;
+    dayshift_scheduler::budget::Budget {
+        monthly_cap: rust_decimal::Decimal::from_str(cap).expect("a decimal cap"),
+        rule: dayshift_config::billing::BillingRule::HETZNER,
+        prices: BTreeMap::from([(
+            "chat".to_string(),
+            dayshift_config::billing::Price {
+                hourly: rust_decimal::Decimal::ONE,
+                monthly: None,
+            },
+        )]),
+        ranges: BTreeMap::new(),
+    }
+}
