@@ -95,17 +95,15 @@
 //! With the budget of 500.00: under (174.50 ≤ 500), 500.00 − 20.90 = 479.10 left.
 //! With a budget of 170.00: over (174.50 > 170), 170.00 − 20.90 = 149.10 left.
 
-use crate::common::{at, load_sample};
+use crate::common::{ELASTIC_OFFICE, at, write_elastic_history};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use chrono::DateTime;
 use dayshift::store::{LifecycleWrite, NewInterval, NewNode, NodeState, Store, UsageRow};
 use dayshift_config::billing::to_cents;
-use dayshift_config::schedule::NodeRange;
 use dayshift_config::{Config, Schedule};
 use dayshift_scheduler::budget::Budget;
-use dayshift_scheduler::{ScaleCause, ScaleState};
 use rust_decimal::Decimal;
 
 fn dayshift(args: &[&str]) -> Output {
@@ -1044,22 +1042,24 @@ fn make_elastic(dir: &Path, schedule: &str) -> PathBuf {
     path
 }
 
-const ELASTIC_OFFICE: &str = r#"
-timezone = "Europe/Berlin"
-
-[[window]]
-pool = "chat"
-days = "mon-fri"
-start = "08:00"
-end = "18:00"
-nodes = "1-3"
-"#;
+/// A load sample of pool `chat` from `replica` at `t`.
+fn load(replica: &str, t: &str, in_flight: u32, queued: u32) -> dayshift_scheduler::LoadSample {
+    dayshift_scheduler::LoadSample {
+        pool: "chat".into(),
+        replica: replica.into(),
+        at: at(t),
+        in_flight,
+        queued,
+        nodes: 1,
+    }
+}
 
 /// `dayshift status` at Mon 2025-11-03 10:00 Berlin (09:00Z) on the elastic office
 /// schedule: `chat` may use 1-3 nodes, has 2 active (ready + booting) and a load of
-/// (11 + 5) / 2 = 8.0 over the last minute (the 5 s period at 08:59:10Z holds replica
-/// a's 6 + 2 and replica b's 3; the one at 08:59:40Z a's 5; the 50 at 08:58:00Z is older
-/// than a minute). Its last decision (08:58:30Z = 09:58 Berlin) raised the target to 2.
+/// (11 + 5) / 2 = 8.0 over the last minute (`write_elastic_history`: the 5 s period at
+/// 08:59:25Z holds replica a's 6 + 2 and replica b's 3; the one at 08:59:55Z a's 5; the
+/// 50 at 08:57:18Z is older than a minute). Its last decision (08:58:48Z = 09:58 Berlin)
+/// raised the target to 2.
 /// `embed` has no window: 0-0, no node live (its one node is deleted), no sample, no
 /// decision.
 #[tokio::test]
@@ -1072,29 +1072,7 @@ async fn status_shows_each_pools_range_load_and_last_decision() {
         dir.path().join("state").join("dayshift.db").display()
     );
     let store = Store::open(&url).await.unwrap();
-    store
-        .record_load(&[
-            load_sample("chat", "a", "2025-11-03T08:58:00Z", 50, 0),
-            load_sample("chat", "a", "2025-11-03T08:59:10Z", 6, 2),
-            load_sample("chat", "b", "2025-11-03T08:59:11Z", 3, 0),
-            load_sample("chat", "a", "2025-11-03T08:59:40Z", 5, 0),
-        ])
-        .await
-        .unwrap();
-    store
-        .save_scale_state(&ScaleState {
-            pool: "chat".into(),
-            target: 2,
-            range: NodeRange { min: 1, max: 3 },
-            decided_at: at("2025-11-03T08:58:30Z"),
-            cause: ScaleCause::LoadUp,
-            reason: "load 7.5 over the last 60 s needs 2 node(s) at 4 each; was 1".into(),
-            load: 7.5,
-            woken_until: None,
-            refused: None,
-        })
-        .await
-        .unwrap();
+    write_elastic_history(&store, at("2025-11-03T09:00:00Z"), None).await;
     store.close().await;
     let c = config.to_str().unwrap();
     let when = "2025-11-03T10:00:00+01:00";
@@ -1110,7 +1088,7 @@ async fn status_shows_each_pools_range_load_and_last_decision() {
             "load": 8.0,
             "load_window_secs": 60,
             "last_decision": {
-                "at": "2025-11-03T08:58:30+00:00",
+                "at": "2025-11-03T08:58:48+00:00",
                 "cause": "load_up",
                 "reason": "load 7.5 over the last 60 s needs 2 node(s) at 4 each; was 1",
                 "target": 2,
@@ -1236,16 +1214,16 @@ async fn cost_estimate_is_load_aware_on_a_hand_worked_history() {
 
     store
         .record_load(&[
-            load_sample("chat", "a", "2026-01-05T08:30:00+01:00", 20, 0),
-            load_sample("chat", "a", "2026-01-05T09:10:00+01:00", 9, 0),
-            load_sample("chat", "b", "2026-01-05T09:10:01+01:00", 1, 1),
-            load_sample("chat", "a", "2026-01-05T09:10:03+01:00", 3, 0),
-            load_sample("chat", "a", "2026-01-05T10:30:00+01:00", 12, 2),
-            load_sample("chat", "a", "2026-01-05T11:00:00+01:00", 0, 0),
-            load_sample("chat", "a", "2026-01-06T10:00:00+01:00", 40, 0),
-            load_sample("chat", "a", "2026-01-12T09:20:00+01:00", 4, 1),
-            load_sample("chat", "a", "2026-01-12T10:30:00+01:00", 10, 0),
-            load_sample("chat", "b", "2026-01-12T10:30:02+01:00", 4, 0),
+            load("a", "2026-01-05T08:30:00+01:00", 20, 0),
+            load("a", "2026-01-05T09:10:00+01:00", 9, 0),
+            load("b", "2026-01-05T09:10:01+01:00", 1, 1),
+            load("a", "2026-01-05T09:10:03+01:00", 3, 0),
+            load("a", "2026-01-05T10:30:00+01:00", 12, 2),
+            load("a", "2026-01-05T11:00:00+01:00", 0, 0),
+            load("a", "2026-01-06T10:00:00+01:00", 40, 0),
+            load("a", "2026-01-12T09:20:00+01:00", 4, 1),
+            load("a", "2026-01-12T10:30:00+01:00", 10, 0),
+            load("b", "2026-01-12T10:30:02+01:00", 4, 0),
         ])
         .await
         .unwrap();

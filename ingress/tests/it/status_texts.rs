@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use dayshift_config::Schedule;
 use dayshift_config::clock::ManualClock;
-use dayshift_config::schedule::NodeRange;
-use dayshift_scheduler::{ScaleCause, ScaleState};
 
 use crate::common::*;
 
@@ -244,49 +242,29 @@ async fn dayshift_nodes_shows_the_gateways_live_in_flight_count() {
     gw.stop().await;
 }
 
-/// Office hours with an elastic window: `chat` scales between 1 and 3 nodes.
-const ELASTIC: &str = "timezone = \"Europe/Berlin\"\n\
-    [[window]]\npool = \"chat\"\ndays = \"mon-fri\"\nstart = \"08:00\"\nend = \"18:00\"\nnodes = \"1-3\"\n";
-
 /// The status page's scaling table and `/metrics`' pool gauges, read from what the store
 /// holds (written through the `Store` API as the load sampler and the scheduler do).
 ///
 /// At Thu 2026-12-03 09:17:42Z (10:17 Berlin) `chat`'s window is open: range 1-3 (the
-/// pool's max_nodes is 8). Load over the minute before: the 5 s period at 09:17:10 holds
-/// replica a's 6 + 2 and replica b's 3 = 11, the one at 09:17:40 a's 5: (11 + 5) / 2 =
-/// 8.0 (the gateway's own sampler adds a 0 of its replica in the last period, which
-/// leaves the sum as it is); the 50 at 09:15:00 is older than a minute. `embed` has no
+/// pool's max_nodes is 8). Load over the minute before (`write_elastic_history`): the 5 s
+/// period at 09:17:10 holds replica a's 6 + 2 and replica b's 3 = 11, the one at
+/// 09:17:40 a's 5: (11 + 5) / 2 = 8.0 (the gateway's own sampler adds a 0 of its replica
+/// in the last period, which leaves the sum as it is); the 50 at 09:15:00 is older than
+/// a minute. The last decision at 09:16:30 (10:16 Berlin) raised the target to 2. `embed` has no
 /// window (0-0), no load and no decision.
 #[tokio::test]
 async fn status_page_and_metrics_show_each_pools_scaling() {
     let clock = Arc::new(ManualClock::new(at("2026-12-03T09:17:42Z")));
     let gw = gateway_with(Some(clock), "3s").await;
-    let s = Schedule::parse("schedule.toml", ELASTIC, None).unwrap();
+    let s = Schedule::parse("schedule.toml", ELASTIC_OFFICE, None).unwrap();
     gw.state().set_schedule(Some(s));
     let store = &gw.state().store;
-    store
-        .record_load(&[
-            load_sample("chat", "a", "2026-12-03T09:15:00Z", 50, 0),
-            load_sample("chat", "a", "2026-12-03T09:17:10Z", 6, 2),
-            load_sample("chat", "b", "2026-12-03T09:17:11Z", 3, 0),
-            load_sample("chat", "a", "2026-12-03T09:17:40Z", 5, 0),
-        ])
-        .await
-        .unwrap();
-    store
-        .save_scale_state(&ScaleState {
-            pool: "chat".into(),
-            target: 2,
-            range: NodeRange { min: 1, max: 3 },
-            decided_at: at("2026-12-03T09:16:30Z"),
-            cause: ScaleCause::LoadUp,
-            reason: "load 7.5 over the last 60 s needs 2 node(s) at 4 each; was 1".into(),
-            load: 7.5,
-            woken_until: None,
-            refused: Some("the month's budget would be exceeded".into()),
-        })
-        .await
-        .unwrap();
+    write_elastic_history(
+        store,
+        at("2026-12-03T09:17:42Z"),
+        Some("the month's budget would be exceeded"),
+    )
+    .await;
     let page = gw
         .http
         .get(&gw.url)

@@ -522,21 +522,54 @@ pub fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
         .with_timezone(&chrono::Utc)
 }
 
-/// A gateway load sample of `pool` from `replica` at `t` (one routable node), as the
-/// load sampler writes it.
-pub fn load_sample(
-    pool: &str,
-    replica: &str,
-    t: &str,
-    in_flight: u32,
-    queued: u32,
-) -> dayshift_scheduler::LoadSample {
-    dayshift_scheduler::LoadSample {
-        pool: pool.into(),
+/// Office hours with an elastic window: `chat` scales between 1 and 3 nodes, Mon–Fri
+/// 08:00–18:00 Berlin.
+pub const ELASTIC_OFFICE: &str = "timezone = \"Europe/Berlin\"\n\
+    [[window]]\npool = \"chat\"\ndays = \"mon-fri\"\nstart = \"08:00\"\nend = \"18:00\"\nnodes = \"1-3\"\n";
+
+/// Writes pool `chat`'s elastic history as of `now` (a whole second), as the gateways'
+/// load sampler and the scheduler would have: the last minute's load averages 8.0 — the
+/// 5 s period holding `now` − 32 s has replica a's 6 in flight + 2 queued and replica
+/// b's 3 (11), the one holding `now` − 2 s a's 5 — beside a 50 older than a minute
+/// (`now` − 162 s); the last decision, 72 s before `now`, raised the target to 2
+/// ("load 7.5 over the last 60 s needs 2 node(s) at 4 each; was 1"), not acted on for
+/// `refused` when given.
+pub async fn write_elastic_history(
+    store: &dayshift::store::Store,
+    now: chrono::DateTime<chrono::Utc>,
+    refused: Option<&str>,
+) {
+    use dayshift_config::schedule::NodeRange;
+    use dayshift_scheduler::{LoadSample, ScaleCause, ScaleState};
+    let sample = |replica: &str, ago: i64, in_flight: u32, queued: u32| LoadSample {
+        pool: "chat".into(),
         replica: replica.into(),
-        at: at(t),
+        at: now - chrono::Duration::seconds(ago),
         in_flight,
         queued,
         nodes: 1,
-    }
+    };
+    store
+        .record_load(&[
+            sample("a", 162, 50, 0),
+            sample("a", 32, 6, 2),
+            sample("b", 31, 3, 0),
+            sample("a", 2, 5, 0),
+        ])
+        .await
+        .unwrap();
+    store
+        .save_scale_state(&ScaleState {
+            pool: "chat".into(),
+            target: 2,
+            range: NodeRange { min: 1, max: 3 },
+            decided_at: now - chrono::Duration::seconds(72),
+            cause: ScaleCause::LoadUp,
+            reason: "load 7.5 over the last 60 s needs 2 node(s) at 4 each; was 1".into(),
+            load: 7.5,
+            woken_until: None,
+            refused: refused.map(str::to_string),
+        })
+        .await
+        .unwrap();
 }
