@@ -372,7 +372,12 @@ fn pool_status(
 }
 
 fn interval_json(i: &Interval) -> serde_json::Value {
-    json!({ "start": i.start.to_rfc3339(), "end": i.end.to_rfc3339(), "nodes": i.nodes })
+    json!({
+        "start": i.start.to_rfc3339(),
+        "end": i.end.to_rfc3339(),
+        "nodes": i.nodes,
+        "min_nodes": i.min_nodes,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -740,13 +740,13 @@ async fn status_shows_schedule_nodes_and_money_at_an_instant() {
     assert_eq!(chat["wanted_now"], 1);
     assert_eq!(
         chat["today"],
-        serde_json::json!([{"start": "2025-11-03T07:00:00+00:00", "end": "2025-11-03T17:00:00+00:00", "nodes": 1}])
+        serde_json::json!([{"start": "2025-11-03T07:00:00+00:00", "end": "2025-11-03T17:00:00+00:00", "nodes": 1, "min_nodes": 1}])
     );
     assert_eq!(chat["nodes"], serde_json::json!({"booting": 1, "ready": 1}));
     assert_eq!(chat["open_until"], "2025-11-03T17:00:00+00:00");
     assert_eq!(
         chat["next_window"],
-        serde_json::json!({"start": "2025-11-04T07:00:00+00:00", "end": "2025-11-04T17:00:00+00:00", "nodes": 1})
+        serde_json::json!({"start": "2025-11-04T07:00:00+00:00", "end": "2025-11-04T17:00:00+00:00", "nodes": 1, "min_nodes": 1})
     );
     let embed = &j["pools"][1];
     assert_eq!(embed["pool"], "embed");
