@@ -132,6 +132,8 @@ pub struct LoadStats {
     pub low: f64,
     /// The highest period's load: what the load stayed below throughout.
     pub high: f64,
+    /// Periods with samples.
+    pub periods: usize,
 }
 
 /// The load (in flight + queued, all replicas added) over `[from, to]`, period by
@@ -185,6 +187,7 @@ pub fn load_stats(
         average: sum / buckets.len() as f64,
         low,
         high,
+        periods: buckets.len(),
     })
 }
 
@@ -196,6 +199,48 @@ pub fn average_load(
     every: Duration,
 ) -> Option<f64> {
     load_stats(samples, from, to, every).map(|s| s.average)
+}
+
+/// A pool's load over one UTC hour, period by period (as [`load_stats`]): the sum of
+/// the periods' loads and how many periods had samples. The raw samples are kept for
+/// days; these hourly figures for good (`dayshift cost estimate` learns from them).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HourLoad {
+    /// Pool.
+    pub pool: String,
+    /// The hour's first instant (UTC, a whole hour).
+    pub hour: DateTime<Utc>,
+    /// The periods' loads (in flight + queued, replicas added), summed.
+    pub load_sum: f64,
+    /// Periods with samples.
+    pub periods: u32,
+}
+
+/// Each UTC hour's load in `samples` (all of one pool), period by period as
+/// [`load_stats`] groups them, oldest hour first.
+pub fn hour_loads(samples: &[LoadSample], every: Duration) -> Vec<HourLoad> {
+    use std::collections::BTreeMap;
+    let mut by_hour: BTreeMap<i64, Vec<LoadSample>> = BTreeMap::new();
+    for s in samples {
+        by_hour
+            .entry(s.at.timestamp().div_euclid(3600))
+            .or_default()
+            .push(s.clone());
+    }
+    by_hour
+        .into_iter()
+        .filter_map(|(h, group)| {
+            let from = group.iter().map(|s| s.at).min()?;
+            let to = group.iter().map(|s| s.at).max()?;
+            let stats = load_stats(&group, from, to, every)?;
+            Some(HourLoad {
+                pool: group.first()?.pool.clone(),
+                hour: DateTime::from_timestamp(h * 3600, 0)?,
+                load_sum: stats.average * stats.periods as f64,
+                periods: u32::try_from(stats.periods).unwrap_or(u32::MAX),
+            })
+        })
+        .collect()
 }
 
 /// Nodes needed for `load` at `target_in_flight` each (0 for no load).
@@ -507,6 +552,23 @@ mod tests {
             t(0),
         );
         assert_eq!(first.map(|s| s.target), Some(2));
+    }
+
+    #[test]
+    fn an_hours_load_sums_its_periods_and_hours_split_at_the_utc_hour() {
+        let every = Duration::seconds(5);
+        // 09:59:55 (hour 9: one period of 4), 10:00:00 a 2 + b 1, 10:00:07 a 6.
+        let s = vec![
+            sample("a", 3595, 4, 0),
+            sample("a", 3600, 2, 0),
+            sample("b", 3601, 0, 1),
+            sample("a", 3607, 6, 0),
+        ];
+        let h = hour_loads(&s, every);
+        assert_eq!(h.len(), 2);
+        assert_eq!((h[0].hour, h[0].load_sum, h[0].periods), (t(0), 4.0, 1));
+        // 10:00:00-05: a 2 + b 1 = 3; 10:00:05-10: a 6 + b (carried) 1 = 7.
+        assert_eq!((h[1].hour, h[1].load_sum, h[1].periods), (t(3600), 10.0, 2));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `dayshift cost estimate`'s load-aware view: the gateway's load history from the
-//! config's store (every replica's samples), averaged per pool, local weekday and local
-//! hour, turned into nodes at the pool's `target_in_flight` and handed to
+//! config's store (the hourly roll-ups kept for good, plus the raw samples of every
+//! replica not rolled up yet), averaged per pool, local weekday and local hour, turned
+//! into nodes at the pool's `target_in_flight` and handed to
 //! `dayshift_config::estimate_load`, which costs the month both ways.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use dayshift_config::estimate_load::{LoadAware, load_aware_month};
 use dayshift_config::schedule::NodeRange;
 use dayshift_config::{Config, Schedule};
 use dayshift_scheduler::LoadSample;
-use dayshift_scheduler::elastic::{ElasticPolicy, average_load, nodes_for};
+use dayshift_scheduler::elastic::{ElasticPolicy, HourLoad, hour_loads, nodes_for};
 use rust_decimal::Decimal;
 use serde_json::json;
 
@@ -28,32 +29,31 @@ pub type Profile = BTreeMap<(u32, u32), f64>;
 pub struct History {
     /// Per pool.
     pub pools: BTreeMap<String, Profile>,
-    /// Samples read.
+    /// Raw samples read.
     pub samples: usize,
+    /// Rolled-up hours read.
+    pub rolled_up_hours: usize,
     /// The oldest and newest sample.
     pub span: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
-/// The average load of each local (weekday, hour) of `samples` in `tz`. Within a
-/// sampling period each replica's latest sample counts and replicas add up; the periods
-/// of one weekday and hour (over all weeks) are averaged.
-pub fn profile(samples: &[LoadSample], tz: Tz) -> Profile {
-    let every = ElasticPolicy::default().sample_every;
-    let mut groups: BTreeMap<(u32, u32), Vec<LoadSample>> = BTreeMap::new();
-    for s in samples {
-        let local = s.at.with_timezone(&tz);
-        groups
+/// The average load of each local (weekday, hour) in `tz` over `hours` (UTC hours,
+/// each placed at its first instant's local weekday and hour): the periods' loads of
+/// all weeks summed, over the number of periods.
+pub fn profile(hours: &[HourLoad], tz: Tz) -> Profile {
+    let mut groups: BTreeMap<(u32, u32), (f64, u64)> = BTreeMap::new();
+    for h in hours {
+        let local = h.hour.with_timezone(&tz);
+        let g = groups
             .entry((local.weekday().num_days_from_monday(), local.hour()))
-            .or_default()
-            .push(s.clone());
+            .or_default();
+        g.0 += h.load_sum;
+        g.1 += u64::from(h.periods);
     }
     groups
         .into_iter()
-        .filter_map(|(k, g)| {
-            let from = g.iter().map(|s| s.at).min()?;
-            let to = g.iter().map(|s| s.at).max()?;
-            average_load(&g, from, to, every).map(|l| (k, l))
-        })
+        .filter(|(_, (_, periods))| *periods > 0)
+        .map(|(k, (sum, periods))| (k, sum / periods as f64))
         .collect()
 }
 
@@ -73,23 +73,38 @@ pub fn read_history(config: Option<&Config>, pools: &[String], tz: Tz) -> Result
         let store = stored::open_store(config).await?;
         let mut out = History::default();
         let mut failed = None;
+        let every = ElasticPolicy::default().sample_every;
         for pool in pools {
-            let samples = match store.load_samples(pool, DateTime::<Utc>::UNIX_EPOCH).await {
-                Ok(s) => s,
+            let (mut hours, samples) = match read_pool(&store, pool).await {
+                Ok(h) => h,
                 Err(e) => {
-                    failed = Some(format!("cannot read the load samples: {e}"));
+                    failed = Some(format!("cannot read the load history: {e}"));
                     break;
                 }
             };
-            let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+            let first = hours
+                .first()
+                .map(|h| h.hour)
+                .into_iter()
+                .chain(samples.first().map(|s| s.at))
+                .min();
+            let last = samples
+                .last()
+                .map(|s| s.at)
+                .into_iter()
+                .chain(hours.last().map(|h| h.hour + chrono::Duration::hours(1)))
+                .max();
+            let (Some(first), Some(last)) = (first, last) else {
                 continue;
             };
             out.samples += samples.len();
+            out.rolled_up_hours += hours.len();
             out.span = Some(match out.span {
-                Some((a, b)) => (a.min(first.at), b.max(last.at)),
-                None => (first.at, last.at),
+                Some((a, b)) => (a.min(first), b.max(last)),
+                None => (first, last),
             });
-            out.pools.insert(pool.clone(), profile(&samples, tz));
+            hours.extend(hour_loads(&samples, every));
+            out.pools.insert(pool.clone(), profile(&hours, tz));
         }
         store.close().await;
         match failed {
@@ -98,10 +113,24 @@ pub fn read_history(config: Option<&Config>, pools: &[String], tz: Tz) -> Result
         }
     });
     match read {
-        Ok(h) if h.samples > 0 => Ok(h),
+        Ok(h) if h.samples + h.rolled_up_hours > 0 => Ok(h),
         Ok(_) => Err("no load samples of the schedule's pools in the store yet".into()),
         Err(f) => Err(f.message),
     }
+}
+
+/// A pool's rolled-up hours and the raw samples after the last of them.
+async fn read_pool(
+    store: &crate::store::Store,
+    pool: &str,
+) -> Result<(Vec<HourLoad>, Vec<LoadSample>), crate::store::StoreError> {
+    let hours = store.hour_loads(pool).await?;
+    let since = hours
+        .last()
+        .map(|h| h.hour + chrono::Duration::hours(1))
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let samples = store.load_samples(pool, since).await?;
+    Ok((hours, samples))
 }
 
 /// The month both ways from `history` (see [`load_aware_month`]).
@@ -165,6 +194,7 @@ pub fn to_json(l: &LoadAware, h: &History) -> serde_json::Value {
     json!({
         "history": {
             "samples": h.samples,
+            "rolled_up_hours": h.rolled_up_hours,
             "first": h.span.map(|s| s.0.to_rfc3339()),
             "last": h.span.map(|s| s.1.to_rfc3339()),
         },
@@ -182,10 +212,14 @@ pub fn print(l: &LoadAware, h: &History, tz: Tz) {
         .span
         .map(|(a, b)| format!(", {} to {}", day(a), day(b)))
         .unwrap_or_default();
+    let rolled = match h.rolled_up_hours {
+        0 => String::new(),
+        n => format!(" and {n} rolled-up hours"),
+    };
     println!(
-        "Load-aware ({} load samples{span}): each window hour rents the nodes the average load \
-         of the same weekday and hour needs at the pool's target_in_flight, within the window's \
-         range; hours without history stay at the upper bound.",
+        "Load-aware ({} load samples{rolled}{span}): each window hour rents the nodes the average \
+         load of the same weekday and hour needs at the pool's target_in_flight, within the \
+         window's range; hours without history stay at the upper bound.",
         h.samples
     );
     let mut t = output::table(&[

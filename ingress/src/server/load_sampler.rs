@@ -1,8 +1,9 @@
 //! The gateway's load signal for elastic windows: every `load_sample_every`, one sample
 //! per pool (requests in flight on its nodes, requests queued for a node, routable
 //! nodes) is written to the store under this replica's id, so the scheduler — on this
-//! replica or another — averages every replica's load over its scale periods. Samples
-//! older than [`KEEP`] are pruned (`dayshift cost estimate` reads a week's history).
+//! replica or another — averages every replica's load over its scale periods. Once an
+//! hour, whole hours are rolled up into hourly loads kept for good (`dayshift cost
+//! estimate` learns from them), and raw samples older than [`KEEP`] are pruned.
 
 use std::sync::Weak;
 
@@ -10,11 +11,15 @@ use dayshift_scheduler::LoadSample;
 
 use super::state::AppState;
 
-/// How long samples are kept.
-pub const KEEP: chrono::Duration = chrono::Duration::days(8);
+/// How long raw samples are kept (the scheduler reads minutes of them; the hourly
+/// roll-up keeps the rest).
+pub const KEEP: chrono::Duration = chrono::Duration::days(2);
 
-/// Prune once every this many samples.
+/// Roll up and prune once every this many samples (an hour at 5 s).
 const PRUNE_EVERY: u64 = 720;
+
+/// Hours end this long before they are rolled up (a late replica's last samples).
+const SETTLE: chrono::Duration = chrono::Duration::minutes(5);
 
 /// Runs until the state is dropped.
 pub async fn run(state: Weak<AppState>) {
@@ -37,9 +42,17 @@ pub async fn run(state: Weak<AppState>) {
         }
         n += 1;
         if n.is_multiple_of(PRUNE_EVERY) {
-            let before = state.clock.now() - KEEP;
-            if let Err(e) = state.store.prune_load(before).await {
-                tracing::warn!(error = %e, "pruning old load samples failed");
+            let now = state.clock.now();
+            let pools: Vec<String> = state.config.pools.keys().cloned().collect();
+            let every = chrono::Duration::from_std(period).unwrap_or(chrono::Duration::seconds(5));
+            match state.store.roll_up_load(&pools, now - SETTLE, every).await {
+                // Prune only what is rolled up: a failed roll-up keeps the samples.
+                Ok(_) => {
+                    if let Err(e) = state.store.prune_load(now - KEEP).await {
+                        tracing::warn!(error = %e, "pruning old load samples failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "rolling up the load samples failed"),
             }
         }
     }

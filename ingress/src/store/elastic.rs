@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use dayshift_config::schedule::NodeRange;
+use dayshift_scheduler::elastic::{HourLoad, hour_loads};
 use dayshift_scheduler::{LoadSample, ScaleCause, ScaleState};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -91,6 +92,81 @@ impl Store {
                     in_flight: count(r.try_get("in_flight")?),
                     queued: count(r.try_get("queued")?),
                     nodes: count(r.try_get("nodes")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Rolls each pool's raw samples of whole hours before `until` (not rolled up yet)
+    /// into `pool_load_hourly`, periods of `every`; returns the hours written. Idempotent:
+    /// an hour already there is kept (several replicas may roll up at once).
+    pub async fn roll_up_load(
+        &self,
+        pools: &[String],
+        until: DateTime<Utc>,
+        every: chrono::Duration,
+    ) -> Result<usize> {
+        let until_hour = until.timestamp().div_euclid(3600) * 3600;
+        let mut written = 0;
+        for pool in pools {
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(hour) FROM pool_load_hourly WHERE pool = $1")
+                    .bind(pool)
+                    .fetch_one(&self.pool)
+                    .await?;
+            let from = match last {
+                Some(ms) => at(ms)? + chrono::Duration::hours(1),
+                None => DateTime::<Utc>::UNIX_EPOCH,
+            };
+            let samples: Vec<LoadSample> = self
+                .load_samples(pool, from)
+                .await?
+                .into_iter()
+                .filter(|s| s.at.timestamp() < until_hour)
+                .collect();
+            let hours = hour_loads(&samples, every);
+            self.record_hour_loads(&hours).await?;
+            written += hours.len();
+        }
+        Ok(written)
+    }
+
+    /// Writes hourly loads (an hour already stored is kept).
+    pub async fn record_hour_loads(&self, hours: &[HourLoad]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for h in hours {
+            sqlx::query(
+                "INSERT INTO pool_load_hourly (pool, hour, load_milli_sum, periods) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (pool, hour) DO NOTHING",
+            )
+            .bind(&h.pool)
+            .bind(h.hour.timestamp_millis())
+            .bind((h.load_sum * 1000.0).round() as i64)
+            .bind(i64::from(h.periods))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The pool's rolled-up hourly loads, oldest first.
+    pub async fn hour_loads(&self, pool: &str) -> Result<Vec<HourLoad>> {
+        let rows = sqlx::query(
+            "SELECT pool, hour, load_milli_sum, periods FROM pool_load_hourly \
+             WHERE pool = $1 ORDER BY hour",
+        )
+        .bind(pool)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let milli: i64 = r.try_get("load_milli_sum")?;
+                Ok(HourLoad {
+                    pool: r.try_get("pool")?,
+                    hour: at(r.try_get("hour")?)?,
+                    load_sum: milli as f64 / 1000.0,
+                    periods: count(r.try_get("periods")?),
                 })
             })
             .collect()

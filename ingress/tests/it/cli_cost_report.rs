@@ -1242,6 +1242,7 @@ async fn cost_estimate_is_load_aware_on_a_hand_worked_history() {
             "load_aware": {
                 "history": {
                     "samples": 10,
+                    "rolled_up_hours": 0,
                     "first": "2026-01-05T07:30:00+00:00",
                     "last": "2026-01-12T09:30:02+00:00",
                 },
@@ -1293,4 +1294,27 @@ async fn cost_estimate_is_load_aware_on_a_hand_worked_history() {
         t.contains("Load-aware saving against the fixed plan: 14.40 EUR"),
         "{t}"
     );
+
+    // The same history after the sampler's hourly roll-up and the raw samples' pruning
+    // (what a store holds after days): the same figures, from 7 rolled-up hours (Jan 5
+    // 08, 09, 10 and 11 Berlin, Jan 6 10, Jan 12 09 and 10).
+    let store = Store::open(&url).await.unwrap();
+    let far = at("2027-01-01T00:00:00Z");
+    let rolled = store
+        .roll_up_load(&["chat".to_string()], far, chrono::Duration::seconds(5))
+        .await
+        .unwrap();
+    assert_eq!(rolled, 7);
+    assert_eq!(store.prune_load(far).await.unwrap(), 10);
+    // Rolling up again writes nothing new (an hour already there is kept).
+    store
+        .roll_up_load(&["chat".to_string()], far, chrono::Duration::seconds(5))
+        .await
+        .unwrap();
+    store.close().await;
+    let again = estimate_json();
+    assert_eq!(again["load_aware"]["pools"], j["load_aware"]["pools"]);
+    assert_eq!(again["load_aware"]["saved"], "14.40");
+    assert_eq!(again["load_aware"]["history"]["samples"], 0);
+    assert_eq!(again["load_aware"]["history"]["rolled_up_hours"], rolled);
 }

@@ -12,6 +12,7 @@ use dayshift::cli::stored::{redact, sqlite_file};
 use dayshift::elastic_view::{load_text, recent_load};
 use dayshift::server::mirror::{compute_manifest, file_path, list_files};
 use dayshift_scheduler::LoadSample;
+use dayshift_scheduler::elastic::hour_loads;
 use sha2::{Digest, Sha256};
 
 fn load_sample(replica: &str, secs: i64, in_flight: u32, queued: u32) -> LoadSample {
@@ -69,7 +70,8 @@ fn load_profile_averages_each_local_weekday_and_hour() {
         load_sample("a", 7 * 86400, 2, 0), // a week later, same hour: 2
         load_sample("a", 3600, 9, 0),      // 11:00 Berlin
     ];
-    let p = profile(&s, chrono_tz::Europe::Berlin);
+    let hours = hour_loads(&s, chrono::Duration::seconds(5));
+    let p = profile(&hours, chrono_tz::Europe::Berlin);
     assert_eq!(p.get(&(0, 10)), Some(&4.0));
     assert_eq!(p.get(&(0, 11)), Some(&9.0));
     assert_eq!(p.len(), 2);
