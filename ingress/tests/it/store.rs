@@ -330,6 +330,53 @@ async fn exercise_elastic(store: &Store) {
         Some(t(3_000))
     );
     assert_eq!(store.last_wake_request("embed").await.unwrap(), None);
+
+    // Hourly roll-up: whole hours before the cut, once; the hour in progress stays raw.
+    let h = |hours: i64, secs: i64| hours * 3_600_000 + secs * 1000;
+    store
+        .record_load(&[
+            sample("chat", "r1", h(1, 0), 4, 0),
+            sample("chat", "r2", h(1, 1), 1, 1),
+            sample("chat", "r1", h(1, 10), 2, 0),
+            sample("chat", "r1", h(2, 0), 8, 0),
+            sample("chat", "r1", h(3, 0), 5, 0),
+        ])
+        .await
+        .unwrap();
+    let every = Duration::seconds(5);
+    let pools = ["chat".to_string()];
+    assert_eq!(
+        store
+            .roll_up_load(&pools, t(h(3, 30)), every)
+            .await
+            .unwrap(),
+        2
+    );
+    // Again: nothing new before the cut; later the third hour.
+    assert_eq!(
+        store
+            .roll_up_load(&pools, t(h(3, 30)), every)
+            .await
+            .unwrap(),
+        0
+    );
+    let hours = store.hour_loads("chat").await.unwrap();
+    assert_eq!(hours.len(), 2);
+    // 10:00: the period at 10:00:00 has r1's 4 and r2's 1 + 1 (6); the one at 10:00:10
+    // r1's 2 and r2's last 2 (two periods old, still counted): 10 over 2 periods.
+    assert_eq!(
+        (hours[0].hour, hours[0].load_sum, hours[0].periods),
+        (t(h(1, 0)), 10.0, 2)
+    );
+    assert_eq!(
+        (hours[1].hour, hours[1].load_sum, hours[1].periods),
+        (t(h(2, 0)), 8.0, 1)
+    );
+    assert_eq!(
+        store.roll_up_load(&pools, t(h(4, 0)), every).await.unwrap(),
+        1
+    );
+    assert!(store.hour_loads("embed").await.unwrap().is_empty());
 }
 
 #[tokio::test]
