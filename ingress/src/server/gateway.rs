@@ -507,6 +507,7 @@ async fn wake(state: &SharedState, pool: &PoolRuntime) -> Result<Duration, ApiEr
         return Err(ApiError::internal());
     }
     tracing::info!(pool = %pool.name, "a request found no node: waking the pool");
+    state.metrics.wake(&pool.name);
     let _ = state
         .notices
         .send(crate::control::NodeNotice::WakeRequested {

@@ -37,6 +37,7 @@ struct Inner {
     tokens: BTreeMap<(String, &'static str), u64>,
     retries: BTreeMap<String, u64>,
     queued: BTreeMap<String, u64>,
+    wakes: BTreeMap<String, u64>,
     registrations_refused: BTreeMap<&'static str, u64>,
     connections_refused: BTreeMap<&'static str, u64>,
     connections_closed: BTreeMap<&'static str, u64>,
@@ -98,6 +99,12 @@ impl Metrics {
     pub fn queued(&self, pool: &str) {
         if let Ok(mut m) = self.inner.lock() {
             *m.queued.entry(pool.to_string()).or_default() += 1;
+        }
+    }
+    /// A request that found no node and woke its pool.
+    pub fn wake(&self, pool: &str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.wakes.entry(pool.to_string()).or_default() += 1;
         }
     }
     /// A refused registration, by reason.
@@ -193,6 +200,19 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "dayshift_queued_requests_total{{pool=\"{}\"}} {n}",
+                esc(pool)
+            );
+        }
+        header(
+            &mut out,
+            "dayshift_pool_wake_requests_total",
+            "counter",
+            "Requests that found no node of their pool and asked the scheduler for one.",
+        );
+        for (pool, n) in &m.wakes {
+            let _ = writeln!(
+                out,
+                "dayshift_pool_wake_requests_total{{pool=\"{}\"}} {n}",
                 esc(pool)
             );
         }

@@ -872,6 +872,19 @@ async fn a_wake_longer_than_the_queue_timeout_or_over_budget_is_answered_at_once
         asked.elapsed() < Duration::from_secs(3),
         "answered at once, not after the queue timeout"
     );
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("dayshift_pool_wake_requests_total{pool=\"chat\"} 1\n"),
+        "{metrics}"
+    );
     let store = store_of(&s).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while store.list_nodes(false).await.unwrap().is_empty() {
