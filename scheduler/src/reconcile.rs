@@ -607,6 +607,16 @@ impl Reconciler {
                     }
                 }
             } else if have < *want {
+                // The budget allows the node now (e.g. a new month): the refusal no
+                // longer stands, for the gateway and the status.
+                if let Some((s, _)) = scale
+                    && s.refused.is_some()
+                {
+                    s.refused = None;
+                    if let Err(e) = self.store.save_scale_state(s).await {
+                        report.errors.push(TickError::store(e));
+                    }
+                }
                 for _ in have..*want {
                     let id = new_node_id(now);
                     let node = NodeRecord::planned(id.clone(), pool.clone(), now);

@@ -540,5 +540,17 @@ async fn the_budget_counts_an_elastic_window_at_its_floor_and_checks_each_node_a
             }
             None => assert!(second_node, "cap {cap}: not refused"),
         }
+        if !second_node {
+            // The operator shortens the schedule (Mondays only): the rest of the month
+            // commits today and three more Mondays (39 h, not 189); the refused node
+            // starts at the next tick and the refusal no longer stands.
+            let mondays = window("1-3").replace("mon-fri", "mon");
+            *sim.r.schedule().write().unwrap() =
+                Schedule::parse("schedule.toml", &mondays, None).unwrap();
+            sim.walk(at("09:10:30"), at("09:11:00"), busy).await;
+            assert_eq!(sim.provider.count(), 2, "cap {cap}, Mondays only");
+            let state = sim.store.scale_state("chat").await.unwrap().unwrap();
+            assert_eq!(state.refused, None);
+        }
     }
 }
