@@ -28,6 +28,9 @@ use dayshift_config::settings::RangeRule;
 /// fit, model does not load); the ingress writes it, the loop recognises it.
 pub const START_FAILED: &str = "node start failed";
 
+/// The pre-warm lead is at most this many times the pool's configured cold start.
+pub const LEAD_CAP_FACTOR: i32 = 3;
+
 /// Consecutive start failures of a pool (since this loop started) after which it plans
 /// no new node: one replacement is tried, then the pool stops with a notice.
 pub const START_FAILURES_TO_STOP: usize = 2;
@@ -363,7 +366,11 @@ impl Reconciler {
     }
 
     /// The lead time by which `pool` starts early: p90 of its last 10 cold starts, or
-    /// its configured default before any was measured.
+    /// its configured default before any was measured; never more than
+    /// [`LEAD_CAP_FACTOR`] times the configured default. With few boots measured the p90
+    /// is the slowest one, and one start slowed by faults could otherwise raise the lead
+    /// past the gap between windows: every node would then be kept across the gaps, no
+    /// new boot would refresh the figure, and the pool would rent around the clock.
     pub async fn lead(&self, pool: &str) -> Duration {
         let default = self
             .pools
@@ -371,7 +378,10 @@ impl Reconciler {
             .map(|p| p.default_cold_start)
             .unwrap_or_else(|| Duration::minutes(5));
         match self.store.recent_cold_starts(pool, 10).await {
-            Ok(samples) => p90(&samples).map(Duration::seconds).unwrap_or(default),
+            Ok(samples) => p90(&samples)
+                .map(Duration::seconds)
+                .unwrap_or(default)
+                .min(default * LEAD_CAP_FACTOR),
             Err(_) => default,
         }
     }

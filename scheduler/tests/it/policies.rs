@@ -141,6 +141,30 @@ async fn billing_aware_stop_keeps_a_paid_node_and_reuses_it() {
     assert_eq!(nodes[0].deleted_at, Some(utc("2026-11-23T18:50:00Z")));
 }
 
+/// The pre-warm lead follows measured boots but never exceeds three times the
+/// configured cold start (5 min here): one boot of 19 min (within the 20 min loading
+/// timeout) makes the lead 15 min, not 19 — an outlier cannot keep nodes across the gaps
+/// between windows for good.
+#[tokio::test]
+async fn one_slow_boot_raises_the_lead_only_to_three_times_the_configured_cold_start() {
+    let start = utc("2026-11-23T07:55:00Z");
+    let clock = Arc::new(ManualClock::new(start));
+    let provider = Arc::new(SimProvider::new(clock.clone()));
+    let store = Arc::new(MemoryStore::new());
+    let r = reconciler(clock.clone(), provider, store.clone(), sched(WEEKDAYS_UTC));
+    assert_eq!(r.lead("chat").await, Duration::minutes(5));
+    let mut now = start;
+    while now <= start + Duration::minutes(20) {
+        clock.set(now);
+        r.tick().await;
+        simulate_nodes(&store, now, Duration::minutes(19)).await;
+        now += Duration::minutes(1);
+    }
+    let boots = store.recent_cold_starts("chat", 10).await.unwrap();
+    assert_eq!(boots, vec![19 * 60]);
+    assert_eq!(r.lead("chat").await, Duration::minutes(15));
+}
+
 #[tokio::test]
 async fn hot_reload_keeps_the_last_good_schedule() {
     let dir = tempfile_dir();
