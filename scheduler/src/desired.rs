@@ -1,10 +1,8 @@
-//! How many nodes each pool wants now: the schedule, started early by the pool's
-//! measured cold start, capped by the pool's maximum.
+//! A pool's expected cold start (the p90 of its recent boots): how early the loop
+//! starts a window's nodes (`Reconciler::lead`) and how long a woken request is told to
+//! wait. What each pool wants is `Reconciler::wanted`, over `elastic::decide`.
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Duration, Utc};
-use dayshift_config::Schedule;
+use chrono::Duration;
 
 /// The 90th percentile of cold starts in seconds (nearest rank); `None` when empty.
 pub fn p90(samples: &[i64]) -> Option<i64> {
@@ -17,38 +15,14 @@ pub fn p90(samples: &[i64]) -> Option<i64> {
     s.get(rank - 1).copied()
 }
 
-/// Nodes wanted by `pool` at `now`, so that they are ready when a window opens:
-/// the larger of the count now and the count `lead` ahead, capped at `max_nodes`.
-pub fn desired_with_prewarm(
-    schedule: &Schedule,
-    pool: &str,
-    now: DateTime<Utc>,
-    lead: Duration,
-    max_nodes: u32,
-) -> u32 {
-    let at_now = schedule.desired_nodes(pool, now);
-    let ahead = now
-        .checked_add_signed(lead)
-        .map(|t| schedule.desired_nodes(pool, t))
-        .unwrap_or(0);
-    at_now.max(ahead).min(max_nodes)
-}
+/// How many of a pool's most recent boots its expected cold start is measured over.
+pub const COLD_START_SAMPLES: usize = 10;
 
-/// Desired nodes for every pool in `leads` (pool → lead time, max nodes).
-pub fn desired_all(
-    schedule: &Schedule,
-    now: DateTime<Utc>,
-    leads: &BTreeMap<String, (Duration, u32)>,
-) -> BTreeMap<String, u32> {
-    leads
-        .iter()
-        .map(|(pool, (lead, max))| {
-            (
-                pool.clone(),
-                desired_with_prewarm(schedule, pool, now, *lead, *max),
-            )
-        })
-        .collect()
+/// A pool's expected cold start: the p90 of its recent boots (`samples`, seconds), or
+/// `default` (its configured `cold_start`) before any was measured. The pre-warm lead
+/// and a woken request's expected wait.
+pub fn expected_cold_start(samples: &[i64], default: Duration) -> Duration {
+    p90(samples).map(Duration::seconds).unwrap_or(default)
 }
 
 #[cfg(test)]

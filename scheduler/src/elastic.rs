@@ -4,6 +4,7 @@
 //! of (last decision, range, samples, wake request, time): no clock, no store.
 
 use chrono::{DateTime, Duration, Utc};
+use dayshift_config::billing::BillingRule;
 use dayshift_config::schedule::NodeRange;
 
 /// One load sample of a pool from one ingress replica's gateway.
@@ -107,6 +108,28 @@ pub struct ElasticPolicy {
     pub min_wake: Duration,
     /// How often each gateway samples its load (samples are grouped by this period).
     pub sample_every: Duration,
+    /// The provider's billing rule and the drain margin before a paid unit's end: a
+    /// woken node's `min_wake` that would end in that last stretch (a `min_wake` of one
+    /// unit, the default, ends exactly on the boundary) ends `margin` before the unit
+    /// does, so the node is drained inside the unit it paid for. The reconcile loop sets
+    /// it (`None`: `min_wake` as is).
+    pub paid_unit: Option<(BillingRule, Duration)>,
+}
+
+impl ElasticPolicy {
+    /// Until when a node woken at `now` is kept (see [`ElasticPolicy::paid_unit`]).
+    pub fn wake_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let until = now + self.min_wake;
+        let Some((rule, margin)) = self.paid_unit else {
+            return until;
+        };
+        let unit = Duration::seconds(i64::try_from(rule.unit_secs).unwrap_or(i64::MAX));
+        if unit <= margin {
+            return until;
+        }
+        let end = rule.paid_until(now, until) - margin;
+        if until > end && end > now { end } else { until }
+    }
 }
 
 impl Default for ElasticPolicy {
@@ -119,6 +142,7 @@ impl Default for ElasticPolicy {
             scale_down_after: Duration::minutes(15),
             min_wake: Duration::hours(1),
             sample_every: Duration::seconds(5),
+            paid_unit: None,
         }
     }
 }
@@ -284,7 +308,7 @@ pub fn decide(
 ) -> Option<ScaleState> {
     let state = |target: u32, cause: ScaleCause, reason: String, load: f64, woken: bool| {
         let woken_until = if woken {
-            Some(now + policy.min_wake)
+            Some(policy.wake_until(now))
         } else {
             prev.and_then(|p| p.woken_until).filter(|t| *t > now)
         };
@@ -339,7 +363,7 @@ pub fn decide(
             format!(
                 "woken by a request at {}; kept at least until {}",
                 at.unwrap_or_default(),
-                (now + policy.min_wake).format("%H:%M:%S UTC")
+                policy.wake_until(now).format("%H:%M:%S UTC")
             ),
             last_load,
             true,

@@ -15,7 +15,7 @@ use dayshift_provisioning::{
 use tracing::{info, warn};
 
 use crate::budget::Budget;
-use crate::desired::p90;
+use crate::desired::{COLD_START_SAMPLES, expected_cold_start};
 use crate::elastic::{ElasticPolicy, ScaleCause, ScaleState, decide, load_stats, nodes_for};
 use crate::launch::{LaunchError, Launcher};
 use crate::lifecycle::{NodeRecord, NodeState};
@@ -34,6 +34,13 @@ pub const LEAD_CAP_FACTOR: i32 = 3;
 /// Consecutive start failures of a pool (since this loop started) after which it plans
 /// no new node: one replacement is tried, then the pool stops with a notice.
 pub const START_FAILURES_TO_STOP: usize = 2;
+
+/// Nodes a pool wants now, and keeps (see [`Reconciler::wanted`]).
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    want: u32,
+    keep: u32,
+}
 
 /// Per-pool settings the loop needs.
 #[derive(Debug, Clone)]
@@ -296,21 +303,6 @@ impl Reconciler {
             && (node.server_created_at).is_some_and(|c| now < rule.paid_until(c, probe) - *margin)
     }
 
-    /// When a node woken at `now` may go, given that `min_wake` ends at `until`: at
-    /// `until`, unless that falls in the last `margin` of a paid unit (a `min_wake` of
-    /// one unit, the default, ends exactly on the boundary): then `margin` before that
-    /// unit ends, so the node is drained inside the unit it paid for instead of
-    /// starting the next one.
-    fn wake_end(&self, pool: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> DateTime<Utc> {
-        let (rule, margin) = self.paid_hour.get(pool).unwrap_or(&self.billing);
-        let unit = Duration::seconds(i64::try_from(rule.unit_secs).unwrap_or(i64::MAX));
-        if unit <= *margin {
-            return until;
-        }
-        let end = rule.paid_until(now, until) - *margin;
-        if until > end && end > now { end } else { until }
-    }
-
     /// Nodes the pool's load needs right now: what it stayed at over the last minute
     /// (one burst does not count), at `target_in_flight` each, within `range`.
     async fn needed_now(&self, pool: &str, range: NodeRange, now: DateTime<Utc>) -> u32 {
@@ -377,11 +369,12 @@ impl Reconciler {
             .get(pool)
             .map(|p| p.default_cold_start)
             .unwrap_or_else(|| Duration::minutes(5));
-        match self.store.recent_cold_starts(pool, 10).await {
-            Ok(samples) => p90(&samples)
-                .map(Duration::seconds)
-                .unwrap_or(default)
-                .min(default * LEAD_CAP_FACTOR),
+        match self
+            .store
+            .recent_cold_starts(pool, COLD_START_SAMPLES)
+            .await
+        {
+            Ok(samples) => expected_cold_start(&samples, default).min(default * LEAD_CAP_FACTOR),
             Err(_) => default,
         }
     }
@@ -406,7 +399,10 @@ impl Reconciler {
         for (pool, policy) in &self.pools {
             let range = self.range_at(pool, now);
             let prev = self.store.scale_state(pool).await.ok().flatten();
-            let e = &policy.elastic;
+            let e = &ElasticPolicy {
+                paid_unit: Some(*self.paid_hour.get(pool).unwrap_or(&self.billing)),
+                ..policy.elastic
+            };
             let longest = e.scale_up_after.max(e.scale_down_after) + e.sample_every;
             let samples = if range.is_elastic() {
                 self.store
@@ -418,17 +414,7 @@ impl Reconciler {
             };
             let wake = self.store.last_wake_request(pool).await.ok().flatten();
             match decide(prev.as_ref(), pool, range, &samples, wake, e, now) {
-                Some(mut next) => {
-                    if next.cause == ScaleCause::Wake
-                        && let Some(until) = next.woken_until
-                    {
-                        let end = self.wake_end(pool, now, until);
-                        let fmt = |t: DateTime<Utc>| t.format("%H:%M:%S UTC").to_string();
-                        next.reason = next.reason.replace(&fmt(until), &fmt(end));
-                        next.woken_until = Some(end);
-                    }
-                    out.push((next, true))
-                }
+                Some(next) => out.push((next, true)),
                 None => {
                     if let Some(p) = prev {
                         out.push((p, false));
@@ -439,30 +425,34 @@ impl Reconciler {
         out
     }
 
-    /// Nodes wanted by each pool: its scale target, raised to the floor of the range
-    /// `lead` ahead (pre-warm for a window that opens), capped at `max_nodes`.
+    /// Nodes each pool wants and keeps: its scale target, raised to the floor of the
+    /// range `lead` ahead (pre-warm for a window that opens), capped at `max_nodes`.
+    /// Nodes are kept by looking ahead by the longer of the measured and the configured
+    /// cold start: a node started early for a window is not drained because a faster
+    /// measured boot shortened the lead meanwhile.
     async fn wanted(
         &self,
         now: DateTime<Utc>,
         states: &[(ScaleState, bool)],
-        longer_lead: bool,
-    ) -> BTreeMap<String, u32> {
+    ) -> BTreeMap<String, Wanted> {
         let mut out = BTreeMap::new();
         for (pool, policy) in &self.pools {
-            let mut lead = self.lead(pool).await;
-            if longer_lead {
-                lead = lead.max(policy.default_cold_start);
-            }
+            let lead = self.lead(pool).await;
             let target = states
                 .iter()
                 .find(|(s, _)| &s.pool == pool)
                 .map(|(s, _)| s.target)
                 .unwrap_or_else(|| self.range_at(pool, now).min);
-            let ahead = now
-                .checked_add_signed(lead)
-                .map(|t| self.range_at(pool, t).min)
-                .unwrap_or(0);
-            out.insert(pool.clone(), target.max(ahead).min(policy.max_nodes));
+            let with_lead = |lead: Duration| {
+                let ahead = now
+                    .checked_add_signed(lead)
+                    .map(|t| self.range_at(pool, t).min)
+                    .unwrap_or(0);
+                target.max(ahead).min(policy.max_nodes)
+            };
+            let want = with_lead(lead);
+            let keep = with_lead(lead.max(policy.default_cold_start)).max(want);
+            out.insert(pool.clone(), Wanted { want, keep });
         }
         out
     }
@@ -470,15 +460,11 @@ impl Reconciler {
     /// Desired node count per pool at `now`, with pre-warm (nothing is written).
     pub async fn desired(&self, now: DateTime<Utc>) -> BTreeMap<String, u32> {
         let states = self.scale_states(now).await;
-        self.wanted(now, &states, false).await
-    }
-
-    /// Nodes per pool to keep at `now`: like [`Self::desired`], but looking ahead by the
-    /// longer of the measured and the configured cold start. A node started early for a
-    /// window is not drained because a faster measured boot shortened the lead meanwhile.
-    pub async fn keep(&self, now: DateTime<Utc>) -> BTreeMap<String, u32> {
-        let states = self.scale_states(now).await;
-        self.wanted(now, &states, true).await
+        self.wanted(now, &states)
+            .await
+            .into_iter()
+            .map(|(pool, w)| (pool, w.want))
+            .collect()
     }
 
     /// One pass: sweep orphans, plan or drain per pool, move every node one step; the
@@ -574,10 +560,8 @@ impl Reconciler {
                 }
             }
         }
-        let desired = self.wanted(now, &states, false).await;
-        let keep = self.wanted(now, &states, true).await;
-        for (pool, want) in &desired {
-            let keep_n = keep.get(pool).copied().unwrap_or(*want).max(*want);
+        for (pool, wanted) in &self.wanted(now, &states).await {
+            let (want, keep_n) = (&wanted.want, wanted.keep);
             let scale = states.iter_mut().find(|(s, _)| &s.pool == pool);
             // Nodes over an elastic pool's target (load fell, now or at an earlier
             // decision) are kept to the end of their paid unit; a new range (a window

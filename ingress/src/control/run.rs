@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use dayshift_config::Schedule;
 use dayshift_provisioning::Provider;
 use dayshift_scheduler::budget::Budget;
+use dayshift_scheduler::desired::{COLD_START_SAMPLES, expected_cold_start};
 use dayshift_scheduler::reload::ScheduleSource;
 use dayshift_scheduler::{ElasticPolicy, Launcher, Limits, PoolPolicy, Reconciler, TickReport};
 use tokio::sync::{Notify, watch};
@@ -98,6 +99,8 @@ pub async fn start(
                         min_wake: chrono::Duration::seconds(p.min_wake_secs as i64),
                         sample_every: chrono::Duration::from_std(ctx.load_sample_every)
                             .unwrap_or(chrono::Duration::seconds(5)),
+                        // Set by the loop from the provider's billing rule.
+                        paid_unit: None,
                     },
                 },
             )
@@ -294,19 +297,18 @@ async fn publish_scale(ctx: &ControlContext) {
         };
         let samples = ctx
             .store
-            .recent_cold_starts(pool, 10)
+            .recent_cold_starts(pool, COLD_START_SAMPLES)
             .await
             .unwrap_or_default();
-        let secs = dayshift_scheduler::desired::p90(&samples)
-            .map(|s| s.max(0) as u64)
-            .unwrap_or(p.cold_start_secs);
+        let configured = chrono::Duration::seconds(p.cold_start_secs as i64);
+        let expected = expected_cold_start(&samples, configured);
         ctx.routing.set_scale(
             pool,
             ScaleView {
                 target: state.as_ref().map(|s| s.target),
                 decided_at: state.as_ref().map(|s| s.decided_at),
                 refused: state.and_then(|s| s.refused),
-                cold_start: Duration::from_secs(secs),
+                cold_start: expected.to_std().unwrap_or(Duration::ZERO),
             },
         );
     }

@@ -47,6 +47,7 @@ fn elastic() -> ElasticPolicy {
         scale_down_after: Duration::minutes(15),
         min_wake: Duration::hours(1),
         sample_every: Duration::seconds(STEP),
+        paid_unit: None,
     }
 }
 
