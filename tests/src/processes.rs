@@ -41,6 +41,32 @@ pub fn node_bin() -> PathBuf {
     workspace_bin("dayshift-node", "dayshift-node")
 }
 
+/// `dayshift-node` without its symbols and line tables (`strip --strip-all`, like the
+/// release binaries operators ship): what the SSH end-to-end tests upload to every test
+/// host. Half the bytes of the debug build (~28 of ~55 MB), so half the SFTP, sha256 and
+/// disk work per bootstrap; `chaos_serve` uploads it to 70-130 hosts. Made once per
+/// build next to it (`dayshift-node.stripped`, rewritten when the binary is newer) and
+/// published by a rename, so tests running at once never see half a file.
+pub fn node_bin_stripped() -> PathBuf {
+    let full = node_bin();
+    let out = full.with_file_name("dayshift-node.stripped");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&out).is_some_and(|o| modified(&full).is_some_and(|f| o >= f)) {
+        return out;
+    }
+    let tmp = full.with_file_name(format!("dayshift-node.stripped.{}", std::process::id()));
+    let st = Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&full)
+        .status()
+        .unwrap_or_else(|e| panic!("strip (binutils, installed with the C linker): {e}"));
+    assert!(st.success(), "strip --strip-all {} failed", full.display());
+    std::fs::rename(&tmp, &out).expect("publishing the stripped dayshift-node");
+    out
+}
+
 /// `dayshift` (the ingress and operator CLI).
 pub fn dayshift_bin() -> PathBuf {
     workspace_bin("dayshift", "dayshift")

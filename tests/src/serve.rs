@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use dayshift_provisioning::SshKeyPair;
 
-use crate::processes::{dayshift_bin, node_bin};
+use crate::processes::{dayshift_bin, node_bin, node_bin_stripped};
 use crate::test_host;
 
 /// One pool of the config.
@@ -113,7 +113,7 @@ monthly = "5.83"
                 .map(|u| format!("database_url = \"{u}\""))
                 .unwrap_or_default(),
             endpoint = self.endpoint,
-            node = node_bin().display(),
+            node = node_bin_stripped().display(),
             ssh_port = self.ssh_port,
             ssh_user = test_host::ssh_user(),
             install = self.dir.join("hosts").display(),

@@ -124,12 +124,12 @@ impl Schedule {
             .into_iter()
             .filter_map(|w| {
                 let start = resolve(self.timezone, date, w.start.0)?;
-                let end_min = if w.end <= w.start {
-                    w.end.0 + 1440
+                let end_secs = if w.end <= w.start {
+                    w.end.0 + WallTime::DAY
                 } else {
                     w.end.0
                 };
-                let end = resolve(self.timezone, date, end_min)?;
+                let end = resolve(self.timezone, date, end_secs)?;
                 (end > start).then_some(Interval {
                     pool: w.pool,
                     start,

@@ -221,7 +221,7 @@ fn pool_name(
 }
 
 fn wall_time(d: &mut Diag<'_>, t: &Table<'_, '_>, key: &str, required: bool) -> Option<WallTime> {
-    let (text, span) = t.string(d, key, required, "a time \"HH:MM\"")?;
+    let (text, span) = t.string(d, key, required, "a time \"HH:MM\" (or \"HH:MM:SS\")")?;
     match WallTime::parse(&text) {
         Ok(w) => Some(w),
         Err(e) => {

@@ -296,3 +296,49 @@ fn next_change() {
     assert_eq!(d.get("chat"), Some(&1));
     assert_eq!(d.get("embed"), Some(&0));
 }
+
+#[test]
+fn times_with_seconds() {
+    // "HH:MM:SS" for windows shorter than a minute (rehearsals); "HH:MM" stays the norm.
+    let s = window("Europe/Berlin", "daily", "09:00:30", "09:00:50");
+    let p = s.plan(utc("2026-07-01T00:00:00Z"), utc("2026-07-02T00:00:00Z"));
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        (p[0].start, p[0].end),
+        (utc("2026-07-01T07:00:30Z"), utc("2026-07-01T07:00:50Z"))
+    );
+    assert_eq!(
+        s.next_change(utc("2026-07-01T07:00:31Z")),
+        Some(utc("2026-07-01T07:00:50Z"))
+    );
+    // Shown as written: seconds only where there are some.
+    assert_eq!(s.windows[0].start.to_string(), "09:00:30");
+    assert_eq!(
+        window("UTC", "daily", "09:00:00", "24:00").windows[0]
+            .start
+            .to_string(),
+        "09:00"
+    );
+    // A time with seconds inside the spring-forward gap moves to the gap's end, 03:00:00.
+    let s = window("Europe/Berlin", "sun", "02:30:15", "10:00");
+    let p = s.plan(utc("2026-03-29T00:00:00Z"), utc("2026-03-30T00:00:00Z"));
+    assert_eq!(p[0].start, utc("2026-03-29T01:00:00Z"));
+    // Out of range or malformed: refused with the expected forms named.
+    for bad in [
+        "09:00:60",
+        "24:00:01",
+        "9:00:5",
+        "09:00:",
+        "09:00:00:00",
+        "09:0a:00",
+    ] {
+        let src = format!(
+            "timezone = \"UTC\"\n[[window]]\npool = \"chat\"\ndays = \"daily\"\nstart = \"{bad}\"\nend = \"10:00\"\n"
+        );
+        let err = Schedule::parse("schedule.toml", &src, None)
+            .err()
+            .unwrap_or_else(|| panic!("{bad} accepted"))
+            .to_string();
+        assert!(err.contains("HH:MM:SS"), "{bad}: {err}");
+    }
+}

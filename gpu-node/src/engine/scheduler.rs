@@ -503,7 +503,13 @@ fn step(
     // Copy the prompt's KV to forked choices before they decode.
     let result = result.and_then(|lg| {
         for &(lead, f) in &forks {
-            kv.copy_slot(running[lead].slot, running[f].slot)?;
+            // The leader's tokens so far plus this step's (its length is updated below).
+            let step = inputs
+                .iter()
+                .find(|(i, _, _)| *i == lead)
+                .map_or(0, |(_, t, _)| t.len());
+            let upto = running[lead].len + step;
+            kv.copy_slot(running[lead].slot, running[f].slot, upto)?;
         }
         Ok(lg)
     });

@@ -3,8 +3,9 @@
 //! scheduler rents servers from the fake Hetzner API whose servers are real OpenSSH test
 //! hosts, bootstraps `dayshift-node` onto them over SSH (host key checked), the nodes
 //! fetch their models from the ingress's mirror and register; the official `openai`
-//! client is the user. The window opens about a minute after start and closes a minute
-//! later; the scheduler runs with its production timing (no `DAYSHIFT_TICK_MS`). Checked:
+//! client is the user. The window opens 45 s after start and closes 20 s later (schedule
+//! times with seconds); the scheduler runs with its production timing (no
+//! `DAYSHIFT_TICK_MS`). Checked:
 //! no node before the pre-warm point, ready nodes when the window opens, the nodes' own
 //! ports refuse requests without the ingress's credential (401), chat (streaming) and
 //! embeddings over HTTPS, draining ≤ 1 s after the window's end, 503 + Retry-After after the window, the
@@ -24,7 +25,13 @@ use dayshift_tests::serve::{
 use reqwest12 as reqwest;
 
 const DOMAIN: &str = "dayshift.test";
-const COLD_START_SECS: i64 = 35;
+/// The pool's configured cold start, so the pre-warm lead (a node boots in ~7 s here).
+const COLD_START_SECS: i64 = 25;
+/// From the test's start to the window's opening: set-up (Pebble, serve, certificate;
+/// ~4 s idle) + the pre-warm lead + margin.
+const OPENS_AFTER_SECS: i64 = 45;
+/// The window's length: long enough for the client's chat stream and embeddings.
+const WINDOW_SECS: i64 = 20;
 
 fn minilm_dir() -> PathBuf {
     let out = Command::new("python3")
@@ -52,15 +59,10 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The first whole minute at least `ahead` from now.
-fn minute_after(now: DateTime<Utc>, ahead: chrono::Duration) -> DateTime<Utc> {
+/// The first whole second at least `ahead` from now.
+fn second_after(now: DateTime<Utc>, ahead: chrono::Duration) -> DateTime<Utc> {
     let t = now + ahead;
-    let floor = t.with_second(0).unwrap().with_nanosecond(0).unwrap();
-    if floor < t {
-        floor + chrono::Duration::minutes(1)
-    } else {
-        floor
-    }
+    t.with_nanosecond(0).unwrap() + chrono::Duration::seconds(1)
 }
 
 async fn wait_until(t: DateTime<Utc>) {
@@ -101,10 +103,10 @@ async fn an_office_day_end_to_end() {
 
     let state = d.join("state");
 
-    // The window: opens on the first whole minute ≥ 50 s from now, for one minute.
+    // The window: opens OPENS_AFTER_SECS from now, for WINDOW_SECS.
     let now = Utc::now();
-    let start = minute_after(now, chrono::Duration::seconds(50));
-    let end = start + chrono::Duration::minutes(1);
+    let start = second_after(now, chrono::Duration::seconds(OPENS_AFTER_SECS));
+    let end = start + chrono::Duration::seconds(WINDOW_SECS);
     let prewarm = start - chrono::Duration::seconds(COLD_START_SECS);
     std::fs::write(
         d.join("schedule.toml"),
@@ -112,8 +114,8 @@ async fn an_office_day_end_to_end() {
             "timezone = \"UTC\"\n\
              [[window]]\npool = \"chat\"\ndays = \"mon-sun\"\nstart = \"{s}\"\nend = \"{e}\"\nnodes = 1\n\
              [[window]]\npool = \"embed\"\ndays = \"mon-sun\"\nstart = \"{s}\"\nend = \"{e}\"\nnodes = 1\n",
-            s = start.format("%H:%M"),
-            e = end.format("%H:%M"),
+            s = start.format("%H:%M:%S"),
+            e = end.format("%H:%M:%S"),
         ),
     )
     .unwrap();
