@@ -1,15 +1,15 @@
 //! BERT sentence-embedding model (e.g. all-MiniLM-L6-v2): encoder, mean pooling over
 //! the attention mask, L2 normalisation — what sentence-transformers does for it.
 
+use super::bert_encoder::{BertConfig, BertEncoder};
 use super::files::ModelError;
 use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::bert::{BertModel, Config};
 use std::path::Path;
 use tokenizers::{PaddingParams, Tokenizer};
 
 /// A loaded embedding model.
 pub struct EmbeddingModel {
-    model: BertModel,
+    model: BertEncoder,
     tokenizer: Tokenizer,
     device: Device,
     /// Longest input in tokens (longer inputs are rejected by the API).
@@ -29,10 +29,11 @@ impl EmbeddingModel {
         device: &Device,
     ) -> Result<Self, ModelError> {
         let cfg_path = dir.join("config.json");
-        let cfg: Config = serde_json::from_value(raw.clone()).map_err(|e| ModelError::BadFile {
-            path: cfg_path.clone(),
-            message: e.to_string(),
-        })?;
+        let cfg: BertConfig =
+            serde_json::from_value(raw.clone()).map_err(|e| ModelError::BadFile {
+                path: cfg_path.clone(),
+                message: e.to_string(),
+            })?;
         let dt = match dtype {
             Some(d) => super::parse_dtype(d).ok_or_else(|| ModelError::BadFile {
                 path: cfg_path.clone(),
@@ -58,7 +59,7 @@ impl EmbeddingModel {
                 message: e.to_string(),
             })?;
         let vb = super::load_weights(dir, dt, device)?;
-        let model = BertModel::load(vb, &cfg).map_err(|e| ModelError::Weights {
+        let model = BertEncoder::load(vb, &cfg).map_err(|e| ModelError::Weights {
             dir: dir.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -120,7 +121,7 @@ impl EmbeddingModel {
         let types = ids.zeros_like()?;
         let out = self
             .model
-            .forward(&ids, &types, Some(&mask))?
+            .forward(&ids, &types, &mask)?
             .to_dtype(DType::F32)?; // [n,len,h]
         let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [n,len,1]
         let summed = out.broadcast_mul(&m)?.sum(1)?; // [n,h]

@@ -2,6 +2,7 @@
 //! weights into a generation model (Llama family) or an embedding model (BERT).
 
 pub mod bert;
+pub mod bert_encoder;
 pub mod chat;
 pub mod config;
 pub mod files;
