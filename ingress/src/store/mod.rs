@@ -1,6 +1,6 @@
 //! The store: SQLite (default, one WAL file in the state directory) or PostgreSQL (by
 //! URL), reached through sqlx's `Any` driver so every query is the same text on both.
-//! Migrations are embedded (`sqlx::migrate!`), one folder per backend.
+//! Migrations are embedded (`migrations.rs`, checked against the folders), one folder per backend.
 //!
 //! Times are unix milliseconds; money is decimal text. Rows are converted to the
 //! scheduler's types ([`NodeRecord`], [`NodeEvent`]) here; the scheduler reaches the
@@ -14,6 +14,7 @@ mod in_flight;
 mod keys;
 mod ledger;
 mod lifecycle;
+pub mod migrations;
 mod nodes;
 mod types;
 mod usage;
@@ -140,8 +141,8 @@ impl Store {
                 .await?;
         }
         match backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+            Backend::Sqlite => migrations::sqlite().run(&pool).await?,
+            Backend::Postgres => migrations::postgres().run(&pool).await?,
         }
         Ok(Store { pool, backend })
     }

@@ -391,3 +391,40 @@ async fn postgres_store_elastic_tables() {
     exercise_elastic(&store).await;
     store.close().await;
 }
+
+/// The migrations embedded in the binary (`store::migrations`) are exactly what sqlx
+/// reads from `ingress/migrations/<backend>/` (what `sqlx::migrate!` embedded before):
+/// same versions, descriptions, types and checksums, so a store migrated by an earlier
+/// build carries on, and a new migration file cannot be forgotten in the list.
+#[tokio::test]
+async fn embedded_migrations_match_the_folders() {
+    use dayshift::store::migrations;
+    use sqlx::migrate::{Migration, Migrator};
+    for (folder, ours) in [
+        ("sqlite", migrations::sqlite()),
+        ("postgres", migrations::postgres()),
+    ] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(folder);
+        let from_files = Migrator::new(dir.as_path())
+            .await
+            .expect("migrations folder");
+        let key = |m: &Migration| {
+            (
+                m.version,
+                m.description.to_string(),
+                m.migration_type,
+                m.checksum.to_vec(),
+                m.no_tx,
+            )
+        };
+        let a: Vec<_> = ours.iter().map(key).collect();
+        let b: Vec<_> = from_files.iter().map(key).collect();
+        assert_eq!(a.len(), 4, "{folder}: {a:?}");
+        assert_eq!(
+            a, b,
+            "ingress/src/store/migrations.rs lists other migrations than migrations/{folder}/"
+        );
+    }
+}
