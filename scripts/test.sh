@@ -25,9 +25,10 @@ bash scripts/install-test-deps.sh   # cargo-nextest too: scripts/deps/nextest.sh
 # (RUSTC_WORKSPACE_WRAPPER; dependencies are compiled by rustc as usual) and its lints are
 # errors (CLIPPY_ARGS is how `cargo clippy -- -D warnings` passes them to the driver). The
 # same lints as `cargo clippy --workspace --all-targets -- -D warnings`, without
-# `cargo clippy`'s second, check-mode compile of every dependency (~7 of a cold run's
-# minutes: tests/README.md, "Suite figures"). After this, a plain `cargo build` compiles
-# the workspace's crates once more (the wrapper is part of their fingerprint).
+# `cargo clippy`'s second, check-mode compile of every dependency (its check build was
+# 384-503 s of a cold run: tests/README.md, "Suite figures"). After this, `cargo build`
+# without the wrapper compiles the workspace's crates once more (it is part of their
+# fingerprint).
 if ! command -v clippy-driver >/dev/null; then
   echo "test.sh: clippy-driver not found: install clippy (rustup component add clippy)" >&2
   exit 1
