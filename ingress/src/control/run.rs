@@ -234,6 +234,7 @@ async fn run_loop(
             }
         }
 
+        let tick_started = ctx.clock.now();
         let report = reconciler.tick().await;
         log_report(&report);
         publish_nodes(&ctx).await;
@@ -249,12 +250,45 @@ async fn run_loop(
         tokio::select! {
             _ = tokio::time::sleep(sleep_for) => {}
             _ = wake.notified() => {}
+            _ = wake_from_another_replica(&ctx, tick_started) => {
+                tracing::debug!("a wake request recorded by another replica wakes the scheduler");
+            }
             n = notices.recv() => {
                 if let Ok(n) = n {
                     tracing::debug!(?n, "node notice wakes the scheduler");
                 }
             }
             _ = stop.changed() => {}
+        }
+    }
+}
+
+/// How often the leader looks in the store for wake requests of other replicas.
+const WAKE_POLL: Duration = Duration::from_secs(1);
+
+/// Resolves when a pool that wakes on demand has a wake request newer than `since` in
+/// the store. A follower replica's gateway records its wake request there, and its notice
+/// reaches only its own loop: without this the leader saw it at its next idle tick (up to
+/// 15 s later, on top of the cold start). Never resolves when no pool wakes on demand.
+async fn wake_from_another_replica(ctx: &ControlContext, since: chrono::DateTime<chrono::Utc>) {
+    let pools: Vec<&str> = ctx
+        .config
+        .pools
+        .iter()
+        .filter(|(_, p)| p.wake_on_demand)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if pools.is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(WAKE_POLL).await;
+        for pool in &pools {
+            match ctx.store.last_wake_request(pool).await {
+                Ok(Some(at)) if at > since => return,
+                Ok(_) => {}
+                Err(e) => tracing::debug!(pool, error = %e, "reading wake requests"),
+            }
         }
     }
 }

@@ -171,3 +171,94 @@ async fn a_request_wakes_a_pool_with_no_window_which_scales_to_two_and_back_to_z
     dayshift_tests::processes::signal(serve.child.id(), libc::SIGTERM);
     drop(serve);
 }
+
+/// A wake request written to the store by another replica (a follower's gateway: its
+/// notice reaches only its own loop) starts a node within seconds, not at the leader's
+/// next 15 s idle tick. The scheduler runs with its production timing; the rows are
+/// written into the shared SQLite store as a follower's `Store::request_wake` writes them.
+/// Two pools are woken a few seconds apart, each must be planned within 4 s (without the
+/// leader's store poll each would have had a 4-in-15 chance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wake_recorded_by_another_replica_starts_a_node_within_seconds() {
+    fixtures::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fake = fixtures::fake_with_hosts().await;
+    let port = free_port();
+    let pool = |name: &str| PoolSpec {
+        name: name.into(),
+        model: "tiny-llama".into(),
+        locations: vec!["fsn1".into()],
+        cold_start_secs: 20,
+        drain_timeout_secs: 10,
+    };
+    let spec = ServeSpec {
+        dir: d.to_path_buf(),
+        port,
+        endpoint: fake.endpoint(),
+        ssh_port: fake.ssh_port(),
+        tls: TlsSpec::Off,
+        pools: vec![pool("a"), pool("b")],
+        budget: None,
+        database_url: None,
+        public_port: None,
+    };
+    std::fs::write(d.join("schedule.toml"), "timezone = \"UTC\"\n").unwrap();
+    let config = spec.write();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_nodes = 1\n", "max_nodes = 1\nwake_on_demand = true\n");
+    std::fs::write(&config, text).unwrap();
+    spec.mirror_tiny_model("tiny-llama");
+    let serve = ServeProc::start_production_timing(&config, &d.join("serve.log"));
+    wait_port(port, "dayshift serve").await;
+    let db = spec.db_path();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !serve.log_text().contains("runs the scheduler") {
+        assert!(
+            Instant::now() < deadline,
+            "no leader:\n{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (name, after) in [("a", 2), ("b", 5)] {
+        tokio::time::sleep(Duration::from_secs(after)).await;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let st = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=10); \
+                 c.execute(sys.argv[2]); c.commit()",
+            ])
+            .arg(&db)
+            .arg(format!(
+                "INSERT INTO pool_wake (pool, requested_at) VALUES ('{name}', {now_ms}) \
+                 ON CONFLICT (pool) DO UPDATE SET requested_at = excluded.requested_at"
+            ))
+            .status()
+            .expect("python3");
+        assert!(st.success(), "writing the wake request");
+        let asked = Instant::now();
+        loop {
+            let rows = sqlite_rows(
+                &db,
+                &format!("SELECT COUNT(*) FROM nodes WHERE pool = '{name}'"),
+            );
+            if rows.first().is_some_and(|n| n != "0") {
+                break;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(4),
+                "pool {name}: no node 4 s after another replica's wake request\n{}",
+                serve.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "pool {name}: node planned {:?} after the wake request",
+            asked.elapsed()
+        );
+    }
+    drop(serve);
+}
