@@ -251,7 +251,7 @@ async fn run_loop(
             _ = tokio::time::sleep(sleep_for) => {}
             _ = wake.notified() => {}
             _ = wake_from_another_replica(&ctx, tick_started) => {
-                tracing::debug!("a wake request recorded by another replica wakes the scheduler");
+                tracing::info!("a wake request recorded in the store wakes the scheduler");
             }
             n = notices.recv() => {
                 if let Ok(n) = n {
