@@ -5,13 +5,40 @@
 //! their load adds a second, every request is answered, and when they stop the pool goes
 //! back to zero — the fake's server list is empty again.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dayshift_tests::fixtures;
 use dayshift_tests::pebble::{free_port, wait_port};
 use dayshift_tests::serve::{
     PoolSpec, ServeProc, ServeSpec, TlsSpec, create_key, listed_servers, live_hosts, sqlite_rows,
 };
+use dayshift_tests::{FakeHcloud, fixtures};
+
+/// `dayshift serve` against the fake with tiny-llama `pools` and a schedule without any
+/// window (only requests bring a node); the caller edits the pools' elastic settings.
+fn no_window_spec(d: &Path, fake: &FakeHcloud, port: u16, pools: &[&str]) -> ServeSpec {
+    std::fs::write(d.join("schedule.toml"), "timezone = \"UTC\"\n").unwrap();
+    ServeSpec {
+        dir: d.to_path_buf(),
+        port,
+        endpoint: fake.endpoint(),
+        ssh_port: fake.ssh_port(),
+        tls: TlsSpec::Off,
+        pools: pools
+            .iter()
+            .map(|name| PoolSpec {
+                name: name.to_string(),
+                model: "tiny-llama".into(),
+                locations: vec!["fsn1".into()],
+                cold_start_secs: 20,
+                drain_timeout_secs: 10,
+            })
+            .collect(),
+        budget: None,
+        database_url: None,
+        public_port: None,
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_wakes_a_pool_with_no_window_which_scales_to_two_and_back_to_zero() {
@@ -20,25 +47,7 @@ async fn a_request_wakes_a_pool_with_no_window_which_scales_to_two_and_back_to_z
     let d = dir.path();
     let fake = fixtures::fake_with_hosts().await;
     let port = free_port();
-    let spec = ServeSpec {
-        dir: d.to_path_buf(),
-        port,
-        endpoint: fake.endpoint(),
-        ssh_port: fake.ssh_port(),
-        tls: TlsSpec::Off,
-        pools: vec![PoolSpec {
-            name: "chat".into(),
-            model: "tiny-llama".into(),
-            locations: vec!["fsn1".into()],
-            cold_start_secs: 20,
-            drain_timeout_secs: 10,
-        }],
-        budget: None,
-        database_url: None,
-        public_port: None,
-    };
-    // No window at all: only requests bring a node.
-    std::fs::write(d.join("schedule.toml"), "timezone = \"UTC\"\n").unwrap();
+    let spec = no_window_spec(d, &fake, port, &["chat"]);
     let config = spec.write();
     // Elastic settings, and a 10 s billing unit so that an idle node is deleted at once
     // rather than at the end of its paid hour (the hour rule is tested in the scheduler).
@@ -186,25 +195,7 @@ async fn a_wake_recorded_by_another_replica_starts_a_node_within_seconds() {
     let d = dir.path();
     let fake = fixtures::fake_with_hosts().await;
     let port = free_port();
-    let pool = |name: &str| PoolSpec {
-        name: name.into(),
-        model: "tiny-llama".into(),
-        locations: vec!["fsn1".into()],
-        cold_start_secs: 20,
-        drain_timeout_secs: 10,
-    };
-    let spec = ServeSpec {
-        dir: d.to_path_buf(),
-        port,
-        endpoint: fake.endpoint(),
-        ssh_port: fake.ssh_port(),
-        tls: TlsSpec::Off,
-        pools: vec![pool("a"), pool("b")],
-        budget: None,
-        database_url: None,
-        public_port: None,
-    };
-    std::fs::write(d.join("schedule.toml"), "timezone = \"UTC\"\n").unwrap();
+    let spec = no_window_spec(d, &fake, port, &["a", "b"]);
     let config = spec.write();
     let text = std::fs::read_to_string(&config)
         .unwrap()
