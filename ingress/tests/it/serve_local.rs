@@ -44,6 +44,20 @@ struct Serve {
     http: reqwest::Client,
 }
 
+impl Serve {
+    /// The body of `GET path` on the ingress (status page, metrics).
+    async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -637,15 +651,7 @@ async fn a_gpu_type_node_without_a_gpu_fails_clearly_and_the_pool_stops() {
     for pid in node_pids(&s) {
         assert!(!alive(pid), "node process {pid} still runs");
     }
-    let page = s
-        .http
-        .get(format!("{}/", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = s.get_text("/").await;
     assert!(page.contains("Pools stopped"), "{page}");
     assert!(page.contains("could not start"), "{page}");
 }
@@ -872,15 +878,7 @@ async fn a_wake_longer_than_the_queue_timeout_or_over_budget_is_answered_at_once
         asked.elapsed() < Duration::from_secs(3),
         "answered at once, not after the queue timeout"
     );
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.get_text("/metrics").await;
     assert!(
         metrics.contains("dayshift_pool_wake_requests_total{pool=\"chat\"} 1\n"),
         "{metrics}"
