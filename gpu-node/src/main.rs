@@ -23,6 +23,9 @@ enum Cmd {
     MakeTestModel {
         /// Target directory (created if needed).
         dir: PathBuf,
+        /// Architecture: llama, qwen3, gemma3_text or mistral.
+        #[arg(long, default_value = "llama")]
+        arch: String,
         /// Ship a tool-capable chat template (Qwen2.5's Hermes format) instead of
         /// plain ChatML.
         #[arg(long)]
@@ -41,18 +44,26 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::MakeTestModel { dir, tool_template } => {
-            dayshift_node::testmodel::make_test_model(&dir).and_then(|()| {
-                if tool_template {
-                    dayshift_node::testmodel::set_chat_template(
-                        &dir,
-                        dayshift_node::testmodel::TOOL_CHAT_TEMPLATE,
-                    )
-                } else {
-                    Ok(())
-                }
-            })
-        }
+        Cmd::MakeTestModel {
+            dir,
+            arch,
+            tool_template,
+        } => match dayshift_node::testmodel::Family::parse(&arch) {
+            None => Err(anyhow::anyhow!(
+                "--arch {arch:?} is not one of llama, qwen3, gemma3_text, mistral"
+            )),
+            Some(family) => dayshift_node::testmodel::make_test_model_family(&dir, family)
+                .and_then(|()| {
+                    if tool_template {
+                        dayshift_node::testmodel::set_chat_template(
+                            &dir,
+                            dayshift_node::testmodel::TOOL_CHAT_TEMPLATE,
+                        )
+                    } else {
+                        Ok(())
+                    }
+                }),
+        },
         Cmd::Serve { config } => run_serve(config),
     };
     match result {

@@ -1,6 +1,7 @@
-//! `dayshift-node make-test-model DIR`: a deterministic tiny Llama in the Hugging Face
-//! layout (random weights from a fixed seed, a byte-level BPE tokenizer trained on a
-//! built-in text and written with the `tokenizers` crate, a ChatML chat template).
+//! `dayshift-node make-test-model DIR [--arch qwen3|gemma3_text|mistral]`: a deterministic
+//! tiny Llama (or Qwen3, Gemma 3 text, Mistral) in the Hugging Face layout (random weights
+//! from a fixed seed, a byte-level BPE tokenizer trained on a built-in text and written
+//! with the `tokenizers` crate, a ChatML chat template).
 
 use anyhow::Context;
 use candle_core::{Device, Tensor};
@@ -215,6 +216,61 @@ impl Dims {
     };
 }
 
+/// Architecture of a test model; each exercises what its family adds to Llama.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// [`Dims::TINY`] Llama.
+    Llama,
+    /// Qwen3: per-head q/k norms, `head_dim` 32 ≠ hidden / heads.
+    Qwen3,
+    /// Gemma 3 text: two sliding-window layers (window 6, shorter than the test
+    /// prompts plus their continuations) and one global, local RoPE base 500, global
+    /// base 20000 with linear scaling ×2, `query_pre_attn_scalar` 24, final logit
+    /// soft-capping 8, tied embeddings, one KV head.
+    Gemma3,
+    /// Mistral-Nemo's shape (`head_dim` 32 ≠ hidden / heads) with a sliding window of 7.
+    Mistral,
+}
+
+impl Family {
+    /// Every family.
+    pub const ALL: [Family; 4] = [
+        Family::Llama,
+        Family::Qwen3,
+        Family::Gemma3,
+        Family::Mistral,
+    ];
+    /// Its `model_type`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Qwen3 => "qwen3",
+            Family::Gemma3 => "gemma3_text",
+            Family::Mistral => "mistral",
+        }
+    }
+    /// The family of a `model_type`.
+    pub fn parse(s: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.model_type() == s)
+    }
+    /// Its sizes.
+    pub fn dims(self) -> Dims {
+        match self {
+            Family::Llama => Dims::TINY,
+            Family::Qwen3 | Family::Mistral => Dims {
+                head_dim: 32,
+                ..Dims::TINY
+            },
+            Family::Gemma3 => Dims {
+                layers: 3,
+                kv_heads: 1,
+                head_dim: 32,
+                ..Dims::TINY
+            },
+        }
+    }
+}
+
 /// The tiny model's `config.json` for a vocabulary of `vocab` tokens.
 pub fn config_json(vocab: usize, eos: u32) -> serde_json::Value {
     config_json_dims(vocab, eos, Dims::TINY)
@@ -254,8 +310,60 @@ fn uniform(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> anyhow
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
 
-/// Random weights for `config_json`, drawn in a fixed order from [`SEED`].
-fn weights(vocab: usize, d: Dims) -> anyhow::Result<HashMap<String, Tensor>> {
+/// `config.json` of the tiny model of `family`.
+pub fn family_config_json(vocab: usize, eos: u32, family: Family) -> serde_json::Value {
+    let d = family.dims();
+    let mut v = config_json_dims(vocab, eos, d);
+    let arch = match family {
+        Family::Llama => return v,
+        Family::Qwen3 => {
+            v["rope_theta"] = 1_000_000.0.into();
+            v["rms_norm_eps"] = 1e-6.into();
+            v["use_sliding_window"] = false.into();
+            "Qwen3ForCausalLM"
+        }
+        Family::Mistral => {
+            v["sliding_window"] = 7.into();
+            v["rope_theta"] = 1_000_000.0.into();
+            "MistralForCausalLM"
+        }
+        Family::Gemma3 => {
+            if let Some(m) = v.as_object_mut() {
+                m.remove("hidden_act");
+                m.remove("mlp_bias");
+            }
+            v["hidden_activation"] = "gelu_pytorch_tanh".into();
+            v["rms_norm_eps"] = 1e-6.into();
+            v["rope_theta"] = 20_000.0.into();
+            v["rope_local_base_freq"] = 500.0.into();
+            v["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": 2.0});
+            v["query_pre_attn_scalar"] = 24.into();
+            v["sliding_window"] = 6.into();
+            v["sliding_window_pattern"] = 3.into();
+            v["layer_types"] =
+                serde_json::json!(["sliding_attention", "sliding_attention", "full_attention"]);
+            v["final_logit_softcapping"] = 8.0.into();
+            v["attn_logit_softcapping"] = serde_json::Value::Null;
+            v["tie_word_embeddings"] = true.into();
+            "Gemma3ForCausalLM"
+        }
+    };
+    v["model_type"] = family.model_type().into();
+    v["architectures"] = serde_json::json!([arch]);
+    v
+}
+
+/// Random weights of a `family` model of sizes `d`, drawn in a fixed order from [`SEED`]:
+/// Llama's draws in Llama's order, then
+/// per layer the family's extra tensors; Gemma's norm weights are centred on 0 (applied
+/// as `1 + w`) and it has no `lm_head` (tied).
+fn family_weights(
+    vocab: usize,
+    d: Dims,
+    family: Family,
+) -> anyhow::Result<HashMap<String, Tensor>> {
+    let gemma = family == Family::Gemma3;
+    let norm_offset = if gemma { 0.0 } else { 1.0 };
     let (h, inter, layers, heads, kv, hd) =
         (d.hidden, d.inter, d.layers, d.heads, d.kv_heads, d.head_dim);
     let mut rng = StdRng::seed_from_u64(SEED);
@@ -296,18 +404,36 @@ fn weights(vocab: usize, d: Dims) -> anyhow::Result<HashMap<String, Tensor>> {
         );
         w.insert(
             format!("{p}.input_layernorm.weight"),
-            uniform(&mut rng, &[h], 0.2, 1.0)?,
+            uniform(&mut rng, &[h], 0.2, norm_offset)?,
         );
         w.insert(
             format!("{p}.post_attention_layernorm.weight"),
-            uniform(&mut rng, &[h], 0.2, 1.0)?,
+            uniform(&mut rng, &[h], 0.2, norm_offset)?,
         );
+        if matches!(family, Family::Qwen3 | Family::Gemma3) {
+            for n in ["q_norm", "k_norm"] {
+                w.insert(
+                    format!("{p}.self_attn.{n}.weight"),
+                    uniform(&mut rng, &[hd], 0.2, norm_offset)?,
+                );
+            }
+        }
+        if gemma {
+            for n in ["pre_feedforward_layernorm", "post_feedforward_layernorm"] {
+                w.insert(
+                    format!("{p}.{n}.weight"),
+                    uniform(&mut rng, &[h], 0.2, norm_offset)?,
+                );
+            }
+        }
     }
     w.insert(
         "model.norm.weight".into(),
-        uniform(&mut rng, &[h], 0.2, 1.0)?,
+        uniform(&mut rng, &[h], 0.2, norm_offset)?,
     );
-    w.insert("lm_head.weight".into(), lin(&mut rng, vocab, h)?);
+    if !gemma {
+        w.insert("lm_head.weight".into(), lin(&mut rng, vocab, h)?);
+    }
     Ok(w)
 }
 
@@ -334,6 +460,15 @@ pub fn make_test_model(dir: &Path) -> anyhow::Result<()> {
 
 /// Writes a random test model of sizes `d` (same tokenizer and template) into `dir`.
 pub fn make_test_model_dims(dir: &Path, d: Dims) -> anyhow::Result<()> {
+    make_model(dir, d, Family::Llama)
+}
+
+/// Writes the tiny model of `family` (same tokenizer and template) into `dir`.
+pub fn make_test_model_family(dir: &Path, family: Family) -> anyhow::Result<()> {
+    make_model(dir, family.dims(), family)
+}
+
+fn make_model(dir: &Path, d: Dims, family: Family) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tok = build_tokenizer()?;
     let vocab = tok.get_vocab_size(true);
@@ -344,10 +479,11 @@ pub fn make_test_model_dims(dir: &Path, d: Dims) -> anyhow::Result<()> {
     let (eot, im_end) = (id("<|endoftext|>")?, id("<|im_end|>")?);
     tok.save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("cannot write tokenizer.json: {e}"))?;
-    write_json(
-        &dir.join("config.json"),
-        &config_json_dims(vocab, im_end, d),
-    )?;
+    let config = match family {
+        Family::Llama => config_json_dims(vocab, im_end, d),
+        f => family_config_json(vocab, im_end, f),
+    };
+    write_json(&dir.join("config.json"), &config)?;
     write_json(
         &dir.join("generation_config.json"),
         &serde_json::json!({"eos_token_id": [im_end, eot], "do_sample": false}),
@@ -364,7 +500,7 @@ pub fn make_test_model_dims(dir: &Path, d: Dims) -> anyhow::Result<()> {
             "clean_up_tokenization_spaces": false
         }),
     )?;
-    let w = weights(vocab, d)?;
+    let w = family_weights(vocab, d, family)?;
     candle_core::safetensors::save(&w, dir.join("model.safetensors"))
         .context("cannot write model.safetensors")?;
     Ok(())

@@ -1,9 +1,11 @@
-//! `config.json` of a Llama-family model (Llama, Mistral, Qwen2) and its architecture check.
+//! `config.json` of a Llama-family model (Llama, Mistral, Qwen2, Qwen3, Gemma 3 text) and
+//! its architecture check; what differs between the architectures is worked out once in
+//! [`super::arch::Arch`].
 
 use serde::Deserialize;
 
 /// Llama-family architectures this engine runs.
-pub const SUPPORTED_GENERATION: &[&str] = &["llama", "mistral", "qwen2"];
+pub const SUPPORTED_GENERATION: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3_text"];
 
 /// `rope_scaling` of `config.json` (only the `llama3` kind changes the frequencies).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -25,10 +27,35 @@ pub struct RopeScaling {
     pub original_max_position_embeddings: Option<usize>,
 }
 
+impl RopeScaling {
+    /// The scaling of a transformers ≥ 5 `rope_parameters` object (`None` for the plain
+    /// `default` kind).
+    pub fn from_parameters(p: &serde_json::Value) -> Option<RopeScaling> {
+        let kind = p
+            .get("rope_type")
+            .or_else(|| p.get("type"))
+            .and_then(|v| v.as_str())?;
+        if kind == "default" {
+            return None;
+        }
+        let f = |k: &str| p.get(k).and_then(|v| v.as_f64());
+        Some(RopeScaling {
+            rope_type: Some(kind.to_string()),
+            factor: f("factor"),
+            low_freq_factor: f("low_freq_factor"),
+            high_freq_factor: f("high_freq_factor"),
+            original_max_position_embeddings: p
+                .get("original_max_position_embeddings")
+                .and_then(|v| v.as_u64())
+                .map(|x| x as usize),
+        })
+    }
+}
+
 /// The fields of `config.json` the Llama-family model needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LlamaConfig {
-    /// `llama`, `mistral` or `qwen2`.
+    /// One of [`SUPPORTED_GENERATION`].
     pub model_type: String,
     /// Width of the residual stream.
     pub hidden_size: usize,
@@ -75,9 +102,46 @@ pub struct LlamaConfig {
     /// Beginning-of-sequence token id.
     #[serde(default)]
     pub bos_token_id: Option<u32>,
-    /// transformers ≥ 5 writes `rope_theta` and the scaling here instead.
+    /// transformers ≥ 5 writes `rope_theta` and the scaling here instead (Gemma 3: one
+    /// such object per layer type, `full_attention` and `sliding_attention`).
     #[serde(default)]
     pub rope_parameters: Option<serde_json::Value>,
+    /// MLP activation of Llama, Mistral and Qwen (only `silu` runs).
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+    /// Gemma 3: MLP activation (only `gelu_pytorch_tanh` runs).
+    #[serde(default)]
+    pub hidden_activation: Option<String>,
+    /// Gemma 3: attention scores are scaled by `query_pre_attn_scalar^-1/2`.
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Mistral (every layer), Gemma 3 (its sliding layers): keys a query sees, itself
+    /// included.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Qwen2 / Qwen3: sliding-window layers on (refused: not implemented).
+    #[serde(default)]
+    pub use_sliding_window: Option<bool>,
+    /// Per-layer `full_attention` / `sliding_attention` (Gemma 3; transformers ≥ 5 writes
+    /// it for other models too).
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    /// Gemma 3 without `layer_types`: every `n`-th layer is global, the others sliding.
+    #[serde(default)]
+    pub sliding_window_pattern: Option<usize>,
+    /// Gemma 3: RoPE base of the sliding layers (`rope_theta` is the global layers').
+    #[serde(default)]
+    pub rope_local_base_freq: Option<f64>,
+    /// Gemma 3: `cap * tanh(logits / cap)` on the final logits.
+    #[serde(default)]
+    pub final_logit_softcapping: Option<f64>,
+    /// Gemma 3: the same on the attention scores (transformers ignores it for Gemma 3;
+    /// refused unless null).
+    #[serde(default)]
+    pub attn_logit_softcapping: Option<f64>,
+    /// Gemma 3 (embedding variants): non-causal attention (refused).
+    #[serde(default)]
+    pub use_bidirectional_attention: Option<bool>,
 }
 
 fn default_eps() -> f64 {
@@ -97,8 +161,7 @@ impl LlamaConfig {
             self.rope_theta = t;
         }
         if self.rope_scaling.is_none()
-            && p.get("rope_type").and_then(|v| v.as_str()) == Some("llama3")
-            && let Ok(s) = serde_json::from_value::<RopeScaling>(p.clone())
+            && let Some(s) = RopeScaling::from_parameters(&p)
         {
             self.rope_scaling = Some(s);
         }
@@ -113,13 +176,14 @@ impl LlamaConfig {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
-    /// Whether q/k/v carry a bias (Qwen2 always; Llama when `attention_bias`).
+    /// Whether q/k/v carry a bias (Qwen2 always; the others when `attention_bias`).
     pub fn qkv_bias(&self) -> bool {
         self.model_type == "qwen2" || self.attention_bias
     }
-    /// Whether the output projection carries a bias (Llama with `attention_bias`).
+    /// Whether the output projection carries a bias (Llama, Qwen3 and Gemma 3 with
+    /// `attention_bias`).
     pub fn o_bias(&self) -> bool {
-        self.model_type == "llama" && self.attention_bias
+        matches!(self.model_type.as_str(), "llama" | "qwen3" | "gemma3_text") && self.attention_bias
     }
     /// Checks the numbers fit together; the message says which ones do not.
     pub fn check(&self) -> Result<(), String> {
@@ -139,7 +203,7 @@ impl LlamaConfig {
         if self.vocab_size == 0 || self.max_position_embeddings == 0 {
             return Err("vocab_size and max_position_embeddings must be > 0".into());
         }
-        Ok(())
+        super::arch::Arch::from_config(self).map(|_| ())
     }
     /// EOS ids listed in `config.json`.
     pub fn eos_ids(&self) -> Vec<u32> {

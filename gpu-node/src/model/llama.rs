@@ -1,10 +1,13 @@
-//! Llama-family decoder (Llama, Mistral, Qwen2) with a
-//! batched forward pass: the tokens of every sequence in a step (prefill chunks and
-//! single decode tokens alike) go through the projections and the MLP as one matrix;
+//! Llama-family decoder (Llama, Mistral, Qwen2, Qwen3, Gemma 3 text; what differs is in
+//! [`Arch`]) with a batched forward pass: the tokens of every sequence in a step (prefill
+//! chunks and single decode tokens alike) go through the projections and the MLP as one
+//! matrix;
 //! the keys and values live in one padded [`KvCache`] of slots, and the decode tokens of
 //! all sequences attend in one batched GEMM per layer; prompt chunks attend one by one.
 
+use super::arch::{Act, Arch};
 use super::config::LlamaConfig;
+use super::mask::{causal_mask, decode_mask};
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
@@ -208,6 +211,12 @@ struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    /// Per-head RMSNorm weights of q and k (Qwen3, Gemma 3).
+    qk_norm: Option<(Tensor, Tensor)>,
+    /// Attends through the sliding window.
+    sliding: bool,
+    /// Index of its RoPE table.
+    rope: usize,
 }
 
 struct Mlp {
@@ -219,8 +228,12 @@ struct Mlp {
 struct Block {
     attn: Attention,
     mlp: Mlp,
+    /// Norm before attention.
     ln1: Tensor,
+    /// Norm before the MLP.
     ln2: Tensor,
+    /// Gemma: norms of the attention output and of the MLP output.
+    post: Option<(Tensor, Tensor)>,
 }
 
 /// A loaded Llama-family model.
@@ -229,12 +242,13 @@ pub struct Llama {
     blocks: Vec<Block>,
     norm: Tensor,
     lm_head: Lin,
-    cos: Tensor,
-    sin: Tensor,
+    /// cos and sin tables `[n, hd/2]`, one pair per entry of `arch.ropes`.
+    ropes: Vec<(Tensor, Tensor)>,
     eps: f64,
     dtype: DType,
     device: Device,
     cfg: LlamaConfig,
+    arch: Arch,
 }
 
 fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Lin> {
@@ -245,69 +259,86 @@ fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Lin> {
     }
 }
 
-/// `[n, hd/2]` cos and sin tables of the rotary embedding, in `dtype` on `device`.
-fn rope_tables(cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
-    let inv = inv_freqs(cfg);
+/// `[n, hd/2]` cos and sin tables of each of the model's rotary embeddings, in `dtype` on
+/// `device`.
+fn rope_tables(
+    cfg: &LlamaConfig,
+    arch: &Arch,
+    dtype: DType,
+    device: &Device,
+) -> Result<Vec<(Tensor, Tensor)>> {
     let n = cfg.max_position_embeddings;
-    let half = inv.len();
-    let inv_t = Tensor::from_vec(inv, (1, half), &Device::Cpu)?;
     let pos = Tensor::arange(0u32, n as u32, &Device::Cpu)?
         .to_dtype(DType::F32)?
         .reshape((n, 1))?;
-    let freqs = pos.broadcast_mul(&inv_t)?;
-    Ok((
-        freqs.cos()?.to_dtype(dtype)?.to_device(device)?,
-        freqs.sin()?.to_dtype(dtype)?.to_device(device)?,
-    ))
+    let mut out = Vec::with_capacity(arch.ropes.len());
+    for r in &arch.ropes {
+        let inv = super::arch::inv_freqs(cfg.head_dim(), r);
+        let half = inv.len();
+        let inv_t = Tensor::from_vec(inv, (1, half), &Device::Cpu)?;
+        let freqs = pos.broadcast_mul(&inv_t)?;
+        out.push((
+            freqs.cos()?.to_dtype(dtype)?.to_device(device)?,
+            freqs.sin()?.to_dtype(dtype)?.to_device(device)?,
+        ));
+    }
+    Ok(out)
 }
 
-/// Inverse RoPE frequencies, with llama3 scaling when configured.
-fn inv_freqs(cfg: &LlamaConfig) -> Vec<f32> {
-    let dim = cfg.head_dim();
-    let base: Vec<f64> = (0..dim)
-        .step_by(2)
-        .map(|i| 1.0 / cfg.rope_theta.powf(i as f64 / dim as f64))
-        .collect();
-    let Some(s) = &cfg.rope_scaling else {
-        return base.iter().map(|&f| f as f32).collect();
-    };
-    if s.rope_type.as_deref() != Some("llama3") {
-        return base.iter().map(|&f| f as f32).collect();
+/// The architecture choices of a config that [`LlamaConfig::check`] accepted.
+fn arch_of(cfg: &LlamaConfig) -> Result<Arch> {
+    Arch::from_config(cfg).map_err(candle_core::Error::msg)
+}
+
+/// An RMSNorm weight as applied: Gemma stores `w` and scales by `1 + w`.
+fn norm_weight(w: Tensor, arch: &Arch) -> Result<Tensor> {
+    if arch.gemma_norms {
+        w.to_dtype(DType::F32)?
+            .affine(1.0, 1.0)?
+            .to_dtype(w.dtype())
+    } else {
+        Ok(w)
     }
-    let factor = s.factor.unwrap_or(8.0);
-    let low = s.low_freq_factor.unwrap_or(1.0);
-    let high = s.high_freq_factor.unwrap_or(4.0);
-    let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
-    let low_wl = old / low;
-    let high_wl = old / high;
-    base.iter()
-        .map(|&f| {
-            let wl = 2.0 * std::f64::consts::PI / f;
-            let r = if wl < high_wl {
-                f
-            } else if wl > low_wl {
-                f / factor
-            } else {
-                let smooth = (old / wl - low) / (high - low);
-                (1.0 - smooth) * f / factor + smooth * f
-            };
-            r as f32
-        })
-        .collect()
+}
+
+/// Where the decoder's tensors live: `model.` (text models), `language_model.model.` or
+/// `model.language_model.` (Gemma 3's multimodal checkpoints); and the `lm_head` name.
+fn weight_prefixes(vb: &VarBuilder) -> (String, String) {
+    for (m, head) in [
+        ("model", "lm_head"),
+        ("language_model.model", "language_model.lm_head"),
+        ("model.language_model", "lm_head"),
+    ] {
+        if vb.contains_tensor(&format!("{m}.embed_tokens.weight")) {
+            return (m.to_string(), head.to_string());
+        }
+    }
+    ("model".into(), "lm_head".into())
 }
 
 impl Llama {
     /// Builds the model from weights (HF names: `model.layers.N.self_attn.q_proj.weight`, …).
     pub fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
+        let arch = arch_of(cfg)?;
         let h = cfg.hidden_size;
         let hd = cfg.head_dim();
         let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
-        let m = vb.pp("model");
+        let (prefix, head_name) = weight_prefixes(&vb);
+        let m = vb.pp(prefix);
+        let norm = |vb: &VarBuilder, n: usize, name: &str| norm_weight(vb.get(n, name)?, &arch);
         let embed = candle_nn::embedding(cfg.vocab_size, h, m.pp("embed_tokens"))?;
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let b = m.pp(format!("layers.{i}"));
             let a = b.pp("self_attn");
+            let qk_norm = if arch.qk_norm {
+                Some((
+                    norm(&a, hd, "q_norm.weight")?,
+                    norm(&a, hd, "k_norm.weight")?,
+                ))
+            } else {
+                None
+            };
             let attn = Attention {
                 q: linear(a.pp("q_proj"), h, nh * hd, cfg.qkv_bias())?,
                 k: linear(a.pp("k_proj"), h, nkv * hd, cfg.qkv_bias())?,
@@ -316,6 +347,9 @@ impl Llama {
                 heads: nh,
                 kv_heads: nkv,
                 head_dim: hd,
+                qk_norm,
+                sliding: arch.sliding[i],
+                rope: arch.layer_rope[i],
             };
             let p = b.pp("mlp");
             let mlp = Mlp {
@@ -323,31 +357,39 @@ impl Llama {
                 up: linear(p.pp("up_proj"), h, cfg.intermediate_size, cfg.mlp_bias)?,
                 down: linear(p.pp("down_proj"), cfg.intermediate_size, h, cfg.mlp_bias)?,
             };
+            // Gemma: post_attention_layernorm normalises the attention output and
+            // pre_feedforward_layernorm the MLP input; in Llama the latter's job is
+            // post_attention_layernorm's.
+            let (ln2, post) = if arch.gemma_norms {
+                (
+                    norm(&b, h, "pre_feedforward_layernorm.weight")?,
+                    Some((
+                        norm(&b, h, "post_attention_layernorm.weight")?,
+                        norm(&b, h, "post_feedforward_layernorm.weight")?,
+                    )),
+                )
+            } else {
+                (norm(&b, h, "post_attention_layernorm.weight")?, None)
+            };
             blocks.push(Block {
                 attn,
                 mlp,
-                ln1: b.get(h, "input_layernorm.weight")?,
-                ln2: b.get(h, "post_attention_layernorm.weight")?,
+                ln1: norm(&b, h, "input_layernorm.weight")?,
+                ln2,
+                post,
             });
         }
-        let norm = m.get(h, "norm.weight")?;
-        let lm_head = if cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-            Lin::Dense(Linear::new(embed.embeddings().clone(), None))
-        } else {
-            Lin::Dense(candle_nn::linear_no_bias(
-                h,
-                cfg.vocab_size,
-                vb.pp("lm_head"),
-            )?)
-        };
-        let inv = inv_freqs(cfg);
-        let n = cfg.max_position_embeddings;
-        let half = inv.len();
-        let inv_t = Tensor::from_vec(inv, (1, half), &Device::Cpu)?;
-        let pos = Tensor::arange(0u32, n as u32, &Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .reshape((n, 1))?;
-        let freqs = pos.broadcast_mul(&inv_t)?;
+        let norm = norm(&m, h, "norm.weight")?;
+        let lm_head =
+            if cfg.tie_word_embeddings && !vb.contains_tensor(&format!("{head_name}.weight")) {
+                Lin::Dense(Linear::new(embed.embeddings().clone(), None))
+            } else {
+                Lin::Dense(candle_nn::linear_no_bias(
+                    h,
+                    cfg.vocab_size,
+                    vb.pp(head_name),
+                )?)
+            };
         let device = vb.device().clone();
         let dtype = vb.dtype();
         Ok(Llama {
@@ -355,18 +397,22 @@ impl Llama {
             blocks,
             norm,
             lm_head,
-            cos: freqs.cos()?.to_dtype(dtype)?.to_device(&device)?,
-            sin: freqs.sin()?.to_dtype(dtype)?.to_device(&device)?,
+            ropes: rope_tables(cfg, &arch, dtype, &device)?,
             eps: cfg.rms_norm_eps,
             dtype,
             device,
             cfg: cfg.clone(),
+            arch,
         })
     }
 
     /// Builds the model from a GGUF file's tensors (quantized linear layers, f32
     /// activations); `cfg` comes from the file's metadata.
     pub fn load_gguf(src: &mut dyn QuantSource, cfg: &LlamaConfig) -> Result<Self> {
+        let arch = arch_of(cfg)?;
+        if arch.gemma_norms || arch.embed_scale.is_some() || arch.ropes.len() != 1 {
+            candle_core::bail!("{} is not supported from GGUF", cfg.model_type);
+        }
         let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
         let h = cfg.hidden_size;
         let emb = src.dense("token_embd.weight")?;
@@ -394,6 +440,14 @@ impl Llama {
             let k = src.lin(&format!("{p}.attn_k.weight"), Some(nkv))?;
             let v = src.lin(&format!("{p}.attn_v.weight"), None)?;
             let o = src.lin(&format!("{p}.attn_output.weight"), None)?;
+            let qk_norm = if arch.qk_norm {
+                Some((
+                    src.dense(&format!("{p}.attn_q_norm.weight"))?,
+                    src.dense(&format!("{p}.attn_k_norm.weight"))?,
+                ))
+            } else {
+                None
+            };
             let attn = Attention {
                 q: with_bias(src, q, format!("{p}.attn_q.bias"))?,
                 k: with_bias(src, k, format!("{p}.attn_k.bias"))?,
@@ -402,6 +456,9 @@ impl Llama {
                 heads: nh,
                 kv_heads: nkv,
                 head_dim: cfg.head_dim(),
+                qk_norm,
+                sliding: arch.sliding[i],
+                rope: arch.layer_rope[i],
             };
             let mlp = Mlp {
                 gate: src.lin(&format!("{p}.ffn_gate.weight"), None)?,
@@ -413,6 +470,7 @@ impl Llama {
                 mlp,
                 ln1: src.dense(&format!("{p}.attn_norm.weight"))?,
                 ln2: src.dense(&format!("{p}.ffn_norm.weight"))?,
+                post: None,
             });
         }
         let norm = src.dense("output_norm.weight")?;
@@ -423,18 +481,17 @@ impl Llama {
         };
         let device = src.device().clone();
         let dtype = DType::F32;
-        let (cos, sin) = rope_tables(cfg, dtype, &device)?;
         Ok(Llama {
             embed,
             blocks,
             norm,
             lm_head,
-            cos,
-            sin,
+            ropes: rope_tables(cfg, &arch, dtype, &device)?,
             eps: cfg.rms_norm_eps,
             dtype,
             device,
             cfg: cfg.clone(),
+            arch,
         })
     }
 
@@ -609,30 +666,33 @@ impl Llama {
             .broadcast_as((s_used, nkv, tmax, hd))?
             .contiguous()?;
         let dense = singles.len() == s_used;
-        let cos = self.cos.index_select(&pos_t, 0)?; // [T, hd/2]
-        let sin = self.sin.index_select(&pos_t, 0)?;
+        let mut cos = Vec::with_capacity(self.ropes.len());
+        let mut sin = Vec::with_capacity(self.ropes.len());
+        for (c, s) in &self.ropes {
+            cos.push(c.index_select(&pos_t, 0)?); // [T, hd/2]
+            sin.push(s.index_select(&pos_t, 0)?);
+        }
+        let window = self.arch.window;
         let dec = if singles.is_empty() {
             None
         } else {
-            let mut mask = vec![0f32; s_used * lmax];
-            for (s, &l) in lens.iter().enumerate() {
-                for m in &mut mask[s * lmax + l.min(lmax)..(s + 1) * lmax] {
-                    *m = f32::NEG_INFINITY;
+            let mask = |w| -> Result<Option<Tensor>> {
+                match decode_mask(&lens, lmax, w) {
+                    Some(m) => Ok(Some(
+                        Tensor::from_vec(m, (s_used, 1, 1, lmax), &self.device)?
+                            .to_dtype(self.dtype)?,
+                    )),
+                    None => Ok(None),
                 }
-            }
-            let padded = lens.iter().any(|&l| l != lmax);
-            let mask = if padded {
-                Some(
-                    Tensor::from_vec(mask, (s_used, 1, 1, lmax), &self.device)?
-                        .to_dtype(self.dtype)?,
-                )
-            } else {
-                None
             };
             Some(Decode {
                 qmap: if dense { None } else { Some(part(4)?) },
                 omap: if dense { None } else { Some(part(5)?) },
-                mask,
+                mask: mask(None)?,
+                mask_win: match window {
+                    Some(w) => mask(Some(w))?,
+                    None => None,
+                },
                 lmax,
                 n: singles.len(),
             })
@@ -642,12 +702,17 @@ impl Llama {
             .map(|&i| {
                 let it = &items[i];
                 let n = it.tokens.len();
+                let mask = |w| causal_mask(n, it.start, w, &self.device, self.dtype);
                 Ok(Prefill {
                     row: row0[i],
                     n,
                     slot: it.slot,
                     start: it.start,
-                    mask: causal_mask(n, it.start, it.start + n, &self.device, self.dtype)?,
+                    mask: mask(None)?,
+                    mask_win: match window {
+                        Some(w) if it.start + n > w => Some(mask(Some(w))?),
+                        _ => None,
+                    },
                 })
             })
             .collect::<Result<_>>()?;
@@ -667,13 +732,29 @@ impl Llama {
             prefill,
         };
         let mut x = self.embed.forward(&ids_t)?; // [T,H]
+        if let Some(scale) = self.arch.embed_scale {
+            // As transformers does: the scale rounded to the model dtype first.
+            let scale = Tensor::new(scale as f32, &self.device)?.to_dtype(self.dtype)?;
+            x = x.broadcast_mul(&scale)?;
+        }
+        let eps = self.eps as f32;
         for (li, b) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &b.ln1, self.eps as f32)?;
-            let a = self.attention(&b.attn, &h, &kv.k[li], &kv.v[li], &step)?;
+            let h = candle_nn::ops::rms_norm(&x, &b.ln1, eps)?;
+            let mut a = self.attention(&b.attn, &h, &kv.k[li], &kv.v[li], &step)?;
+            if let Some((post_attn, _)) = &b.post {
+                a = candle_nn::ops::rms_norm(&a, post_attn, eps)?;
+            }
             x = (x + a)?;
-            let h = candle_nn::ops::rms_norm(&x, &b.ln2, self.eps as f32)?;
-            let g = candle_nn::ops::silu(&b.mlp.gate.forward(&h)?)?;
-            let m = b.mlp.down.forward(&(g * b.mlp.up.forward(&h)?)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &b.ln2, eps)?;
+            let g = b.mlp.gate.forward(&h)?;
+            let g = match self.arch.act {
+                Act::Silu => candle_nn::ops::silu(&g)?,
+                Act::GeluTanh => g.gelu()?,
+            };
+            let mut m = b.mlp.down.forward(&(g * b.mlp.up.forward(&h)?)?)?;
+            if let Some((_, post_ffn)) = &b.post {
+                m = candle_nn::ops::rms_norm(&m, post_ffn, eps)?;
+            }
             x = (x + m)?;
         }
         if want.is_empty() {
@@ -681,8 +762,12 @@ impl Llama {
         }
         // Only the rows someone wants go through the norm and lm_head.
         let sel = x.index_select(&part(6)?, 0)?;
-        let sel = candle_nn::ops::rms_norm(&sel, &self.norm, self.eps as f32)?;
-        Ok(Some(self.lm_head.forward(&sel)?))
+        let sel = candle_nn::ops::rms_norm(&sel, &self.norm, eps)?;
+        let logits = self.lm_head.forward(&sel)?;
+        Ok(Some(match self.arch.final_softcap {
+            Some(cap) => softcap(&logits, cap)?,
+            None => logits,
+        }))
     }
 
     fn attention(
@@ -696,11 +781,17 @@ impl Llama {
         let t = st.total;
         let (nh, nkv, hd) = (at.heads, at.kv_heads, at.head_dim);
         let rep = nh / nkv;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let q = at.q.forward(h)?.reshape((1, t, nh, hd))?;
-        let q = candle_nn::rotary_emb::rope_thd(&q, &st.cos, &st.sin)?.reshape((t, nh, hd))?;
-        let k = at.k.forward(h)?.reshape((1, t, nkv, hd))?;
-        let k = candle_nn::rotary_emb::rope_thd(&k, &st.cos, &st.sin)?.reshape((t, nkv, hd))?;
+        let scale = self.arch.attn_scale;
+        let mut q = at.q.forward(h)?.reshape((1, t, nh, hd))?;
+        let mut k = at.k.forward(h)?.reshape((1, t, nkv, hd))?;
+        if let Some((qn, kn)) = &at.qk_norm {
+            let eps = self.eps as f32;
+            q = candle_nn::ops::rms_norm(&q, qn, eps)?;
+            k = candle_nn::ops::rms_norm(&k, kn, eps)?;
+        }
+        let (cos, sin) = (&st.cos[at.rope], &st.sin[at.rope]);
+        let q = candle_nn::rotary_emb::rope_thd(&q, cos, sin)?.reshape((t, nh, hd))?;
+        let k = candle_nn::rotary_emb::rope_thd(&k, cos, sin)?.reshape((t, nkv, hd))?;
         let v = at.v.forward(h)?.reshape((t, nkv, hd))?;
         // Write this step's keys and values into their slots: one scatter each.
         let (s, tm) = (st.s_used, st.tmax);
@@ -726,7 +817,8 @@ impl Llama {
             let kk = kc.narrow(0, 0, s)?.narrow(2, 0, d.lmax)?;
             let vv = vc.narrow(0, 0, s)?.narrow(2, 0, d.lmax)?;
             let scores = (qs.matmul(&kk.t()?)? * scale)?;
-            let scores = match &d.mask {
+            let mask = if at.sliding { &d.mask_win } else { &d.mask };
+            let scores = match mask {
                 Some(m) => scores.broadcast_add(m)?,
                 None => scores,
             };
@@ -746,9 +838,13 @@ impl Llama {
                 .reshape((1, nkv, rep * n, hd))?;
             let kk = kc.narrow(0, pf.slot, 1)?.narrow(2, 0, total)?;
             let vv = vc.narrow(0, pf.slot, 1)?.narrow(2, 0, total)?;
+            let mask = match (&pf.mask_win, at.sliding) {
+                (Some(m), true) => m,
+                _ => &pf.mask,
+            };
             let scores = (qi.matmul(&kk.t()?)? * scale)?
                 .reshape((nkv, rep, n, total))?
-                .broadcast_add(&pf.mask)?
+                .broadcast_add(mask)?
                 .reshape((1, nkv, rep * n, total))?;
             let p = candle_nn::ops::softmax_last_dim(&scores)?;
             let o = p
@@ -767,13 +863,19 @@ impl Llama {
     }
 }
 
+/// `cap * tanh(x / cap)`.
+fn softcap(x: &Tensor, cap: f64) -> Result<Tensor> {
+    (x / cap)?.tanh()? * cap
+}
+
 /// What every layer of one batched step shares.
 struct Step {
     total: usize,
     s_used: usize,
     tmax: usize,
-    cos: Tensor,
-    sin: Tensor,
+    /// Per RoPE table: cos and sin rows of this step's positions.
+    cos: Vec<Tensor>,
+    sin: Vec<Tensor>,
     /// Source row of each (slot, j) of the cache write, `[s_used * tmax]` (`None`:
     /// row = slot).
     wrow: Option<Tensor>,
@@ -791,6 +893,8 @@ struct Decode {
     omap: Option<Tensor>,
     /// `-inf` past each slot's length (`None`: all slots have `lmax` tokens).
     mask: Option<Tensor>,
+    /// The same, also `-inf` before each slot's sliding window (`None`: nothing masked).
+    mask_win: Option<Tensor>,
     lmax: usize,
     n: usize,
 }
@@ -802,17 +906,8 @@ struct Prefill {
     slot: usize,
     start: usize,
     mask: Tensor,
-}
-
-/// `[n, total]` mask: row i (position start+i) sees columns `0..=start+i`.
-fn causal_mask(n: usize, start: usize, total: usize, dev: &Device, dt: DType) -> Result<Tensor> {
-    let mut m = vec![0f32; n * total];
-    for i in 0..n {
-        for j in (start + i + 1)..total {
-            m[i * total + j] = f32::NEG_INFINITY;
-        }
-    }
-    Tensor::from_vec(m, (n, total), dev)?.to_dtype(dt)
+    /// The mask of sliding-window layers (`None`: the same as `mask`).
+    mask_win: Option<Tensor>,
 }
 
 /// Logits of every position of `tokens` run as one sequence from scratch (tests, scoring).
@@ -873,6 +968,23 @@ mod tests {
         // Scattered slots (gathers and masks), then slots 0..3 (the dense path).
         check_batched(&m.llama, [3, 0, 4]);
         check_batched(&m.llama, [1, 0, 2]);
+    }
+
+    /// The same for every test architecture: Qwen3's q/k norms, Gemma's and Mistral's
+    /// sliding windows (shorter than the 17-token prompt and the decoded lengths) in
+    /// prefill chunks and in batched decode.
+    #[test]
+    fn batched_steps_match_each_sequence_alone_every_family() {
+        for f in crate::testmodel::Family::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            crate::testmodel::make_test_model_family(dir.path(), f).unwrap();
+            let LoadedModel::Generation(m) = model::load(dir.path(), None, &Device::Cpu).unwrap()
+            else {
+                panic!("{f:?} must load as a generation model")
+            };
+            check_batched(&m.llama, [3, 0, 4]);
+            check_batched(&m.llama, [1, 0, 2]);
+        }
     }
 
     fn check_batched(m: &Llama, slots: [usize; 3]) {

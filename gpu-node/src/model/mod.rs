@@ -1,6 +1,7 @@
 //! Model directories (Hugging Face layout): reading config, tokenizer, chat template and
 //! weights into a generation model (Llama family) or an embedding model (BERT).
 
+pub mod arch;
 pub mod bert;
 pub mod bert_encoder;
 pub mod chat;
@@ -8,6 +9,7 @@ pub mod config;
 pub mod files;
 pub mod gguf;
 pub mod llama;
+pub mod mask;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
@@ -102,6 +104,34 @@ pub(crate) fn load_weights<'a>(
     })
 }
 
+/// The decoder's part of a `config.json`: Gemma 3's multimodal `gemma3` config nests the
+/// text model under `text_config` (its vision tower is not loaded); that part becomes a
+/// `gemma3_text` config, with the top-level fields it lacks (token ids, dtype) carried
+/// over. Gemma 3 ties its embeddings unless the config says otherwise.
+fn text_config(raw: serde_json::Value) -> serde_json::Value {
+    let mut raw = raw;
+    if raw.get("model_type").and_then(|v| v.as_str()) == Some("gemma3")
+        && let Some(serde_json::Value::Object(text)) = raw.get("text_config")
+    {
+        let mut text = text.clone();
+        if let serde_json::Value::Object(top) = &raw {
+            for (k, v) in top {
+                if k != "text_config" && k != "vision_config" && !text.contains_key(k) {
+                    text.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        text.insert("model_type".into(), "gemma3_text".into());
+        raw = serde_json::Value::Object(text);
+    }
+    if raw.get("model_type").and_then(|v| v.as_str()) == Some("gemma3_text")
+        && let serde_json::Value::Object(m) = &mut raw
+    {
+        m.entry("tie_word_embeddings").or_insert(true.into());
+    }
+    raw
+}
+
 /// Loads a model onto `device`: a directory (Hugging Face layout; `dtype` overrides
 /// config.json), a GGUF file, or a directory holding one GGUF file and no config.json.
 pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedModel, ModelError> {
@@ -129,6 +159,7 @@ pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedMo
         "every model directory needs its config.json",
     )?;
     let raw: serde_json::Value = read_json(&cfg_path)?;
+    let raw = text_config(raw);
     let model_type = raw
         .get("model_type")
         .and_then(|v| v.as_str())

