@@ -1,5 +1,6 @@
 //! Single-file GGUF models (the format of llama.cpp and Ollama) of the Llama family
-//! (`general.architecture` = `llama`, `mistral` or `qwen2`; SmolLM files say `llama`):
+//! (`general.architecture` = `llama`, `mistral`, `qwen2` or `qwen3`; SmolLM files say
+//! `llama`):
 //! quantized weights stay quantized (candle's `QMatMul`), the tokenizer is rebuilt from
 //! `tokenizer.ggml.*` and the chat template comes from `tokenizer.chat_template`, so no
 //! other file is needed. The result is an ordinary [`GenerationModel`] that runs in the
@@ -8,7 +9,9 @@
 //! GGUF files written by llama.cpp's converter store the Q and K projections of `llama`
 //! models with their rows permuted for the interleaved ("GPT-J") rotary layout; this
 //! loader permutes those rows back (a lossless move of whole quantized rows) so that the
-//! model's "rotate half" rotary embedding applies unchanged. `qwen2` files are not permuted.
+//! model's "rotate half" rotary embedding applies unchanged. `qwen2` and `qwen3` files are not
+//! permuted (llama.cpp's `Qwen3Model` converter derives from `Qwen2Model`, which keeps the
+//! rows as they are; Qwen3's `attn_q_norm` / `attn_k_norm` are stored unshifted).
 
 use super::files::ModelError;
 use super::llama::{Lin, Llama, QuantSource};
@@ -31,7 +34,7 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 /// GGUF architectures this loader runs.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
 
 /// Whether `path` is a GGUF file (by its magic bytes).
 pub fn is_gguf_file(path: &Path) -> bool {
@@ -167,7 +170,10 @@ fn config_from_meta(m: &Meta, arch: &str, vocab: usize) -> Result<LlamaConfig, M
         .or_else(|| m.opt_u64(&k("rope.dimension_count")))
         .unwrap_or(hidden / heads.max(1));
     let v = serde_json::json!({
-        "model_type": if arch == "qwen2" { "qwen2" } else { "llama" },
+        "model_type": match arch {
+            "qwen2" | "qwen3" => arch,
+            _ => "llama",
+        },
         "hidden_size": hidden,
         "intermediate_size": m.u64(&k("feed_forward_length"))?,
         "num_hidden_layers": m.u64(&k("block_count"))?,
@@ -454,7 +460,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError>
     }
     let bos_id = m.opt_u64("tokenizer.ggml.bos_token_id").map(|x| x as u32);
     let mut src = GgufSource {
-        interleaved: arch != "qwen2",
+        interleaved: !matches!(arch.as_str(), "qwen2" | "qwen3"),
         head_dim: cfg.head_dim(),
         device: device.clone(),
         path: path.to_path_buf(),
