@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# CPU tokens/s of dayshift-node beside llama.cpp (llama-cpp-python) on this machine, one run:
+# CPU decode tokens/s and long-prompt time to first token of dayshift-node beside llama.cpp
+# (llama-cpp-python) on this machine, one run:
 # SmolLM2-135M-Instruct Q4_1 GGUF, same threads, same prompt and length, greedy.
 #   THREADS (default: all cores)  RUNS (default 3)  MAX_TOKENS (default 128)
+#   PROMPT_WORDS (default 2300: a ~3,000-token prompt for the time-to-first-token part)
 # Needs: python3 with openai and llama-cpp-python (pip install llama-cpp-python: builds
 # llama.cpp from source, several minutes); the model comes from scripts/fetch-smollm2.sh.
 set -euo pipefail
@@ -36,4 +38,4 @@ RAYON_NUM_THREADS="$THREADS" "$BIN" serve --config "$work/node.toml" 2> "$work/n
 node_pid=$!
 addr="$(node_addr "$work/node.log" "$node_pid")" || exit 1
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-python3 bench/gguf-cpu/bench.py "http://$addr/v1" "$MODEL" "$THREADS" "$RUNS" "$MAX_TOKENS"
+python3 bench/gguf-cpu/bench.py "http://$addr/v1" "$MODEL" "$THREADS" "$RUNS" "$MAX_TOKENS" "${PROMPT_WORDS:-2300}"

@@ -1,7 +1,7 @@
 //! `dayshift-node`: the inference server that runs on a rented GPU server.
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// dayshift-node: OpenAI-compatible inference server that registers with the dayshift ingress.
 #[derive(Parser)]
@@ -19,6 +19,22 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Convert a Hugging Face safetensors model directory to one GGUF file (loads in
+    /// this node and in llama.cpp).
+    Quantize {
+        /// The model directory (config.json, *.safetensors, tokenizer.json).
+        dir: PathBuf,
+        /// Weight type: q4_k_m, q5_k_m, q4_k, q5_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1,
+        /// f16 or f32.
+        #[arg(long = "type", short = 't', default_value = "q4_k_m")]
+        scheme: String,
+        /// Output file (default: DIR/../<dir name>.<TYPE>.gguf).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the deterministic tiny test Llama (HF layout) into DIR.
     MakeTestModel {
         /// Target directory (created if needed).
@@ -30,6 +46,10 @@ enum Cmd {
         /// plain ChatML.
         #[arg(long)]
         tool_template: bool,
+        /// Llama only: 256-wide matrices (`Dims::WIDE`), so every matrix takes K-quant
+        /// blocks (`quantize` tests and their llama.cpp reference).
+        #[arg(long)]
+        wide: bool,
     },
 }
 
@@ -48,23 +68,40 @@ fn main() -> std::process::ExitCode {
             dir,
             arch,
             tool_template,
+            wide,
         } => match dayshift_node::testmodel::Family::parse(&arch) {
             None => Err(anyhow::anyhow!(
                 "--arch {arch:?} is not one of llama, qwen3, gemma3_text, mistral"
             )),
-            Some(family) => dayshift_node::testmodel::make_test_model_family(&dir, family)
-                .and_then(|()| {
-                    if tool_template {
-                        dayshift_node::testmodel::set_chat_template(
-                            &dir,
-                            dayshift_node::testmodel::TOOL_CHAT_TEMPLATE,
-                        )
-                    } else {
-                        Ok(())
-                    }
-                }),
+            Some(f) if wide && f != dayshift_node::testmodel::Family::Llama => {
+                Err(anyhow::anyhow!("--wide is for --arch llama only"))
+            }
+            Some(family) => if wide {
+                dayshift_node::testmodel::make_test_model_dims(
+                    &dir,
+                    dayshift_node::testmodel::Dims::WIDE,
+                )
+            } else {
+                dayshift_node::testmodel::make_test_model_family(&dir, family)
+            }
+            .and_then(|()| {
+                if tool_template {
+                    dayshift_node::testmodel::set_chat_template(
+                        &dir,
+                        dayshift_node::testmodel::TOOL_CHAT_TEMPLATE,
+                    )
+                } else {
+                    Ok(())
+                }
+            }),
         },
         Cmd::Serve { config } => run_serve(config),
+        Cmd::Quantize {
+            dir,
+            scheme,
+            out,
+            json,
+        } => run_quantize(&dir, &scheme, out, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -81,4 +118,59 @@ fn run_serve(path: PathBuf) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(dayshift_node::server::serve(cfg))
+}
+
+fn run_quantize(dir: &Path, scheme: &str, out: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    use dayshift_node::model::quantize::{self, SCHEME_NAMES, Scheme};
+    let Some(sch) = Scheme::parse(scheme) else {
+        anyhow::bail!(
+            "--type {scheme:?} is not a GGUF type this node writes; use one of {SCHEME_NAMES}"
+        );
+    };
+    let out = match out {
+        Some(o) => o,
+        None => {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
+            dir.with_file_name(format!("{name}.{}.gguf", scheme.to_ascii_uppercase()))
+        }
+    };
+    let started = std::time::Instant::now();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = |done: usize, total: usize, name: &str| {
+        if tty {
+            eprint!("\r\x1b[Kquantize: {done}/{total} {name}");
+        } else if done == total || done.is_multiple_of(50) {
+            eprintln!("quantize: {done}/{total} tensors");
+        }
+    };
+    let report = quantize::write_gguf(dir, &out, sch, &mut progress)?;
+    if tty {
+        eprintln!();
+    }
+    if json {
+        let fell: Vec<serde_json::Value> = report
+            .fell_back
+            .iter()
+            .map(|(n, a, b)| serde_json::json!({"tensor": n, "wanted": format!("{a:?}"), "written": format!("{b:?}")}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "file": out,
+                "architecture": report.architecture,
+                "pre_tokenizer": report.pre_tokenizer,
+                "bytes": report.bytes,
+                "parameters": report.params,
+                "tensors_by_type": report.by_type,
+                "fell_back": fell,
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        );
+    } else {
+        println!("{}: {}", out.display(), quantize::summary(&report, started));
+    }
+    Ok(())
 }

@@ -31,6 +31,8 @@ pub enum RopeKind {
     Default,
     /// `linear`: every frequency divided by `factor`.
     Linear(f64),
+    /// A GGUF file's `rope_freqs.weight`: frequency `i` divided by factor `i`.
+    Factors(Vec<f64>),
     /// `llama3`: the Llama 3.1 long-context scaling.
     Llama3 {
         /// `factor`.
@@ -165,9 +167,23 @@ impl Arch {
             ));
         }
         let kinds: &[&str] = &["default", "linear", "llama3"];
+        let kind = match &cfg.rope_freq_factors {
+            Some(f) if f.len() != hd / 2 => {
+                return Err(format!(
+                    "rope_freqs.weight has {} factors, expected head_dim / 2 = {}",
+                    f.len(),
+                    hd / 2
+                ));
+            }
+            Some(f) if f.iter().any(|x| !(x.is_finite() && *x > 0.0)) => {
+                return Err("rope_freqs.weight holds a factor that is not > 0".into());
+            }
+            Some(f) => RopeKind::Factors(f.iter().map(|&x| x as f64).collect()),
+            None => rope_kind(cfg.rope_scaling.as_ref(), kinds, "rope_scaling")?,
+        };
         arch.ropes.push(Rope {
             theta: cfg.rope_theta,
-            kind: rope_kind(cfg.rope_scaling.as_ref(), kinds, "rope_scaling")?,
+            kind,
         });
         match cfg.model_type.as_str() {
             // transformers' Mistral applies `sliding_window` to every layer when set.
@@ -327,6 +343,7 @@ pub fn inv_freqs(dim: usize, rope: &Rope) -> Vec<f32> {
     match rope.kind {
         RopeKind::Default => base.iter().map(|&f| f as f32).collect(),
         RopeKind::Linear(factor) => base.iter().map(|&f| (f / factor) as f32).collect(),
+        RopeKind::Factors(ref fs) => base.iter().zip(fs).map(|(f, d)| (f / d) as f32).collect(),
         RopeKind::Llama3 {
             factor,
             low,

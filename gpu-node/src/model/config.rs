@@ -80,6 +80,10 @@ pub struct LlamaConfig {
     /// RoPE scaling (llama3).
     #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
+    /// A GGUF file's `rope_freqs.weight` (llama.cpp's form of Llama 3.1's scaling): each
+    /// RoPE frequency divided by its own factor. Never read from `config.json`.
+    #[serde(skip)]
+    pub rope_freq_factors: Option<Vec<f32>>,
     /// Context length.
     pub max_position_embeddings: usize,
     /// Vocabulary size.

@@ -192,8 +192,8 @@ fn config_from_meta(m: &Meta, arch: &str, vocab: usize) -> Result<LlamaConfig, M
 }
 
 /// Pre-tokenizer regexes of llama.cpp's `tokenizer.ggml.pre` names.
-const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(crate) const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(crate) const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn regex_then_bytes(re: &str) -> Result<PreTokenizerWrapper, String> {
     let split = Split::new(
@@ -408,6 +408,20 @@ impl QuantSource for GgufSource {
     }
 }
 
+/// The tokenizer of a GGUF file, as [`load`] builds it (the weights are not read).
+pub fn read_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
+    let file = File::open(path).map_err(|e| bad(path, e.to_string()))?;
+    let mut reader = BufReader::new(file);
+    let content = Content::read(&mut reader)
+        .map_err(|e| bad(path, format!("not a readable GGUF file: {e}")))?;
+    let m = Meta {
+        md: &content.metadata,
+        path,
+    };
+    let tokens = m.strings("tokenizer.ggml.tokens")?;
+    build_tokenizer(&m, &tokens)
+}
+
 /// Loads a GGUF file of the Llama family onto `device` (activations in f32).
 pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError> {
     let file = File::open(path).map_err(|e| bad(path, e.to_string()))?;
@@ -430,7 +444,15 @@ pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError>
         .opt_u64(&format!("{arch}.vocab_size"))
         .map(|v| v as usize)
         .unwrap_or(tokens.len());
-    let cfg = config_from_meta(&m, &arch, vocab)?;
+    let mut cfg = config_from_meta(&m, &arch, vocab)?;
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        let f = content
+            .tensor(&mut reader, "rope_freqs.weight", &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>())
+            .map_err(|e| bad(path, format!("rope_freqs.weight: {e}")))?;
+        cfg.rope_freq_factors = Some(f);
+    }
     let tokenizer = build_tokenizer(&m, &tokens)?;
     let tok_str = |k: &str| {
         m.opt_u64(k)
@@ -490,197 +512,4 @@ pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError>
         architecture: arch,
         guide: Default::default(),
     })
-}
-
-/// Name of a GGUF weight type (`q4_0`, `q4_1`, `q5_k`, `q6_k`, `q8_0`, `f16`, `f32`).
-pub fn parse_ggml_dtype(s: &str) -> Option<GgmlDType> {
-    Some(match s.to_ascii_lowercase().as_str() {
-        "f32" => GgmlDType::F32,
-        "f16" => GgmlDType::F16,
-        "q4_0" => GgmlDType::Q4_0,
-        "q4_1" => GgmlDType::Q4_1,
-        "q5_0" => GgmlDType::Q5_0,
-        "q5_1" => GgmlDType::Q5_1,
-        "q8_0" => GgmlDType::Q8_0,
-        "q4_k" => GgmlDType::Q4K,
-        "q5_k" => GgmlDType::Q5K,
-        "q6_k" => GgmlDType::Q6K,
-        _ => return None,
-    })
-}
-
-/// Moves rows of `[heads * head_dim, in]` from "rotate half" to the interleaved layout
-/// (what llama.cpp's converter does to Q and K of `llama` models).
-fn interleave(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
-    let (rows, inp) = w.dims2()?;
-    let hd = rows / heads;
-    w.reshape((heads, 2, hd / 2, inp))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((rows, inp))
-}
-
-/// Writes a safetensors Llama directory (config.json, tokenizer.json with byte-level BPE,
-/// tokenizer_config.json) as one GGUF file the way llama.cpp's converter lays it out,
-/// with every matrix in `dtype` (norms stay f32). Used by tests and to make small GGUF
-/// files of the tiny model; K-quants need every matrix's input width to be a multiple of 256.
-pub fn write_from_dir(dir: &Path, out: &Path, dtype: GgmlDType) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let cfg: LlamaConfig = super::files::read_json(&dir.join("config.json"))?;
-    anyhow::ensure!(
-        cfg.model_type == "llama",
-        "only llama directories can be written as GGUF"
-    );
-    let tok = super::load_tokenizer(dir)?;
-    let tc = chat::TokenizerConfig::load(&dir.join("tokenizer_config.json"))?;
-    let tj: serde_json::Value = serde_json::from_str(
-        &tok.to_string(false)
-            .map_err(|e| anyhow::anyhow!("cannot serialise the tokenizer: {e}"))?,
-    )?;
-    let merges: Vec<Value> = tj["model"]["merges"]
-        .as_array()
-        .context("tokenizer.json has no BPE merges")?
-        .iter()
-        .filter_map(|m| match m {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Array(p) => {
-                Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
-            }
-            _ => None,
-        })
-        .map(Value::String)
-        .collect();
-    let n = tok.get_vocab_size(true);
-    let mut tokens = vec![String::new(); n];
-    for (t, id) in tok.get_vocab(true) {
-        if let Some(slot) = tokens.get_mut(id as usize) {
-            *slot = t;
-        }
-    }
-    let specials: Vec<u32> = tok
-        .get_added_tokens_decoder()
-        .iter()
-        .filter(|(_, t)| t.special)
-        .map(|(id, _)| *id)
-        .collect();
-    let types: Vec<Value> = (0..n as u32)
-        .map(|i| Value::I32(if specials.contains(&i) { 3 } else { 1 }))
-        .collect();
-    let eos = cfg
-        .eos_ids()
-        .first()
-        .copied()
-        .or_else(|| tok.token_to_id(&tc.eos_token))
-        .context("no eos token")?;
-    let u32v = |x: usize| Value::U32(x as u32);
-    let mut md: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String("llama".into())),
-        (
-            "general.name".into(),
-            Value::String("dayshift tiny test model".into()),
-        ),
-        ("llama.block_count".into(), u32v(cfg.num_hidden_layers)),
-        (
-            "llama.context_length".into(),
-            u32v(cfg.max_position_embeddings),
-        ),
-        ("llama.embedding_length".into(), u32v(cfg.hidden_size)),
-        (
-            "llama.feed_forward_length".into(),
-            u32v(cfg.intermediate_size),
-        ),
-        (
-            "llama.attention.head_count".into(),
-            u32v(cfg.num_attention_heads),
-        ),
-        ("llama.attention.head_count_kv".into(), u32v(cfg.kv_heads())),
-        ("llama.attention.key_length".into(), u32v(cfg.head_dim())),
-        ("llama.rope.dimension_count".into(), u32v(cfg.head_dim())),
-        (
-            "llama.rope.freq_base".into(),
-            Value::F32(cfg.rope_theta as f32),
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon".into(),
-            Value::F32(cfg.rms_norm_eps as f32),
-        ),
-        ("llama.vocab_size".into(), u32v(cfg.vocab_size)),
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String("gpt2".into())),
-        (
-            "tokenizer.ggml.tokens".into(),
-            Value::Array(tokens.into_iter().map(Value::String).collect()),
-        ),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
-        ("tokenizer.ggml.merges".into(), Value::Array(merges)),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-    ];
-    if let Some(t) = &tc.chat_template {
-        md.push(("tokenizer.chat_template".into(), Value::String(t.clone())));
-    }
-    let vb = super::load_weights(dir, DType::F32, &Device::Cpu)?;
-    let get = |name: &str| -> anyhow::Result<Tensor> {
-        vb.get_unchecked(name)
-            .with_context(|| format!("tensor {name} missing in {}", dir.display()))
-    };
-    let q = |t: &Tensor, dt: GgmlDType, name: &str| {
-        QTensor::quantize(t, dt).with_context(|| format!("cannot quantize {name} as {dt:?}"))
-    };
-    let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    tensors.push((
-        "token_embd.weight".into(),
-        q(&get("model.embed_tokens.weight")?, dtype, "token_embd")?,
-    ));
-    let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        let b = format!("blk.{i}");
-        let mats = [
-            ("self_attn.q_proj", "attn_q", Some(nh)),
-            ("self_attn.k_proj", "attn_k", Some(nkv)),
-            ("self_attn.v_proj", "attn_v", None),
-            ("self_attn.o_proj", "attn_output", None),
-            ("mlp.gate_proj", "ffn_gate", None),
-            ("mlp.up_proj", "ffn_up", None),
-            ("mlp.down_proj", "ffn_down", None),
-        ];
-        for (hf, gg, rope) in mats {
-            let w = get(&format!("{p}.{hf}.weight"))?;
-            let w = match rope {
-                Some(h) => interleave(&w, h)?,
-                None => w,
-            };
-            let name = format!("{b}.{gg}.weight");
-            let qt = q(&w, dtype, &name)?;
-            tensors.push((name, qt));
-        }
-        for (hf, gg) in [
-            ("input_layernorm", "attn_norm"),
-            ("post_attention_layernorm", "ffn_norm"),
-        ] {
-            let name = format!("{b}.{gg}.weight");
-            let qt = q(&get(&format!("{p}.{hf}.weight"))?, GgmlDType::F32, &name)?;
-            tensors.push((name, qt));
-        }
-    }
-    tensors.push((
-        "output_norm.weight".into(),
-        q(&get("model.norm.weight")?, GgmlDType::F32, "output_norm")?,
-    ));
-    if !cfg.tie_word_embeddings {
-        tensors.push((
-            "output.weight".into(),
-            q(&get("lm_head.weight")?, dtype, "output")?,
-        ));
-    }
-    let mut f = std::io::BufWriter::new(
-        File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
-    );
-    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    candle_core::quantized::gguf_file::write(&mut f, &md_refs, &t_refs)
-        .with_context(|| format!("cannot write {}", out.display()))?;
-    std::io::Write::flush(&mut f)?;
-    Ok(())
 }

@@ -31,7 +31,15 @@ impl Module for Lin {
         match self {
             Lin::Dense(l) => l.forward(x),
             Lin::Quant { w, b } => {
-                let y = w.forward(x)?;
+                let y = match w {
+                    QMatMul::QTensor(q) if x.device().is_cpu() && rows(x) >= CPU_GEMM_MIN_ROWS => {
+                        // Many rows (a prompt chunk): one f32 GEMM over the dequantized
+                        // weight beats a quantized dot product per (row, column).
+                        let wd = q.dequantize(&Device::Cpu)?;
+                        x.matmul(&wd.t()?)?
+                    }
+                    _ => w.forward(x)?,
+                };
                 match b {
                     Some(b) => y.broadcast_add(b),
                     None => Ok(y),
@@ -39,6 +47,18 @@ impl Module for Lin {
             }
         }
     }
+}
+
+/// Rows from which a quantized linear layer on the CPU dequantizes its weight to f32 and
+/// runs one GEMM (prefill chunks) instead of candle's quantized dot product per (row,
+/// column), which is ~1 multiply-add per weight byte per row: the dequantization is paid
+/// once per call and shared by every row. Measured by `examples/prefill_speed.rs`.
+pub const CPU_GEMM_MIN_ROWS: usize = 64;
+
+/// Rows of a `[.., rows, in]` activation.
+fn rows(x: &Tensor) -> usize {
+    let d = x.dims();
+    d.iter().rev().skip(1).product()
 }
 
 /// Where [`Llama::load_gguf`] takes its tensors from (GGUF names: `blk.N.attn_q.weight`, …).

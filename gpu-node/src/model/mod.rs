@@ -10,6 +10,7 @@ pub mod files;
 pub mod gguf;
 pub mod llama;
 pub mod mask;
+pub mod quantize;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;

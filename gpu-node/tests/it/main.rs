@@ -10,6 +10,7 @@ mod common;
 mod concurrency;
 mod embeddings;
 mod gguf_quant;
+mod gguf_quantize;
 mod gguf_smollm2;
 mod mirror;
 mod openai_client;

@@ -233,7 +233,7 @@ fn hf_source_downloads_from_the_hub_endpoint() {
 fn serves_a_single_gguf_file_from_the_mirror() {
     let tiny = common::tiny_model();
     let only = tempfile::tempdir().unwrap();
-    dayshift_node::model::gguf::write_from_dir(
+    dayshift_node::model::quantize::write_from_dir(
         tiny.path(),
         &only.path().join("tiny.Q8_0.gguf"),
         candle_core::quantized::GgmlDType::Q8_0,

@@ -1,0 +1,694 @@
+//! `dayshift-node quantize`: a Hugging Face safetensors directory (config.json,
+//! model*.safetensors, tokenizer.json, tokenizer_config.json) → one GGUF file laid out
+//! as llama.cpp's converter and `llama-quantize` lay it out, so that the file loads in
+//! this node and in llama.cpp alike.
+//!
+//! - Architectures: `llama` and `mistral` (written as GGUF `llama`, Q/K rows interleaved
+//!   for the GPT-J rotary layout like llama.cpp's converter), `qwen2` (biases, rows as
+//!   they are), `qwen3` (per-head q/k norms `attn_q_norm`/`attn_k_norm`, rows as they are).
+//! - Types ([`Scheme`]): one type for every matrix (`q8_0`, `q6_k`, `q5_k`, `q4_k`,
+//!   `q5_0`, `q5_1`, `q4_0`, `q4_1`, `f16`, `f32`) or llama.cpp's mixes `q4_k_m` and
+//!   `q5_k_m` (the `attn_v` and `ffn_down` matrices of some layers and the output matrix
+//!   in Q6_K). Norms and biases stay f32. A matrix whose input width is not a multiple
+//!   of 256 cannot hold K-quant blocks; it falls back as llama.cpp does (Q4_K → Q5_0,
+//!   Q5_K → Q5_1, Q6_K → Q8_0) and the report counts it.
+//! - Llama 3.1's `rope_scaling` becomes the `rope_freqs.weight` tensor (llama.cpp's form).
+//! - Tokenizer: byte-level BPE only (tokens, merges, token types, BOS/EOS, the
+//!   pre-tokenizer's llama.cpp name found from `tokenizer.json`), with the chat template.
+//!   After writing, the file is read back and its tokenizer must encode a sample of mixed
+//!   text (German, code, emoji) to the same ids as the directory's, or the file is removed.
+
+use super::chat;
+use super::config::LlamaConfig;
+use super::files::read_json;
+use anyhow::{Context, bail, ensure};
+use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+/// The weight types a GGUF file is written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Every matrix in one type.
+    Uniform(GgmlDType),
+    /// llama.cpp's `Q4_K_M`: Q4_K, with some layers' `attn_v`/`ffn_down` and the output in Q6_K.
+    Q4KM,
+    /// llama.cpp's `Q5_K_M`: Q5_K, with the same matrices in Q6_K.
+    Q5KM,
+}
+
+/// Names [`Scheme::parse`] accepts, for error messages and `--help`.
+pub const SCHEME_NAMES: &str =
+    "q4_k_m, q5_k_m, q4_k, q5_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, f16, f32";
+
+impl Scheme {
+    /// Parses a type name (`q4_k_m`, `Q8_0`, `q4k`, …); `None` for an unknown one.
+    pub fn parse(s: &str) -> Option<Scheme> {
+        let k = s.to_ascii_lowercase().replace(['_', '-'], "");
+        Some(match k.as_str() {
+            "q4km" => Scheme::Q4KM,
+            "q5km" => Scheme::Q5KM,
+            "q4k" | "q4ks" => Scheme::Uniform(GgmlDType::Q4K),
+            "q5k" | "q5ks" => Scheme::Uniform(GgmlDType::Q5K),
+            "q6k" => Scheme::Uniform(GgmlDType::Q6K),
+            "q80" => Scheme::Uniform(GgmlDType::Q8_0),
+            "q40" => Scheme::Uniform(GgmlDType::Q4_0),
+            "q41" => Scheme::Uniform(GgmlDType::Q4_1),
+            "q50" => Scheme::Uniform(GgmlDType::Q5_0),
+            "q51" => Scheme::Uniform(GgmlDType::Q5_1),
+            "f16" => Scheme::Uniform(GgmlDType::F16),
+            "f32" => Scheme::Uniform(GgmlDType::F32),
+            _ => return None,
+        })
+    }
+
+    /// The type of most matrices.
+    fn base(self) -> GgmlDType {
+        match self {
+            Scheme::Uniform(t) => t,
+            Scheme::Q4KM => GgmlDType::Q4K,
+            Scheme::Q5KM => GgmlDType::Q5K,
+        }
+    }
+
+    /// llama.cpp's `general.file_type` (`llama_ftype`) for this scheme.
+    fn file_type(self) -> u32 {
+        match self {
+            Scheme::Q4KM => 15,
+            Scheme::Q5KM => 17,
+            Scheme::Uniform(t) => match t {
+                GgmlDType::F32 => 0,
+                GgmlDType::F16 => 1,
+                GgmlDType::Q4_0 => 2,
+                GgmlDType::Q4_1 => 3,
+                GgmlDType::Q8_0 => 7,
+                GgmlDType::Q5_0 => 8,
+                GgmlDType::Q5_1 => 9,
+                GgmlDType::Q4K => 14,
+                GgmlDType::Q5K => 16,
+                GgmlDType::Q6K => 18,
+                _ => 0,
+            },
+        }
+    }
+
+    /// The type of matrix `role` of layer `layer` (of `layers`), before any fallback;
+    /// llama.cpp's `llama_tensor_get_type` for these schemes.
+    fn matrix_type(self, role: Role, layer: usize, layers: usize) -> GgmlDType {
+        let mixed = matches!(self, Scheme::Q4KM | Scheme::Q5KM);
+        match role {
+            Role::Output if mixed => GgmlDType::Q6K,
+            Role::AttnV | Role::FfnDown if mixed && use_more_bits(layer, layers) => GgmlDType::Q6K,
+            _ => self.base(),
+        }
+    }
+}
+
+/// llama.cpp's choice of the layers that get more bits in the `_M` mixes.
+fn use_more_bits(layer: usize, layers: usize) -> bool {
+    layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2
+}
+
+/// What a matrix is, for the mixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `output.weight`, or `token_embd.weight` when the model ties them.
+    Output,
+    /// `attn_v`.
+    AttnV,
+    /// `ffn_down`.
+    FfnDown,
+    /// Any other matrix.
+    Other,
+}
+
+/// The type a matrix of input width `width` can hold: K-quants need whole 256-wide
+/// super-blocks; llama.cpp's fallbacks otherwise.
+fn fit_type(want: GgmlDType, width: usize) -> GgmlDType {
+    if width.is_multiple_of(want.block_size()) {
+        return want;
+    }
+    match want {
+        GgmlDType::Q4K => GgmlDType::Q5_0,
+        GgmlDType::Q5K => GgmlDType::Q5_1,
+        GgmlDType::Q6K => GgmlDType::Q8_0,
+        other => other,
+    }
+}
+
+/// What [`write_gguf`] wrote.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Tensors written, by GGUF type name.
+    pub by_type: BTreeMap<String, usize>,
+    /// Matrices written in a fallback type: (name, wanted, written).
+    pub fell_back: Vec<(String, GgmlDType, GgmlDType)>,
+    /// Size of the file in bytes.
+    pub bytes: u64,
+    /// Parameters written.
+    pub params: usize,
+    /// GGUF architecture name.
+    pub architecture: String,
+    /// llama.cpp's name of the pre-tokenizer.
+    pub pre_tokenizer: String,
+}
+
+/// One tensor to write: its GGUF name, and how to make it.
+struct Plan {
+    gguf: String,
+    hf: String,
+    /// Q/K projection of a `llama` file: interleave rows of this many heads.
+    interleave: Option<usize>,
+    /// `None`: a 1-D tensor, kept f32.
+    role: Option<Role>,
+    layer: usize,
+}
+
+/// Text the written tokenizer must encode exactly as the directory's does.
+pub const TOKENIZER_SAMPLE: &str = "Grüße aus Köln! Die Straße ist schön, Übermaß an Öl.\n\
+    fn main() { let x: Vec<u32> = (0..10).collect(); println!(\"{x:?}\"); }\n\
+    def f(a, b):\n    return a ** 2 + b  # 12345 678\n\
+    Emoji: 🙂🚀👩‍💻 — “quotes”, 'apostrophes' and\ttabs.  Double  spaces.\n\
+    It's, we'll, they're, I'd; 3.14159 1,000,000 0x1F.";
+
+/// Converts the safetensors model in `dir` to a GGUF file `out` in `scheme`; `progress`
+/// is called after each tensor with (done, total, name). Verifies the written tokenizer.
+pub fn write_gguf(
+    dir: &Path,
+    out: &Path,
+    scheme: Scheme,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> anyhow::Result<Report> {
+    let mut cfg: LlamaConfig = read_json(&dir.join("config.json"))?;
+    cfg.normalize();
+    cfg.check()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
+    let arch = match cfg.model_type.as_str() {
+        "llama" | "mistral" => "llama",
+        "qwen2" => "qwen2",
+        "qwen3" => "qwen3",
+        other => bail!(
+            "{}: model_type {other:?} cannot be quantized yet (supported: llama, mistral, qwen2, qwen3)",
+            dir.join("config.json").display()
+        ),
+    };
+    refuse_unwritable(&cfg, dir)?;
+    let tok = super::load_tokenizer(dir)?;
+    let tc = chat::TokenizerConfig::load(&dir.join("tokenizer_config.json"))?;
+    let tj: serde_json::Value = serde_json::from_str(
+        &tok.to_string(false)
+            .map_err(|e| anyhow::anyhow!("cannot serialise the tokenizer: {e}"))?,
+    )?;
+    let pre = pre_tokenizer_name(&tj).with_context(|| {
+        format!(
+            "{}: this tokenizer cannot be written as GGUF",
+            dir.join("tokenizer.json").display()
+        )
+    })?;
+    let mut md = tokenizer_metadata(&tok, &tj, &tc, &cfg, pre)?;
+    md.extend(model_metadata(&cfg, arch, scheme, dir));
+
+    let vb = super::load_weights(dir, DType::F32, &Device::Cpu)?;
+    let has = |n: &str| vb.contains_tensor(n);
+    let tied = !has("lm_head.weight");
+    let plans = plan_tensors(&cfg, arch, tied, &has);
+    let total = plans.len() + usize::from(rope_freqs(&cfg).is_some());
+    let mut report = Report {
+        architecture: arch.into(),
+        pre_tokenizer: pre.into(),
+        ..Default::default()
+    };
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(total);
+    for (done, p) in plans.iter().enumerate() {
+        let w = vb
+            .get_unchecked(&p.hf)
+            .with_context(|| format!("tensor {} missing in {}", p.hf, dir.display()))?;
+        let w = match p.interleave {
+            Some(h) => interleave(&w, h)?,
+            None => w,
+        };
+        report.params += w.elem_count();
+        let dt = match p.role {
+            None => GgmlDType::F32,
+            Some(role) => {
+                let want = scheme.matrix_type(role, p.layer, cfg.num_hidden_layers);
+                let width = w.dims().last().copied().unwrap_or(0);
+                let got = fit_type(want, width);
+                if got != want {
+                    report.fell_back.push((p.gguf.clone(), want, got));
+                }
+                got
+            }
+        };
+        let qt = QTensor::quantize(&w, dt)
+            .with_context(|| format!("cannot quantize {} as {dt:?}", p.gguf))?;
+        *report.by_type.entry(type_name(dt).into()).or_default() += 1;
+        tensors.push((p.gguf.clone(), qt));
+        progress(done + 1, total, &p.gguf);
+    }
+    if let Some(f) = rope_freqs(&cfg) {
+        let n = f.len();
+        let t = Tensor::from_vec(f, n, &Device::Cpu)?;
+        tensors.push((
+            "rope_freqs.weight".into(),
+            QTensor::quantize(&t, GgmlDType::F32)?,
+        ));
+        *report.by_type.entry("f32".into()).or_default() += 1;
+        progress(total, total, "rope_freqs.weight");
+    }
+    let tmp = out.with_extension("gguf.partial");
+    {
+        let mut f = std::io::BufWriter::new(
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+        );
+        let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        candle_core::quantized::gguf_file::write(&mut f, &md_refs, &t_refs)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::io::Write::flush(&mut f)?;
+    }
+    if let Err(e) = check_tokenizer(&tmp, &tok) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
+    report.bytes = std::fs::metadata(out)?.len();
+    Ok(report)
+}
+
+/// Refuses what a GGUF file of these architectures cannot carry (rather than drop it).
+fn refuse_unwritable(cfg: &LlamaConfig, dir: &Path) -> anyhow::Result<()> {
+    let file = dir.join("config.json");
+    if let Some(s) = &cfg.rope_scaling
+        && s.rope_type.as_deref() != Some("llama3")
+        && s.rope_type.as_deref() != Some("default")
+    {
+        bail!(
+            "{}: rope_scaling type {:?} cannot be written yet (only llama3, as rope_freqs.weight)",
+            file.display(),
+            s.rope_type.as_deref().unwrap_or("missing")
+        );
+    }
+    if let Some(w) = cfg.sliding_window
+        && w < cfg.max_position_embeddings
+        && cfg.use_sliding_window != Some(false)
+        && cfg.model_type == "mistral"
+    {
+        bail!(
+            "{}: sliding_window {w} (< max_position_embeddings {}) would be lost: llama.cpp's `llama` architecture has no sliding window",
+            file.display(),
+            cfg.max_position_embeddings
+        );
+    }
+    Ok(())
+}
+
+/// Writes every matrix of `dir` in one type (tests and the tiny model's GGUF files).
+pub fn write_from_dir(dir: &Path, out: &Path, dtype: GgmlDType) -> anyhow::Result<Report> {
+    write_gguf(dir, out, Scheme::Uniform(dtype), &mut |_, _, _| {})
+}
+
+/// The tensors of the file, in llama.cpp's order and names.
+fn plan_tensors(
+    cfg: &LlamaConfig,
+    arch: &str,
+    tied: bool,
+    has: &dyn Fn(&str) -> bool,
+) -> Vec<Plan> {
+    let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+    let rot = |h: usize| (arch == "llama").then_some(h);
+    let mut v = vec![Plan {
+        gguf: "token_embd.weight".into(),
+        hf: "model.embed_tokens.weight".into(),
+        interleave: None,
+        role: Some(if tied { Role::Output } else { Role::Other }),
+        layer: 0,
+    }];
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let b = format!("blk.{i}");
+        let mats = [
+            ("self_attn.q_proj", "attn_q", rot(nh), Role::Other),
+            ("self_attn.k_proj", "attn_k", rot(nkv), Role::Other),
+            ("self_attn.v_proj", "attn_v", None, Role::AttnV),
+            ("self_attn.o_proj", "attn_output", None, Role::Other),
+            ("mlp.gate_proj", "ffn_gate", None, Role::Other),
+            ("mlp.up_proj", "ffn_up", None, Role::Other),
+            ("mlp.down_proj", "ffn_down", None, Role::FfnDown),
+        ];
+        for (hf, gg, il, role) in mats {
+            v.push(Plan {
+                gguf: format!("{b}.{gg}.weight"),
+                hf: format!("{p}.{hf}.weight"),
+                interleave: il,
+                role: Some(role),
+                layer: i,
+            });
+            let bias = format!("{p}.{hf}.bias");
+            if has(&bias) {
+                v.push(Plan {
+                    gguf: format!("{b}.{gg}.bias"),
+                    hf: bias,
+                    interleave: il,
+                    role: None,
+                    layer: i,
+                });
+            }
+        }
+        // (HF name, GGUF name, only some architectures have it: Qwen3's per-head q/k
+        // norms, `[head_dim]`, written as they are)
+        for (hf, gg, optional) in [
+            ("input_layernorm", "attn_norm", false),
+            ("post_attention_layernorm", "ffn_norm", false),
+            ("self_attn.q_norm", "attn_q_norm", true),
+            ("self_attn.k_norm", "attn_k_norm", true),
+        ] {
+            if optional && !has(&format!("{p}.{hf}.weight")) {
+                continue;
+            }
+            v.push(Plan {
+                gguf: format!("{b}.{gg}.weight"),
+                hf: format!("{p}.{hf}.weight"),
+                interleave: None,
+                role: None,
+                layer: i,
+            });
+        }
+    }
+    v.push(Plan {
+        gguf: "output_norm.weight".into(),
+        hf: "model.norm.weight".into(),
+        interleave: None,
+        role: None,
+        layer: 0,
+    });
+    if !tied {
+        v.push(Plan {
+            gguf: "output.weight".into(),
+            hf: "lm_head.weight".into(),
+            interleave: None,
+            role: Some(Role::Output),
+            layer: 0,
+        });
+    }
+    v
+}
+
+/// GGUF type name as llama.cpp prints it.
+fn type_name(t: GgmlDType) -> &'static str {
+    match t {
+        GgmlDType::F32 => "f32",
+        GgmlDType::F16 => "f16",
+        GgmlDType::BF16 => "bf16",
+        GgmlDType::Q4_0 => "q4_0",
+        GgmlDType::Q4_1 => "q4_1",
+        GgmlDType::Q5_0 => "q5_0",
+        GgmlDType::Q5_1 => "q5_1",
+        GgmlDType::Q8_0 => "q8_0",
+        GgmlDType::Q8_1 => "q8_1",
+        GgmlDType::Q2K => "q2_k",
+        GgmlDType::Q3K => "q3_k",
+        GgmlDType::Q4K => "q4_k",
+        GgmlDType::Q5K => "q5_k",
+        GgmlDType::Q6K => "q6_k",
+        GgmlDType::Q8K => "q8_k",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
+}
+
+/// Moves rows of `[heads * head_dim, in]` (or a bias `[heads * head_dim]`) from "rotate
+/// half" to the interleaved layout (what llama.cpp's converter does to Q and K of
+/// `llama` models).
+fn interleave(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let dims = w.dims().to_vec();
+    let rows = dims[0];
+    let hd = rows / heads;
+    let inp: usize = dims[1..].iter().product();
+    w.reshape((heads, 2, hd / 2, inp))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)
+}
+
+/// llama.cpp's per-frequency divisors for Llama 3.1's `rope_scaling` (`rope_type` =
+/// `llama3`), or `None` when the model has no such scaling.
+pub fn rope_freqs(cfg: &LlamaConfig) -> Option<Vec<f32>> {
+    let s = cfg.rope_scaling.as_ref()?;
+    if s.rope_type.as_deref() != Some("llama3") {
+        return None;
+    }
+    let dim = cfg.head_dim();
+    let factor = s.factor.unwrap_or(8.0);
+    let low = s.low_freq_factor.unwrap_or(1.0);
+    let high = s.high_freq_factor.unwrap_or(4.0);
+    let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
+    let (low_wl, high_wl) = (old / low, old / high);
+    Some(
+        (0..dim)
+            .step_by(2)
+            .map(|i| {
+                let f = 1.0 / cfg.rope_theta.powf(i as f64 / dim as f64);
+                let wl = 2.0 * std::f64::consts::PI / f;
+                let r = if wl < high_wl {
+                    1.0
+                } else if wl > low_wl {
+                    factor
+                } else {
+                    let smooth = (old / wl - low) / (high - low);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                };
+                r as f32
+            })
+            .collect(),
+    )
+}
+
+/// llama.cpp's name (`tokenizer.ggml.pre`) of the pre-tokenizer in `tokenizer.json`, for
+/// those this node and llama.cpp both know.
+fn pre_tokenizer_name(tj: &serde_json::Value) -> anyhow::Result<&'static str> {
+    let model = &tj["model"];
+    ensure!(
+        model["type"].as_str() == Some("BPE"),
+        "the tokenizer's model is {:?}; only byte-level BPE (Llama 3, Qwen2, SmolLM) can be written (SentencePiece and Tekken are not supported yet)",
+        model["type"].as_str().unwrap_or("missing")
+    );
+    ensure!(
+        model["byte_fallback"].as_bool() != Some(true),
+        "the tokenizer is a SentencePiece-style BPE with byte fallback (Llama 2, Mistral v1–v3); only byte-level BPE can be written"
+    );
+    let pt = &tj["pre_tokenizer"];
+    let kind = pt["type"].as_str().unwrap_or("");
+    let regex_of = |p: &serde_json::Value| {
+        p["pattern"]["Regex"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    if kind == "ByteLevel" && pt["use_regex"].as_bool() != Some(false) {
+        return Ok("gpt-2");
+    }
+    if kind == "Sequence" {
+        let parts = pt["pretokenizers"].as_array().cloned().unwrap_or_default();
+        let types: Vec<&str> = parts
+            .iter()
+            .map(|p| p["type"].as_str().unwrap_or(""))
+            .collect();
+        match types.as_slice() {
+            ["Digits", "ByteLevel"] if parts[0]["individual_digits"].as_bool() == Some(true) => {
+                return Ok("smollm");
+            }
+            ["Split", "ByteLevel"] => {
+                let re = regex_of(&parts[0]);
+                if re == super::gguf::LLAMA3_REGEX {
+                    return Ok("llama-bpe");
+                }
+                if re == super::gguf::QWEN2_REGEX {
+                    return Ok("qwen2");
+                }
+                bail!("its pre-tokenizer regex is not Llama 3's or Qwen2's: {re}");
+            }
+            _ => {}
+        }
+    }
+    bail!(
+        "its pre-tokenizer ({}) is not one this node writes (GPT-2 byte-level, SmolLM's digits + byte-level, Llama 3's or Qwen2's regex)",
+        serde_json::to_string(pt).unwrap_or_default()
+    )
+}
+
+/// The `tokenizer.*` metadata of the file.
+fn tokenizer_metadata(
+    tok: &Tokenizer,
+    tj: &serde_json::Value,
+    tc: &chat::TokenizerConfig,
+    cfg: &LlamaConfig,
+    pre: &str,
+) -> anyhow::Result<Vec<(String, Value)>> {
+    let merges: Vec<Value> = tj["model"]["merges"]
+        .as_array()
+        .context("tokenizer.json has no BPE merges")?
+        .iter()
+        .filter_map(|m| match m {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Array(p) => {
+                Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
+            }
+            _ => None,
+        })
+        .map(Value::String)
+        .collect();
+    // Rows of the embedding matrix, which may be more than the tokenizer's ids; the
+    // unused ids get placeholder names as llama.cpp's converter writes them.
+    let n = cfg.vocab_size.max(tok.get_vocab_size(true));
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    for (t, id) in tok.get_vocab(true) {
+        if let Some(slot) = tokens.get_mut(id as usize) {
+            *slot = Some(t);
+        }
+    }
+    let added = tok.get_added_tokens_decoder();
+    let types: Vec<Value> = (0..n as u32)
+        .map(|i| {
+            Value::I32(match added.get(&i) {
+                Some(t) if t.special => 3,
+                Some(_) => 4,
+                None if tokens[i as usize].is_none() => 5,
+                None => 1,
+            })
+        })
+        .collect();
+    let tokens: Vec<Value> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| Value::String(t.unwrap_or_else(|| format!("[PAD{i}]"))))
+        .collect();
+    let id_of = |s: &str| (!s.is_empty()).then(|| tok.token_to_id(s)).flatten();
+    let eos = cfg
+        .eos_ids()
+        .first()
+        .copied()
+        .or_else(|| id_of(&tc.eos_token))
+        .context("the model names no EOS token (config.json eos_token_id, tokenizer_config.json eos_token)")?;
+    let bos = cfg.bos_token_id.or_else(|| id_of(&tc.bos_token));
+    // Whether encoding adds BOS: the directory's tokenizer decides.
+    let adds_bos = match bos {
+        Some(b) => tok
+            .encode("a", true)
+            .map(|e| e.get_ids().first() == Some(&b))
+            .unwrap_or(false),
+        None => false,
+    };
+    let mut md: Vec<(String, Value)> = vec![
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String(pre.into())),
+        ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+        ("tokenizer.ggml.merges".into(), Value::Array(merges)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(adds_bos)),
+    ];
+    if let Some(b) = bos {
+        md.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));
+    }
+    if let Some(t) = &tc.chat_template {
+        md.push(("tokenizer.chat_template".into(), Value::String(t.clone())));
+    }
+    Ok(md)
+}
+
+/// The `general.*` and `<arch>.*` metadata of the file.
+fn model_metadata(
+    cfg: &LlamaConfig,
+    arch: &str,
+    scheme: Scheme,
+    dir: &Path,
+) -> Vec<(String, Value)> {
+    let u32v = |x: usize| Value::U32(x as u32);
+    let k = |s: &str| format!("{arch}.{s}");
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        ("general.name".into(), Value::String(name)),
+        ("general.file_type".into(), Value::U32(scheme.file_type())),
+        ("general.quantization_version".into(), Value::U32(2)),
+        (k("block_count"), u32v(cfg.num_hidden_layers)),
+        (k("context_length"), u32v(cfg.max_position_embeddings)),
+        (k("embedding_length"), u32v(cfg.hidden_size)),
+        (k("feed_forward_length"), u32v(cfg.intermediate_size)),
+        (k("attention.head_count"), u32v(cfg.num_attention_heads)),
+        (k("attention.head_count_kv"), u32v(cfg.kv_heads())),
+        (k("attention.key_length"), u32v(cfg.head_dim())),
+        (k("attention.value_length"), u32v(cfg.head_dim())),
+        (k("rope.dimension_count"), u32v(cfg.head_dim())),
+        (k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
+        (
+            k("attention.layer_norm_rms_epsilon"),
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
+        (k("vocab_size"), u32v(cfg.vocab_size)),
+    ]
+}
+
+/// Reads the tokenizer back from the written file and checks it against the directory's.
+fn check_tokenizer(file: &Path, want: &Tokenizer) -> anyhow::Result<()> {
+    let got = super::gguf::read_tokenizer(file)?;
+    for text in TOKENIZER_SAMPLE.split('\n').chain([TOKENIZER_SAMPLE]) {
+        let a = want
+            .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("the directory's tokenizer fails on {text:?}: {e}"))?;
+        let b = got
+            .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("the written tokenizer fails on {text:?}: {e}"))?;
+        ensure!(
+            a.get_ids() == b.get_ids(),
+            "the GGUF tokenizer encodes {text:?} differently from tokenizer.json ({:?} vs {:?}); the file was not kept",
+            b.get_ids(),
+            a.get_ids()
+        );
+    }
+    Ok(())
+}
+
+/// Quantization time and the throughput a [`Report`] stands for (CLI summary).
+pub fn summary(r: &Report, started: Instant) -> String {
+    let types: Vec<String> = r.by_type.iter().map(|(t, n)| format!("{t} ×{n}")).collect();
+    let mut s = format!(
+        "{arch}, {params} parameters → {mb:.1} MB ({bpw:.2} bits per weight) in {secs:.1} s; tensors: {types}; pre-tokenizer {pre}",
+        arch = r.architecture,
+        params = if r.params >= 1_000_000_000 {
+            format!("{:.2} B", r.params as f64 / 1e9)
+        } else {
+            format!("{:.1} M", r.params as f64 / 1e6)
+        },
+        mb = r.bytes as f64 / 1e6,
+        bpw = r.bytes as f64 * 8.0 / r.params.max(1) as f64,
+        secs = started.elapsed().as_secs_f64(),
+        types = types.join(", "),
+        pre = r.pre_tokenizer,
+    );
+    if !r.fell_back.is_empty() {
+        s.push_str(&format!(
+            "; {} matrices too narrow for K-quant blocks (input width not a multiple of 256) written as llama.cpp does: ",
+            r.fell_back.len()
+        ));
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, a, b) in &r.fell_back {
+            *kinds
+                .entry(format!("{} → {}", type_name(*a), type_name(*b)))
+                .or_default() += 1;
+        }
+        let k: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+        s.push_str(&k.join(", "));
+    }
+    s
+}
