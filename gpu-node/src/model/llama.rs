@@ -7,6 +7,7 @@
 
 use super::arch::{Act, Arch};
 use super::config::LlamaConfig;
+use super::cpu_softmax::causal_softmax;
 use super::mask::{causal_mask, decode_mask};
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Result, Tensor};
@@ -717,6 +718,8 @@ impl Llama {
                 n: singles.len(),
             })
         };
+        // On the CPU in f32, prompt chunks mask and softmax in one pass (no mask tensors).
+        let fused_softmax = self.device.is_cpu() && self.dtype == DType::F32;
         let prefill: Vec<Prefill> = multis
             .iter()
             .map(|&i| {
@@ -728,9 +731,14 @@ impl Llama {
                     n,
                     slot: it.slot,
                     start: it.start,
-                    mask: mask(None)?,
+                    window,
+                    mask: if fused_softmax {
+                        None
+                    } else {
+                        Some(mask(None)?)
+                    },
                     mask_win: match window {
-                        Some(w) if it.start + n > w => Some(mask(Some(w))?),
+                        Some(w) if !fused_softmax && it.start + n > w => Some(mask(Some(w))?),
                         _ => None,
                     },
                 })
@@ -859,14 +867,25 @@ impl Llama {
             let kk = kc.narrow(0, pf.slot, 1)?.narrow(2, 0, total)?;
             let vv = vc.narrow(0, pf.slot, 1)?.narrow(2, 0, total)?;
             let mask = match (&pf.mask_win, at.sliding) {
-                (Some(m), true) => m,
-                _ => &pf.mask,
+                (Some(m), true) => Some(m),
+                _ => pf.mask.as_ref(),
             };
-            let scores = (qi.matmul(&kk.t()?)? * scale)?
-                .reshape((nkv, rep, n, total))?
-                .broadcast_add(mask)?
-                .reshape((1, nkv, rep * n, total))?;
-            let p = candle_nn::ops::softmax_last_dim(&scores)?;
+            let p = match mask {
+                None => causal_softmax(
+                    &qi.matmul(&kk.t()?)?,
+                    n,
+                    pf.start,
+                    pf.window.filter(|_| at.sliding),
+                    scale as f32,
+                )?,
+                Some(mask) => {
+                    let scores = (qi.matmul(&kk.t()?)? * scale)?
+                        .reshape((nkv, rep, n, total))?
+                        .broadcast_add(mask)?
+                        .reshape((1, nkv, rep * n, total))?;
+                    candle_nn::ops::softmax_last_dim(&scores)?
+                }
+            };
             let o = p
                 .matmul(&vv)? // [1, nkv, rep*n, hd]
                 .reshape((nh, n, hd))?
@@ -925,7 +944,10 @@ struct Prefill {
     n: usize,
     slot: usize,
     start: usize,
-    mask: Tensor,
+    /// Keys a query of a sliding-window layer sees.
+    window: Option<usize>,
+    /// The causal mask (`None`: the CPU's fused [`causal_softmax`] masks instead).
+    mask: Option<Tensor>,
     /// The mask of sliding-window layers (`None`: the same as `mask`).
     mask_win: Option<Tensor>,
 }

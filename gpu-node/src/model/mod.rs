@@ -6,6 +6,7 @@ pub mod bert;
 pub mod bert_encoder;
 pub mod chat;
 pub mod config;
+pub mod cpu_softmax;
 pub mod files;
 pub mod gguf;
 pub mod llama;
