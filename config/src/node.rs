@@ -24,12 +24,19 @@
 //!                                                #   directory or a single .gguf file)
 //!                                                # or { type = "hf", repo = "…", revision = "main" }
 //! dtype = "bf16"                                 # optional override of config.json
+//! # quantize = "q4_k"                            # or quantize the matrices at load (safetensors
+//!                                                #   only; activations f32): QUANTIZE_TYPES
 //! ```
 
 use crate::protocol::Secret;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+/// Weight types `quantize` takes (one type for every linear layer), GGUF names.
+pub const QUANTIZE_TYPES: &[&str] = &[
+    "q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "f16",
+];
 
 /// The whole node config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,6 +228,10 @@ pub struct ModelConfig {
     /// dtype override (`f32`, `bf16`, `f16`); default: `torch_dtype` of `config.json`.
     #[serde(default)]
     pub dtype: Option<String>,
+    /// Quantize the linear layers at load (one of [`QUANTIZE_TYPES`]): a safetensors
+    /// model then runs like a GGUF file of that type (f32 activations).
+    #[serde(default)]
+    pub quantize: Option<String>,
 }
 
 /// Why a node config is unusable.
@@ -312,6 +323,27 @@ impl NodeConfig {
                     "model {:?}: dtype does not apply to a GGUF file (its weights keep their own types): leave dtype out",
                     m.name
                 ));
+            }
+            if let Some(q) = &m.quantize {
+                if !QUANTIZE_TYPES.contains(&q.as_str()) {
+                    return Err(format!(
+                        "model {:?}: quantize {q:?} is not one of {}",
+                        m.name,
+                        QUANTIZE_TYPES.join(", ")
+                    ));
+                }
+                if m.source.is_gguf_file() {
+                    return Err(format!(
+                        "model {:?}: quantize does not apply to a GGUF file (its weights are quantized already): leave quantize out",
+                        m.name
+                    ));
+                }
+                if m.dtype.as_deref().is_some_and(|d| d != "f32") {
+                    return Err(format!(
+                        "model {:?}: a quantized model runs with f32 activations; leave dtype out (or \"f32\")",
+                        m.name
+                    ));
+                }
             }
             if let Some(d) = &m.dtype
                 && !matches!(d.as_str(), "f32" | "bf16" | "f16")
@@ -426,5 +458,26 @@ source = { type = "mirror" }
         let with_dtype = text.replace("Q4_1.gguf\" }", "Q4_1.gguf\" }\ndtype = \"f16\"");
         let e = NodeConfig::parse(&with_dtype, Path::new("n.toml")).unwrap_err();
         assert!(e.to_string().contains("GGUF"), "{e}");
+        let with_q = text.replace("Q4_1.gguf\" }", "Q4_1.gguf\" }\nquantize = \"q4_k\"");
+        let e = NodeConfig::parse(&with_q, Path::new("n.toml")).unwrap_err();
+        assert!(e.to_string().contains("quantize does not apply"), "{e}");
+    }
+
+    #[test]
+    fn quantize_names_a_known_type_and_no_other_dtype() {
+        let q = |v: &str| FULL.replacen("dtype = \"bf16\"", v, 1);
+        let c = NodeConfig::parse(&q("quantize = \"q4_k\""), Path::new("n.toml")).unwrap();
+        assert_eq!(c.models[1].quantize.as_deref(), Some("q4_k"));
+        let e = NodeConfig::parse(&q("quantize = \"q3_k\""), Path::new("n.toml")).unwrap_err();
+        assert!(
+            e.to_string().contains("q3_k") && e.to_string().contains("q4_k, q5_k"),
+            "{e}"
+        );
+        let e = NodeConfig::parse(
+            &q("quantize = \"q8_0\"\ndtype = \"bf16\""),
+            Path::new("n.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("f32 activations"), "{e}");
     }
 }

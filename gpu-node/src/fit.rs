@@ -1,5 +1,5 @@
-//! Whether a model fits the device: its weight files' size (scaled to the dtype it will
-//! run in) against the device's free memory, checked before loading so a node on a too
+//! Whether a model fits the device: its weight files' size (scaled to the dtype or
+//! quantized type it will run in) against the device's free memory, checked before loading so a node on a too
 //! small GPU says so at once instead of failing somewhere inside the load.
 
 use std::path::Path;
@@ -38,20 +38,48 @@ pub fn weight_file_bytes(path: &Path) -> u64 {
         .sum()
 }
 
+/// Bits per weight of a `quantize` type (GGUF block sizes: e.g. Q4_K stores 256 weights
+/// in 144 bytes).
+fn quantized_bits(name: &str) -> Option<f64> {
+    Some(match name {
+        "q4_k" | "q4_0" => 4.5,
+        "q4_1" => 5.0,
+        "q5_k" | "q5_0" => 5.5,
+        "q5_1" => 6.0,
+        "q6_k" => 6.5625,
+        "q8_0" => 8.5,
+        "f16" => 16.0,
+        _ => return None,
+    })
+}
+
 /// The bytes the weights will take on the device: the files' size, scaled when `dtype`
 /// (the node config's override) differs from `torch_dtype` of the directory's
-/// `config.json`.
-pub fn weight_bytes(path: &Path, dtype: Option<&str>) -> u64 {
+/// `config.json`; with `quantize`, the matrices at that type's bits per weight and the
+/// embedding matrix (kept dense) in f32.
+pub fn weight_bytes(path: &Path, dtype: Option<&str>, quantize: Option<&str>) -> u64 {
     let files = weight_file_bytes(path);
-    let saved = std::fs::read_to_string(path.join("config.json"))
+    let config = std::fs::read_to_string(path.join("config.json"))
         .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| {
-            v.get("torch_dtype")
-                .or_else(|| v.get("dtype"))
-                .and_then(|d| d.as_str())
-                .and_then(dtype_bytes)
-        });
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let saved = config.as_ref().and_then(|v| {
+        v.get("torch_dtype")
+            .or_else(|| v.get("dtype"))
+            .and_then(|d| d.as_str())
+            .and_then(dtype_bytes)
+    });
+    if let Some(bits) = quantize.and_then(quantized_bits) {
+        let params = files / saved.unwrap_or(2);
+        let dim = |k: &str| {
+            config
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(|x| x.as_u64())
+                .unwrap_or(0)
+        };
+        let embed = (dim("vocab_size") * dim("hidden_size")).min(params);
+        return ((params - embed) as f64 * bits / 8.0) as u64 + embed * 4;
+    }
     match (saved, dtype.and_then(dtype_bytes)) {
         (Some(from), Some(to)) if from != to => files / from * to,
         _ => files,
@@ -102,8 +130,28 @@ mod tests {
             r#"{"torch_dtype": "float32"}"#,
         )
         .unwrap();
-        assert_eq!(weight_bytes(dir.path(), None), 4000);
-        assert_eq!(weight_bytes(dir.path(), Some("bf16")), 2000);
-        assert_eq!(weight_bytes(dir.path(), Some("f32")), 4000);
+        assert_eq!(weight_bytes(dir.path(), None, None), 4000);
+        assert_eq!(weight_bytes(dir.path(), Some("bf16"), None), 2000);
+        assert_eq!(weight_bytes(dir.path(), Some("f32"), None), 4000);
+    }
+
+    #[test]
+    fn weight_bytes_follow_quantize_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1,000 bf16 weights, 100 of them the embedding matrix (kept dense, f32).
+        std::fs::write(dir.path().join("model.safetensors"), vec![0u8; 2000]).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"torch_dtype": "bfloat16", "vocab_size": 10, "hidden_size": 10}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            weight_bytes(dir.path(), None, Some("q8_0")),
+            900 * 85 / 80 + 400
+        );
+        assert_eq!(
+            weight_bytes(dir.path(), None, Some("q4_k")),
+            900 * 45 / 80 + 400
+        );
     }
 }

@@ -140,7 +140,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
             Ok(d) => d,
             Err(e) => return Err(give_up(&agent, StartFailureKind::Model, e, gpus()).await),
         };
-        let weights = crate::fit::weight_bytes(&dir, m.dtype.as_deref());
+        let weights = crate::fit::weight_bytes(&dir, m.dtype.as_deref(), m.quantize.as_deref());
         if let Err(why) =
             crate::fit::check_fits(&m.name, weights, device::free_memory(&dev), &dev.facts.name)
         {
@@ -150,16 +150,18 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         let t0 = Instant::now();
         let device = dev.device.clone();
         let dtype = m.dtype.clone();
+        let quantize = m.quantize.clone();
         let d2 = dir.clone();
-        let loaded =
-            match tokio::task::spawn_blocking(move || model::load(&d2, dtype.as_deref(), &device))
-                .await
-                .context("model loading task failed")
-                .and_then(|r| r.with_context(|| format!("cannot load model {:?}", m.name)))
-            {
-                Ok(l) => l,
-                Err(e) => return Err(give_up(&agent, StartFailureKind::Model, e, gpus()).await),
-            };
+        let loaded = match tokio::task::spawn_blocking(move || {
+            model::load_quantized(&d2, dtype.as_deref(), quantize.as_deref(), &device)
+        })
+        .await
+        .context("model loading task failed")
+        .and_then(|r| r.with_context(|| format!("cannot load model {:?}", m.name)))
+        {
+            Ok(l) => l,
+            Err(e) => return Err(give_up(&agent, StartFailureKind::Model, e, gpus()).await),
+        };
         match loaded {
             LoadedModel::Generation(g) => {
                 let ctx = g.llama.config().max_position_embeddings;

@@ -9,7 +9,7 @@ use super::arch::{Act, Arch};
 use super::config::LlamaConfig;
 use super::cpu_softmax::causal_softmax;
 use super::mask::{causal_mask, decode_mask};
-use candle_core::quantized::QMatMul;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
@@ -272,12 +272,33 @@ pub struct Llama {
     arch: Arch,
 }
 
-fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Lin> {
-    if bias {
-        candle_nn::linear(inp, out, vb).map(Lin::Dense)
-    } else {
-        candle_nn::linear_no_bias(inp, out, vb).map(Lin::Dense)
-    }
+/// A linear layer of a safetensors model: dense, or quantized at load to `quant` (on
+/// the CPU, then moved to the weights' device; a K-quant type falls back as in
+/// `quantize` when the input width is not a multiple of 256).
+fn linear(
+    vb: VarBuilder,
+    inp: usize,
+    out: usize,
+    bias: bool,
+    quant: Option<GgmlDType>,
+) -> Result<Lin> {
+    let Some(q) = quant else {
+        return if bias {
+            candle_nn::linear(inp, out, vb).map(Lin::Dense)
+        } else {
+            candle_nn::linear_no_bias(inp, out, vb).map(Lin::Dense)
+        };
+    };
+    let w = vb.get((out, inp), "weight")?.to_device(&Device::Cpu)?;
+    let qt = QTensor::quantize_onto(&w, super::quantize::fit_type(q, inp), vb.device())?;
+    Ok(Lin::Quant {
+        w: QMatMul::from_arc(std::sync::Arc::new(qt))?,
+        b: if bias {
+            Some(vb.get(out, "bias")?)
+        } else {
+            None
+        },
+    })
 }
 
 /// `[n, hd/2]` cos and sin tables of each of the model's rotary embeddings, in `dtype` on
@@ -340,6 +361,12 @@ fn weight_prefixes(vb: &VarBuilder) -> (String, String) {
 impl Llama {
     /// Builds the model from weights (HF names: `model.layers.N.self_attn.q_proj.weight`, …).
     pub fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
+        Self::load_with(vb, cfg, None)
+    }
+
+    /// [`Llama::load`], with every linear layer (the untied output matrix included)
+    /// quantized at load to `quant`; `vb` should then be f32 (the activations' dtype).
+    pub fn load_with(vb: VarBuilder, cfg: &LlamaConfig, quant: Option<GgmlDType>) -> Result<Self> {
         let arch = arch_of(cfg)?;
         let h = cfg.hidden_size;
         let hd = cfg.head_dim();
@@ -361,10 +388,10 @@ impl Llama {
                 None
             };
             let attn = Attention {
-                q: linear(a.pp("q_proj"), h, nh * hd, cfg.qkv_bias())?,
-                k: linear(a.pp("k_proj"), h, nkv * hd, cfg.qkv_bias())?,
-                v: linear(a.pp("v_proj"), h, nkv * hd, cfg.qkv_bias())?,
-                o: linear(a.pp("o_proj"), nh * hd, h, cfg.o_bias())?,
+                q: linear(a.pp("q_proj"), h, nh * hd, cfg.qkv_bias(), quant)?,
+                k: linear(a.pp("k_proj"), h, nkv * hd, cfg.qkv_bias(), quant)?,
+                v: linear(a.pp("v_proj"), h, nkv * hd, cfg.qkv_bias(), quant)?,
+                o: linear(a.pp("o_proj"), nh * hd, h, cfg.o_bias(), quant)?,
                 heads: nh,
                 kv_heads: nkv,
                 head_dim: hd,
@@ -374,9 +401,27 @@ impl Llama {
             };
             let p = b.pp("mlp");
             let mlp = Mlp {
-                gate: linear(p.pp("gate_proj"), h, cfg.intermediate_size, cfg.mlp_bias)?,
-                up: linear(p.pp("up_proj"), h, cfg.intermediate_size, cfg.mlp_bias)?,
-                down: linear(p.pp("down_proj"), cfg.intermediate_size, h, cfg.mlp_bias)?,
+                gate: linear(
+                    p.pp("gate_proj"),
+                    h,
+                    cfg.intermediate_size,
+                    cfg.mlp_bias,
+                    quant,
+                )?,
+                up: linear(
+                    p.pp("up_proj"),
+                    h,
+                    cfg.intermediate_size,
+                    cfg.mlp_bias,
+                    quant,
+                )?,
+                down: linear(
+                    p.pp("down_proj"),
+                    cfg.intermediate_size,
+                    h,
+                    cfg.mlp_bias,
+                    quant,
+                )?,
             };
             // Gemma: post_attention_layernorm normalises the attention output and
             // pre_feedforward_layernorm the MLP input; in Llama the latter's job is
@@ -405,11 +450,7 @@ impl Llama {
             if cfg.tie_word_embeddings && !vb.contains_tensor(&format!("{head_name}.weight")) {
                 Lin::Dense(Linear::new(embed.embeddings().clone(), None))
             } else {
-                Lin::Dense(candle_nn::linear_no_bias(
-                    h,
-                    cfg.vocab_size,
-                    vb.pp(head_name),
-                )?)
+                linear(vb.pp(head_name), h, cfg.vocab_size, false, quant)?
             };
         let device = vb.device().clone();
         let dtype = vb.dtype();

@@ -137,6 +137,32 @@ fn text_config(raw: serde_json::Value) -> serde_json::Value {
 /// Loads a model onto `device`: a directory (Hugging Face layout; `dtype` overrides
 /// config.json), a GGUF file, or a directory holding one GGUF file and no config.json.
 pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedModel, ModelError> {
+    load_quantized(dir, dtype, None, device)
+}
+
+/// [`load`], with a safetensors generation model's linear layers quantized at load to
+/// `quantize` (a uniform GGUF type name of [`quantize::Scheme`]: `q4_k`, `q8_0`, …; the
+/// activations are then f32, as for a GGUF file).
+pub fn load_quantized(
+    dir: &Path,
+    dtype: Option<&str>,
+    quantize: Option<&str>,
+    device: &Device,
+) -> Result<LoadedModel, ModelError> {
+    let quant = match quantize {
+        None => None,
+        Some(q) => match quantize::Scheme::parse(q) {
+            Some(quantize::Scheme::Uniform(t)) => Some(t),
+            _ => {
+                return Err(ModelError::BadFile {
+                    path: dir.to_path_buf(),
+                    message: format!(
+                        "quantize {q:?}: at load one type for every matrix is supported (q4_k, q5_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1, f16); mixes such as q4_k_m are written by `dayshift-node quantize`"
+                    ),
+                });
+            }
+        },
+    };
     let gguf_path = if dir.is_file() {
         Some(dir.to_path_buf())
     } else {
@@ -151,6 +177,14 @@ pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedMo
         }
         if let Some(d) = dtype {
             tracing::warn!(dtype = d, file = %p.display(), "dtype is ignored for GGUF files: their weights keep their own types");
+        }
+        if quant.is_some() {
+            return Err(ModelError::BadFile {
+                path: p,
+                message:
+                    "quantize does not apply to a GGUF file (its weights are quantized already)"
+                        .into(),
+            });
         }
         let m = gguf::load(&p, device)?;
         return Ok(LoadedModel::Generation(Box::new(m)));
@@ -177,10 +211,22 @@ pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedMo
                 serde_json::from_value(raw.clone()).map_err(|e| bad(format!("{e}")))?;
             cfg.normalize();
             cfg.check().map_err(bad)?;
-            let dt = choose_dtype(dtype, cfg.torch_dtype.as_deref(), device).map_err(bad)?;
+            let dt = match quant {
+                Some(_) if dtype.is_some_and(|d| d != "f32") => {
+                    return Err(bad(
+                        "a model quantized at load runs with f32 activations: leave dtype out"
+                            .into(),
+                    ));
+                }
+                Some(_) => DType::F32,
+                None => choose_dtype(dtype, cfg.torch_dtype.as_deref(), device).map_err(bad)?,
+            };
             let tokenizer = load_tokenizer(dir)?;
             let vb = load_weights(dir, dt, device)?;
-            let llama = llama::Llama::load(vb, &cfg).map_err(|e| ModelError::Weights {
+            if let Some(t) = quant {
+                tracing::info!(dir = %dir.display(), quantize = ?t, "quantizing the linear layers at load (activations f32)");
+            }
+            let llama = llama::Llama::load_with(vb, &cfg, quant).map_err(|e| ModelError::Weights {
                 dir: dir.to_path_buf(),
                 message: e.to_string(),
             })?;
@@ -225,6 +271,9 @@ pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedMo
                 guide: Default::default(),
             })))
         }
+        "bert" if quant.is_some() => Err(bad(
+            "quantize applies to generation models; this is an embedding model (bert): leave quantize out".into(),
+        )),
         "bert" => {
             let m = bert::EmbeddingModel::load(dir, &raw, dtype, device)?;
             Ok(LoadedModel::Embedding(Box::new(m)))

@@ -129,7 +129,7 @@ enum Role {
 
 /// The type a matrix of input width `width` can hold: K-quants need whole 256-wide
 /// super-blocks; llama.cpp's fallbacks otherwise.
-fn fit_type(want: GgmlDType, width: usize) -> GgmlDType {
+pub(crate) fn fit_type(want: GgmlDType, width: usize) -> GgmlDType {
     if width.is_multiple_of(want.block_size()) {
         return want;
     }

@@ -339,3 +339,121 @@ fn qwen3_round_trips_and_unwritable_models_are_refused() {
     );
     assert_eq!(Scheme::parse("q3_k"), None);
 }
+
+#[test]
+fn quantize_at_load_tracks_the_written_file_and_the_node_serves_it() {
+    let dir = wide_model();
+    let src = dir.path().join("wide");
+    let file = dir.path().join("wide.Q4_K.gguf");
+    quantize::write_gguf(
+        &src,
+        &file,
+        Scheme::Uniform(GgmlDType::Q4K),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let LoadedModel::Generation(at_load) =
+        model::load_quantized(&src, None, Some("q4_k"), &Device::Cpu).unwrap()
+    else {
+        panic!("a generation model")
+    };
+    let from_file = load(&file);
+    let ids = from_file
+        .tokenizer
+        .encode("The capital of France is Paris. The quick brown fox", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    // The same Q4_K matrices (the file's Q/K rows are permuted and permuted back whole);
+    // only the embedding differs: the file quantizes it, at load it stays dense.
+    let a: Vec<f32> = full_logits(&at_load.llama, &ids)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let b: Vec<f32> = full_logits(&from_file.llama, &ids)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let d: Vec<f32> = full_logits(&load(&src).llama, &ids)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let (cos_file, _) = cos_max(&a, &b);
+    let (cos_dense, _) = cos_max(&a, &d);
+    let (cos_file_dense, _) = cos_max(&b, &d);
+    eprintln!(
+        "q4_k at load: cosine {cos_file:.5} vs the file, {cos_dense:.5} vs dense (file vs dense {cos_file_dense:.5})"
+    );
+    assert!(cos_file > 0.99 && cos_dense > 0.98 && cos_dense >= cos_file_dense - 1e-3);
+    let (_, want) = greedy(&at_load, &ids, 8);
+    let want_text = at_load.tokenizer.decode(&want, false).unwrap();
+
+    // Refused: a mix at load, quantize on a GGUF file, a non-f32 dtype.
+    let e = |r: Result<LoadedModel, model::files::ModelError>| match r {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("expected an error"),
+    };
+    assert!(
+        e(model::load_quantized(
+            &src,
+            None,
+            Some("q4_k_m"),
+            &Device::Cpu
+        ))
+        .contains("mixes")
+    );
+    assert!(
+        e(model::load_quantized(
+            &file,
+            None,
+            Some("q8_0"),
+            &Device::Cpu
+        ))
+        .contains("GGUF")
+    );
+    assert!(
+        e(model::load_quantized(
+            &src,
+            Some("bf16"),
+            Some("q8_0"),
+            &Device::Cpu
+        ))
+        .contains("f32")
+    );
+
+    // A node whose config says `quantize = "q4_k"` serves exactly that.
+    let source = format!(
+        "source = {{ type = \"local\", path = {:?} }}\n",
+        src.display().to_string()
+    );
+    let cfg = common::config(&src, false, "", "")
+        .replace(&source, &format!("{source}quantize = \"q4_k\"\n"));
+    assert!(cfg.contains("\nquantize = \"q4_k\""), "{cfg}");
+    let node = common::Node::start(&cfg);
+    let r: Value = common::client()
+        .post(node.url("/v1/completions"))
+        .json(&serde_json::json!({"model": "tiny",
+            "prompt": "The capital of France is Paris. The quick brown fox",
+            "max_tokens": 8, "temperature": 0}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["choices"][0]["text"].as_str().unwrap(), want_text, "{r}");
+}
+
+#[test]
+fn every_quantize_type_of_the_node_config_is_a_scheme() {
+    for t in dayshift_config::node::QUANTIZE_TYPES {
+        assert!(
+            matches!(Scheme::parse(t), Some(Scheme::Uniform(_))),
+            "{t} is accepted by the node config but not by the loader"
+        );
+    }
+}

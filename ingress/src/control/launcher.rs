@@ -178,6 +178,7 @@ impl NodeLauncher {
                 name: pool.model.clone(),
                 source: model_source(pool),
                 dtype: None,
+                quantize: None,
             }],
         })
     }
