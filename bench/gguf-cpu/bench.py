@@ -11,6 +11,7 @@ llama.cpp (n_batch; the node's prefill_chunk_tokens default is also 256).
 Usage: bench.py NODE_BASE_URL GGUF_PATH THREADS [RUNS] [MAX_TOKENS] [PROMPT_WORDS]
 Prints one line per run and a summary with the ratio; run through bench/gguf-cpu/run.sh.
 """
+import os
 import statistics
 import sys
 import time
@@ -69,7 +70,7 @@ a_res, b_res = [], []
 for _ in range(runs):  # alternate, so that load from elsewhere hits both alike
     a_res.append(one(node))
     b_res.append(one(cpp))
-print(f"SmolLM2-135M-Instruct Q4_1, CPU, {threads} threads, max_tokens {max_tokens}, greedy")
+print(f"{os.path.basename(path)}, CPU, {threads} threads, max_tokens {max_tokens}, greedy")
 a = report("dayshift-node", a_res)
 b = report("llama.cpp", b_res)
 print(f"ratio dayshift-node / llama.cpp: {a / b:.2f}")

@@ -4,6 +4,8 @@
 # SmolLM2-135M-Instruct Q4_1 GGUF, same threads, same prompt and length, greedy.
 #   THREADS (default: all cores)  RUNS (default 3)  MAX_TOKENS (default 128)
 #   PROMPT_WORDS (default 2300: a ~3,000-token prompt for the time-to-first-token part)
+#   MODEL (default: that file; e.g. a Q8_0 or Q4_K_M copy made by
+#   `dayshift-node quantize SmolLM2-135M-Instruct.Q4_1.gguf -t q8_0`)
 # Needs: python3 with openai and llama-cpp-python (pip install llama-cpp-python: builds
 # llama.cpp from source, several minutes); the model comes from scripts/fetch-smollm2.sh.
 set -euo pipefail
@@ -16,7 +18,7 @@ python3 -c "import llama_cpp, openai" 2>/dev/null || {
   echo "bench/gguf-cpu: needs python packages llama-cpp-python and openai: pip install llama-cpp-python openai" >&2
   exit 1
 }
-MODEL="$(bash scripts/fetch-smollm2.sh)"
+MODEL="${MODEL:-$(bash scripts/fetch-smollm2.sh)}"
 cargo build --release -q -p dayshift-node
 BIN="${CARGO_TARGET_DIR:-target}/release/dayshift-node"
 work="$(mktemp -d)"

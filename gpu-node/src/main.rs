@@ -20,9 +20,10 @@ enum Cmd {
         config: PathBuf,
     },
     /// Convert a Hugging Face safetensors model directory to one GGUF file (loads in
-    /// this node and in llama.cpp).
+    /// this node and in llama.cpp), or a GGUF file to another type.
     Quantize {
-        /// The model directory (config.json, *.safetensors, tokenizer.json).
+        /// The model directory (config.json, *.safetensors, tokenizer.json), or a .gguf
+        /// file to re-quantize.
         dir: PathBuf,
         /// Weight type: q4_k_m, q5_k_m, q4_k, q5_k, q6_k, q8_0, q4_0, q4_1, q5_0, q5_1,
         /// f16 or f32.
@@ -130,10 +131,13 @@ fn run_quantize(dir: &Path, scheme: &str, out: Option<PathBuf>, json: bool) -> a
     let out = match out {
         Some(o) => o,
         None => {
-            let name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into());
+            let name = if dir.is_file() {
+                dir.file_stem()
+            } else {
+                dir.file_name()
+            }
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
             dir.with_file_name(format!("{name}.{}.gguf", scheme.to_ascii_uppercase()))
         }
     };
@@ -146,7 +150,11 @@ fn run_quantize(dir: &Path, scheme: &str, out: Option<PathBuf>, json: bool) -> a
             eprintln!("quantize: {done}/{total} tensors");
         }
     };
-    let report = quantize::write_gguf(dir, &out, sch, &mut progress)?;
+    let report = if dir.is_file() {
+        quantize::requantize_gguf(dir, &out, sch, &mut progress)?
+    } else {
+        quantize::write_gguf(dir, &out, sch, &mut progress)?
+    };
     if tty {
         eprintln!();
     }

@@ -261,23 +261,7 @@ pub fn write_gguf(
         *report.by_type.entry("f32".into()).or_default() += 1;
         progress(total, total, "rope_freqs.weight");
     }
-    let tmp = out.with_extension("gguf.partial");
-    {
-        let mut f = std::io::BufWriter::new(
-            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
-        );
-        let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        candle_core::quantized::gguf_file::write(&mut f, &md_refs, &t_refs)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::io::Write::flush(&mut f)?;
-    }
-    if let Err(e) = check_tokenizer(&tmp, &tok) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
+    write_file(out, &md, &tensors, &|tmp| check_tokenizer(tmp, &tok))?;
     report.bytes = std::fs::metadata(out)?.len();
     Ok(report)
 }
@@ -307,6 +291,125 @@ fn refuse_unwritable(cfg: &LlamaConfig, dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Re-quantizes the GGUF file `src` into `out` in `scheme` (every matrix dequantized and
+/// quantized again; 1-D tensors, metadata and tensor order kept, `general.file_type`
+/// updated). A matrix already in a lower-bit type gains nothing from a higher one: this
+/// moves a file between types (e.g. a Q4_1 download to Q8_0 or Q4_K_M), not up in quality.
+pub fn requantize_gguf(
+    src: &Path,
+    out: &Path,
+    scheme: Scheme,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> anyhow::Result<Report> {
+    use candle_core::quantized::gguf_file::Content;
+    let mut reader = std::io::BufReader::new(
+        File::open(src).with_context(|| format!("cannot open {}", src.display()))?,
+    );
+    let content = Content::read(&mut reader)
+        .map_err(|e| anyhow::anyhow!("{}: not a readable GGUF file: {e}", src.display()))?;
+    let arch = match content.metadata.get("general.architecture") {
+        Some(Value::String(a)) => a.clone(),
+        _ => bail!("{}: no general.architecture", src.display()),
+    };
+    let layers = match content.metadata.get(&format!("{arch}.block_count")) {
+        Some(Value::U32(n)) => *n as usize,
+        Some(Value::U64(n)) => *n as usize,
+        _ => bail!("{}: no {arch}.block_count", src.display()),
+    };
+    let tied = !content.tensor_infos.contains_key("output.weight");
+    let mut md: Vec<(String, Value)> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.as_str() != "general.file_type")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    md.sort_by(|a, b| a.0.cmp(&b.0));
+    md.push(("general.file_type".into(), Value::U32(scheme.file_type())));
+    let mut names: Vec<(&String, u64)> = content
+        .tensor_infos
+        .iter()
+        .map(|(n, i)| (n, i.offset))
+        .collect();
+    names.sort_by_key(|(_, off)| *off);
+    let total = names.len();
+    let mut report = Report {
+        architecture: arch,
+        pre_tokenizer: match content.metadata.get("tokenizer.ggml.pre") {
+            Some(Value::String(p)) => p.clone(),
+            _ => "(none)".into(),
+        },
+        ..Default::default()
+    };
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(total);
+    for (done, (name, _)) in names.into_iter().enumerate() {
+        let q = content.tensor(&mut reader, name, &Device::Cpu)?;
+        let dims = q.shape().dims().to_vec();
+        report.params += q.shape().elem_count();
+        let qt = if dims.len() < 2 {
+            q
+        } else {
+            let layer = name
+                .strip_prefix("blk.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
+            let role = if name == "output.weight" || (tied && name == "token_embd.weight") {
+                Role::Output
+            } else if name.contains(".attn_v.") {
+                Role::AttnV
+            } else if name.contains(".ffn_down.") {
+                Role::FfnDown
+            } else {
+                Role::Other
+            };
+            let want = scheme.matrix_type(role, layer, layers);
+            let width = dims.last().copied().unwrap_or(0);
+            let got = fit_type(want, width);
+            if got != want {
+                report.fell_back.push((name.clone(), want, got));
+            }
+            QTensor::quantize(&q.dequantize(&Device::Cpu)?, got)
+                .with_context(|| format!("cannot quantize {name} as {got:?}"))?
+        };
+        *report
+            .by_type
+            .entry(type_name(qt.dtype()).into())
+            .or_default() += 1;
+        tensors.push((name.clone(), qt));
+        progress(done + 1, total, name);
+    }
+    write_file(out, &md, &tensors, &|_| Ok(()))?;
+    report.bytes = std::fs::metadata(out)?.len();
+    Ok(report)
+}
+
+/// Writes metadata and tensors as a GGUF file: into `<out>.partial`, which `check` must
+/// accept before it is renamed to `out` (else it is removed).
+fn write_file(
+    out: &Path,
+    md: &[(String, Value)],
+    tensors: &[(String, QTensor)],
+    check: &dyn Fn(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let tmp = out.with_extension("gguf.partial");
+    {
+        let mut f = std::io::BufWriter::new(
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+        );
+        let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        candle_core::quantized::gguf_file::write(&mut f, &md_refs, &t_refs)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::io::Write::flush(&mut f)?;
+    }
+    if let Err(e) = check(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))
 }
 
 /// Writes every matrix of `dir` in one type (tests and the tiny model's GGUF files).
