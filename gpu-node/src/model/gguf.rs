@@ -408,12 +408,18 @@ impl QuantSource for GgufSource {
     }
 }
 
-/// The tokenizer of a GGUF file, as [`load`] builds it (the weights are not read).
-pub fn read_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
+/// A GGUF file's header (metadata and tensor table) and a reader for its tensors.
+fn open(path: &Path) -> Result<(Content, BufReader<File>), ModelError> {
     let file = File::open(path).map_err(|e| bad(path, e.to_string()))?;
     let mut reader = BufReader::new(file);
     let content = Content::read(&mut reader)
         .map_err(|e| bad(path, format!("not a readable GGUF file: {e}")))?;
+    Ok((content, reader))
+}
+
+/// The tokenizer of a GGUF file, as [`load`] builds it (the weights are not read).
+pub fn read_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
+    let (content, _) = open(path)?;
     let m = Meta {
         md: &content.metadata,
         path,
@@ -424,10 +430,7 @@ pub fn read_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
 
 /// Loads a GGUF file of the Llama family onto `device` (activations in f32).
 pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError> {
-    let file = File::open(path).map_err(|e| bad(path, e.to_string()))?;
-    let mut reader = BufReader::new(file);
-    let content = Content::read(&mut reader)
-        .map_err(|e| bad(path, format!("not a readable GGUF file: {e}")))?;
+    let (content, mut reader) = open(path)?;
     let m = Meta {
         md: &content.metadata,
         path,

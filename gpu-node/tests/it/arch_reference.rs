@@ -17,15 +17,7 @@ use dayshift_node::model::llama::{
 };
 use dayshift_node::model::{self, GenerationModel, LoadedModel};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::path::Path;
-
-fn sha(p: &Path) -> String {
-    Sha256::digest(std::fs::read(p).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn reference(name: &str) -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -198,12 +190,12 @@ fn matches_transformers(arch: &str, name: &str) -> f32 {
     let reference = reference(name);
     let dir = common::tiny_model_arch(arch);
     assert_eq!(
-        sha(&dir.path().join("model.safetensors")),
+        common::sha(&dir.path().join("model.safetensors")),
         reference["model_sha256"],
         "make-test-model --arch {arch} is no longer what the reference was made from"
     );
     assert_eq!(
-        sha(&dir.path().join("tokenizer.json")),
+        common::sha(&dir.path().join("tokenizer.json")),
         reference["tokenizer_sha256"]
     );
     let m = load(dir.path());

@@ -21,17 +21,8 @@ fn load(p: &Path) -> Box<GenerationModel> {
 
 /// Cosine similarity of the flattened tensors and the largest absolute difference.
 fn compare(a: &Tensor, b: &Tensor) -> (f32, f32) {
-    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let max = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    (dot / (na * nb), max)
+    let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    crate::common::cos_max(&v(a), &v(b))
 }
 
 fn argmax_rows(t: &Tensor) -> Vec<u32> {

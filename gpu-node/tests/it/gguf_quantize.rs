@@ -16,7 +16,6 @@ use dayshift_node::model::llama::{SeqCache, SeqChunk, WantLogits, full_logits};
 use dayshift_node::model::quantize::{self, Scheme};
 use dayshift_node::model::{self, GenerationModel, LoadedModel};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;
 
@@ -25,13 +24,6 @@ fn load(p: &Path) -> Box<GenerationModel> {
         LoadedModel::Generation(g) => g,
         LoadedModel::Embedding(_) => panic!("expected a generation model"),
     }
-}
-
-fn sha(p: &Path) -> String {
-    Sha256::digest(std::fs::read(p).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The 256-wide test Llama, made by the real binary.
@@ -61,19 +53,6 @@ fn quantize_cli(dir: &Path, ty: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn cos_max(a: &[f32], b: &[f32]) -> (f32, f32) {
-    assert_eq!(a.len(), b.len());
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let max = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    (dot / (na * nb), max)
 }
 
 /// Logits after `ids` and `steps` greedy tokens, through one cache (prefill, then decode).
@@ -117,7 +96,7 @@ fn quantized_files_load_in_llama_cpp_alike() {
         let file = dir.path().join(name);
         assert_eq!(summary["file"].as_str().unwrap(), file.to_str().unwrap());
         assert_eq!(
-            sha(&file),
+            common::sha(&file),
             f["sha256"].as_str().unwrap(),
             "{name}: quantize no longer writes the bytes the llama.cpp reference was made from"
         );
@@ -131,7 +110,7 @@ fn quantized_files_load_in_llama_cpp_alike() {
             let want: Vec<u32> = serde_json::from_value(case["greedy"].clone()).unwrap();
             let margins: Vec<f32> = serde_json::from_value(case["margins"].clone()).unwrap();
             let (logits, got) = greedy(&m, &ids, want.len());
-            let (cos, max) = cos_max(&logits, &want_logits);
+            let (cos, max) = common::cos_max(&logits, &want_logits);
             // K-quants: llama.cpp and candle both multiply Q8_K-quantized activations with
             // the same blocks: equal to ~1e-5. Q8_0: the two quantize the activations
             // differently; how much that moves these logits is shown by the same file run
@@ -196,7 +175,7 @@ fn the_m_mixes_follow_llama_cpp_and_every_type_tracks_the_dense_model() {
         assert!(s["fell_back"].as_array().unwrap().is_empty());
         let got = full_logits(&load(&file).llama, &prompt).unwrap();
         let got_v: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-        let (cos, max) = cos_max(&got_v, &want_v);
+        let (cos, max) = common::cos_max(&got_v, &want_v);
         eprintln!("{ty}: cosine {cos:.6}, max |diff| {max:.4}");
         assert!(cos >= min_cos, "{ty}: cosine {cos} < {min_cos}");
     }
@@ -255,7 +234,7 @@ fn llama31_rope_scaling_travels_as_rope_freqs() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    let (cos, max) = cos_max(&a, &b);
+    let (cos, max) = common::cos_max(&a, &b);
     assert!(
         max < 1e-4,
         "scaled GGUF vs scaled safetensors: max |diff| {max} (cosine {cos})"
@@ -267,7 +246,7 @@ fn llama31_rope_scaling_travels_as_rope_freqs() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    let (_, max_plain) = cos_max(&a, &p);
+    let (_, max_plain) = common::cos_max(&a, &p);
     assert!(max_plain > 100.0 * max.max(1e-6), "{max_plain} vs {max}");
 }
 
@@ -302,7 +281,7 @@ fn qwen3_round_trips_and_unwritable_models_are_refused() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    let (_, max) = cos_max(&la, &lb);
+    let (_, max) = common::cos_max(&la, &lb);
     assert!(max < 1e-4, "qwen3 GGUF vs safetensors: {max}");
 
     let err = |dir: &Path| {
@@ -384,9 +363,9 @@ fn quantize_at_load_tracks_the_written_file_and_the_node_serves_it() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    let (cos_file, _) = cos_max(&a, &b);
-    let (cos_dense, _) = cos_max(&a, &d);
-    let (cos_file_dense, _) = cos_max(&b, &d);
+    let (cos_file, _) = common::cos_max(&a, &b);
+    let (cos_dense, _) = common::cos_max(&a, &d);
+    let (cos_file_dense, _) = common::cos_max(&b, &d);
     eprintln!(
         "q4_k at load: cosine {cos_file:.5} vs the file, {cos_dense:.5} vs dense (file vs dense {cos_file_dense:.5})"
     );

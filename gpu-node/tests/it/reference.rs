@@ -10,14 +10,6 @@ use dayshift_node::engine::sampling::argmax;
 use dayshift_node::model::llama::{SeqCache, SeqChunk, WantLogits, full_logits};
 use dayshift_node::model::{self, LoadedModel, chat::ChatMessage};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-
-fn sha(p: &std::path::Path) -> String {
-    Sha256::digest(std::fs::read(p).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 #[test]
 fn tiny_llama_matches_transformers() {
@@ -25,12 +17,12 @@ fn tiny_llama_matches_transformers() {
         serde_json::from_str(include_str!("../../reference/tiny_reference.json")).unwrap();
     let dir = common::tiny_model();
     assert_eq!(
-        sha(&dir.path().join("model.safetensors")),
+        common::sha(&dir.path().join("model.safetensors")),
         reference["model_sha256"],
         "make-test-model is no longer deterministic"
     );
     assert_eq!(
-        sha(&dir.path().join("tokenizer.json")),
+        common::sha(&dir.path().join("tokenizer.json")),
         reference["tokenizer_sha256"]
     );
     let LoadedModel::Generation(m) = model::load(dir.path(), None, &Device::Cpu).unwrap() else {

@@ -201,3 +201,26 @@ pub fn sse_events(resp: reqwest::blocking::Response) -> Vec<String> {
         .map(|s| s.trim().to_string())
         .collect()
 }
+
+/// sha256 of a file, hex.
+pub fn sha(p: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(std::fs::read(p).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Cosine similarity of two vectors and their largest absolute difference.
+pub fn cos_max(a: &[f32], b: &[f32]) -> (f32, f32) {
+    assert_eq!(a.len(), b.len());
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let max = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    (dot / (na * nb), max)
+}
