@@ -394,9 +394,25 @@ impl QuantSource for GgufSource {
     fn dense(&mut self, name: &str) -> candle_core::Result<Tensor> {
         let (data, dt, dims) = self.raw(name)?;
         let qt = ggml_file::qtensor_from_ggml(dt, &data, dims, &Device::Cpu)?;
-        qt.dequantize(&Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .to_device(&self.device)
+        let t = qt.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
+        // Q/K biases were permuted with their rows (llama.cpp's converter): back to
+        // "rotate half", as `lin` does for the weights.
+        let t = if self.interleaved
+            && (name.ends_with(".attn_q.bias") || name.ends_with(".attn_k.bias"))
+        {
+            let rows = t.elem_count();
+            let hd = self.head_dim;
+            if hd == 0 || !rows.is_multiple_of(hd) {
+                candle_core::bail!("tensor {name} has {rows} rows, not whole heads of {hd}");
+            }
+            t.reshape((rows / hd, hd / 2, 2))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape(rows)?
+        } else {
+            t
+        };
+        t.to_device(&self.device)
     }
 
     fn contains(&self, name: &str) -> bool {

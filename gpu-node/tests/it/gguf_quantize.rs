@@ -436,3 +436,48 @@ fn every_quantize_type_of_the_node_config_is_a_scheme() {
         );
     }
 }
+
+#[test]
+fn llama_qk_biases_survive_the_rotary_permutation() {
+    // The 256-wide Llama with `attention_bias`: random q/k/v/o biases added.
+    let dir = wide_model();
+    let src = dir.path().join("wide");
+    let st = src.join("model.safetensors");
+    let mut w = candle_core::safetensors::load(&st, &Device::Cpu).unwrap();
+    let cfg_path = src.join("config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["attention_bias"] = true.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    for i in 0..2 {
+        for (p, n) in [("q", 256), ("k", 128), ("v", 128), ("o", 256)] {
+            let b = candle_core::Tensor::randn(0f32, 0.5, n, &Device::Cpu).unwrap();
+            w.insert(format!("model.layers.{i}.self_attn.{p}_proj.bias"), b);
+        }
+    }
+    candle_core::safetensors::save(&w, &st).unwrap();
+    let dense = load(&src);
+    let file = dir.path().join("bias.gguf");
+    quantize::write_gguf(
+        &src,
+        &file,
+        Scheme::Uniform(GgmlDType::F32),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let g = load(&file);
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 % 370) as u32).collect();
+    let v = |m: &GenerationModel| -> Vec<f32> {
+        full_logits(&m.llama, &ids)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (_, max) = common::cos_max(&v(&dense), &v(&g));
+    assert!(
+        max < 1e-4,
+        "llama with q/k biases, GGUF vs safetensors: {max}"
+    );
+}
