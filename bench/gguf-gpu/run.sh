@@ -24,12 +24,15 @@ TYPES=${TYPES:-q4_k_m q8_0}
 M=/tmp/gguf-models
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$R/device.txt"
 python3 "$gpu/make_models.py" $M llama1b > /dev/null || exit 1
-cp "$TINY/tokenizer.json" "$TINY/tokenizer_config.json" $M/llama1b/
+# The GGUF files get the test model's byte-level BPE tokenizer (quantize writes only
+# those); the bf16 directory keeps make_models.py's word-level one, whose every id decodes.
+rm -rf $M/llama1b-q && cp -r $M/llama1b $M/llama1b-q
+cp "$TINY/tokenizer.json" "$TINY/tokenizer_config.json" $M/llama1b-q/
 python3 "$gpu/hf_baseline.py" bandwidth --json "$R/bandwidth.json" > /dev/null
 cat "$R/bandwidth.json"; echo
 for t in $TYPES; do
   /usr/bin/time -f "quantize $t: %e s wall, %M KB peak RSS" \
-    "$B" quantize $M/llama1b -t "$t" --json 2>> "$R/quantize.log" | tee -a "$R/quantize.jsonl"
+    "$B" quantize $M/llama1b-q -t "$t" --json 2>> "$R/quantize.log" | tee -a "$R/quantize.jsonl"
 done
 tail -3 "$R/quantize.log"
 
@@ -73,6 +76,6 @@ drive() { # name path [dtype]
 drive bf16 $M/llama1b bf16
 for t in $TYPES; do
   T=$(echo "$t" | tr a-z A-Z)
-  drive "$t" "$M/llama1b.$T.gguf"
+  drive "$t" "$M/llama1b-q.$T.gguf"
 done
 grep -h "GGUF\|quantiz\|error\|ERROR" "$R"/*-node.log | head -20
