@@ -15,3 +15,4 @@ mod gguf_smollm2;
 mod mirror;
 mod openai_client;
 mod reference;
+mod start_checks;
