@@ -63,6 +63,7 @@ const POOL_KEYS: &[&str] = &[
     "scale_up_after",
     "scale_down_after",
     "min_wake",
+    "quantize",
 ];
 const GATEWAY_KEYS: &[&str] = &[
     "listen",
@@ -295,6 +296,9 @@ pub struct PoolConfig {
     /// A node woken by a request stays at least this long, in seconds (default: one
     /// paid unit of the provider's billing rule), then follows the idle rule.
     pub min_wake_secs: u64,
+    /// The nodes quantize a safetensors model's linear layers at load to this GGUF type
+    /// (one of [`crate::node::QUANTIZE_TYPES`]); written into each node's config.
+    pub quantize: Option<String>,
 }
 
 impl PoolConfig {
@@ -946,6 +950,32 @@ fn parse_pools(
             .map(|(b, _)| b)
             .unwrap_or(false);
         let min_wake_secs = duration(d, &t, "min_wake", provider.billing.unit_secs);
+        let quantize = t
+            .string(d, "quantize", false, "a GGUF type such as \"q4_k\"")
+            .and_then(|(q, span)| {
+                let types = crate::node::QUANTIZE_TYPES;
+                if !types.contains(&q.as_str()) {
+                    d.push(
+                        span,
+                        t.field("quantize"),
+                        format!(
+                            "\"{q}\" is not a type nodes quantize to: use one of {}",
+                            types.join(", ")
+                        ),
+                    );
+                    None
+                } else if model_source.to_ascii_lowercase().ends_with(".gguf") {
+                    d.push(
+                        span,
+                        t.field("quantize"),
+                        "the model source is a GGUF file, already quantized: leave quantize out"
+                            .to_string(),
+                    );
+                    None
+                } else {
+                    Some(q)
+                }
+            });
         let pool = PoolConfig {
             model,
             model_source,
@@ -966,6 +996,7 @@ fn parse_pools(
             scale_down_after_secs,
             wake_on_demand,
             min_wake_secs,
+            quantize,
         };
         out.insert(name, pool);
     }

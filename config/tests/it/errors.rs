@@ -415,4 +415,35 @@ fn elastic_pool_settings_are_read_and_min_above_max_is_refused() {
     // min_wake defaults to one paid unit of the provider's billing rule.
     let c = Config::parse("dayshift.toml", GOOD_CONFIG, Path::new("/etc/dayshift")).unwrap();
     assert_eq!(c.pools["chat"].min_wake_secs, c.provider.billing.unit_secs);
+    assert_eq!(c.pools["chat"].quantize, None);
+}
+
+#[test]
+fn pool_quantize_names_a_type_and_not_a_gguf_source() {
+    let line = GOOD_CONFIG.lines().count() + 1;
+    let c = Config::parse(
+        "dayshift.toml",
+        &format!("{GOOD_CONFIG}quantize = \"q4_k\"\n"),
+        Path::new("/etc/dayshift"),
+    )
+    .unwrap();
+    assert_eq!(c.pools["chat"].quantize.as_deref(), Some("q4_k"));
+    let p = config_problems(&format!("{GOOD_CONFIG}quantize = \"q3_k\"\n"));
+    at(
+        one(&p),
+        line,
+        12,
+        "pools.chat.quantize",
+        "not a type nodes quantize to",
+    );
+    let p = config_problems(&format!(
+        "{GOOD_CONFIG}model_source = \"m.Q4_K_M.gguf\"\nquantize = \"q8_0\"\n"
+    ));
+    at(
+        one(&p),
+        line + 1,
+        12,
+        "pools.chat.quantize",
+        "already quantized",
+    );
 }

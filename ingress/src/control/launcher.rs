@@ -174,12 +174,7 @@ impl NodeLauncher {
                 device: device.to_string(),
                 ..EngineConfig::default()
             },
-            models: vec![ModelConfig {
-                name: pool.model.clone(),
-                source: model_source(pool),
-                dtype: None,
-                quantize: None,
-            }],
+            models: vec![node_model(pool)],
         })
     }
 
@@ -251,6 +246,17 @@ fn install_dir(template: &str, node: &NodeRecord) -> String {
 }
 
 /// The node-config model source for a pool: a path, the mirror, or the hub.
+/// The `[[models]]` entry of a node of `pool`: its model, where the node gets it, and
+/// the pool's `quantize`.
+pub fn node_model(pool: &PoolConfig) -> ModelConfig {
+    ModelConfig {
+        name: pool.model.clone(),
+        source: model_source(pool),
+        dtype: None,
+        quantize: pool.quantize.clone(),
+    }
+}
+
 fn model_source(pool: &PoolConfig) -> ModelSource {
     let src = pool.model_source.as_str();
     if src == "mirror" {

@@ -151,3 +151,21 @@ fn no_unit_tests_hide_in_src() {
          move them to ingress/tests/it/ (or set test = true): {hidden:?}"
     );
 }
+
+/// A pool's `quantize` reaches the `[[models]]` entry of the node config the launcher
+/// writes (and the node applies it: `dayshift-node`'s `gguf_quantize::quantize_at_load…`).
+#[test]
+fn a_pools_quantize_goes_into_its_nodes_model_entry() {
+    let text = "cluster = \"office\"\n[provider]\nkind = \"local\"\n\
+                [pools.chat]\nmodel = \"tiny\"\nmodel_source = \"/m/tiny\"\nquantize = \"q8_0\"\n\
+                [pools.plain]\nmodel = \"big\"\n";
+    let c = dayshift_config::settings::Config::parse("dayshift.toml", text, Path::new("/etc/d"))
+        .unwrap();
+    let m = dayshift::control::launcher::node_model(&c.pools["chat"]);
+    assert_eq!(m.quantize.as_deref(), Some("q8_0"));
+    assert_eq!(m.name, "tiny");
+    assert_eq!(
+        dayshift::control::launcher::node_model(&c.pools["plain"]).quantize,
+        None
+    );
+}
