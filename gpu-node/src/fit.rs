@@ -38,19 +38,15 @@ pub fn weight_file_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-/// Bits per weight of a `quantize` type (GGUF block sizes: e.g. Q4_K stores 256 weights
-/// in 144 bytes).
+/// Bits per weight of a `quantize` type: its GGUF block's bytes over its weights (e.g.
+/// Q4_K stores 256 weights in 144 bytes: 4.5).
 fn quantized_bits(name: &str) -> Option<f64> {
-    Some(match name {
-        "q4_k" | "q4_0" => 4.5,
-        "q4_1" => 5.0,
-        "q5_k" | "q5_0" => 5.5,
-        "q5_1" => 6.0,
-        "q6_k" => 6.5625,
-        "q8_0" => 8.5,
-        "f16" => 16.0,
-        _ => return None,
-    })
+    match crate::model::quantize::Scheme::parse(name)? {
+        crate::model::quantize::Scheme::Uniform(t) => {
+            Some(t.type_size() as f64 * 8.0 / t.block_size() as f64)
+        }
+        _ => None,
+    }
 }
 
 /// The bytes the weights will take on the device: the files' size, scaled when `dtype`

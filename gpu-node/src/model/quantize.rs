@@ -18,6 +18,7 @@
 //!   After writing, the file is read back and its tokenizer must encode a sample of mixed
 //!   text (German, code, emoji) to the same ids as the directory's, or the file is removed.
 
+use super::arch::{Arch, Rope, RopeKind, inv_freqs};
 use super::chat;
 use super::config::LlamaConfig;
 use super::files::read_json;
@@ -127,6 +128,45 @@ enum Role {
     Other,
 }
 
+impl Role {
+    /// The role of the GGUF tensor `name` (`tied`: the file has no `output.weight`, so
+    /// `token_embd.weight` is also the output matrix).
+    fn of(name: &str, tied: bool) -> Role {
+        if name == "output.weight" || (tied && name == "token_embd.weight") {
+            Role::Output
+        } else if name.contains(".attn_v.") {
+            Role::AttnV
+        } else if name.contains(".ffn_down.") {
+            Role::FfnDown
+        } else {
+            Role::Other
+        }
+    }
+}
+
+/// The type the GGUF tensor `name` of shape `dims` is written in, as (wanted, written):
+/// 1-D tensors (norms, biases, `rope_freqs`) stay f32; a matrix gets the scheme's type for
+/// its role and layer (both read from the name; llama.cpp's `llama_tensor_get_type`),
+/// then [`fit_type`] for its input width.
+fn tensor_type(
+    scheme: Scheme,
+    name: &str,
+    dims: &[usize],
+    tied: bool,
+    layers: usize,
+) -> (GgmlDType, GgmlDType) {
+    if dims.len() < 2 {
+        return (GgmlDType::F32, GgmlDType::F32);
+    }
+    let layer = name
+        .strip_prefix("blk.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0);
+    let want = scheme.matrix_type(Role::of(name, tied), layer, layers);
+    (want, fit_type(want, dims.last().copied().unwrap_or(0)))
+}
+
 /// The type a matrix of input width `width` can hold: K-quants need whole 256-wide
 /// super-blocks; llama.cpp's fallbacks otherwise.
 pub(crate) fn fit_type(want: GgmlDType, width: usize) -> GgmlDType {
@@ -158,15 +198,32 @@ pub struct Report {
     pub pre_tokenizer: String,
 }
 
+impl Report {
+    /// The type tensor `name` is written in ([`tensor_type`]), counted in the report.
+    fn plan(
+        &mut self,
+        scheme: Scheme,
+        name: &str,
+        dims: &[usize],
+        tied: bool,
+        layers: usize,
+    ) -> GgmlDType {
+        let (want, got) = tensor_type(scheme, name, dims, tied, layers);
+        if got != want {
+            self.fell_back.push((name.to_string(), want, got));
+        }
+        self.params += dims.iter().product::<usize>();
+        *self.by_type.entry(type_name(got).into()).or_default() += 1;
+        got
+    }
+}
+
 /// One tensor to write: its GGUF name, and how to make it.
 struct Plan {
     gguf: String,
     hf: String,
     /// Q/K projection of a `llama` file: interleave rows of this many heads.
     interleave: Option<usize>,
-    /// `None`: a 1-D tensor, kept f32.
-    role: Option<Role>,
-    layer: usize,
 }
 
 /// Text the written tokenizer must encode exactly as the directory's does.
@@ -217,7 +274,15 @@ pub fn write_gguf(
     let has = |n: &str| vb.contains_tensor(n);
     let tied = !has("lm_head.weight");
     let plans = plan_tensors(&cfg, arch, tied, &has);
-    let total = plans.len() + usize::from(rope_freqs(&cfg).is_some());
+    // The engine's reading of the config (refuses what it would not run) and, from it,
+    // Llama 3.1's scaling as llama.cpp stores it.
+    let choices = Arch::from_config(&cfg)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
+    let freqs = choices
+        .ropes
+        .first()
+        .and_then(|r| rope_freqs(cfg.head_dim(), r));
+    let total = plans.len() + usize::from(freqs.is_some());
     let mut report = Report {
         architecture: arch.into(),
         pre_tokenizer: pre.into(),
@@ -232,33 +297,20 @@ pub fn write_gguf(
             Some(h) => interleave(&w, h)?,
             None => w,
         };
-        report.params += w.elem_count();
-        let dt = match p.role {
-            None => GgmlDType::F32,
-            Some(role) => {
-                let want = scheme.matrix_type(role, p.layer, cfg.num_hidden_layers);
-                let width = w.dims().last().copied().unwrap_or(0);
-                let got = fit_type(want, width);
-                if got != want {
-                    report.fell_back.push((p.gguf.clone(), want, got));
-                }
-                got
-            }
-        };
+        let dt = report.plan(scheme, &p.gguf, w.dims(), tied, cfg.num_hidden_layers);
         let qt = QTensor::quantize(&w, dt)
             .with_context(|| format!("cannot quantize {} as {dt:?}", p.gguf))?;
-        *report.by_type.entry(type_name(dt).into()).or_default() += 1;
         tensors.push((p.gguf.clone(), qt));
         progress(done + 1, total, &p.gguf);
     }
-    if let Some(f) = rope_freqs(&cfg) {
+    if let Some(f) = freqs {
         let n = f.len();
         let t = Tensor::from_vec(f, n, &Device::Cpu)?;
+        report.plan(scheme, "rope_freqs.weight", &[n], tied, 0);
         tensors.push((
             "rope_freqs.weight".into(),
             QTensor::quantize(&t, GgmlDType::F32)?,
         ));
-        *report.by_type.entry("f32".into()).or_default() += 1;
         progress(total, total, "rope_freqs.weight");
     }
     write_file(out, &md, &tensors, &|tmp| check_tokenizer(tmp, &tok))?;
@@ -346,37 +398,14 @@ pub fn requantize_gguf(
     for (done, (name, _)) in names.into_iter().enumerate() {
         let q = content.tensor(&mut reader, name, &Device::Cpu)?;
         let dims = q.shape().dims().to_vec();
-        report.params += q.shape().elem_count();
         let qt = if dims.len() < 2 {
+            report.plan(scheme, name, &dims, tied, layers);
             q
         } else {
-            let layer = name
-                .strip_prefix("blk.")
-                .and_then(|r| r.split('.').next())
-                .and_then(|i| i.parse().ok())
-                .unwrap_or(0);
-            let role = if name == "output.weight" || (tied && name == "token_embd.weight") {
-                Role::Output
-            } else if name.contains(".attn_v.") {
-                Role::AttnV
-            } else if name.contains(".ffn_down.") {
-                Role::FfnDown
-            } else {
-                Role::Other
-            };
-            let want = scheme.matrix_type(role, layer, layers);
-            let width = dims.last().copied().unwrap_or(0);
-            let got = fit_type(want, width);
-            if got != want {
-                report.fell_back.push((name.clone(), want, got));
-            }
+            let got = report.plan(scheme, name, &dims, tied, layers);
             QTensor::quantize(&q.dequantize(&Device::Cpu)?, got)
                 .with_context(|| format!("cannot quantize {name} as {got:?}"))?
         };
-        *report
-            .by_type
-            .entry(type_name(qt.dtype()).into())
-            .or_default() += 1;
         tensors.push((name.clone(), qt));
         progress(done + 1, total, name);
     }
@@ -430,28 +459,24 @@ fn plan_tensors(
         gguf: "token_embd.weight".into(),
         hf: "model.embed_tokens.weight".into(),
         interleave: None,
-        role: Some(if tied { Role::Output } else { Role::Other }),
-        layer: 0,
     }];
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
         let b = format!("blk.{i}");
         let mats = [
-            ("self_attn.q_proj", "attn_q", rot(nh), Role::Other),
-            ("self_attn.k_proj", "attn_k", rot(nkv), Role::Other),
-            ("self_attn.v_proj", "attn_v", None, Role::AttnV),
-            ("self_attn.o_proj", "attn_output", None, Role::Other),
-            ("mlp.gate_proj", "ffn_gate", None, Role::Other),
-            ("mlp.up_proj", "ffn_up", None, Role::Other),
-            ("mlp.down_proj", "ffn_down", None, Role::FfnDown),
+            ("self_attn.q_proj", "attn_q", rot(nh)),
+            ("self_attn.k_proj", "attn_k", rot(nkv)),
+            ("self_attn.v_proj", "attn_v", None),
+            ("self_attn.o_proj", "attn_output", None),
+            ("mlp.gate_proj", "ffn_gate", None),
+            ("mlp.up_proj", "ffn_up", None),
+            ("mlp.down_proj", "ffn_down", None),
         ];
-        for (hf, gg, il, role) in mats {
+        for (hf, gg, il) in mats {
             v.push(Plan {
                 gguf: format!("{b}.{gg}.weight"),
                 hf: format!("{p}.{hf}.weight"),
                 interleave: il,
-                role: Some(role),
-                layer: i,
             });
             let bias = format!("{p}.{hf}.bias");
             if has(&bias) {
@@ -459,8 +484,6 @@ fn plan_tensors(
                     gguf: format!("{b}.{gg}.bias"),
                     hf: bias,
                     interleave: il,
-                    role: None,
-                    layer: i,
                 });
             }
         }
@@ -479,8 +502,6 @@ fn plan_tensors(
                 gguf: format!("{b}.{gg}.weight"),
                 hf: format!("{p}.{hf}.weight"),
                 interleave: None,
-                role: None,
-                layer: i,
             });
         }
     }
@@ -488,16 +509,12 @@ fn plan_tensors(
         gguf: "output_norm.weight".into(),
         hf: "model.norm.weight".into(),
         interleave: None,
-        role: None,
-        layer: 0,
     });
     if !tied {
         v.push(Plan {
             gguf: "output.weight".into(),
             hf: "lm_head.weight".into(),
             interleave: None,
-            role: Some(Role::Output),
-            layer: 0,
         });
     }
     v
@@ -540,35 +557,23 @@ fn interleave(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
         .reshape(dims)
 }
 
-/// llama.cpp's per-frequency divisors for Llama 3.1's `rope_scaling` (`rope_type` =
-/// `llama3`), or `None` when the model has no such scaling.
-pub fn rope_freqs(cfg: &LlamaConfig) -> Option<Vec<f32>> {
-    let s = cfg.rope_scaling.as_ref()?;
-    if s.rope_type.as_deref() != Some("llama3") {
+/// llama.cpp's `rope_freqs.weight` for a rotary embedding with Llama 3.1's scaling
+/// (`llama3`): per frequency, the divisor that turns the plain frequency into the scaled
+/// one (both from [`inv_freqs`], the engine's own); `None` for other kinds.
+fn rope_freqs(head_dim: usize, rope: &Rope) -> Option<Vec<f32>> {
+    if !matches!(rope.kind, RopeKind::Llama3 { .. }) {
         return None;
     }
-    let dim = cfg.head_dim();
-    let factor = s.factor.unwrap_or(8.0);
-    let low = s.low_freq_factor.unwrap_or(1.0);
-    let high = s.high_freq_factor.unwrap_or(4.0);
-    let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
-    let (low_wl, high_wl) = (old / low, old / high);
+    let plain = Rope {
+        theta: rope.theta,
+        kind: RopeKind::Default,
+    };
+    let scaled = inv_freqs(head_dim, rope);
     Some(
-        (0..dim)
-            .step_by(2)
-            .map(|i| {
-                let f = 1.0 / cfg.rope_theta.powf(i as f64 / dim as f64);
-                let wl = 2.0 * std::f64::consts::PI / f;
-                let r = if wl < high_wl {
-                    1.0
-                } else if wl > low_wl {
-                    factor
-                } else {
-                    let smooth = (old / wl - low) / (high - low);
-                    1.0 / ((1.0 - smooth) / factor + smooth)
-                };
-                r as f32
-            })
+        inv_freqs(head_dim, &plain)
+            .iter()
+            .zip(&scaled)
+            .map(|(p, s)| p / s)
             .collect(),
     )
 }
