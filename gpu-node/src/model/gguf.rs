@@ -14,6 +14,7 @@
 //! rows as they are; Qwen3's `attn_q_norm` / `attn_k_norm` are stored unshifted).
 
 use super::files::ModelError;
+use super::gguf_tokenizer::{GgufVocab, default_bos, default_eos};
 use super::llama::{Lin, Llama, QuantSource};
 use super::{GenerationModel, chat, config::LlamaConfig};
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -24,14 +25,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::{BPE, Vocab};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::Tokenizer;
 
 /// GGUF architectures this loader runs.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
@@ -152,6 +146,22 @@ impl Meta<'_> {
             )),
         }
     }
+    /// A float array (`None` when the key is absent).
+    fn floats(&self, k: &str) -> Result<Option<Vec<f32>>, ModelError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    as_f64(v)
+                        .map(|x| x as f32)
+                        .ok_or_else(|| bad(self.path, format!("metadata {k} holds a non-number")))
+                })
+                .collect::<Result<Vec<f32>, ModelError>>()
+                .map(Some),
+            Some(_) => Err(bad(self.path, format!("metadata {k} is not an array"))),
+        }
+    }
     fn ints(&self, k: &str) -> Vec<u64> {
         match self.get(k) {
             Some(Value::Array(a)) => a.iter().map(|v| as_u64(v).unwrap_or(1)).collect(),
@@ -191,110 +201,29 @@ fn config_from_meta(m: &Meta, arch: &str, vocab: usize) -> Result<LlamaConfig, M
     Ok(cfg)
 }
 
-/// Pre-tokenizer regexes of llama.cpp's `tokenizer.ggml.pre` names.
-pub(crate) const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-pub(crate) const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-fn regex_then_bytes(re: &str) -> Result<PreTokenizerWrapper, String> {
-    let split = Split::new(
-        SplitPattern::Regex(re.to_string()),
-        SplitDelimiterBehavior::Isolated,
-        false,
-    )
-    .map_err(|e| format!("bad pre-tokenizer regex: {e}"))?;
-    let bl = ByteLevel::default()
-        .add_prefix_space(false)
-        .use_regex(false);
-    Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
-        split.into(),
-        bl.into(),
-    ])))
-}
-
-/// The byte-level BPE tokenizer (`tokenizer.ggml.model` = `gpt2`) of a GGUF file.
+/// The tokenizer of a GGUF file (`tokenizer.ggml.*`; see [`super::gguf_tokenizer`]).
 fn build_tokenizer(m: &Meta, tokens: &[String]) -> Result<Tokenizer, ModelError> {
     let model = m.str("tokenizer.ggml.model")?;
-    if model != "gpt2" {
-        return Err(bad(
-            m.path,
-            format!(
-                "tokenizer.ggml.model {model:?} is not supported: this node reads byte-level BPE (\"gpt2\": Llama 3, Qwen2, SmolLM); use the model's safetensors directory instead"
-            ),
-        ));
-    }
-    let merges: Vec<(String, String)> = m
-        .strings("tokenizer.ggml.merges")?
-        .into_iter()
-        .filter_map(|s| {
-            s.split_once(' ')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-        })
-        .collect();
-    let vocab: Vocab = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
-    let pre = m.opt_str("tokenizer.ggml.pre").unwrap_or("default");
-    let mut builder = BPE::builder().vocab_and_merges(vocab, merges);
-    if matches!(pre, "llama3" | "llama-bpe" | "llama-v3") {
-        builder = builder.ignore_merges(true);
-    }
-    let bpe = builder
-        .build()
-        .map_err(|e| bad(m.path, format!("cannot build the BPE tokenizer: {e}")))?;
-    let mut tok = Tokenizer::new(bpe);
-    let byte_level = ByteLevel::default().add_prefix_space(false);
-    let pre_tok: PreTokenizerWrapper = match pre {
-        "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
-            Digits::new(true).into(),
-            byte_level.into(),
-        ])),
-        "llama3" | "llama-bpe" | "llama-v3" => {
-            regex_then_bytes(LLAMA3_REGEX).map_err(|e| bad(m.path, e))?
-        }
-        "qwen2" => regex_then_bytes(QWEN2_REGEX).map_err(|e| bad(m.path, e))?,
-        "default" | "gpt2" | "gpt-2" => byte_level.into(),
-        other => {
-            tracing::warn!(
-                pre = other,
-                "unknown tokenizer.ggml.pre: using GPT-2's pre-tokenizer; tokens may differ from llama.cpp's"
-            );
-            byte_level.into()
-        }
+    let merges = match m.get("tokenizer.ggml.merges") {
+        Some(_) => Some(m.strings("tokenizer.ggml.merges")?),
+        None => None,
     };
-    tok.with_pre_tokenizer(Some(pre_tok));
-    tok.with_decoder(Some(ByteLevelDecoder::default()));
-    // Control tokens (type 3) are special; user-defined ones (type 4) are matched in text.
-    let types = m.ints("tokenizer.ggml.token_type");
-    let mut special = Vec::new();
-    let mut user = Vec::new();
-    for (i, t) in tokens.iter().enumerate() {
-        match types.get(i).copied() {
-            Some(3) => special.push(AddedToken::from(t.clone(), true)),
-            Some(4) => user.push(AddedToken::from(t.clone(), false)),
-            _ => {}
-        }
-    }
-    tok.add_special_tokens(special)
-        .map_err(|e| bad(m.path, format!("cannot add special tokens: {e}")))?;
-    tok.add_tokens(user)
-        .map_err(|e| bad(m.path, format!("cannot add user-defined tokens: {e}")))?;
-    let bos = m.opt_u64("tokenizer.ggml.bos_token_id");
-    if m.opt_bool("tokenizer.ggml.add_bos_token").unwrap_or(false)
-        && let Some(b) = bos
-        && let Some(s) = tokens.get(b as usize)
-    {
-        let mut tb = TemplateProcessing::builder();
-        tb.try_single(format!("{s} $A"))
-            .map_err(|e| bad(m.path, format!("cannot set up the BOS token: {e}")))?;
-        tb.special_tokens(vec![(s.clone(), b as u32)]);
-        let tp = tb
-            .build()
-            .map_err(|e| bad(m.path, format!("cannot set up the BOS token: {e}")))?;
-        tok.with_post_processor(Some(tp));
-    }
-    Ok(tok)
+    let v = GgufVocab {
+        model,
+        pre: m.opt_str("tokenizer.ggml.pre"),
+        tokens,
+        scores: m.floats("tokenizer.ggml.scores")?,
+        types: m
+            .ints("tokenizer.ggml.token_type")
+            .into_iter()
+            .map(|t| t as i64)
+            .collect(),
+        merges,
+        bos_id: m.opt_u64("tokenizer.ggml.bos_token_id"),
+        add_bos: m.opt_bool("tokenizer.ggml.add_bos_token"),
+        add_space_prefix: m.opt_bool("tokenizer.ggml.add_space_prefix"),
+    };
+    super::gguf_tokenizer::build(&v).map_err(|e| bad(m.path, e))
 }
 
 /// Tensors of an open GGUF file, read one at a time onto a device.
@@ -473,13 +402,20 @@ pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError>
         cfg.rope_freq_factors = Some(f);
     }
     let tokenizer = build_tokenizer(&m, &tokens)?;
-    let tok_str = |k: &str| {
-        m.opt_u64(k)
-            .and_then(|id| tokens.get(id as usize).cloned())
+    // BOS and EOS ids, with llama.cpp's defaults for SentencePiece files that name none.
+    let model = m.str("tokenizer.ggml.model")?;
+    let bos = m
+        .opt_u64("tokenizer.ggml.bos_token_id")
+        .or_else(|| default_bos(model));
+    let eos = m
+        .opt_u64("tokenizer.ggml.eos_token_id")
+        .or_else(|| default_eos(model));
+    let tok_str = |id: Option<u64>| {
+        id.and_then(|id| tokens.get(id as usize).cloned())
             .unwrap_or_default()
     };
-    let bos_str = tok_str("tokenizer.ggml.bos_token_id");
-    let eos_str = tok_str("tokenizer.ggml.eos_token_id");
+    let bos_str = tok_str(bos);
+    let eos_str = tok_str(eos);
     let chat = match m.opt_str("tokenizer.chat_template") {
         Some(src) => Some(
             chat::ChatTemplate::new(src, &bos_str, &eos_str)
@@ -488,18 +424,20 @@ pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError>
         None => None,
     };
     let mut eos_ids = Vec::new();
-    for k in [
-        "tokenizer.ggml.eos_token_id",
-        "tokenizer.ggml.eot_token_id",
-        "tokenizer.ggml.eom_token_id",
-    ] {
-        if let Some(id) = m.opt_u64(k).map(|x| x as u32)
-            && !eos_ids.contains(&id)
-        {
+    for id in [
+        eos,
+        m.opt_u64("tokenizer.ggml.eot_token_id"),
+        m.opt_u64("tokenizer.ggml.eom_token_id"),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let id = id as u32;
+        if !eos_ids.contains(&id) {
             eos_ids.push(id);
         }
     }
-    let bos_id = m.opt_u64("tokenizer.ggml.bos_token_id").map(|x| x as u32);
+    let bos_id = bos.map(|x| x as u32);
     let mut src = GgufSource {
         interleaved: !matches!(arch.as_str(), "qwen2" | "qwen3"),
         head_dim: cfg.head_dim(),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod cpu_softmax;
 pub mod files;
 pub mod gguf;
+pub mod gguf_tokenizer;
 pub mod llama;
 pub mod mask;
 pub mod quantize;

@@ -614,10 +614,10 @@ fn pre_tokenizer_name(tj: &serde_json::Value) -> anyhow::Result<&'static str> {
             }
             ["Split", "ByteLevel"] => {
                 let re = regex_of(&parts[0]);
-                if re == super::gguf::LLAMA3_REGEX {
+                if re == super::gguf_tokenizer::LLAMA3_REGEX {
                     return Ok("llama-bpe");
                 }
-                if re == super::gguf::QWEN2_REGEX {
+                if re == super::gguf_tokenizer::QWEN2_REGEX {
                     return Ok("qwen2");
                 }
                 bail!("its pre-tokenizer regex is not Llama 3's or Qwen2's: {re}");

@@ -16,3 +16,4 @@ mod mirror;
 mod openai_client;
 mod reference;
 mod start_checks;
+mod tokenizers_reference;
