@@ -45,7 +45,7 @@ const BOOTSTRAP_KEYS: &[&str] = &[
     "start_command",
     "node_port",
 ];
-const SERVER_TYPE_KEYS: &[&str] = &["hourly", "monthly", "gpu", "node_binary"];
+const SERVER_TYPE_KEYS: &[&str] = &["hourly", "monthly", "gpu", "gpu_memory", "node_binary"];
 const POOL_KEYS: &[&str] = &[
     "model",
     "model_source",
@@ -64,6 +64,8 @@ const POOL_KEYS: &[&str] = &[
     "scale_down_after",
     "min_wake",
     "quantize",
+    "slots",
+    "context_tokens",
 ];
 const GATEWAY_KEYS: &[&str] = &[
     "listen",
@@ -145,6 +147,9 @@ pub struct ServerType {
     /// GPU description, for people (e.g. "L4 24 GB"). A type with a GPU gets the CUDA
     /// node binary and `device = "cuda"` in its node config.
     pub gpu: Option<String>,
+    /// Memory of one of its GPUs in bytes (`gpu_memory = "24 GiB"`); default: the
+    /// figure of [`crate::pool_fit::KNOWN_GPU_TYPES`] for the type's name.
+    pub gpu_memory: Option<u64>,
     /// `dayshift-node` binary for servers of this type (overrides `provider.node_binary`
     /// and `provider.node_binary_cuda`).
     pub node_binary: Option<PathBuf>,
@@ -299,9 +304,27 @@ pub struct PoolConfig {
     /// The nodes quantize a safetensors model's linear layers at load to this GGUF type
     /// (one of [`crate::node::QUANTIZE_TYPES`]); written into each node's config.
     pub quantize: Option<String>,
+    /// Sequences a node runs at once (its engine's `max_running_sequences`); default 32.
+    pub slots: Option<u32>,
+    /// Tokens (prompt + output) each slot holds: the node's KV cache is `slots` ×
+    /// `context_tokens` (its `kv_cache_tokens`); default: sized from the memory left,
+    /// at least one sequence of the model's full context.
+    pub context_tokens: Option<u32>,
 }
 
 impl PoolConfig {
+    /// The engine settings of the pool's nodes (`device` is the server type's, set by
+    /// the launcher): `slots` and `slots` × `context_tokens` of KV cache.
+    pub fn node_engine(&self) -> crate::node::EngineConfig {
+        let d = crate::node::EngineConfig::default();
+        let slots = self.slots.unwrap_or(d.max_running_sequences);
+        crate::node::EngineConfig {
+            max_running_sequences: slots,
+            kv_cache_tokens: self.context_tokens.map(|c| u64::from(slots) * u64::from(c)),
+            ..d
+        }
+    }
+
     /// How the pool's node range follows from the schedule's.
     pub fn range_rule(&self) -> RangeRule {
         RangeRule {
@@ -474,6 +497,33 @@ impl Config {
         let p = self.pools.get(pool)?;
         let t = p.server_types.first()?;
         self.provider.server_types.get(t).map(|s| s.price.clone())
+    }
+}
+
+/// Parses a memory size: "24 GiB", "23034 MiB", "24 GB", "48GB" (binary units GiB/MiB,
+/// decimal GB/MB).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "gib" => (1u64 << 30) as f64,
+        "mib" => (1u64 << 20) as f64,
+        "gb" => 1e9,
+        "mb" => 1e6,
+        _ => {
+            return Err(format!(
+                "\"{text}\" is not a memory size: write e.g. \"24 GiB\", \"23034 MiB\" or \"24 GB\""
+            ));
+        }
+    };
+    match num.parse::<f64>() {
+        Ok(n) if n > 0.0 && n < 1e6 => Ok((n * mult) as u64),
+        _ => Err(format!(
+            "\"{text}\" is not a memory size: write e.g. \"24 GiB\", \"23034 MiB\" or \"24 GB\""
+        )),
     }
 }
 
@@ -779,6 +829,20 @@ fn parse_provider(
             let gpu = t
                 .string(d, "gpu", false, "a GPU description")
                 .map(|(s, _)| s);
+            let gpu_memory = t
+                .string(
+                    d,
+                    "gpu_memory",
+                    false,
+                    "the memory of one GPU, e.g. \"24 GiB\"",
+                )
+                .and_then(|(s, span)| match parse_bytes(&s) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        d.push(span, t.field("gpu_memory"), e);
+                        None
+                    }
+                });
             let node_binary = t
                 .string(d, "node_binary", false, "a path to dayshift-node")
                 .map(|(s, _)| path_of(base, &s));
@@ -787,6 +851,7 @@ fn parse_provider(
                 ServerType {
                     price: Price { hourly, monthly },
                     gpu,
+                    gpu_memory,
                     node_binary,
                 },
             );
@@ -976,6 +1041,10 @@ fn parse_pools(
                     Some(q)
                 }
             });
+        let slots = t.integer(d, "slots", 1, 4096).map(|(v, _)| v as u32);
+        let context_tokens = t
+            .integer(d, "context_tokens", 16, 16_777_216)
+            .map(|(v, _)| v as u32);
         let pool = PoolConfig {
             model,
             model_source,
@@ -997,6 +1066,8 @@ fn parse_pools(
             wake_on_demand,
             min_wake_secs,
             quantize,
+            slots,
+            context_tokens,
         };
         out.insert(name, pool);
     }
