@@ -5,7 +5,6 @@ pub mod agent;
 pub mod api;
 pub mod device;
 pub mod engine;
-pub mod fit;
 pub mod metrics;
 pub mod model;
 pub mod server;

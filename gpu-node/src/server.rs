@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use crate::model::{self, LoadedModel};
 use crate::{device, source, tls};
 use anyhow::Context;
+use dayshift_config::memory::{self, ModelMemory, Target};
 use dayshift_config::node::NodeConfig;
 use dayshift_config::protocol::{
     Capacity, GpuFacts, ModelKind, NodeState, ServedModel, StartFailureKind,
@@ -16,30 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// KV-cache size in tokens: configured, else from free memory, capped at what
-/// `max_running` full-context sequences could use. A configured size whose bytes exceed
-/// `free` (the device's free memory after the weights, less what earlier models' caches
-/// will take) is refused with the figures, at start rather than when traffic fills it.
-fn kv_tokens(cfg: &NodeConfig, free: u64, per_token: usize, ctx: usize) -> Result<usize, String> {
-    let cap = cfg.engine.max_running_sequences as usize * ctx;
-    let per_token = per_token.max(1);
-    if let Some(t) = cfg.engine.kv_cache_tokens {
-        let need = t as u128 * per_token as u128;
-        if need > free as u128 {
-            let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
-            return Err(format!(
-                "engine.kv_cache_tokens = {t} does not fit: at {per_token} bytes per token the KV cache needs {:.2} GiB, and {:.2} GiB is free after the weights; set kv_cache_tokens to at most {} (or leave it out to size the cache from free memory), or pick a server type with more memory",
-                gib(need),
-                gib(free as u128),
-                free / per_token as u64
-            ));
-        }
-        return Ok(t as usize);
-    }
-    let by_mem = (free as f64 * cfg.engine.kv_cache_memory_fraction) as usize / per_token;
-    Ok(by_mem.min(cap).max(ctx))
-}
 
 async fn wait_signal() -> &'static str {
     #[cfg(unix)]
@@ -154,12 +131,24 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
             Ok(d) => d,
             Err(e) => return Err(give_up(&agent, StartFailureKind::Model, e, gpus()).await),
         };
-        let weights = crate::fit::weight_bytes(&dir, m.dtype.as_deref(), m.quantize.as_deref());
-        if let Err(why) =
-            crate::fit::check_fits(&m.name, weights, device::free_memory(&dev), &dev.facts.name)
-        {
-            let e = anyhow::anyhow!(why);
-            return Err(give_up(&agent, StartFailureKind::DoesNotFit, e, gpus()).await);
+        // The same figure the ingress checks a pool against (`dayshift config check`).
+        // A model the calculation cannot read is left to the load, which says why.
+        let target = if dev.device.is_cpu() {
+            Target::Cpu
+        } else {
+            Target::Gpu
+        };
+        match ModelMemory::of(&dir, m.dtype.as_deref(), m.quantize.as_deref(), target) {
+            Ok(mem) => {
+                let need = mem.need(&cfg.engine);
+                let free = device::free_memory(&dev).saturating_sub(kv_bytes_reserved);
+                tracing::info!(model = %m.name, need = %need.figures(), free = %memory::gib(free), "memory");
+                if let Err(why) = memory::check_fits(&m.name, &need, free, &dev.facts.name) {
+                    let e = anyhow::anyhow!(why);
+                    return Err(give_up(&agent, StartFailureKind::DoesNotFit, e, gpus()).await);
+                }
+            }
+            Err(why) => tracing::debug!(model = %m.name, "memory need not computed: {why}"),
         }
         let t0 = Instant::now();
         let device = dev.device.clone();
@@ -181,8 +170,13 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
                 let ctx = g.llama.config().max_position_embeddings;
                 let free = device::free_memory(&dev).saturating_sub(kv_bytes_reserved);
                 let per_token = g.llama.kv_bytes_per_token();
-                let kv = match kv_tokens(&cfg, free, per_token, ctx) {
-                    Ok(kv) => kv,
+                let kv = match memory::kv_cache_tokens(
+                    &cfg.engine,
+                    free,
+                    per_token as u64,
+                    ctx as u64,
+                ) {
+                    Ok(kv) => kv as usize,
                     Err(why) => {
                         let e = anyhow::anyhow!("model {:?}: {why}", m.name);
                         return Err(give_up(&agent, StartFailureKind::DoesNotFit, e, gpus()).await);
@@ -288,37 +282,4 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     handle.graceful_shutdown(Some(Duration::from_secs(1)));
     tracing::info!("bye");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(engine: &str) -> NodeConfig {
-        let text = format!(
-            "node_id = \"n\"\nlisten = \"127.0.0.1:0\"\n[tls]\nmode = \"off\"\n[engine]\ndevice = \"cpu\"\n{engine}\n[[models]]\nname = \"m\"\nsource = {{ type = \"local\", path = \"/m\" }}\n"
-        );
-        NodeConfig::parse(&text, std::path::Path::new("n.toml")).unwrap()
-    }
-
-    #[test]
-    fn a_configured_kv_cache_that_does_not_fit_is_refused_with_figures() {
-        let gib = 1u64 << 30;
-        // 22 GiB free after the weights; 160 KiB per token (Mistral-Nemo-12B in bf16).
-        let c = cfg("kv_cache_tokens = 200000");
-        let e = kv_tokens(&c, 22 * gib, 160 << 10, 4096).unwrap_err();
-        assert!(e.contains("kv_cache_tokens = 200000 does not fit"), "{e}");
-        assert!(
-            e.contains("30.52 GiB") && e.contains("22.00 GiB is free"),
-            "{e}"
-        );
-        assert!(e.contains("at most 144179"), "{e}");
-        assert_eq!(
-            kv_tokens(&cfg("kv_cache_tokens = 144179"), 22 * gib, 160 << 10, 4096),
-            Ok(144179)
-        );
-        // Unset: sized from free memory (fraction of it), capped by the sequences' contexts.
-        let n = kv_tokens(&cfg(""), 22 * gib, 160 << 10, 4096).unwrap();
-        assert!(n > 4096 && n <= 144179, "{n}");
-    }
 }

@@ -42,20 +42,7 @@ pub fn is_gguf_file(path: &Path) -> bool {
 /// The single `*.gguf` file of a directory that has no `config.json` (a GGUF model
 /// fetched from the mirror lands in such a directory); `None` otherwise.
 pub fn single_gguf_in_dir(dir: &Path) -> Option<PathBuf> {
-    if !dir.is_dir() || dir.join("config.json").is_file() {
-        return None;
-    }
-    let mut found = Vec::new();
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        if p.extension()
-            .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
-            && p.is_file()
-        {
-            found.push(p);
-        }
-    }
-    if found.len() == 1 { found.pop() } else { None }
+    dayshift_config::memory::single_gguf_in_dir(dir)
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> ModelError {

@@ -571,10 +571,12 @@ impl Llama {
     }
     /// Bytes of KV cache one token takes (all layers, keys and values).
     pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.cfg.num_hidden_layers
-            * self.cfg.kv_heads()
-            * self.cfg.head_dim()
-            * self.dtype.size_in_bytes()
+        dayshift_config::memory::kv_bytes_per_token(
+            self.cfg.num_hidden_layers as u64,
+            self.cfg.kv_heads() as u64,
+            self.cfg.head_dim() as u64,
+            self.dtype.size_in_bytes() as u64,
+        ) as usize
     }
 
     /// Runs one step of sequences that each have their own [`SeqCache`] (tests,

@@ -66,20 +66,22 @@ pub fn dtype_name(d: DType) -> &'static str {
     }
 }
 
-/// The dtype to run in: the override, else config.json's on a GPU, else f32 on the CPU
-/// (half precision on the CPU is slow and gains nothing).
+/// The dtype to run in ([`dayshift_config::memory::run_dtype`], the rule the memory
+/// check counts with): the override, else config.json's on a GPU, else f32 on the CPU
+/// (half precision on the CPU is slow and gains nothing); f32 when quantizing at load.
 fn choose_dtype(
     over: Option<&str>,
     from_cfg: Option<&str>,
+    quantize: Option<&str>,
     device: &Device,
 ) -> Result<DType, String> {
-    if let Some(o) = over {
-        return parse_dtype(o).ok_or_else(|| format!("dtype {o:?} is not one of f32, bf16, f16"));
-    }
-    if device.is_cpu() {
-        return Ok(DType::F32);
-    }
-    Ok(from_cfg.and_then(parse_dtype).unwrap_or(DType::BF16))
+    let target = if device.is_cpu() {
+        dayshift_config::memory::Target::Cpu
+    } else {
+        dayshift_config::memory::Target::Gpu
+    };
+    let name = dayshift_config::memory::run_dtype(over, from_cfg, quantize, target)?;
+    parse_dtype(name).ok_or_else(|| format!("dtype {name:?} is not one of f32, bf16, f16"))
 }
 
 /// Loads a tokenizer.json.
@@ -212,16 +214,8 @@ pub fn load_quantized(
                 serde_json::from_value(raw.clone()).map_err(|e| bad(format!("{e}")))?;
             cfg.normalize();
             cfg.check().map_err(bad)?;
-            let dt = match quant {
-                Some(_) if dtype.is_some_and(|d| d != "f32") => {
-                    return Err(bad(
-                        "a model quantized at load runs with f32 activations: leave dtype out"
-                            .into(),
-                    ));
-                }
-                Some(_) => DType::F32,
-                None => choose_dtype(dtype, cfg.torch_dtype.as_deref(), device).map_err(bad)?,
-            };
+            let dt = choose_dtype(dtype, cfg.torch_dtype.as_deref(), quantize, device)
+                .map_err(bad)?;
             let tokenizer = load_tokenizer(dir)?;
             let vb = load_weights(dir, dt, device)?;
             if let Some(t) = quant {

@@ -9,6 +9,7 @@ mod chat_api;
 mod common;
 mod concurrency;
 mod embeddings;
+mod fit;
 mod gguf_quant;
 mod gguf_quantize;
 mod gguf_smollm2;
