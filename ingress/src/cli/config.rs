@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use dayshift_config::firewall::FirewallSetting;
+use dayshift_config::pool_fit::{self, Level};
 use dayshift_config::settings::ProviderKind;
 use dayshift_config::{Config, Problems, Schedule};
 
@@ -44,6 +45,9 @@ fn check(file: &Path) -> ExitCode {
     if let Err(code) = check_firewall(file, &config) {
         return code;
     }
+    if let Err(code) = check_model_fit(file, &config) {
+        return code;
+    }
     println!(
         "{}: ok (cluster \"{}\", {} pool(s), provider {:?})",
         file.display(),
@@ -52,6 +56,42 @@ fn check(file: &Path) -> ExitCode {
         config.provider.kind
     );
     ExitCode::SUCCESS
+}
+
+/// Whether each pool's model fits the GPU of its server types (weights + KV cache +
+/// headroom, the figure the node checks at start): the fits on stdout, warnings and
+/// notes on stderr, and exit 2 when a pool fits none of its server types.
+fn check_model_fit(file: &Path, config: &Config) -> Result<(), ExitCode> {
+    let refused = print_model_fit(file, config);
+    if refused {
+        Err(ExitCode::from(output::EXIT_INVALID))
+    } else {
+        Ok(())
+    }
+}
+
+/// Prints the model-fit findings of every pool (`file: pools.NAME: …`); `true` when one
+/// is refused.
+fn print_model_fit(file: &Path, config: &Config) -> bool {
+    let mut refused = false;
+    for f in pool_fit::check(config) {
+        let line = format!("{}: pools.{}: {}", file.display(), f.pool, f.message);
+        match f.level {
+            Level::Refused => {
+                refused = true;
+                eprintln!("{line}");
+            }
+            Level::Warning => eprintln!(
+                "{}: pools.{}: warning: {}",
+                file.display(),
+                f.pool,
+                f.message
+            ),
+            Level::Note => eprintln!("{}: pools.{}: note: {}", file.display(), f.pool, f.message),
+            Level::Fits => println!("{line}"),
+        }
+    }
+    refused
 }
 
 /// What `provider.firewall` leaves open to whom: a warning without a firewall on a

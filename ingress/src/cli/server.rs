@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use dayshift_config::Config;
+use dayshift_config::pool_fit::{self, Level};
 
 use crate::store::{KeyLimits, Store};
 
@@ -81,6 +82,9 @@ pub fn run(command: ServerCommand) -> ExitCode {
         match command {
             ServerCommand::Serve { config } => {
                 let cfg = load(&config)?;
+                // A pool whose model no server type's GPU can hold would only rent
+                // servers whose nodes refuse to start: refused here, with the figures.
+                model_fit(&config, &cfg)?;
                 crate::server::serve(cfg).await
             }
             ServerCommand::Keys { command } => keys(command).await,
@@ -102,6 +106,31 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The model-fit check of `dayshift config check` at start: findings logged, and a pool
+/// that fits none of its server types refused (the error names them all) before
+/// anything is rented. dayshift.toml is read once per start (only the schedule file is
+/// reloaded), so this is its only run.
+fn model_fit(path: &Path, cfg: &Config) -> anyhow::Result<()> {
+    let mut refused = Vec::new();
+    for f in pool_fit::check(cfg) {
+        match f.level {
+            Level::Refused => refused.push(format!(
+                "{}: pools.{}: {}",
+                path.display(),
+                f.pool,
+                f.message
+            )),
+            Level::Warning => tracing::warn!(pool = %f.pool, "{}", f.message),
+            Level::Note | Level::Fits => tracing::info!(pool = %f.pool, "{}", f.message),
+        }
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", refused.join("\n"))
+    }
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {

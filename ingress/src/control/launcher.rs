@@ -170,10 +170,7 @@ impl NodeLauncher {
                 cert_file: None,
                 key_file: None,
             },
-            engine: EngineConfig {
-                device: device.to_string(),
-                ..EngineConfig::default()
-            },
+            engine: node_engine(pool, device),
             models: vec![node_model(pool)],
         })
     }
@@ -254,6 +251,16 @@ pub fn node_model(pool: &PoolConfig) -> ModelConfig {
         source: model_source(pool),
         dtype: None,
         quantize: pool.quantize.clone(),
+    }
+}
+
+/// The `[engine]` of a node of `pool` on `device`: the pool's `slots` and `slots` ×
+/// `context_tokens` of KV cache ([`PoolConfig::node_engine`], the settings the memory
+/// check of `dayshift config check` counts with).
+pub fn node_engine(pool: &PoolConfig, device: &str) -> EngineConfig {
+    EngineConfig {
+        device: device.to_string(),
+        ..pool.node_engine()
     }
 }
 

@@ -7,6 +7,7 @@ mod cli_cost_report;
 mod cli_examples;
 mod cli_files;
 mod cli_firewall;
+mod cli_model_fit;
 mod cli_scaleway;
 mod common;
 mod edge;

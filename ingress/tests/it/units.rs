@@ -169,3 +169,30 @@ fn a_pools_quantize_goes_into_its_nodes_model_entry() {
         None
     );
 }
+
+/// A pool's `slots` and `context_tokens` reach the `[engine]` of its nodes' config:
+/// `max_running_sequences` and `kv_cache_tokens` = slots × context_tokens (what the
+/// memory check of `dayshift config check` counts).
+#[test]
+fn a_pools_slots_and_context_go_into_its_nodes_engine() {
+    let text = "cluster = \"office\"\n[provider]\nkind = \"local\"\n\
+                [pools.chat]\nmodel = \"tiny\"\nslots = 30\ncontext_tokens = 1280\n\
+                [pools.plain]\nmodel = \"big\"\n";
+    let c = dayshift_config::settings::Config::parse("dayshift.toml", text, Path::new("/etc/d"))
+        .unwrap();
+    let e = dayshift::control::launcher::node_engine(&c.pools["chat"], "cuda");
+    assert_eq!(
+        (
+            e.device.as_str(),
+            e.max_running_sequences,
+            e.kv_cache_tokens
+        ),
+        ("cuda", 30, Some(38_400))
+    );
+    let e = dayshift::control::launcher::node_engine(&c.pools["plain"], "cpu");
+    let d = dayshift_config::node::EngineConfig::default();
+    assert_eq!(
+        (e.max_running_sequences, e.kv_cache_tokens),
+        (d.max_running_sequences, None)
+    );
+}
