@@ -156,6 +156,7 @@ fn fit_without_context_tokens_counts_the_full_context() {
         ),
         "{err}"
     );
+    assert!(err.contains("+ headroom 0.50 GiB = 321.56 GiB"), "{err}");
     assert!(err.contains("context_tokens is not set"), "{err}");
     assert!(
         err.contains("at most 44,005 tokens fit: e.g. slots = 32 with context_tokens = 1,375"),
