@@ -51,6 +51,10 @@ enum Cmd {
         /// blocks (`quantize` tests and their llama.cpp reference).
         #[arg(long)]
         wide: bool,
+        /// Use this tokenizer.json instead of the built-in tokenizer (its vocabulary
+        /// sets the embedding's rows; EOS `</s>`, `<|im_end|>` or `<|endoftext|>`).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
     },
 }
 
@@ -70,6 +74,7 @@ fn main() -> std::process::ExitCode {
             arch,
             tool_template,
             wide,
+            tokenizer,
         } => match dayshift_node::testmodel::Family::parse(&arch) {
             None => Err(anyhow::anyhow!(
                 "--arch {arch:?} is not one of llama, qwen3, gemma3_text, mistral"
@@ -77,7 +82,12 @@ fn main() -> std::process::ExitCode {
             Some(f) if wide && f != dayshift_node::testmodel::Family::Llama => {
                 Err(anyhow::anyhow!("--wide is for --arch llama only"))
             }
-            Some(family) => if wide {
+            Some(_) if wide && tokenizer.is_some() => {
+                Err(anyhow::anyhow!("--wide and --tokenizer cannot be combined"))
+            }
+            Some(family) => if let Some(t) = &tokenizer {
+                dayshift_node::testmodel::make_test_model_with_tokenizer(&dir, family, t)
+            } else if wide {
                 dayshift_node::testmodel::make_test_model_dims(
                     &dir,
                     dayshift_node::testmodel::Dims::WIDE,
@@ -170,6 +180,7 @@ fn run_quantize(dir: &Path, scheme: &str, out: Option<PathBuf>, json: bool) -> a
                 "file": out,
                 "architecture": report.architecture,
                 "pre_tokenizer": report.pre_tokenizer,
+                "tokenizer_model": report.tokenizer_model,
                 "bytes": report.bytes,
                 "parameters": report.params,
                 "tensors_by_type": report.by_type,

@@ -1,7 +1,8 @@
-//! `dayshift-node make-test-model DIR [--arch qwen3|gemma3_text|mistral]`: a deterministic
-//! tiny Llama (or Qwen3, Gemma 3 text, Mistral) in the Hugging Face layout (random weights
-//! from a fixed seed, a byte-level BPE tokenizer trained on a built-in text and written
-//! with the `tokenizers` crate, a ChatML chat template).
+//! `dayshift-node make-test-model DIR [--arch qwen3|gemma3_text|mistral] [--tokenizer
+//! FILE]`: a deterministic tiny Llama (or Qwen3, Gemma 3 text, Mistral) in the Hugging
+//! Face layout (random weights from a fixed seed, a byte-level BPE tokenizer trained on a
+//! built-in text and written with the `tokenizers` crate, or the given tokenizer.json, a
+//! ChatML chat template).
 
 use anyhow::Context;
 use candle_core::{Device, Tensor};
@@ -468,34 +469,82 @@ pub fn make_test_model_family(dir: &Path, family: Family) -> anyhow::Result<()> 
     make_model(dir, family.dims(), family)
 }
 
+/// Writes the tiny model of `family` with the tokenizer.json at `tokenizer` instead of
+/// the built-in one (the tokenizer tests make GGUF files of SentencePiece and Tekken
+/// tokenizers with `quantize`): its vocabulary sets the embedding's rows; EOS is the
+/// first of `</s>`, `<|im_end|>`, `<|endoftext|>` it has, BOS `<s>` if it has it.
+pub fn make_test_model_with_tokenizer(
+    dir: &Path,
+    family: Family,
+    tokenizer: &Path,
+) -> anyhow::Result<()> {
+    make_model_with(dir, family.dims(), family, Some(tokenizer))
+}
+
 fn make_model(dir: &Path, d: Dims, family: Family) -> anyhow::Result<()> {
+    make_model_with(dir, d, family, None)
+}
+
+fn make_model_with(
+    dir: &Path,
+    d: Dims,
+    family: Family,
+    tokenizer: Option<&Path>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tok = build_tokenizer()?;
+    let tok = match tokenizer {
+        Some(p) => Tokenizer::from_file(p)
+            .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", p.display()))?,
+        None => build_tokenizer()?,
+    };
     let vocab = tok.get_vocab_size(true);
+    let (eos_str, eot_str, bos_str) = match tokenizer {
+        None => ("<|im_end|>", "<|endoftext|>", None),
+        Some(p) => {
+            let eos = ["</s>", "<|im_end|>", "<|endoftext|>"]
+                .into_iter()
+                .find(|s| tok.token_to_id(s).is_some())
+                .with_context(|| {
+                    format!(
+                        "{} has none of </s>, <|im_end|>, <|endoftext|> for EOS",
+                        p.display()
+                    )
+                })?;
+            (eos, eos, tok.token_to_id("<s>").map(|_| "<s>"))
+        }
+    };
     let id = |s: &str| {
         tok.token_to_id(s)
             .context("special token missing from the tokenizer")
     };
-    let (eot, im_end) = (id("<|endoftext|>")?, id("<|im_end|>")?);
+    let (eot, im_end) = (id(eot_str)?, id(eos_str)?);
+    let bos = bos_str.map(id).transpose()?;
     tok.save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("cannot write tokenizer.json: {e}"))?;
-    let config = match family {
+    let mut config = match family {
         Family::Llama => config_json_dims(vocab, im_end, d),
         f => family_config_json(vocab, im_end, f),
     };
+    if let Some(b) = bos {
+        config["bos_token_id"] = b.into();
+    }
     write_json(&dir.join("config.json"), &config)?;
+    let mut eos_ids = vec![im_end];
+    if eot != im_end {
+        eos_ids.push(eot);
+    }
     write_json(
         &dir.join("generation_config.json"),
-        &serde_json::json!({"eos_token_id": [im_end, eot], "do_sample": false}),
+        &serde_json::json!({"eos_token_id": eos_ids, "do_sample": false}),
     )?;
     write_json(
         &dir.join("tokenizer_config.json"),
         &serde_json::json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
             "chat_template": CHAT_TEMPLATE,
-            "bos_token": null,
-            "eos_token": "<|im_end|>",
-            "pad_token": "<|endoftext|>",
+            "bos_token": bos_str,
+            "eos_token": eos_str,
+            "pad_token": eot_str,
             "model_max_length": 512,
             "clean_up_tokenization_spaces": false
         }),

@@ -356,6 +356,36 @@ def quantized(node, tok_json, name, work):
     return r
 
 
+def llamahfvocab_like(tok_path, out):
+    """What convert_hf_to_gguf.py writes for a model with a SentencePiece-style
+    tokenizer.json and no tokenizer.model (gguf-py's `LlamaHfVocab`): every score -1000."""
+    tok = tokenizers.Tokenizer.from_file(tok_path)
+    tj = json.load(open(tok_path, encoding="utf-8"))
+    added = {a["id"]: a for a in tj["added_tokens"]}
+    rev = {i: t for t, i in tok.get_vocab(with_added_tokens=True).items()}
+    tokens, types = [], []
+    for i in range(len(rev)):
+        t = rev[i]
+        tokens.append(t.encode("utf-8"))
+        if i in added:
+            types.append(gguf.TokenType.CONTROL if added[i]["special"] else gguf.TokenType.USER_DEFINED)
+        elif len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            types.append(gguf.TokenType.BYTE)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+    w = gguf.GGUFWriter(out, "llama")
+    hparams(w)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores([-1000.0] * len(tokens))
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(True)
+    finish(w)
+
+
 def mismatches(a, b):
     return [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
 
@@ -394,6 +424,19 @@ def main():
     if node:
         ref["spm"]["quantized"] = quantized(node, spm_json, "spm", work)
         ref["tekken"]["quantized"] = quantized(node, tek_json, "tekken", work)
+    # Finding, recorded but not tested: llama.cpp's own converter, given only this
+    # tokenizer.json, writes scores that make llama.cpp tokenize differently from it.
+    hfv = os.path.join(work, "llamahfvocab.gguf")
+    llamahfvocab_like(spm_json, hfv)
+    hfv_ids = llama_cases(hfv)["ids"]
+    bad = mismatches(hfv_ids, ref["spm"]["hf"]["ids"])
+    ref["spm"]["convert_hf_to_gguf_without_tokenizer_model"] = {
+        "scores": -1000.0,
+        "cases_differing_from_hf": bad,
+        "tokens": [len(x) for x in hfv_ids],
+    }
+    print(f"convert_hf_to_gguf's LlamaHfVocab scores: llama.cpp vs HF differ on cases {bad}",
+          file=sys.stderr)
     for name in ["spm", "tekken"]:
         r = ref[name]
         bad = mismatches(r["gguf"]["ids"], r["hf"]["ids"])

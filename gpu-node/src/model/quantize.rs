@@ -13,8 +13,11 @@
 //!   of 256 cannot hold K-quant blocks; it falls back as llama.cpp does (Q4_K → Q5_0,
 //!   Q5_K → Q5_1, Q6_K → Q8_0) and the report counts it.
 //! - Llama 3.1's `rope_scaling` becomes the `rope_freqs.weight` tensor (llama.cpp's form).
-//! - Tokenizer: byte-level BPE only (tokens, merges, token types, BOS/EOS, the
-//!   pre-tokenizer's llama.cpp name found from `tokenizer.json`), with the chat template.
+//! - Tokenizer ([`tokenizer_kind`]): byte-level BPE (tokens, merges, token types,
+//!   BOS/EOS, the pre-tokenizer's llama.cpp name found from `tokenizer.json`: GPT-2,
+//!   SmolLM, Llama 3, Qwen2, Tekken), or a SentencePiece-style BPE with byte fallback
+//!   (Llama 2's layout) as `tokenizer.ggml.model = "llama"` with scores derived from the
+//!   merge ranks ([`spm_scores`]), with the chat template.
 //!   After writing, the file is read back and its tokenizer must encode a sample of mixed
 //!   text (German, code, emoji) to the same ids as the directory's, or the file is removed.
 
@@ -22,6 +25,7 @@ use super::arch::{Arch, Rope, RopeKind, inv_freqs};
 use super::chat;
 use super::config::LlamaConfig;
 use super::files::read_json;
+use super::gguf_tokenizer::token_type;
 use anyhow::{Context, bail, ensure};
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -196,6 +200,8 @@ pub struct Report {
     pub architecture: String,
     /// llama.cpp's name of the pre-tokenizer.
     pub pre_tokenizer: String,
+    /// `tokenizer.ggml.model`: `gpt2` (byte-level BPE) or `llama` (SentencePiece).
+    pub tokenizer_model: String,
 }
 
 impl Report {
@@ -261,13 +267,13 @@ pub fn write_gguf(
         &tok.to_string(false)
             .map_err(|e| anyhow::anyhow!("cannot serialise the tokenizer: {e}"))?,
     )?;
-    let pre = pre_tokenizer_name(&tj).with_context(|| {
+    let kind = tokenizer_kind(&tj).with_context(|| {
         format!(
             "{}: this tokenizer cannot be written as GGUF",
             dir.join("tokenizer.json").display()
         )
     })?;
-    let mut md = tokenizer_metadata(&tok, &tj, &tc, &cfg, pre)?;
+    let mut md = tokenizer_metadata(&tok, &tj, &tc, &cfg, kind)?;
     md.extend(model_metadata(&cfg, arch, scheme, dir));
 
     let vb = super::load_weights(dir, DType::F32, &Device::Cpu)?;
@@ -285,7 +291,8 @@ pub fn write_gguf(
     let total = plans.len() + usize::from(freqs.is_some());
     let mut report = Report {
         architecture: arch.into(),
-        pre_tokenizer: pre.into(),
+        pre_tokenizer: kind.pre().into(),
+        tokenizer_model: kind.model().into(),
         ..Default::default()
     };
     let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(total);
@@ -389,6 +396,10 @@ pub fn requantize_gguf(
     let mut report = Report {
         architecture: arch,
         pre_tokenizer: match content.metadata.get("tokenizer.ggml.pre") {
+            Some(Value::String(p)) => p.clone(),
+            _ => "(none)".into(),
+        },
+        tokenizer_model: match content.metadata.get("tokenizer.ggml.model") {
             Some(Value::String(p)) => p.clone(),
             _ => "(none)".into(),
         },
@@ -578,19 +589,48 @@ fn rope_freqs(head_dim: usize, rope: &Rope) -> Option<Vec<f32>> {
     )
 }
 
-/// llama.cpp's name (`tokenizer.ggml.pre`) of the pre-tokenizer in `tokenizer.json`, for
-/// those this node and llama.cpp both know.
-fn pre_tokenizer_name(tj: &serde_json::Value) -> anyhow::Result<&'static str> {
+/// How a tokenizer.json is written as GGUF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokKind {
+    /// Byte-level BPE (`tokenizer.ggml.model = "gpt2"`) with llama.cpp's name of its
+    /// pre-tokenizer.
+    Bpe(&'static str),
+    /// SentencePiece-style BPE with byte fallback (`tokenizer.ggml.model = "llama"`).
+    Spm {
+        /// A `▁` is prepended to the text (`tokenizer.ggml.add_space_prefix`).
+        add_space_prefix: bool,
+    },
+}
+
+impl TokKind {
+    /// `tokenizer.ggml.model`.
+    fn model(self) -> &'static str {
+        match self {
+            TokKind::Bpe(_) => "gpt2",
+            TokKind::Spm { .. } => "llama",
+        }
+    }
+    /// `tokenizer.ggml.pre`.
+    fn pre(self) -> &'static str {
+        match self {
+            TokKind::Bpe(p) => p,
+            TokKind::Spm { .. } => "default",
+        }
+    }
+}
+
+/// How the tokenizer in `tokenizer.json` is written, for those this node and llama.cpp
+/// both read alike.
+fn tokenizer_kind(tj: &serde_json::Value) -> anyhow::Result<TokKind> {
     let model = &tj["model"];
     ensure!(
         model["type"].as_str() == Some("BPE"),
-        "the tokenizer's model is {:?}; only byte-level BPE (Llama 3, Qwen2, SmolLM) can be written (SentencePiece and Tekken are not supported yet)",
+        "the tokenizer's model is {:?}; only BPE can be written (byte-level: Llama 3, Qwen2, SmolLM, Tekken; with byte fallback: SentencePiece-style, Llama 2, Mistral 7B)",
         model["type"].as_str().unwrap_or("missing")
     );
-    ensure!(
-        model["byte_fallback"].as_bool() != Some(true),
-        "the tokenizer is a SentencePiece-style BPE with byte fallback (Llama 2, Mistral v1–v3); only byte-level BPE can be written"
-    );
+    if model["byte_fallback"].as_bool() == Some(true) {
+        return sentencepiece_kind(tj);
+    }
     let pt = &tj["pre_tokenizer"];
     let kind = pt["type"].as_str().unwrap_or("");
     let regex_of = |p: &serde_json::Value| {
@@ -600,7 +640,7 @@ fn pre_tokenizer_name(tj: &serde_json::Value) -> anyhow::Result<&'static str> {
             .unwrap_or_default()
     };
     if kind == "ByteLevel" && pt["use_regex"].as_bool() != Some(false) {
-        return Ok("gpt-2");
+        return Ok(TokKind::Bpe("gpt-2"));
     }
     if kind == "Sequence" {
         let parts = pt["pretokenizers"].as_array().cloned().unwrap_or_default();
@@ -610,25 +650,138 @@ fn pre_tokenizer_name(tj: &serde_json::Value) -> anyhow::Result<&'static str> {
             .collect();
         match types.as_slice() {
             ["Digits", "ByteLevel"] if parts[0]["individual_digits"].as_bool() == Some(true) => {
-                return Ok("smollm");
+                return Ok(TokKind::Bpe("smollm"));
             }
             ["Split", "ByteLevel"] => {
                 let re = regex_of(&parts[0]);
                 if re == super::gguf_tokenizer::LLAMA3_REGEX {
-                    return Ok("llama-bpe");
+                    return Ok(TokKind::Bpe("llama-bpe"));
                 }
                 if re == super::gguf_tokenizer::QWEN2_REGEX {
-                    return Ok("qwen2");
+                    return Ok(TokKind::Bpe("qwen2"));
                 }
-                bail!("its pre-tokenizer regex is not Llama 3's or Qwen2's: {re}");
+                if re == super::gguf_tokenizer::TEKKEN_REGEX {
+                    return Ok(TokKind::Bpe("tekken"));
+                }
+                bail!("its pre-tokenizer regex is not Llama 3's, Qwen2's or Tekken's: {re}");
             }
             _ => {}
         }
     }
     bail!(
-        "its pre-tokenizer ({}) is not one this node writes (GPT-2 byte-level, SmolLM's digits + byte-level, Llama 3's or Qwen2's regex)",
+        "its pre-tokenizer ({}) is not one this node writes (GPT-2 byte-level, SmolLM's digits + byte-level, Llama 3's, Qwen2's or Tekken's regex)",
         serde_json::to_string(pt).unwrap_or_default()
     )
+}
+
+/// A BPE with byte fallback as llama.cpp's SentencePiece tokenizer runs it: no
+/// pre-tokenizer, spaces replaced by `▁` and (optionally) one `▁` prepended, by the
+/// normalizer (the layout of Llama 2's tokenizer.json).
+fn sentencepiece_kind(tj: &serde_json::Value) -> anyhow::Result<TokKind> {
+    let pt = &tj["pre_tokenizer"];
+    if pt["type"].as_str() == Some("Metaspace") {
+        let scheme = pt["prepend_scheme"].as_str().unwrap_or("always");
+        bail!(
+            "it is a SentencePiece-style BPE whose Metaspace pre-tokenizer (prepend_scheme {scheme:?}) prepends no ▁ to text that already starts with a space{}; llama.cpp's SentencePiece tokenizer always prepends one, so the GGUF file would tokenize such text differently from tokenizer.json. A tokenizer.json in Llama 2's layout (normalizer Prepend(\"▁\") + Replace(\" \", \"▁\"), no pre-tokenizer) can be written",
+            if scheme == "first" {
+                " nor to text after a special token"
+            } else {
+                ""
+            }
+        );
+    }
+    ensure!(
+        pt.is_null(),
+        "it is a SentencePiece-style BPE (byte fallback) with a pre-tokenizer ({}); llama.cpp's SentencePiece tokenizer has none",
+        serde_json::to_string(pt).unwrap_or_default()
+    );
+    let norm = &tj["normalizer"];
+    let parts: Vec<&serde_json::Value> = match norm["type"].as_str() {
+        Some("Sequence") => norm["normalizers"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+        Some(_) => vec![norm],
+        None => Vec::new(),
+    };
+    let prepend = |p: &serde_json::Value| {
+        p["type"].as_str() == Some("Prepend") && p["prepend"].as_str() == Some("▁")
+    };
+    let replace = |p: &serde_json::Value| {
+        p["type"].as_str() == Some("Replace")
+            && p["pattern"]["String"].as_str() == Some(" ")
+            && p["content"].as_str() == Some("▁")
+    };
+    match parts.as_slice() {
+        [p, r] if prepend(p) && replace(r) => Ok(TokKind::Spm {
+            add_space_prefix: true,
+        }),
+        [r] if replace(r) => Ok(TokKind::Spm {
+            add_space_prefix: false,
+        }),
+        _ => bail!(
+            "it is a SentencePiece-style BPE whose normalizer ({}) is not SentencePiece's as llama.cpp runs it (Prepend(\"▁\") + Replace(\" \", \"▁\"), or Replace alone)",
+            serde_json::to_string(norm).unwrap_or_default()
+        ),
+    }
+}
+
+/// `tokenizer.json`'s merges as (left, right).
+fn merge_pairs(tj: &serde_json::Value) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(tj["model"]["merges"]
+        .as_array()
+        .context("tokenizer.json has no BPE merges")?
+        .iter()
+        .filter_map(|m| match m {
+            serde_json::Value::String(s) => s
+                .split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string())),
+            serde_json::Value::Array(p) => Some((
+                p.first()?.as_str()?.to_string(),
+                p.get(1)?.as_str()?.to_string(),
+            )),
+            _ => None,
+        })
+        .collect())
+}
+
+/// SentencePiece scores that make llama.cpp's SPM tokenizer (merge the adjacent pair
+/// whose merged text is the token with the highest score) pick merges in the order of
+/// the BPE's ranks: a token made by a merge scores minus the rank of the first merge
+/// that makes it; other ordinary tokens score below every merge; control, unknown,
+/// user-defined and byte tokens 0 and placeholders -10000 (as llama.cpp's converter
+/// writes them from a tokenizer.model). llama.cpp's converter, given only a
+/// tokenizer.json (`LlamaHfVocab`), writes -1000 for every token instead, so llama.cpp
+/// merges left to right and its tokens differ from the model's; this does not.
+fn spm_scores(merges: &[(String, String)], tokens: &[Option<String>], types: &[i32]) -> Vec<f32> {
+    let mut first: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (rank, (a, b)) in merges.iter().enumerate() {
+        first.entry(format!("{a}{b}")).or_insert(rank);
+    }
+    let below = merges.len();
+    tokens
+        .iter()
+        .zip(types)
+        .enumerate()
+        .map(|(id, (t, ty))| match (*ty, t) {
+            (token_type::NORMAL, Some(t)) => match first.get(t) {
+                Some(&rank) => -(rank as f32),
+                None => -((below + id) as f32),
+            },
+            (token_type::UNUSED, _) => -10_000.0,
+            _ => 0.0,
+        })
+        .collect()
+}
+
+/// Whether `t` is a SentencePiece byte token `<0xNN>`.
+fn is_byte_token(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 6
+        && t.starts_with("<0x")
+        && t.ends_with('>')
+        && b[3].is_ascii_hexdigit()
+        && b[4].is_ascii_hexdigit()
 }
 
 /// The `tokenizer.*` metadata of the file.
@@ -637,21 +790,9 @@ fn tokenizer_metadata(
     tj: &serde_json::Value,
     tc: &chat::TokenizerConfig,
     cfg: &LlamaConfig,
-    pre: &str,
+    kind: TokKind,
 ) -> anyhow::Result<Vec<(String, Value)>> {
-    let merges: Vec<Value> = tj["model"]["merges"]
-        .as_array()
-        .context("tokenizer.json has no BPE merges")?
-        .iter()
-        .filter_map(|m| match m {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Array(p) => {
-                Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
-            }
-            _ => None,
-        })
-        .map(Value::String)
-        .collect();
+    let merges = merge_pairs(tj)?;
     // Rows of the embedding matrix, which may be more than the tokenizer's ids; the
     // unused ids get placeholder names as llama.cpp's converter writes them.
     let n = cfg.vocab_size.max(tok.get_vocab_size(true));
@@ -662,16 +803,25 @@ fn tokenizer_metadata(
         }
     }
     let added = tok.get_added_tokens_decoder();
-    let types: Vec<Value> = (0..n as u32)
+    let spm = matches!(kind, TokKind::Spm { .. });
+    let unk = tj["model"]["unk_token"].as_str();
+    let types: Vec<i32> = (0..n as u32)
         .map(|i| {
-            Value::I32(match added.get(&i) {
-                Some(t) if t.special => 3,
-                Some(_) => 4,
-                None if tokens[i as usize].is_none() => 5,
-                None => 1,
-            })
+            let t = tokens[i as usize].as_deref();
+            match added.get(&i) {
+                Some(a) if spm && unk == Some(a.content.as_str()) => token_type::UNKNOWN,
+                Some(a) if a.special => token_type::CONTROL,
+                Some(_) => token_type::USER_DEFINED,
+                None => match t {
+                    None => token_type::UNUSED,
+                    Some(t) if spm && unk == Some(t) => token_type::UNKNOWN,
+                    Some(t) if spm && is_byte_token(t) => token_type::BYTE,
+                    Some(_) => token_type::NORMAL,
+                },
+            }
         })
         .collect();
+    let scores = spm.then(|| spm_scores(&merges, &tokens, &types));
     let tokens: Vec<Value> = tokens
         .into_iter()
         .enumerate()
@@ -693,15 +843,48 @@ fn tokenizer_metadata(
             .unwrap_or(false),
         None => false,
     };
+    let types = types.into_iter().map(Value::I32).collect();
     let mut md: Vec<(String, Value)> = vec![
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String(pre.into())),
+        (
+            "tokenizer.ggml.model".into(),
+            Value::String(kind.model().into()),
+        ),
+        (
+            "tokenizer.ggml.pre".into(),
+            Value::String(kind.pre().into()),
+        ),
         ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
-        ("tokenizer.ggml.merges".into(), Value::Array(merges)),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(adds_bos)),
     ];
+    match (kind, scores) {
+        (TokKind::Spm { add_space_prefix }, Some(scores)) => {
+            md.push((
+                "tokenizer.ggml.scores".into(),
+                Value::Array(scores.into_iter().map(Value::F32).collect()),
+            ));
+            md.push(("tokenizer.ggml.token_type".into(), Value::Array(types)));
+            md.push((
+                "tokenizer.ggml.add_space_prefix".into(),
+                Value::Bool(add_space_prefix),
+            ));
+            if let Some(u) = unk.and_then(|u| tok.token_to_id(u)) {
+                md.push(("tokenizer.ggml.unknown_token_id".into(), Value::U32(u)));
+            }
+        }
+        _ => {
+            md.push(("tokenizer.ggml.token_type".into(), Value::Array(types)));
+            md.push((
+                "tokenizer.ggml.merges".into(),
+                Value::Array(
+                    merges
+                        .into_iter()
+                        .map(|(a, b)| Value::String(format!("{a} {b}")))
+                        .collect(),
+                ),
+            ));
+        }
+    }
+    md.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)));
+    md.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(adds_bos)));
     if let Some(b) = bos {
         md.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));
     }
@@ -771,7 +954,7 @@ fn check_tokenizer(file: &Path, want: &Tokenizer) -> anyhow::Result<()> {
 pub fn summary(r: &Report, started: Instant) -> String {
     let types: Vec<String> = r.by_type.iter().map(|(t, n)| format!("{t} ×{n}")).collect();
     let mut s = format!(
-        "{arch}, {params} parameters → {mb:.1} MB ({bpw:.2} bits per weight) in {secs:.1} s; tensors: {types}; pre-tokenizer {pre}",
+        "{arch}, {params} parameters → {mb:.1} MB ({bpw:.2} bits per weight) in {secs:.1} s; tensors: {types}; tokenizer {model}, pre-tokenizer {pre}",
         arch = r.architecture,
         params = if r.params >= 1_000_000_000 {
             format!("{:.2} B", r.params as f64 / 1e9)
@@ -783,6 +966,7 @@ pub fn summary(r: &Report, started: Instant) -> String {
         secs = started.elapsed().as_secs_f64(),
         types = types.join(", "),
         pre = r.pre_tokenizer,
+        model = r.tokenizer_model,
     );
     if !r.fell_back.is_empty() {
         s.push_str(&format!(

@@ -297,7 +297,7 @@ fn qwen3_round_trips_and_unwritable_models_are_refused() {
         e.contains("gemma3_text") && e.contains("cannot be quantized"),
         "{e}"
     );
-    // A SentencePiece-style BPE (byte fallback) cannot be written as a byte-level one.
+    // Byte fallback on a byte-level BPE (pre-tokenizer ByteLevel) is neither kind: refused.
     let t = common::tiny_model();
     let tj = t.path().join("tokenizer.json");
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&tj).unwrap()).unwrap();

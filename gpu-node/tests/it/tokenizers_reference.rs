@@ -9,14 +9,16 @@
 //!   converter writes it from a tokenizer.model.
 //! - `tekken/tekken.gguf`: byte-level BPE with `tokenizer.ggml.pre = "tekken"`.
 //! - The same two tokenizers as tokenizer.json, through `dayshift-node make-test-model
-//!   --tokenizer` and `quantize`: the files quantize writes, read by llama.cpp.
+//!   --tokenizer` and `quantize`: the files quantize writes, read by llama.cpp (sha256 of
+//!   the written bytes checked).
 //! - Unknown or missing `tokenizer.ggml.pre` and what quantize cannot carry are refused.
 
-use crate::common;
+use crate::common::{self, BIN};
 use candle_core::quantized::gguf_file::{Content, Value as GValue};
 use dayshift_node::model::gguf;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use tokenizers::Tokenizer;
 
 fn reference() -> Value {
@@ -205,4 +207,98 @@ fn an_unknown_or_missing_pre_tokenizer_is_refused_by_name() {
     });
     let e = gguf::read_tokenizer(&bare).unwrap_err().to_string();
     assert!(e.contains("tokenizer.ggml.scores is missing"), "{e}");
+}
+
+/// `dayshift-node make-test-model DIR/NAME --tokenizer TOKENIZER` then `quantize -t q8_0`
+/// into `DIR/NAME.q8_0.gguf` (the reference's names: they are in the file's bytes);
+/// returns the GGUF file, or quantize's error output.
+fn quantize_with(dir: &Path, name: &str, tokenizer: &Path) -> Result<PathBuf, String> {
+    let model = dir.join(name);
+    let st = Command::new(BIN)
+        .arg("make-test-model")
+        .arg(&model)
+        .arg("--tokenizer")
+        .arg(tokenizer)
+        .status()
+        .unwrap();
+    assert!(st.success(), "make-test-model --tokenizer failed");
+    let out = dir.join(format!("{name}.q8_0.gguf"));
+    let run = Command::new(BIN)
+        .arg("quantize")
+        .arg(&model)
+        .args(["-t", "q8_0", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    if run.status.success() {
+        Ok(out)
+    } else {
+        Err(String::from_utf8_lossy(&run.stderr).into_owned())
+    }
+}
+
+#[test]
+fn quantize_writes_sentencepiece_and_tekken_tokenizers_that_llama_cpp_reads_alike() {
+    let r = reference();
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["spm", "tekken"] {
+        let want = &r[kind]["quantized"];
+        // quantize's own check (the written file encodes its sample like tokenizer.json)
+        // passed, or there would be no file.
+        let file = quantize_with(dir.path(), kind, &input(&r[kind]["hf"])).unwrap();
+        assert_eq!(
+            common::sha(&file),
+            want["sha256"].as_str().unwrap(),
+            "{kind}: quantize no longer writes the bytes the llama.cpp reference was made from: run make_tokenizer_reference.py --node"
+        );
+        let tok = gguf::read_tokenizer(&file).unwrap();
+        let n = compare(&format!("quantized {kind}"), &tok, &r, want);
+        // What llama.cpp makes of the written file equals what it makes of the file its
+        // own converter writes.
+        assert_eq!(want["ids"], r[kind]["gguf"]["ids"], "{kind}");
+        eprintln!("quantized {kind}: {n} tokens equal to llama.cpp's");
+    }
+    // SentencePiece: llama.cpp reads the written file exactly as tokenizer.json encodes,
+    // all cases. (llama.cpp's converter, given only tokenizer.json, writes every score as
+    // -1000: llama.cpp's tokens then differ from tokenizer.json's on most cases.)
+    assert_eq!(r["spm"]["quantized"]["ids"], r["spm"]["hf"]["ids"]);
+    let off = &r["spm"]["convert_hf_to_gguf_without_tokenizer_model"]["cases_differing_from_hf"];
+    assert!(off.as_array().unwrap().len() > 5, "{off}");
+    // Tekken: llama.cpp's form of the regex splits where tokenizer.json's does not (a
+    // combining mark after a letter, a non-ASCII capital after a small letter); only the
+    // mixed text has such words (`cafe` + U+0301), and the GGUF file follows llama.cpp.
+    let cases = strings(&r["cases"]);
+    for (i, (a, b)) in ids_of(&r["tekken"]["quantized"]["ids"])
+        .iter()
+        .zip(ids_of(&r["tekken"]["hf"]["ids"]))
+        .enumerate()
+    {
+        if *a != b {
+            assert!(cases[i].contains("e\u{301}"), "case {i}");
+        }
+    }
+}
+
+#[test]
+fn quantize_refuses_a_metaspace_sentencepiece_tokenizer_by_name() {
+    let r = reference();
+    let dir = tempfile::tempdir().unwrap();
+    // transformers 5 writes Llama-style tokenizers with a Metaspace pre-tokenizer and no
+    // normalizer: "  x" gets no extra ▁ there, but one in llama.cpp.
+    let mut tj: Value =
+        serde_json::from_str(&std::fs::read_to_string(input(&r["spm"]["hf"])).unwrap()).unwrap();
+    tj["normalizer"] = Value::Null;
+    tj["pre_tokenizer"] = serde_json::json!({
+        "type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false
+    });
+    let path = dir.path().join("metaspace.json");
+    std::fs::write(&path, serde_json::to_string(&tj).unwrap()).unwrap();
+    let e = quantize_with(dir.path(), "metaspace", &path).unwrap_err();
+    assert!(
+        e.contains("Metaspace")
+            && e.contains("prepend_scheme \"first\"")
+            && e.contains("Llama 2's layout"),
+        "{e}"
+    );
+    assert!(!dir.path().join("metaspace.q8_0.gguf").exists());
 }
