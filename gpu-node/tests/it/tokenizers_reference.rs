@@ -117,6 +117,15 @@ fn sentencepiece_gguf_tokenizes_like_llama_cpp() {
     let tok = gguf::read_tokenizer(&file).unwrap();
     let n = compare("spm.gguf", &tok, &r, &r["spm"]["gguf"]);
     eprintln!("spm.gguf: {n} tokens equal to llama.cpp's");
+    // Constrained decoding reads each token's bytes from the same tokenizer: ▁ is a
+    // space, <0xNN> one byte.
+    let eos = tok.token_to_id("</s>").unwrap();
+    let bytes = dayshift_node::engine::grammar::Guide::default()
+        .token_bytes(&tok, eos)
+        .unwrap();
+    let id = |t: &str| tok.token_to_id(t).unwrap() as usize;
+    assert_eq!(bytes[id("<0x41>")], b"A");
+    assert_eq!(bytes[id("▁the")], b" the");
     // The SentencePiece library itself gives the same ids where the text holds no
     // special tokens (it does not parse them).
     let cases = strings(&r["cases"]);
