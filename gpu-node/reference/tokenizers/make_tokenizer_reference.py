@@ -25,8 +25,8 @@ For every GGUF file and every case of CASES: llama.cpp's ids (llama-cpp-python,
 every tokenizer.json: Hugging Face `tokenizers`' ids (`add_special_tokens=False`) and
 its decoded text.
 
-Run from the repository root (needs `pip install sentencepiece gguf llama-cpp-python
-tokenizers transformers`):
+Run from the repository root (needs `pip install sentencepiece protobuf gguf
+llama-cpp-python tokenizers transformers`):
     cargo build -p dayshift-node
     python3 gpu-node/reference/tokenizers/make_tokenizer_reference.py --node target/debug/dayshift-node
 """
