@@ -145,6 +145,10 @@ pub struct EngineConfig {
     /// Requests waiting for admission before new ones get `503`.
     #[serde(default = "default_max_queued")]
     pub max_queued_requests: u32,
+    /// On CUDA: capture each batch size's decode step as a CUDA graph at warm-up and
+    /// replay it (one launch per step instead of hundreds); `false` decodes eagerly.
+    #[serde(default = "default_true")]
+    pub cuda_graphs: bool,
 }
 
 impl Default for EngineConfig {
@@ -156,6 +160,7 @@ impl Default for EngineConfig {
             kv_cache_memory_fraction: default_kv_fraction(),
             prefill_chunk_tokens: default_prefill_chunk(),
             max_queued_requests: default_max_queued(),
+            cuda_graphs: true,
         }
     }
 }
@@ -171,6 +176,9 @@ fn default_kv_fraction() -> f64 {
 }
 fn default_prefill_chunk() -> u32 {
     256
+}
+fn default_true() -> bool {
+    true
 }
 fn default_max_queued() -> u32 {
     256

@@ -119,6 +119,8 @@ pub struct EngineLimits {
     pub prefill_chunk: usize,
     /// Most requests waiting for admission.
     pub max_queued: usize,
+    /// Capture decode steps as CUDA graphs at warm-up and replay them (CUDA only).
+    pub cuda_graphs: bool,
 }
 
 /// Why a request was not accepted.

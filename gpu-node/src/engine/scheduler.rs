@@ -106,6 +106,9 @@ pub fn run(
     };
     tracing::info!(slots, tokens_per_slot = cap, "KV cache allocated");
     warm_up(&model, &mut kv);
+    if limits.cuda_graphs {
+        capture_graphs(&model, &mut kv);
+    }
     let mut free: Vec<usize> = (0..slots).rev().collect(); // pop() gives the lowest slot
     let mut waiting: VecDeque<GenRequest> = VecDeque::new();
     let mut running: Vec<Seq> = Vec::new();
@@ -243,6 +246,23 @@ fn warm_up(model: &GenerationModel, kv: &mut KvCache) {
     match run(kv, 0, &[0, 0]).and_then(|_| run(kv, 2, &[0])) {
         Ok(()) => tracing::info!(secs = t.elapsed().as_secs_f64(), "engine warmed up"),
         Err(e) => tracing::warn!("warm-up step failed (the first request will show it): {e}"),
+    }
+}
+
+/// Captures the decode step of every batch bucket as a CUDA graph (a no-op on the CPU);
+/// on failure the node decodes eagerly and says why.
+fn capture_graphs(model: &GenerationModel, kv: &mut KvCache) {
+    let t = Instant::now();
+    match kv.capture_graphs(&model.llama) {
+        Ok(b) if b.is_empty() => {}
+        Ok(buckets) => tracing::info!(
+            secs = t.elapsed().as_secs_f64(),
+            ?buckets,
+            "decode steps captured as CUDA graphs"
+        ),
+        Err(e) => tracing::warn!(
+            "cannot capture decode steps as CUDA graphs, decoding eagerly instead: {e}"
+        ),
     }
 }
 

@@ -110,6 +110,9 @@ pub struct KvCache {
     v: Vec<Tensor>,
     slots: usize,
     cap: usize,
+    /// Decode steps captured as CUDA graphs over this cache (see [`KvCache::capture_graphs`]).
+    #[cfg(feature = "cuda")]
+    pub(crate) graphs: Option<super::cuda_graph::DecodeGraphs>,
 }
 
 impl KvCache {
@@ -134,7 +137,26 @@ impl KvCache {
             v,
             slots: shape.0,
             cap: shape.2,
+            #[cfg(feature = "cuda")]
+            graphs: None,
         })
+    }
+    /// On a CUDA device: captures the decode step of every batch bucket (powers of two up
+    /// to the slots, and the slots) as a CUDA graph, so that decode-only steps replay one
+    /// graph instead of enqueuing every kernel from the host. Returns the buckets captured
+    /// (none on the CPU, or when the model's head size or dtype has no decode kernel).
+    pub fn capture_graphs(&mut self, model: &Llama) -> Result<Vec<usize>> {
+        #[cfg(feature = "cuda")]
+        if model.device.is_cuda() && super::decode_ops::supported(model.cfg.head_dim(), model.dtype)
+        {
+            self.graphs = None;
+            let g = super::cuda_graph::DecodeGraphs::capture(model, self)?;
+            let buckets = g.buckets();
+            self.graphs = Some(g);
+            return Ok(buckets);
+        }
+        let _ = model;
+        Ok(Vec::new())
     }
     /// Sequences it holds.
     pub fn slots(&self) -> usize {
@@ -168,6 +190,10 @@ impl KvCache {
     }
     /// A copy with `cap` tokens per slot (the first `keep` tokens of each slot kept).
     fn regrow(&mut self, cap: usize, keep: usize) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        {
+            self.graphs = None; // they hold the old tensors' addresses
+        }
         for t in self.k.iter_mut().chain(self.v.iter_mut()) {
             let (s, h, _, d) = t.dims4()?;
             let new = Tensor::zeros((s, h, cap, d), t.dtype(), t.device())?;
@@ -635,31 +661,12 @@ impl Llama {
         if items.is_empty() {
             return Ok(None);
         }
-        let (nkv, hd) = (self.cfg.kv_heads(), self.cfg.head_dim());
-        let mut s_used = 0usize; // slots 0..s_used are touched
-        let mut tmax = 0usize;
-        for it in items {
-            let end = it.start + it.tokens.len();
-            if it.tokens.is_empty() {
-                candle_core::bail!("an item of a batched step has no tokens");
-            }
-            if end > self.cfg.max_position_embeddings {
-                candle_core::bail!(
-                    "sequence of {end} tokens exceeds the model's context of {}",
-                    self.cfg.max_position_embeddings
-                );
-            }
-            if end > kv.cap || it.slot >= kv.slots {
-                candle_core::bail!(
-                    "slot {} up to {end} tokens does not fit the KV cache ({} slots of {} tokens)",
-                    it.slot,
-                    kv.slots,
-                    kv.cap
-                );
-            }
-            s_used = s_used.max(it.slot + 1);
-            tmax = tmax.max(it.tokens.len());
+        #[cfg(feature = "cuda")]
+        if let Some(logits) = super::cuda_graph::replay(self, kv, items)? {
+            return Ok(Some(logits));
         }
+        let (nkv, hd) = (self.cfg.kv_heads(), self.cfg.head_dim());
+        let (s_used, tmax) = self.check_items(kv, items)?;
         // Row order inside the step: single-token items first, then the longer ones.
         // Singles in slot order: when they fill slots 0..n (the steady state of a
         // batch), rows and slots coincide and the gathers below are skipped.
@@ -802,43 +809,163 @@ impl Llama {
             dec,
             prefill,
         };
-        let mut x = self.embed.forward(&ids_t)?; // [T,H]
-        if let Some(scale) = self.arch.embed_scale {
-            // As transformers does: the scale rounded to the model dtype first.
-            let scale = Tensor::new(scale as f32, &self.device)?.to_dtype(self.dtype)?;
-            x = x.broadcast_mul(&scale)?;
-        }
+        let mut x = self.embed_tokens(&ids_t)?; // [T,H]
         let eps = self.eps as f32;
         for (li, b) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &b.ln1, eps)?;
-            let mut a = self.attention(&b.attn, &h, &kv.k[li], &kv.v[li], &step)?;
-            if let Some((post_attn, _)) = &b.post {
-                a = candle_nn::ops::rms_norm(&a, post_attn, eps)?;
-            }
-            x = (x + a)?;
-            let h = candle_nn::ops::rms_norm(&x, &b.ln2, eps)?;
-            let g = b.mlp.gate.forward(&h)?;
-            let g = match self.arch.act {
-                Act::Silu => candle_nn::ops::silu(&g)?,
-                Act::GeluTanh => g.gelu()?,
-            };
-            let mut m = b.mlp.down.forward(&(g * b.mlp.up.forward(&h)?)?)?;
-            if let Some((_, post_ffn)) = &b.post {
-                m = candle_nn::ops::rms_norm(&m, post_ffn, eps)?;
-            }
-            x = (x + m)?;
+            let a = self.attention(&b.attn, &h, &kv.k[li], &kv.v[li], &step)?;
+            x = self.finish_block(b, x, a)?;
         }
         if want.is_empty() {
             return Ok(None);
         }
         // Only the rows someone wants go through the norm and lm_head.
         let sel = x.index_select(&part(6)?, 0)?;
-        let sel = candle_nn::ops::rms_norm(&sel, &self.norm, eps)?;
-        let logits = self.lm_head.forward(&sel)?;
-        Ok(Some(match self.arch.final_softcap {
-            Some(cap) => softcap(&logits, cap)?,
-            None => logits,
-        }))
+        self.head(&sel).map(Some)
+    }
+
+    /// Checks that every item of a step has tokens and fits the model's context and the
+    /// cache; returns the slots touched (`0..s_used`) and the longest item.
+    pub(crate) fn check_items(
+        &self,
+        kv: &KvCache,
+        items: &[BatchItem<'_>],
+    ) -> Result<(usize, usize)> {
+        let mut s_used = 0usize;
+        let mut tmax = 0usize;
+        for it in items {
+            let end = it.start + it.tokens.len();
+            if it.tokens.is_empty() {
+                candle_core::bail!("an item of a batched step has no tokens");
+            }
+            if end > self.cfg.max_position_embeddings {
+                candle_core::bail!(
+                    "sequence of {end} tokens exceeds the model's context of {}",
+                    self.cfg.max_position_embeddings
+                );
+            }
+            if end > kv.cap || it.slot >= kv.slots {
+                candle_core::bail!(
+                    "slot {} up to {end} tokens does not fit the KV cache ({} slots of {} tokens)",
+                    it.slot,
+                    kv.slots,
+                    kv.cap
+                );
+            }
+            s_used = s_used.max(it.slot + 1);
+            tmax = tmax.max(it.tokens.len());
+        }
+        Ok((s_used, tmax))
+    }
+
+    /// A decode step of `b` single-token rows whose token ids, positions and slots are in
+    /// `idx` (`[3 * b]` u32 on the model's device: ids, then positions, then slots): the
+    /// same arithmetic as a decode-only [`Llama::forward_batch`], with the cache write and
+    /// attention done by [`super::decode_ops`], which read `idx` on the device. Nothing
+    /// here depends on host values, so the step can be captured as a CUDA graph and
+    /// replayed with new contents of `idx`. A row with slot [`super::decode_ops::PAD_SLOT`] is padding: it
+    /// writes nothing and attends to nothing. Returns the logits `[b, vocab]`.
+    pub fn forward_decode(&self, kv: &KvCache, idx: &Tensor, b: usize) -> Result<Tensor> {
+        use super::decode_ops::{DecodeAttention, KvWrite};
+        let ids = idx.narrow(0, 0, b)?;
+        let pos = idx.narrow(0, b, b)?;
+        let mut cos = Vec::with_capacity(self.ropes.len());
+        let mut sin = Vec::with_capacity(self.ropes.len());
+        for (c, s) in &self.ropes {
+            cos.push(c.index_select(&pos, 0)?);
+            sin.push(s.index_select(&pos, 0)?);
+        }
+        let mut x = self.embed_tokens(&ids)?;
+        let eps = self.eps as f32;
+        let write = KvWrite { b };
+        for (li, blk) in self.blocks.iter().enumerate() {
+            let at = &blk.attn;
+            let h = candle_nn::ops::rms_norm(&x, &blk.ln1, eps)?;
+            let (q, k, v) = self.qkv(at, &h, b, &cos[at.rope], &sin[at.rope])?;
+            kv.k[li].inplace_op3(&k, idx, &write)?;
+            kv.v[li].inplace_op3(&v, idx, &write)?;
+            let o = q.apply_op3_no_bwd(
+                &kv.k[li],
+                &kv.v[li],
+                &DecodeAttention {
+                    b,
+                    heads: at.heads,
+                    window: self.arch.window.filter(|_| at.sliding),
+                    scale: self.arch.attn_scale as f32,
+                    idx: idx.clone(),
+                },
+            )?;
+            let a = at.o.forward(&o)?;
+            x = self.finish_block(blk, x, a)?;
+        }
+        self.head(&x)
+    }
+
+    /// Token embeddings `[T, hidden]` (scaled for Gemma).
+    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+        let x = self.embed.forward(ids)?;
+        match self.arch.embed_scale {
+            Some(scale) => {
+                // As transformers does: the scale rounded to the model dtype first.
+                let scale = Tensor::new(scale as f32, &self.device)?.to_dtype(self.dtype)?;
+                x.broadcast_mul(&scale)
+            }
+            None => Ok(x),
+        }
+    }
+
+    /// The rest of a layer after attention: residual, MLP, residual (with Gemma's norms).
+    fn finish_block(&self, b: &Block, x: Tensor, mut a: Tensor) -> Result<Tensor> {
+        let eps = self.eps as f32;
+        if let Some((post_attn, _)) = &b.post {
+            a = candle_nn::ops::rms_norm(&a, post_attn, eps)?;
+        }
+        let x = (x + a)?;
+        let h = candle_nn::ops::rms_norm(&x, &b.ln2, eps)?;
+        let g = b.mlp.gate.forward(&h)?;
+        let g = match self.arch.act {
+            Act::Silu => candle_nn::ops::silu(&g)?,
+            Act::GeluTanh => g.gelu()?,
+        };
+        let mut m = b.mlp.down.forward(&(g * b.mlp.up.forward(&h)?)?)?;
+        if let Some((_, post_ffn)) = &b.post {
+            m = candle_nn::ops::rms_norm(&m, post_ffn, eps)?;
+        }
+        x + m
+    }
+
+    /// Final norm, lm_head and soft-capping of the rows `x` `[rows, hidden]`.
+    fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let x = candle_nn::ops::rms_norm(x, &self.norm, self.eps as f32)?;
+        let logits = self.lm_head.forward(&x)?;
+        match self.arch.final_softcap {
+            Some(cap) => softcap(&logits, cap),
+            None => Ok(logits),
+        }
+    }
+
+    /// Queries `[t, heads, hd]`, keys and values `[t, kv_heads, hd]` of `t` rows, with
+    /// q/k norms and RoPE (`cos`/`sin`: the rows' table entries) applied.
+    fn qkv(
+        &self,
+        at: &Attention,
+        h: &Tensor,
+        t: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (nh, nkv, hd) = (at.heads, at.kv_heads, at.head_dim);
+        let mut q = at.q.forward(h)?.reshape((1, t, nh, hd))?;
+        let mut k = at.k.forward(h)?.reshape((1, t, nkv, hd))?;
+        if let Some((qn, kn)) = &at.qk_norm {
+            let eps = self.eps as f32;
+            q = candle_nn::ops::rms_norm(&q, qn, eps)?;
+            k = candle_nn::ops::rms_norm(&k, kn, eps)?;
+        }
+        let q = candle_nn::rotary_emb::rope_thd(&q, cos, sin)?.reshape((t, nh, hd))?;
+        let k = candle_nn::rotary_emb::rope_thd(&k, cos, sin)?.reshape((t, nkv, hd))?;
+        let v = at.v.forward(h)?.reshape((t, nkv, hd))?;
+        Ok((q, k, v))
     }
 
     fn attention(
@@ -853,17 +980,7 @@ impl Llama {
         let (nh, nkv, hd) = (at.heads, at.kv_heads, at.head_dim);
         let rep = nh / nkv;
         let scale = self.arch.attn_scale;
-        let mut q = at.q.forward(h)?.reshape((1, t, nh, hd))?;
-        let mut k = at.k.forward(h)?.reshape((1, t, nkv, hd))?;
-        if let Some((qn, kn)) = &at.qk_norm {
-            let eps = self.eps as f32;
-            q = candle_nn::ops::rms_norm(&q, qn, eps)?;
-            k = candle_nn::ops::rms_norm(&k, kn, eps)?;
-        }
-        let (cos, sin) = (&st.cos[at.rope], &st.sin[at.rope]);
-        let q = candle_nn::rotary_emb::rope_thd(&q, cos, sin)?.reshape((t, nh, hd))?;
-        let k = candle_nn::rotary_emb::rope_thd(&k, cos, sin)?.reshape((t, nkv, hd))?;
-        let v = at.v.forward(h)?.reshape((t, nkv, hd))?;
+        let (q, k, v) = self.qkv(at, h, t, &st.cos[at.rope], &st.sin[at.rope])?;
         // Write this step's keys and values into their slots: one scatter each.
         let (s, tm) = (st.s_used, st.tmax);
         for (src, cache) in [(&k, kc), (&v, vc)] {
@@ -1069,6 +1186,93 @@ mod tests {
             };
             check_batched(&m.llama, [3, 0, 4]);
             check_batched(&m.llama, [1, 0, 2]);
+        }
+    }
+
+    /// The decode step that CUDA graphs capture ([`Llama::forward_decode`]: indices read
+    /// from one device buffer, cache write and attention by `decode_ops`, a padding row)
+    /// gives the eager batched step's logits and leaves the same KV cache, for every test
+    /// architecture (sliding windows shorter than the sequences included).
+    #[test]
+    fn the_graph_decode_step_matches_the_eager_step_every_family() {
+        for f in crate::testmodel::Family::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            crate::testmodel::make_test_model_family(dir.path(), f).unwrap();
+            let LoadedModel::Generation(m) = model::load(dir.path(), None, &Device::Cpu).unwrap()
+            else {
+                panic!("{f:?} must load as a generation model")
+            };
+            let m = &m.llama;
+            let mut eager = KvCache::new(m, 5, 64).unwrap();
+            let mut graph = KvCache::new(m, 5, 64).unwrap();
+            let mut seqs: Vec<(usize, Vec<u32>)> = vec![
+                (3, vec![5, 9, 14, 20, 33, 7, 8]),
+                (0, vec![11]),
+                (4, (2..21).collect()),
+            ];
+            for kv in [&mut eager, &mut graph] {
+                let items: Vec<BatchItem> = seqs
+                    .iter()
+                    .map(|(slot, ids)| BatchItem {
+                        slot: *slot,
+                        start: 0,
+                        tokens: ids,
+                        want: WantLogits::Last,
+                    })
+                    .collect();
+                m.forward_batch(kv, &items).unwrap();
+            }
+            let mut worst = 0f32;
+            for _ in 0..24 {
+                let last: Vec<u32> = seqs.iter().map(|(_, ids)| ids[ids.len() - 1]).collect();
+                let items: Vec<BatchItem> = seqs
+                    .iter()
+                    .zip(&last)
+                    .map(|((slot, ids), t)| BatchItem {
+                        slot: *slot,
+                        start: ids.len() - 1,
+                        tokens: std::slice::from_ref(t),
+                        want: WantLogits::Last,
+                    })
+                    .collect();
+                let want = m.forward_batch(&mut eager, &items).unwrap().unwrap();
+                // Three rows padded to a bucket of four.
+                let b = 4;
+                let mut idx = vec![0u32; 3 * b];
+                idx[3 * b - 1] = crate::model::decode_ops::PAD_SLOT;
+                for (r, it) in items.iter().enumerate() {
+                    idx[r] = it.tokens[0];
+                    idx[b + r] = it.start as u32;
+                    idx[2 * b + r] = it.slot as u32;
+                }
+                let idx = Tensor::from_vec(idx, 3 * b, &Device::Cpu).unwrap();
+                let got = m.forward_decode(&graph, &idx, b).unwrap();
+                assert_eq!(got.dims2().unwrap().0, b);
+                for (r, (_, ids)) in seqs.iter_mut().enumerate() {
+                    let w = last_row(&want.narrow(0, r, 1).unwrap());
+                    let g = last_row(&got.narrow(0, r, 1).unwrap());
+                    worst = worst.max(close(&w, &g));
+                    // The sequences grow past the sliding windows.
+                    ids.push(crate::engine::sampling::argmax(&w));
+                }
+            }
+            assert!(worst < 1e-4, "{f:?}: decode-step logits differ by {worst}");
+            for (a, b) in eager
+                .k
+                .iter()
+                .zip(&graph.k)
+                .chain(eager.v.iter().zip(&graph.v))
+            {
+                let d = (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(d < 1e-5, "{f:?}: the caches differ by {d}");
+            }
         }
     }
 

@@ -7,6 +7,9 @@ pub mod bert_encoder;
 pub mod chat;
 pub mod config;
 pub mod cpu_softmax;
+#[cfg(feature = "cuda")]
+pub mod cuda_graph;
+pub mod decode_ops;
 pub mod files;
 pub mod gguf;
 pub mod gguf_tokenizer;
