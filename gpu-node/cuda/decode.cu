@@ -142,3 +142,390 @@ __device__ void decode_attn(const T *__restrict__ q, const T *__restrict__ kc,
 DS_INSTANTIATE(float, f32)
 DS_INSTANTIATE(__half, f16)
 DS_INSTANTIATE(__nv_bfloat16, bf16)
+
+// y[r, n] = sum_k x[r, k] w[n, k] (+ bias[n]) for B <= 8 rows: one warp per output column,
+// 16-byte loads of the weight row, f32 accumulation, the result rounded to T (then the
+// bias added and rounded again, as a GEMM followed by a bias add does). Weight-bandwidth
+// bound, which is what a decode step's projections are. x: [B, K], w: [N, K], y: [B, N],
+// all contiguous; K a multiple of 16 / sizeof(T) and every row 16-byte aligned.
+template <typename T, int B>
+__device__ void gemv(const T *__restrict__ x, const T *__restrict__ w,
+                     const T *__restrict__ bias, T *__restrict__ y, int n_out, int k_in) {
+    constexpr int V = 16 / sizeof(T);
+    const int lane = threadIdx.x & 31;
+    const int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (n >= n_out) return;
+    const T *wr = w + (size_t)n * k_in;
+    float acc[B];
+#pragma unroll
+    for (int b = 0; b < B; b++) acc[b] = 0.f;
+#pragma unroll 4
+    for (int k = lane * V; k < k_in; k += 32 * V) {
+        const uint4 wv = __ldg(reinterpret_cast<const uint4 *>(wr + k));
+        const T *wt = reinterpret_cast<const T *>(&wv);
+        float wf[V];
+#pragma unroll
+        for (int v = 0; v < V; v++) wf[v] = to_f(wt[v]);
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            const uint4 xv = __ldg(reinterpret_cast<const uint4 *>(x + (size_t)b * k_in + k));
+            const T *xt = reinterpret_cast<const T *>(&xv);
+#pragma unroll
+            for (int v = 0; v < V; v++) acc[b] += wf[v] * to_f(xt[v]);
+        }
+    }
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+        float s = acc[b];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if (lane == 0) {
+            float r = to_f(from_f<T>(s));
+            if (bias != nullptr) r += to_f(bias[n]);
+            y[(size_t)b * n_out + n] = from_f<T>(r);
+        }
+    }
+}
+
+#define DS_GEMV(T, SUFFIX, B)                                                                  \
+    extern "C" __global__ void gemv_##SUFFIX##_##B(const T *x, const T *w, const T *bias, T *y, \
+                                                   int n_out, int k_in) {                     \
+        gemv<T, B>(x, w, bias, y, n_out, k_in);                                                \
+    }
+#define DS_GEMV_ALL(T, SUFFIX)                                                                 \
+    DS_GEMV(T, SUFFIX, 1) DS_GEMV(T, SUFFIX, 2) DS_GEMV(T, SUFFIX, 3) DS_GEMV(T, SUFFIX, 4)    \
+    DS_GEMV(T, SUFFIX, 5) DS_GEMV(T, SUFFIX, 6) DS_GEMV(T, SUFFIX, 7) DS_GEMV(T, SUFFIX, 8)
+
+DS_GEMV_ALL(float, f32)
+DS_GEMV_ALL(__half, f16)
+DS_GEMV_ALL(__nv_bfloat16, bf16)
+
+// Greedy picks: the index of each row's largest value (the first on ties, like
+// torch.argmax; NaN never wins). Stage 1: grid (parts, rows), each block its chunk of a
+// row; stage 2: one warp per row over the parts.
+__device__ __forceinline__ void better(float &v, uint32_t &i, float ov, uint32_t oi) {
+    if (ov > v || (ov == v && oi < i)) {
+        v = ov;
+        i = oi;
+    }
+}
+
+template <typename T>
+__device__ void argmax_part(const T *__restrict__ x, float *__restrict__ pv,
+                            uint32_t *__restrict__ pi, int n, int parts) {
+    __shared__ float sv[32];
+    __shared__ uint32_t si[32];
+    const int r = blockIdx.y, p = blockIdx.x;
+    const int chunk = (n + parts - 1) / parts;
+    const int start = p * chunk;
+    const int end = min(n, start + chunk);
+    float v = -INFINITY;
+    uint32_t i = 0xffffffffu;
+    for (int j = start + threadIdx.x; j < end; j += blockDim.x) {
+        const float f = to_f(x[(size_t)r * n + j]);
+        better(v, i, f, j);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, off);
+        const uint32_t oi = __shfl_xor_sync(0xffffffffu, i, off);
+        better(v, i, ov, oi);
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        sv[warp] = v;
+        si[warp] = i;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const int nw = blockDim.x >> 5;
+        v = lane < nw ? sv[lane] : -INFINITY;
+        i = lane < nw ? si[lane] : 0xffffffffu;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, v, off);
+            const uint32_t oi = __shfl_xor_sync(0xffffffffu, i, off);
+            better(v, i, ov, oi);
+        }
+        if (lane == 0) {
+            pv[r * parts + p] = v;
+            pi[r * parts + p] = i;
+        }
+    }
+}
+
+extern "C" __global__ void argmax_final(const float *pv, const uint32_t *pi, uint32_t *out,
+                                        int parts) {
+    const int r = blockIdx.x, lane = threadIdx.x;
+    float v = -INFINITY;
+    uint32_t i = 0xffffffffu;
+    for (int p = lane; p < parts; p += 32) better(v, i, pv[r * parts + p], pi[r * parts + p]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, off);
+        const uint32_t oi = __shfl_xor_sync(0xffffffffu, i, off);
+        better(v, i, ov, oi);
+    }
+    if (lane == 0) out[r] = i == 0xffffffffu ? 0 : i;
+}
+
+#define DS_ARGMAX(T, SUFFIX)                                                                  \
+    extern "C" __global__ void argmax_part_##SUFFIX(const T *x, float *pv, uint32_t *pi, int n, \
+                                                    int parts) {                              \
+        argmax_part<T>(x, pv, pi, n, parts);                                                  \
+    }
+DS_ARGMAX(float, f32)
+DS_ARGMAX(__half, f16)
+DS_ARGMAX(__nv_bfloat16, bf16)
+
+// ---- Fused decode-step kernels (b <= 8 rows) ----------------------------------------
+// gemv_fused: y[r, n] = epilogue(sum_k a[r, k] w[n, k]) where the block first stages the
+// activation a [B, K] in shared memory from x by its prologue:
+//   PRO 0: a = x                                   (x: [B, K])
+//   PRO 1: a = round(x * rsqrt(mean(x^2) + eps) * nw)   (RMSNorm; x: [B, K], nw: [K])
+//   PRO 2: a = round(round(silu(x[:, :K])) * x[:, K:])  (SwiGLU; x: [B, 2K])
+// epilogue: v = round(acc); v = round(v + bias[n]) if bias; v = round(v + res[r, n]) if res.
+// Every rounding is where the unfused candle ops round, so results equal theirs.
+template <typename T> __device__ __forceinline__ T rnd(float x) { return from_f<T>(x); }
+
+template <typename T, int B, int PRO>
+__device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, float eps,
+                           const T *__restrict__ w, const T *__restrict__ bias,
+                           const T *__restrict__ res, T *__restrict__ y, int n_out, int k_in) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *a = reinterpret_cast<T *>(smem_raw); // [B, K]
+    __shared__ float rinv[B];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw_ = blockDim.x >> 5;
+    if (PRO == 1) {
+        // One warp per row computes the row's inverse RMS.
+        for (int b = warp; b < B; b += nw_) {
+            float ss = 0.f;
+            for (int k = lane; k < k_in; k += 32) {
+                const float v = to_f(x[(size_t)b * k_in + k]);
+                ss += v * v;
+            }
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+            if (lane == 0) rinv[b] = rsqrtf(ss / k_in + eps);
+        }
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < B * k_in; i += blockDim.x) {
+        const int b = i / k_in, k = i - b * k_in;
+        if (PRO == 0) {
+            a[i] = x[i];
+        } else if (PRO == 1) {
+            a[i] = rnd<T>(to_f(x[i]) * rinv[b] * to_f(nw[k]));
+        } else {
+            const float g = to_f(x[(size_t)b * 2 * k_in + k]);
+            const float u = to_f(x[(size_t)b * 2 * k_in + k_in + k]);
+            const float s = to_f(rnd<T>(g / (1.f + __expf(-g))));
+            a[i] = rnd<T>(s * u);
+        }
+    }
+    __syncthreads();
+    constexpr int V = 16 / sizeof(T);
+    const int n = blockIdx.x * nw_ + warp;
+    if (n >= n_out) return;
+    const T *wr = w + (size_t)n * k_in;
+    float acc[B];
+#pragma unroll
+    for (int b = 0; b < B; b++) acc[b] = 0.f;
+#pragma unroll 4
+    for (int k = lane * V; k < k_in; k += 32 * V) {
+        const uint4 wv = __ldg(reinterpret_cast<const uint4 *>(wr + k));
+        const T *wt = reinterpret_cast<const T *>(&wv);
+        float wf[V];
+#pragma unroll
+        for (int v = 0; v < V; v++) wf[v] = to_f(wt[v]);
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            const uint4 xv = *reinterpret_cast<const uint4 *>(a + (size_t)b * k_in + k);
+            const T *xt = reinterpret_cast<const T *>(&xv);
+#pragma unroll
+            for (int v = 0; v < V; v++) acc[b] += wf[v] * to_f(xt[v]);
+        }
+    }
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+        float s = acc[b];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if (lane == 0) {
+            float r = to_f(rnd<T>(s));
+            if (bias != nullptr) r = to_f(rnd<T>(r + to_f(bias[n])));
+            if (res != nullptr) r = to_f(rnd<T>(r + to_f(res[(size_t)b * n_out + n])));
+            y[(size_t)b * n_out + n] = rnd<T>(r);
+        }
+    }
+}
+
+#define DS_GEMVF(T, SUFFIX, B, PRO)                                                            \
+    extern "C" __global__ void gemvf_##SUFFIX##_##B##_##PRO(                                    \
+        const T *x, const T *nw, float eps, const T *w, const T *bias, const T *res, T *y,      \
+        int n_out, int k_in) {                                                                 \
+        gemv_fused<T, B, PRO>(x, nw, eps, w, bias, res, y, n_out, k_in);                       \
+    }
+#define DS_GEMVF_B(T, SUFFIX, PRO)                                                             \
+    DS_GEMVF(T, SUFFIX, 1, PRO) DS_GEMVF(T, SUFFIX, 2, PRO) DS_GEMVF(T, SUFFIX, 3, PRO)        \
+    DS_GEMVF(T, SUFFIX, 4, PRO) DS_GEMVF(T, SUFFIX, 5, PRO) DS_GEMVF(T, SUFFIX, 6, PRO)        \
+    DS_GEMVF(T, SUFFIX, 7, PRO) DS_GEMVF(T, SUFFIX, 8, PRO)
+#define DS_GEMVF_ALL(T, SUFFIX) DS_GEMVF_B(T, SUFFIX, 0) DS_GEMVF_B(T, SUFFIX, 1) DS_GEMVF_B(T, SUFFIX, 2)
+DS_GEMVF_ALL(float, f32)
+DS_GEMVF_ALL(__half, f16)
+DS_GEMVF_ALL(__nv_bfloat16, bf16)
+
+// rope_rows: one part of a fused q|k|v projection output qkv [b, (nh + 2 nkv) hd]:
+//   part 0: q_out[r, h] = rope(qknorm(q[r, h]))       -> out: [b, nh, hd]
+//   part 1: kc[slot, h, pos] = rope(qknorm(k[r, h]))  -> out: the key cache
+//   part 2: vc[slot, h, pos] = v[r, h]                -> out: the value cache
+// RoPE is the non-interleaved (rotate-half) form; cos/sin: [positions, hd / 2].
+// grid (heads of the part, b); block hd / 2 threads.
+template <typename T>
+__device__ void rope_rows(const T *__restrict__ qkv, const T *__restrict__ norm, float eps,
+                          const T *__restrict__ cos, const T *__restrict__ sin,
+                          T *__restrict__ out, const uint32_t *__restrict__ idx, int part,
+                          int b, int nh, int nkv, int cap, int hd) {
+    __shared__ float red[32];
+    const int h = blockIdx.x, r = blockIdx.y, i = threadIdx.x, half = hd / 2;
+    const uint32_t pos = idx[b + r];
+    const uint32_t slot = idx[2 * b + r];
+    const int head = part == 0 ? h : part == 1 ? nh + h : nh + nkv + h;
+    const T *src = qkv + (size_t)r * (nh + 2 * nkv) * hd + (size_t)head * hd;
+    float x1 = to_f(src[i]), x2 = to_f(src[i + half]);
+    if (part < 2 && norm != nullptr) {
+        float ss = x1 * x1 + x2 * x2;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+        const int lane = i & 31, warp = i >> 5, nwarps = (blockDim.x + 31) >> 5;
+        if (lane == 0) red[warp] = ss;
+        __syncthreads();
+        float tot = 0.f;
+        for (int w = 0; w < nwarps; w++) tot += red[w];
+        const float rs = rsqrtf(tot / hd + eps);
+        x1 = to_f(rnd<T>(x1 * rs * to_f(norm[i])));
+        x2 = to_f(rnd<T>(x2 * rs * to_f(norm[i + half])));
+    }
+    T o1, o2;
+    if (part < 2) {
+        const float c = to_f(cos[(size_t)pos * half + i]), s = to_f(sin[(size_t)pos * half + i]);
+        o1 = rnd<T>(x1 * c - x2 * s);
+        o2 = rnd<T>(x1 * s + x2 * c);
+    } else {
+        o1 = rnd<T>(x1);
+        o2 = rnd<T>(x2);
+    }
+    if (part == 0) {
+        T *q = out + ((size_t)r * nh + h) * hd;
+        q[i] = o1;
+        q[i + half] = o2;
+    } else if (slot != DS_PAD_SLOT && pos < (uint32_t)cap) {
+        T *c = out + (((size_t)slot * nkv + h) * cap + pos) * hd;
+        c[i] = o1;
+        c[i + half] = o2;
+    }
+}
+
+#define DS_ROPE(T, SUFFIX)                                                                     \
+    extern "C" __global__ void rope_rows_##SUFFIX(                                              \
+        const T *qkv, const T *norm, float eps, const T *cos, const T *sin, T *out,             \
+        const uint32_t *idx, int part, int b, int nh, int nkv, int cap, int hd) {              \
+        rope_rows<T>(qkv, norm, eps, cos, sin, out, idx, part, b, nh, nkv, cap, hd);            \
+    }
+DS_ROPE(float, f32)
+DS_ROPE(__half, f16)
+DS_ROPE(__nv_bfloat16, bf16)
+
+// decode_attn64: the same result as decode_attn for head_dim a multiple of 64, with
+// keys spread over the whole block: G = hd / 64 lanes per key (64 dimensions each,
+// 16-byte loads), one key per lane group at a time with an online softmax, then the
+// groups merged through shared memory (32 KiB whatever hd). Much less serial work per
+// warp than one key per warp. grid (nh, b); block 128 threads.
+template <typename T, int G>
+__device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
+                              const T *__restrict__ vc, T *__restrict__ out,
+                              const uint32_t *__restrict__ idx, int b, int nh, int nkv, int cap,
+                              int window, float scale) {
+    constexpr int HD = 64 * G;
+    constexpr int V = 16 / sizeof(T);
+    constexpr int NG = 128 / G; // key groups per block
+    __shared__ float sm[NG];
+    __shared__ float sl[NG];
+    __shared__ float sacc[NG * HD];
+    const int h = blockIdx.x, r = blockIdx.y;
+    const int g = threadIdx.x / G, part = threadIdx.x % G;
+    const int kvh = h / (nh / nkv);
+    const uint32_t slot = idx[2 * b + r];
+    uint32_t len = slot == DS_PAD_SLOT ? 0 : idx[b + r] + 1;
+    if (len > (uint32_t)cap) len = cap;
+    const uint32_t start = (window > 0 && len > (uint32_t)window) ? len - window : 0;
+    const T *qr = q + ((size_t)r * nh + h) * HD + part * 64;
+    const size_t base = ((size_t)slot * nkv + kvh) * (size_t)cap * HD + part * 64;
+    float qv[64], acc[64];
+#pragma unroll
+    for (int c = 0; c < 64 / V; c++) {
+        const uint4 u = *reinterpret_cast<const uint4 *>(qr + c * V);
+        const T *t = reinterpret_cast<const T *>(&u);
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+            qv[c * V + v] = to_f(t[v]) * scale;
+            acc[c * V + v] = 0.f;
+        }
+    }
+    float m = -INFINITY, l = 0.f;
+    for (uint32_t j = start + g; j < len; j += NG) {
+        const T *kj = kc + base + (size_t)j * HD;
+        float s = 0.f;
+#pragma unroll
+        for (int c = 0; c < 64 / V; c++) {
+            const uint4 u = *reinterpret_cast<const uint4 *>(kj + c * V);
+            const T *t = reinterpret_cast<const T *>(&u);
+#pragma unroll
+            for (int v = 0; v < V; v++) s += qv[c * V + v] * to_f(t[v]);
+        }
+#pragma unroll
+        for (int off = 1; off < G; off <<= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        const float mn = fmaxf(m, s);
+        const float cr = __expf(m - mn);
+        const float p = __expf(s - mn);
+        l = l * cr + p;
+        const T *vj = vc + base + (size_t)j * HD;
+#pragma unroll
+        for (int c = 0; c < 64 / V; c++) {
+            const uint4 u = *reinterpret_cast<const uint4 *>(vj + c * V);
+            const T *t = reinterpret_cast<const T *>(&u);
+#pragma unroll
+            for (int v = 0; v < V; v++) acc[c * V + v] = acc[c * V + v] * cr + p * to_f(t[v]);
+        }
+        m = mn;
+    }
+    if (part == 0) {
+        sm[g] = m;
+        sl[g] = l;
+    }
+#pragma unroll
+    for (int d = 0; d < 64; d++) sacc[g * HD + part * 64 + d] = acc[d];
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int w = 0; w < NG; w++) mx = fmaxf(mx, sm[w]);
+    float total = 0.f;
+    for (int w = 0; w < NG; w++) total += sm[w] == -INFINITY ? 0.f : sl[w] * __expf(sm[w] - mx);
+    T *o = out + ((size_t)r * nh + h) * HD;
+    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+        float v = 0.f;
+        for (int w = 0; w < NG; w++) {
+            if (sm[w] != -INFINITY) v += sacc[w * HD + d] * __expf(sm[w] - mx);
+        }
+        o[d] = from_f<T>(total > 0.f ? v / total : 0.f);
+    }
+}
+
+#define DS_ATTN64(T, SUFFIX, G)                                                                \
+    extern "C" __global__ void decode_attn64_##SUFFIX##_##G(                                    \
+        const T *q, const T *kc, const T *vc, T *out, const uint32_t *idx, int b, int nh,      \
+        int nkv, int cap, int hd, int window, float scale) {                                   \
+        decode_attn64<T, G>(q, kc, vc, out, idx, b, nh, nkv, cap, window, scale);              \
+    }
+DS_ATTN64(float, f32, 1) DS_ATTN64(float, f32, 2) DS_ATTN64(float, f32, 4)
+DS_ATTN64(__half, f16, 1) DS_ATTN64(__half, f16, 2) DS_ATTN64(__half, f16, 4)
+DS_ATTN64(__nv_bfloat16, bf16, 1) DS_ATTN64(__nv_bfloat16, bf16, 2) DS_ATTN64(__nv_bfloat16, bf16, 4)

@@ -313,7 +313,11 @@ fn uniform(rng: &mut StdRng, shape: &[usize], scale: f32, offset: f32) -> anyhow
 
 /// `config.json` of the tiny model of `family`.
 pub fn family_config_json(vocab: usize, eos: u32, family: Family) -> serde_json::Value {
-    let d = family.dims();
+    family_config_json_dims(vocab, eos, family, family.dims())
+}
+
+/// [`family_config_json`] with sizes `d`.
+fn family_config_json_dims(vocab: usize, eos: u32, family: Family, d: Dims) -> serde_json::Value {
     let mut v = config_json_dims(vocab, eos, d);
     let arch = match family {
         Family::Llama => return v,
@@ -469,6 +473,11 @@ pub fn make_test_model_family(dir: &Path, family: Family) -> anyhow::Result<()> 
     make_model(dir, family.dims(), family)
 }
 
+/// Writes a random model of `family` with sizes `d` instead of the family's own.
+pub fn make_test_model_family_dims(dir: &Path, family: Family, d: Dims) -> anyhow::Result<()> {
+    make_model(dir, d, family)
+}
+
 /// Writes the tiny model of `family` with the tokenizer.json at `tokenizer` instead of
 /// the built-in one (the tokenizer tests make GGUF files of SentencePiece and Tekken
 /// tokenizers with `quantize`): its vocabulary sets the embedding's rows; EOS is the
@@ -521,10 +530,7 @@ fn make_model_with(
     let bos = bos_str.map(id).transpose()?;
     tok.save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("cannot write tokenizer.json: {e}"))?;
-    let mut config = match family {
-        Family::Llama => config_json_dims(vocab, im_end, d),
-        f => family_config_json(vocab, im_end, f),
-    };
+    let mut config = family_config_json_dims(vocab, im_end, family, d);
     if let Some(b) = bos {
         config["bos_token_id"] = b.into();
     }

@@ -314,7 +314,7 @@ fn pick(
         .collect();
     let host: Vec<usize> = (0..picks.len()).filter(|&i| on_host[i]).collect();
     let mut toks = if host.len() < picks.len() {
-        logits.argmax(D::Minus1)?.to_vec1::<u32>()?
+        crate::model::decode_ops::argmax_rows(logits)?.to_vec1::<u32>()?
     } else {
         Vec::new()
     };
