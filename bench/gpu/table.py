@@ -55,6 +55,28 @@ def main(out, models):
             print(f"- transformers batch 1: {hf1:.1f} tok/s; node / transformers = **{n1 / hf1:.1f}×** (target ≥ 5×)")
         if n1 and n32:
             print(f"- node total tok/s N=32 / N=1 = **{n32 / n1:.1f}×** (target ≥ 10×)")
+        eager = {r["clients"]: r for r in jl(os.path.join(out, f"node_{m}_eager.jsonl"))}
+        if eager:
+            parts = []
+            for n, e in sorted(eager.items()):
+                g = by.get(n, {}).get("decode_tokens_per_s_total")
+                t = e.get("decode_tokens_per_s_total")
+                if g and t:
+                    parts.append(f"N={n}: {t:.1f} → {g:.1f} tok/s (**{g / t:.2f}×**)")
+            print("- CUDA graphs vs eager decode (`cuda_graphs = false`, same run), total tok/s: "
+                  + "; ".join(parts))
+        for tag, name in (("", "graphs"), ("-eager", "eager")):
+            lg = os.path.join(out, f"{m}-cuda-bf16{tag}-node.log")
+            if not os.path.exists(lg):
+                continue
+            text = re.sub(r"\x1b\[[0-9;]*m", "", open(lg).read())
+            w = re.search(r"engine warmed up secs=([0-9.]+)", text)
+            c = re.search(r"decode steps captured as CUDA graphs secs=([0-9.]+) buckets=(\S+)", text)
+            if w:
+                extra = (f"; graphs captured in {float(c.group(1)):.2f} s, buckets {c.group(2)}"
+                         if c else "")
+                print(f"- {name} node, fresh driver cache (CUDA_CACHE_DISABLE=1): warm-up "
+                      f"{float(w.group(1)):.1f} s (target ≤ 5 s){extra}")
         errs = sum(len(r.get("errors", [])) + r.get("short_streams", 0) for r in node)
         if errs:
             print(f"- streams with errors or short output: {errs}")
