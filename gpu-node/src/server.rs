@@ -126,6 +126,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let mut kv_total = 0u64;
     let mut kv_bytes_reserved = 0u64;
     let mut max_ctx = 0usize;
+    let mut warming = Vec::new();
     for m in &cfg.models {
         let dir = match source::resolve(&cfg, m).await {
             Ok(d) => d,
@@ -200,7 +201,8 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
                     dtype: model::dtype_name(g.llama.dtype()).into(),
                 };
                 let g: Arc<model::GenerationModel> = Arc::from(g);
-                let engine = engine::start(g.clone(), limits, metrics.clone());
+                let (engine, warmed) = engine::start(g.clone(), limits, metrics.clone());
+                warming.push((m.name.clone(), warmed));
                 app.add_model(
                     m.name.clone(),
                     Served::Generation(GenService { model: g, engine }),
@@ -219,6 +221,13 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
                 app.add_model(m.name.clone(), Served::Embedding(Arc::from(e)), info);
                 tracing::info!(model = %m.name, dir = %dir.display(), secs = t0.elapsed().as_secs_f64(), "embedding model loaded");
             }
+        }
+    }
+    // Ready (and so registered with the ingress) only once every engine has warmed up:
+    // on a fresh GPU server that is the kernels' load and the decode graphs' capture.
+    for (name, warmed) in warming {
+        if warmed.await.is_err() {
+            tracing::warn!(model = %name, "the engine stopped before it warmed up");
         }
     }
     app.set_state(NodeState::Ready);

@@ -210,13 +210,16 @@ impl EngineHandle {
     }
 }
 
-/// Starts the engine thread over a loaded model.
+/// Starts the engine thread over a loaded model. The receiver is told (or dropped) once
+/// the engine has warmed up (kernels loaded, on CUDA JIT-compiled, decode graphs
+/// captured): the node reports ready, and so registers, only after that.
 pub fn start(
     model: Arc<GenerationModel>,
     limits: EngineLimits,
     metrics: Arc<Metrics>,
-) -> EngineHandle {
+) -> (EngineHandle, tokio::sync::oneshot::Receiver<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
+    let (warm_tx, warm_rx) = tokio::sync::oneshot::channel();
     let (slots, seq_cap) = cache_shape(&limits, model.llama.config().max_position_embeddings);
     metrics
         .kv_total_tokens
@@ -225,15 +228,18 @@ pub fn start(
     let l = limits.clone();
     let spawned = std::thread::Builder::new()
         .name("dayshift-engine".into())
-        .spawn(move || scheduler::run(model, l, m, rx));
+        .spawn(move || scheduler::run(model, l, m, rx, warm_tx));
     if let Err(e) = spawned {
         tracing::error!("cannot start the engine thread: {e}");
     }
-    EngineHandle {
-        tx,
-        metrics,
-        limits,
-        seq_cap,
-        slots,
-    }
+    (
+        EngineHandle {
+            tx,
+            metrics,
+            limits,
+            seq_cap,
+            slots,
+        },
+        warm_rx,
+    )
 }

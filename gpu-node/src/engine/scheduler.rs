@@ -86,6 +86,7 @@ pub fn run(
     limits: EngineLimits,
     metrics: Arc<Metrics>,
     rx: Receiver<GenRequest>,
+    warmed: tokio::sync::oneshot::Sender<()>,
 ) {
     let ctx = model.llama.config().max_position_embeddings;
     let (slots, cap) = super::cache_shape(&limits, ctx);
@@ -109,6 +110,7 @@ pub fn run(
     if limits.cuda_graphs {
         capture_graphs(&model, &mut kv);
     }
+    let _ = warmed.send(()); // the server may have stopped waiting
     let mut free: Vec<usize> = (0..slots).rev().collect(); // pop() gives the lowest slot
     let mut waiting: VecDeque<GenRequest> = VecDeque::new();
     let mut running: Vec<Seq> = Vec::new();

@@ -30,3 +30,26 @@ fn a_kv_cache_that_does_not_fit_stops_the_node_with_the_figures() {
         "{err}"
     );
 }
+
+/// A node reports ready (and so registers) only after its engine has warmed up (issue
+/// 17: on a fresh GPU server the warm-up loads the kernels and captures the decode
+/// graphs; no user request may wait for that).
+#[test]
+fn the_node_is_ready_only_after_its_engine_warmed_up() {
+    let tiny = common::tiny_model();
+    let node = common::Node::start(&common::config(tiny.path(), false, "", ""));
+    let log = node.log.lock().unwrap().clone();
+    let at = |needle: &str| log.iter().position(|l| l.contains(needle));
+    let (Some(warm), Some(ready)) = (
+        at("engine warmed up"),
+        at("INFO dayshift_node::server: ready"),
+    ) else {
+        panic!("no warm-up or ready line in the log:\n{}", log.join("\n"));
+    };
+    assert!(
+        warm < ready,
+        "ready came before the warm-up:\n{}",
+        log.join("\n")
+    );
+    node.term();
+}
