@@ -143,63 +143,6 @@ DS_INSTANTIATE(float, f32)
 DS_INSTANTIATE(__half, f16)
 DS_INSTANTIATE(__nv_bfloat16, bf16)
 
-// y[r, n] = sum_k x[r, k] w[n, k] (+ bias[n]) for B <= 8 rows: one warp per output column,
-// 16-byte loads of the weight row, f32 accumulation, the result rounded to T (then the
-// bias added and rounded again, as a GEMM followed by a bias add does). Weight-bandwidth
-// bound, which is what a decode step's projections are. x: [B, K], w: [N, K], y: [B, N],
-// all contiguous; K a multiple of 16 / sizeof(T) and every row 16-byte aligned.
-template <typename T, int B>
-__device__ void gemv(const T *__restrict__ x, const T *__restrict__ w,
-                     const T *__restrict__ bias, T *__restrict__ y, int n_out, int k_in) {
-    constexpr int V = 16 / sizeof(T);
-    const int lane = threadIdx.x & 31;
-    const int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (n >= n_out) return;
-    const T *wr = w + (size_t)n * k_in;
-    float acc[B];
-#pragma unroll
-    for (int b = 0; b < B; b++) acc[b] = 0.f;
-#pragma unroll 4
-    for (int k = lane * V; k < k_in; k += 32 * V) {
-        const uint4 wv = __ldg(reinterpret_cast<const uint4 *>(wr + k));
-        const T *wt = reinterpret_cast<const T *>(&wv);
-        float wf[V];
-#pragma unroll
-        for (int v = 0; v < V; v++) wf[v] = to_f(wt[v]);
-#pragma unroll
-        for (int b = 0; b < B; b++) {
-            const uint4 xv = __ldg(reinterpret_cast<const uint4 *>(x + (size_t)b * k_in + k));
-            const T *xt = reinterpret_cast<const T *>(&xv);
-#pragma unroll
-            for (int v = 0; v < V; v++) acc[b] += wf[v] * to_f(xt[v]);
-        }
-    }
-#pragma unroll
-    for (int b = 0; b < B; b++) {
-        float s = acc[b];
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (lane == 0) {
-            float r = to_f(from_f<T>(s));
-            if (bias != nullptr) r += to_f(bias[n]);
-            y[(size_t)b * n_out + n] = from_f<T>(r);
-        }
-    }
-}
-
-#define DS_GEMV(T, SUFFIX, B)                                                                  \
-    extern "C" __global__ void gemv_##SUFFIX##_##B(const T *x, const T *w, const T *bias, T *y, \
-                                                   int n_out, int k_in) {                     \
-        gemv<T, B>(x, w, bias, y, n_out, k_in);                                                \
-    }
-#define DS_GEMV_ALL(T, SUFFIX)                                                                 \
-    DS_GEMV(T, SUFFIX, 1) DS_GEMV(T, SUFFIX, 2) DS_GEMV(T, SUFFIX, 3) DS_GEMV(T, SUFFIX, 4)    \
-    DS_GEMV(T, SUFFIX, 5) DS_GEMV(T, SUFFIX, 6) DS_GEMV(T, SUFFIX, 7) DS_GEMV(T, SUFFIX, 8)
-
-DS_GEMV_ALL(float, f32)
-DS_GEMV_ALL(__half, f16)
-DS_GEMV_ALL(__nv_bfloat16, bf16)
-
 // Greedy picks: the index of each row's largest value (the first on ties, like
 // torch.argmax; NaN never wins). Stage 1: grid (parts, rows), each block its chunk of a
 // row; stage 2: one warp per row over the parts.
@@ -279,6 +222,8 @@ DS_ARGMAX(__half, f16)
 DS_ARGMAX(__nv_bfloat16, bf16)
 
 // ---- Fused decode-step kernels (b <= 8 rows) ----------------------------------------
+// y = x w^T for a decode step's few rows, weight-bandwidth bound: one warp per output
+// column streaming the weight row with 16-byte loads, f32 accumulation.
 // gemv_fused: y[r, n] = epilogue(sum_k a[r, k] w[n, k]) where the block first stages the
 // activation a [B, K] in shared memory from x by its prologue:
 //   PRO 0: a = x                                   (x: [B, K])

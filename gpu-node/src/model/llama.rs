@@ -50,24 +50,31 @@ impl Module for Lin {
     }
 }
 
-/// Rows up to which [`super::decode_ops::Gemv`] beats cuBLAS's GEMM (H200, llama1b,
-/// bench/gpu: 476 vs 456 tok/s at 1 row; at 8 rows 2,160 vs 2,980 tok/s in total).
+/// Rows up to which our weight-streaming kernel beats cuBLAS's GEMM (H200, llama1b,
+/// bench/gpu/results/h200-issue17: 476 vs 456 tok/s at 1 row; at 8 rows 2,160 vs 2,980
+/// tok/s in total).
 const GEMV_FASTER_ROWS: usize = 2;
 
 impl Lin {
     /// The layer on a decode step's few rows `[b, in]`: dense weights of up to
-    /// [`GEMV_FASTER_ROWS`] rows go through our weight-streaming
-    /// [`super::decode_ops::Gemv`], the rest as [`Module::forward`].
+    /// [`GEMV_FASTER_ROWS`] rows go through [`super::decode_ops::FusedGemv`] (no prologue,
+    /// the bias as its epilogue), the rest as [`Module::forward`].
     fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
-        use super::decode_ops::Gemv;
+        use super::decode_ops::{FusedGemv, Prologue};
         match self {
-            Lin::Dense(l) if rows(x) <= GEMV_FASTER_ROWS && Gemv::takes(x, l.weight()) => x
-                .apply_op2_no_bwd(
+            Lin::Dense(l)
+                if rows(x) <= GEMV_FASTER_ROWS && FusedGemv::takes_matrix(x, l.weight()) =>
+            {
+                x.apply_op2_no_bwd(
                     l.weight(),
-                    &Gemv {
+                    &FusedGemv {
+                        prologue: Prologue::None,
+                        eps: 0.0,
                         bias: l.bias().cloned(),
+                        res: None,
                     },
-                ),
+                )
+            }
             _ => self.forward(x),
         }
     }

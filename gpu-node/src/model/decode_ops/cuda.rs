@@ -1,0 +1,539 @@
+//! The CUDA side of the decode operations: the fatbin that `build.rs` compiles from
+//! `cuda/decode.cu`, loaded once per device without JIT, and one launcher per operation.
+
+use super::DecodeAttention;
+use candle_core::cuda_backend::cudarc::driver as cudarc_launch;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaModule, CudaView, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
+use candle_core::cuda_backend::{CudaDevice, CudaStorage, CudaStorageSlice as S, DeviceId};
+use candle_core::{Layout, Result, Shape, Storage, Tensor};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The fatbin `build.rs` made from `cuda/decode.cu`.
+static FATBIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/decode.fatbin"));
+
+type Functions = HashMap<(DeviceId, &'static str), CudaFunction>;
+/// Loaded modules and functions, per device.
+type Loaded = Mutex<(HashMap<DeviceId, Arc<CudaModule>>, Functions)>;
+
+fn err(what: &str, e: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{what}: {e}"))
+}
+
+/// The kernel `name` on `dev`, loaded from the fatbin once per device.
+fn function(dev: &CudaDevice, name: &'static str) -> Result<CudaFunction> {
+    static MODULES: OnceLock<Loaded> = OnceLock::new();
+    let lock = MODULES.get_or_init(|| Mutex::new((HashMap::new(), HashMap::new())));
+    let mut g = lock
+        .lock()
+        .map_err(|_| err("decode kernels", "a thread panicked while loading them"))?;
+    if let Some(f) = g.1.get(&(dev.id(), name)) {
+        return Ok(f.clone());
+    }
+    let module = match g.0.get(&dev.id()) {
+        Some(m) => m.clone(),
+        None => {
+            let ctx = dev.cuda_stream().context().clone();
+            let m = ctx
+                .load_module(Ptx::from_binary(FATBIN.to_vec()))
+                .map_err(|e| {
+                    err(
+                        "cannot load the decode kernels (gpu-node/cuda/decode.cu)",
+                        e,
+                    )
+                })?;
+            g.0.insert(dev.id(), m.clone());
+            m
+        }
+    };
+    let f = module
+        .load_function(name)
+        .map_err(|e| err(&format!("decode kernel {name}"), e))?;
+    g.1.insert((dev.id(), name), f.clone());
+    Ok(f)
+}
+
+/// The kernel `name` of decode.cu (names are built from dtype, rows, head size), as
+/// the `&'static str` the function cache keys on; an error for a name it does not have.
+fn kernel_name(name: &str) -> Result<&'static str> {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        let mut v: Vec<String> = vec!["argmax_final".into()];
+        for t in ["f32", "f16", "bf16"] {
+            for b in 1..=8 {
+                for pro in 0..3 {
+                    v.push(format!("gemvf_{t}_{b}_{pro}"));
+                }
+            }
+            for g in [1, 2, 4] {
+                v.push(format!("decode_attn64_{t}_{g}"));
+            }
+            for k in ["rope_rows", "kv_write", "decode_attn", "argmax_part"] {
+                v.push(format!("{k}_{t}"));
+            }
+        }
+        v.into_iter()
+            .map(|s| &*Box::leak(s.into_boxed_str()))
+            .collect()
+    });
+    names
+        .iter()
+        .find(|n| **n == name)
+        .copied()
+        .ok_or_else(|| err("decode kernels", format!("no kernel {name}")))
+}
+
+/// The kernel `prefix_{dtype suffix}{rest}` on `dev`.
+fn kernel(
+    dev: &CudaDevice,
+    prefix: &str,
+    sfx: &str,
+    rest: &str,
+) -> Result<(&'static str, CudaFunction)> {
+    let name = kernel_name(&format!("{prefix}_{sfx}{rest}"))?;
+    Ok((name, function(dev, name)?))
+}
+
+fn contiguous_start(l: &Layout, what: &str) -> Result<usize> {
+    match l.contiguous_offsets() {
+        Some((a, _)) => Ok(a),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+fn int(x: usize) -> Result<i32> {
+    i32::try_from(x).map_err(|_| err("decode kernels", format!("{x} exceeds i32")))
+}
+
+/// Runs `f` with a device view of the step's u32 index buffer.
+fn with_idx<R>(idx: &Tensor, f: impl FnOnce(&CudaView<'_, u32>) -> Result<R>) -> Result<R> {
+    let (st, l) = idx.storage_and_layout();
+    let Storage::Cuda(c) = &*st else {
+        candle_core::bail!("the decode index buffer is not on the GPU");
+    };
+    let v = c
+        .as_cuda_slice::<u32>()?
+        .slice(contiguous_start(l, "the index buffer")?..);
+    f(&v)
+}
+
+/// A float slice of a storage (by dtype suffix) from a layout's contiguous start, for
+/// passing as a kernel argument.
+fn view<'a>(s: &'a S, l: &Layout, what: &str) -> Result<(&'static str, Arg<'a>)> {
+    let o = contiguous_start(l, what)?;
+    Ok(match s {
+        S::F32(v) => ("f32", Arg::F32(v.slice(o..))),
+        S::F16(v) => ("f16", Arg::F16(v.slice(o..))),
+        S::BF16(v) => ("bf16", Arg::BF16(v.slice(o..))),
+        _ => candle_core::bail!("{what}: the decode kernels take f32, f16 or bf16"),
+    })
+}
+
+/// A device view of one of the float dtypes.
+enum Arg<'a> {
+    F32(CudaView<'a, f32>),
+    F16(CudaView<'a, half::f16>),
+    BF16(CudaView<'a, half::bf16>),
+}
+
+fn push<'a>(lb: &mut cudarc_launch::LaunchArgs<'a>, a: &'a Arg<'_>) {
+    match a {
+        Arg::F32(v) => lb.arg(v),
+        Arg::F16(v) => lb.arg(v),
+        Arg::BF16(v) => lb.arg(v),
+    };
+}
+
+/// A side tensor (norm weights, bias, residual, RoPE tables) on the device.
+fn side<'a>(
+    t: &'a Option<candle_core::Tensor>,
+) -> Option<(candle_core::StorageRef<'a>, &'a Layout)> {
+    t.as_ref().map(|t| t.storage_and_layout())
+}
+
+fn side_arg<'a>(
+    g: &'a Option<(candle_core::StorageRef<'_>, &Layout)>,
+    what: &str,
+) -> Result<Option<Arg<'a>>> {
+    match g {
+        None => Ok(None),
+        Some((st, l)) => match &**st {
+            Storage::Cuda(c) => Ok(Some(view(&c.slice, l, what)?.1)),
+            _ => candle_core::bail!("{what} is not on the GPU"),
+        },
+    }
+}
+
+fn alloc_like(dev: &CudaDevice, like: &str, n: usize) -> Result<S> {
+    // SAFETY: every element is written by the kernel that receives it.
+    Ok(unsafe {
+        match like {
+            "f32" => S::F32(dev.alloc::<f32>(n)?),
+            "f16" => S::F16(dev.alloc::<half::f16>(n)?),
+            _ => S::BF16(dev.alloc::<half::bf16>(n)?),
+        }
+    })
+}
+
+fn push_out<'a>(lb: &mut cudarc_launch::LaunchArgs<'a>, s: &'a mut S) {
+    match s {
+        S::F32(v) => lb.arg(v),
+        S::F16(v) => lb.arg(v),
+        S::BF16(v) => lb.arg(v),
+        _ => lb.arg(&0u64),
+    };
+}
+
+fn launch(name: &str, lb: &mut cudarc_launch::LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
+    // SAFETY: every caller pushes the argument list of the kernel `name` of decode.cu,
+    // with shapes its operation checked (`dims`/`takes`) and slot indices below the
+    // cache's slots or PAD_SLOT (checked by the engine before the step).
+    unsafe { lb.launch(cfg) }.map_err(|e| err(name, e))?;
+    Ok(())
+}
+
+/// Writes a step's keys or values into the cache (`KvWrite`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn kv_write(
+    b: usize,
+    (nkv, cap, hd): (usize, usize, usize),
+    cache: &mut CudaStorage,
+    lc: &Layout,
+    src: &CudaStorage,
+    ls: &Layout,
+    idx: &CudaStorage,
+    li: &Layout,
+) -> Result<()> {
+    if lc.start_offset() != 0 || !lc.is_contiguous() {
+        candle_core::bail!("kv write: the cache must be a whole contiguous tensor");
+    }
+    let dev = cache.device.clone();
+    let (sfx, sa) = view(&src.slice, ls, "keys")?;
+    let (name, f) = kernel(&dev, "kv_write", sfx, "")?;
+    let i = idx
+        .as_cuda_slice::<u32>()?
+        .slice(contiguous_start(li, "the index buffer")?..);
+    let n = b * nkv * hd;
+    let (bi, nkvi, capi, hdi) = (int(b)?, int(nkv)?, int(cap)?, int(hd)?);
+    let stream = dev.cuda_stream();
+    let mut lb = stream.launch_builder(&f);
+    push(&mut lb, &sa);
+    push_out(&mut lb, &mut cache.slice);
+    lb.arg(&i).arg(&bi).arg(&nkvi).arg(&capi).arg(&hdi);
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(256).max(1) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(name, &mut lb, cfg)
+}
+
+/// Decode attention (`DecodeAttention`): the block-wide kernel for head size 64, 128
+/// or 256, the warp-per-key one otherwise.
+pub(super) fn decode_attention(
+    op: &DecodeAttention,
+    (nkv, cap, hd): (usize, usize, usize),
+    (q, lq): (&CudaStorage, &Layout),
+    (k, lk): (&CudaStorage, &Layout),
+    (v, lv): (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    let dev = q.device.clone();
+    let (sfx, qa) = view(&q.slice, lq, "the query")?;
+    let (_, ka) = view(&k.slice, lk, "the key cache")?;
+    let (_, va) = view(&v.slice, lv, "the value cache")?;
+    let wide = match hd {
+        64 => Some("_1"),
+        128 => Some("_2"),
+        256 => Some("_4"),
+        _ => None,
+    };
+    let (name, f) = match wide {
+        Some(g) => kernel(&dev, "decode_attn64", sfx, g)?,
+        None => kernel(&dev, "decode_attn", sfx, "")?,
+    };
+    let mut out = alloc_like(&dev, sfx, op.b * op.heads * hd)?;
+    let warps = 4u32;
+    let (bi, nhi, nkvi, capi, hdi) = (int(op.b)?, int(op.heads)?, int(nkv)?, int(cap)?, int(hd)?);
+    let window = int(op.window.unwrap_or(0))?;
+    with_idx(&op.idx, |i| {
+        let stream = dev.cuda_stream();
+        let mut lb = stream.launch_builder(&f);
+        push(&mut lb, &qa);
+        push(&mut lb, &ka);
+        push(&mut lb, &va);
+        push_out(&mut lb, &mut out);
+        lb.arg(i)
+            .arg(&bi)
+            .arg(&nhi)
+            .arg(&nkvi)
+            .arg(&capi)
+            .arg(&hdi)
+            .arg(&window)
+            .arg(&op.scale);
+        let cfg = LaunchConfig {
+            grid_dim: (op.heads as u32, op.b as u32, 1),
+            block_dim: (32 * warps, 1, 1),
+            // The block-wide kernel's shared memory is static.
+            shared_mem_bytes: if wide.is_some() {
+                0
+            } else {
+                warps * hd as u32 * 4
+            },
+        };
+        launch(name, &mut lb, cfg)
+    })?;
+    Ok((
+        CudaStorage {
+            slice: out,
+            device: dev,
+        },
+        Shape::from((op.b, op.heads * hd)),
+    ))
+}
+
+pub(super) fn fused_gemv(
+    op: &super::FusedGemv,
+    (x, lx): (&CudaStorage, &Layout),
+    (w, lw): (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    let (b, _) = lx.shape().dims2()?;
+    let (n, k) = lw.shape().dims2()?;
+    let dev = x.device.clone();
+    let (sfx, xa) = view(&x.slice, lx, "x")?;
+    let (_, wa) = view(&w.slice, lw, "w")?;
+    let norm_t = match &op.prologue {
+        super::Prologue::Norm(t) => Some(t.clone()),
+        _ => None,
+    };
+    let (ng, bg, rg) = (side(&norm_t), side(&op.bias), side(&op.res));
+    let (na, ba, ra) = (
+        side_arg(&ng, "norm weights")?,
+        side_arg(&bg, "bias")?,
+        side_arg(&rg, "residual")?,
+    );
+    let pro = match op.prologue {
+        super::Prologue::None => 0,
+        super::Prologue::Norm(_) => 1,
+        super::Prologue::SiluMul => 2,
+    };
+    let name = kernel_name(&format!("gemvf_{sfx}_{b}_{pro}"))?;
+    let f = function(&dev, name)?;
+    let mut out = alloc_like(&dev, sfx, b * n)?;
+    let smem = (b * k * (if sfx == "f32" { 4 } else { 2 })) as u32;
+    if smem > 48 << 10 {
+        f.set_attribute(
+            candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            super::FUSED_SMEM_BYTES as i32,
+        )
+        .map_err(|e| err(name, e))?;
+    }
+    let (ni, ki) = (int(n)?, int(k)?);
+    let null = 0u64;
+    let stream = dev.cuda_stream();
+    let mut lb = stream.launch_builder(&f);
+    push(&mut lb, &xa);
+    match &na {
+        Some(a) => push(&mut lb, a),
+        None => {
+            lb.arg(&null);
+        }
+    }
+    lb.arg(&op.eps);
+    push(&mut lb, &wa);
+    for a in [&ba, &ra] {
+        match a {
+            Some(a) => push(&mut lb, a),
+            None => {
+                lb.arg(&null);
+            }
+        }
+    }
+    push_out(&mut lb, &mut out);
+    lb.arg(&ni).arg(&ki);
+    let warps = 8u32;
+    let cfg = LaunchConfig {
+        grid_dim: ((n as u32).div_ceil(warps), 1, 1),
+        block_dim: (32 * warps, 1, 1),
+        shared_mem_bytes: smem,
+    };
+    // SAFETY: the arguments match `gemvf_*` in decode.cu; `FusedGemv::takes` checked
+    // rows, alignment and the shared memory; side tensors are [k], [n] and [b, n].
+    unsafe { lb.launch(cfg) }.map_err(|e| err(name, e))?;
+    drop(lb);
+    Ok((
+        CudaStorage {
+            slice: out,
+            device: dev,
+        },
+        Shape::from((b, n)),
+    ))
+}
+
+/// Launches `rope_rows_*` for one part, writing into `out`.
+fn rope_launch(
+    op: &super::RopeRows,
+    dev: &CudaDevice,
+    (qkv, l): (&CudaStorage, &Layout),
+    out: &mut S,
+    cap: usize,
+) -> Result<()> {
+    let (sfx, qa) = view(&qkv.slice, l, "qkv")?;
+    let (cos_t, sin_t) = (Some(op.cos.clone()), Some(op.sin.clone()));
+    let (cg, sg, ng) = (side(&cos_t), side(&sin_t), side(&op.norm));
+    let (ca, sa, na) = (
+        side_arg(&cg, "RoPE cos")?,
+        side_arg(&sg, "RoPE sin")?,
+        side_arg(&ng, "q/k norm")?,
+    );
+    let (Some(ca), Some(sa)) = (ca, sa) else {
+        candle_core::bail!("rope rows: no RoPE tables");
+    };
+    let (istore, il) = op.idx.storage_and_layout();
+    let Storage::Cuda(istore) = &*istore else {
+        candle_core::bail!("rope rows: the index buffer is not on the GPU");
+    };
+    let i = istore
+        .as_cuda_slice::<u32>()?
+        .slice(contiguous_start(il, "the index buffer")?..);
+    let name = kernel_name(&format!("rope_rows_{sfx}"))?;
+    let f = function(dev, name)?;
+    let (part, heads) = match op.part {
+        super::QkvPart::Q => (0i32, op.heads),
+        super::QkvPart::K => (1, op.kv_heads),
+        super::QkvPart::V => (2, op.kv_heads),
+    };
+    let (bi, nhi, nkvi, capi, hdi) = (
+        int(op.b)?,
+        int(op.heads)?,
+        int(op.kv_heads)?,
+        int(cap)?,
+        int(op.head_dim)?,
+    );
+    let null = 0u64;
+    let stream = dev.cuda_stream();
+    let mut lb = stream.launch_builder(&f);
+    push(&mut lb, &qa);
+    match &na {
+        Some(a) => push(&mut lb, a),
+        None => {
+            lb.arg(&null);
+        }
+    }
+    lb.arg(&op.eps);
+    push(&mut lb, &ca);
+    push(&mut lb, &sa);
+    push_out(&mut lb, out);
+    lb.arg(&i)
+        .arg(&part)
+        .arg(&bi)
+        .arg(&nhi)
+        .arg(&nkvi)
+        .arg(&capi)
+        .arg(&hdi);
+    let cfg = LaunchConfig {
+        grid_dim: (heads as u32, op.b as u32, 1),
+        block_dim: ((op.head_dim / 2) as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: the arguments match `rope_rows_*` in decode.cu; `RopeRows::takes`
+    // checked the head size; slots in `idx` are below the cache's or PAD_SLOT.
+    unsafe { lb.launch(cfg) }.map_err(|e| err(name, e))?;
+    Ok(())
+}
+
+pub(super) fn rope_q(
+    op: &super::RopeRows,
+    s: &CudaStorage,
+    l: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s.device.clone();
+    let (sfx, _) = view(&s.slice, l, "qkv")?;
+    let mut out = alloc_like(&dev, sfx, op.b * op.heads * op.head_dim)?;
+    rope_launch(op, &dev, (s, l), &mut out, 1)?;
+    Ok((
+        CudaStorage {
+            slice: out,
+            device: dev,
+        },
+        Shape::from((op.b, op.heads * op.head_dim)),
+    ))
+}
+
+pub(super) fn rope_cache(
+    op: &super::RopeRows,
+    cache: &mut CudaStorage,
+    lc: &Layout,
+    s: &CudaStorage,
+    l: &Layout,
+) -> Result<()> {
+    if lc.start_offset() != 0 || !lc.is_contiguous() {
+        candle_core::bail!("rope rows: the cache must be a whole contiguous tensor");
+    }
+    let (_, _, cap, _) = lc.shape().dims4()?;
+    let dev = cache.device.clone();
+    rope_launch(op, &dev, (s, l), &mut cache.slice, cap)
+}
+
+/// Two-stage argmax over the last dim of a contiguous `[rows, n]` tensor.
+pub(super) struct ArgmaxRows;
+
+impl candle_core::CustomOp1 for ArgmaxRows {
+    fn name(&self) -> &'static str {
+        "dayshift-argmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("dayshift-argmax runs on CUDA only")
+    }
+
+    fn cuda_fwd(&self, x: &CudaStorage, lx: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (rows, n) = lx.shape().dims2()?;
+        let dev = x.device.clone();
+        let (sfx, xa) = view(&x.slice, lx, "logits")?;
+        let (name, f) = kernel(&dev, "argmax_part", sfx, "")?;
+        let fin = function(&dev, kernel_name("argmax_final")?)?;
+        let parts = 128usize.min(n.div_ceil(256)).max(1);
+        // SAFETY: the first kernel writes every element before the second reads it,
+        // and the second writes every element of `out`.
+        let (mut pv, mut pi, mut out) = unsafe {
+            (
+                dev.alloc::<f32>(rows * parts)?,
+                dev.alloc::<u32>(rows * parts)?,
+                dev.alloc::<u32>(rows)?,
+            )
+        };
+        let (ni, pn) = (int(n)?, int(parts)?);
+        let stream = dev.cuda_stream();
+        let mut lb = stream.launch_builder(&f);
+        push(&mut lb, &xa);
+        lb.arg(&mut pv).arg(&mut pi).arg(&ni).arg(&pn);
+        let cfg = LaunchConfig {
+            grid_dim: (parts as u32, rows as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch(name, &mut lb, cfg)?;
+        let mut lb = stream.launch_builder(&fin);
+        lb.arg(&pv).arg(&pi).arg(&mut out).arg(&pn);
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch("argmax_final", &mut lb, cfg)?;
+        Ok((
+            CudaStorage {
+                slice: S::U32(out),
+                device: dev,
+            },
+            Shape::from(rows),
+        ))
+    }
+}

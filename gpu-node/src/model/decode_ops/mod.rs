@@ -1,0 +1,793 @@
+//! The two operations of a decode step that take the step's indices from device memory
+//! instead of from the host: the write of the new keys and values into the padded KV
+//! cache ([`KvWrite`]) and decode attention over each sequence's own length
+//! ([`DecodeAttention`]). With every per-step value in one device buffer (`idx`: token
+//! ids, positions and slots of the `b` rows, `[3 * b]` u32), a decode step has the same
+//! shapes and pointers at every step of a batch bucket, so it can be captured once as a
+//! CUDA graph and replayed (`cuda_graph.rs`).
+//!
+//! On CUDA they run our kernels (`gpu-node/cuda/decode.cu`, compiled by `build.rs` into a
+//! fatbin: no JIT on the GPUs providers rent); on the CPU the same arithmetic in Rust,
+//! which is what the CPU tests compare against the eager path.
+
+use candle_core::{
+    CpuStorage, CustomOp3, DType, InplaceOp2, InplaceOp3, Layout, Result, Shape, Tensor,
+};
+
+/// The slot of a padding row (a batch filled up to its bucket): it writes nothing and
+/// attends to nothing (its output is zeros).
+pub const PAD_SLOT: u32 = u32::MAX;
+
+/// Row `r`'s position and slot in the `[3 * b]` index buffer of a step (`None`: padding).
+fn row(idx: &[u32], b: usize, r: usize) -> Option<(usize, usize)> {
+    let slot = idx[2 * b + r];
+    (slot != PAD_SLOT).then_some((idx[b + r] as usize, slot as usize))
+}
+
+/// The contiguous part of a CPU storage a layout addresses, or an error naming `what`.
+fn contiguous<'a, T>(v: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, z)) => Ok(&v[a..z]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+/// The step's index buffer on the host.
+fn host_idx(idx: &Tensor, b: usize) -> Result<Vec<u32>> {
+    let v = idx.to_device(&candle_core::Device::Cpu)?.to_vec1::<u32>()?;
+    if v.len() != 3 * b {
+        candle_core::bail!("decode index buffer has {} entries, not 3 x {b}", v.len());
+    }
+    Ok(v)
+}
+
+/// Writes a step's keys (or values) `[b, kv_heads, head_dim]` into the cache
+/// `[slots, kv_heads, cap, head_dim]` at each row's slot and position (applied in place
+/// to the cache, with `(src, idx)` as operands).
+pub struct KvWrite {
+    /// Rows of the step.
+    pub b: usize,
+}
+
+impl KvWrite {
+    fn dims(&self, cache: &Layout, src: &Layout) -> Result<(usize, usize, usize)> {
+        let (_, nkv, cap, hd) = cache.shape().dims4()?;
+        if src.shape().elem_count() != self.b * nkv * hd {
+            candle_core::bail!(
+                "kv write: source {:?} is not [{}, {nkv}, {hd}]",
+                src.shape(),
+                self.b
+            );
+        }
+        Ok((nkv, cap, hd))
+    }
+}
+
+fn write_rows<T: Copy>(
+    cache: &mut [T],
+    src: &[T],
+    idx: &[u32],
+    b: usize,
+    (nkv, cap, hd): (usize, usize, usize),
+) -> Result<()> {
+    for r in 0..b {
+        let Some((pos, slot)) = row(idx, b, r) else {
+            continue;
+        };
+        if pos >= cap {
+            continue;
+        }
+        for h in 0..nkv {
+            let dst = ((slot * nkv + h) * cap + pos) * hd;
+            let s = (r * nkv + h) * hd;
+            let Some(d) = cache.get_mut(dst..dst + hd) else {
+                candle_core::bail!("kv write: slot {slot} is outside the cache");
+            };
+            d.copy_from_slice(&src[s..s + hd]);
+        }
+    }
+    Ok(())
+}
+
+impl InplaceOp3 for KvWrite {
+    fn name(&self) -> &'static str {
+        "dayshift-kv-write"
+    }
+
+    fn cpu_fwd(
+        &self,
+        cache: &mut CpuStorage,
+        lc: &Layout,
+        src: &CpuStorage,
+        ls: &Layout,
+        idx: &CpuStorage,
+        li: &Layout,
+    ) -> Result<()> {
+        let dims = self.dims(lc, ls)?;
+        if lc.start_offset() != 0 || !lc.is_contiguous() {
+            candle_core::bail!("kv write: the cache must be a whole contiguous tensor");
+        }
+        let CpuStorage::U32(idx) = idx else {
+            candle_core::bail!("kv write: the index buffer must be u32");
+        };
+        let idx = contiguous(idx, li, "the index buffer")?;
+        match (cache, src) {
+            (CpuStorage::F32(c), CpuStorage::F32(s)) => {
+                write_rows(c, contiguous(s, ls, "keys")?, idx, self.b, dims)
+            }
+            (CpuStorage::BF16(c), CpuStorage::BF16(s)) => {
+                write_rows(c, contiguous(s, ls, "keys")?, idx, self.b, dims)
+            }
+            (CpuStorage::F16(c), CpuStorage::F16(s)) => {
+                write_rows(c, contiguous(s, ls, "keys")?, idx, self.b, dims)
+            }
+            _ => candle_core::bail!("kv write: cache and source must share a float dtype"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        cache: &mut candle_core::cuda_backend::CudaStorage,
+        lc: &Layout,
+        src: &candle_core::cuda_backend::CudaStorage,
+        ls: &Layout,
+        idx: &candle_core::cuda_backend::CudaStorage,
+        li: &Layout,
+    ) -> Result<()> {
+        let dims = self.dims(lc, ls)?;
+        cuda::kv_write(self.b, dims, cache, lc, src, ls, idx, li)
+    }
+}
+
+/// Decode attention of `b` single-token rows over the padded cache: row `r`'s query
+/// (`[b, heads, head_dim]`) attends to keys `0..=pos[r]` of its slot (or the last
+/// `window` of them); the result is `[b, heads * head_dim]` in the query's dtype. Applied
+/// to `(q, k_cache, v_cache)`; the index buffer rides along.
+pub struct DecodeAttention {
+    /// Rows of the step.
+    pub b: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Sliding window in keys (`None`: all keys).
+    pub window: Option<usize>,
+    /// Score scale.
+    pub scale: f32,
+    /// The step's `[3 * b]` index buffer (ids, positions, slots).
+    pub idx: Tensor,
+}
+
+impl DecodeAttention {
+    fn dims(&self, q: &Layout, k: &Layout) -> Result<(usize, usize, usize)> {
+        let (_, nkv, cap, hd) = k.shape().dims4()?;
+        if q.shape().elem_count() != self.b * self.heads * hd
+            || nkv == 0
+            || !self.heads.is_multiple_of(nkv)
+        {
+            candle_core::bail!(
+                "decode attention: query {:?} does not match {} rows of {} heads over {nkv} kv heads of {hd}",
+                q.shape(),
+                self.b,
+                self.heads
+            );
+        }
+        Ok((nkv, cap, hd))
+    }
+
+    /// The CPU arithmetic (f32 accumulation, like the kernel).
+    fn attend<T: candle_core::WithDType>(
+        &self,
+        q: &[T],
+        kc: &[T],
+        vc: &[T],
+        idx: &[u32],
+        (nkv, cap, hd): (usize, usize, usize),
+    ) -> Vec<T> {
+        let (b, nh) = (self.b, self.heads);
+        let rep = nh / nkv;
+        let mut out = vec![T::zero(); b * nh * hd];
+        let mut scores = Vec::new();
+        for r in 0..b {
+            let Some((pos, slot)) = row(idx, b, r) else {
+                continue; // padding: zeros
+            };
+            let len = (pos + 1).min(cap);
+            let start = self.window.map_or(0, |w| len.saturating_sub(w));
+            for h in 0..nh {
+                let base = (slot * nkv + h / rep) * cap * hd;
+                let qr: Vec<f32> = q[(r * nh + h) * hd..][..hd]
+                    .iter()
+                    .map(|x| x.to_f64() as f32 * self.scale)
+                    .collect();
+                scores.clear();
+                for j in start..len {
+                    let k = &kc[base + j * hd..][..hd];
+                    scores.push(
+                        qr.iter()
+                            .zip(k)
+                            .map(|(a, b)| a * b.to_f64() as f32)
+                            .sum::<f32>(),
+                    );
+                }
+                let mx = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut total = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - mx).exp();
+                    total += *s;
+                }
+                let o = &mut out[(r * nh + h) * hd..][..hd];
+                for (d, od) in o.iter_mut().enumerate() {
+                    let v: f32 = scores
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| p * vc[base + (start + i) * hd + d].to_f64() as f32)
+                        .sum();
+                    *od = T::from_f64((v / total) as f64);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl CustomOp3 for DecodeAttention {
+    fn name(&self) -> &'static str {
+        "dayshift-decode-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        lq: &Layout,
+        k: &CpuStorage,
+        lk: &Layout,
+        v: &CpuStorage,
+        lv: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = self.dims(lq, lk)?;
+        let idx = host_idx(&self.idx, self.b)?;
+        let shape = Shape::from((self.b, self.heads * dims.2));
+        let out = match (q, k, v) {
+            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
+                CpuStorage::F32(self.attend(
+                    contiguous(q, lq, "the query")?,
+                    contiguous(k, lk, "the key cache")?,
+                    contiguous(v, lv, "the value cache")?,
+                    &idx,
+                    dims,
+                ))
+            }
+            (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
+                CpuStorage::BF16(self.attend(
+                    contiguous(q, lq, "the query")?,
+                    contiguous(k, lk, "the key cache")?,
+                    contiguous(v, lv, "the value cache")?,
+                    &idx,
+                    dims,
+                ))
+            }
+            (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
+                CpuStorage::F16(self.attend(
+                    contiguous(q, lq, "the query")?,
+                    contiguous(k, lk, "the key cache")?,
+                    contiguous(v, lv, "the value cache")?,
+                    &idx,
+                    dims,
+                ))
+            }
+            _ => candle_core::bail!("decode attention: query and caches must share a float dtype"),
+        };
+        Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        q: &candle_core::cuda_backend::CudaStorage,
+        lq: &Layout,
+        k: &candle_core::cuda_backend::CudaStorage,
+        lk: &Layout,
+        v: &candle_core::cuda_backend::CudaStorage,
+        lv: &Layout,
+    ) -> Result<(candle_core::cuda_backend::CudaStorage, Shape)> {
+        let dims = self.dims(lq, lk)?;
+        cuda::decode_attention(self, dims, (q, lq), (k, lk), (v, lv))
+    }
+}
+
+/// What [`FusedGemv`] does to its input before the product.
+#[derive(Debug, Clone)]
+pub enum Prologue {
+    /// The input as it is (`[b, in]`).
+    None,
+    /// RMSNorm with these weights `[in]` (`[b, in]`).
+    Norm(Tensor),
+    /// SwiGLU: `silu(x[:, :in]) * x[:, in:]` (`[b, 2 in]`, gate then up).
+    SiluMul,
+}
+
+/// A decode step's fused linear layer: `y = epilogue(prologue(x) w^T)`, the prologue an
+/// RMSNorm or SwiGLU of the input, the epilogue a bias and a residual add, each rounded
+/// to the dtype where the separate candle operations round. On CUDA one kernel (the
+/// activation staged in shared memory, one warp per output column); on the CPU the same
+/// arithmetic.
+pub struct FusedGemv {
+    /// Applied to the input first.
+    pub prologue: Prologue,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// Optional bias `[out]`.
+    pub bias: Option<Tensor>,
+    /// Optional residual `[b, out]` added last.
+    pub res: Option<Tensor>,
+}
+
+/// Most rows [`FusedGemv`] takes.
+pub const GEMV_MAX_ROWS: usize = 8;
+
+/// Shared memory the fused kernel may stage activations in (bytes): the opt-in limit of
+/// the smallest GPU we ship for (sm_86/sm_89: 99 KiB), rounded down.
+pub const FUSED_SMEM_BYTES: usize = 96 << 10;
+
+impl FusedGemv {
+    /// Whether the fused kernel takes `b` rows of `k` inputs of `dtype` (the activation
+    /// fits its shared memory, whole 16-byte vectors).
+    pub fn takes(b: usize, k: usize, dtype: DType) -> bool {
+        let size = dtype.size_in_bytes();
+        (1..=GEMV_MAX_ROWS).contains(&b)
+            && matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+            && k.is_multiple_of(16 / size)
+            && b * k * size <= FUSED_SMEM_BYTES
+    }
+
+    /// Whether [`FusedGemv`] with no prologue takes `x` `[b, in]` times `w` `[out, in]`:
+    /// same float dtype, both contiguous, and `w`'s rows 16-byte aligned.
+    pub fn takes_matrix(x: &Tensor, w: &Tensor) -> bool {
+        let (Ok((b, k)), Ok((_, k2))) = (x.dims2(), w.dims2()) else {
+            return false;
+        };
+        let vec = 16 / x.dtype().size_in_bytes().max(1);
+        k == k2
+            && x.dtype() == w.dtype()
+            && Self::takes(b, k, x.dtype())
+            && x.is_contiguous()
+            && w.is_contiguous()
+            && w.layout().start_offset().is_multiple_of(vec)
+    }
+
+    fn host<T: candle_core::WithDType>(
+        &self,
+        x: &[T],
+        w: &[T],
+        side: &FusedHost,
+        (b, n, k): (usize, usize, usize),
+    ) -> Vec<T> {
+        let round = |v: f32| T::from_f64(v as f64).to_f64() as f32;
+        let mut a = vec![0f32; b * k];
+        for r in 0..b {
+            match &self.prologue {
+                Prologue::None => {
+                    for (i, v) in x[r * k..][..k].iter().enumerate() {
+                        a[r * k + i] = v.to_f64() as f32;
+                    }
+                }
+                Prologue::Norm(_) => {
+                    let row = &x[r * k..][..k];
+                    let ss: f32 = row.iter().map(|v| (v.to_f64() as f32).powi(2)).sum();
+                    let rinv = 1.0 / (ss / k as f32 + self.eps).sqrt();
+                    for (i, v) in row.iter().enumerate() {
+                        a[r * k + i] = round(v.to_f64() as f32 * rinv * side.norm[i]);
+                    }
+                }
+                Prologue::SiluMul => {
+                    let row = &x[r * 2 * k..][..2 * k];
+                    for i in 0..k {
+                        let g = row[i].to_f64() as f32;
+                        let u = row[k + i].to_f64() as f32;
+                        a[r * k + i] = round(round(g / (1.0 + (-g).exp())) * u);
+                    }
+                }
+            }
+        }
+        let mut y = vec![T::zero(); b * n];
+        for r in 0..b {
+            let ar = &a[r * k..][..k];
+            for j in 0..n {
+                let acc: f32 = ar
+                    .iter()
+                    .zip(&w[j * k..][..k])
+                    .map(|(p, c)| p * c.to_f64() as f32)
+                    .sum();
+                let mut v = round(acc);
+                if let Some(bias) = &side.bias {
+                    v = round(v + bias[j]);
+                }
+                if let Some(res) = &side.res {
+                    v = round(v + res[r * n + j]);
+                }
+                y[r * n + j] = T::from_f64(v as f64);
+            }
+        }
+        y
+    }
+}
+
+/// The side inputs of a [`FusedGemv`] on the host, as f32.
+struct FusedHost {
+    norm: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    res: Option<Vec<f32>>,
+}
+
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_device(&candle_core::Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()
+}
+
+impl candle_core::CustomOp2 for FusedGemv {
+    fn name(&self) -> &'static str {
+        "dayshift-fused-gemv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        lx: &Layout,
+        w: &CpuStorage,
+        lw: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, _) = lx.shape().dims2()?;
+        let (n, k) = lw.shape().dims2()?;
+        let side = FusedHost {
+            norm: match &self.prologue {
+                Prologue::Norm(t) => host_f32(t)?,
+                _ => Vec::new(),
+            },
+            bias: self.bias.as_ref().map(host_f32).transpose()?,
+            res: self.res.as_ref().map(host_f32).transpose()?,
+        };
+        let dims = (b, n, k);
+        let out = match (x, w) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(self.host(
+                contiguous(x, lx, "x")?,
+                contiguous(w, lw, "w")?,
+                &side,
+                dims,
+            )),
+            (CpuStorage::BF16(x), CpuStorage::BF16(w)) => CpuStorage::BF16(self.host(
+                contiguous(x, lx, "x")?,
+                contiguous(w, lw, "w")?,
+                &side,
+                dims,
+            )),
+            (CpuStorage::F16(x), CpuStorage::F16(w)) => CpuStorage::F16(self.host(
+                contiguous(x, lx, "x")?,
+                contiguous(w, lw, "w")?,
+                &side,
+                dims,
+            )),
+            _ => candle_core::bail!("fused gemv: x and w must share a float dtype"),
+        };
+        Ok((out, Shape::from((b, n))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::cuda_backend::CudaStorage,
+        lx: &Layout,
+        w: &candle_core::cuda_backend::CudaStorage,
+        lw: &Layout,
+    ) -> Result<(candle_core::cuda_backend::CudaStorage, Shape)> {
+        cuda::fused_gemv(self, (x, lx), (w, lw))
+    }
+}
+
+/// Which part of a fused `q|k|v` projection [`RopeRows`] handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkvPart {
+    /// Queries: q/k norm and RoPE, into a new `[b, heads * head_dim]` tensor.
+    Q,
+    /// Keys: q/k norm and RoPE, written into the key cache (in place).
+    K,
+    /// Values: written into the value cache (in place).
+    V,
+}
+
+/// The step after a fused `q|k|v` projection `[b, (heads + 2 kv_heads) * head_dim]`:
+/// per-head RMSNorm (Qwen3, Gemma 3) and RoPE (rotate-half) at each row's position for
+/// q and k, and the cache write of k and v at each row's slot and position. Applied to
+/// the projection output (part `Q`, returns the queries) or in place to a cache (parts
+/// `K` and `V`, with the projection as operand).
+pub struct RopeRows {
+    /// Which part.
+    pub part: QkvPart,
+    /// Rows of the step.
+    pub b: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Head size.
+    pub head_dim: usize,
+    /// RoPE tables `[positions, head_dim / 2]`.
+    pub cos: Tensor,
+    /// See `cos`.
+    pub sin: Tensor,
+    /// Per-head RMSNorm weights `[head_dim]` of this part (q or k), if any.
+    pub norm: Option<Tensor>,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// The step's `[3 * b]` index buffer (ids, positions, slots).
+    pub idx: Tensor,
+}
+
+impl RopeRows {
+    /// Whether the kernel takes this head size (whole warps of rotated pairs).
+    pub fn takes(head_dim: usize) -> bool {
+        head_dim.is_multiple_of(64) && head_dim <= 256
+    }
+
+    /// The part's heads, each `[head_dim]` after norm and RoPE, as (row, head, values).
+    fn host_heads(&self, qkv: &[f32]) -> Result<Vec<(usize, usize, Vec<f32>)>> {
+        let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let half = hd / 2;
+        let idx = host_idx(&self.idx, self.b)?;
+        let cos = host_f32(&self.cos)?;
+        let sin = host_f32(&self.sin)?;
+        let norm = self.norm.as_ref().map(host_f32).transpose()?;
+        let round = |v: f32| -> f32 {
+            match self.cos.dtype() {
+                DType::BF16 => half_round_bf16(v),
+                DType::F16 => half_round_f16(v),
+                _ => v,
+            }
+        };
+        let (first, count) = match self.part {
+            QkvPart::Q => (0, nh),
+            QkvPart::K => (nh, nkv),
+            QkvPart::V => (nh + nkv, nkv),
+        };
+        let mut out = Vec::new();
+        for r in 0..self.b {
+            let pos = idx[self.b + r] as usize;
+            for h in 0..count {
+                let src = &qkv[(r * (nh + 2 * nkv) + first + h) * hd..][..hd];
+                let mut x: Vec<f32> = src.to_vec();
+                if self.part != QkvPart::V {
+                    if let Some(w) = &norm {
+                        let ss: f32 = x.iter().map(|v| v * v).sum();
+                        let rs = 1.0 / (ss / hd as f32 + self.eps).sqrt();
+                        for (i, v) in x.iter_mut().enumerate() {
+                            *v = round(*v * rs * w[i]);
+                        }
+                    }
+                    let mut o = vec![0f32; hd];
+                    for i in 0..half {
+                        let (c, s) = (cos[pos * half + i], sin[pos * half + i]);
+                        o[i] = round(x[i] * c - x[i + half] * s);
+                        o[i + half] = round(x[i] * s + x[i + half] * c);
+                    }
+                    x = o;
+                }
+                out.push((r, h, x));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn half_round_bf16(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
+}
+
+fn half_round_f16(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
+}
+
+impl candle_core::CustomOp1 for RopeRows {
+    fn name(&self) -> &'static str {
+        "dayshift-rope-rows"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (nh, hd) = (self.heads, self.head_dim);
+        let qkv = cpu_f32(s, l)?;
+        let mut q = vec![0f32; self.b * nh * hd];
+        for (r, h, x) in self.host_heads(&qkv)? {
+            q[(r * nh + h) * hd..][..hd].copy_from_slice(&x);
+        }
+        let t = Tensor::from_vec(q, (self.b, nh * hd), &candle_core::Device::Cpu)?
+            .to_dtype(self.cos.dtype())?;
+        let (st, _) = t.storage_and_layout();
+        match &*st {
+            candle_core::Storage::Cpu(c) => Ok((c.clone(), Shape::from((self.b, nh * hd)))),
+            _ => candle_core::bail!("rope rows: expected a CPU tensor"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::cuda_backend::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::cuda_backend::CudaStorage, Shape)> {
+        cuda::rope_q(self, s, l)
+    }
+}
+
+impl InplaceOp2 for RopeRows {
+    fn name(&self) -> &'static str {
+        "dayshift-rope-rows-cache"
+    }
+
+    fn cpu_fwd(
+        &self,
+        cache: &mut CpuStorage,
+        lc: &Layout,
+        s: &CpuStorage,
+        l: &Layout,
+    ) -> Result<()> {
+        let (_, nkv, cap, hd) = lc.shape().dims4()?;
+        let qkv = cpu_f32(s, l)?;
+        let idx = host_idx(&self.idx, self.b)?;
+        let heads = self.host_heads(&qkv)?;
+        fn put<T: candle_core::WithDType>(c: &mut [T], at: usize, x: &[f32]) {
+            for (d, v) in c[at..at + x.len()].iter_mut().zip(x) {
+                *d = T::from_f64(*v as f64);
+            }
+        }
+        for (r, h, x) in heads {
+            let Some((pos, slot)) = row(&idx, self.b, r) else {
+                continue;
+            };
+            if pos >= cap {
+                continue;
+            }
+            let at = ((slot * nkv + h) * cap + pos) * hd;
+            match cache {
+                CpuStorage::F32(c) => put(c, at, &x),
+                CpuStorage::BF16(c) => put(c, at, &x),
+                CpuStorage::F16(c) => put(c, at, &x),
+                _ => candle_core::bail!("rope rows: the cache must be a float dtype"),
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        cache: &mut candle_core::cuda_backend::CudaStorage,
+        lc: &Layout,
+        s: &candle_core::cuda_backend::CudaStorage,
+        l: &Layout,
+    ) -> Result<()> {
+        cuda::rope_cache(self, cache, lc, s, l)
+    }
+}
+
+/// A contiguous CPU storage as f32 values.
+fn cpu_f32(s: &CpuStorage, l: &Layout) -> Result<Vec<f32>> {
+    Ok(match s {
+        CpuStorage::F32(v) => contiguous(v, l, "input")?.to_vec(),
+        CpuStorage::BF16(v) => contiguous(v, l, "input")?
+            .iter()
+            .map(|x| x.to_f32())
+            .collect(),
+        CpuStorage::F16(v) => contiguous(v, l, "input")?
+            .iter()
+            .map(|x| x.to_f32())
+            .collect(),
+        _ => candle_core::bail!("expected a float tensor"),
+    })
+}
+
+/// The index of each row's largest value of `logits` `[rows, vocab]` (the first on
+/// ties), as u32 `[rows]`: our two-stage kernel on CUDA (candle's argmax runs one block
+/// per row: 137 µs for a 128k vocabulary on an H200, 6 % of a batch-1 decode step),
+/// candle's argmax elsewhere.
+pub fn argmax_rows(logits: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if logits.device().is_cuda() && logits.rank() == 2 {
+        let logits = logits.contiguous()?;
+        return logits.apply_op1_no_bwd(&cuda::ArgmaxRows);
+    }
+    logits.argmax(candle_core::D::Minus1)
+}
+
+/// Whether the decode kernels handle a model of this head size and dtype (the kernel keeps
+/// up to 8 dimensions per lane).
+pub fn supported(head_dim: usize, dtype: DType) -> bool {
+    head_dim <= 256 && matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+}
+
+#[cfg(feature = "cuda")]
+mod cuda;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Largest difference relative to the largest magnitude of `b` (at least 1).
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let m = |t: Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let b32 = b.to_dtype(DType::F32).unwrap();
+        m((a.to_dtype(DType::F32).unwrap() - &b32).unwrap()) / m(b32).max(1.0)
+    }
+
+    /// [`FusedGemv`] with each prologue (none, RMSNorm, SwiGLU) and epilogue (bias,
+    /// residual), 1 to 8 rows, f32 and bf16, gives candle's separate operations;
+    /// shapes it does not take are refused.
+    #[test]
+    fn fused_gemv_matches_the_separate_operations() {
+        let dev = Device::Cpu;
+        let rnd = |shape: &[usize], dt| {
+            Tensor::randn(0f32, 1., shape, &dev)
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap()
+        };
+        for dt in [DType::F32, DType::BF16] {
+            // bf16: the RMSNorm's sum of squares in another order can flip the rounding
+            // of a few normalised inputs.
+            let tol = if dt == DType::F32 { 1e-5 } else { 2e-2 };
+            for b in 1..=GEMV_MAX_ROWS {
+                let x = rnd(&[b, 64], dt);
+                let xx = rnd(&[b, 128], dt);
+                let w = rnd(&[24, 64], dt);
+                let nw = rnd(&[64], dt);
+                let bias = rnd(&[24], dt);
+                let res = rnd(&[b, 24], dt);
+                assert!(FusedGemv::takes_matrix(&x, &w));
+                let mm = |a: &Tensor| a.matmul(&w.t().unwrap()).unwrap();
+                let op = |prologue, bias: Option<&Tensor>, res: Option<&Tensor>| FusedGemv {
+                    prologue,
+                    eps: 1e-5,
+                    bias: bias.cloned(),
+                    res: res.cloned(),
+                };
+                // None + bias + residual.
+                let got = x
+                    .apply_op2_no_bwd(&w, &op(Prologue::None, Some(&bias), Some(&res)))
+                    .unwrap();
+                let want = (mm(&x).broadcast_add(&bias).unwrap() + &res).unwrap();
+                assert!(max_diff(&got, &want) < tol, "{dt:?} b={b} none");
+                // RMSNorm.
+                let got = x
+                    .apply_op2_no_bwd(&w, &op(Prologue::Norm(nw.clone()), None, None))
+                    .unwrap();
+                let want = mm(&candle_nn::ops::rms_norm(&x, &nw, 1e-5).unwrap());
+                assert!(max_diff(&got, &want) < tol, "{dt:?} b={b} norm");
+                // SwiGLU over [gate | up].
+                let got = xx
+                    .apply_op2_no_bwd(&w, &op(Prologue::SiluMul, None, None))
+                    .unwrap();
+                let g = candle_nn::ops::silu(&xx.narrow(1, 0, 64).unwrap()).unwrap();
+                let h = (g * xx.narrow(1, 64, 64).unwrap()).unwrap();
+                assert!(max_diff(&got, &mm(&h)) < tol, "{dt:?} b={b} swiglu");
+            }
+        }
+        let x = Tensor::zeros((9, 64), DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((24, 64), DType::F32, &dev).unwrap();
+        assert!(!FusedGemv::takes_matrix(&x, &w), "more than 8 rows");
+        assert!(!FusedGemv::takes_matrix(
+            &x.narrow(0, 0, 2).unwrap(),
+            &w.narrow(1, 0, 62).unwrap()
+        ));
+        assert!(
+            !FusedGemv::takes(1, 1 << 20, DType::F32),
+            "beyond shared memory"
+        );
+    }
+}
