@@ -37,33 +37,10 @@ done
 tail -3 "$R/quantize.log"
 
 port=18200
+. "$gpu/node.sh"
 serve() { # name path [dtype]
-  local extra=""
-  [ -n "${3:-}" ] && extra="dtype = \"$3\""
-  cat > /tmp/$1.toml <<CFG
-node_id = "bench"
-listen = "127.0.0.1:$port"
-[tls]
-mode = "off"
-[engine]
-device = "cuda"
-max_running_sequences = 64
-kv_cache_tokens = $((64 * 512))
-prefill_chunk_tokens = 4096
-max_queued_requests = 1024
-[[models]]
-name = "$1"
-source = { type = "local", path = "$2" }
-$extra
-CFG
-  "$B" serve -c /tmp/$1.toml 2> "$R/$1-node.log" &
-  pid=$!
-  for i in $(seq 1 900); do
-    curl -sf http://127.0.0.1:$port/health > /dev/null && return 0
-    kill -0 $pid 2>/dev/null || { echo "node $1 died"; tail -20 "$R/$1-node.log"; return 1; }
-    sleep 0.2
-  done
-  echo "node $1 did not come up"; return 1
+  SLOTS=64 node_up "$1" "$1" "$2" "$port" cuda "${3:-}" "$R/$1-node.log"
+  pid=$NODE_PID
 }
 drive() { # name path [dtype]
   if serve "$@"; then

@@ -34,37 +34,13 @@ TINY=${TINY:-$PWD/.gpu/tiny}
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; } \
   | tee "$OUT/device.txt"
 
+. "$here/node.sh"
 serve() { # key model-name dir port dtype device [cuda_graphs]
-  local k=$1; shift
-  local graphs=${6:-true} tag=""
-  [ "$graphs" = false ] && tag="-eager"
-  cat > /tmp/$k.toml <<CFG
-node_id = "bench"
-listen = "127.0.0.1:$3"
-[tls]
-mode = "off"
-[engine]
-device = "$5"
-max_running_sequences = 128
-kv_cache_tokens = $((128 * 512))
-prefill_chunk_tokens = 4096
-max_queued_requests = 1024
-cuda_graphs = $graphs
-[[models]]
-name = "$1"
-source = { type = "local", path = "$2" }
-dtype = "$4"
-CFG
-  CUDA_CACHE_DISABLE=${COLD:-0} $B serve -c /tmp/$k.toml 2> "$OUT/$1-$5-$4$tag-node.log" &
-  echo $! > /tmp/$k.pid
-  for i in $(seq 1 900); do
-    curl -sf http://127.0.0.1:$3/health >/dev/null && return 0
-    kill -0 "$(cat /tmp/$k.pid)" 2>/dev/null || { echo "node $k died"; tail -20 "$OUT/$1-$5-$4$tag-node.log"; return 1; }
-    sleep 0.2
-  done
-  echo "node $k did not come up"; return 1
+  local tag=""
+  [ "${7:-true}" = false ] && tag="-eager"
+  node_up "$1" "$2" "$3" "$4" "$6" "$5" "$OUT/$2-$6-$5$tag-node.log" "${7:-true}"
 }
-stop() { kill -TERM "$(cat /tmp/$1.pid)"; wait "$(cat /tmp/$1.pid)"; echo "$1 exit=$?"; }
+stop() { node_down "$1"; }
 
 python3 "$here/make_models.py" $M $MODELS | tee "$OUT/models.jsonl"
 python3 "$here/hf_baseline.py" bandwidth --json "$OUT/bandwidth.json"
