@@ -6,9 +6,14 @@
 //! shapes and pointers at every step of a batch bucket, so it can be captured once as a
 //! CUDA graph and replayed (`cuda_graph.rs`).
 //!
+//! For a step of one or two rows the fused step uses two more: [`FusedGemv`] (a linear
+//! layer with an RMSNorm or SwiGLU prologue and a bias/residual epilogue) and
+//! [`RopeRows`] (q/k norm, RoPE and the cache write after a fused q|k|v projection);
+//! [`argmax_rows`] picks greedy tokens.
+//!
 //! On CUDA they run our kernels (`gpu-node/cuda/decode.cu`, compiled by `build.rs` into a
-//! fatbin: no JIT on the GPUs providers rent); on the CPU the same arithmetic in Rust,
-//! which is what the CPU tests compare against the eager path.
+//! fatbin: no JIT on the GPUs providers rent; launchers in `cuda.rs`); on the CPU the
+//! same arithmetic in Rust, which is what the CPU tests compare against the eager path.
 
 use candle_core::{
     CpuStorage, CustomOp3, DType, InplaceOp2, InplaceOp3, Layout, Result, Shape, Tensor,
