@@ -1,0 +1,56 @@
+//! CPU decode speed of a GGUF model in the engine's own forward pass (no HTTP, no
+//! tokenizer, no sampling beyond an argmax): a 32-token prompt, then `STEPS` single-token
+//! steps of one sequence, as a batch-1 decode does. Prints ms per token of 3 runs; run it
+//! under `perf record` to see where a decode step's time goes.
+//!
+//!     cargo run --release -p dayshift-node --example decode_speed -- MODEL.gguf [STEPS]
+
+use candle_core::{D, Device};
+use dayshift_node::model::gguf;
+use dayshift_node::model::llama::{BatchItem, KvCache, WantLogits};
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: decode_speed MODEL.gguf [STEPS]"))?;
+    let steps: usize = args.next().map_or(Ok(128), |s| s.parse())?;
+    let m = gguf::load(std::path::Path::new(&path), &Device::Cpu)?;
+    let vocab = m.llama.config().vocab_size as u32;
+    let prompt: Vec<u32> = (0..32u32).map(|i| (i * 7919) % vocab).collect();
+    for run in 0..3 {
+        let mut kv = KvCache::new(&m.llama, 1, prompt.len() + steps + 1)?;
+        let first = BatchItem {
+            slot: 0,
+            start: 0,
+            tokens: &prompt,
+            want: WantLogits::Last,
+        };
+        let mut next = match m.llama.forward_batch(&mut kv, &[first])? {
+            Some(l) => l.argmax(D::Minus1)?.to_vec1::<u32>()?[0],
+            None => 0,
+        };
+        let t0 = Instant::now();
+        for i in 0..steps {
+            let tok = [next];
+            let item = BatchItem {
+                slot: 0,
+                start: prompt.len() + i,
+                tokens: &tok,
+                want: WantLogits::Last,
+            };
+            next = match m.llama.forward_batch(&mut kv, &[item])? {
+                Some(l) => l.argmax(D::Minus1)?.to_vec1::<u32>()?[0],
+                None => 0,
+            };
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        println!(
+            "run {run}: {steps} steps, {:.3} ms/token, {:.1} tok/s",
+            dt * 1e3 / steps as f64,
+            steps as f64 / dt
+        );
+    }
+    Ok(())
+}
