@@ -14,11 +14,11 @@
 //! by the entry and freed by the driver before each relaunch
 //! (`CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH`; their address stays the same).
 
-use super::decode_ops::PAD_SLOT;
+use super::decode_ops::{index_buffer, max_abs_diff};
 use super::llama::{BatchItem, KvCache, Llama, WantLogits};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::cuda_backend::cudarc::driver::{CudaGraph, sys};
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 
 /// The captured decode graphs of one [`KvCache`].
 pub struct DecodeGraphs {
@@ -50,20 +50,6 @@ pub fn buckets(slots: usize) -> Vec<usize> {
         b *= 2;
     }
     v.push(slots.max(1));
-    v
-}
-
-/// The index buffer of `rows` (slot, position, token) padded to `b` rows.
-fn index_buffer(rows: impl Iterator<Item = (u32, u32, u32)>, b: usize) -> Vec<u32> {
-    let mut v = vec![0u32; 3 * b];
-    for r in 0..b {
-        v[2 * b + r] = PAD_SLOT;
-    }
-    for (r, (slot, pos, tok)) in rows.enumerate().take(b) {
-        v[r] = tok;
-        v[b + r] = pos;
-        v[2 * b + r] = slot;
-    }
     v
 }
 
@@ -130,17 +116,9 @@ fn capture_one(model: &Llama, kv: &KvCache, dev: &CudaDevice, b: usize) -> Resul
         .ok_or_else(|| err("end capture", "the capture recorded no work"))?;
     graph.upload().map_err(|e| err("graph upload", e))?;
     graph.launch().map_err(|e| err("graph launch", e))?;
-    let diff = (logits.to_dtype(DType::F32)? - eager.to_dtype(DType::F32)?)?
-        .abs()?
-        .max_all()?
-        .to_scalar::<f32>()?;
+    let diff = max_abs_diff(&logits, &eager)?;
     // The same kernels on the same inputs: equal up to cuBLAS's choice of algorithm.
-    let scale = eager
-        .to_dtype(DType::F32)?
-        .abs()?
-        .max_all()?
-        .to_scalar::<f32>()?
-        .max(1.0);
+    let scale = max_abs_diff(&eager, &eager.zeros_like()?)?.max(1.0);
     if diff.is_nan() || diff > 1e-2 * scale {
         candle_core::bail!(
             "the replayed graph's logits differ from the eager step's by {diff} (largest logit {scale})"

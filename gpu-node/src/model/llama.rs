@@ -540,14 +540,17 @@ impl Llama {
             arch,
             fused: Vec::new(),
         };
-        llama.fuse_projections()?;
+        // Only the CUDA decode graphs read the fused matrices.
+        if llama.device.is_cuda() {
+            llama.fuse_projections()?;
+        }
         Ok(llama)
     }
 
     /// Concatenates each layer's q/k/v and gate/up weights (when all are dense) into one
     /// matrix each, and makes the layer's own weights views of them: the eager path is
     /// unchanged, and the fused decode step reads each matrix with one kernel.
-    fn fuse_projections(&mut self) -> Result<()> {
+    pub(crate) fn fuse_projections(&mut self) -> Result<()> {
         fn dense(l: &Lin) -> Option<&Linear> {
             match l {
                 Lin::Dense(l) => Some(l),
@@ -1483,10 +1486,13 @@ mod tests {
         for (f, dims, fused) in cases {
             let dir = tempfile::tempdir().unwrap();
             crate::testmodel::make_test_model_family_dims(dir.path(), f, dims).unwrap();
-            let LoadedModel::Generation(m) = model::load(dir.path(), None, &Device::Cpu).unwrap()
+            let LoadedModel::Generation(mut m) =
+                model::load(dir.path(), None, &Device::Cpu).unwrap()
             else {
                 panic!("{f:?} must load as a generation model")
             };
+            // What a CUDA load does (the CPU does not fuse).
+            m.llama.fuse_projections().unwrap();
             let m = &m.llama;
             assert_eq!(m.fused_decode_takes(1), fused, "{f:?} {dims:?}");
             let mut eager = KvCache::new(m, 5, 64).unwrap();
@@ -1527,15 +1533,12 @@ mod tests {
                 let b = if fused { 2 } else { 4 };
                 let mut rows = Vec::new();
                 for chunk in items.chunks(b) {
-                    let mut idx = vec![0u32; 3 * b];
-                    for r in 0..b {
-                        idx[2 * b + r] = crate::model::decode_ops::PAD_SLOT;
-                    }
-                    for (r, it) in chunk.iter().enumerate() {
-                        idx[r] = it.tokens[0];
-                        idx[b + r] = it.start as u32;
-                        idx[2 * b + r] = it.slot as u32;
-                    }
+                    let idx = crate::model::decode_ops::index_buffer(
+                        chunk
+                            .iter()
+                            .map(|it| (it.slot as u32, it.start as u32, it.tokens[0])),
+                        b,
+                    );
                     let idx = Tensor::from_vec(idx, 3 * b, &Device::Cpu).unwrap();
                     let out = m.forward_decode(&graph, &idx, b).unwrap();
                     assert_eq!(out.dims2().unwrap().0, b);
@@ -1560,14 +1563,7 @@ mod tests {
                 .zip(&graph.k)
                 .chain(eager.v.iter().zip(&graph.v))
             {
-                let d = (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let d = crate::model::decode_ops::max_abs_diff(a, b).unwrap();
                 assert!(d < 1e-5, "{f:?}: the caches differ by {d}");
             }
         }

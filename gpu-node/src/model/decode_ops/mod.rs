@@ -23,6 +23,27 @@ use candle_core::{
 /// attends to nothing (its output is zeros).
 pub const PAD_SLOT: u32 = u32::MAX;
 
+/// The `[3 * b]` index buffer of a decode step: `rows` as (slot, position, token),
+/// padded to `b` rows with [`PAD_SLOT`] rows.
+pub fn index_buffer(rows: impl Iterator<Item = (u32, u32, u32)>, b: usize) -> Vec<u32> {
+    let mut v = vec![0u32; 3 * b];
+    v[2 * b..].fill(PAD_SLOT);
+    for (r, (slot, pos, tok)) in rows.enumerate().take(b) {
+        v[r] = tok;
+        v[b + r] = pos;
+        v[2 * b + r] = slot;
+    }
+    v
+}
+
+/// Largest absolute difference of two tensors of one shape (in f32).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()
+}
+
 /// Row `r`'s position and slot in the `[3 * b]` index buffer of a step (`None`: padding).
 fn row(idx: &[u32], b: usize, r: usize) -> Option<(usize, usize)> {
     let slot = idx[2 * b + r];
@@ -719,16 +740,8 @@ mod tests {
 
     /// Largest difference relative to the largest magnitude of `b` (at least 1).
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let m = |t: Tensor| {
-            t.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        let b32 = b.to_dtype(DType::F32).unwrap();
-        m((a.to_dtype(DType::F32).unwrap() - &b32).unwrap()) / m(b32).max(1.0)
+        let scale = max_abs_diff(b, &b.zeros_like().unwrap()).unwrap().max(1.0);
+        max_abs_diff(a, b).unwrap() / scale
     }
 
     /// [`FusedGemv`] with each prologue (none, RMSNorm, SwiGLU) and epilogue (bias,
