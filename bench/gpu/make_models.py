@@ -39,6 +39,14 @@ SHAPES = {
                     rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                   "high_freq_factor": 4.0,
                                   "original_max_position_embeddings": 8192}),
+    # llama8b's layers (head size 128, untied head), 2 of them: quick checks on a GPU.
+    "llama8b2l": dict(arch="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                      num_hidden_layers=2, num_attention_heads=32, num_key_value_heads=8,
+                      head_dim=128, rope_theta=500000.0, rms_norm_eps=1e-5,
+                      tie_word_embeddings=False,
+                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0,
+                                    "original_max_position_embeddings": 8192}),
     # A few-MB model of the same kind, for checking the scripts on a CPU.
     "smoke": dict(arch="qwen2", vocab_size=1000, hidden_size=64, intermediate_size=128,
                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

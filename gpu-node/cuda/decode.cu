@@ -231,7 +231,19 @@ DS_ARGMAX(__nv_bfloat16, bf16)
 //   PRO 2: a = round(round(silu(x[:, :K])) * x[:, K:])  (SwiGLU; x: [B, 2K])
 // epilogue: v = round(acc); v = round(v + bias[n]) if bias; v = round(v + res[r, n]) if res.
 // Every rounding is where the unfused candle ops round, so results equal theirs.
+// Each warp loads the first GEMV_PREFETCH 16-byte pieces per lane of its weight row
+// before the prologue, so the weight stream does not wait for it (Llama-1B's GEMVs 1.42x
+// faster than loading after it; H200, bench/gpu/kernels/gemv_bench.cu). Deeper prefetch,
+// more or fewer warps per block, split-K, streaming loads, programmatic dependent launch
+// and batching the prologue's loads (more registers, fewer blocks per SM) measured the
+// same or slower there. x, nw: 16-byte aligned; K a multiple of 16 / sizeof(T).
+#define GEMV_PREFETCH 4
 template <typename T> __device__ __forceinline__ T rnd(float x) { return from_f<T>(x); }
+
+template <typename T>
+__device__ __forceinline__ uint4 ld16(const T *p) {
+    return *reinterpret_cast<const uint4 *>(p);
+}
 
 template <typename T, int B, int PRO>
 __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, float eps,
@@ -239,56 +251,102 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
                            const T *__restrict__ res, T *__restrict__ y, int n_out, int k_in) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *a = reinterpret_cast<T *>(smem_raw); // [B, K]
+    __shared__ float part[32][B];
     __shared__ float rinv[B];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw_ = blockDim.x >> 5;
-    if (PRO == 1) {
-        // One warp per row computes the row's inverse RMS.
-        for (int b = warp; b < B; b += nw_) {
-            float ss = 0.f;
-            for (int k = lane; k < k_in; k += 32) {
-                const float v = to_f(x[(size_t)b * k_in + k]);
-                ss += v * v;
-            }
+    constexpr int V = 16 / sizeof(T), U = GEMV_PREFETCH, CH = 32 * V * U;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const int n = blockIdx.x * nwarps + warp;
+    const bool live = n < n_out;
+    const T *wr = w + (size_t)(live ? n : 0) * k_in;
+    uint4 wb[U];
 #pragma unroll
-            for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-            if (lane == 0) rinv[b] = rsqrtf(ss / k_in + eps);
+    for (int u = 0; u < U; u++) {
+        const int k = (u * 32 + lane) * V;
+        if (live && k < k_in) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
+    }
+    const int kv = k_in / V;
+    if (PRO == 1) {
+        float ss[B];
+#pragma unroll
+        for (int b = 0; b < B; b++) ss[b] = 0.f;
+        for (int i = threadIdx.x; i < kv; i += blockDim.x) {
+#pragma unroll
+            for (int b = 0; b < B; b++) {
+                const uint4 xv = ld16(x + (size_t)b * k_in + i * V);
+                const T *xt = reinterpret_cast<const T *>(&xv);
+#pragma unroll
+                for (int v = 0; v < V; v++) ss[b] += to_f(xt[v]) * to_f(xt[v]);
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            float s = ss[b];
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+            if (lane == 0) part[warp][b] = s;
+        }
+        __syncthreads();
+        if (threadIdx.x < B) {
+            float s = 0.f;
+            for (int i = 0; i < nwarps; i++) s += part[i][threadIdx.x];
+            rinv[threadIdx.x] = rsqrtf(s / k_in + eps);
         }
         __syncthreads();
     }
-    for (int i = threadIdx.x; i < B * k_in; i += blockDim.x) {
-        const int b = i / k_in, k = i - b * k_in;
+    for (int i = threadIdx.x; i < B * kv; i += blockDim.x) {
+        const int b = i / kv, c = i - b * kv;
+        uint4 ov;
+        T *ot = reinterpret_cast<T *>(&ov);
         if (PRO == 0) {
-            a[i] = x[i];
+            ov = ld16(x + (size_t)b * k_in + c * V);
         } else if (PRO == 1) {
-            a[i] = rnd<T>(to_f(x[i]) * rinv[b] * to_f(nw[k]));
+            const uint4 xv = ld16(x + (size_t)b * k_in + c * V), gv = ld16(nw + c * V);
+            const T *xt = reinterpret_cast<const T *>(&xv);
+            const T *gt = reinterpret_cast<const T *>(&gv);
+#pragma unroll
+            for (int v = 0; v < V; v++) ot[v] = rnd<T>(to_f(xt[v]) * rinv[b] * to_f(gt[v]));
         } else {
-            const float g = to_f(x[(size_t)b * 2 * k_in + k]);
-            const float u = to_f(x[(size_t)b * 2 * k_in + k_in + k]);
-            const float s = to_f(rnd<T>(g / (1.f + __expf(-g))));
-            a[i] = rnd<T>(s * u);
+            const uint4 gv = ld16(x + (size_t)b * 2 * k_in + c * V);
+            const uint4 uv = ld16(x + (size_t)b * 2 * k_in + k_in + c * V);
+            const T *gt = reinterpret_cast<const T *>(&gv);
+            const T *ut = reinterpret_cast<const T *>(&uv);
+#pragma unroll
+            for (int v = 0; v < V; v++) {
+                const float g = to_f(gt[v]);
+                const float s = to_f(rnd<T>(g / (1.f + __expf(-g))));
+                ot[v] = rnd<T>(s * to_f(ut[v]));
+            }
         }
+        *reinterpret_cast<uint4 *>(a + (size_t)b * k_in + c * V) = ov;
     }
     __syncthreads();
-    constexpr int V = 16 / sizeof(T);
-    const int n = blockIdx.x * nw_ + warp;
-    if (n >= n_out) return;
-    const T *wr = w + (size_t)n * k_in;
+    if (!live) return;
     float acc[B];
 #pragma unroll
     for (int b = 0; b < B; b++) acc[b] = 0.f;
-#pragma unroll 4
-    for (int k = lane * V; k < k_in; k += 32 * V) {
-        const uint4 wv = __ldg(reinterpret_cast<const uint4 *>(wr + k));
-        const T *wt = reinterpret_cast<const T *>(&wv);
-        float wf[V];
+    for (int k0 = 0; k0 < k_in; k0 += CH) {
+        if (k0 > 0) {
 #pragma unroll
-        for (int v = 0; v < V; v++) wf[v] = to_f(wt[v]);
+            for (int u = 0; u < U; u++) {
+                const int k = k0 + (u * 32 + lane) * V;
+                if (k < k_in) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
+            }
+        }
 #pragma unroll
-        for (int b = 0; b < B; b++) {
-            const uint4 xv = *reinterpret_cast<const uint4 *>(a + (size_t)b * k_in + k);
-            const T *xt = reinterpret_cast<const T *>(&xv);
+        for (int u = 0; u < U; u++) {
+            const int k = k0 + (u * 32 + lane) * V;
+            if (k >= k_in) continue;
+            const T *wt = reinterpret_cast<const T *>(&wb[u]);
+            float wf[V];
 #pragma unroll
-            for (int v = 0; v < V; v++) acc[b] += wf[v] * to_f(xt[v]);
+            for (int v = 0; v < V; v++) wf[v] = to_f(wt[v]);
+#pragma unroll
+            for (int b = 0; b < B; b++) {
+                const uint4 xv = ld16(a + (size_t)b * k_in + k);
+                const T *xt = reinterpret_cast<const T *>(&xv);
+#pragma unroll
+                for (int v = 0; v < V; v++) acc[b] += wf[v] * to_f(xt[v]);
+            }
         }
     }
 #pragma unroll
@@ -417,6 +475,7 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
             acc[c * V + v] = 0.f;
         }
     }
+    const unsigned gmask = G == 1 ? 1u : ((1u << G) - 1) << ((threadIdx.x & 31) & ~(G - 1));
     float m = -INFINITY, l = 0.f;
     for (uint32_t j = start + g; j < len; j += NG) {
         const T *kj = kc + base + (size_t)j * HD;
@@ -428,8 +487,11 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
 #pragma unroll
             for (int v = 0; v < V; v++) s += qv[c * V + v] * to_f(t[v]);
         }
+        // Only this key group's G lanes take this iteration (the loop bound differs
+        // between groups), so only they may take part in the shuffle: a full-warp mask
+        // here hung the GPU at head size 128 (H200, 2026-12-04).
 #pragma unroll
-        for (int off = 1; off < G; off <<= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        for (int off = 1; off < G; off <<= 1) s += __shfl_xor_sync(gmask, s, off);
         const float mn = fmaxf(m, s);
         const float cr = __expf(m - mn);
         const float p = __expf(s - mn);

@@ -308,6 +308,18 @@ pub(super) fn fused_gemv(
         super::Prologue::Norm(t) => Some(t.clone()),
         _ => None,
     };
+    // The kernel reads x, w and the norm weights in 16-byte pieces.
+    let vec = if sfx == "f32" { 4 } else { 8 };
+    let norm_l = norm_t.as_ref().map(|t| t.layout().clone());
+    for (what, l) in [
+        ("x", Some(lx)),
+        ("w", Some(lw)),
+        ("norm weights", norm_l.as_ref()),
+    ] {
+        if l.is_some_and(|l| !l.start_offset().is_multiple_of(vec)) {
+            candle_core::bail!("gemv: {what} does not start 16-byte aligned");
+        }
+    }
     let (ng, bg, rg) = (side(&norm_t), side(&op.bias), side(&op.res));
     let (na, ba, ra) = (
         side_arg(&ng, "norm weights")?,

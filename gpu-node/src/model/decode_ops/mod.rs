@@ -367,7 +367,8 @@ impl FusedGemv {
     }
 
     /// Whether [`FusedGemv`] with no prologue takes `x` `[b, in]` times `w` `[out, in]`:
-    /// same float dtype, both contiguous, and `w`'s rows 16-byte aligned.
+    /// same float dtype, both contiguous, and both 16-byte aligned (the kernel reads
+    /// them in 16-byte pieces).
     pub fn takes_matrix(x: &Tensor, w: &Tensor) -> bool {
         let (Ok((b, k)), Ok((_, k2))) = (x.dims2(), w.dims2()) else {
             return false;
@@ -379,6 +380,7 @@ impl FusedGemv {
             && x.is_contiguous()
             && w.is_contiguous()
             && w.layout().start_offset().is_multiple_of(vec)
+            && x.layout().start_offset().is_multiple_of(vec)
     }
 
     fn host<T: candle_core::WithDType>(

@@ -1,0 +1,231 @@
+// Microbenchmark of the decode GEMVs (issue 17) against the device's copy bandwidth,
+// measured in the same run:
+//   nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/gemv_bench bench/gpu/kernels/gemv_bench.cu
+//   /tmp/gemv_bench            (prints one line per shape and kernel, then a model sum)
+// Each timing is a CUDA graph of L launches, each on its own copy of the weights (L copies
+// >= 512 MB, so no launch finds its weights in L2), replayed 20 times after 3 warm-ups.
+// Shapes are the batch-1 decode GEMVs of Llama-3.2-1B, Llama-3.1-8B and Qwen2.5-0.5B
+// (bf16, rows = output features, K = input features) with the prologue/epilogue the fused
+// step uses. Kernels: the node's (gpu-node/cuda/decode.cu, included) against the kernel
+// before the weight prefetch (gemv_v1.cuh); outputs are compared with gemv_v1's. `launch`
+// can add programmatic dependent launch (Variant::pdl): with the kernel waiting on
+// griddepcontrol after its prefetch it measured no better (2026-12-04), so no variant
+// uses it.
+#include "../../../gpu-node/cuda/decode.cu"
+#include "gemv_v1.cuh"
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#define CK(x)                                                                                 \
+    do {                                                                                      \
+        cudaError_t e = (x);                                                                  \
+        if (e != cudaSuccess) {                                                               \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+typedef __nv_bfloat16 bf;
+
+__global__ void fill_rand(bf *p, size_t n, uint32_t seed, float scale) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 13;
+        h *= 0x5bd1e995u;
+        h ^= h >> 15;
+        p[i] = __float2bfloat16(((h & 0xffff) / 65535.f - 0.5f) * scale);
+    }
+}
+
+template <int B, int PRO>
+__global__ void k_node(const bf *x, const bf *nw, float eps, const bf *w, const bf *bias,
+                       const bf *res, bf *y, int n, int k) {
+    gemv_fused<bf, B, PRO>(x, nw, eps, w, bias, res, y, n, k);
+}
+template <int B, int PRO>
+__global__ void k_v1(const bf *x, const bf *nw, float eps, const bf *w, const bf *bias,
+                     const bf *res, bf *y, int n, int k) {
+    gemv_v1<bf, B, PRO>(x, nw, eps, w, bias, res, y, n, k);
+}
+
+typedef void (*kfn)(const bf *, const bf *, float, const bf *, const bf *, const bf *, bf *,
+                    int, int);
+
+// One launch of `f`, with programmatic dependent launch when `pdl`.
+static void launch(kfn f, bool pdl, int n, int b, int k, const bf *x, const bf *nw,
+                   const bf *w, const bf *res, bf *y, cudaStream_t st) {
+    cudaLaunchConfig_t c = {};
+    c.gridDim = dim3((n + 7) / 8);
+    c.blockDim = dim3(256);
+    c.dynamicSmemBytes = (size_t)b * k * sizeof(bf);
+    c.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    c.attrs = at;
+    c.numAttrs = pdl ? 1 : 0;
+    const float eps = 1e-5f;
+    const bf *bias = nullptr;
+    CK(cudaLaunchKernelEx(&c, f, x, nw, eps, w, bias, res, y, n, k));
+}
+
+struct Shape {
+    const char *name;
+    int n, k, pro;
+    bool res;
+};
+
+struct Bufs {
+    bf *x, *nw, *res, *y, *w;
+    size_t wcopies;
+};
+
+static float time_graph(kfn f, bool pdl, const Shape &s, int b, Bufs &m, int L) {
+    cudaStream_t st;
+    CK(cudaStreamCreate(&st));
+    const size_t wsz = (size_t)s.n * s.k;
+    CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
+    cudaGraph_t g;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+    for (int l = 0; l < L; l++)
+        launch(f, pdl, s.n, b, s.k, m.x, m.nw, m.w + (l % m.wcopies) * wsz, s.res ? m.res : nullptr,
+               m.y, st);
+    CK(cudaStreamEndCapture(st, &g));
+    cudaGraphExec_t ge;
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    const int R = 20;
+    CK(cudaEventRecord(e0, st));
+    for (int i = 0; i < R; i++) CK(cudaGraphLaunch(ge, st));
+    CK(cudaEventRecord(e1, st));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+    CK(cudaStreamDestroy(st));
+    return ms * 1000.f / (R * L); // µs per launch
+}
+
+static float max_diff(const bf *a, const bf *b, size_t n) {
+    std::vector<bf> ha(n), hb(n);
+    CK(cudaMemcpy(ha.data(), a, n * sizeof(bf), cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hb.data(), b, n * sizeof(bf), cudaMemcpyDeviceToHost));
+    float d = 0.f;
+    for (size_t i = 0; i < n; i++) {
+        float x = fabsf(__bfloat162float(ha[i]) - __bfloat162float(hb[i]));
+        if (!(x <= d)) d = x;
+    }
+    return d;
+}
+
+struct Variant {
+    const char *name;
+    kfn f[3][2]; // [pro][b-1]
+    bool pdl;
+};
+
+int main(int argc, char **argv) {
+    int dev = 0;
+    cudaDeviceProp p;
+    CK(cudaGetDeviceProperties(&p, dev));
+    printf("device %s, %d SMs, L2 %d MB\n", p.name, p.multiProcessorCount, p.l2CacheSize >> 20);
+    const size_t WBYTES = (size_t)1 << 30; // weight pool: 1 GiB
+    Bufs m;
+    CK(cudaMalloc(&m.w, WBYTES));
+    CK(cudaMalloc(&m.x, 2 * 2 * 32768 * sizeof(bf)));
+    CK(cudaMalloc(&m.nw, 32768 * sizeof(bf)));
+    CK(cudaMalloc(&m.res, 2 * 160000 * sizeof(bf)));
+    CK(cudaMalloc(&m.y, 2 * 160000 * sizeof(bf)));
+    bf *y2;
+    CK(cudaMalloc(&y2, 2 * 160000 * sizeof(bf)));
+    fill_rand<<<1024, 256>>>(m.w, WBYTES / sizeof(bf), 1, 0.05f);
+    fill_rand<<<64, 256>>>(m.x, 2 * 2 * 32768, 2, 2.f);
+    fill_rand<<<64, 256>>>(m.nw, 32768, 3, 2.f);
+    fill_rand<<<64, 256>>>(m.res, 2 * 160000, 4, 1.f);
+    CK(cudaDeviceSynchronize());
+
+    // Copy bandwidth (bytes read + written), the limit every figure is a ratio of.
+    {
+        void *src, *dst;
+        const size_t n = (size_t)1 << 30;
+        CK(cudaMalloc(&src, n));
+        CK(cudaMalloc(&dst, n));
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        CK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice));
+        CK(cudaEventRecord(e0));
+        for (int i = 0; i < 10; i++) CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice));
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        printf("d2d copy: %.1f GB/s (read + write)\n", 2.0 * n * 10 / (ms * 1e-3) / 1e9);
+        CK(cudaFree(src));
+        CK(cudaFree(dst));
+    }
+
+    Shape shapes[] = {
+        {"1b.qkv", 3072, 2048, 1, false},   {"1b.o", 2048, 2048, 0, true},
+        {"1b.gateup", 16384, 2048, 1, false}, {"1b.down", 2048, 8192, 2, true},
+        {"1b.head", 128256, 2048, 1, false}, {"8b.qkv", 6144, 4096, 1, false},
+        {"8b.o", 4096, 4096, 0, true},      {"8b.gateup", 28672, 4096, 1, false},
+        {"8b.down", 4096, 14336, 2, true},  {"8b.head", 128256, 4096, 1, false},
+        {"q05.qkv", 1152, 896, 1, false},   {"q05.o", 896, 896, 0, true},
+        {"q05.gateup", 9728, 896, 1, false}, {"q05.down", 896, 4864, 2, true},
+        {"q05.head", 151936, 896, 1, false},
+    };
+    Variant vs[] = {
+        {"v1", {{k_v1<1, 0>, k_v1<2, 0>}, {k_v1<1, 1>, k_v1<2, 1>}, {k_v1<1, 2>, k_v1<2, 2>}}, false},
+        {"node", {{k_node<1, 0>, k_node<2, 0>}, {k_node<1, 1>, k_node<2, 1>}, {k_node<1, 2>, k_node<2, 2>}}, false},
+        {
+    };
+    const int NV = sizeof(vs) / sizeof(vs[0]);
+    // per-model sums of one step's GEMV time: layers x (qkv, o, gateup, down) + head
+    const char *models[] = {"1b", "8b", "q05"};
+    const int layers[] = {16, 32, 24};
+    for (int b = 1; b <= 2; b++) {
+        std::vector<std::vector<double>> sum(3, std::vector<double>(NV, 0.0));
+        std::vector<double> bytes(3, 0.0);
+        for (const Shape &s : shapes) {
+            const size_t wb = (size_t)s.n * s.k * sizeof(bf);
+            size_t copies = WBYTES / wb;
+            if (copies < 1) copies = 1;
+            m.wcopies = copies;
+            const int L = copies < 8 ? 8 : (int)copies; // >= 8 launches per graph
+            int mi = s.name[0] == '1' ? 0 : s.name[0] == '8' ? 1 : 2;
+            const bool head = strstr(s.name, "head") != nullptr;
+            bytes[mi] += (double)wb * (head ? 1 : layers[mi]);
+            // reference output: gemv_v1's
+            kfn ref = vs[0].f[s.pro][b - 1];
+            CK(cudaFuncSetAttribute(ref, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
+            launch(ref, false, s.n, b, s.k, m.x, m.nw, m.w, s.res ? m.res : nullptr, y2, 0);
+            CK(cudaDeviceSynchronize());
+            for (int v = 0; v < NV; v++) {
+                const float us = time_graph(vs[v].f[s.pro][b - 1], vs[v].pdl, s, b, m, L);
+                CK(cudaMemset(m.y, 0, (size_t)b * s.n * sizeof(bf)));
+                launch(vs[v].f[s.pro][b - 1], vs[v].pdl, s.n, b, s.k, m.x, m.nw, m.w,
+                       s.res ? m.res : nullptr, m.y, 0);
+                CK(cudaDeviceSynchronize());
+                const float d = max_diff(m.y, y2, (size_t)b * s.n);
+                printf("b=%d %-11s %-9s %8.2f us %7.1f GB/s  maxdiff %.3g\n", b, s.name,
+                       vs[v].name, us, wb / (us * 1e-6) / 1e9, d);
+                sum[mi][v] += us * (head ? 1 : layers[mi]);
+            }
+        }
+        for (int mi = 0; mi < 3; mi++)
+            for (int v = 0; v < NV; v++)
+                printf("SUM b=%d %-4s %-9s GEMVs %8.1f us/step  %7.1f GB/s  -> %.0f tok/s if "
+                       "nothing else ran\n",
+                       b, models[mi], vs[v].name, sum[mi][v], bytes[mi] / (sum[mi][v] * 1e-6) / 1e9,
+                       1e6 / sum[mi][v] * b);
+    }
+    return 0;
+}
