@@ -47,8 +47,10 @@ enum Cmd {
         /// plain ChatML.
         #[arg(long)]
         tool_template: bool,
-        /// Llama only: 256-wide matrices (`Dims::WIDE`), so every matrix takes K-quant
-        /// blocks (`quantize` tests and their llama.cpp reference).
+        /// Llama: 256-wide matrices (`Dims::WIDE`), so every matrix takes K-quant
+        /// blocks (`quantize` tests and their llama.cpp reference); gemma3_text: the
+        /// 256-wide 7-layer Gemma 3 whose config llama.cpp's `gemma3` can express
+        /// (`testmodel::make_test_model_gemma3_llama_cpp`).
         #[arg(long)]
         wide: bool,
         /// Use this tokenizer.json instead of the built-in tokenizer (its vocabulary
@@ -79,14 +81,25 @@ fn main() -> std::process::ExitCode {
             None => Err(anyhow::anyhow!(
                 "--arch {arch:?} is not one of llama, qwen3, gemma3_text, mistral"
             )),
-            Some(f) if wide && f != dayshift_node::testmodel::Family::Llama => {
-                Err(anyhow::anyhow!("--wide is for --arch llama only"))
+            Some(f)
+                if wide
+                    && !matches!(
+                        f,
+                        dayshift_node::testmodel::Family::Llama
+                            | dayshift_node::testmodel::Family::Gemma3
+                    ) =>
+            {
+                Err(anyhow::anyhow!(
+                    "--wide is for --arch llama and gemma3_text only"
+                ))
             }
             Some(_) if wide && tokenizer.is_some() => {
                 Err(anyhow::anyhow!("--wide and --tokenizer cannot be combined"))
             }
             Some(family) => if let Some(t) = &tokenizer {
                 dayshift_node::testmodel::make_test_model_with_tokenizer(&dir, family, t)
+            } else if wide && family == dayshift_node::testmodel::Family::Gemma3 {
+                dayshift_node::testmodel::make_test_model_gemma3_llama_cpp(&dir)
             } else if wide {
                 dayshift_node::testmodel::make_test_model_dims(
                     &dir,

@@ -215,6 +215,17 @@ impl Dims {
         kv_heads: 2,
         head_dim: 64,
     };
+    /// The 256-wide Gemma 3 of [`make_test_model_gemma3_llama_cpp`]: 7 layers, so that
+    /// llama.cpp's fixed pattern (every 6th layer global) has sliding layers on both
+    /// sides of a global one.
+    pub const GEMMA3_WIDE: Dims = Dims {
+        hidden: 256,
+        inter: 512,
+        layers: 7,
+        heads: 4,
+        kv_heads: 1,
+        head_dim: 64,
+    };
 }
 
 /// Architecture of a test model; each exercises what its family adds to Llama.
@@ -345,8 +356,17 @@ fn family_config_json_dims(vocab: usize, eos: u32, family: Family, d: Dims) -> s
             v["query_pre_attn_scalar"] = 24.into();
             v["sliding_window"] = 6.into();
             v["sliding_window_pattern"] = 3.into();
-            v["layer_types"] =
-                serde_json::json!(["sliding_attention", "sliding_attention", "full_attention"]);
+            // Every 3rd layer global (the tiny model: sliding, sliding, full).
+            v["layer_types"] = (0..d.layers)
+                .map(|i| {
+                    if (i + 1) % 3 == 0 {
+                        "full_attention"
+                    } else {
+                        "sliding_attention"
+                    }
+                })
+                .collect::<Vec<_>>()
+                .into();
             v["final_logit_softcapping"] = 8.0.into();
             v["attn_logit_softcapping"] = serde_json::Value::Null;
             v["tie_word_embeddings"] = true.into();
@@ -488,6 +508,47 @@ pub fn make_test_model_with_tokenizer(
     tokenizer: &Path,
 ) -> anyhow::Result<()> {
     make_model_with(dir, family.dims(), family, Some(tokenizer))
+}
+
+/// Writes a random Gemma 3 text model ([`Dims::GEMMA3_WIDE`], same tokenizer and
+/// template) whose config is one llama.cpp's `gemma3` architecture can express, so that
+/// `quantize` writes it and llama.cpp runs it alike: every 6th layer global
+/// (`sliding_window_pattern` 6; llama.cpp hard-codes it), sliding window 6, local RoPE
+/// base 10000 (hard-coded there too), global base 20000 with linear scaling ×2,
+/// `query_pre_attn_scalar` = `head_dim` (llama.cpp's attention scale), no final
+/// soft-capping (llama.cpp's sliding-window Gemma 3 graph has none), tied embeddings.
+pub fn make_test_model_gemma3_llama_cpp(dir: &Path) -> anyhow::Result<()> {
+    let d = Dims::GEMMA3_WIDE;
+    make_model(dir, d, Family::Gemma3)?;
+    let p = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?,
+    )?;
+    v["sliding_window_pattern"] = 6.into();
+    v["layer_types"] = (0..d.layers)
+        .map(|i| {
+            if (i + 1) % 6 == 0 {
+                "full_attention"
+            } else {
+                "sliding_attention"
+            }
+        })
+        .collect::<Vec<_>>()
+        .into();
+    v["rope_local_base_freq"] = 10_000.0.into();
+    v["query_pre_attn_scalar"] = d.head_dim.into();
+    v["final_logit_softcapping"] = serde_json::Value::Null;
+    write_json(&p, &v)?;
+    // Embeddings of ±1/16 (× √256 at the input: ±1), as small as a trained Gemma's:
+    // at ±1 the tied output matrix only echoes the last input token.
+    let st = dir.join("model.safetensors");
+    let mut w = candle_core::safetensors::load(&st, &Device::Cpu)?;
+    let name = "model.embed_tokens.weight";
+    if let Some(e) = w.get(name) {
+        let e = e.affine(1.0 / 16.0, 0.0)?;
+        w.insert(name.into(), e);
+    }
+    candle_core::safetensors::save(&w, &st).context("cannot write model.safetensors")
 }
 
 fn make_model(dir: &Path, d: Dims, family: Family) -> anyhow::Result<()> {

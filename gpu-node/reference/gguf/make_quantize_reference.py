@@ -12,6 +12,12 @@ Run (needs `pip install llama-cpp-python numpy`):
     for t in q4_k_m q5_k_m q8_0; do $B quantize $D/wide -t $t; done
     python3 gpu-node/reference/gguf/make_quantize_reference.py $D/wide.*.gguf \
         > gpu-node/reference/gguf/quantize_reference.json
+
+The Gemma 3 reference (gpu-node/tests/it/gguf_gemma3.rs) is made the same way:
+    $B make-test-model $D/gemma3 --arch gemma3_text --wide
+    for t in f16 q4_k; do $B quantize $D/gemma3 -t $t; done
+    python3 gpu-node/reference/gguf/make_quantize_reference.py $D/gemma3.F16.gguf \
+        $D/gemma3.Q4_K.gguf > gpu-node/reference/gguf/gemma3_quantize_reference.json
 """
 import hashlib
 import json

@@ -12,6 +12,10 @@
 //! model's "rotate half" rotary embedding applies unchanged. `qwen2` and `qwen3` files are not
 //! permuted (llama.cpp's `Qwen3Model` converter derives from `Qwen2Model`, which keeps the
 //! rows as they are; Qwen3's `attn_q_norm` / `attn_k_norm` are stored unshifted).
+//!
+//! `gemma3` files (Gemma 3 text, or the text part of the multimodal model) are read as
+//! llama.cpp reads them; see [`gemma3_config`] for the conventions and where they come
+//! from.
 
 use super::files::ModelError;
 use super::gguf_tokenizer::{GgufVocab, default_bos, default_eos};
@@ -28,7 +32,7 @@ use std::sync::Arc;
 use tokenizers::Tokenizer;
 
 /// GGUF architectures this loader runs.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3"];
 
 /// Whether `path` is a GGUF file (by its magic bytes).
 pub fn is_gguf_file(path: &Path) -> bool {
@@ -166,9 +170,10 @@ fn config_from_meta(m: &Meta, arch: &str, vocab: usize) -> Result<LlamaConfig, M
         .opt_u64(&k("attention.key_length"))
         .or_else(|| m.opt_u64(&k("rope.dimension_count")))
         .unwrap_or(hidden / heads.max(1));
-    let v = serde_json::json!({
+    let mut v = serde_json::json!({
         "model_type": match arch {
             "qwen2" | "qwen3" => arch,
+            "gemma3" => "gemma3_text",
             _ => "llama",
         },
         "hidden_size": hidden,
@@ -183,9 +188,213 @@ fn config_from_meta(m: &Meta, arch: &str, vocab: usize) -> Result<LlamaConfig, M
         "vocab_size": vocab,
         "torch_dtype": "float32",
     });
+    if arch == "gemma3" {
+        gemma3_config(m, &mut v)?;
+    }
     let cfg: LlamaConfig = serde_json::from_value(v).map_err(|e| bad(m.path, e.to_string()))?;
     cfg.check().map_err(|e| bad(m.path, e))?;
     Ok(cfg)
+}
+
+/// llama.cpp's fixed Gemma 3 layer pattern: layer `i` slides unless `(i + 1) % 6 == 0`
+/// (`llama_hparams::set_swa_pattern(6)`: sliding iff `i % 6 < 5`).
+pub const GEMMA3_SWA_PATTERN: usize = 6;
+/// llama.cpp's fixed RoPE base of Gemma 3's sliding-window layers
+/// (`rope_freq_base_train_swa = 10000.0f`, their scale fixed at 1).
+pub const GEMMA3_LOCAL_ROPE_BASE: f64 = 10_000.0;
+
+/// The value llama.cpp's Gemma 3 multiplies queries by is `query_pre_attn_scalar^-½`
+/// with this scalar: `n_embd / n_head` (integer division) for the 27B model (recognised
+/// by its 62 layers), `head_dim` (`attention.key_length`) for every other size.
+pub fn gemma3_query_pre_attn_scalar(layers: u64, hidden: u64, heads: u64, head_dim: u64) -> u64 {
+    if layers == 62 {
+        hidden / heads.max(1)
+    } else {
+        head_dim
+    }
+}
+
+/// The Gemma 3 fields of the model config from a `gemma3` file's metadata, as llama.cpp
+/// reads the file. Read in llama.cpp (ggml-org/llama.cpp: `src/llama-model.cpp`,
+/// `case LLM_ARCH_GEMMA3` of `load_hparams`; `src/models/gemma3.cpp`, the graph;
+/// `convert_hf_to_gguf.py`, class `Gemma3Model`; `gguf-py/gguf/constants.py` and
+/// `tensor_mapping.py`, names), and in the llama-cpp-python 0.3.36 build the tests use:
+/// - tensors: `token_embd`, `blk.N.attn_norm`, `attn_q/k/v/output`, `attn_q_norm`,
+///   `attn_k_norm`, `post_attention_norm`, `ffn_norm` (before the MLP:
+///   `pre_feedforward_layernorm`), `ffn_gate/up/down`, `post_ffw_norm`, `output_norm`;
+///   no `output` (tied to `token_embd`); Q/K rows as they are (rotary NEOX, not
+///   permuted); every `*norm.weight` stored with the `+1` of `Gemma3RMSNorm` added by
+///   the converter ([`Llama::load_gguf`] uses them as they are);
+/// - embeddings × √`embedding_length`, GELU (tanh) MLP, RMSNorm epsilon
+///   `attention.layer_norm_rms_epsilon` (required by llama.cpp, so here too);
+/// - sliding layers: only when `attention.sliding_window` is present and > 0 (llama.cpp
+///   since its Rnj-1 change; before it the key was required), then every
+///   [`GEMMA3_SWA_PATTERN`]-th layer is global; llama.cpp reads no pattern key for
+///   `gemma3`, so an `attention.sliding_window_pattern` that says otherwise is refused;
+/// - RoPE: `rope.freq_base` (default 10000) with `rope.scaling.factor` (linear) on global
+///   layers; sliding layers [`GEMMA3_LOCAL_ROPE_BASE`] unscaled (a `rope.freq_base_swa`
+///   that differs is refused, llama.cpp overrides it);
+/// - attention scale: [`gemma3_query_pre_attn_scalar`] (no key; an `attention.scale`
+///   that differs is refused);
+/// - `final_logit_softcapping`: llama.cpp applies it only to files without sliding
+///   layers (its sliding-window graph has no soft-capping), so a file with both is
+///   refused; `attn_logit_softcapping` is refused (Gemma 3 has none; the converter
+///   asserts it is null).
+fn gemma3_config(m: &Meta, v: &mut serde_json::Value) -> Result<(), ModelError> {
+    let k = |s: &str| format!("gemma3.{s}");
+    let refuse = |key: &str, why: String| Err(bad(m.path, format!("metadata {key}: {why}")));
+    let layers = m.u64(&k("block_count"))?;
+    let hidden = m.u64(&k("embedding_length"))?;
+    let heads = m.u64(&k("attention.head_count"))?;
+    let eps = k("attention.layer_norm_rms_epsilon");
+    let Some(eps_v) = m.opt_f64(&eps) else {
+        return refuse(
+            &eps,
+            "is missing (llama.cpp requires it for gemma3; Gemma 3 uses 1e-6)".into(),
+        );
+    };
+    v["rms_norm_eps"] = eps_v.into();
+    let head_dim = v["head_dim"].as_u64().unwrap_or(0);
+    if let Some(vl) = m.opt_u64(&k("attention.value_length"))
+        && vl != head_dim
+    {
+        return refuse(
+            &k("attention.value_length"),
+            format!(
+                "{vl} differs from attention.key_length {head_dim}; this engine runs equal key and value widths"
+            ),
+        );
+    }
+    if let Some(rd) = m.opt_u64(&k("rope.dimension_count"))
+        && rd != head_dim
+    {
+        return refuse(
+            &k("rope.dimension_count"),
+            format!(
+                "{rd} differs from the head width {head_dim}; partial rotary embeddings are not implemented"
+            ),
+        );
+    }
+    v["hidden_activation"] = "gelu_pytorch_tanh".into();
+    v["tie_word_embeddings"] = true.into();
+    let qpas = gemma3_query_pre_attn_scalar(layers, hidden, heads, head_dim);
+    if let Some(scale) = m.opt_f64(&k("attention.scale")) {
+        let implied = 1.0 / (qpas as f64).sqrt();
+        if (scale - implied).abs() > 1e-6 * implied {
+            return refuse(
+                &k("attention.scale"),
+                format!(
+                    "{scale} differs from {implied} (1/√{qpas}), the scale llama.cpp's gemma3 applies regardless of this key; rewrite the file without it"
+                ),
+            );
+        }
+    }
+    v["query_pre_attn_scalar"] = qpas.into();
+    // Which layers slide.
+    let window = m.opt_u64(&k("attention.sliding_window")).unwrap_or(0);
+    let sliding: Vec<bool> = (0..layers as usize)
+        .map(|i| window > 0 && (i + 1) % GEMMA3_SWA_PATTERN != 0)
+        .collect();
+    let pattern_key = k("attention.sliding_window_pattern");
+    match m.get(&pattern_key) {
+        None => {}
+        Some(Value::Array(a)) => {
+            let given: Vec<Option<bool>> = a
+                .iter()
+                .map(|x| match x {
+                    Value::Bool(b) => Some(*b),
+                    _ => None,
+                })
+                .collect();
+            if given != sliding.iter().map(|&b| Some(b)).collect::<Vec<_>>() {
+                return refuse(
+                    &pattern_key,
+                    format!(
+                        "{given:?} is not llama.cpp's fixed gemma3 pattern {sliding:?} (every {GEMMA3_SWA_PATTERN}th layer global), which llama.cpp uses regardless of this key"
+                    ),
+                );
+            }
+        }
+        Some(x) if as_u64(x) != Some(GEMMA3_SWA_PATTERN as u64) => {
+            return refuse(
+                &pattern_key,
+                format!(
+                    "{x:?} is not {GEMMA3_SWA_PATTERN}, llama.cpp's fixed gemma3 pattern (every {GEMMA3_SWA_PATTERN}th layer global), which it uses regardless of this key"
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+    let any_sliding = sliding.iter().any(|&s| s);
+    if any_sliding {
+        v["sliding_window"] = window.into();
+    }
+    v["layer_types"] = sliding
+        .iter()
+        .map(|&s| {
+            if s {
+                "sliding_attention"
+            } else {
+                "full_attention"
+            }
+        })
+        .collect::<Vec<_>>()
+        .into();
+    // RoPE.
+    if let Some(b) = m.opt_f64(&k("rope.freq_base_swa"))
+        && (b - GEMMA3_LOCAL_ROPE_BASE).abs() > 1e-3
+    {
+        return refuse(
+            &k("rope.freq_base_swa"),
+            format!(
+                "{b} differs from {GEMMA3_LOCAL_ROPE_BASE}, the base llama.cpp's gemma3 gives its sliding layers regardless of this key"
+            ),
+        );
+    }
+    v["rope_local_base_freq"] = GEMMA3_LOCAL_ROPE_BASE.into();
+    let ty_key = k("rope.scaling.type");
+    let factor = m
+        .opt_f64(&k("rope.scaling.factor"))
+        .or_else(|| m.opt_f64(&k("rope.scale_linear")))
+        .filter(|f| *f != 0.0);
+    match (m.opt_str(&ty_key), factor) {
+        (None | Some("linear"), Some(f)) if f > 0.0 => {
+            if f != 1.0 {
+                v["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": f});
+            }
+        }
+        (None | Some("linear") | Some("none"), None) => {}
+        (Some("none"), Some(1.0)) => {}
+        (t, f) => {
+            return refuse(
+                &ty_key,
+                format!(
+                    "{t:?} with rope.scaling.factor {f:?} is not supported for gemma3 (only linear scaling with a factor > 0)"
+                ),
+            );
+        }
+    }
+    // Soft-capping.
+    if m.get(&k("attn_logit_softcapping")).is_some() {
+        return refuse(
+            &k("attn_logit_softcapping"),
+            "is set; Gemma 3 has no attention soft-capping (llama.cpp's converter refuses it) and this engine does not implement it".into(),
+        );
+    }
+    if let Some(c) = m.opt_f64(&k("final_logit_softcapping"))
+        && c != 0.0
+    {
+        if any_sliding {
+            return refuse(
+                &k("final_logit_softcapping"),
+                format!(
+                    "{c} on a file with sliding-window layers: llama.cpp's sliding-window gemma3 graph never applies it, so which logits the file means is unclear; rewrite it without the key"
+                ),
+            );
+        }
+        v["final_logit_softcapping"] = c.into();
+    }
+    Ok(())
 }
 
 /// The tokenizer of a GGUF file (`tokenizer.ggml.*`; see [`super::gguf_tokenizer`]).
@@ -360,7 +569,7 @@ pub fn read_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
     build_tokenizer(&m, &tokens)
 }
 
-/// Loads a GGUF file of the Llama family onto `device` (activations in f32).
+/// Loads a GGUF file of the Llama family or Gemma 3 onto `device` (activations in f32).
 pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError> {
     let (content, mut reader) = open(path)?;
     let m = Meta {
@@ -426,7 +635,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError>
     }
     let bos_id = bos.map(|x| x as u32);
     let mut src = GgufSource {
-        interleaved: !matches!(arch.as_str(), "qwen2" | "qwen3"),
+        interleaved: !matches!(arch.as_str(), "qwen2" | "qwen3" | "gemma3"),
         head_dim: cfg.head_dim(),
         device: device.clone(),
         path: path.to_path_buf(),

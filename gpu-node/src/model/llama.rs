@@ -418,7 +418,7 @@ fn norm_weight(w: Tensor, arch: &Arch) -> Result<Tensor> {
 
 /// Where the decoder's tensors live: `model.` (text models), `language_model.model.` or
 /// `model.language_model.` (Gemma 3's multimodal checkpoints); and the `lm_head` name.
-fn weight_prefixes(vb: &VarBuilder) -> (String, String) {
+pub(crate) fn weight_prefixes(vb: &VarBuilder) -> (String, String) {
     for (m, head) in [
         ("model", "lm_head"),
         ("language_model.model", "language_model.lm_head"),
@@ -616,9 +616,6 @@ impl Llama {
     /// activations); `cfg` comes from the file's metadata.
     pub fn load_gguf(src: &mut dyn QuantSource, cfg: &LlamaConfig) -> Result<Self> {
         let arch = arch_of(cfg)?;
-        if arch.gemma_norms || arch.embed_scale.is_some() || arch.ropes.len() != 1 {
-            candle_core::bail!("{} is not supported from GGUF", cfg.model_type);
-        }
         let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
         let h = cfg.hidden_size;
         let emb = src.dense("token_embd.weight")?;
@@ -671,12 +668,25 @@ impl Llama {
                 up: src.lin(&format!("{p}.ffn_up.weight"), None)?,
                 down: src.lin(&format!("{p}.ffn_down.weight"), None)?,
             };
+            // Gemma 3 (llama.cpp's names): `ffn_norm` is the norm before the MLP
+            // (`pre_feedforward_layernorm`), `post_attention_norm` and `post_ffw_norm`
+            // come after attention and the MLP. GGUF files store every Gemma norm as
+            // applied (`1 + w`, added by llama.cpp's converter), so unlike
+            // [`norm_weight`] nothing is added here.
+            let post = if arch.gemma_norms {
+                Some((
+                    src.dense(&format!("{p}.post_attention_norm.weight"))?,
+                    src.dense(&format!("{p}.post_ffw_norm.weight"))?,
+                ))
+            } else {
+                None
+            };
             blocks.push(Block {
                 attn,
                 mlp,
                 ln1: src.dense(&format!("{p}.attn_norm.weight"))?,
                 ln2: src.dense(&format!("{p}.ffn_norm.weight"))?,
-                post: None,
+                post,
             });
         }
         let norm = src.dense("output_norm.weight")?;

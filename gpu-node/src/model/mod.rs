@@ -116,7 +116,7 @@ pub(crate) fn load_weights<'a>(
 /// text model under `text_config` (its vision tower is not loaded); that part becomes a
 /// `gemma3_text` config, with the top-level fields it lacks (token ids, dtype) carried
 /// over. Gemma 3 ties its embeddings unless the config says otherwise.
-fn text_config(raw: serde_json::Value) -> serde_json::Value {
+pub(crate) fn text_config(raw: serde_json::Value) -> serde_json::Value {
     let mut raw = raw;
     if raw.get("model_type").and_then(|v| v.as_str()) == Some("gemma3")
         && let Some(serde_json::Value::Object(text)) = raw.get("text_config")

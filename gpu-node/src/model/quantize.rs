@@ -12,6 +12,13 @@
 //!   in Q6_K). Norms and biases stay f32. A matrix whose input width is not a multiple
 //!   of 256 cannot hold K-quant blocks; it falls back as llama.cpp does (Q4_K → Q5_0,
 //!   Q5_K → Q5_1, Q6_K → Q8_0) and the report counts it.
+//!   `gemma3_text` and `gemma3` (its text part: `language_model.*` weights, the vision
+//!   tower is skipped) as GGUF `gemma3`, as llama.cpp's `Gemma3Model` converter writes
+//!   it: its names (`post_attention_norm`, `ffn_norm` for the norm before the MLP,
+//!   `post_ffw_norm`, `attn_q_norm`/`attn_k_norm`), every norm stored as applied
+//!   (`1 + w`), rows as they are, no `output` tensor when tied; `sliding_window`,
+//!   linear `rope.scaling.*`. What llama.cpp's `gemma3` cannot express is refused
+//!   ([`refuse_gemma3`]).
 //! - Llama 3.1's `rope_scaling` becomes the `rope_freqs.weight` tensor (llama.cpp's form).
 //! - Tokenizer ([`tokenizer_kind`]): byte-level BPE (tokens, merges, token types,
 //!   BOS/EOS, the pre-tokenizer's llama.cpp name found from `tokenizer.json`: GPT-2,
@@ -25,6 +32,7 @@ use super::arch::{Arch, Rope, RopeKind, inv_freqs};
 use super::chat;
 use super::config::LlamaConfig;
 use super::files::read_json;
+use super::gguf::{GEMMA3_LOCAL_ROPE_BASE, GEMMA3_SWA_PATTERN, gemma3_query_pre_attn_scalar};
 use super::gguf_tokenizer::token_type;
 use anyhow::{Context, bail, ensure};
 use candle_core::quantized::gguf_file::Value;
@@ -230,6 +238,8 @@ struct Plan {
     hf: String,
     /// Q/K projection of a `llama` file: interleave rows of this many heads.
     interleave: Option<usize>,
+    /// Added to every value (Gemma 3's norms: 1).
+    shift: f64,
 }
 
 /// Text the written tokenizer must encode exactly as the directory's does.
@@ -247,7 +257,9 @@ pub fn write_gguf(
     scheme: Scheme,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> anyhow::Result<Report> {
-    let mut cfg: LlamaConfig = read_json(&dir.join("config.json"))?;
+    let raw: serde_json::Value = read_json(&dir.join("config.json"))?;
+    let mut cfg: LlamaConfig = serde_json::from_value(super::text_config(raw))
+        .with_context(|| format!("{}", dir.join("config.json").display()))?;
     cfg.normalize();
     cfg.check()
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
@@ -255,12 +267,20 @@ pub fn write_gguf(
         "llama" | "mistral" => "llama",
         "qwen2" => "qwen2",
         "qwen3" => "qwen3",
+        "gemma3_text" => "gemma3",
         other => bail!(
-            "{}: model_type {other:?} cannot be quantized yet (supported: llama, mistral, qwen2, qwen3)",
+            "{}: model_type {other:?} cannot be quantized yet (supported: llama, mistral, qwen2, qwen3, gemma3_text, gemma3)",
             dir.join("config.json").display()
         ),
     };
     refuse_unwritable(&cfg, dir)?;
+    // The engine's reading of the config (refuses what it would not run) and, from it,
+    // Llama 3.1's scaling as llama.cpp stores it and Gemma 3's layer choices.
+    let choices = Arch::from_config(&cfg)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
+    if arch == "gemma3" {
+        refuse_gemma3(&cfg, &choices, dir)?;
+    }
     let tok = super::load_tokenizer(dir)?;
     let tc = chat::TokenizerConfig::load(&dir.join("tokenizer_config.json"))?;
     let tj: serde_json::Value = serde_json::from_str(
@@ -275,15 +295,15 @@ pub fn write_gguf(
     })?;
     let mut md = tokenizer_metadata(&tok, &tj, &tc, &cfg, kind)?;
     md.extend(model_metadata(&cfg, arch, scheme, dir));
+    if arch == "gemma3" {
+        md.extend(gemma3_metadata(&cfg, &choices));
+    }
 
     let vb = super::load_weights(dir, DType::F32, &Device::Cpu)?;
     let has = |n: &str| vb.contains_tensor(n);
-    let tied = !has("lm_head.weight");
-    let plans = plan_tensors(&cfg, arch, tied, &has);
-    // The engine's reading of the config (refuses what it would not run) and, from it,
-    // Llama 3.1's scaling as llama.cpp stores it.
-    let choices = Arch::from_config(&cfg)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
+    let (prefix, head) = super::llama::weight_prefixes(&vb);
+    let tied = !has(&format!("{head}.weight"));
+    let plans = plan_tensors(&cfg, arch, tied, &prefix, &head, &has);
     let freqs = choices
         .ropes
         .first()
@@ -303,6 +323,12 @@ pub fn write_gguf(
         let w = match p.interleave {
             Some(h) => interleave(&w, h)?,
             None => w,
+        };
+        // Gemma 3's norms as applied (`1 + w`), as llama.cpp's converter stores them.
+        let w = if p.shift != 0.0 {
+            w.affine(1.0, p.shift)?
+        } else {
+            w
         };
         let dt = report.plan(scheme, &p.gguf, w.dims(), tied, cfg.num_hidden_layers);
         let qt = QTensor::quantize(&w, dt)
@@ -331,6 +357,7 @@ fn refuse_unwritable(cfg: &LlamaConfig, dir: &Path) -> anyhow::Result<()> {
     if let Some(s) = &cfg.rope_scaling
         && s.rope_type.as_deref() != Some("llama3")
         && s.rope_type.as_deref() != Some("default")
+        && cfg.model_type != "gemma3_text"
     {
         bail!(
             "{}: rope_scaling type {:?} cannot be written yet (only llama3, as rope_freqs.weight)",
@@ -350,6 +377,114 @@ fn refuse_unwritable(cfg: &LlamaConfig, dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Refuses a Gemma 3 config that llama.cpp's `gemma3` architecture cannot express (it
+/// reads no key for these: see [`super::gguf`]'s `gemma3_config` for the sources), each
+/// error naming the config field: sliding layers other than every
+/// [`GEMMA3_SWA_PATTERN`]-th layer global (or none), a local RoPE base other than
+/// [`GEMMA3_LOCAL_ROPE_BASE`] or a scaled local RoPE, a `query_pre_attn_scalar` other
+/// than the one llama.cpp implies, and final-logit soft-capping together with sliding
+/// layers (llama.cpp's sliding-window graph has none).
+fn refuse_gemma3(cfg: &LlamaConfig, a: &Arch, dir: &Path) -> anyhow::Result<()> {
+    let file = dir.join("config.json");
+    let n = cfg.num_hidden_layers;
+    let any_sliding = a.sliding.iter().any(|&s| s);
+    let llama_cpp: Vec<bool> = (0..n).map(|i| (i + 1) % GEMMA3_SWA_PATTERN != 0).collect();
+    if any_sliding && a.sliding != llama_cpp {
+        bail!(
+            "{}: layer_types / sliding_window_pattern make layers {:?} sliding; llama.cpp's gemma3 has no key for this and slides every layer but each {GEMMA3_SWA_PATTERN}th ({:?}), so the GGUF file would run differently",
+            file.display(),
+            a.sliding
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s)
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>(),
+            llama_cpp
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s)
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        );
+    }
+    if let Some(local) = a.ropes.get(1)
+        && any_sliding
+        && (local.theta != GEMMA3_LOCAL_ROPE_BASE || local.kind != RopeKind::Default)
+    {
+        bail!(
+            "{}: rope_local_base_freq {} ({:?}) cannot be written: llama.cpp's gemma3 gives sliding layers base {GEMMA3_LOCAL_ROPE_BASE}, unscaled, and reads no key for it",
+            file.display(),
+            local.theta,
+            local.kind
+        );
+    }
+    let hd = cfg.head_dim() as u64;
+    let want = gemma3_query_pre_attn_scalar(
+        n as u64,
+        cfg.hidden_size as u64,
+        cfg.num_attention_heads as u64,
+        hd,
+    );
+    let have = cfg.query_pre_attn_scalar.unwrap_or(256.0);
+    if have != want as f64 {
+        bail!(
+            "{}: query_pre_attn_scalar {have} cannot be written: llama.cpp's gemma3 scales queries by 1/√{want} ({}), with no key for it",
+            file.display(),
+            if n == 62 {
+                "hidden_size / num_attention_heads, its 27B rule"
+            } else {
+                "head_dim"
+            }
+        );
+    }
+    if let Some(c) = cfg.final_logit_softcapping
+        && any_sliding
+    {
+        bail!(
+            "{}: final_logit_softcapping {c} cannot be written for a model with sliding-window layers: llama.cpp's gemma3 applies it only without them",
+            file.display()
+        );
+    }
+    if !matches!(
+        a.ropes.first().map(|r| &r.kind),
+        Some(RopeKind::Default | RopeKind::Linear(_))
+    ) {
+        bail!(
+            "{}: rope_scaling of the global layers must be linear or none for gemma3",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// The `gemma3.*` keys llama.cpp's converter adds for Gemma 3: `attention.sliding_window`
+/// when some layer slides, `rope.scaling.type` / `rope.scaling.factor` for linear
+/// scaling (global layers only), `final_logit_softcapping` when set (only without
+/// sliding layers; [`refuse_gemma3`]).
+fn gemma3_metadata(cfg: &LlamaConfig, a: &Arch) -> Vec<(String, Value)> {
+    let mut md = Vec::new();
+    if let (Some(w), true) = (a.window, a.sliding.iter().any(|&s| s)) {
+        md.push((
+            "gemma3.attention.sliding_window".into(),
+            Value::U32(w as u32),
+        ));
+    }
+    if let Some(RopeKind::Linear(f)) = a.ropes.first().map(|r| &r.kind) {
+        md.push((
+            "gemma3.rope.scaling.type".into(),
+            Value::String("linear".into()),
+        ));
+        md.push(("gemma3.rope.scaling.factor".into(), Value::F32(*f as f32)));
+    }
+    if let Some(c) = cfg.final_logit_softcapping {
+        md.push((
+            "gemma3.final_logit_softcapping".into(),
+            Value::F32(c as f32),
+        ));
+    }
+    md
 }
 
 /// Re-quantizes the GGUF file `src` into `out` in `scheme` (every matrix dequantized and
@@ -457,22 +592,49 @@ pub fn write_from_dir(dir: &Path, out: &Path, dtype: GgmlDType) -> anyhow::Resul
     write_gguf(dir, out, Scheme::Uniform(dtype), &mut |_, _, _| {})
 }
 
-/// The tensors of the file, in llama.cpp's order and names.
+/// The tensors of the file, in llama.cpp's order and names; `prefix` is where the
+/// decoder's weights live (`model`, or Gemma 3's multimodal `language_model.model` /
+/// `model.language_model`), `head` the name of the untied output matrix.
 fn plan_tensors(
     cfg: &LlamaConfig,
     arch: &str,
     tied: bool,
+    prefix: &str,
+    head: &str,
     has: &dyn Fn(&str) -> bool,
 ) -> Vec<Plan> {
     let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
     let rot = |h: usize| (arch == "llama").then_some(h);
+    let gemma = arch == "gemma3";
+    // Gemma3RMSNorm scales by `1 + w`; llama.cpp's converter stores `1 + w`.
+    let norm_shift = if gemma { 1.0 } else { 0.0 };
     let mut v = vec![Plan {
         gguf: "token_embd.weight".into(),
-        hf: "model.embed_tokens.weight".into(),
+        hf: format!("{prefix}.embed_tokens.weight"),
         interleave: None,
+        shift: 0.0,
     }];
+    // (HF name, GGUF name, only some architectures have it: Qwen3's per-head q/k
+    // norms, `[head_dim]`, written as they are)
+    let norms: &[(&str, &str, bool)] = if gemma {
+        &[
+            ("input_layernorm", "attn_norm", false),
+            ("post_attention_layernorm", "post_attention_norm", false),
+            ("pre_feedforward_layernorm", "ffn_norm", false),
+            ("post_feedforward_layernorm", "post_ffw_norm", false),
+            ("self_attn.q_norm", "attn_q_norm", false),
+            ("self_attn.k_norm", "attn_k_norm", false),
+        ]
+    } else {
+        &[
+            ("input_layernorm", "attn_norm", false),
+            ("post_attention_layernorm", "ffn_norm", false),
+            ("self_attn.q_norm", "attn_q_norm", true),
+            ("self_attn.k_norm", "attn_k_norm", true),
+        ]
+    };
     for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
+        let p = format!("{prefix}.layers.{i}");
         let b = format!("blk.{i}");
         let mats = [
             ("self_attn.q_proj", "attn_q", rot(nh)),
@@ -488,6 +650,7 @@ fn plan_tensors(
                 gguf: format!("{b}.{gg}.weight"),
                 hf: format!("{p}.{hf}.weight"),
                 interleave: il,
+                shift: 0.0,
             });
             let bias = format!("{p}.{hf}.bias");
             if has(&bias) {
@@ -495,17 +658,11 @@ fn plan_tensors(
                     gguf: format!("{b}.{gg}.bias"),
                     hf: bias,
                     interleave: il,
+                    shift: 0.0,
                 });
             }
         }
-        // (HF name, GGUF name, only some architectures have it: Qwen3's per-head q/k
-        // norms, `[head_dim]`, written as they are)
-        for (hf, gg, optional) in [
-            ("input_layernorm", "attn_norm", false),
-            ("post_attention_layernorm", "ffn_norm", false),
-            ("self_attn.q_norm", "attn_q_norm", true),
-            ("self_attn.k_norm", "attn_k_norm", true),
-        ] {
+        for &(hf, gg, optional) in norms {
             if optional && !has(&format!("{p}.{hf}.weight")) {
                 continue;
             }
@@ -513,19 +670,22 @@ fn plan_tensors(
                 gguf: format!("{b}.{gg}.weight"),
                 hf: format!("{p}.{hf}.weight"),
                 interleave: None,
+                shift: norm_shift,
             });
         }
     }
     v.push(Plan {
         gguf: "output_norm.weight".into(),
-        hf: "model.norm.weight".into(),
+        hf: format!("{prefix}.norm.weight"),
         interleave: None,
+        shift: norm_shift,
     });
     if !tied {
         v.push(Plan {
             gguf: "output.weight".into(),
-            hf: "lm_head.weight".into(),
+            hf: format!("{head}.weight"),
             interleave: None,
+            shift: 0.0,
         });
     }
     v

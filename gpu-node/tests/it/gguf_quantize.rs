@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-fn load(p: &Path) -> Box<GenerationModel> {
+pub(crate) fn load(p: &Path) -> Box<GenerationModel> {
     match model::load(p, None, &Device::Cpu).unwrap() {
         LoadedModel::Generation(g) => g,
         LoadedModel::Embedding(_) => panic!("expected a generation model"),
@@ -40,7 +40,7 @@ fn wide_model() -> tempfile::TempDir {
 }
 
 /// Runs `dayshift-node quantize DIR -t TYPE --json`; returns the summary.
-fn quantize_cli(dir: &Path, ty: &str) -> Value {
+pub(crate) fn quantize_cli(dir: &Path, ty: &str) -> Value {
     let out = Command::new(BIN)
         .arg("quantize")
         .arg(dir)
@@ -56,7 +56,7 @@ fn quantize_cli(dir: &Path, ty: &str) -> Value {
 }
 
 /// Logits after `ids` and `steps` greedy tokens, through one cache (prefill, then decode).
-fn greedy(m: &GenerationModel, ids: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>) {
+pub(crate) fn greedy(m: &GenerationModel, ids: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>) {
     let mut cache = SeqCache::default();
     let mut first = None;
     let mut out = Vec::new();
@@ -291,12 +291,11 @@ fn qwen3_round_trips_and_unwritable_models_are_refused() {
                 .unwrap_err()
         )
     };
+    // The tiny Gemma 3 slides layers 0 and 1 of 3: llama.cpp's gemma3 (every 6th layer
+    // global, no key for it) cannot express that (`gguf_gemma3` writes one it can).
     let g = common::tiny_model_arch("gemma3_text");
     let e = err(g.path());
-    assert!(
-        e.contains("gemma3_text") && e.contains("cannot be quantized"),
-        "{e}"
-    );
+    assert!(e.contains("layer_types") && e.contains("sliding"), "{e}");
     // Byte fallback on a byte-level BPE (pre-tokenizer ByteLevel) is neither kind: refused.
     let t = common::tiny_model();
     let tj = t.path().join("tokenizer.json");

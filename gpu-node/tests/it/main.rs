@@ -10,6 +10,7 @@ mod common;
 mod concurrency;
 mod embeddings;
 mod fit;
+mod gguf_gemma3;
 mod gguf_quant;
 mod gguf_quantize;
 mod gguf_smollm2;
