@@ -1,7 +1,8 @@
 // Microbenchmark of the decode GEMVs (issue 17) against the device's copy bandwidth,
 // measured in the same run:
-//   nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/gemv_bench bench/gpu/kernels/gemv_bench.cu
-//   /tmp/gemv_bench            (prints one line per shape and kernel, then a model sum)
+//   nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/gemv_bench bench/gpu/kernels/gemv_bench.cu -lcublas
+//   /tmp/gemv_bench            (prints one line per shape and kernel, then a model sum,
+//                               then the attention and RoPE kernels; `attn`: only those)
 // Each timing is a CUDA graph of L launches, each on its own copy of the weights (L copies
 // >= 512 MB, so no launch finds its weights in L2), replayed 20 times after 3 warm-ups.
 // Shapes are the batch-1 decode GEMVs of Llama-3.2-1B, Llama-3.1-8B and Qwen2.5-0.5B
@@ -13,6 +14,7 @@
 // uses it.
 #include "../../../gpu-node/cuda/decode.cu"
 #include "gemv_v1.cuh"
+#include <cublas_v2.h>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -83,16 +85,32 @@ struct Bufs {
     size_t wcopies;
 };
 
+// y[b, n] = x[b, k] w[n, k]^T by cuBLAS (bf16 in, f32 compute), as candle's matmul does
+// for more rows than the GEMV takes; timed like the kernels (a graph of L calls).
+static cublasHandle_t blas;
+static void blas_gemm(const Shape &s, int b, const bf *x, const bf *w, bf *y, cudaStream_t st) {
+    const float alpha = 1.f, beta = 0.f;
+    if (cublasSetStream(blas, st) != CUBLAS_STATUS_SUCCESS) exit(2);
+    if (cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, s.n, b, s.k, &alpha, w, CUDA_R_16BF, s.k, x,
+                     CUDA_R_16BF, s.k, &beta, y, CUDA_R_16BF, s.n, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "cublasGemmEx failed\n");
+        exit(2);
+    }
+}
 static float time_graph(kfn f, bool pdl, const Shape &s, int b, Bufs &m, int L) {
     cudaStream_t st;
     CK(cudaStreamCreate(&st));
     const size_t wsz = (size_t)s.n * s.k;
-    CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
+    if (f) CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
+    else blas_gemm(s, b, m.x, m.w, m.y, st); // cuBLAS picks and loads its kernel outside the capture
     cudaGraph_t g;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
-    for (int l = 0; l < L; l++)
-        launch(f, pdl, s.n, b, s.k, m.x, m.nw, m.w + (l % m.wcopies) * wsz, s.res ? m.res : nullptr,
-               m.y, st);
+    for (int l = 0; l < L; l++) {
+        const bf *w = m.w + (l % m.wcopies) * wsz;
+        if (f) launch(f, pdl, s.n, b, s.k, m.x, m.nw, w, s.res ? m.res : nullptr, m.y, st);
+        else blas_gemm(s, b, m.x, w, m.y, st);
+    }
     CK(cudaStreamEndCapture(st, &g));
     cudaGraphExec_t ge;
     CK(cudaGraphInstantiate(&ge, g, 0));
@@ -125,11 +143,125 @@ static float max_diff(const bf *a, const bf *b, size_t n) {
     return d;
 }
 
+static const int BS[4] = {1, 2, 4, 8};
 struct Variant {
     const char *name;
-    kfn f[3][2]; // [pro][b-1]
+    kfn f[3][4]; // [pro][index of b in BS]; nullptr: cuBLAS
     bool pdl;
 };
+#define ALLB(K, PRO) {K<1, PRO>, K<2, PRO>, K<4, PRO>, K<8, PRO>}
+
+
+
+// Per-launch time of the fused step's other kernels at batch 1, each in a graph of 32
+// launches over 32 layers' own caches (so the keys and values come from memory, not L2):
+// decode attention at a few context lengths, and the three RoPE parts (q; k and v into
+// the cache).
+template <int G>
+static void attn_case(const char *name, int nh, int nkv, int ctx) {
+    const int hd = 64 * G, cap = 4096, layers = 32;
+    const size_t per = (size_t)nkv * cap * hd;
+    bf *kc, *vc, *q, *o;
+    uint32_t *idx;
+    CK(cudaMalloc(&kc, per * layers * sizeof(bf)));
+    CK(cudaMalloc(&vc, per * layers * sizeof(bf)));
+    CK(cudaMalloc(&q, (size_t)nh * hd * sizeof(bf)));
+    CK(cudaMalloc(&o, (size_t)nh * hd * sizeof(bf)));
+    CK(cudaMalloc(&idx, 3 * sizeof(uint32_t)));
+    fill_rand<<<1024, 256>>>(kc, per * layers, 7, 1.f);
+    fill_rand<<<1024, 256>>>(vc, per * layers, 8, 1.f);
+    fill_rand<<<16, 256>>>(q, (size_t)nh * hd, 9, 1.f);
+    const uint32_t h[3] = {0, (uint32_t)ctx - 1, 0};
+    CK(cudaMemcpy(idx, h, sizeof h, cudaMemcpyHostToDevice));
+    cudaStream_t st;
+    CK(cudaStreamCreate(&st));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+    for (int l = 0; l < layers; l++) {
+        if (G == 1)
+            decode_attn64_bf16_1<<<dim3(nh, 1), 128, 0, st>>>(q, kc + l * per, vc + l * per, o, idx,
+                                                              1, nh, nkv, cap, hd, 0, 0.125f);
+        else
+            decode_attn64_bf16_2<<<dim3(nh, 1), 128, 0, st>>>(q, kc + l * per, vc + l * per, o, idx,
+                                                              1, nh, nkv, cap, hd, 0, 0.125f);
+    }
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    CK(cudaEventRecord(e0, st));
+    for (int i = 0; i < 20; i++) CK(cudaGraphLaunch(ge, st));
+    CK(cudaEventRecord(e1, st));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    const double us = ms * 1000.0 / (20 * layers);
+    const double bytes = 2.0 * nkv * ctx * hd * sizeof(bf);
+    printf("attn %-8s ctx %5d: %7.2f us per launch (%6.1f GB/s of keys and values)\n", name, ctx,
+           us, bytes / (us * 1e-6) / 1e9);
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+    CK(cudaStreamDestroy(st));
+    for (void *p : {(void *)kc, (void *)vc, (void *)q, (void *)o, (void *)idx}) CK(cudaFree(p));
+}
+
+static void rope_case(const char *name, int nh, int nkv, int hd) {
+    const int cap = 4096, layers = 32;
+    bf *qkv, *cs, *sn, *qo, *kc, *vc;
+    uint32_t *idx;
+    const size_t per = (size_t)nkv * cap * hd;
+    CK(cudaMalloc(&qkv, (size_t)(nh + 2 * nkv) * hd * sizeof(bf)));
+    CK(cudaMalloc(&cs, (size_t)cap * hd / 2 * sizeof(bf)));
+    CK(cudaMalloc(&sn, (size_t)cap * hd / 2 * sizeof(bf)));
+    CK(cudaMalloc(&qo, (size_t)nh * hd * sizeof(bf)));
+    CK(cudaMalloc(&kc, per * layers * sizeof(bf)));
+    CK(cudaMalloc(&vc, per * layers * sizeof(bf)));
+    CK(cudaMalloc(&idx, 3 * sizeof(uint32_t)));
+    const uint32_t h[3] = {0, 100, 0};
+    CK(cudaMemcpy(idx, h, sizeof h, cudaMemcpyHostToDevice));
+    cudaStream_t st;
+    CK(cudaStreamCreate(&st));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+    for (int l = 0; l < layers; l++) {
+        rope_rows_bf16<<<dim3(nh, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn, qo, idx, 0, 1, nh,
+                                                       nkv, cap, hd);
+        rope_rows_bf16<<<dim3(nkv, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn, kc + l * per, idx,
+                                                        1, 1, nh, nkv, cap, hd);
+        rope_rows_bf16<<<dim3(nkv, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn, vc + l * per, idx,
+                                                        2, 1, nh, nkv, cap, hd);
+    }
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    CK(cudaEventRecord(e0, st));
+    for (int i = 0; i < 20; i++) CK(cudaGraphLaunch(ge, st));
+    CK(cudaEventRecord(e1, st));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    printf("rope %-8s 3 parts: %7.2f us per layer (%.2f per launch)\n", name,
+           ms * 1000.0 / (20 * layers), ms * 1000.0 / (20 * layers * 3));
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+    CK(cudaStreamDestroy(st));
+}
+
+static void small_kernels() {
+    for (int ctx : {128, 256, 1024, 4096}) attn_case<1>("llama1b", 32, 8, ctx);
+    for (int ctx : {128, 256, 1024, 4096}) attn_case<1>("qwen05", 14, 2, ctx);
+    for (int ctx : {128, 256, 1024, 4096}) attn_case<2>("llama8b", 32, 8, ctx);
+    rope_case("llama1b", 32, 8, 64);
+    rope_case("qwen05", 14, 2, 64);
+    rope_case("llama8b", 32, 8, 128);
+}
 
 int main(int argc, char **argv) {
     int dev = 0;
@@ -139,16 +271,20 @@ int main(int argc, char **argv) {
     const size_t WBYTES = (size_t)1 << 30; // weight pool: 1 GiB
     Bufs m;
     CK(cudaMalloc(&m.w, WBYTES));
-    CK(cudaMalloc(&m.x, 2 * 2 * 32768 * sizeof(bf)));
+    CK(cudaMalloc(&m.x, 8 * 2 * 32768 * sizeof(bf)));
+    if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS) return 2;
+    void *ws;
+    CK(cudaMalloc(&ws, 64 << 20));
+    if (cublasSetWorkspace(blas, ws, 64 << 20) != CUBLAS_STATUS_SUCCESS) return 2;
     CK(cudaMalloc(&m.nw, 32768 * sizeof(bf)));
-    CK(cudaMalloc(&m.res, 2 * 160000 * sizeof(bf)));
-    CK(cudaMalloc(&m.y, 2 * 160000 * sizeof(bf)));
+    CK(cudaMalloc(&m.res, 8 * 160000 * sizeof(bf)));
+    CK(cudaMalloc(&m.y, 8 * 160000 * sizeof(bf)));
     bf *y2;
-    CK(cudaMalloc(&y2, 2 * 160000 * sizeof(bf)));
+    CK(cudaMalloc(&y2, 8 * 160000 * sizeof(bf)));
     fill_rand<<<1024, 256>>>(m.w, WBYTES / sizeof(bf), 1, 0.05f);
-    fill_rand<<<64, 256>>>(m.x, 2 * 2 * 32768, 2, 2.f);
+    fill_rand<<<64, 256>>>(m.x, 8 * 2 * 32768, 2, 2.f);
     fill_rand<<<64, 256>>>(m.nw, 32768, 3, 2.f);
-    fill_rand<<<64, 256>>>(m.res, 2 * 160000, 4, 1.f);
+    fill_rand<<<64, 256>>>(m.res, 8 * 160000, 4, 1.f);
     CK(cudaDeviceSynchronize());
 
     // Copy bandwidth (bytes read + written), the limit every figure is a ratio of.
@@ -183,15 +319,18 @@ int main(int argc, char **argv) {
         {"q05.head", 151936, 896, 1, false},
     };
     Variant vs[] = {
-        {"v1", {{k_v1<1, 0>, k_v1<2, 0>}, {k_v1<1, 1>, k_v1<2, 1>}, {k_v1<1, 2>, k_v1<2, 2>}}, false},
-        {"node", {{k_node<1, 0>, k_node<2, 0>}, {k_node<1, 1>, k_node<2, 1>}, {k_node<1, 2>, k_node<2, 2>}}, false},
-        {
+        {"v1", {ALLB(k_v1, 0), ALLB(k_v1, 1), ALLB(k_v1, 2)}, false},
+        {"node", {ALLB(k_node, 0), ALLB(k_node, 1), ALLB(k_node, 2)}, false},
+        {"cublas", {{}, {}, {}}, false},
     };
     const int NV = sizeof(vs) / sizeof(vs[0]);
     // per-model sums of one step's GEMV time: layers x (qkv, o, gateup, down) + head
     const char *models[] = {"1b", "8b", "q05"};
     const int layers[] = {16, 32, 24};
-    for (int b = 1; b <= 2; b++) {
+    // `gemv_bench attn`: the attention and RoPE kernels only.
+    const bool gemvs = !(argc > 1 && strcmp(argv[1], "attn") == 0);
+    for (int bi = 0; gemvs && bi < 4; bi++) {
+        const int b = BS[bi];
         std::vector<std::vector<double>> sum(3, std::vector<double>(NV, 0.0));
         std::vector<double> bytes(3, 0.0);
         for (const Shape &s : shapes) {
@@ -204,28 +343,46 @@ int main(int argc, char **argv) {
             const bool head = strstr(s.name, "head") != nullptr;
             bytes[mi] += (double)wb * (head ? 1 : layers[mi]);
             // reference output: gemv_v1's
-            kfn ref = vs[0].f[s.pro][b - 1];
-            CK(cudaFuncSetAttribute(ref, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
-            launch(ref, false, s.n, b, s.k, m.x, m.nw, m.w, s.res ? m.res : nullptr, y2, 0);
-            CK(cudaDeviceSynchronize());
-            for (int v = 0; v < NV; v++) {
-                const float us = time_graph(vs[v].f[s.pro][b - 1], vs[v].pdl, s, b, m, L);
-                CK(cudaMemset(m.y, 0, (size_t)b * s.n * sizeof(bf)));
-                launch(vs[v].f[s.pro][b - 1], vs[v].pdl, s.n, b, s.k, m.x, m.nw, m.w,
-                       s.res ? m.res : nullptr, m.y, 0);
+            // (the GEMV's shared memory holds b rows of K: more than 96 KiB is not taken)
+            const bool fits = (size_t)b * s.k * sizeof(bf) <= (96 << 10);
+            kfn ref = vs[0].f[s.pro][bi];
+            if (fits) {
+                CK(cudaFuncSetAttribute(ref, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
+                launch(ref, false, s.n, b, s.k, m.x, m.nw, m.w, s.res ? m.res : nullptr, y2, 0);
                 CK(cudaDeviceSynchronize());
-                const float d = max_diff(m.y, y2, (size_t)b * s.n);
+            }
+            for (int v = 0; v < NV; v++) {
+                kfn f = vs[v].f[s.pro][bi];
+                if (f && !fits) {
+                    printf("b=%d %-11s %-9s (K too long for %d rows)\n", b, s.name, vs[v].name, b);
+                    sum[mi][v] = 1e30;
+                    continue;
+                }
+                const float us = time_graph(f, vs[v].pdl, s, b, m, L);
+                CK(cudaMemset(m.y, 0, (size_t)b * s.n * sizeof(bf)));
+                if (f) launch(f, vs[v].pdl, s.n, b, s.k, m.x, m.nw, m.w, s.res ? m.res : nullptr, m.y, 0);
+                else blas_gemm(s, b, m.x, m.w, m.y, 0);
+                CK(cudaDeviceSynchronize());
+                // cuBLAS has no prologue/epilogue: its difference is not a check
+                const float d = fits && f ? max_diff(m.y, y2, (size_t)b * s.n) : -1.f;
                 printf("b=%d %-11s %-9s %8.2f us %7.1f GB/s  maxdiff %.3g\n", b, s.name,
                        vs[v].name, us, wb / (us * 1e-6) / 1e9, d);
                 sum[mi][v] += us * (head ? 1 : layers[mi]);
             }
         }
         for (int mi = 0; mi < 3; mi++)
-            for (int v = 0; v < NV; v++)
+            for (int v = 0; v < NV; v++) {
+                if (sum[mi][v] > 1e29) {
+                    printf("SUM b=%d %-4s %-9s n/a (a shape too long for the GEMV)\n", b,
+                           models[mi], vs[v].name);
+                    continue;
+                }
                 printf("SUM b=%d %-4s %-9s GEMVs %8.1f us/step  %7.1f GB/s  -> %.0f tok/s if "
                        "nothing else ran\n",
                        b, models[mi], vs[v].name, sum[mi][v], bytes[mi] / (sum[mi][v] * 1e-6) / 1e9,
                        1e6 / sum[mi][v] * b);
+            }
     }
+    small_kernels();
     return 0;
 }
