@@ -1,6 +1,7 @@
 //! A model's memory need on a node: its weights (as the node will hold them: the dtype it
 //! runs in, quantized at load, or a GGUF file's own types), its KV cache (the tokens the
-//! node will reserve at the KV dtype it really uses) and a fixed headroom. One
+//! node will reserve at the KV dtype it really uses), the CUDA graphs of its decode steps
+//! (on a GPU with `cuda_graphs` on) and a fixed headroom. One
 //! calculation for both sides: `dayshift-node` checks it against the device's free
 //! memory before loading, and the ingress (`dayshift config check`, `dayshift serve`)
 //! against each server type's GPU memory ([`crate::pool_fit`]). It reads only
@@ -15,6 +16,24 @@ use crate::node::EngineConfig;
 /// Memory kept free besides the weights and the KV cache: CUDA context, kernels,
 /// activations of a prefill chunk.
 pub const HEADROOM_BYTES: u64 = 512 << 20;
+
+/// Memory the decode steps' CUDA graphs of one generation model hold on a GPU (one graph
+/// per batch bucket, each with its own intermediates and memory-pool reservations).
+/// Measured on an H200 with 128 slots: a node's peak GPU memory with `cuda_graphs = true`
+/// minus the same model's with `false`, same binary, same run, batch 1: 524 MiB
+/// (Llama-8B shape), 548 MiB (Llama-1B), 614 MiB (Qwen2-0.5B)
+/// (`bench/gpu/results/h200-issue17-s8/`); this rounds the largest up.
+pub const CUDA_GRAPH_BYTES: u64 = 640 << 20;
+
+/// The memory a generation model's CUDA graphs take on `target` with `engine`'s
+/// settings: [`CUDA_GRAPH_BYTES`] on a GPU with `cuda_graphs` on, else 0.
+pub fn cuda_graph_bytes(target: Target, engine: &EngineConfig) -> u64 {
+    if target == Target::Gpu && engine.cuda_graphs {
+        CUDA_GRAPH_BYTES
+    } else {
+        0
+    }
+}
 
 /// Where the node runs the model: the dtype rules differ (the CPU runs safetensors
 /// models in f32, and re-quantizes GGUF types it has no fast kernel for).
@@ -183,6 +202,8 @@ pub struct ModelMemory {
     pub kv_dtype: &'static str,
     /// The model's context length (`max_position_embeddings`, `context_length`).
     pub context: u64,
+    /// Where it runs.
+    pub target: Target,
 }
 
 /// Why the KV cache holds the tokens a [`Need`] counts.
@@ -212,6 +233,8 @@ pub struct Need {
     pub kv_dtype: &'static str,
     /// Why that many tokens.
     pub kv_basis: KvBasis,
+    /// The decode steps' CUDA graphs ([`cuda_graph_bytes`]).
+    pub graphs: u64,
     /// [`HEADROOM_BYTES`].
     pub headroom: u64,
 }
@@ -235,15 +258,16 @@ pub fn thousands(n: u64) -> String {
 }
 
 impl Need {
-    /// Weights + KV cache + headroom.
+    /// Weights + KV cache + CUDA graphs + headroom.
     pub fn total(&self) -> u64 {
         self.weights
             .saturating_add(self.kv_bytes)
+            .saturating_add(self.graphs)
             .saturating_add(self.headroom)
     }
 
     /// `weights 8.57 GiB (q4_k at load) + KV cache 11.72 GiB (38,400 tokens, f32) +
-    /// headroom 0.50 GiB = 20.79 GiB`.
+    /// CUDA graphs 0.62 GiB + headroom 0.50 GiB = 21.42 GiB` (no graphs term when 0).
     pub fn figures(&self) -> String {
         let kv = match self.kv_basis {
             KvBasis::None => "no KV cache (embedding model)".to_string(),
@@ -260,8 +284,13 @@ impl Need {
                 self.kv_dtype
             ),
         };
+        let graphs = if self.graphs > 0 {
+            format!(" + CUDA graphs {}", gib(self.graphs))
+        } else {
+            String::new()
+        };
         format!(
-            "weights {} ({}) + {kv} + headroom {} = {}",
+            "weights {} ({}) + {kv}{graphs} + headroom {} = {}",
             gib(self.weights),
             self.weights_kind,
             gib(self.headroom),
@@ -363,6 +392,7 @@ impl ModelMemory {
                 kv_bytes_per_token: 0,
                 kv_dtype: run,
                 context,
+                target,
             });
         }
         let heads = need("num_attention_heads")?;
@@ -376,6 +406,7 @@ impl ModelMemory {
             kv_bytes_per_token: kv_bytes_per_token(layers, kv_heads, head_dim, run_bytes),
             kv_dtype: run,
             context: if context == 0 { 4096 } else { context },
+            target,
         })
     }
 
@@ -438,12 +469,14 @@ impl ModelMemory {
             kv_bytes_per_token: kv_bytes_per_token(layers, kv_heads, head_dim, 4),
             kv_dtype: "f32",
             context,
+            target,
         })
     }
 
     /// The need with `engine`'s settings: the KV cache the node reserves at least
     /// (`kv_cache_tokens` when set, else one sequence of the model's full context; the
-    /// node gives it more when memory is left, [`kv_cache_tokens`]).
+    /// node gives it more when memory is left, [`kv_cache_tokens`]), and a generation
+    /// model's CUDA graphs.
     pub fn need(&self, engine: &EngineConfig) -> Need {
         let (kv_tokens, kv_basis) = if self.kv_bytes_per_token == 0 {
             (0, KvBasis::None)
@@ -460,6 +493,11 @@ impl ModelMemory {
             kv_bytes: kv_tokens.saturating_mul(self.kv_bytes_per_token),
             kv_dtype: self.kv_dtype,
             kv_basis,
+            graphs: if self.kv_bytes_per_token == 0 {
+                0
+            } else {
+                cuda_graph_bytes(self.target, engine)
+            },
             headroom: HEADROOM_BYTES,
         }
     }
@@ -497,12 +535,18 @@ pub fn check_fits(model: &str, need: &Need, free: u64, device: &str) -> Result<(
     }
     let after = free
         .saturating_sub(need.weights)
+        .saturating_sub(need.graphs)
         .saturating_sub(need.headroom);
     if need.kv_basis == KvBasis::Configured && after > 0 {
         let per_token = need.kv_bytes / need.kv_tokens.max(1);
+        let besides = if need.graphs > 0 {
+            " and the CUDA graphs and headroom"
+        } else {
+            " and the headroom"
+        };
         return Err(format!(
             "model {model:?}: {}",
-            kv_refusal(need.kv_tokens, per_token, after, " and the headroom")
+            kv_refusal(need.kv_tokens, per_token, after, besides)
         ));
     }
     Err(format!(
@@ -589,6 +633,7 @@ mod tests {
             kv_bytes: 0,
             kv_dtype: "bf16",
             kv_basis: KvBasis::Configured,
+            graphs: 0,
             headroom: HEADROOM_BYTES,
         };
         assert!(check_fits("m", &need(10 * gib), 24 * gib, "NVIDIA L4").is_ok());
@@ -664,12 +709,13 @@ mod tests {
 
     #[test]
     fn figures_name_every_part() {
-        let m = ModelMemory {
+        let mut m = ModelMemory {
             weights: 3 << 30,
             weights_kind: "bf16".into(),
             kv_bytes_per_token: 1 << 20,
             kv_dtype: "bf16",
             context: 8192,
+            target: Target::Cpu,
         };
         let n = m.need(&engine(Some(2048)));
         assert_eq!(n.total(), (5 << 30) + HEADROOM_BYTES);
@@ -685,5 +731,43 @@ mod tests {
         );
         assert_eq!(thousands(1_024_000), "1,024,000");
         assert_eq!(thousands(999), "999");
+        // On a GPU the decode steps' CUDA graphs count, unless they are off.
+        m.target = Target::Gpu;
+        let n = m.need(&engine(Some(2048)));
+        assert_eq!(n.total(), (5 << 30) + CUDA_GRAPH_BYTES + HEADROOM_BYTES);
+        assert_eq!(
+            n.figures(),
+            "weights 3.00 GiB (bf16) + KV cache 2.00 GiB (2,048 tokens, bf16) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 6.12 GiB"
+        );
+        let off = EngineConfig {
+            cuda_graphs: false,
+            ..engine(Some(2048))
+        };
+        assert_eq!(m.need(&off).graphs, 0);
+        // An embedding model has no decode graphs.
+        m.kv_bytes_per_token = 0;
+        assert_eq!(m.need(&engine(None)).graphs, 0);
+    }
+
+    #[test]
+    fn a_kv_cache_that_leaves_no_room_for_the_graphs_is_refused() {
+        let gib = 1u64 << 30;
+        let m = ModelMemory {
+            weights: 20 * gib,
+            weights_kind: "bf16".into(),
+            kv_bytes_per_token: 1 << 20,
+            kv_dtype: "bf16",
+            context: 8192,
+            target: Target::Gpu,
+        };
+        // 20 GiB + 3 GiB of KV + 0.5 GiB headroom fits 23.6 GiB; with the graphs it does not.
+        let free = 23 * gib + (600 << 20);
+        let e = check_fits("m", &m.need(&engine(Some(3072))), free, "NVIDIA L4").unwrap_err();
+        assert!(e.contains("and the CUDA graphs and headroom"), "{e}");
+        let off = EngineConfig {
+            cuda_graphs: false,
+            ..engine(Some(3072))
+        };
+        assert!(check_fits("m", &m.need(&off), free, "NVIDIA L4").is_ok());
     }
 }

@@ -169,7 +169,13 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         match loaded {
             LoadedModel::Generation(g) => {
                 let ctx = g.llama.config().max_position_embeddings;
-                let free = device::free_memory(&dev).saturating_sub(kv_bytes_reserved);
+                // What the KV cache may take: free memory less what earlier models' caches
+                // and graphs will take, and this model's CUDA graphs (captured after the
+                // cache is allocated).
+                let graphs = memory::cuda_graph_bytes(target, &cfg.engine);
+                let free = device::free_memory(&dev)
+                    .saturating_sub(kv_bytes_reserved)
+                    .saturating_sub(graphs);
                 let per_token = g.llama.kv_bytes_per_token();
                 let kv = match memory::kv_cache_tokens(
                     &cfg.engine,
@@ -183,7 +189,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
                         return Err(give_up(&agent, StartFailureKind::DoesNotFit, e, gpus()).await);
                     }
                 };
-                kv_bytes_reserved += (kv * per_token) as u64;
+                kv_bytes_reserved += (kv * per_token) as u64 + graphs;
                 let limits = EngineLimits {
                     max_running: cfg.engine.max_running_sequences as usize,
                     kv_tokens: kv,

@@ -93,12 +93,12 @@ fn pool(source: &Path, extra: &str) -> String {
 /// 22.49 GiB as the driver reports it), 30 slots of 1,280 tokens.
 /// - bf16: weights 2 × 12,247,782,400 bytes = 22.81 GiB; KV cache 2 (k, v) × 40 layers
 ///   × 8 KV heads × 128 × 2 bytes = 160 KiB per token, × 38,400 tokens = 5.86 GiB;
-///   + 0.50 GiB headroom = 29.17 GiB > 22.49 GiB: refused.
+///   + 0.62 GiB of CUDA graphs + 0.50 GiB headroom = 29.80 GiB > 22.49 GiB: refused.
 /// - quantize = "q4_k": the matrices (all but the 671,088,640-weight embedding) at 4.5
 ///   bits = 6,511,892,160 bytes + the embedding in f32 (2,684,354,560) = 8.56 GiB; the
 ///   node then runs f32 activations and an f32 KV cache: 320 KiB per token, 11.72 GiB;
-///   total 20.78 GiB <= 22.49 GiB: fits. (44,005 tokens would fit: 1,466 per slot.)
-/// - quantize = "q8_0": 13.96 + 11.72 + 0.50 = 26.17 GiB: refused.
+///   total 21.41 GiB <= 22.49 GiB: fits. (41,957 tokens would fit: 1,398 per slot.)
+/// - quantize = "q8_0": 13.96 + 11.72 + 0.62 + 0.50 = 26.80 GiB: refused.
 #[test]
 fn fit_mistral_nemo_on_an_l4_the_documented_example() {
     let root = tempfile::tempdir().unwrap();
@@ -109,7 +109,7 @@ fn fit_mistral_nemo_on_an_l4_the_documented_example() {
     let (code, _, err) = check(&cfg);
     assert_eq!(code, Some(2), "{err}");
     let want = format!(
-        "{}: pools.chat: model \"nemo\" does not fit: it needs weights 22.81 GiB (bf16) + KV cache 5.86 GiB (38,400 tokens, bf16) + headroom 0.50 GiB = 29.17 GiB > server type L4-1-24G's 22.49 GiB (one NVIDIA L4). Use quantize = \"q4_k\"",
+        "{}: pools.chat: model \"nemo\" does not fit: it needs weights 22.81 GiB (bf16) + KV cache 5.86 GiB (38,400 tokens, bf16) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 29.80 GiB > server type L4-1-24G's 22.49 GiB (one NVIDIA L4). Use quantize = \"q4_k\"",
         cfg.display()
     );
     assert!(err.contains(&want), "{err}\nwanted: {want}");
@@ -123,7 +123,7 @@ fn fit_mistral_nemo_on_an_l4_the_documented_example() {
     assert_eq!(code, Some(0), "{err}");
     assert!(
         out.contains(
-            "pools.chat: model \"nemo\" needs weights 8.56 GiB (q4_k at load, embeddings f32) + KV cache 11.72 GiB (38,400 tokens, f32) + headroom 0.50 GiB = 20.78 GiB: fits server type L4-1-24G (22.49 GiB: one NVIDIA L4)"
+            "pools.chat: model \"nemo\" needs weights 8.56 GiB (q4_k at load, embeddings f32) + KV cache 11.72 GiB (38,400 tokens, f32) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 21.41 GiB: fits server type L4-1-24G (22.49 GiB: one NVIDIA L4)"
         ),
         "{out}"
     );
@@ -135,7 +135,7 @@ fn fit_mistral_nemo_on_an_l4_the_documented_example() {
     let (code, _, err) = check(&cfg);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("= 26.17 GiB > server type L4-1-24G's 22.49 GiB"),
+        err.contains("= 26.80 GiB > server type L4-1-24G's 22.49 GiB"),
         "{err}"
     );
     assert!(err.contains("a smaller quantize type"), "{err}");
@@ -156,10 +156,13 @@ fn fit_without_context_tokens_counts_the_full_context() {
         ),
         "{err}"
     );
-    assert!(err.contains("+ headroom 0.50 GiB = 321.56 GiB"), "{err}");
+    assert!(
+        err.contains("+ CUDA graphs 0.62 GiB + headroom 0.50 GiB = 322.19 GiB"),
+        "{err}"
+    );
     assert!(err.contains("context_tokens is not set"), "{err}");
     assert!(
-        err.contains("at most 44,005 tokens fit: e.g. slots = 32 with context_tokens = 1,375"),
+        err.contains("at most 41,957 tokens fit: e.g. slots = 32 with context_tokens = 1,311"),
         "{err}"
     );
 }
@@ -182,7 +185,7 @@ fn fit_a_type_too_small_beside_one_that_fits_is_a_warning() {
     );
     assert!(err.contains("Remove L4-1-24G from server_types"), "{err}");
     assert!(
-        out.contains("= 29.17 GiB: fits server type H100-1-80G (79.65 GiB: one NVIDIA H100)"),
+        out.contains("= 29.80 GiB: fits server type H100-1-80G (79.65 GiB: one NVIDIA H100)"),
         "{out}"
     );
 }
@@ -243,7 +246,7 @@ fn fit_what_the_ingress_cannot_know_is_a_note() {
         err.contains("warning: model \"nemo\" does not fit server type GPU-CUSTOM (48.00 GiB: its gpu_memory)"),
         "{err}"
     );
-    assert!(err.contains("= 179.56 GiB"), "{err}");
+    assert!(err.contains("= 180.19 GiB"), "{err}");
 
     // The local provider: the machine's GPU is not known to the config.
     let local = root.path().join("local.toml");
@@ -333,7 +336,7 @@ fn fit_a_gguf_source_is_measured_from_its_header() {
     );
     assert!(out.contains(&want), "{out}\nwanted: {want}");
     assert!(
-        out.contains("weights 9.48 GiB (GGUF Q4_K_M, embeddings f32) + KV cache 11.72 GiB (38,400 tokens, f32) + headroom 0.50 GiB = 21.70 GiB"),
+        out.contains("weights 9.48 GiB (GGUF Q4_K_M, embeddings f32) + KV cache 11.72 GiB (38,400 tokens, f32) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 22.33 GiB"),
         "{out}"
     );
     // quantize does not apply to a GGUF file: refused by the config reader already.
