@@ -9,6 +9,7 @@ transformers' from_config + save_pretrained (no download):
 - llama1b: Llama-3.2-1B's shape (16 layers, 2048 wide, 32/8 heads, 8192 MLP, vocab
   128256, tied, llama3 RoPE scaling), bf16.
 - llama8b: Llama-3.1-8B's shape (32 layers, 4096 wide, 32/8 heads, 14336 MLP), bf16.
+- llama8b2l: llama8b with 2 layers (head size 128 in a minute, for quick GPU checks).
 
 Context is cut to 4096 positions (the KV cache is sized from it). No EOS token: random
 weights would hit it at random, and the benchmark wants fixed output lengths. The
@@ -39,19 +40,13 @@ SHAPES = {
                     rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                   "high_freq_factor": 4.0,
                                   "original_max_position_embeddings": 8192}),
-    # llama8b's layers (head size 128, untied head), 2 of them: quick checks on a GPU.
-    "llama8b2l": dict(arch="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-                      num_hidden_layers=2, num_attention_heads=32, num_key_value_heads=8,
-                      head_dim=128, rope_theta=500000.0, rms_norm_eps=1e-5,
-                      tie_word_embeddings=False,
-                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                    "high_freq_factor": 4.0,
-                                    "original_max_position_embeddings": 8192}),
     # A few-MB model of the same kind, for checking the scripts on a CPU.
     "smoke": dict(arch="qwen2", vocab_size=1000, hidden_size=64, intermediate_size=128,
                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True),
 }
+# llama8b's layers (head size 128, untied head), 2 of them: quick checks on a GPU.
+SHAPES["llama8b2l"] = dict(SHAPES["llama8b"], num_hidden_layers=2)
 
 
 def tokenizer(vocab, out):

@@ -98,19 +98,14 @@ static void blas_gemm(const Shape &s, int b, const bf *x, const bf *w, bf *y, cu
         exit(2);
     }
 }
-static float time_graph(kfn f, bool pdl, const Shape &s, int b, Bufs &m, int L) {
+// Microseconds per kernel of the work `enqueue(stream)` records (`launches` kernels):
+// captured once as a CUDA graph, replayed 20 times after 3 warm-ups.
+template <typename F> static float graph_us(F enqueue, int launches) {
     cudaStream_t st;
     CK(cudaStreamCreate(&st));
-    const size_t wsz = (size_t)s.n * s.k;
-    if (f) CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
-    else blas_gemm(s, b, m.x, m.w, m.y, st); // cuBLAS picks and loads its kernel outside the capture
     cudaGraph_t g;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
-    for (int l = 0; l < L; l++) {
-        const bf *w = m.w + (l % m.wcopies) * wsz;
-        if (f) launch(f, pdl, s.n, b, s.k, m.x, m.nw, w, s.res ? m.res : nullptr, m.y, st);
-        else blas_gemm(s, b, m.x, w, m.y, st);
-    }
+    enqueue(st);
     CK(cudaStreamEndCapture(st, &g));
     cudaGraphExec_t ge;
     CK(cudaGraphInstantiate(&ge, g, 0));
@@ -125,10 +120,27 @@ static float time_graph(kfn f, bool pdl, const Shape &s, int b, Bufs &m, int L) 
     CK(cudaEventSynchronize(e1));
     float ms;
     CK(cudaEventElapsedTime(&ms, e0, e1));
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
     CK(cudaGraphExecDestroy(ge));
     CK(cudaGraphDestroy(g));
     CK(cudaStreamDestroy(st));
-    return ms * 1000.f / (R * L); // µs per launch
+    return ms * 1000.f / (R * launches);
+}
+
+static float time_graph(kfn f, bool pdl, const Shape &s, int b, Bufs &m, int L) {
+    const size_t wsz = (size_t)s.n * s.k;
+    if (f) CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
+    else blas_gemm(s, b, m.x, m.w, m.y, 0); // cuBLAS picks and loads its kernel outside the capture
+    return graph_us(
+        [&](cudaStream_t st) {
+            for (int l = 0; l < L; l++) {
+                const bf *w = m.w + (l % m.wcopies) * wsz;
+                if (f) launch(f, pdl, s.n, b, s.k, m.x, m.nw, w, s.res ? m.res : nullptr, m.y, st);
+                else blas_gemm(s, b, m.x, w, m.y, st);
+            }
+        },
+        L);
 }
 
 static float max_diff(const bf *a, const bf *b, size_t n) {
@@ -173,38 +185,21 @@ static void attn_case(const char *name, int nh, int nkv, int ctx) {
     fill_rand<<<16, 256>>>(q, (size_t)nh * hd, 9, 1.f);
     const uint32_t h[3] = {0, (uint32_t)ctx - 1, 0};
     CK(cudaMemcpy(idx, h, sizeof h, cudaMemcpyHostToDevice));
-    cudaStream_t st;
-    CK(cudaStreamCreate(&st));
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
-    for (int l = 0; l < layers; l++) {
-        if (G == 1)
-            decode_attn64_bf16_1<<<dim3(nh, 1), 128, 0, st>>>(q, kc + l * per, vc + l * per, o, idx,
-                                                              1, nh, nkv, cap, hd, 0, 0.125f);
-        else
-            decode_attn64_bf16_2<<<dim3(nh, 1), 128, 0, st>>>(q, kc + l * per, vc + l * per, o, idx,
-                                                              1, nh, nkv, cap, hd, 0, 0.125f);
-    }
-    CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CK(cudaEventRecord(e0, st));
-    for (int i = 0; i < 20; i++) CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    const double us = ms * 1000.0 / (20 * layers);
+    const double us = graph_us(
+        [&](cudaStream_t st) {
+            for (int l = 0; l < layers; l++) {
+                if (G == 1)
+                    decode_attn64_bf16_1<<<dim3(nh, 1), 128, 0, st>>>(
+                        q, kc + l * per, vc + l * per, o, idx, 1, nh, nkv, cap, hd, 0, 0.125f);
+                else
+                    decode_attn64_bf16_2<<<dim3(nh, 1), 128, 0, st>>>(
+                        q, kc + l * per, vc + l * per, o, idx, 1, nh, nkv, cap, hd, 0, 0.125f);
+            }
+        },
+        layers);
     const double bytes = 2.0 * nkv * ctx * hd * sizeof(bf);
     printf("attn %-8s ctx %5d: %7.2f us per launch (%6.1f GB/s of keys and values)\n", name, ctx,
            us, bytes / (us * 1e-6) / 1e9);
-    CK(cudaGraphExecDestroy(ge));
-    CK(cudaGraphDestroy(g));
-    CK(cudaStreamDestroy(st));
     for (void *p : {(void *)kc, (void *)vc, (void *)q, (void *)o, (void *)idx}) CK(cudaFree(p));
 }
 
@@ -222,36 +217,21 @@ static void rope_case(const char *name, int nh, int nkv, int hd) {
     CK(cudaMalloc(&idx, 3 * sizeof(uint32_t)));
     const uint32_t h[3] = {0, 100, 0};
     CK(cudaMemcpy(idx, h, sizeof h, cudaMemcpyHostToDevice));
-    cudaStream_t st;
-    CK(cudaStreamCreate(&st));
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
-    for (int l = 0; l < layers; l++) {
-        rope_rows_bf16<<<dim3(nh, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn, qo, idx, 0, 1, nh,
-                                                       nkv, cap, hd);
-        rope_rows_bf16<<<dim3(nkv, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn, kc + l * per, idx,
-                                                        1, 1, nh, nkv, cap, hd);
-        rope_rows_bf16<<<dim3(nkv, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn, vc + l * per, idx,
-                                                        2, 1, nh, nkv, cap, hd);
-    }
-    CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CK(cudaEventRecord(e0, st));
-    for (int i = 0; i < 20; i++) CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    printf("rope %-8s 3 parts: %7.2f us per layer (%.2f per launch)\n", name,
-           ms * 1000.0 / (20 * layers), ms * 1000.0 / (20 * layers * 3));
-    CK(cudaGraphExecDestroy(ge));
-    CK(cudaGraphDestroy(g));
-    CK(cudaStreamDestroy(st));
+    const float us = graph_us(
+        [&](cudaStream_t st) {
+            for (int l = 0; l < layers; l++) {
+                rope_rows_bf16<<<dim3(nh, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn, qo, idx, 0,
+                                                               1, nh, nkv, cap, hd);
+                rope_rows_bf16<<<dim3(nkv, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn,
+                                                                kc + l * per, idx, 1, 1, nh, nkv, cap, hd);
+                rope_rows_bf16<<<dim3(nkv, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn,
+                                                                vc + l * per, idx, 2, 1, nh, nkv, cap, hd);
+            }
+        },
+        3 * layers);
+    printf("rope %-8s 3 parts: %7.2f us per layer (%.2f per launch)\n", name, us * 3, us);
+    for (void *p : {(void *)qkv, (void *)cs, (void *)sn, (void *)qo, (void *)kc, (void *)vc, (void *)idx})
+        CK(cudaFree(p));
 }
 
 static void small_kernels() {

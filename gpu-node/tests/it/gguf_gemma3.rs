@@ -10,7 +10,7 @@
 //!   with the key in the message.
 
 use crate::common::{self, BIN};
-use crate::gguf_quantize::{greedy, load, quantize_cli};
+use crate::gguf_quantize::{Bounds, compare_with_llama_cpp, load, quantize_cli};
 use candle_core::Device;
 use candle_core::quantized::gguf_file::{self, Content, Value as GValue};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -190,61 +190,21 @@ fn gemma3_gguf_files_load_in_llama_cpp_alike() {
     ))
     .unwrap();
     let dir = gemma_model();
-    let src = dir.path().join("gemma3");
-    for f in reference["files"].as_array().unwrap() {
-        let name = f["file"].as_str().unwrap();
-        let ty = name
-            .trim_start_matches("gemma3.")
-            .trim_end_matches(".gguf")
-            .to_ascii_lowercase();
-        quantize_cli(&src, &ty);
-        let file = dir.path().join(name);
-        assert_eq!(
-            common::sha(&file),
-            f["sha256"].as_str().unwrap(),
-            "{name}: quantize no longer writes the bytes the llama.cpp reference was made from"
-        );
-        let m = load(&file);
-        for case in f["cases"].as_array().unwrap() {
-            let text = case["text"].as_str().unwrap();
-            let ids = m.tokenizer.encode(text, false).unwrap().get_ids().to_vec();
-            let want_ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
-            assert_eq!(ids, want_ids, "{name}: tokens of {text:?}");
-            let want_logits: Vec<f32> = serde_json::from_value(case["logits"].clone()).unwrap();
-            let want: Vec<u32> = serde_json::from_value(case["greedy"].clone()).unwrap();
-            let margins: Vec<f32> = serde_json::from_value(case["margins"].clone()).unwrap();
-            let (logits, got) = greedy(&m, &ids, want.len());
-            let (cos, max) = common::cos_max(&logits, &want_logits);
-            // f16: llama.cpp's CPU matmul rounds the activations to f16 (ggml's
-            // `vec_dot_type` of F16 is F16), the node keeps them f32 (measured ≤ 0.0024).
-            // Q4_K: both quantize activations to Q8_K, but from slightly different f32
-            // values (f16 rounding inside llama.cpp's CPU ops, e.g. its GELU, is the
-            // suspect), and this random 7-layer model amplifies each flipped Q8_K step
-            // (its Q4_K file is only 0.95 cosine from the dense model): measured ≤ 0.06.
-            let tol = if name.contains("F16") { 5e-3 } else { 0.1 };
-            assert!(
-                cos > 0.999 && max < tol,
-                "{name} {text:?}: cosine {cos}, max |diff| {max} (bound {tol})"
-            );
-            let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-            eprintln!(
-                "{name} {text:?}: logits cosine {cos:.7}, max |diff| {max:.6}; greedy equal for {same}/{}",
-                want.len()
-            );
-            if name.contains("F16") {
-                // Every step's best two logits are ≥ 0.06 apart there: all 16 equal.
-                assert_eq!(got, want, "{name} {text:?}: greedy tokens");
-            } else if same < want.len() {
-                assert!(
-                    margins[same] < 2.0 * tol,
-                    "{name} {text:?}: token {same} differs ({} vs llama.cpp's {}) where llama.cpp's margin is {}",
-                    got[same],
-                    want[same],
-                    margins[same]
-                );
-            }
+    // f16: llama.cpp's CPU matmul rounds the activations to f16 (ggml's `vec_dot_type`
+    // of F16 is F16), the node keeps them f32 (measured ≤ 0.0024); every step's best two
+    // logits are ≥ 0.06 apart there, so all 16 greedy tokens are equal. Q4_K: both
+    // quantize activations to Q8_K, but from slightly different f32 values (f16 rounding
+    // inside llama.cpp's CPU ops, e.g. its GELU, is the suspect), and this random 7-layer
+    // model amplifies each flipped Q8_K step (its Q4_K file is only 0.95 cosine from the
+    // dense model): measured ≤ 0.06.
+    compare_with_llama_cpp(&reference, &dir.path().join("gemma3"), "gemma3", |name| {
+        let f16 = name.contains("F16");
+        Bounds {
+            tol: if f16 { 5e-3 } else { 0.1 },
+            min_cos: 0.999,
+            exact: f16,
         }
-    }
+    });
 }
 
 /// A GGUF file's metadata, as a list.

@@ -79,27 +79,48 @@ pub(crate) fn greedy(m: &GenerationModel, ids: &[u32], steps: usize) -> (Vec<f32
     (first.unwrap_or_default(), out)
 }
 
-#[test]
-fn quantized_files_load_in_llama_cpp_alike() {
-    let reference: Value =
-        serde_json::from_str(include_str!("../../reference/gguf/quantize_reference.json")).unwrap();
-    let dir = wide_model();
-    let src = dir.path().join("wide");
+/// How one reference file is compared ([`compare_with_llama_cpp`]).
+pub(crate) struct Bounds {
+    /// Largest logit difference allowed.
+    pub tol: f32,
+    /// Smallest logit cosine allowed.
+    pub min_cos: f32,
+    /// Every greedy token must be equal (else: up to a near-tie of llama.cpp's top two).
+    pub exact: bool,
+}
+
+/// Quantizes `src` to each file of a llama.cpp reference (`reference/gguf/*.json`, made
+/// by `make_quantize_reference.py`), checks that the bytes are the ones the reference was
+/// made from, and compares each case's tokens, first logits and greedy tokens with
+/// llama.cpp's within `bounds(file name)`. Files are named `PREFIX.TYPE.gguf`. Returns
+/// the greedy tokens equal in all.
+pub(crate) fn compare_with_llama_cpp(
+    reference: &Value,
+    src: &Path,
+    prefix: &str,
+    bounds: impl Fn(&str) -> Bounds,
+) -> usize {
+    let dir = src.parent().unwrap();
     let mut compared = 0;
     for f in reference["files"].as_array().unwrap() {
         let name = f["file"].as_str().unwrap();
         let ty = name
-            .trim_start_matches("wide.")
+            .trim_start_matches(&format!("{prefix}."))
             .trim_end_matches(".gguf")
             .to_ascii_lowercase();
-        let summary = quantize_cli(&src, &ty);
-        let file = dir.path().join(name);
+        let summary = quantize_cli(src, &ty);
+        let file = dir.join(name);
         assert_eq!(summary["file"].as_str().unwrap(), file.to_str().unwrap());
         assert_eq!(
             common::sha(&file),
             f["sha256"].as_str().unwrap(),
             "{name}: quantize no longer writes the bytes the llama.cpp reference was made from"
         );
+        let Bounds {
+            tol,
+            min_cos,
+            exact,
+        } = bounds(name);
         let m = load(&file);
         for case in f["cases"].as_array().unwrap() {
             let text = case["text"].as_str().unwrap();
@@ -111,20 +132,20 @@ fn quantized_files_load_in_llama_cpp_alike() {
             let margins: Vec<f32> = serde_json::from_value(case["margins"].clone()).unwrap();
             let (logits, got) = greedy(&m, &ids, want.len());
             let (cos, max) = common::cos_max(&logits, &want_logits);
-            // K-quants: llama.cpp and candle both multiply Q8_K-quantized activations with
-            // the same blocks: equal to ~1e-5. Q8_0: the two quantize the activations
-            // differently; how much that moves these logits is shown by the same file run
-            // with f32 activations (CANDLE_DEQUANTIZE_ALL=1), which differs from either by
-            // ~0.05, hence the looser bound.
-            let tol = if name.contains("Q8_0") { 0.1 } else { 1e-3 };
             assert!(
-                cos > 0.9995 && max < tol,
+                cos > min_cos && max < tol,
                 "{name} {text:?}: cosine {cos}, max |diff| {max} (bound {tol})"
             );
-            // Greedy tokens equal, up to a step where llama.cpp's top two logits are
-            // within twice that bound (a near-tie; the sequences part there).
             let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-            if same < want.len() {
+            eprintln!(
+                "{name} {text:?}: logits cosine {cos:.7}, max |diff| {max:.6}; greedy equal for {same}/{}",
+                want.len()
+            );
+            if exact {
+                assert_eq!(got, want, "{name} {text:?}: greedy tokens");
+            } else if same < want.len() {
+                // Greedy tokens equal up to a step where llama.cpp's top two logits are
+                // within twice the bound (a near-tie; the sequences part there).
                 assert!(
                     margins[same] < 2.0 * tol,
                     "{name} {text:?}: token {same} differs ({} vs llama.cpp's {}) where llama.cpp's margin is {}",
@@ -133,13 +154,29 @@ fn quantized_files_load_in_llama_cpp_alike() {
                     margins[same]
                 );
             }
-            eprintln!(
-                "{name} {text:?}: logits cosine {cos:.7}, max |diff| {max:.5}; greedy equal for {same}/{}",
-                want.len()
-            );
             compared += same;
         }
     }
+    compared
+}
+
+#[test]
+fn quantized_files_load_in_llama_cpp_alike() {
+    let reference: Value =
+        serde_json::from_str(include_str!("../../reference/gguf/quantize_reference.json")).unwrap();
+    let dir = wide_model();
+    // K-quants: llama.cpp and candle both multiply Q8_K-quantized activations with the
+    // same blocks: equal to ~1e-5. Q8_0: the two quantize the activations differently;
+    // how much that moves these logits is shown by the same file run with f32
+    // activations (CANDLE_DEQUANTIZE_ALL=1), which differs from either by ~0.05, hence
+    // the looser bound.
+    let compared = compare_with_llama_cpp(&reference, &dir.path().join("wide"), "wide", |name| {
+        Bounds {
+            tol: if name.contains("Q8_0") { 0.1 } else { 1e-3 },
+            min_cos: 0.9995,
+            exact: false,
+        }
+    });
     // Near-ties aside, the tokens agree.
     assert!(
         compared >= 3 * 4 * 16 * 3 / 4,
