@@ -413,7 +413,9 @@ impl ModelMemory {
     /// From a GGUF file's header. The node keeps the matrices in their own types (on the
     /// CPU Q4_1/Q5_0/Q5_1 become Q8_0), the token embeddings and 1-D tensors (norms,
     /// biases) in f32 (the embeddings also quantized when they double as the output
-    /// matrix), and runs activations and the KV cache in f32.
+    /// matrix), and runs activations and the KV cache in f32. On the CPU (this machine's:
+    /// [`Target::Cpu`] is only asked by the node itself) candle 0.11 also keeps a second,
+    /// tiled copy of the matrices its x86 kernels take ([`x86_repack_bytes`]).
     pub fn from_gguf(h: &GgufHeader, target: Target) -> Result<ModelMemory, String> {
         let arch = h
             .text("general.architecture")
@@ -435,6 +437,7 @@ impl ModelMemory {
         let tied = h.tensor("output.weight").is_none();
         let q8_0 = GgmlType::by_id(8).ok_or("no q8_0 in the type table")?;
         let mut weights = 0u64;
+        let mut repacked = 0u64;
         for t in &h.tensors {
             let ty = GgmlType::by_id(t.ggml_type)
                 .ok_or_else(|| format!("tensor {}: unknown GGML type {}", t.name, t.ggml_type))?;
@@ -457,12 +460,23 @@ impl ModelMemory {
                 ty
             };
             weights += ty.bytes_for(n);
+            if target == Target::Cpu {
+                let (k, rows) = (t.dims[0], t.dims[1..].iter().product());
+                repacked += x86_repack_bytes(ty.id, rows, k, x86_repack_level());
+            }
         }
-        let kind = h
+        let mut kind = h
             .uint("general.file_type")
             .and_then(file_type_name)
             .map(|n| format!("GGUF {n}, embeddings f32"))
             .unwrap_or_else(|| "GGUF, embeddings f32".into());
+        if repacked > 0 {
+            kind.push_str(&format!(
+                ", + {} repacked by candle's x86 kernels",
+                gib(repacked)
+            ));
+            weights += repacked;
+        }
         Ok(ModelMemory {
             weights,
             weights_kind: kind,
@@ -500,6 +514,58 @@ impl ModelMemory {
             },
             headroom: HEADROOM_BYTES,
         }
+    }
+}
+
+/// Which of candle 0.11's x86 quantized kernels this CPU gets (its
+/// `repack_x86::level()`, with the same `MISTRALRS_FORCE_AVX2` / `MISTRALRS_FORCE_AVXVNNI`
+/// overrides): `Some(true)` with VNNI, `Some(false)` AVX2 only, `None` neither.
+pub fn x86_repack_level() -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let env = |k: &str| std::env::var(k).as_deref() == Ok("1");
+        let (avx2_only, vnni) = (env("MISTRALRS_FORCE_AVX2"), env("MISTRALRS_FORCE_AVXVNNI"));
+        let has = |f: bool| !avx2_only && f;
+        if has(!vnni
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni"))
+            || has((vnni || std::arch::is_x86_feature_detected!("avxvnni"))
+                && std::arch::is_x86_feature_detected!("avx2"))
+        {
+            return Some(true);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(false);
+        }
+        None
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// The second copy candle 0.11 keeps of a `rows` × `k` matrix of GGML type `ggml_type`
+/// once its x86 kernels have used it (`repack_x86::select` and `pack`: tiles of 16 rows
+/// by 256 columns, made on first use and kept beside the original): Q4_K 3,072 bytes per
+/// tile (0.75 bytes a weight), Q6_K 5,120 (taken only for several rows, which every
+/// prompt is), Q8_0 544 per 16 × 32 (only with VNNI); 0 for other types, shapes or CPUs.
+/// Measured: a Qwen3-0.6B-shaped Q4_K_M file of 306 MB ran in 915 MB of RSS, its Q8_0
+/// copy of 523 MB in 1,305 MB (`bench/gguf-cpu/make_qwen3_shape.py`, 2026-12-04).
+pub fn x86_repack_bytes(ggml_type: u32, rows: u64, k: u64, level: Option<bool>) -> u64 {
+    let Some(vnni) = level else {
+        return 0;
+    };
+    if k == 0 || !k.is_multiple_of(256) || !rows.is_multiple_of(16) {
+        return 0;
+    }
+    let tiles_256 = rows / 16 * (k / 256);
+    match ggml_type {
+        12 => tiles_256 * 3072,
+        14 => tiles_256 * 5120,
+        8 if vnni => rows / 16 * (k / 32) * 544,
+        _ => 0,
     }
 }
 
@@ -747,6 +813,21 @@ mod tests {
         // An embedding model has no decode graphs.
         m.kv_bytes_per_token = 0;
         assert_eq!(m.need(&engine(None)).graphs, 0);
+    }
+
+    #[test]
+    fn candle_x86_repacked_copies_are_counted() {
+        let (k, rows) = (1024u64, 3072u64);
+        // Q4_K: 0.75 bytes a weight; Q6_K 1.25; Q8_0 1.0625 but only with VNNI.
+        assert_eq!(x86_repack_bytes(12, rows, k, Some(false)), rows * k * 3 / 4);
+        assert_eq!(x86_repack_bytes(14, rows, k, Some(true)), rows * k * 5 / 4);
+        assert_eq!(x86_repack_bytes(8, rows, k, Some(true)), rows * k * 17 / 16);
+        assert_eq!(x86_repack_bytes(8, rows, k, Some(false)), 0);
+        // Shapes the tiles do not fit (SmolLM2's 576-wide rows), other types, no kernels.
+        assert_eq!(x86_repack_bytes(12, rows, 576, Some(true)), 0);
+        assert_eq!(x86_repack_bytes(12, 24, k, Some(true)), 0);
+        assert_eq!(x86_repack_bytes(13, rows, k, Some(true)), 0);
+        assert_eq!(x86_repack_bytes(12, rows, k, None), 0);
     }
 
     #[test]
