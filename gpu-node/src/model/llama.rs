@@ -92,6 +92,47 @@ fn rows(x: &Tensor) -> usize {
     d.iter().rev().skip(1).product()
 }
 
+/// Several linear layers on the same input `h`. On the CPU, quantized layers of a decode
+/// step's few rows go through candle's `QTensor::gemv_fused_shared_lhs` when it takes
+/// them (x86 with AVX-512 VNNI, one GGML type, rows a multiple of 256 wide): the input is
+/// quantized once and the products share one parallel region, instead of one each.
+/// Otherwise each layer as `forward_rows` (`rows`) or `forward`.
+fn lin_shared(ls: &[&Lin], h: &Tensor, rows_path: bool) -> Result<Vec<Tensor>> {
+    if h.device().is_cpu() && rows(h) < CPU_GEMM_MIN_ROWS {
+        let qs: Option<Vec<&QTensor>> = ls
+            .iter()
+            .map(|l| match l {
+                Lin::Quant {
+                    w: QMatMul::QTensor(q),
+                    ..
+                } => Some(q.as_ref()),
+                _ => None,
+            })
+            .collect();
+        if let Some(qs) = qs
+            && let Some(outs) = QTensor::gemv_fused_shared_lhs(&qs, h)?
+        {
+            return ls
+                .iter()
+                .zip(outs)
+                .map(|(l, y)| match l {
+                    Lin::Quant { b: Some(b), .. } => y.broadcast_add(b),
+                    _ => Ok(y),
+                })
+                .collect();
+        }
+    }
+    ls.iter()
+        .map(|l| {
+            if rows_path {
+                l.forward_rows(h)
+            } else {
+                l.forward(h)
+            }
+        })
+        .collect()
+}
+
 /// Where [`Llama::load_gguf`] takes its tensors from (GGUF names: `blk.N.attn_q.weight`, …).
 pub trait QuantSource {
     /// A linear layer; `rope_heads` is `Some(heads)` for Q and K projections, whose rows
@@ -1199,12 +1240,15 @@ impl Llama {
         }
         let x = (x + a)?;
         let h = candle_nn::ops::rms_norm(&x, &b.ln2, eps)?;
-        let g = lin(&b.mlp.gate, &h)?;
+        let mut p = lin_shared(&[&b.mlp.gate, &b.mlp.up], &h, rows)?.into_iter();
+        let (Some(g), Some(u)) = (p.next(), p.next()) else {
+            candle_core::bail!("gate/up projections: two outputs expected");
+        };
         let g = match self.arch.act {
             Act::Silu => candle_nn::ops::silu(&g)?,
             Act::GeluTanh => g.gelu()?,
         };
-        let mut m = lin(&b.mlp.down, &(g * lin(&b.mlp.up, &h)?)?)?;
+        let mut m = lin(&b.mlp.down, &(g * u)?)?;
         if let Some((_, post_ffn)) = &b.post {
             m = candle_nn::ops::rms_norm(&m, post_ffn, eps)?;
         }
@@ -1237,15 +1281,12 @@ impl Llama {
         rows: bool,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let (nh, nkv, hd) = (at.heads, at.kv_heads, at.head_dim);
-        let lin = |l: &Lin| {
-            if rows {
-                l.forward_rows(h)
-            } else {
-                l.forward(h)
-            }
+        let mut p = lin_shared(&[&at.q, &at.k, &at.v], h, rows)?.into_iter();
+        let (Some(q), Some(k), Some(v)) = (p.next(), p.next(), p.next()) else {
+            candle_core::bail!("q/k/v projections: three outputs expected");
         };
-        let mut q = lin(&at.q)?.reshape((1, t, nh, hd))?;
-        let mut k = lin(&at.k)?.reshape((1, t, nkv, hd))?;
+        let mut q = q.reshape((1, t, nh, hd))?;
+        let mut k = k.reshape((1, t, nkv, hd))?;
         if let Some((qn, kn)) = &at.qk_norm {
             let eps = self.eps as f32;
             q = candle_nn::ops::rms_norm(&q, qn, eps)?;
@@ -1253,7 +1294,7 @@ impl Llama {
         }
         let q = candle_nn::rotary_emb::rope_thd(&q, cos, sin)?.reshape((t, nh, hd))?;
         let k = candle_nn::rotary_emb::rope_thd(&k, cos, sin)?.reshape((t, nkv, hd))?;
-        let v = lin(&at.v)?.reshape((t, nkv, hd))?;
+        let v = v.reshape((t, nkv, hd))?;
         Ok((q, k, v))
     }
 
