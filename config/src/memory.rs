@@ -204,6 +204,9 @@ pub struct ModelMemory {
     pub context: u64,
     /// Where it runs.
     pub target: Target,
+    /// Of `weights`, what candle's x86 kernels add on the CPU after the load, on first
+    /// use ([`x86_repack_bytes`]): not yet taken when the node sizes the KV cache.
+    pub repacked: u64,
 }
 
 /// Why the KV cache holds the tokens a [`Need`] counts.
@@ -393,6 +396,7 @@ impl ModelMemory {
                 kv_dtype: run,
                 context,
                 target,
+                repacked: 0,
             });
         }
         let heads = need("num_attention_heads")?;
@@ -407,6 +411,7 @@ impl ModelMemory {
             kv_dtype: run,
             context: if context == 0 { 4096 } else { context },
             target,
+            repacked: 0,
         })
     }
 
@@ -484,6 +489,7 @@ impl ModelMemory {
             kv_dtype: "f32",
             context,
             target,
+            repacked,
         })
     }
 
@@ -782,6 +788,7 @@ mod tests {
             kv_dtype: "bf16",
             context: 8192,
             target: Target::Cpu,
+            repacked: 0,
         };
         let n = m.need(&engine(Some(2048)));
         assert_eq!(n.total(), (5 << 30) + HEADROOM_BYTES);
@@ -840,6 +847,7 @@ mod tests {
             kv_dtype: "bf16",
             context: 8192,
             target: Target::Gpu,
+            repacked: 0,
         };
         // 20 GiB + 3 GiB of KV + 0.5 GiB headroom fits 23.6 GiB; with the graphs it does not.
         let free = 23 * gib + (600 << 20);

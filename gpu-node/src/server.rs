@@ -139,8 +139,12 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         } else {
             Target::Gpu
         };
+        // What the model will take after the load (candle's x86 repacked copies, made on
+        // first use): the KV cache is sized without it.
+        let mut later = 0u64;
         match ModelMemory::of(&dir, m.dtype.as_deref(), m.quantize.as_deref(), target) {
             Ok(mem) => {
+                later = mem.repacked;
                 let need = mem.need(&cfg.engine);
                 let free = device::free_memory(&dev).saturating_sub(kv_bytes_reserved);
                 tracing::info!(model = %m.name, need = %need.figures(), free = %memory::gib(free), "memory");
@@ -169,13 +173,14 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         match loaded {
             LoadedModel::Generation(g) => {
                 let ctx = g.llama.config().max_position_embeddings;
-                // What the KV cache may take: free memory less what earlier models' caches
-                // and graphs will take, and this model's CUDA graphs (captured after the
-                // cache is allocated).
+                // What the KV cache may take: free memory less what earlier models' caches,
+                // graphs and repacks will take, and this model's CUDA graphs (captured after
+                // the cache is allocated) and repacked copies.
                 let graphs = memory::cuda_graph_bytes(target, &cfg.engine);
                 let free = device::free_memory(&dev)
                     .saturating_sub(kv_bytes_reserved)
-                    .saturating_sub(graphs);
+                    .saturating_sub(graphs)
+                    .saturating_sub(later);
                 let per_token = g.llama.kv_bytes_per_token();
                 let kv = match memory::kv_cache_tokens(
                     &cfg.engine,
@@ -189,7 +194,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
                         return Err(give_up(&agent, StartFailureKind::DoesNotFit, e, gpus()).await);
                     }
                 };
-                kv_bytes_reserved += (kv * per_token) as u64 + graphs;
+                kv_bytes_reserved += (kv * per_token) as u64 + graphs + later;
                 let limits = EngineLimits {
                     max_running: cfg.engine.max_running_sequences as usize,
                     kv_tokens: kv,
