@@ -361,6 +361,7 @@ impl ModelMemory {
         let run = run_dtype(dtype, saved, quantize, target)?;
         let run_bytes = dtype_bytes(run).unwrap_or(2);
         let saved_bytes = saved.and_then(dtype_bytes);
+        let mut repacked = 0u64;
         let (weights, weights_kind) = match quantize {
             Some(q) => {
                 let t = GgmlType::by_name(q)
@@ -376,10 +377,20 @@ impl ModelMemory {
                 let hidden = num("hidden_size").unwrap_or(0);
                 let embed = vocab.saturating_mul(hidden).min(params);
                 let mats = ((params - embed) as f64 * t.bits_per_weight() / 8.0) as u64;
-                (
-                    mats + embed * 4,
-                    format!("{} at load, embeddings f32", t.name),
-                )
+                // On the CPU candle's x86 kernels also keep a tiled copy of the matrices
+                // (their rows `hidden` wide, a multiple of 256; `down`'s are assumed so too).
+                if target == Target::Cpu && hidden > 0 && hidden.is_multiple_of(256) {
+                    let per_tile = x86_repack_bytes(t.id, 16, 256, x86_repack_level());
+                    repacked = (params - embed) / 4096 * per_tile;
+                }
+                let mut kind = format!("{} at load, embeddings f32", t.name);
+                if repacked > 0 {
+                    kind.push_str(&format!(
+                        ", + {} repacked by candle's x86 kernels",
+                        gib(repacked)
+                    ));
+                }
+                (mats + embed * 4 + repacked, kind)
             }
             None => match saved_bytes {
                 Some(from) if from != run_bytes => (file_bytes / from * run_bytes, run.to_string()),
@@ -396,7 +407,7 @@ impl ModelMemory {
                 kv_dtype: run,
                 context,
                 target,
-                repacked: 0,
+                repacked,
             });
         }
         let heads = need("num_attention_heads")?;
@@ -411,7 +422,7 @@ impl ModelMemory {
             kv_dtype: run,
             context: if context == 0 { 4096 } else { context },
             target,
-            repacked: 0,
+            repacked,
         })
     }
 
@@ -835,6 +846,17 @@ mod tests {
         assert_eq!(x86_repack_bytes(12, 24, k, Some(true)), 0);
         assert_eq!(x86_repack_bytes(13, rows, k, Some(true)), 0);
         assert_eq!(x86_repack_bytes(12, rows, k, None), 0);
+        // Quantized at load on this CPU: the matrices' tiled copy counts (rows 1024 wide).
+        let raw = serde_json::json!({"model_type": "llama", "vocab_size": 1000, "hidden_size": 1024,
+            "num_attention_heads": 8, "num_hidden_layers": 2, "torch_dtype": "bfloat16"});
+        let params = 1000 * 1024 + 4096 * 100;
+        let m = ModelMemory::from_config_json(&raw, params * 2, None, Some("q4_k"), Target::Cpu)
+            .unwrap();
+        let per_tile = x86_repack_bytes(12, 16, 256, x86_repack_level());
+        assert_eq!(m.repacked, 100 * per_tile);
+        let g = ModelMemory::from_config_json(&raw, params * 2, None, Some("q4_k"), Target::Gpu)
+            .unwrap();
+        assert_eq!((g.repacked, m.weights - g.weights), (0, m.repacked));
     }
 
     #[test]
