@@ -6,8 +6,8 @@
 //!     cargo run --release -p dayshift-node --example decode_speed -- MODEL.gguf [STEPS]
 //!
 //! `KV=SLOTSxTOKENS` sets the KV cache's geometry (default: one slot of prompt + steps);
-//! `serve` sizes it from free memory, e.g. `KV=32x2931` for a Qwen3-0.6B shape here, and
-//! that measured ~8 % slower a token than one small slot (2026-12-04, cause not found).
+//! `serve` sizes it from free memory, e.g. `KV=32x2931` for a Qwen3-0.6B shape here (on
+//! 2026-12-04 within this machine's ±10 % run-to-run noise of one small slot).
 
 use candle_core::{D, Device};
 use dayshift_node::model::gguf;
