@@ -454,6 +454,7 @@ impl ModelMemory {
         let q8_0 = GgmlType::by_id(8).ok_or("no q8_0 in the type table")?;
         let mut weights = 0u64;
         let mut repacked = 0u64;
+        let level = x86_repack_level();
         for t in &h.tensors {
             let ty = GgmlType::by_id(t.ggml_type)
                 .ok_or_else(|| format!("tensor {}: unknown GGML type {}", t.name, t.ggml_type))?;
@@ -478,7 +479,7 @@ impl ModelMemory {
             weights += ty.bytes_for(n);
             if target == Target::Cpu {
                 let (k, rows) = (t.dims[0], t.dims[1..].iter().product());
-                repacked += x86_repack_bytes(ty.id, rows, k, x86_repack_level());
+                repacked += x86_repack_bytes(ty.id, rows, k, level);
             }
         }
         let mut kind = h

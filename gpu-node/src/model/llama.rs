@@ -1036,7 +1036,7 @@ impl Llama {
     /// replayed with new contents of `idx`. A row with slot [`super::decode_ops::PAD_SLOT`] is padding: it
     /// writes nothing and attends to nothing. Returns the logits `[b, vocab]`.
     pub fn forward_decode(&self, kv: &KvCache, idx: &Tensor, b: usize) -> Result<Tensor> {
-        use super::decode_ops::{DecodeAttention, KvWrite};
+        use super::decode_ops::KvWrite;
         if self.fused_decode_takes(b) {
             return self.forward_decode_fused(kv, idx, b);
         }
@@ -1057,17 +1057,7 @@ impl Llama {
             let (q, k, v) = self.qkv(at, &h, b, &cos[at.rope], &sin[at.rope], true)?;
             kv.k[li].inplace_op3(&k, idx, &write)?;
             kv.v[li].inplace_op3(&v, idx, &write)?;
-            let o = q.apply_op3_no_bwd(
-                &kv.k[li],
-                &kv.v[li],
-                &DecodeAttention {
-                    b,
-                    heads: at.heads,
-                    window: self.arch.window.filter(|_| at.sliding),
-                    scale: self.arch.attn_scale as f32,
-                    idx: idx.clone(),
-                },
-            )?;
+            let o = q.apply_op3_no_bwd(&kv.k[li], &kv.v[li], &self.decode_attention(at, b, idx))?;
             let a = at.o.forward_rows(&o)?;
             x = self.finish_block(blk, x, a, true)?;
         }
@@ -1103,7 +1093,7 @@ impl Llama {
     /// ([`super::decode_ops::FusedGemv`], [`super::decode_ops::RopeRows`]); the same
     /// arithmetic and roundings as the unfused step.
     fn forward_decode_fused(&self, kv: &KvCache, idx: &Tensor, b: usize) -> Result<Tensor> {
-        use super::decode_ops::{DecodeAttention, FusedGemv, Prologue, QkvPart, RopeRows};
+        use super::decode_ops::{FusedGemv, Prologue, QkvPart, RopeRows};
         let ids = idx.narrow(0, 0, b)?;
         let mut x = self.embed_tokens(&ids)?.contiguous()?;
         let eps = self.eps as f32;
@@ -1149,17 +1139,7 @@ impl Llama {
             let q = qkv.apply_op1_no_bwd(&rope(QkvPart::Q, qn))?;
             kc.inplace_op2(&qkv, &rope(QkvPart::K, kn))?;
             vc.inplace_op2(&qkv, &rope(QkvPart::V, None))?;
-            let o = q.apply_op3_no_bwd(
-                kc,
-                vc,
-                &DecodeAttention {
-                    b,
-                    heads: at.heads,
-                    window: self.arch.window.filter(|_| at.sliding),
-                    scale: self.arch.attn_scale as f32,
-                    idx: idx.clone(),
-                },
-            )?;
+            let o = q.apply_op3_no_bwd(kc, vc, &self.decode_attention(at, b, idx))?;
             let ob = match &at.o {
                 Lin::Dense(l) => l.bias().cloned(),
                 Lin::Quant { .. } => None,
@@ -1266,6 +1246,22 @@ impl Llama {
         match self.arch.final_softcap {
             Some(cap) => softcap(&logits, cap),
             None => Ok(logits),
+        }
+    }
+
+    /// The decode attention of layer `at` for a step of `b` rows indexed by `idx`.
+    fn decode_attention(
+        &self,
+        at: &Attention,
+        b: usize,
+        idx: &Tensor,
+    ) -> super::decode_ops::DecodeAttention {
+        super::decode_ops::DecodeAttention {
+            b,
+            heads: at.heads,
+            window: self.arch.window.filter(|_| at.sliding),
+            scale: self.arch.attn_scale as f32,
+            idx: idx.clone(),
         }
     }
 
