@@ -439,70 +439,84 @@ DS_ROPE(float, f32)
 DS_ROPE(__half, f16)
 DS_ROPE(__nv_bfloat16, bf16)
 
-// decode_attn64: the same result as decode_attn for head_dim a multiple of 64, with
-// keys spread over the whole block: G = hd / 64 lanes per key (64 dimensions each,
-// 16-byte loads), one key per lane group at a time with an online softmax, then the
-// groups merged through shared memory (32 KiB whatever hd). Much less serial work per
-// warp than one key per warp. grid (nh, b); block 128 threads.
+// Decode attention for head size 64 * G (G = 1, 2, 4), split over the keys
+// (flash-decoding): block (h, r, sp) takes row r's keys in [sp * split_keys,
+// (sp + 1) * split_keys) that lie in its window [start, len), so a long context spreads
+// over many blocks instead of one per head (grid (nh, b, splits), block 128). In a block, G lanes share a key (64
+// dimensions each) and the 128 / G key groups each keep an online softmax; the groups
+// are merged in shared memory (rows padded by one float: no bank conflicts), all threads
+// taking part. With one split the block writes the output; with several it writes its
+// max, sum and unnormalised accumulator, and decode_attn_merge combines the splits.
+// Shapes as decode_attn; part_m, part_l: [b, nh, splits], part_acc: [b, nh, splits, HD].
 template <typename T, int G>
 __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
                               const T *__restrict__ vc, T *__restrict__ out,
-                              const uint32_t *__restrict__ idx, int b, int nh, int nkv, int cap,
-                              int window, float scale) {
+                              float *__restrict__ part_m, float *__restrict__ part_l,
+                              float *__restrict__ part_acc, const uint32_t *__restrict__ idx,
+                              int b, int nh, int nkv, int cap, int window, float scale,
+                              int split_keys) {
     constexpr int HD = 64 * G;
+    constexpr int HDP = HD + 1;
     constexpr int V = 16 / sizeof(T);
-    constexpr int NG = 128 / G; // key groups per block
+    constexpr int NG = 128 / G; // key groups per block (blockDim 128)
     __shared__ float sm[NG];
     __shared__ float sl[NG];
-    __shared__ float sacc[NG * HD];
-    const int h = blockIdx.x, r = blockIdx.y;
-    const int g = threadIdx.x / G, part = threadIdx.x % G;
+    __shared__ float sw[NG];
+    __shared__ float sacc[NG * HDP];
+    __shared__ float red[4];
+    const int h = blockIdx.x, r = blockIdx.y, sp = blockIdx.z, splits = gridDim.z;
+    const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+    const int g = t / G, part = t % G;
     const int kvh = h / (nh / nkv);
     const uint32_t slot = idx[2 * b + r];
     uint32_t len = slot == DS_PAD_SLOT ? 0 : idx[b + r] + 1;
     if (len > (uint32_t)cap) len = cap;
-    const uint32_t start = (window > 0 && len > (uint32_t)window) ? len - window : 0;
+    uint32_t start = (window > 0 && len > (uint32_t)window) ? len - window : 0;
+    const uint32_t lo = (uint32_t)sp * split_keys, hi = lo + split_keys;
+    if (start < lo) start = lo;
+    if (len > hi) len = hi;
     const T *qr = q + ((size_t)r * nh + h) * HD + part * 64;
-    const size_t base = ((size_t)slot * nkv + kvh) * (size_t)cap * HD + part * 64;
+    const size_t base =
+        ((size_t)(slot == DS_PAD_SLOT ? 0 : slot) * nkv + kvh) * (size_t)cap * HD + part * 64;
     float qv[64], acc[64];
 #pragma unroll
     for (int c = 0; c < 64 / V; c++) {
         const uint4 u = *reinterpret_cast<const uint4 *>(qr + c * V);
-        const T *t = reinterpret_cast<const T *>(&u);
+        const T *tv = reinterpret_cast<const T *>(&u);
 #pragma unroll
         for (int v = 0; v < V; v++) {
-            qv[c * V + v] = to_f(t[v]) * scale;
+            qv[c * V + v] = to_f(tv[v]) * scale;
             acc[c * V + v] = 0.f;
         }
     }
-    const unsigned gmask = G == 1 ? 1u : ((1u << G) - 1) << ((threadIdx.x & 31) & ~(G - 1));
+    // Only this key group's G lanes take an iteration (the bound differs between
+    // groups), so only they may take part in the shuffle: a full-warp mask here hung the
+    // GPU at head size 128 (H200, 2026-12-04).
+    const unsigned gmask = G == 1 ? 1u : ((1u << G) - 1) << (lane & ~(G - 1));
     float m = -INFINITY, l = 0.f;
     for (uint32_t j = start + g; j < len; j += NG) {
         const T *kj = kc + base + (size_t)j * HD;
-        float s = 0.f;
+        float sc = 0.f;
 #pragma unroll
         for (int c = 0; c < 64 / V; c++) {
-            const uint4 u = *reinterpret_cast<const uint4 *>(kj + c * V);
-            const T *t = reinterpret_cast<const T *>(&u);
+            const uint4 u = __ldg(reinterpret_cast<const uint4 *>(kj + c * V));
+            const T *tv = reinterpret_cast<const T *>(&u);
 #pragma unroll
-            for (int v = 0; v < V; v++) s += qv[c * V + v] * to_f(t[v]);
+            for (int v = 0; v < V; v++) sc += qv[c * V + v] * to_f(tv[v]);
         }
-        // Only this key group's G lanes take this iteration (the loop bound differs
-        // between groups), so only they may take part in the shuffle: a full-warp mask
-        // here hung the GPU at head size 128 (H200, 2026-12-04).
 #pragma unroll
-        for (int off = 1; off < G; off <<= 1) s += __shfl_xor_sync(gmask, s, off);
-        const float mn = fmaxf(m, s);
+        for (int off = 1; off < G; off <<= 1) sc += __shfl_xor_sync(gmask, sc, off);
+        const float mn = fmaxf(m, sc);
         const float cr = __expf(m - mn);
-        const float p = __expf(s - mn);
+        const float p = __expf(sc - mn);
         l = l * cr + p;
         const T *vj = vc + base + (size_t)j * HD;
 #pragma unroll
         for (int c = 0; c < 64 / V; c++) {
-            const uint4 u = *reinterpret_cast<const uint4 *>(vj + c * V);
-            const T *t = reinterpret_cast<const T *>(&u);
+            const uint4 u = __ldg(reinterpret_cast<const uint4 *>(vj + c * V));
+            const T *tv = reinterpret_cast<const T *>(&u);
 #pragma unroll
-            for (int v = 0; v < V; v++) acc[c * V + v] = acc[c * V + v] * cr + p * to_f(t[v]);
+            for (int v = 0; v < V; v++) acc[c * V + v] = acc[c * V + v] * cr + p * to_f(tv[v]);
         }
         m = mn;
     }
@@ -511,28 +525,85 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
         sl[g] = l;
     }
 #pragma unroll
-    for (int d = 0; d < 64; d++) sacc[g * HD + part * 64 + d] = acc[d];
+    for (int d = 0; d < 64; d++) sacc[g * HDP + part * 64 + d] = acc[d];
     __syncthreads();
-    float mx = -INFINITY;
-    for (int w = 0; w < NG; w++) mx = fmaxf(mx, sm[w]);
-    float total = 0.f;
-    for (int w = 0; w < NG; w++) total += sm[w] == -INFINITY ? 0.f : sl[w] * __expf(sm[w] - mx);
-    T *o = out + ((size_t)r * nh + h) * HD;
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    // The block's max over groups, then each group's weight exp(m_g - max).
+    float mx = t < NG ? sm[t] : -INFINITY;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    if (lane == 0) red[warp] = mx;
+    __syncthreads();
+    mx = fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
+    if (t < NG) sw[t] = sm[t] == -INFINITY ? 0.f : __expf(sm[t] - mx);
+    __syncthreads(); // sw is written, and every thread has read red[] for the max
+    float tl = t < NG ? sl[t] * sw[t] : 0.f;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) tl += __shfl_xor_sync(0xffffffffu, tl, off);
+    if (lane == 0) red[warp] = tl;
+    __syncthreads();
+    const float total = red[0] + red[1] + red[2] + red[3];
+    // Output dimension d: P = 128 / HD threads (HD = 64) share its groups, or each
+    // thread takes HD / 128 dimensions (HD >= 128).
+    constexpr int P = HD >= 128 ? 1 : 128 / HD;
+    const size_t row = (size_t)r * nh + h;
+    for (int d0 = 0; d0 < HD; d0 += 128 / P) {
+        const int d = d0 + t / P, sub = t % P;
         float v = 0.f;
-        for (int w = 0; w < NG; w++) {
-            if (sm[w] != -INFINITY) v += sacc[w * HD + d] * __expf(sm[w] - mx);
+        if (d < HD)
+            for (int w = sub; w < NG; w += P) v += sacc[w * HDP + d] * sw[w];
+#pragma unroll
+        for (int off = 1; off < P; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (d >= HD || sub != 0) continue;
+        if (splits == 1) {
+            out[row * HD + d] = from_f<T>(total > 0.f ? v / total : 0.f);
+        } else {
+            part_acc[(row * splits + sp) * HD + d] = v;
         }
-        o[d] = from_f<T>(total > 0.f ? v / total : 0.f);
     }
+    if (splits > 1 && t == 0) {
+        part_m[row * splits + sp] = mx;
+        part_l[row * splits + sp] = total;
+    }
+}
+
+// Combines decode_attn64's splits: out[r, h, d] = sum_s acc_s[d] e^(m_s - M) /
+// sum_s l_s e^(m_s - M), M = max_s m_s. grid (nh, b), block HD threads.
+template <typename T>
+__device__ void decode_attn_merge(const float *__restrict__ part_m, const float *__restrict__ part_l,
+                                  const float *__restrict__ part_acc, T *__restrict__ out, int nh,
+                                  int splits, int hd) {
+    const size_t row = (size_t)blockIdx.y * nh + blockIdx.x;
+    const int d = threadIdx.x;
+    float mx = -INFINITY;
+    for (int s = 0; s < splits; s++) mx = fmaxf(mx, part_m[row * splits + s]);
+    float v = 0.f, total = 0.f;
+    if (mx != -INFINITY) {
+        for (int s = 0; s < splits; s++) {
+            const float pm = part_m[row * splits + s];
+            if (pm == -INFINITY) continue;
+            const float w = __expf(pm - mx);
+            total += part_l[row * splits + s] * w;
+            v += part_acc[(row * splits + s) * hd + d] * w;
+        }
+    }
+    if (d < hd) out[row * hd + d] = from_f<T>(total > 0.f ? v / total : 0.f);
 }
 
 #define DS_ATTN64(T, SUFFIX, G)                                                                \
     extern "C" __global__ void decode_attn64_##SUFFIX##_##G(                                    \
-        const T *q, const T *kc, const T *vc, T *out, const uint32_t *idx, int b, int nh,      \
-        int nkv, int cap, int hd, int window, float scale) {                                   \
-        decode_attn64<T, G>(q, kc, vc, out, idx, b, nh, nkv, cap, window, scale);              \
+        const T *q, const T *kc, const T *vc, T *out, float *pm, float *pl, float *pa,         \
+        const uint32_t *idx, int b, int nh, int nkv, int cap, int window, float scale,         \
+        int split_keys) {                                                                      \
+        decode_attn64<T, G>(q, kc, vc, out, pm, pl, pa, idx, b, nh, nkv, cap, window, scale,   \
+                            split_keys);                                                       \
+    }
+#define DS_ATTN_MERGE(T, SUFFIX)                                                               \
+    extern "C" __global__ void decode_attn_merge_##SUFFIX(const float *pm, const float *pl,    \
+                                                          const float *pa, T *out, int nh,      \
+                                                          int splits, int hd) {                 \
+        decode_attn_merge<T>(pm, pl, pa, out, nh, splits, hd);                                  \
     }
 DS_ATTN64(float, f32, 1) DS_ATTN64(float, f32, 2) DS_ATTN64(float, f32, 4)
 DS_ATTN64(__half, f16, 1) DS_ATTN64(__half, f16, 2) DS_ATTN64(__half, f16, 4)
 DS_ATTN64(__nv_bfloat16, bf16, 1) DS_ATTN64(__nv_bfloat16, bf16, 2) DS_ATTN64(__nv_bfloat16, bf16, 4)
+DS_ATTN_MERGE(float, f32) DS_ATTN_MERGE(__half, f16) DS_ATTN_MERGE(__nv_bfloat16, bf16)

@@ -14,6 +14,7 @@
 // uses it.
 #include "../../../gpu-node/cuda/decode.cu"
 #include "gemv_v1.cuh"
+#include "attn_v1.cuh"
 #include <cublas_v2.h>
 #include <cstdio>
 #include <cstdlib>
@@ -165,42 +166,89 @@ struct Variant {
 
 
 
-// Per-launch time of the fused step's other kernels at batch 1, each in a graph of 32
-// launches over 32 layers' own caches (so the keys and values come from memory, not L2):
-// decode attention at a few context lengths, and the three RoPE parts (q; k and v into
-// the cache).
+// Per-launch time of the fused step's other kernels, each in a graph of 32 launches over
+// 32 layers' own caches (so the keys and values come from memory, not L2): decode
+// attention (the node's, split over the keys as the node splits it, and merged; against
+// the kernel before the splits, attn_v1.cuh, whose output it must match) at several
+// context lengths and rows, and the three RoPE parts (q; k and v into the cache).
 template <int G>
-static void attn_case(const char *name, int nh, int nkv, int ctx) {
-    const int hd = 64 * G, cap = 4096, layers = 32;
-    const size_t per = (size_t)nkv * cap * hd;
-    bf *kc, *vc, *q, *o;
+__global__ void k_attn_v1(const bf *q, const bf *kc, const bf *vc, bf *o, const uint32_t *idx,
+                          int b, int nh, int nkv, int cap, int window, float scale) {
+    decode_attn64_v1<bf, G>(q, kc, vc, o, idx, b, nh, nkv, cap, window, scale);
+}
+
+// The node's rule (gpu-node/src/model/decode_ops/mod.rs, attention_splits).
+static void splits_for(int heads, int rows, int cap, int &splits, int &keys) {
+    int most = cap / 256;
+    if (most < 1) most = 1;
+    splits = (1024 + heads * rows - 1) / (heads * rows);
+    if (splits > most) splits = most;
+    if (splits < 1) splits = 1;
+    keys = (cap + splits - 1) / splits;
+}
+
+template <int G>
+static void attn_case(const char *name, int nh, int nkv, int rows, int ctx, int window) {
+    const int hd = 64 * G, cap = 4096, layers = 32, slots = rows;
+    const size_t per = (size_t)slots * nkv * cap * hd;
+    bf *kc, *vc, *q, *o, *o1;
     uint32_t *idx;
     CK(cudaMalloc(&kc, per * layers * sizeof(bf)));
     CK(cudaMalloc(&vc, per * layers * sizeof(bf)));
-    CK(cudaMalloc(&q, (size_t)nh * hd * sizeof(bf)));
-    CK(cudaMalloc(&o, (size_t)nh * hd * sizeof(bf)));
-    CK(cudaMalloc(&idx, 3 * sizeof(uint32_t)));
+    CK(cudaMalloc(&q, (size_t)rows * nh * hd * sizeof(bf)));
+    CK(cudaMalloc(&o, (size_t)rows * nh * hd * sizeof(bf)));
+    CK(cudaMalloc(&o1, (size_t)rows * nh * hd * sizeof(bf)));
+    CK(cudaMalloc(&idx, 3 * rows * sizeof(uint32_t)));
     fill_rand<<<1024, 256>>>(kc, per * layers, 7, 1.f);
     fill_rand<<<1024, 256>>>(vc, per * layers, 8, 1.f);
-    fill_rand<<<16, 256>>>(q, (size_t)nh * hd, 9, 1.f);
-    const uint32_t h[3] = {0, (uint32_t)ctx - 1, 0};
-    CK(cudaMemcpy(idx, h, sizeof h, cudaMemcpyHostToDevice));
-    const double us = graph_us(
+    fill_rand<<<16, 256>>>(q, (size_t)rows * nh * hd, 9, 4.f);
+    // Rows: the first at position ctx - 1, the others shorter; the last row of several
+    // is padding.
+    std::vector<uint32_t> h(3 * rows);
+    for (int r = 0; r < rows; r++) {
+        h[r] = 0;
+        h[rows + r] = (uint32_t)(ctx - 1) / (r + 1);
+        h[2 * rows + r] = (rows > 1 && r == rows - 1) ? DS_PAD_SLOT : (uint32_t)r;
+    }
+    CK(cudaMemcpy(idx, h.data(), h.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
+    int splits, keys;
+    splits_for(nh, rows, cap, splits, keys);
+    float *pm, *pl, *pa;
+    const size_t parts = (size_t)rows * nh * splits;
+    CK(cudaMalloc(&pm, parts * sizeof(float)));
+    CK(cudaMalloc(&pl, parts * sizeof(float)));
+    CK(cudaMalloc(&pa, parts * hd * sizeof(float)));
+    const float scale = 1.f / sqrtf((float)hd);
+    const float v1 = graph_us(
+        [&](cudaStream_t st) {
+            for (int l = 0; l < layers; l++)
+                k_attn_v1<G><<<dim3(nh, rows), 128, 0, st>>>(q, kc + l * per, vc + l * per, o1, idx,
+                                                              rows, nh, nkv, cap, window, scale);
+        },
+        layers);
+    const float node = graph_us(
         [&](cudaStream_t st) {
             for (int l = 0; l < layers; l++) {
+                const bf *k = kc + l * per, *vv = vc + l * per;
                 if (G == 1)
-                    decode_attn64_bf16_1<<<dim3(nh, 1), 128, 0, st>>>(
-                        q, kc + l * per, vc + l * per, o, idx, 1, nh, nkv, cap, hd, 0, 0.125f);
+                    decode_attn64_bf16_1<<<dim3(nh, rows, splits), 128, 0, st>>>(
+                        q, k, vv, o, pm, pl, pa, idx, rows, nh, nkv, cap, window, scale, keys);
                 else
-                    decode_attn64_bf16_2<<<dim3(nh, 1), 128, 0, st>>>(
-                        q, kc + l * per, vc + l * per, o, idx, 1, nh, nkv, cap, hd, 0, 0.125f);
+                    decode_attn64_bf16_2<<<dim3(nh, rows, splits), 128, 0, st>>>(
+                        q, k, vv, o, pm, pl, pa, idx, rows, nh, nkv, cap, window, scale, keys);
+                if (splits > 1)
+                    decode_attn_merge_bf16<<<dim3(nh, rows), hd, 0, st>>>(pm, pl, pa, o, nh, splits, hd);
             }
         },
         layers);
-    const double bytes = 2.0 * nkv * ctx * hd * sizeof(bf);
-    printf("attn %-8s ctx %5d: %7.2f us per launch (%6.1f GB/s of keys and values)\n", name, ctx,
-           us, bytes / (us * 1e-6) / 1e9);
-    for (void *p : {(void *)kc, (void *)vc, (void *)q, (void *)o, (void *)idx}) CK(cudaFree(p));
+    // Both graphs ended on layer 31's cache: compare the outputs.
+    const float d = max_diff(o, o1, (size_t)rows * nh * hd);
+    printf("attn %-8s rows %d ctx %5d window %4d splits %2d: v1 %7.2f us, node %7.2f us (%.2fx)  "
+           "maxdiff %.3g\n",
+           name, rows, ctx, window, splits, v1, node, v1 / node, d);
+    for (void *p : {(void *)kc, (void *)vc, (void *)q, (void *)o, (void *)o1, (void *)idx, (void *)pm,
+                    (void *)pl, (void *)pa})
+        CK(cudaFree(p));
 }
 
 static void rope_case(const char *name, int nh, int nkv, int hd) {
@@ -235,9 +283,13 @@ static void rope_case(const char *name, int nh, int nkv, int hd) {
 }
 
 static void small_kernels() {
-    for (int ctx : {128, 256, 1024, 4096}) attn_case<1>("llama1b", 32, 8, ctx);
-    for (int ctx : {128, 256, 1024, 4096}) attn_case<1>("qwen05", 14, 2, ctx);
-    for (int ctx : {128, 256, 1024, 4096}) attn_case<2>("llama8b", 32, 8, ctx);
+    for (int ctx : {1, 17, 128, 256, 1024, 4096}) attn_case<1>("llama1b", 32, 8, 1, ctx, 0);
+    for (int ctx : {128, 1024, 4096}) attn_case<1>("llama1b", 32, 8, 2, ctx, 0);
+    for (int ctx : {256, 4096}) attn_case<1>("llama1b", 32, 8, 32, ctx, 0);
+    attn_case<1>("llama1b", 32, 8, 1, 4096, 1000);
+    for (int ctx : {128, 256, 1024, 4096}) attn_case<1>("qwen05", 14, 2, 1, ctx, 0);
+    for (int ctx : {1, 128, 256, 1024, 4096}) attn_case<2>("llama8b", 32, 8, 1, ctx, 0);
+    attn_case<2>("llama8b", 32, 8, 2, 1024, 0);
     rope_case("llama1b", 32, 8, 64);
     rope_case("qwen05", 14, 2, 64);
     rope_case("llama8b", 32, 8, 128);

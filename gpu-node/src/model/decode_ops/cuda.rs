@@ -71,7 +71,13 @@ fn kernel_name(name: &str) -> Result<&'static str> {
             for g in [1, 2, 4] {
                 v.push(format!("decode_attn64_{t}_{g}"));
             }
-            for k in ["rope_rows", "kv_write", "decode_attn", "argmax_part"] {
+            for k in [
+                "rope_rows",
+                "kv_write",
+                "decode_attn",
+                "decode_attn_merge",
+                "argmax_part",
+            ] {
                 v.push(format!("{k}_{t}"));
             }
         }
@@ -231,8 +237,8 @@ pub(super) fn kv_write(
     launch(name, &mut lb, cfg)
 }
 
-/// Decode attention (`DecodeAttention`): the block-wide kernel for head size 64, 128
-/// or 256, the warp-per-key one otherwise.
+/// Decode attention (`DecodeAttention`): the block-wide kernel split over the keys (and
+/// its merge) for head size 64, 128 or 256, the warp-per-key one otherwise.
 pub(super) fn decode_attention(
     op: &DecodeAttention,
     (nkv, cap, hd): (usize, usize, usize),
@@ -255,36 +261,81 @@ pub(super) fn decode_attention(
         None => kernel(&dev, "decode_attn", sfx, "")?,
     };
     let mut out = alloc_like(&dev, sfx, op.b * op.heads * hd)?;
-    let warps = 4u32;
     let (bi, nhi, nkvi, capi, hdi) = (int(op.b)?, int(op.heads)?, int(nkv)?, int(cap)?, int(hd)?);
     let window = int(op.window.unwrap_or(0))?;
-    with_idx(&op.idx, |i| {
-        let stream = dev.cuda_stream();
-        let mut lb = stream.launch_builder(&f);
-        push(&mut lb, &qa);
-        push(&mut lb, &ka);
-        push(&mut lb, &va);
-        push_out(&mut lb, &mut out);
-        lb.arg(i)
-            .arg(&bi)
-            .arg(&nhi)
-            .arg(&nkvi)
-            .arg(&capi)
-            .arg(&hdi)
-            .arg(&window)
-            .arg(&op.scale);
-        let cfg = LaunchConfig {
-            grid_dim: (op.heads as u32, op.b as u32, 1),
-            block_dim: (32 * warps, 1, 1),
-            // The block-wide kernel's shared memory is static.
-            shared_mem_bytes: if wide.is_some() {
-                0
-            } else {
-                warps * hd as u32 * 4
-            },
+    let stream = dev.cuda_stream();
+    if wide.is_none() {
+        let warps = 4u32;
+        with_idx(&op.idx, |i| {
+            let mut lb = stream.launch_builder(&f);
+            push(&mut lb, &qa);
+            push(&mut lb, &ka);
+            push(&mut lb, &va);
+            push_out(&mut lb, &mut out);
+            lb.arg(i)
+                .arg(&bi)
+                .arg(&nhi)
+                .arg(&nkvi)
+                .arg(&capi)
+                .arg(&hdi)
+                .arg(&window)
+                .arg(&op.scale);
+            let cfg = LaunchConfig {
+                grid_dim: (op.heads as u32, op.b as u32, 1),
+                block_dim: (32 * warps, 1, 1),
+                shared_mem_bytes: warps * hd as u32 * 4,
+            };
+            launch(name, &mut lb, cfg)
+        })?;
+    } else {
+        // Split over the keys; with several splits each block leaves its partial result
+        // (max, sum, accumulator) for decode_attn_merge.
+        let (splits, split_keys) = super::attention_splits(op.heads, op.b, cap);
+        let parts = op.b * op.heads * splits;
+        let scratch = |n: usize| -> Result<_> {
+            // SAFETY: decode_attn64 writes every element it later reads (one per block).
+            unsafe { dev.alloc::<f32>(n.max(1)) }
         };
-        launch(name, &mut lb, cfg)
-    })?;
+        let (mut pm, mut pl, mut pa) = (scratch(parts)?, scratch(parts)?, scratch(parts * hd)?);
+        let ski = int(split_keys)?;
+        with_idx(&op.idx, |i| {
+            let mut lb = stream.launch_builder(&f);
+            push(&mut lb, &qa);
+            push(&mut lb, &ka);
+            push(&mut lb, &va);
+            push_out(&mut lb, &mut out);
+            lb.arg(&mut pm).arg(&mut pl).arg(&mut pa);
+            lb.arg(i)
+                .arg(&bi)
+                .arg(&nhi)
+                .arg(&nkvi)
+                .arg(&capi)
+                .arg(&window)
+                .arg(&op.scale)
+                .arg(&ski);
+            let cfg = LaunchConfig {
+                grid_dim: (op.heads as u32, op.b as u32, splits as u32),
+                block_dim: (128, 1, 1),
+                // Its shared memory is static.
+                shared_mem_bytes: 0,
+            };
+            launch(name, &mut lb, cfg)
+        })?;
+        if splits > 1 {
+            let (mname, mf) = kernel(&dev, "decode_attn_merge", sfx, "")?;
+            let si = int(splits)?;
+            let mut lb = stream.launch_builder(&mf);
+            lb.arg(&pm).arg(&pl).arg(&pa);
+            push_out(&mut lb, &mut out);
+            lb.arg(&nhi).arg(&si).arg(&hdi);
+            let cfg = LaunchConfig {
+                grid_dim: (op.heads as u32, op.b as u32, 1),
+                block_dim: (hd as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            launch(mname, &mut lb, cfg)?;
+        }
+    }
     Ok((
         CudaStorage {
             slice: out,

@@ -351,6 +351,19 @@ pub struct FusedGemv {
 /// Most rows [`FusedGemv`] takes.
 pub const GEMV_MAX_ROWS: usize = 8;
 
+/// How decode attention with head size 64/128/256 splits each row's keys over blocks:
+/// `(splits, keys per split)`. Enough splits that a step has about 1,024 blocks (one
+/// head of one row with a 4k context otherwise leaves most of the GPU idle), but no split
+/// shorter than 256 keys; `splits * keys >= cap`. Fixed by the step's shape, so a
+/// captured graph keeps it.
+pub fn attention_splits(heads: usize, rows: usize, cap: usize) -> (usize, usize) {
+    const TARGET_BLOCKS: usize = 1024;
+    const MIN_KEYS: usize = 256;
+    let most = (cap / MIN_KEYS).max(1);
+    let splits = TARGET_BLOCKS.div_ceil((heads * rows).max(1)).clamp(1, most);
+    (splits, cap.div_ceil(splits).max(1))
+}
+
 /// Shared memory the fused kernel may stage activations in (bytes): the opt-in limit of
 /// the smallest GPU we ship for (sm_86/sm_89: 99 KiB), rounded down.
 pub const FUSED_SMEM_BYTES: usize = 96 << 10;
@@ -744,6 +757,28 @@ mod tests {
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         let scale = max_abs_diff(b, &b.zeros_like().unwrap()).unwrap().max(1.0);
         max_abs_diff(a, b).unwrap() / scale
+    }
+
+    /// Attention splits: ~1,024 blocks for a few rows, one split for many, never a split
+    /// under 256 keys, and always every key of the cache covered.
+    #[test]
+    fn attention_splits_cover_the_cache() {
+        assert_eq!(attention_splits(32, 1, 4096), (16, 256));
+        assert_eq!(attention_splits(32, 1, 512), (2, 256));
+        assert_eq!(attention_splits(32, 32, 4096), (1, 4096));
+        assert_eq!(attention_splits(14, 2, 100), (1, 100));
+        assert_eq!(attention_splits(8, 1, 131072), (128, 1024));
+        for heads in [1, 8, 14, 32, 64] {
+            for rows in [1, 2, 3, 8, 128] {
+                for cap in [1, 255, 256, 257, 4096, 5000, 131072] {
+                    let (s, k) = attention_splits(heads, rows, cap);
+                    assert!(
+                        s >= 1 && s * k >= cap && (s == 1 || k >= 256),
+                        "{heads} {rows} {cap}"
+                    );
+                }
+            }
+        }
     }
 
     /// [`FusedGemv`] with each prologue (none, RMSNorm, SwiGLU) and epilogue (bias,
