@@ -404,7 +404,18 @@ fn linear(
         };
     };
     let w = vb.get((out, inp), "weight")?.to_device(&Device::Cpu)?;
-    let qt = QTensor::quantize_onto(&w, super::quantize::fit_type(q, inp), vb.device())?;
+    let t = super::quantize::fit_type(q, inp);
+    let qt = super::quantize::quantize_parallel(&w, t)?;
+    let qt = if vb.device().is_cpu() {
+        qt
+    } else {
+        candle_core::quantized::ggml_file::qtensor_from_ggml(
+            t,
+            &qt.data()?,
+            w.dims().to_vec(),
+            vb.device(),
+        )?
+    };
     Ok(Lin::Quant {
         w: QMatMul::from_arc(std::sync::Arc::new(qt))?,
         b: if bias {

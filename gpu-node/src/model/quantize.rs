@@ -331,7 +331,7 @@ pub fn write_gguf(
             w
         };
         let dt = report.plan(scheme, &p.gguf, w.dims(), tied, cfg.num_hidden_layers);
-        let qt = QTensor::quantize(&w, dt)
+        let qt = quantize_parallel(&w, dt)
             .with_context(|| format!("cannot quantize {} as {dt:?}", p.gguf))?;
         tensors.push((p.gguf.clone(), qt));
         progress(done + 1, total, &p.gguf);
@@ -349,6 +349,41 @@ pub fn write_gguf(
     write_file(out, &md, &tensors, &|tmp| check_tokenizer(tmp, &tok))?;
     report.bytes = std::fs::metadata(out)?.len();
     Ok(report)
+}
+
+/// [`QTensor::quantize`] of a CPU tensor, spread over the rayon pool: the rows are cut
+/// into one chunk per thread (whole rows, so whole blocks), each chunk quantized alone,
+/// and the blocks joined in order — the same bytes as one call, since every block is
+/// quantized from its own values only (unit test below). Vectors, types without blocks
+/// and small matrices take the single call.
+pub(crate) fn quantize_parallel(w: &Tensor, dt: GgmlDType) -> candle_core::Result<QTensor> {
+    use rayon::prelude::*;
+    const MIN_CHUNK_ELEMS: usize = 1 << 20;
+    let dims = w.dims().to_vec();
+    let threads = rayon::current_num_threads();
+    let rows = dims.first().copied().unwrap_or(0);
+    let blocked = !matches!(dt, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+    if dims.len() != 2 || !blocked || threads < 2 || w.elem_count() < 2 * MIN_CHUNK_ELEMS {
+        return QTensor::quantize(w, dt);
+    }
+    let per = rows
+        .div_ceil(threads)
+        .max(MIN_CHUNK_ELEMS.div_ceil(dims[1].max(1)));
+    let parts: Vec<candle_core::Result<Vec<u8>>> = (0..rows.div_ceil(per))
+        .into_par_iter()
+        .map(|i| {
+            let n = per.min(rows - i * per);
+            // A copy of its own: the quantizer reads the whole storage, ignoring the
+            // view's offset.
+            let q = QTensor::quantize(&w.narrow(0, i * per, n)?.force_contiguous()?, dt)?;
+            Ok(q.data()?.into_owned())
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    for p in parts {
+        bytes.extend_from_slice(&p?);
+    }
+    candle_core::quantized::ggml_file::qtensor_from_ggml(dt, &bytes, dims, &Device::Cpu)
 }
 
 /// Refuses what a GGUF file of these architectures cannot carry (rather than drop it).
@@ -549,7 +584,7 @@ pub fn requantize_gguf(
             q
         } else {
             let got = report.plan(scheme, name, &dims, tied, layers);
-            QTensor::quantize(&q.dequantize(&Device::Cpu)?, got)
+            quantize_parallel(&q.dequantize(&Device::Cpu)?, got)
                 .with_context(|| format!("cannot quantize {name} as {got:?}"))?
         };
         tensors.push((name.clone(), qt));
@@ -1143,4 +1178,34 @@ pub fn summary(r: &Report, started: Instant) -> String {
         s.push_str(&k.join(", "));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parallel quantizer writes the same bytes as one call, for every type the
+    /// schemes use, with a row count that does not divide evenly among the threads.
+    #[test]
+    fn quantize_parallel_equals_one_call() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let w = Tensor::randn(0f32, 1.0, (1031, 2048), &Device::Cpu).unwrap();
+        for dt in [
+            GgmlDType::Q8_0,
+            GgmlDType::Q6K,
+            GgmlDType::Q5K,
+            GgmlDType::Q4K,
+            GgmlDType::Q5_0,
+            GgmlDType::F16,
+        ] {
+            let one = QTensor::quantize(&w, dt).unwrap();
+            let par = pool.install(|| quantize_parallel(&w, dt)).unwrap();
+            assert_eq!(par.dtype(), dt);
+            assert_eq!(par.shape().dims(), &[1031, 2048]);
+            assert!(one.data().unwrap() == par.data().unwrap(), "{dt:?}");
+        }
+    }
 }
