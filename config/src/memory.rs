@@ -144,6 +144,24 @@ pub fn run_dtype(
     Ok(saved.and_then(canonical_dtype).unwrap_or("bf16"))
 }
 
+/// The dtype a node runs a GGUF file's activations, dense tensors (embeddings, norms,
+/// biases) and KV cache in: f32 unless `dtype` says otherwise; on the CPU only f32
+/// (candle's quantized CPU kernels take f32 input). On a GPU, `bf16` halves the KV cache
+/// and the embedding table.
+pub fn gguf_run_dtype(dtype: Option<&str>, target: Target) -> Result<&'static str, String> {
+    let Some(d) = dtype else {
+        return Ok("f32");
+    };
+    let d =
+        canonical_dtype(d).ok_or_else(|| format!("dtype {d:?} is not one of f32, bf16, f16"))?;
+    if target == Target::Cpu && d != "f32" {
+        return Err(format!(
+            "dtype {d:?}: a GGUF file runs in f32 on the CPU (candle's quantized CPU kernels take f32 input): leave dtype out, or run it on a GPU"
+        ));
+    }
+    Ok(d)
+}
+
 /// Bytes of KV cache one token takes: keys and values of every layer.
 pub fn kv_bytes_per_token(layers: u64, kv_heads: u64, head_dim: u64, elem_bytes: u64) -> u64 {
     2 * layers * kv_heads * head_dim * elem_bytes
@@ -324,7 +342,8 @@ impl ModelMemory {
                     p.display()
                 ));
             }
-            return ModelMemory::from_gguf(&GgufHeader::read(&p)?, target)
+            let run = gguf_run_dtype(dtype, target).map_err(|e| format!("{}: {e}", p.display()))?;
+            return ModelMemory::from_gguf(&GgufHeader::read(&p)?, target, run)
                 .map_err(|e| format!("{}: {e}", p.display()));
         }
         let cfg = path.join("config.json");
@@ -432,7 +451,13 @@ impl ModelMemory {
     /// matrix), and runs activations and the KV cache in f32. On the CPU (this machine's:
     /// [`Target::Cpu`] is only asked by the node itself) candle 0.11 also keeps a second,
     /// tiled copy of the matrices its x86 kernels take ([`x86_repack_bytes`]).
-    pub fn from_gguf(h: &GgufHeader, target: Target) -> Result<ModelMemory, String> {
+    /// `dtype`: [`gguf_run_dtype`]'s choice, the dtype of the dense tensors and KV cache.
+    pub fn from_gguf(
+        h: &GgufHeader,
+        target: Target,
+        dtype: &'static str,
+    ) -> Result<ModelMemory, String> {
+        let dense_bytes = dtype_bytes(dtype).ok_or_else(|| format!("unknown dtype {dtype:?}"))?;
         let arch = h
             .text("general.architecture")
             .ok_or("general.architecture is missing")?;
@@ -463,12 +488,12 @@ impl ModelMemory {
                 continue; // read into the rotary tables, not kept as a tensor
             }
             if t.name == "token_embd.weight" {
-                weights += n * 4;
+                weights += n * dense_bytes;
                 if !tied {
                     continue;
                 }
             } else if t.dims.len() < 2 {
-                weights += n * 4;
+                weights += n * dense_bytes;
                 continue;
             }
             let ty = if target == Target::Cpu && matches!(ty.id, 3 | 6 | 7) {
@@ -485,8 +510,8 @@ impl ModelMemory {
         let mut kind = h
             .uint("general.file_type")
             .and_then(file_type_name)
-            .map(|n| format!("GGUF {n}, embeddings f32"))
-            .unwrap_or_else(|| "GGUF, embeddings f32".into());
+            .map(|n| format!("GGUF {n}, embeddings {dtype}"))
+            .unwrap_or_else(|| format!("GGUF, embeddings {dtype}"));
         if repacked > 0 {
             kind.push_str(&format!(
                 ", + {} repacked by candle's x86 kernels",
@@ -497,8 +522,8 @@ impl ModelMemory {
         Ok(ModelMemory {
             weights,
             weights_kind: kind,
-            kv_bytes_per_token: kv_bytes_per_token(layers, kv_heads, head_dim, 4),
-            kv_dtype: "f32",
+            kv_bytes_per_token: kv_bytes_per_token(layers, kv_heads, head_dim, dense_bytes),
+            kv_dtype: dtype,
             context,
             target,
             repacked,
@@ -758,6 +783,19 @@ mod tests {
         // 2 (k, v) × 3 layers × 2 kv heads × 16 (64 / 4) × 2 bytes.
         assert_eq!(m.kv_bytes_per_token, 384);
         assert_eq!(m.context, 512);
+    }
+
+    /// A GGUF file runs in f32 unless `dtype` says otherwise, and only in f32 on the CPU.
+    #[test]
+    fn gguf_runs_in_f32_unless_a_gpu_is_told_otherwise() {
+        assert_eq!(gguf_run_dtype(None, Target::Gpu), Ok("f32"));
+        assert_eq!(gguf_run_dtype(None, Target::Cpu), Ok("f32"));
+        assert_eq!(gguf_run_dtype(Some("bfloat16"), Target::Gpu), Ok("bf16"));
+        assert_eq!(gguf_run_dtype(Some("f16"), Target::Gpu), Ok("f16"));
+        assert_eq!(gguf_run_dtype(Some("f32"), Target::Cpu), Ok("f32"));
+        let e = gguf_run_dtype(Some("bf16"), Target::Cpu).unwrap_err();
+        assert!(e.contains("f32 on the CPU"), "{e}");
+        assert!(gguf_run_dtype(Some("int8"), Target::Gpu).is_err());
     }
 
     #[test]

@@ -233,7 +233,9 @@ pub struct ModelConfig {
     pub name: String,
     /// Where its files come from.
     pub source: ModelSource,
-    /// dtype override (`f32`, `bf16`, `f16`); default: `torch_dtype` of `config.json`.
+    /// dtype override (`f32`, `bf16`, `f16`); default: `torch_dtype` of `config.json`. For
+    /// a GGUF file: the dtype of its activations, dense tensors and KV cache on a GPU
+    /// (default f32; the CPU runs GGUF in f32 only).
     #[serde(default)]
     pub dtype: Option<String>,
     /// Quantize the linear layers at load (one of [`QUANTIZE_TYPES`]): a safetensors
@@ -326,11 +328,9 @@ impl NodeConfig {
                     m.name
                 ));
             }
-            if m.dtype.is_some() && m.source.is_gguf_file() {
-                return Err(format!(
-                    "model {:?}: dtype does not apply to a GGUF file (its weights keep their own types): leave dtype out",
-                    m.name
-                ));
+            if m.source.is_gguf_file() && self.engine.device == "cpu" {
+                crate::memory::gguf_run_dtype(m.dtype.as_deref(), crate::memory::Target::Cpu)
+                    .map_err(|e| format!("model {:?}: {e}", m.name))?;
             }
             if let Some(q) = &m.quantize {
                 if !QUANTIZE_TYPES.contains(&q.as_str()) {
@@ -463,9 +463,13 @@ source = { type = "mirror" }
         let c = NodeConfig::parse(&text, Path::new("n.toml")).unwrap();
         assert!(c.models[0].source.is_gguf_file());
         assert!(!c.models[1].source.is_gguf_file());
-        let with_dtype = text.replace("Q4_1.gguf\" }", "Q4_1.gguf\" }\ndtype = \"f16\"");
+        // dtype applies to a GGUF file on a GPU (activations, KV cache), not on the CPU.
+        let with_dtype = text.replace("Q4_1.gguf\" }", "Q4_1.gguf\" }\ndtype = \"bf16\"");
+        let on_gpu = with_dtype.replace("device = \"cpu\"", "device = \"cuda\"");
+        let c = NodeConfig::parse(&on_gpu, Path::new("n.toml")).unwrap();
+        assert_eq!(c.models[0].dtype.as_deref(), Some("bf16"));
         let e = NodeConfig::parse(&with_dtype, Path::new("n.toml")).unwrap_err();
-        assert!(e.to_string().contains("GGUF"), "{e}");
+        assert!(e.to_string().contains("f32 on the CPU"), "{e}");
         let with_q = text.replace("Q4_1.gguf\" }", "Q4_1.gguf\" }\nquantize = \"q4_k\"");
         let e = NodeConfig::parse(&with_q, Path::new("n.toml")).unwrap_err();
         assert!(e.to_string().contains("quantize does not apply"), "{e}");

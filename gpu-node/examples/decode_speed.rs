@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("usage: decode_speed MODEL.gguf [STEPS]"))?;
     let steps: usize = args.next().map_or(Ok(128), |s| s.parse())?;
-    let m = gguf::load(std::path::Path::new(&path), &Device::Cpu)?;
+    let m = gguf::load(std::path::Path::new(&path), None, &Device::Cpu)?;
     let vocab = m.llama.config().vocab_size as u32;
     let prompt: Vec<u32> = (0..32u32).map(|i| (i * 7919) % vocab).collect();
     for run in 0..3 {

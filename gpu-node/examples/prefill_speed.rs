@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     let tokens: usize = args.next().map_or(Ok(3000), |s| s.parse())?;
     let chunk: usize = args.next().map_or(Ok(256), |s| s.parse())?;
     crossover()?;
-    let m = gguf::load(std::path::Path::new(&path), &Device::Cpu)?;
+    let m = gguf::load(std::path::Path::new(&path), None, &Device::Cpu)?;
     let vocab = m.llama.config().vocab_size as u32;
     // A fixed, varied prompt: ids spread over the vocabulary.
     let ids: Vec<u32> = (0..tokens as u32)

@@ -108,7 +108,7 @@ pub fn run(
     tracing::info!(slots, tokens_per_slot = cap, "KV cache allocated");
     warm_up(&model, &mut kv);
     if limits.cuda_graphs {
-        capture_graphs(&model, &mut kv);
+        capture_graphs(&model, &mut kv, limits.prefill_chunk + slots);
     }
     let _ = warmed.send(()); // the server may have stopped waiting
     let mut free: Vec<usize> = (0..slots).rev().collect(); // pop() gives the lowest slot
@@ -252,9 +252,18 @@ fn warm_up(model: &GenerationModel, kv: &mut KvCache) {
 }
 
 /// Captures the decode step of every batch bucket as a CUDA graph (a no-op on the CPU);
-/// on failure the node decodes eagerly and says why.
-fn capture_graphs(model: &GenerationModel, kv: &mut KvCache) {
+/// on failure the node decodes eagerly and says why. `max_rows`: the most rows a step
+/// can have (a prefill chunk and every slot), for which candle's quantized scratch
+/// buffers are grown first
+/// ([`crate::model::llama::Llama::reserve_quant_scratch`]).
+fn capture_graphs(model: &GenerationModel, kv: &mut KvCache, max_rows: usize) {
     let t = Instant::now();
+    if let Err(e) = model.llama.reserve_quant_scratch(max_rows) {
+        tracing::warn!(
+            "cannot reserve the quantized matmul's scratch for {max_rows} rows, decoding eagerly instead of with CUDA graphs: {e}"
+        );
+        return;
+    }
     match kv.capture_graphs(&model.llama) {
         Ok(b) if b.is_empty() => {}
         Ok(buckets) => tracing::info!(

@@ -430,6 +430,8 @@ struct GgufSource {
     /// Q/K rows are stored in the interleaved rotary layout (llama.cpp's `llama` converter).
     interleaved: bool,
     head_dim: usize,
+    /// Dense tensors' (and the model's activations') dtype.
+    dtype: DType,
     path: PathBuf,
     /// Re-quantize [`slow_on_cpu`] types to Q8_0 when loading onto the CPU.
     widen_slow: bool,
@@ -519,7 +521,7 @@ impl QuantSource for GgufSource {
     fn dense(&mut self, name: &str) -> candle_core::Result<Tensor> {
         let (data, dt, dims) = self.raw(name)?;
         let qt = ggml_file::qtensor_from_ggml(dt, &data, dims, &Device::Cpu)?;
-        let t = qt.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let t = qt.dequantize(&Device::Cpu)?.to_dtype(self.dtype)?;
         // Q/K biases were permuted with their rows (llama.cpp's converter): back to
         // "rotate half", as `lin` does for the weights.
         let t = if self.interleaved
@@ -547,6 +549,10 @@ impl QuantSource for GgufSource {
     fn device(&self) -> &Device {
         &self.device
     }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
 }
 
 /// A GGUF file's header (metadata and tensor table) and a reader for its tensors.
@@ -569,8 +575,21 @@ pub fn read_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
     build_tokenizer(&m, &tokens)
 }
 
-/// Loads a GGUF file of the Llama family or Gemma 3 onto `device` (activations in f32).
-pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError> {
+/// Loads a GGUF file of the Llama family or Gemma 3 onto `device`, its activations, dense
+/// tensors and KV cache in `dtype` ([`dayshift_config::memory::gguf_run_dtype`]: f32
+/// unless set; only f32 on the CPU).
+pub fn load(
+    path: &Path,
+    dtype: Option<&str>,
+    device: &Device,
+) -> Result<GenerationModel, ModelError> {
+    let target = if device.is_cpu() {
+        dayshift_config::memory::Target::Cpu
+    } else {
+        dayshift_config::memory::Target::Gpu
+    };
+    let run = dayshift_config::memory::gguf_run_dtype(dtype, target).map_err(|e| bad(path, e))?;
+    let run = super::parse_dtype(run).ok_or_else(|| bad(path, format!("unknown dtype {run}")))?;
     let (content, mut reader) = open(path)?;
     let m = Meta {
         md: &content.metadata,
@@ -637,6 +656,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GenerationModel, ModelError>
     let mut src = GgufSource {
         interleaved: !matches!(arch.as_str(), "qwen2" | "qwen3" | "gemma3"),
         head_dim: cfg.head_dim(),
+        dtype: run,
         device: device.clone(),
         path: path.to_path_buf(),
         content,

@@ -144,6 +144,8 @@ pub trait QuantSource {
     fn contains(&self, name: &str) -> bool;
     /// Device to load onto.
     fn device(&self) -> &Device;
+    /// The dtype of the dense tensors, activations and KV cache.
+    fn dtype(&self) -> DType;
 }
 
 /// Which logits a sequence wants back from a step.
@@ -664,8 +666,9 @@ impl Llama {
         Ok(())
     }
 
-    /// Builds the model from a GGUF file's tensors (quantized linear layers, f32
-    /// activations); `cfg` comes from the file's metadata.
+    /// Builds the model from a GGUF file's tensors (quantized linear layers; dense
+    /// tensors, activations and KV cache in the source's dtype); `cfg` comes from the
+    /// file's metadata.
     pub fn load_gguf(src: &mut dyn QuantSource, cfg: &LlamaConfig) -> Result<Self> {
         let arch = arch_of(cfg)?;
         let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
@@ -748,7 +751,7 @@ impl Llama {
             src.lin("token_embd.weight", None)?
         };
         let device = src.device().clone();
-        let dtype = DType::F32;
+        let dtype = src.dtype();
         Ok(Llama {
             embed,
             blocks,
@@ -762,6 +765,49 @@ impl Llama {
             arch,
             fused: Vec::new(),
         })
+    }
+
+    /// On CUDA, grows candle's quantized-matmul scratch buffers (global, grow-only, one
+    /// per device: MMVQ for up to 8 rows, MMQ above) to what a step of up to `rows` rows
+    /// can need, by running the widest quantized layer once on zeros at 8 and at `rows`
+    /// rows. Call it before capturing CUDA graphs: a captured graph keeps the buffers'
+    /// addresses, and a later step that grew a buffer would free the one it uses.
+    /// A no-op without quantized layers or off CUDA.
+    pub fn reserve_quant_scratch(&self, rows: usize) -> Result<()> {
+        if !self.device.is_cuda() {
+            return Ok(());
+        }
+        let mut widest: Option<(&Lin, usize)> = None;
+        for b in &self.blocks {
+            for l in [
+                &b.attn.q,
+                &b.attn.k,
+                &b.attn.v,
+                &b.attn.o,
+                &b.mlp.gate,
+                &b.mlp.up,
+                &b.mlp.down,
+            ] {
+                if let Lin::Quant {
+                    w: QMatMul::QTensor(q),
+                    ..
+                } = l
+                {
+                    let k = q.shape().dims().last().copied().unwrap_or(0);
+                    if widest.is_none_or(|(_, w)| k > w) {
+                        widest = Some((l, k));
+                    }
+                }
+            }
+        }
+        let Some((lin, k)) = widest else {
+            return Ok(());
+        };
+        for n in [8usize.min(rows.max(1)), rows.max(1)] {
+            let x = Tensor::zeros((n, k), self.dtype, &self.device)?;
+            lin.forward(&x)?;
+        }
+        self.device.synchronize()
     }
 
     /// The model's config.

@@ -181,9 +181,6 @@ pub fn load_quantized(
                 message: "not a GGUF file: give a model directory (config.json, safetensors) or a .gguf file".into(),
             });
         }
-        if let Some(d) = dtype {
-            tracing::warn!(dtype = d, file = %p.display(), "dtype is ignored for GGUF files: their weights keep their own types");
-        }
         if quant.is_some() {
             return Err(ModelError::BadFile {
                 path: p,
@@ -192,7 +189,7 @@ pub fn load_quantized(
                         .into(),
             });
         }
-        let m = gguf::load(&p, device)?;
+        let m = gguf::load(&p, dtype, device)?;
         return Ok(LoadedModel::Generation(Box::new(m)));
     }
     let cfg_path = required(

@@ -286,6 +286,9 @@ impl QuantSource for GgufNames {
     fn device(&self) -> &Device {
         &Device::Cpu
     }
+    fn dtype(&self) -> candle_core::DType {
+        candle_core::DType::F32
+    }
 }
 
 /// `Llama::load_gguf` builds Qwen3 from GGUF tensor names (q/k norms included) into the

@@ -111,4 +111,28 @@ fn fit_figures_agree_with_the_loaded_model() {
         cpu.weights,
         gpu.weights
     );
+    // `dtype = "bf16"` on a GPU: the KV cache and the dense tensors (embeddings, norms)
+    // at 2 bytes; the quantized matrices unchanged. Refused on the CPU, by the memory
+    // check and by the loader alike, naming the reason.
+    let bf16 = ModelMemory::of(&file, Some("bf16"), None, Target::Gpu).unwrap();
+    assert_eq!(bf16.kv_dtype, "bf16");
+    assert_eq!(bf16.kv_bytes_per_token * 2, gpu.kv_bytes_per_token);
+    let embd = ours
+        .tensors
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .unwrap();
+    assert!(
+        gpu.weights - bf16.weights >= embd.elements() * 2,
+        "{} vs {}",
+        gpu.weights,
+        bf16.weights
+    );
+    let e = ModelMemory::of(&file, Some("bf16"), None, Target::Cpu).unwrap_err();
+    assert!(e.contains("f32 on the CPU"), "{e}");
+    let e = match model::load(&file, Some("bf16"), &Device::Cpu) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a bf16 GGUF model loaded on the CPU"),
+    };
+    assert!(e.contains("f32 on the CPU"), "{e}");
 }
