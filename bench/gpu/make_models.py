@@ -10,6 +10,10 @@ transformers' from_config + save_pretrained (no download):
   128256, tied, llama3 RoPE scaling), bf16.
 - llama8b: Llama-3.1-8B's shape (32 layers, 4096 wide, 32/8 heads, 14336 MLP), bf16.
 - llama8b2l: llama8b with 2 layers (head size 128 in a minute, for quick GPU checks).
+- qwen3_8b: Qwen3-8B's shape (36 layers, 4096 wide, 32/8 heads of 128, q/k norms, 12288
+  MLP, vocab 151936), bf16.
+- nemo12b: Mistral-Nemo-12B's shape (40 layers, 5120 wide, 32/8 heads of 128, 14336 MLP,
+  vocab 131072), bf16.
 
 Context is cut to 4096 positions (the KV cache is sized from it). No EOS token: random
 weights would hit it at random, and the benchmark wants fixed output lengths. The
@@ -45,6 +49,17 @@ SHAPES = {
                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True),
 }
+# Issue 18's shapes: Qwen3-8B (q/k norms, head size 128) and Mistral-Nemo-12B (head size
+# 128 though 5120 / 32 = 160, vocab 131072).
+SHAPES["qwen3_8b"] = dict(arch="qwen3", vocab_size=151936, hidden_size=4096,
+                          intermediate_size=12288, num_hidden_layers=36,
+                          num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                          rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False)
+SHAPES["nemo12b"] = dict(arch="mistral", vocab_size=131072, hidden_size=5120,
+                         intermediate_size=14336, num_hidden_layers=40,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                         rope_theta=1000000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                         sliding_window=None)
 # llama8b's layers (head size 128, untied head), 2 of them: quick checks on a GPU.
 SHAPES["llama8b2l"] = dict(SHAPES["llama8b"], num_hidden_layers=2)
 
@@ -61,10 +76,12 @@ def tokenizer(vocab, out):
 
 
 def make(name, out):
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+    from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config,
+                              Qwen3Config)
     s = dict(SHAPES[name])
     arch = s.pop("arch")
-    cls = Qwen2Config if arch == "qwen2" else LlamaConfig
+    cls = {"qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig}.get(
+        arch, LlamaConfig)
     cfg = cls(max_position_embeddings=4096, bos_token_id=None, eos_token_id=None,
               pad_token_id=None, **s)
     if arch == "llama":
