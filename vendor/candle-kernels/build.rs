@@ -61,6 +61,14 @@ fn main() -> Result<()> {
     if compute_cap < 80 {
         moe_builder = moe_builder.arg("-DNO_BF16_KERNEL");
     }
+    // dayshift: these statically linked kernels (the quantized matmuls MMVQ and MMQ among
+    // them) were built for CUDA_COMPUTE_CAP only — sm_80 SASS and no PTX in our builds —,
+    // so on an H100/H200 (sm_90) every launch failed silently and left its output
+    // unwritten. Add SASS for each CANDLE_KERNELS_SASS architecture, and the PTX of the
+    // newest for later GPUs (vendor/README.md).
+    for arg in extra_gencode(compute_cap as u32) {
+        moe_builder = moe_builder.arg(&arg);
+    }
 
     let mut is_target_msvc = false;
     if let Ok(target) = std::env::var("TARGET") {
@@ -82,6 +90,27 @@ fn main() -> Result<()> {
         println!("cargo:rustc-link-lib=stdc++");
     }
     Ok(())
+}
+
+/// dayshift: `-gencode` arguments for the statically linked kernels: SASS for every
+/// `CANDLE_KERNELS_SASS` architecture other than `built` (cudaforge adds that one), and
+/// the PTX of the newest, so a GPU newer than all of them can JIT it.
+fn extra_gencode(built: u32) -> Vec<String> {
+    let archs = env::var("CANDLE_KERNELS_SASS").unwrap_or_else(|_| "80,90".into());
+    if archs.trim() == "none" {
+        return Vec::new();
+    }
+    let mut sass: Vec<u32> = archs.split(',').filter_map(|a| a.trim().parse().ok()).collect();
+    sass.sort_unstable();
+    let mut args: Vec<String> = sass
+        .iter()
+        .filter(|&&a| a != built)
+        .map(|a| format!("-gencode=arch=compute_{a},code=sm_{a}"))
+        .collect();
+    if let Some(newest) = sass.last().copied().filter(|&n| n >= built) {
+        args.push(format!("-gencode=arch=compute_{newest},code=compute_{newest}"));
+    }
+    args
 }
 
 /// dayshift: the PTX modules of `lib.rs`, in its order.

@@ -120,8 +120,27 @@ fn capture_one(model: &Llama, kv: &KvCache, dev: &CudaDevice, b: usize) -> Resul
     // The same kernels on the same inputs: equal up to cuBLAS's choice of algorithm.
     let scale = max_abs_diff(&eager, &eager.zeros_like()?)?.max(1.0);
     if diff.is_nan() || diff > 1e-2 * scale {
+        // Say whether the eager step and the graph each repeat themselves, and which
+        // rows differ, so the log tells a nondeterministic kernel from a wrong capture.
+        let first = logits.copy()?;
+        let again = model.forward_decode(kv, &idx, b)?;
+        graph.launch().map_err(|e| err("graph launch", e))?;
+        let eager_repeat = max_abs_diff(&again, &eager)?;
+        let replay_repeat = max_abs_diff(&logits, &first)?;
+        let rows: Vec<String> = (0..b)
+            .map(|r| -> Result<String> {
+                let (g, e) = (first.get(r)?, eager.get(r)?);
+                Ok(format!(
+                    "row {r}: {:.4} (argmax {} vs {})",
+                    max_abs_diff(&g, &e)?,
+                    g.argmax(0)?.to_scalar::<u32>()?,
+                    e.argmax(0)?.to_scalar::<u32>()?
+                ))
+            })
+            .collect::<Result<_>>()?;
         candle_core::bail!(
-            "the replayed graph's logits differ from the eager step's by {diff} (largest logit {scale})"
+            "the replayed graph's logits differ from the eager step's by {diff} (largest logit {scale}); a second eager step differs from the first by {eager_repeat}, a second replay from the first by {replay_repeat}; {}",
+            rows.join(", ")
         );
     }
     Ok(Entry {

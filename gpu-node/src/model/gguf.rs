@@ -669,6 +669,9 @@ pub fn load(
         dir: path.to_path_buf(),
         message: e.to_string(),
     })?;
+    if device.is_cuda() {
+        super::check_quant_matmul_on_load(&llama, path)?;
+    }
     if src.widened > 0 {
         tracing::info!(
             matrices = src.widened,

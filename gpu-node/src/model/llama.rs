@@ -80,6 +80,11 @@ impl Lin {
     }
 }
 
+/// Largest error of a quantized matmul, relative to its largest output, that
+/// [`Llama::check_quant_matmul`] accepts. The activations are rounded to 8 bits (q8_1)
+/// before the product, and the output to the model's dtype: about 1 % in all.
+pub const QUANT_CHECK_MAX_ERROR: f32 = 0.05;
+
 /// Rows from which a quantized linear layer on the CPU dequantizes its weight to f32 and
 /// runs one GEMM (prefill chunks) instead of candle's quantized dot product per (row,
 /// column), which is ~1 multiply-add per weight byte per row: the dequantization is paid
@@ -808,6 +813,73 @@ impl Llama {
             lin.forward(&x)?;
         }
         self.device.synchronize()
+    }
+
+    /// Checks the device's quantized matmul against a plain f32 matmul of the dequantized
+    /// weight, once per GGML type the model's layers use, at 1, 2 and 16 rows (the
+    /// kernels for one row, a few rows and many rows). Returns the largest relative error
+    /// per type; fails when one exceeds [`QUANT_CHECK_MAX_ERROR`] or is not finite, naming
+    /// the type and the rows: on a GPU whose architecture the build has no code for,
+    /// candle's quantized kernels fail to launch without an error and leave their output
+    /// unwritten (H200, 2026-12-04).
+    pub fn check_quant_matmul(&self) -> Result<Vec<(GgmlDType, f32)>> {
+        let mut seen: Vec<(GgmlDType, &std::sync::Arc<QTensor>)> = Vec::new();
+        for b in &self.blocks {
+            for l in [
+                &b.attn.q,
+                &b.attn.k,
+                &b.attn.v,
+                &b.attn.o,
+                &b.mlp.gate,
+                &b.mlp.up,
+                &b.mlp.down,
+            ] {
+                if let Lin::Quant {
+                    w: QMatMul::QTensor(q),
+                    ..
+                } = l
+                {
+                    match seen.iter_mut().find(|(t, _)| *t == q.dtype()) {
+                        // The smallest matrix of each type: cheapest to dequantize.
+                        Some(e) if q.shape().elem_count() < e.1.shape().elem_count() => e.1 = q,
+                        Some(_) => {}
+                        None => seen.push((q.dtype(), q)),
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (t, q) in seen {
+            let (n, k) = q.shape().dims2()?;
+            let wd = q.dequantize(&self.device)?.to_dtype(DType::F32)?;
+            let mm = QMatMul::from_arc(q.clone())?;
+            let mut worst = 0f32;
+            for rows in [1usize, 2, 16] {
+                // Deterministic, varied inputs in [-1, 1].
+                let x = Tensor::arange(0u32, (rows * k) as u32, &self.device)?
+                    .to_dtype(DType::F32)?
+                    .affine(0.37, 0.0)?
+                    .sin()?
+                    .reshape((rows, k))?;
+                let want = x.matmul(&wd.t()?)?;
+                let got = mm.forward(&x.to_dtype(self.dtype)?)?.to_dtype(DType::F32)?;
+                let scale = want.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
+                let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
+                if !err.is_finite() || err > QUANT_CHECK_MAX_ERROR {
+                    candle_core::bail!(
+                        "the {} quantized matmul ({t:?}, {n}x{k}) at {rows} rows is off by {err:.3} of the largest output: this build of dayshift-node may lack code for this GPU's architecture (scripts/build-cuda-node.sh, CANDLE_KERNELS_SASS)",
+                        if self.device.is_cuda() {
+                            "GPU's"
+                        } else {
+                            "CPU's"
+                        }
+                    );
+                }
+                worst = worst.max(err);
+            }
+            out.push((t, worst));
+        }
+        Ok(out)
     }
 
     /// The model's config.

@@ -87,6 +87,19 @@ fn choose_dtype(
     parse_dtype(name).ok_or_else(|| format!("dtype {name:?} is not one of f32, bf16, f16"))
 }
 
+/// [`llama::Llama::check_quant_matmul`] for a model just loaded from `path`: logs each
+/// type's error, or refuses the model with the check's message.
+pub(crate) fn check_quant_matmul_on_load(m: &llama::Llama, path: &Path) -> Result<(), ModelError> {
+    let errs = m.check_quant_matmul().map_err(|e| ModelError::Weights {
+        dir: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    for (t, e) in errs {
+        tracing::info!(ggml_type = ?t, relative_error = e, "quantized matmul checked against the dequantized weight");
+    }
+    Ok(())
+}
+
 /// Loads a tokenizer.json.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
     let p = required(dir, "tokenizer.json", "the fast tokenizer file is required")?;
@@ -225,6 +238,9 @@ pub fn load_quantized(
                 dir: dir.to_path_buf(),
                 message: e.to_string(),
             })?;
+            if quant.is_some() && device.is_cuda() {
+                check_quant_matmul_on_load(&llama, dir)?;
+            }
             let tc = chat::TokenizerConfig::load(&dir.join("tokenizer_config.json"))?;
             let chat = match &tc.chat_template {
                 Some(src) => Some(

@@ -57,6 +57,20 @@ fn every_gguf_type_loads_and_tracks_the_dense_model() {
         assert!(gguf::is_gguf_file(&file));
         let g = load(&file);
         assert_eq!(g.eos_ids, dense.eos_ids[..1].to_vec(), "{dt:?}");
+        // The load-time self-check of the quantized matmul (run on CUDA by the loader)
+        // passes here, for this file's type, well inside its bound.
+        let checked = g.llama.check_quant_matmul().unwrap();
+        // (The CPU holds Q4_1/Q5_0/Q5_1 as Q8_0: gguf.rs's `slow_on_cpu`.)
+        let held = match dt {
+            GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 => GgmlDType::Q8_0,
+            t => t,
+        };
+        if dt != GgmlDType::F16 {
+            assert!(checked.iter().any(|(t, _)| *t == held), "{dt:?}: {checked:?}");
+        }
+        for (t, e) in &checked {
+            assert!(*e < 0.03, "{dt:?}: {t:?} off by {e}");
+        }
         let got = full_logits(&g.llama, &prompt).unwrap();
         let (cos, max) = compare(&want, &got);
         let top = argmax_rows(&got);
