@@ -62,7 +62,7 @@ drive() { # label path dtype ("" = the model's own / the node's default)
       --clients $CLIENTS --prompt $PROMPT --out $OUTLEN --pid $NODE_PID \
       | sed "s/^{/{\"model\": \"$MODEL\", \"weights\": \"${1%%-*}\", \"dtype\": \"${3:-default}\", /" \
       | tee -a "$R/node.jsonl"
-    grep -h "warmed up\|captured\|KV cache allocated" "$R/$label-node.log" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-220
+    grep -h "warmed up\|captured\|cannot capture\|KV cache allocated\|matmul checked\|memory model" "$R/$label-node.log" | sed "s/\x1b\[[0-9;]*m//g" | cut -c1-400
     node_down "$label"
   fi
   port=$((port + 1))

@@ -62,6 +62,7 @@ SHAPES["nemo12b"] = dict(arch="mistral", vocab_size=131072, hidden_size=5120,
                          sliding_window=None)
 # llama8b's layers (head size 128, untied head), 2 of them: quick checks on a GPU.
 SHAPES["llama8b2l"] = dict(SHAPES["llama8b"], num_hidden_layers=2)
+SHAPES["nemo12b2l"] = dict(SHAPES["nemo12b"], num_hidden_layers=2)
 
 
 def tokenizer(vocab, out):

@@ -116,21 +116,21 @@ pub fn canonical_dtype(name: &str) -> Option<&'static str> {
     }
 }
 
-/// The dtype a node runs a safetensors model in (weights, activations and KV cache):
-/// f32 when it quantizes at load (a `dtype` other than f32 is refused then); else the
-/// configured `dtype`; else f32 on the CPU; else the saved `torch_dtype`, bf16 when the
-/// file does not say.
+/// The dtype a node runs a safetensors model in (weights, activations and KV cache; the
+/// dense tensors when it quantizes at load): the configured `dtype`; else f32 on the CPU;
+/// else the saved `torch_dtype`, bf16 when the file does not say. A model quantized at
+/// load on the CPU runs in f32 only (candle's quantized CPU kernels take f32 input).
 pub fn run_dtype(
     dtype: Option<&str>,
     saved: Option<&str>,
     quantize: Option<&str>,
     target: Target,
 ) -> Result<&'static str, String> {
-    if quantize.is_some() {
+    if quantize.is_some() && target == Target::Cpu {
         return match dtype {
-            Some(d) if canonical_dtype(d) != Some("f32") => {
-                Err("a model quantized at load runs with f32 activations: leave dtype out".into())
-            }
+            Some(d) if canonical_dtype(d) != Some("f32") => Err(
+                "a model quantized at load runs with f32 activations on the CPU (candle's quantized CPU kernels take f32 input): leave dtype out".into(),
+            ),
             _ => Ok("f32"),
         };
     }
@@ -145,12 +145,12 @@ pub fn run_dtype(
 }
 
 /// The dtype a node runs a GGUF file's activations, dense tensors (embeddings, norms,
-/// biases) and KV cache in: f32 unless `dtype` says otherwise; on the CPU only f32
-/// (candle's quantized CPU kernels take f32 input). On a GPU, `bf16` halves the KV cache
-/// and the embedding table.
+/// biases) and KV cache in: on a GPU `dtype`, else bf16 (half the KV cache and embedding
+/// table of f32; candle's quantized GPU kernels take bf16 input); on the CPU f32 only
+/// (its quantized CPU kernels take f32 input).
 pub fn gguf_run_dtype(dtype: Option<&str>, target: Target) -> Result<&'static str, String> {
     let Some(d) = dtype else {
-        return Ok("f32");
+        return Ok(if target == Target::Cpu { "f32" } else { "bf16" });
     };
     let d =
         canonical_dtype(d).ok_or_else(|| format!("dtype {d:?} is not one of f32, bf16, f16"))?;
@@ -402,14 +402,14 @@ impl ModelMemory {
                     let per_tile = x86_repack_bytes(t.id, 16, 256, x86_repack_level());
                     repacked = (params - embed) / 4096 * per_tile;
                 }
-                let mut kind = format!("{} at load, embeddings f32", t.name);
+                let mut kind = format!("{} at load, embeddings {run}", t.name);
                 if repacked > 0 {
                     kind.push_str(&format!(
                         ", + {} repacked by candle's x86 kernels",
                         gib(repacked)
                     ));
                 }
-                (mats + embed * 4 + repacked, kind)
+                (mats + embed * run_bytes + repacked, kind)
             }
             None => match saved_bytes {
                 Some(from) if from != run_bytes => (file_bytes / from * run_bytes, run.to_string()),
@@ -785,10 +785,10 @@ mod tests {
         assert_eq!(m.context, 512);
     }
 
-    /// A GGUF file runs in f32 unless `dtype` says otherwise, and only in f32 on the CPU.
+    /// A GGUF file runs in bf16 on a GPU unless `dtype` says otherwise, in f32 on the CPU.
     #[test]
     fn gguf_runs_in_f32_unless_a_gpu_is_told_otherwise() {
-        assert_eq!(gguf_run_dtype(None, Target::Gpu), Ok("f32"));
+        assert_eq!(gguf_run_dtype(None, Target::Gpu), Ok("bf16"));
         assert_eq!(gguf_run_dtype(None, Target::Cpu), Ok("f32"));
         assert_eq!(gguf_run_dtype(Some("bfloat16"), Target::Gpu), Ok("bf16"));
         assert_eq!(gguf_run_dtype(Some("f16"), Target::Gpu), Ok("f16"));
@@ -800,16 +800,25 @@ mod tests {
 
     #[test]
     fn weights_follow_quantize_at_load() {
-        // 1,000 bf16 weights, 100 of them the embedding matrix (kept dense, f32).
+        // 1,000 bf16 weights, 100 of them the embedding matrix (kept dense, in the run
+        // dtype: bf16 on a GPU as saved, f32 on the CPU).
         let cfg = r#"{"torch_dtype": "bfloat16", "vocab_size": 10, "hidden_size": 10,
             "num_attention_heads": 2, "num_hidden_layers": 1, "max_position_embeddings": 8}"#;
         let dir = dir_with(cfg, 2000);
-        let q = |t| ModelMemory::of(dir.path(), None, Some(t), Target::Gpu).unwrap();
-        assert_eq!(q("q8_0").weights, 900 * 85 / 80 + 400);
-        assert_eq!(q("q4_k").weights, 900 * 45 / 80 + 400);
-        // f32 activations, so an f32 KV cache.
-        assert_eq!(q("q4_k").kv_dtype, "f32");
-        assert!(ModelMemory::of(dir.path(), Some("bf16"), Some("q8_0"), Target::Gpu).is_err());
+        let q = |t, target| ModelMemory::of(dir.path(), None, Some(t), target).unwrap();
+        assert_eq!(q("q8_0", Target::Gpu).weights, 900 * 85 / 80 + 200);
+        assert_eq!(q("q4_k", Target::Gpu).weights, 900 * 45 / 80 + 200);
+        assert_eq!(q("q4_k", Target::Gpu).kv_dtype, "bf16");
+        // The CPU runs f32 activations, so an f32 embedding and KV cache, and refuses
+        // another dtype.
+        let cpu = q("q8_0", Target::Cpu);
+        assert_eq!(
+            (cpu.weights - cpu.repacked, cpu.kv_dtype),
+            (900 * 85 / 80 + 400, "f32")
+        );
+        assert!(ModelMemory::of(dir.path(), Some("bf16"), Some("q8_0"), Target::Cpu).is_err());
+        let f32_gpu = ModelMemory::of(dir.path(), Some("f32"), Some("q8_0"), Target::Gpu).unwrap();
+        assert_eq!(f32_gpu.kv_dtype, "f32");
         assert!(ModelMemory::of(dir.path(), None, Some("q4_k_m"), Target::Gpu).is_err());
     }
 
@@ -895,7 +904,11 @@ mod tests {
         assert_eq!(m.repacked, 100 * per_tile);
         let g = ModelMemory::from_config_json(&raw, params * 2, None, Some("q4_k"), Target::Gpu)
             .unwrap();
-        assert_eq!((g.repacked, m.weights - g.weights), (0, m.repacked));
+        // A GPU keeps no tiled copy, and its embedding in bf16 (2 bytes a weight less).
+        assert_eq!(
+            (g.repacked, m.weights - g.weights),
+            (0, m.repacked + 1000 * 1024 * 2)
+        );
     }
 
     #[test]

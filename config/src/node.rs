@@ -235,11 +235,12 @@ pub struct ModelConfig {
     pub source: ModelSource,
     /// dtype override (`f32`, `bf16`, `f16`); default: `torch_dtype` of `config.json`. For
     /// a GGUF file: the dtype of its activations, dense tensors and KV cache on a GPU
-    /// (default f32; the CPU runs GGUF in f32 only).
+    /// (default bf16; the CPU runs GGUF in f32 only).
     #[serde(default)]
     pub dtype: Option<String>,
     /// Quantize the linear layers at load (one of [`QUANTIZE_TYPES`]): a safetensors
-    /// model then runs like a GGUF file of that type (f32 activations).
+    /// model then runs like a GGUF file of that type (f32 activations on the CPU, `dtype` or
+    /// bf16 on a GPU).
     #[serde(default)]
     pub quantize: Option<String>,
 }
@@ -346,9 +347,9 @@ impl NodeConfig {
                         m.name
                     ));
                 }
-                if m.dtype.as_deref().is_some_and(|d| d != "f32") {
+                if self.engine.device == "cpu" && m.dtype.as_deref().is_some_and(|d| d != "f32") {
                     return Err(format!(
-                        "model {:?}: a quantized model runs with f32 activations; leave dtype out (or \"f32\")",
+                        "model {:?}: a model quantized at load runs with f32 activations on the CPU; leave dtype out (or \"f32\")",
                         m.name
                     ));
                 }
@@ -485,11 +486,11 @@ source = { type = "mirror" }
             e.to_string().contains("q3_k") && e.to_string().contains("q4_k, q5_k"),
             "{e}"
         );
-        let e = NodeConfig::parse(
-            &q("quantize = \"q8_0\"\ndtype = \"bf16\""),
-            Path::new("n.toml"),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("f32 activations"), "{e}");
+        // FULL runs on the CPU: f32 only there; a GPU takes bf16 activations.
+        let both = q("quantize = \"q8_0\"\ndtype = \"bf16\"");
+        let e = NodeConfig::parse(&both, Path::new("n.toml")).unwrap_err();
+        assert!(e.to_string().contains("f32 activations on the CPU"), "{e}");
+        let on_gpu = both.replace("device = \"cpu\"", "device = \"cuda\"");
+        assert!(NodeConfig::parse(&on_gpu, Path::new("n.toml")).is_ok());
     }
 }

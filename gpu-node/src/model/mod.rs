@@ -71,7 +71,7 @@ pub fn dtype_name(d: DType) -> &'static str {
 
 /// The dtype to run in ([`dayshift_config::memory::run_dtype`], the rule the memory
 /// check counts with): the override, else config.json's on a GPU, else f32 on the CPU
-/// (half precision on the CPU is slow and gains nothing); f32 when quantizing at load.
+/// (half precision on the CPU is slow and gains nothing; quantized CPU kernels take f32).
 fn choose_dtype(
     over: Option<&str>,
     from_cfg: Option<&str>,
@@ -161,7 +161,8 @@ pub fn load(dir: &Path, dtype: Option<&str>, device: &Device) -> Result<LoadedMo
 
 /// [`load`], with a safetensors generation model's linear layers quantized at load to
 /// `quantize` (a uniform GGUF type name of [`quantize::Scheme`]: `q4_k`, `q8_0`, …; the
-/// activations are then f32, as for a GGUF file).
+/// activations are in the run dtype, as for a GGUF file: f32 on the CPU, bf16 by default
+/// on a GPU).
 pub fn load_quantized(
     dir: &Path,
     dtype: Option<&str>,
@@ -232,7 +233,7 @@ pub fn load_quantized(
             let tokenizer = load_tokenizer(dir)?;
             let vb = load_weights(dir, dt, device)?;
             if let Some(t) = quant {
-                tracing::info!(dir = %dir.display(), quantize = ?t, "quantizing the linear layers at load (activations f32)");
+                tracing::info!(dir = %dir.display(), quantize = ?t, activations = dtype_name(dt), "quantizing the linear layers at load");
             }
             let llama = llama::Llama::load_with(vb, &cfg, quant).map_err(|e| ModelError::Weights {
                 dir: dir.to_path_buf(),

@@ -100,7 +100,7 @@ fn fit_figures_agree_with_the_loaded_model() {
     }
     let g = load(&file, None, None);
     let cpu = ModelMemory::of(&file, None, None, Target::Cpu).unwrap();
-    let gpu = ModelMemory::of(&file, None, None, Target::Gpu).unwrap();
+    let gpu = ModelMemory::of(&file, Some("f32"), None, Target::Gpu).unwrap();
     assert_eq!(cpu.kv_bytes_per_token, g.llama.kv_bytes_per_token() as u64);
     assert_eq!(cpu.kv_dtype, "f32");
     assert_eq!(cpu.context, g.llama.config().max_position_embeddings as u64);
@@ -111,10 +111,16 @@ fn fit_figures_agree_with_the_loaded_model() {
         cpu.weights,
         gpu.weights
     );
-    // `dtype = "bf16"` on a GPU: the KV cache and the dense tensors (embeddings, norms)
-    // at 2 bytes; the quantized matrices unchanged. Refused on the CPU, by the memory
-    // check and by the loader alike, naming the reason.
-    let bf16 = ModelMemory::of(&file, Some("bf16"), None, Target::Gpu).unwrap();
+    // bf16 (a GPU's default, as `dtype = "bf16"`): the KV cache and the dense tensors
+    // (embeddings, norms) at 2 bytes; the quantized matrices unchanged. Refused on the
+    // CPU, by the memory check and by the loader alike, naming the reason.
+    let bf16 = ModelMemory::of(&file, None, None, Target::Gpu).unwrap();
+    assert_eq!(
+        bf16.weights,
+        ModelMemory::of(&file, Some("bf16"), None, Target::Gpu)
+            .unwrap()
+            .weights
+    );
     assert_eq!(bf16.kv_dtype, "bf16");
     assert_eq!(bf16.kv_bytes_per_token * 2, gpu.kv_bytes_per_token);
     let embd = ours

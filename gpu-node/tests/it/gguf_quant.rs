@@ -66,7 +66,10 @@ fn every_gguf_type_loads_and_tracks_the_dense_model() {
             t => t,
         };
         if dt != GgmlDType::F16 {
-            assert!(checked.iter().any(|(t, _)| *t == held), "{dt:?}: {checked:?}");
+            assert!(
+                checked.iter().any(|(t, _)| *t == held),
+                "{dt:?}: {checked:?}"
+            );
         }
         for (t, e) in &checked {
             assert!(*e < 0.03, "{dt:?}: {t:?} off by {e}");

@@ -95,10 +95,11 @@ fn pool(source: &Path, extra: &str) -> String {
 ///   × 8 KV heads × 128 × 2 bytes = 160 KiB per token, × 38,400 tokens = 5.86 GiB;
 ///   + 0.62 GiB of CUDA graphs + 0.50 GiB headroom = 29.80 GiB > 22.49 GiB: refused.
 /// - quantize = "q4_k": the matrices (all but the 671,088,640-weight embedding) at 4.5
-///   bits = 6,511,892,160 bytes + the embedding in f32 (2,684,354,560) = 8.56 GiB; the
-///   node then runs f32 activations and an f32 KV cache: 320 KiB per token, 11.72 GiB;
-///   total 21.41 GiB <= 22.49 GiB: fits. (41,957 tokens would fit: 1,398 per slot.)
-/// - quantize = "q8_0": 13.96 + 11.72 + 0.62 + 0.50 = 26.80 GiB: refused.
+///   bits = 6,511,892,160 bytes + the embedding in bf16 (1,342,177,280) = 7.31 GiB; the
+///   node runs bf16 activations and KV cache on a GPU (5.86 GiB); total 14.30 GiB <=
+///   22.49 GiB: fits. (92,107 tokens would fit: 3,070 per slot.)
+/// - quantize = "q8_0" with 30 slots of 2,560 tokens: 12.70 (the matrices at 8.5 bits, the
+///   embedding in bf16) + 11.72 + 0.62 + 0.50 = 25.55 GiB: refused.
 #[test]
 fn fit_mistral_nemo_on_an_l4_the_documented_example() {
     let root = tempfile::tempdir().unwrap();
@@ -123,19 +124,22 @@ fn fit_mistral_nemo_on_an_l4_the_documented_example() {
     assert_eq!(code, Some(0), "{err}");
     assert!(
         out.contains(
-            "pools.chat: model \"nemo\" needs weights 8.56 GiB (q4_k at load, embeddings f32) + KV cache 11.72 GiB (38,400 tokens, f32) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 21.41 GiB: fits server type L4-1-24G (22.49 GiB: one NVIDIA L4)"
+            "pools.chat: model \"nemo\" needs weights 7.31 GiB (q4_k at load, embeddings bf16) + KV cache 5.86 GiB (38,400 tokens, bf16) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 14.30 GiB: fits server type L4-1-24G (22.49 GiB: one NVIDIA L4)"
         ),
         "{out}"
     );
 
     let cfg = scaleway_config(
         root.path(),
-        &pool(&nemo, &format!("{slots}quantize = \"q8_0\"\n")),
+        &pool(
+            &nemo,
+            "slots = 30\ncontext_tokens = 2560\nquantize = \"q8_0\"\n",
+        ),
     );
     let (code, _, err) = check(&cfg);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("= 26.80 GiB > server type L4-1-24G's 22.49 GiB"),
+        err.contains("= 25.55 GiB > server type L4-1-24G's 22.49 GiB"),
         "{err}"
     );
     assert!(err.contains("a smaller quantize type"), "{err}");
@@ -152,17 +156,17 @@ fn fit_without_context_tokens_counts_the_full_context() {
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains(
-            "KV cache 312.50 GiB (1,024,000 tokens: one sequence of the model's full context, f32)"
+            "KV cache 156.25 GiB (1,024,000 tokens: one sequence of the model's full context, bf16)"
         ),
         "{err}"
     );
     assert!(
-        err.contains("+ CUDA graphs 0.62 GiB + headroom 0.50 GiB = 322.19 GiB"),
+        err.contains("+ CUDA graphs 0.62 GiB + headroom 0.50 GiB = 164.69 GiB"),
         "{err}"
     );
     assert!(err.contains("context_tokens is not set"), "{err}");
     assert!(
-        err.contains("at most 41,957 tokens fit: e.g. slots = 32 with context_tokens = 1,311"),
+        err.contains("at most 92,107 tokens fit: e.g. slots = 32 with context_tokens = 2,878"),
         "{err}"
     );
 }
@@ -269,7 +273,8 @@ fn fit_what_the_ingress_cannot_know_is_a_note() {
 
 /// A GGUF source: the figure comes from its header (tensor types and shapes): a
 /// Nemo-shaped Q4_K_M-like file (Q4_K matrices, Q6_K for attn_v, ffn_down and output,
-/// f32 norms) on an L4 with 30 × 1,280 tokens of f32 KV cache.
+/// f32 norms) on an L4 with 30 × 1,280 tokens of KV cache, in bf16 (a GPU's default for
+/// GGUF: embeddings, norms, activations and KV cache).
 #[test]
 fn fit_a_gguf_source_is_measured_from_its_header() {
     let root = tempfile::tempdir().unwrap();
@@ -311,13 +316,18 @@ fn fit_a_gguf_source_is_measured_from_its_header() {
     ];
     let file = root.path().join("nemo.Q4_K_M.gguf");
     std::fs::write(&file, write_header(&meta, &tensors)).unwrap();
-    // By hand: the embedding in f32 (671,088,640 weights: 2,684,354,560 bytes); the
+    // By hand, in f32 (`dtype = "f32"`): the embedding 671,088,640 weights × 4 =
+    // 2,684,354,560 bytes; the
     // output matrix in Q6_K (× 210/256 = 550,502,400); per layer Q4_K for q, k, o, gate
     // and up (193,986,560 weights × 144/256 = 109,117,440 bytes), Q6_K for v and down
     // (78,643,200 × 210/256 = 64,512,000) and two f32 norms (40,960): 173,670,400 × 40
     // = 6,946,816,000; the output norm 20,480. Total 10,181,693,440 bytes = 9.48 GiB.
+    let f32_run = ModelMemory::of(&file, Some("f32"), None, Target::Gpu).unwrap();
+    assert_eq!(f32_run.weights, 10_181_693_440);
+    // bf16, the default: the embedding and the 81 norms at 2 bytes: 10,181,693,440 −
+    // 1,342,177,280 − 829,440 = 8,838,686,720 bytes (8.23 GiB).
     let m = ModelMemory::of(&file, None, None, Target::Gpu).unwrap();
-    assert_eq!(m.weights, 10_181_693_440);
+    assert_eq!(m.weights, 8_838_686_720);
     let cfg = scaleway_config(
         root.path(),
         &pool(&file, "slots = 30\ncontext_tokens = 1280\n"),
@@ -336,7 +346,7 @@ fn fit_a_gguf_source_is_measured_from_its_header() {
     );
     assert!(out.contains(&want), "{out}\nwanted: {want}");
     assert!(
-        out.contains("weights 9.48 GiB (GGUF Q4_K_M, embeddings f32) + KV cache 11.72 GiB (38,400 tokens, f32) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 22.33 GiB"),
+        out.contains("weights 8.23 GiB (GGUF Q4_K_M, embeddings bf16) + KV cache 5.86 GiB (38,400 tokens, bf16) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 15.22 GiB"),
         "{out}"
     );
     // quantize does not apply to a GGUF file: refused by the config reader already.
