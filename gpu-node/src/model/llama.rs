@@ -772,6 +772,30 @@ impl Llama {
         })
     }
 
+    /// The blocks' linear layers held as quantized tensors, with their tensor.
+    fn quantized_layers(&self) -> impl Iterator<Item = (&Lin, &std::sync::Arc<QTensor>)> {
+        self.blocks
+            .iter()
+            .flat_map(|b| {
+                [
+                    &b.attn.q,
+                    &b.attn.k,
+                    &b.attn.v,
+                    &b.attn.o,
+                    &b.mlp.gate,
+                    &b.mlp.up,
+                    &b.mlp.down,
+                ]
+            })
+            .filter_map(|l| match l {
+                Lin::Quant {
+                    w: QMatMul::QTensor(q),
+                    ..
+                } => Some((l, q)),
+                _ => None,
+            })
+    }
+
     /// On CUDA, grows candle's quantized-matmul scratch buffers (global, grow-only, one
     /// per device: MMVQ for up to 8 rows, MMQ above) to what a step of up to `rows` rows
     /// can need, by running the widest quantized layer once on zeros at 8 and at `rows`
@@ -783,26 +807,10 @@ impl Llama {
             return Ok(());
         }
         let mut widest: Option<(&Lin, usize)> = None;
-        for b in &self.blocks {
-            for l in [
-                &b.attn.q,
-                &b.attn.k,
-                &b.attn.v,
-                &b.attn.o,
-                &b.mlp.gate,
-                &b.mlp.up,
-                &b.mlp.down,
-            ] {
-                if let Lin::Quant {
-                    w: QMatMul::QTensor(q),
-                    ..
-                } = l
-                {
-                    let k = q.shape().dims().last().copied().unwrap_or(0);
-                    if widest.is_none_or(|(_, w)| k > w) {
-                        widest = Some((l, k));
-                    }
-                }
+        for (l, q) in self.quantized_layers() {
+            let k = q.shape().dims().last().copied().unwrap_or(0);
+            if widest.is_none_or(|(_, w)| k > w) {
+                widest = Some((l, k));
             }
         }
         let Some((lin, k)) = widest else {
@@ -824,28 +832,12 @@ impl Llama {
     /// unwritten (H200, 2026-12-04).
     pub fn check_quant_matmul(&self) -> Result<Vec<(GgmlDType, f32)>> {
         let mut seen: Vec<(GgmlDType, &std::sync::Arc<QTensor>)> = Vec::new();
-        for b in &self.blocks {
-            for l in [
-                &b.attn.q,
-                &b.attn.k,
-                &b.attn.v,
-                &b.attn.o,
-                &b.mlp.gate,
-                &b.mlp.up,
-                &b.mlp.down,
-            ] {
-                if let Lin::Quant {
-                    w: QMatMul::QTensor(q),
-                    ..
-                } = l
-                {
-                    match seen.iter_mut().find(|(t, _)| *t == q.dtype()) {
-                        // The smallest matrix of each type: cheapest to dequantize.
-                        Some(e) if q.shape().elem_count() < e.1.shape().elem_count() => e.1 = q,
-                        Some(_) => {}
-                        None => seen.push((q.dtype(), q)),
-                    }
-                }
+        for (_, q) in self.quantized_layers() {
+            match seen.iter_mut().find(|(t, _)| *t == q.dtype()) {
+                // The smallest matrix of each type: cheapest to dequantize.
+                Some(e) if q.shape().elem_count() < e.1.shape().elem_count() => e.1 = q,
+                Some(_) => {}
+                None => seen.push((q.dtype(), q)),
             }
         }
         let mut out = Vec::new();
