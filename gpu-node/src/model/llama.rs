@@ -85,6 +85,11 @@ impl Lin {
 /// before the product, and the output to the model's dtype: about 1 % in all.
 pub const QUANT_CHECK_MAX_ERROR: f32 = 0.05;
 
+/// Most bytes of attention scores one prompt block materializes ([`Llama`]'s prefill
+/// attention splits a chunk's query rows into blocks under it; the mask and the softmax
+/// take as much again each).
+pub const PREFILL_SCORES_BYTES: usize = 256 << 20;
+
 /// Rows from which a quantized linear layer on the CPU dequantizes its weight to f32 and
 /// runs one GEMM (prefill chunks) instead of candle's quantized dot product per (row,
 /// column), which is ~1 multiply-add per weight byte per row: the dequantization is paid
@@ -377,6 +382,8 @@ pub struct Llama {
     /// Per layer, the projections sharing an input as one matrix (dense models; empty
     /// otherwise): what the fused decode step multiplies with.
     fused: Vec<FusedLayer>,
+    /// [`PREFILL_SCORES_BYTES`] (smaller in tests, to split short prompts into blocks).
+    prefill_scores_bytes: usize,
 }
 
 /// Most rows a decode step runs fused ([`Llama::forward_decode_fused`]): measured on an
@@ -598,6 +605,7 @@ impl Llama {
             cfg: cfg.clone(),
             arch,
             fused: Vec::new(),
+            prefill_scores_bytes: PREFILL_SCORES_BYTES,
         };
         // Only the CUDA decode graphs read the fused matrices.
         if llama.device.is_cuda() {
@@ -769,6 +777,7 @@ impl Llama {
             cfg: cfg.clone(),
             arch,
             fused: Vec::new(),
+            prefill_scores_bytes: PREFILL_SCORES_BYTES,
         })
     }
 
@@ -1465,40 +1474,53 @@ impl Llama {
             });
         }
         for pf in &st.prefill {
-            let (n, total) = (pf.n, pf.start + pf.n);
-            let qi = q
-                .narrow(0, pf.row, n)?
-                .transpose(0, 1)?
-                .contiguous()?
-                .reshape((1, nkv, rep * n, hd))?;
-            let kk = kc.narrow(0, pf.slot, 1)?.narrow(2, 0, total)?;
-            let vv = vc.narrow(0, pf.slot, 1)?.narrow(2, 0, total)?;
+            // The prompt's query rows in blocks, so that one block's scores [heads,
+            // rows, keys] stay within PREFILL_SCORES_BYTES however long the prompt is (a
+            // 4,096-token chunk at 32,768 keys would otherwise materialize 8 GiB of
+            // bf16 scores, and as much again for the mask and the softmax).
+            let per_row = nh * (pf.start + pf.n) * self.dtype.size_in_bytes();
+            let block = (self.prefill_scores_bytes / per_row.max(1)).clamp(1, pf.n.max(1));
             let mask = match (&pf.mask_win, at.sliding) {
                 (Some(m), true) => Some(m),
                 _ => pf.mask.as_ref(),
             };
-            let p = match mask {
-                None => causal_softmax(
-                    &qi.matmul(&kk.t()?)?,
-                    n,
-                    pf.start,
-                    pf.window.filter(|_| at.sliding),
-                    scale as f32,
-                )?,
-                Some(mask) => {
-                    let scores = (qi.matmul(&kk.t()?)? * scale)?
-                        .reshape((nkv, rep, n, total))?
-                        .broadcast_add(mask)?
-                        .reshape((1, nkv, rep * n, total))?;
-                    candle_nn::ops::softmax_last_dim(&scores)?
-                }
-            };
-            let o = p
-                .matmul(&vv)? // [1, nkv, rep*n, hd]
-                .reshape((nh, n, hd))?
-                .transpose(0, 1)?
-                .reshape((n, nh * hd))?;
-            outs.push(o);
+            let mut r0 = 0;
+            while r0 < pf.n {
+                let n = block.min(pf.n - r0);
+                // Keys the block's rows can see: every one before its last row's position.
+                let total = pf.start + r0 + n;
+                let qi = q
+                    .narrow(0, pf.row + r0, n)?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .reshape((1, nkv, rep * n, hd))?;
+                let kk = kc.narrow(0, pf.slot, 1)?.narrow(2, 0, total)?;
+                let vv = vc.narrow(0, pf.slot, 1)?.narrow(2, 0, total)?;
+                let p = match mask {
+                    None => causal_softmax(
+                        &qi.matmul(&kk.t()?)?,
+                        n,
+                        pf.start + r0,
+                        pf.window.filter(|_| at.sliding),
+                        scale as f32,
+                    )?,
+                    Some(mask) => {
+                        let mask = mask.narrow(0, r0, n)?.narrow(1, 0, total)?;
+                        let scores = (qi.matmul(&kk.t()?)? * scale)?
+                            .reshape((nkv, rep, n, total))?
+                            .broadcast_add(&mask)?
+                            .reshape((1, nkv, rep * n, total))?;
+                        candle_nn::ops::softmax_last_dim(&scores)?
+                    }
+                };
+                let o = p
+                    .matmul(&vv)? // [1, nkv, rep*n, hd]
+                    .reshape((nh, n, hd))?
+                    .transpose(0, 1)?
+                    .reshape((n, nh * hd))?;
+                outs.push(o);
+                r0 += n;
+            }
         }
         let o = if outs.len() == 1 {
             outs.swap_remove(0)
@@ -1633,6 +1655,40 @@ mod tests {
             };
             check_batched(&m.llama, [3, 0, 4]);
             check_batched(&m.llama, [1, 0, 2]);
+        }
+    }
+
+    /// A prompt's attention split into blocks of query rows (to bound the scores'
+    /// memory) gives the logits of the unsplit prompt, for every test architecture, in
+    /// f32 (the CPU's fused causal softmax) and bf16 (mask tensors, sliding windows
+    /// shorter than the prompt included), with blocks of 1 and of 3 rows.
+    #[test]
+    fn prefill_attention_in_row_blocks_matches_the_whole_prompt() {
+        let prompt: Vec<u32> = (0..29).map(|i| (i * 7 + 3) % 60).collect();
+        for f in crate::testmodel::Family::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            crate::testmodel::make_test_model_family(dir.path(), f).unwrap();
+            for dtype in ["f32", "bf16"] {
+                let LoadedModel::Generation(mut m) =
+                    model::load(dir.path(), Some(dtype), &Device::Cpu).unwrap()
+                else {
+                    panic!("{f:?} must load as a generation model")
+                };
+                let want = full_logits(&m.llama, &prompt).unwrap();
+                let heads = m.llama.cfg.num_attention_heads;
+                let elem = m.llama.dtype.size_in_bytes();
+                for rows in [1, 3] {
+                    // A budget of `rows` rows of scores at the prompt's full length.
+                    m.llama.prefill_scores_bytes = rows * heads * prompt.len() * elem;
+                    let got = full_logits(&m.llama, &prompt).unwrap();
+                    let d = crate::model::decode_ops::max_abs_diff(&want, &got).unwrap();
+                    let tol = if dtype == "f32" { 1e-4 } else { 3e-2 };
+                    assert!(
+                        d <= tol,
+                        "{f:?} {dtype} blocks of {rows}: logits differ by {d}"
+                    );
+                }
+            }
         }
     }
 
