@@ -13,9 +13,14 @@ use std::path::Path;
 use crate::gguf_header::GgufHeader;
 use crate::node::EngineConfig;
 
-/// Memory kept free besides the weights and the KV cache: CUDA context, kernels,
-/// activations of a prefill chunk.
+/// Memory kept free besides the weights, the KV cache, the CUDA graphs and a prefill
+/// chunk's activations ([`Need::activations`]): CUDA context, kernels, allocator slack.
 pub const HEADROOM_BYTES: u64 = 512 << 20;
+
+/// Most bytes of attention scores one block of a prompt chunk's query rows
+/// materializes: the node's prefill attention runs a chunk in blocks of rows under it
+/// (dayshift-node `model/llama.rs`), the mask and the softmax taking as much again each.
+pub const PREFILL_SCORES_BYTES: u64 = 256 << 20;
 
 /// Memory the decode steps' CUDA graphs of one generation model hold on a GPU (one graph
 /// per batch bucket, each with its own intermediates and memory-pool reservations).
@@ -225,6 +230,16 @@ pub struct ModelMemory {
     /// Of `weights`, what candle's x86 kernels add on the CPU after the load, on first
     /// use ([`x86_repack_bytes`]): not yet taken when the node sizes the KV cache.
     pub repacked: u64,
+    /// Activation bytes one prompt token of a prefill chunk takes at the step's peak, the
+    /// MLP's: `(hidden + 3 × intermediate) × 4` (its input, gate, up and their product,
+    /// counted in f32, the widest dtype they take: the quantized kernels convert to it).
+    pub activation_bytes_per_token: u64,
+}
+
+/// [`ModelMemory::activation_bytes_per_token`] of a model `hidden` wide with an MLP of
+/// `intermediate` (4 × `hidden` when unknown).
+pub fn activation_bytes_per_token(hidden: u64, intermediate: Option<u64>) -> u64 {
+    (hidden + 3 * intermediate.unwrap_or(4 * hidden)) * 4
 }
 
 /// Why the KV cache holds the tokens a [`Need`] counts.
@@ -256,6 +271,12 @@ pub struct Need {
     pub kv_basis: KvBasis,
     /// The decode steps' CUDA graphs ([`cuda_graph_bytes`]).
     pub graphs: u64,
+    /// A prefill chunk's activations at the step's peak: `prefill_chunk_tokens` ×
+    /// [`ModelMemory::activation_bytes_per_token`], and three blocks of attention scores
+    /// ([`PREFILL_SCORES_BYTES`]: scores, mask, softmax). 0 for an embedding model.
+    pub activations: u64,
+    /// The prefill chunk those activations are for.
+    pub chunk_tokens: u64,
     /// [`HEADROOM_BYTES`].
     pub headroom: u64,
 }
@@ -279,11 +300,12 @@ pub fn thousands(n: u64) -> String {
 }
 
 impl Need {
-    /// Weights + KV cache + CUDA graphs + headroom.
+    /// Weights + KV cache + CUDA graphs + activations + headroom.
     pub fn total(&self) -> u64 {
         self.weights
             .saturating_add(self.kv_bytes)
             .saturating_add(self.graphs)
+            .saturating_add(self.activations)
             .saturating_add(self.headroom)
     }
 
@@ -310,8 +332,17 @@ impl Need {
         } else {
             String::new()
         };
+        let act = if self.activations > 0 {
+            format!(
+                " + activations {} ({}-token prefill chunk)",
+                gib(self.activations),
+                thousands(self.chunk_tokens)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "weights {} ({}) + {kv}{graphs} + headroom {} = {}",
+            "weights {} ({}) + {kv}{graphs}{act} + headroom {} = {}",
             gib(self.weights),
             self.weights_kind,
             gib(self.headroom),
@@ -427,6 +458,7 @@ impl ModelMemory {
                 context,
                 target,
                 repacked,
+                activation_bytes_per_token: 0,
             });
         }
         let heads = need("num_attention_heads")?;
@@ -442,6 +474,10 @@ impl ModelMemory {
             context: if context == 0 { 4096 } else { context },
             target,
             repacked,
+            activation_bytes_per_token: activation_bytes_per_token(
+                hidden,
+                num("intermediate_size"),
+            ),
         })
     }
 
@@ -527,6 +563,10 @@ impl ModelMemory {
             context,
             target,
             repacked,
+            activation_bytes_per_token: activation_bytes_per_token(
+                hidden,
+                h.uint(&k("feed_forward_length")),
+            ),
         })
     }
 
@@ -555,6 +595,14 @@ impl ModelMemory {
             } else {
                 cuda_graph_bytes(self.target, engine)
             },
+            activations: if self.kv_bytes_per_token == 0 {
+                0
+            } else {
+                u64::from(engine.prefill_chunk_tokens)
+                    .saturating_mul(self.activation_bytes_per_token)
+                    .saturating_add(3 * PREFILL_SCORES_BYTES)
+            },
+            chunk_tokens: u64::from(engine.prefill_chunk_tokens),
             headroom: HEADROOM_BYTES,
         }
     }
@@ -645,13 +693,15 @@ pub fn check_fits(model: &str, need: &Need, free: u64, device: &str) -> Result<(
     let after = free
         .saturating_sub(need.weights)
         .saturating_sub(need.graphs)
+        .saturating_sub(need.activations)
         .saturating_sub(need.headroom);
     if need.kv_basis == KvBasis::Configured && after > 0 {
         let per_token = need.kv_bytes / need.kv_tokens.max(1);
-        let besides = if need.graphs > 0 {
-            " and the CUDA graphs and headroom"
-        } else {
-            " and the headroom"
+        let besides = match (need.graphs > 0, need.activations > 0) {
+            (true, true) => " and the CUDA graphs, prefill activations and headroom",
+            (true, false) => " and the CUDA graphs and headroom",
+            (false, true) => " and the prefill activations and headroom",
+            (false, false) => " and the headroom",
         };
         return Err(format!(
             "model {model:?}: {}",
@@ -743,6 +793,8 @@ mod tests {
             kv_dtype: "bf16",
             kv_basis: KvBasis::Configured,
             graphs: 0,
+            activations: 0,
+            chunk_tokens: 0,
             headroom: HEADROOM_BYTES,
         };
         assert!(check_fits("m", &need(10 * gib), 24 * gib, "NVIDIA L4").is_ok());
@@ -848,12 +900,16 @@ mod tests {
             context: 8192,
             target: Target::Cpu,
             repacked: 0,
+            activation_bytes_per_token: 256 << 10,
         };
         let n = m.need(&engine(Some(2048)));
-        assert_eq!(n.total(), (5 << 30) + HEADROOM_BYTES);
+        // A 256-token prefill chunk at 256 KiB a token, and three 256 MiB blocks of scores.
+        let act = (64 << 20) + 3 * PREFILL_SCORES_BYTES;
+        assert_eq!(n.activations, act);
+        assert_eq!(n.total(), (5 << 30) + act + HEADROOM_BYTES);
         assert_eq!(
             n.figures(),
-            "weights 3.00 GiB (bf16) + KV cache 2.00 GiB (2,048 tokens, bf16) + headroom 0.50 GiB = 5.50 GiB"
+            "weights 3.00 GiB (bf16) + KV cache 2.00 GiB (2,048 tokens, bf16) + activations 0.81 GiB (256-token prefill chunk) + headroom 0.50 GiB = 6.31 GiB"
         );
         let n = m.need(&engine(None));
         assert_eq!(n.kv_tokens, 8192);
@@ -866,19 +922,23 @@ mod tests {
         // On a GPU the decode steps' CUDA graphs count, unless they are off.
         m.target = Target::Gpu;
         let n = m.need(&engine(Some(2048)));
-        assert_eq!(n.total(), (5 << 30) + CUDA_GRAPH_BYTES + HEADROOM_BYTES);
+        assert_eq!(
+            n.total(),
+            (5 << 30) + CUDA_GRAPH_BYTES + act + HEADROOM_BYTES
+        );
         assert_eq!(
             n.figures(),
-            "weights 3.00 GiB (bf16) + KV cache 2.00 GiB (2,048 tokens, bf16) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 6.12 GiB"
+            "weights 3.00 GiB (bf16) + KV cache 2.00 GiB (2,048 tokens, bf16) + CUDA graphs 0.62 GiB + activations 0.81 GiB (256-token prefill chunk) + headroom 0.50 GiB = 6.94 GiB"
         );
         let off = EngineConfig {
             cuda_graphs: false,
             ..engine(Some(2048))
         };
         assert_eq!(m.need(&off).graphs, 0);
-        // An embedding model has no decode graphs.
+        // An embedding model has no decode graphs and no prefill chunks.
         m.kv_bytes_per_token = 0;
         assert_eq!(m.need(&engine(None)).graphs, 0);
+        assert_eq!(m.need(&engine(None)).activations, 0);
     }
 
     #[test]
@@ -922,11 +982,16 @@ mod tests {
             context: 8192,
             target: Target::Gpu,
             repacked: 0,
+            activation_bytes_per_token: 0,
         };
-        // 20 GiB + 3 GiB of KV + 0.5 GiB headroom fits 23.6 GiB; with the graphs it does not.
-        let free = 23 * gib + (600 << 20);
+        // 20 GiB + 3 GiB of KV + 0.75 GiB of attention scores + 0.5 GiB headroom fits
+        // 24.35 GiB; with the graphs it does not.
+        let free = 23 * gib + (3 * PREFILL_SCORES_BYTES) + (600 << 20);
         let e = check_fits("m", &m.need(&engine(Some(3072))), free, "NVIDIA L4").unwrap_err();
-        assert!(e.contains("and the CUDA graphs and headroom"), "{e}");
+        assert!(
+            e.contains("and the CUDA graphs, prefill activations and headroom"),
+            "{e}"
+        );
         let off = EngineConfig {
             cuda_graphs: false,
             ..engine(Some(3072))

@@ -123,6 +123,7 @@ fn advice(pool: &PoolConfig, need: &Need, memory: u64) -> String {
     let left = memory
         .saturating_sub(need.weights)
         .saturating_sub(need.graphs)
+        .saturating_sub(need.activations)
         .saturating_sub(need.headroom);
     if need.kv_tokens > 0 && left > 0 {
         let per_token = need.kv_bytes / need.kv_tokens.max(1);

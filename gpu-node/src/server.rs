@@ -140,12 +140,13 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
             Target::Gpu
         };
         // What the model will take after the load (candle's x86 repacked copies, made on
-        // first use): the KV cache is sized without it.
+        // first use, and a prefill chunk's activations): the KV cache is sized without it.
         let mut later = 0u64;
         match ModelMemory::of(&dir, m.dtype.as_deref(), m.quantize.as_deref(), target) {
             Ok(mem) => {
-                later = mem.repacked;
                 let need = mem.need(&cfg.engine);
+                // The prefill activations are taken at run time too: left out of the cache.
+                later = mem.repacked + need.activations;
                 let free = device::free_memory(&dev).saturating_sub(kv_bytes_reserved);
                 tracing::info!(model = %m.name, need = %need.figures(), free = %memory::gib(free), "memory");
                 if let Err(why) = memory::check_fits(&m.name, &need, free, &dev.facts.name) {
@@ -174,8 +175,8 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
             LoadedModel::Generation(g) => {
                 let ctx = g.llama.config().max_position_embeddings;
                 // What the KV cache may take: free memory less what earlier models' caches,
-                // graphs and repacks will take, and this model's CUDA graphs (captured after
-                // the cache is allocated) and repacked copies.
+                // graphs, repacks and activations will take, and this model's CUDA graphs
+                // (captured after the cache is allocated), repacked copies and activations.
                 let graphs = memory::cuda_graph_bytes(target, &cfg.engine);
                 let free = device::free_memory(&dev)
                     .saturating_sub(kv_bytes_reserved)

@@ -87,8 +87,8 @@ pub const QUANT_CHECK_MAX_ERROR: f32 = 0.05;
 
 /// Most bytes of attention scores one prompt block materializes ([`Llama`]'s prefill
 /// attention splits a chunk's query rows into blocks under it; the mask and the softmax
-/// take as much again each).
-pub const PREFILL_SCORES_BYTES: usize = 256 << 20;
+/// take as much again each): the figure the memory check counts.
+pub const PREFILL_SCORES_BYTES: usize = dayshift_config::memory::PREFILL_SCORES_BYTES as usize;
 
 /// Rows from which a quantized linear layer on the CPU dequantizes its weight to f32 and
 /// runs one GEMM (prefill chunks) instead of candle's quantized dot product per (row,

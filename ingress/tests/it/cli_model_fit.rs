@@ -93,13 +93,15 @@ fn pool(source: &Path, extra: &str) -> String {
 /// 22.49 GiB as the driver reports it), 30 slots of 1,280 tokens.
 /// - bf16: weights 2 × 12,247,782,400 bytes = 22.81 GiB; KV cache 2 (k, v) × 40 layers
 ///   × 8 KV heads × 128 × 2 bytes = 160 KiB per token, × 38,400 tokens = 5.86 GiB;
-///   + 0.62 GiB of CUDA graphs + 0.50 GiB headroom = 29.80 GiB > 22.49 GiB: refused.
+///   with 0.62 GiB of CUDA graphs, 0.80 GiB of prefill activations (256-token chunks
+///   at (5,120 + 3 × 14,336) × 4 bytes a token, and 3 × 256 MiB of attention scores)
+///   and 0.50 GiB headroom: 30.59 GiB > 22.49 GiB: refused.
 /// - quantize = "q4_k": the matrices (all but the 671,088,640-weight embedding) at 4.5
 ///   bits = 6,511,892,160 bytes + the embedding in bf16 (1,342,177,280) = 7.31 GiB; the
-///   node runs bf16 activations and KV cache on a GPU (5.86 GiB); total 14.30 GiB <=
-///   22.49 GiB: fits. (92,107 tokens would fit: 3,070 per slot.)
+///   node runs bf16 activations and KV cache on a GPU (5.86 GiB); total 15.09 GiB <=
+///   22.49 GiB: fits. (86,891 tokens would fit: 2,896 per slot.)
 /// - quantize = "q8_0" with 30 slots of 2,560 tokens: 12.70 (the matrices at 8.5 bits, the
-///   embedding in bf16) + 11.72 + 0.62 + 0.50 = 25.55 GiB: refused.
+///   embedding in bf16) + 11.72 + 0.62 + 0.80 + 0.50 = 26.35 GiB (rounded parts): refused.
 #[test]
 fn fit_mistral_nemo_on_an_l4_the_documented_example() {
     let root = tempfile::tempdir().unwrap();
@@ -110,7 +112,7 @@ fn fit_mistral_nemo_on_an_l4_the_documented_example() {
     let (code, _, err) = check(&cfg);
     assert_eq!(code, Some(2), "{err}");
     let want = format!(
-        "{}: pools.chat: model \"nemo\" does not fit: it needs weights 22.81 GiB (bf16) + KV cache 5.86 GiB (38,400 tokens, bf16) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 29.80 GiB > server type L4-1-24G's 22.49 GiB (one NVIDIA L4). Use quantize = \"q4_k\"",
+        "{}: pools.chat: model \"nemo\" does not fit: it needs weights 22.81 GiB (bf16) + KV cache 5.86 GiB (38,400 tokens, bf16) + CUDA graphs 0.62 GiB + activations 0.80 GiB (256-token prefill chunk) + headroom 0.50 GiB = 30.59 GiB > server type L4-1-24G's 22.49 GiB (one NVIDIA L4). Use quantize = \"q4_k\"",
         cfg.display()
     );
     assert!(err.contains(&want), "{err}\nwanted: {want}");
@@ -124,7 +126,7 @@ fn fit_mistral_nemo_on_an_l4_the_documented_example() {
     assert_eq!(code, Some(0), "{err}");
     assert!(
         out.contains(
-            "pools.chat: model \"nemo\" needs weights 7.31 GiB (q4_k at load, embeddings bf16) + KV cache 5.86 GiB (38,400 tokens, bf16) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 14.30 GiB: fits server type L4-1-24G (22.49 GiB: one NVIDIA L4)"
+            "pools.chat: model \"nemo\" needs weights 7.31 GiB (q4_k at load, embeddings bf16) + KV cache 5.86 GiB (38,400 tokens, bf16) + CUDA graphs 0.62 GiB + activations 0.80 GiB (256-token prefill chunk) + headroom 0.50 GiB = 15.09 GiB: fits server type L4-1-24G (22.49 GiB: one NVIDIA L4)"
         ),
         "{out}"
     );
@@ -139,7 +141,7 @@ fn fit_mistral_nemo_on_an_l4_the_documented_example() {
     let (code, _, err) = check(&cfg);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("= 25.55 GiB > server type L4-1-24G's 22.49 GiB"),
+        err.contains("= 26.35 GiB > server type L4-1-24G's 22.49 GiB"),
         "{err}"
     );
     assert!(err.contains("a smaller quantize type"), "{err}");
@@ -161,12 +163,12 @@ fn fit_without_context_tokens_counts_the_full_context() {
         "{err}"
     );
     assert!(
-        err.contains("+ CUDA graphs 0.62 GiB + headroom 0.50 GiB = 164.69 GiB"),
+        err.contains("+ CUDA graphs 0.62 GiB + activations 0.80 GiB (256-token prefill chunk) + headroom 0.50 GiB = 165.49 GiB"),
         "{err}"
     );
     assert!(err.contains("context_tokens is not set"), "{err}");
     assert!(
-        err.contains("at most 92,107 tokens fit: e.g. slots = 32 with context_tokens = 2,878"),
+        err.contains("at most 86,891 tokens fit: e.g. slots = 32 with context_tokens = 2,715"),
         "{err}"
     );
 }
@@ -189,7 +191,7 @@ fn fit_a_type_too_small_beside_one_that_fits_is_a_warning() {
     );
     assert!(err.contains("Remove L4-1-24G from server_types"), "{err}");
     assert!(
-        out.contains("= 29.80 GiB: fits server type H100-1-80G (79.65 GiB: one NVIDIA H100)"),
+        out.contains("= 30.59 GiB: fits server type H100-1-80G (79.65 GiB: one NVIDIA H100)"),
         "{out}"
     );
 }
@@ -250,7 +252,7 @@ fn fit_what_the_ingress_cannot_know_is_a_note() {
         err.contains("warning: model \"nemo\" does not fit server type GPU-CUSTOM (48.00 GiB: its gpu_memory)"),
         "{err}"
     );
-    assert!(err.contains("= 180.19 GiB"), "{err}");
+    assert!(err.contains("= 180.98 GiB"), "{err}");
 
     // The local provider: the machine's GPU is not known to the config.
     let local = root.path().join("local.toml");
@@ -346,7 +348,7 @@ fn fit_a_gguf_source_is_measured_from_its_header() {
     );
     assert!(out.contains(&want), "{out}\nwanted: {want}");
     assert!(
-        out.contains("weights 8.23 GiB (GGUF Q4_K_M, embeddings bf16) + KV cache 5.86 GiB (38,400 tokens, bf16) + CUDA graphs 0.62 GiB + headroom 0.50 GiB = 15.22 GiB"),
+        out.contains("weights 8.23 GiB (GGUF Q4_K_M, embeddings bf16) + KV cache 5.86 GiB (38,400 tokens, bf16) + CUDA graphs 0.62 GiB + activations 0.80 GiB (256-token prefill chunk) + headroom 0.50 GiB = 16.01 GiB"),
         "{out}"
     );
     // quantize does not apply to a GGUF file: refused by the config reader already.
