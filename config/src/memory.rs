@@ -234,6 +234,8 @@ pub struct ModelMemory {
     /// MLP's: `(hidden + 3 × intermediate) × 4` (its input, gate, up and their product,
     /// counted in f32, the widest dtype they take: the quantized kernels convert to it).
     pub activation_bytes_per_token: u64,
+    /// Query heads (0 for an embedding model): bounds a prompt block's attention scores.
+    pub heads: u64,
 }
 
 /// [`ModelMemory::activation_bytes_per_token`] of a model `hidden` wide with an MLP of
@@ -273,7 +275,8 @@ pub struct Need {
     pub graphs: u64,
     /// A prefill chunk's activations at the step's peak: `prefill_chunk_tokens` ×
     /// [`ModelMemory::activation_bytes_per_token`], and three blocks of attention scores
-    /// ([`PREFILL_SCORES_BYTES`]: scores, mask, softmax). 0 for an embedding model.
+    /// (scores, mask, softmax; each the chunk against the whole context, at most
+    /// [`PREFILL_SCORES_BYTES`]). 0 for an embedding model.
     pub activations: u64,
     /// The prefill chunk those activations are for.
     pub chunk_tokens: u64,
@@ -459,6 +462,7 @@ impl ModelMemory {
                 target,
                 repacked,
                 activation_bytes_per_token: 0,
+                heads: 0,
             });
         }
         let heads = need("num_attention_heads")?;
@@ -478,6 +482,7 @@ impl ModelMemory {
                 hidden,
                 num("intermediate_size"),
             ),
+            heads,
         })
     }
 
@@ -567,7 +572,19 @@ impl ModelMemory {
                 hidden,
                 h.uint(&k("feed_forward_length")),
             ),
+            heads,
         })
+    }
+
+    /// The largest block of attention scores a prompt chunk materializes: a chunk's
+    /// rows against the model's whole context, in f32 at most, but never above
+    /// [`PREFILL_SCORES_BYTES`] (the node splits the rows into blocks under it).
+    fn prefill_scores_bytes(&self, engine: &EngineConfig) -> u64 {
+        self.heads
+            .saturating_mul(u64::from(engine.prefill_chunk_tokens).min(self.context.max(1)))
+            .saturating_mul(self.context)
+            .saturating_mul(4)
+            .min(PREFILL_SCORES_BYTES)
     }
 
     /// The need with `engine`'s settings: the KV cache the node reserves at least
@@ -600,7 +617,7 @@ impl ModelMemory {
             } else {
                 u64::from(engine.prefill_chunk_tokens)
                     .saturating_mul(self.activation_bytes_per_token)
-                    .saturating_add(3 * PREFILL_SCORES_BYTES)
+                    .saturating_add(3 * self.prefill_scores_bytes(engine))
             },
             chunk_tokens: u64::from(engine.prefill_chunk_tokens),
             headroom: HEADROOM_BYTES,
@@ -901,6 +918,7 @@ mod tests {
             target: Target::Cpu,
             repacked: 0,
             activation_bytes_per_token: 256 << 10,
+            heads: 32,
         };
         let n = m.need(&engine(Some(2048)));
         // A 256-token prefill chunk at 256 KiB a token, and three 256 MiB blocks of scores.
@@ -935,6 +953,17 @@ mod tests {
             ..engine(Some(2048))
         };
         assert_eq!(m.need(&off).graphs, 0);
+        // A small model's scores stay far under the cap: 4 heads × 256 rows × 512 keys ×
+        // 4 bytes = 2 MiB a block.
+        let small = ModelMemory {
+            heads: 4,
+            context: 512,
+            ..m.clone()
+        };
+        assert_eq!(
+            small.need(&engine(Some(512))).activations,
+            (64 << 20) + 3 * (2 << 20)
+        );
         // An embedding model has no decode graphs and no prefill chunks.
         m.kv_bytes_per_token = 0;
         assert_eq!(m.need(&engine(None)).graphs, 0);
@@ -983,6 +1012,7 @@ mod tests {
             target: Target::Gpu,
             repacked: 0,
             activation_bytes_per_token: 0,
+            heads: 32,
         };
         // 20 GiB + 3 GiB of KV + 0.75 GiB of attention scores + 0.5 GiB headroom fits
         // 24.35 GiB; with the graphs it does not.
