@@ -8,7 +8,7 @@ use crate::metrics::Metrics;
 use crate::model::{self, LoadedModel};
 use crate::{device, source, tls};
 use anyhow::Context;
-use dayshift_config::memory::{self, ModelMemory, Target};
+use dayshift_config::memory::{self, ModelMemory};
 use dayshift_config::node::NodeConfig;
 use dayshift_config::protocol::{
     Capacity, GpuFacts, ModelKind, NodeState, ServedModel, StartFailureKind,
@@ -134,11 +134,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         };
         // The same figure the ingress checks a pool against (`dayshift config check`).
         // A model the calculation cannot read is left to the load, which says why.
-        let target = if dev.device.is_cpu() {
-            Target::Cpu
-        } else {
-            Target::Gpu
-        };
+        let target = model::target_of(&dev.device);
         // What the model will take after the load (candle's x86 repacked copies, made on
         // first use, and a prefill chunk's activations): the KV cache is sized without it.
         let mut later = 0u64;

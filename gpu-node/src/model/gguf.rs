@@ -576,19 +576,15 @@ pub fn read_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
 }
 
 /// Loads a GGUF file of the Llama family or Gemma 3 onto `device`, its activations, dense
-/// tensors and KV cache in `dtype` ([`dayshift_config::memory::gguf_run_dtype`]: f32
-/// unless set; only f32 on the CPU).
+/// tensors and KV cache in `dtype` ([`dayshift_config::memory::gguf_run_dtype`]: bf16 on
+/// a GPU unless set; only f32 on the CPU).
 pub fn load(
     path: &Path,
     dtype: Option<&str>,
     device: &Device,
 ) -> Result<GenerationModel, ModelError> {
-    let target = if device.is_cpu() {
-        dayshift_config::memory::Target::Cpu
-    } else {
-        dayshift_config::memory::Target::Gpu
-    };
-    let run = dayshift_config::memory::gguf_run_dtype(dtype, target).map_err(|e| bad(path, e))?;
+    let run = dayshift_config::memory::gguf_run_dtype(dtype, super::target_of(device))
+        .map_err(|e| bad(path, e))?;
     let run = super::parse_dtype(run).ok_or_else(|| bad(path, format!("unknown dtype {run}")))?;
     let (content, mut reader) = open(path)?;
     let m = Meta {
@@ -669,9 +665,6 @@ pub fn load(
         dir: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    if device.is_cuda() {
-        super::check_quant_matmul_on_load(&llama, path)?;
-    }
     if src.widened > 0 {
         tracing::info!(
             matrices = src.widened,

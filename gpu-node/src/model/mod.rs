@@ -78,13 +78,17 @@ fn choose_dtype(
     quantize: Option<&str>,
     device: &Device,
 ) -> Result<DType, String> {
-    let target = if device.is_cpu() {
+    let name = dayshift_config::memory::run_dtype(over, from_cfg, quantize, target_of(device))?;
+    parse_dtype(name).ok_or_else(|| format!("dtype {name:?} is not one of f32, bf16, f16"))
+}
+
+/// Which memory and dtype rules apply to `device` (the CPU's, or a GPU's).
+pub fn target_of(device: &Device) -> dayshift_config::memory::Target {
+    if device.is_cpu() {
         dayshift_config::memory::Target::Cpu
     } else {
         dayshift_config::memory::Target::Gpu
-    };
-    let name = dayshift_config::memory::run_dtype(over, from_cfg, quantize, target)?;
-    parse_dtype(name).ok_or_else(|| format!("dtype {name:?} is not one of f32, bf16, f16"))
+    }
 }
 
 /// [`llama::Llama::check_quant_matmul`] for a model just loaded from `path`: logs each
@@ -204,6 +208,9 @@ pub fn load_quantized(
             });
         }
         let m = gguf::load(&p, dtype, device)?;
+        if device.is_cuda() {
+            check_quant_matmul_on_load(&m.llama, &p)?;
+        }
         return Ok(LoadedModel::Generation(Box::new(m)));
     }
     let cfg_path = required(
