@@ -607,3 +607,5 @@ DS_ATTN64(float, f32, 1) DS_ATTN64(float, f32, 2) DS_ATTN64(float, f32, 4)
 DS_ATTN64(__half, f16, 1) DS_ATTN64(__half, f16, 2) DS_ATTN64(__half, f16, 4)
 DS_ATTN64(__nv_bfloat16, bf16, 1) DS_ATTN64(__nv_bfloat16, bf16, 2) DS_ATTN64(__nv_bfloat16, bf16, 4)
 DS_ATTN_MERGE(float, f32) DS_ATTN_MERGE(__half, f16) DS_ATTN_MERGE(__nv_bfloat16, bf16)
+
+#include "qgemv.cuh"
