@@ -392,12 +392,97 @@ pub struct Llama {
 /// activation per block), where cuBLAS's GEMM takes over.
 pub const FUSED_DECODE_MAX_ROWS: usize = 2;
 
-/// One layer's projections that share an input, concatenated by output: q|k|v (and
-/// their biases) and gate|up. The layer's own q/k/v/gate/up weights are views of these.
+/// Whether CUDA loads run the fused decode step for quantized weights
+/// ([`super::decode_ops::QuantGemv`], `cuda/qgemv.cuh`). Off: on an H200 it measured
+/// slower than candle's quantized kernels in the unfused step (Qwen3-8B Q4_K_M, batch 1:
+/// 184.6 against 210.3 tok/s, bench/gguf-gpu, 2026-12-04), so it is built, checked at
+/// load and tested on the CPU, but not yet used.
+pub const QUANT_FUSED_DECODE: bool = false;
+
+/// One layer's projections that share an input, as the fused decode step multiplies
+/// them: q|k|v (and their biases) and gate|up. Dense weights are concatenated by output
+/// (the layer's own q/k/v/gate/up weights are views of these); quantized ones stay
+/// separate matrices that one kernel reads side by side.
 struct FusedLayer {
-    qkv: Tensor,
+    qkv: StepWeight,
     qkv_bias: Option<Tensor>,
-    gate_up: Tensor,
+    gate_up: StepWeight,
+}
+
+/// A weight the fused decode step multiplies with.
+#[derive(Clone)]
+enum StepWeight {
+    /// Dense `[out, in]` ([`super::decode_ops::FusedGemv`]).
+    Dense(Tensor),
+    /// GGML-quantized matrices whose outputs lie side by side
+    /// ([`super::decode_ops::QuantGemv`]).
+    Quant(Vec<std::sync::Arc<QTensor>>),
+}
+
+impl StepWeight {
+    /// The weight of a linear layer, if the fused step can multiply with it.
+    fn of(l: &Lin) -> Option<StepWeight> {
+        match l {
+            Lin::Dense(l) => Some(StepWeight::Dense(l.weight().clone())),
+            Lin::Quant {
+                w: QMatMul::QTensor(q),
+                ..
+            } => Some(StepWeight::Quant(vec![q.clone()])),
+            Lin::Quant { .. } => None,
+        }
+    }
+
+    /// Whether the fused kernels take `b` rows of `k` inputs of `dtype` times this weight.
+    fn takes(&self, b: usize, k: usize, dtype: DType) -> bool {
+        use super::decode_ops::{FusedGemv, QuantGemv};
+        match self {
+            StepWeight::Dense(w) => {
+                FusedGemv::takes(b, k, dtype) && w.dims2().is_ok_and(|(_, kk)| kk == k)
+            }
+            StepWeight::Quant(qs) => {
+                let refs: Vec<&QTensor> = qs.iter().map(|q| q.as_ref()).collect();
+                QuantGemv::takes(b, &refs) && qs[0].shape().dims2().is_ok_and(|(_, kk)| kk == k)
+            }
+        }
+    }
+
+    /// `epilogue(prologue(x) w^T)` in one kernel.
+    fn gemv(
+        &self,
+        x: &Tensor,
+        prologue: super::decode_ops::Prologue,
+        eps: f32,
+        bias: Option<Tensor>,
+        res: Option<Tensor>,
+    ) -> Result<Tensor> {
+        use super::decode_ops::{FusedGemv, QuantGemv};
+        match self {
+            StepWeight::Dense(w) => x.apply_op2_no_bwd(
+                w,
+                &FusedGemv {
+                    prologue,
+                    eps,
+                    bias,
+                    res,
+                },
+            ),
+            StepWeight::Quant(qs) => x.apply_op1_no_bwd(&QuantGemv {
+                prologue,
+                eps,
+                segments: qs.clone(),
+                bias,
+                res,
+            }),
+        }
+    }
+}
+
+/// A linear layer's bias.
+fn bias_of(l: &Lin) -> Option<Tensor> {
+    match l {
+        Lin::Dense(l) => l.bias().cloned(),
+        Lin::Quant { b, .. } => b.clone(),
+    }
 }
 
 /// A linear layer of a safetensors model: dense, or quantized at load to `quant` (on
@@ -609,7 +694,7 @@ impl Llama {
         };
         // Only the CUDA decode graphs read the fused matrices.
         if llama.device.is_cuda() {
-            llama.fuse_projections()?;
+            llama.fuse_projections(QUANT_FUSED_DECODE)?;
         }
         Ok(llama)
     }
@@ -617,7 +702,9 @@ impl Llama {
     /// Concatenates each layer's q/k/v and gate/up weights (when all are dense) into one
     /// matrix each, and makes the layer's own weights views of them: the eager path is
     /// unchanged, and the fused decode step reads each matrix with one kernel.
-    pub(crate) fn fuse_projections(&mut self) -> Result<()> {
+    /// With `quantized`, layers of quantized weights are taken too (as separate matrices
+    /// for [`super::decode_ops::QuantGemv`]); see [`QUANT_FUSED_DECODE`].
+    pub(crate) fn fuse_projections(&mut self, quantized: bool) -> Result<()> {
         fn dense(l: &Lin) -> Option<&Linear> {
             match l {
                 Lin::Dense(l) => Some(l),
@@ -634,9 +721,41 @@ impl Llama {
             }
             Ok(out)
         }
+        fn quant(l: &Lin) -> Option<std::sync::Arc<QTensor>> {
+            match l {
+                Lin::Quant {
+                    w: QMatMul::QTensor(q),
+                    ..
+                } => Some(q.clone()),
+                _ => None,
+            }
+        }
         let mut fused = Vec::with_capacity(self.blocks.len());
         for b in self.blocks.iter_mut() {
             let (at, m) = (&mut b.attn, &mut b.mlp);
+            if let (true, Some(q), Some(k), Some(v), Some(g), Some(u)) = (
+                quantized,
+                quant(&at.q),
+                quant(&at.k),
+                quant(&at.v),
+                quant(&m.gate),
+                quant(&m.up),
+            ) {
+                if bias_of(&m.gate).is_some() || bias_of(&m.up).is_some() {
+                    return Ok(());
+                }
+                let qkv_bias = match (bias_of(&at.q), bias_of(&at.k), bias_of(&at.v)) {
+                    (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)?),
+                    (None, None, None) => None,
+                    _ => return Ok(()),
+                };
+                fused.push(FusedLayer {
+                    qkv: StepWeight::Quant(vec![q, k, v]),
+                    qkv_bias,
+                    gate_up: StepWeight::Quant(vec![g, u]),
+                });
+                continue;
+            }
             let (Some(q), Some(k), Some(v), Some(g), Some(u)) = (
                 dense(&at.q),
                 dense(&at.k),
@@ -670,9 +789,9 @@ impl Llama {
                 (at.q, at.k, at.v, m.gate, m.up) = (q, k, v, g, u);
             }
             fused.push(FusedLayer {
-                qkv,
+                qkv: StepWeight::Dense(qkv),
                 qkv_bias: bias,
-                gate_up,
+                gate_up: StepWeight::Dense(gate_up),
             });
         }
         self.fused = fused;
@@ -765,7 +884,7 @@ impl Llama {
         };
         let device = src.device().clone();
         let dtype = src.dtype();
-        Ok(Llama {
+        let mut llama = Llama {
             embed,
             blocks,
             norm,
@@ -778,7 +897,12 @@ impl Llama {
             arch,
             fused: Vec::new(),
             prefill_scores_bytes: PREFILL_SCORES_BYTES,
-        })
+        };
+        // Only the CUDA decode graphs read the fused layers.
+        if llama.device.is_cuda() {
+            llama.fuse_projections(QUANT_FUSED_DECODE)?;
+        }
+        Ok(llama)
     }
 
     /// The blocks' linear layers held as quantized tensors, with their tensor.
@@ -834,12 +958,15 @@ impl Llama {
 
     /// Checks the device's quantized matmul against a plain f32 matmul of the dequantized
     /// weight, once per GGML type the model's layers use, at 1, 2 and 16 rows (the
-    /// kernels for one row, a few rows and many rows). Returns the largest relative error
+    /// kernels for one row, a few rows and many rows), and the fused decode step's
+    /// quantized kernel ([`super::decode_ops::QuantGemv`]) at 1 and 2 rows for the types
+    /// it reads. Returns the largest relative error
     /// per type; fails when one exceeds [`QUANT_CHECK_MAX_ERROR`] or is not finite, naming
     /// the type and the rows: on a GPU whose architecture the build has no code for,
     /// candle's quantized kernels fail to launch without an error and leave their output
     /// unwritten (H200, 2026-12-04).
     pub fn check_quant_matmul(&self) -> Result<Vec<(GgmlDType, f32)>> {
+        use super::decode_ops::{Prologue, QuantGemv};
         let mut seen: Vec<(GgmlDType, &std::sync::Arc<QTensor>)> = Vec::new();
         for (_, q) in self.quantized_layers() {
             match seen.iter_mut().find(|(t, _)| *t == q.dtype()) {
@@ -863,20 +990,31 @@ impl Llama {
                     .sin()?
                     .reshape((rows, k))?;
                 let want = x.matmul(&wd.t()?)?;
-                let got = mm.forward(&x.to_dtype(self.dtype)?)?.to_dtype(DType::F32)?;
-                let scale = want.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
-                let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
-                if !err.is_finite() || err > QUANT_CHECK_MAX_ERROR {
-                    candle_core::bail!(
-                        "the {} quantized matmul ({t:?}, {n}x{k}) at {rows} rows is off by {err:.3} of the largest output: this build of dayshift-node may lack code for this GPU's architecture (scripts/build-cuda-node.sh, CANDLE_KERNELS_SASS)",
-                        if self.device.is_cuda() {
-                            "GPU's"
-                        } else {
-                            "CPU's"
-                        }
-                    );
+                let xd = x.to_dtype(self.dtype)?;
+                let mut kernels = vec![("candle's", mm.forward(&xd)?)];
+                // Our fused decode kernel, where the fused step would use it.
+                if rows <= QuantGemv::MAX_ROWS && QuantGemv::takes(rows, &[q.as_ref()]) {
+                    let op = QuantGemv {
+                        prologue: Prologue::None,
+                        eps: 0.0,
+                        segments: vec![q.clone()],
+                        bias: None,
+                        res: None,
+                    };
+                    kernels.push(("the fused decode", xd.apply_op1_no_bwd(&op)?));
                 }
-                worst = worst.max(err);
+                for (which, got) in kernels {
+                    let got = got.to_dtype(DType::F32)?;
+                    let scale = want.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
+                    let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
+                    if !err.is_finite() || err > QUANT_CHECK_MAX_ERROR {
+                        candle_core::bail!(
+                            "{which} quantized matmul on the {} ({t:?}, {n}x{k}) at {rows} rows is off by {err:.3} of the largest output: this build of dayshift-node may lack code for this GPU's architecture (scripts/build-cuda-node.sh, CANDLE_KERNELS_SASS)",
+                            if self.device.is_cuda() { "GPU" } else { "CPU" }
+                        );
+                    }
+                    worst = worst.max(err);
+                }
             }
             out.push((t, worst));
         }
@@ -1194,44 +1332,53 @@ impl Llama {
         self.head(&x, true)
     }
 
-    /// Whether [`Llama::forward_decode_fused`] runs a step of `b` rows of this model: dense
-    /// weights fused at load, SiLU MLP without Gemma's extra norms, head size 64/128/256,
-    /// and every activation fitting the fused kernel's shared memory.
+    /// Whether [`Llama::forward_decode_fused`] runs a step of `b` rows of this model:
+    /// projections fused at load (dense, or quantized in types the quantized kernel
+    /// reads), SiLU MLP without Gemma's extra norms, head size 64/128/256, and every
+    /// activation fitting the fused kernels' shared memory.
     fn fused_decode_takes(&self, b: usize) -> bool {
-        use super::decode_ops::{FusedGemv, RopeRows};
+        use super::decode_ops::RopeRows;
         let (h, hd) = (self.cfg.hidden_size, self.cfg.head_dim());
+        let (attn_in, inter) = (
+            self.cfg.num_attention_heads * hd,
+            self.cfg.intermediate_size,
+        );
+        let dt = self.dtype;
+        let lin_takes = |l: &Lin, k: usize| StepWeight::of(l).is_some_and(|w| w.takes(b, k, dt));
         b <= FUSED_DECODE_MAX_ROWS
             && self.fused.len() == self.blocks.len()
             && !self.blocks.is_empty()
             && matches!(self.arch.act, Act::Silu)
             && self.blocks.iter().all(|b| b.post.is_none())
-            && matches!(self.lm_head, Lin::Dense(_))
             && RopeRows::takes(hd)
-            && super::decode_ops::supported(hd, self.dtype)
-            && [
-                h,
-                self.cfg.num_attention_heads * hd,
-                self.cfg.intermediate_size,
-            ]
-            .iter()
-            .all(|&k| FusedGemv::takes(b, k, self.dtype))
+            && super::decode_ops::supported(hd, dt)
+            && lin_takes(&self.lm_head, h)
+            && self.blocks.iter().zip(&self.fused).all(|(blk, f)| {
+                f.qkv.takes(b, h, dt)
+                    && f.gate_up.takes(b, h, dt)
+                    && lin_takes(&blk.attn.o, attn_in)
+                    && lin_takes(&blk.mlp.down, inter)
+            })
     }
 
     /// [`Llama::forward_decode`] in seven kernels per layer: RMSNorm + q|k|v projection,
     /// RoPE of q, RoPE + cache write of k, cache write of v, attention, o projection +
     /// residual, RMSNorm + gate|up projection, SwiGLU + down projection + residual
-    /// ([`super::decode_ops::FusedGemv`], [`super::decode_ops::RopeRows`]); the same
-    /// arithmetic and roundings as the unfused step.
+    /// ([`super::decode_ops::FusedGemv`] or, for quantized weights,
+    /// [`super::decode_ops::QuantGemv`]; [`super::decode_ops::RopeRows`]); for dense
+    /// weights the same arithmetic and roundings as the unfused step, for quantized ones
+    /// the activation rounded to 8 bits per 32 values as candle's quantized kernels do.
     fn forward_decode_fused(&self, kv: &KvCache, idx: &Tensor, b: usize) -> Result<Tensor> {
-        use super::decode_ops::{FusedGemv, Prologue, QkvPart, RopeRows};
+        use super::decode_ops::{Prologue, QkvPart, RopeRows};
         let ids = idx.narrow(0, 0, b)?;
         let mut x = self.embed_tokens(&ids)?.contiguous()?;
         let eps = self.eps as f32;
-        let lin = |l: &Lin| match l {
-            Lin::Dense(l) => Ok(l.weight().clone()),
-            Lin::Quant { .. } => Err(candle_core::Error::Msg(
-                "the fused decode step needs dense weights".into(),
-            )),
+        let weight = |l: &Lin| {
+            StepWeight::of(l).ok_or_else(|| {
+                candle_core::Error::Msg(
+                    "the fused decode step needs dense or quantized (QTensor) weights".into(),
+                )
+            })
         };
         for ((blk, f), (kc, vc)) in self
             .blocks
@@ -1240,14 +1387,12 @@ impl Llama {
             .zip(kv.k.iter().zip(&kv.v))
         {
             let at = &blk.attn;
-            let qkv = x.apply_op2_no_bwd(
-                &f.qkv,
-                &FusedGemv {
-                    prologue: Prologue::Norm(blk.ln1.clone()),
-                    eps,
-                    bias: f.qkv_bias.clone(),
-                    res: None,
-                },
+            let qkv = f.qkv.gemv(
+                &x,
+                Prologue::Norm(blk.ln1.clone()),
+                eps,
+                f.qkv_bias.clone(),
+                None,
             )?;
             let (cos, sin) = &self.ropes[at.rope];
             let rope = |part, norm: Option<&Tensor>| RopeRows {
@@ -1270,50 +1415,19 @@ impl Llama {
             kc.inplace_op2(&qkv, &rope(QkvPart::K, kn))?;
             vc.inplace_op2(&qkv, &rope(QkvPart::V, None))?;
             let o = q.apply_op3_no_bwd(kc, vc, &self.decode_attention(at, b, idx))?;
-            let ob = match &at.o {
-                Lin::Dense(l) => l.bias().cloned(),
-                Lin::Quant { .. } => None,
-            };
-            x = o.apply_op2_no_bwd(
-                &lin(&at.o)?,
-                &FusedGemv {
-                    prologue: Prologue::None,
-                    eps,
-                    bias: ob,
-                    res: Some(x),
-                },
-            )?;
-            let gu = x.apply_op2_no_bwd(
-                &f.gate_up,
-                &FusedGemv {
-                    prologue: Prologue::Norm(blk.ln2.clone()),
-                    eps,
-                    bias: None,
-                    res: None,
-                },
-            )?;
-            let db = match &blk.mlp.down {
-                Lin::Dense(l) => l.bias().cloned(),
-                Lin::Quant { .. } => None,
-            };
-            x = gu.apply_op2_no_bwd(
-                &lin(&blk.mlp.down)?,
-                &FusedGemv {
-                    prologue: Prologue::SiluMul,
-                    eps,
-                    bias: db,
-                    res: Some(x),
-                },
-            )?;
+            x = weight(&at.o)?.gemv(&o, Prologue::None, eps, bias_of(&at.o), Some(x))?;
+            let gu = f
+                .gate_up
+                .gemv(&x, Prologue::Norm(blk.ln2.clone()), eps, None, None)?;
+            let down = &blk.mlp.down;
+            x = weight(down)?.gemv(&gu, Prologue::SiluMul, eps, bias_of(down), Some(x))?;
         }
-        let logits = x.apply_op2_no_bwd(
-            &lin(&self.lm_head)?,
-            &FusedGemv {
-                prologue: Prologue::Norm(self.norm.clone()),
-                eps,
-                bias: None,
-                res: None,
-            },
+        let logits = weight(&self.lm_head)?.gemv(
+            &x,
+            Prologue::Norm(self.norm.clone()),
+            eps,
+            bias_of(&self.lm_head),
+            None,
         )?;
         match self.arch.final_softcap {
             Some(cap) => softcap(&logits, cap),
@@ -1716,7 +1830,7 @@ mod tests {
                 panic!("{f:?} must load as a generation model")
             };
             // What a CUDA load does (the CPU does not fuse).
-            m.llama.fuse_projections().unwrap();
+            m.llama.fuse_projections(false).unwrap();
             let m = &m.llama;
             assert_eq!(m.fused_decode_takes(1), fused, "{f:?} {dims:?}");
             let mut eager = KvCache::new(m, 5, 64).unwrap();
@@ -1790,6 +1904,99 @@ mod tests {
                 let d = crate::model::decode_ops::max_abs_diff(a, b).unwrap();
                 assert!(d < 1e-5, "{f:?}: the caches differ by {d}");
             }
+        }
+    }
+
+    /// Models quantized at load (Q4_K, Q6_K, Q8_0: the types the quantized decode kernel
+    /// reads) run the fused decode step ([`super::super::decode_ops::QuantGemv`], q, k
+    /// and v as one launch of three matrices) at one and two rows, and it tracks the
+    /// eager step's logits (candle's quantized matmul, which rounds the activation to 8
+    /// bits; the CPU form of the fused step multiplies the dequantized weights in f32)
+    /// within [`QUANT_CHECK_MAX_ERROR`] of the largest logit, and greedy tokens agree,
+    /// over 16 steps.
+    #[test]
+    fn the_fused_decode_step_of_a_quantized_model_tracks_the_eager_step() {
+        use crate::testmodel::{Dims, Family};
+        for (f, q) in [
+            (Family::Llama, "q4_k"),
+            (Family::Qwen3, "q6_k"),
+            (Family::Mistral, "q8_0"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            crate::testmodel::make_test_model_family_dims(dir.path(), f, Dims::WIDE).unwrap();
+            let LoadedModel::Generation(mut m) =
+                model::load_quantized(dir.path(), None, Some(q), &Device::Cpu).unwrap()
+            else {
+                panic!("{f:?} must load as a generation model")
+            };
+            m.llama.fuse_projections(true).unwrap();
+            let m = &m.llama;
+            assert!(
+                matches!(m.fused.first().map(|l| &l.qkv), Some(StepWeight::Quant(s)) if s.len() == 3),
+                "{f:?} {q}: q|k|v fused as three quantized matrices"
+            );
+            assert!(
+                m.fused_decode_takes(1) && m.fused_decode_takes(2),
+                "{f:?} {q}"
+            );
+            let mut eager = KvCache::new(m, 3, 64).unwrap();
+            let mut fused = KvCache::new(m, 3, 64).unwrap();
+            let mut seqs: Vec<(usize, Vec<u32>)> = vec![(2, vec![5, 9, 14, 20]), (0, vec![11, 3])];
+            for kv in [&mut eager, &mut fused] {
+                let items: Vec<BatchItem> = seqs
+                    .iter()
+                    .map(|(slot, ids)| BatchItem {
+                        slot: *slot,
+                        start: 0,
+                        tokens: ids,
+                        want: WantLogits::Last,
+                    })
+                    .collect();
+                m.forward_batch(kv, &items).unwrap();
+            }
+            let (mut worst, mut same) = (0f32, 0usize);
+            for step in 0..16 {
+                // Alternate one-row and two-row steps.
+                let rows = if step % 2 == 0 { 2 } else { 1 };
+                let last: Vec<u32> = seqs.iter().map(|(_, ids)| ids[ids.len() - 1]).collect();
+                let items: Vec<BatchItem> = seqs
+                    .iter()
+                    .zip(&last)
+                    .take(rows)
+                    .map(|((slot, ids), t)| BatchItem {
+                        slot: *slot,
+                        start: ids.len() - 1,
+                        tokens: std::slice::from_ref(t),
+                        want: WantLogits::Last,
+                    })
+                    .collect();
+                let want = m.forward_batch(&mut eager, &items).unwrap().unwrap();
+                let idx = crate::model::decode_ops::index_buffer(
+                    items
+                        .iter()
+                        .map(|it| (it.slot as u32, it.start as u32, it.tokens[0])),
+                    rows,
+                );
+                let idx = Tensor::from_vec(idx, 3 * rows, &Device::Cpu).unwrap();
+                let got = m.forward_decode(&fused, &idx, rows).unwrap();
+                for (r, (_, ids)) in seqs.iter_mut().enumerate().take(rows) {
+                    let w = last_row(&want.narrow(0, r, 1).unwrap());
+                    let g = last_row(&got.narrow(0, r, 1).unwrap());
+                    let scale = w.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
+                    worst = worst.max(close(&w, &g) / scale);
+                    let t = crate::engine::sampling::argmax(&w);
+                    same += usize::from(t == crate::engine::sampling::argmax(&g));
+                    ids.push(t);
+                }
+            }
+            eprintln!(
+                "{f:?} {q}: fused logits within {worst} of the largest, {same}/24 greedy tokens agree"
+            );
+            assert!(
+                worst < QUANT_CHECK_MAX_ERROR,
+                "{f:?} {q}: fused logits off by {worst} of the largest"
+            );
+            assert!(same >= 22, "{f:?} {q}: {same} of 24 greedy tokens agree");
         }
     }
 

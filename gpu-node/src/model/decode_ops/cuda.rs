@@ -68,6 +68,11 @@ fn kernel_name(name: &str) -> Result<&'static str> {
                     v.push(format!("gemvf_{t}_{b}_{pro}"));
                 }
             }
+            for b in 1..=2 {
+                for pro in 0..3 {
+                    v.push(format!("qgemvf_{t}_{b}_{pro}"));
+                }
+            }
             for g in [1, 2, 4] {
                 v.push(format!("decode_attn64_{t}_{g}"));
             }
@@ -424,6 +429,127 @@ pub(super) fn fused_gemv(
     };
     // SAFETY: the arguments match `gemvf_*` in decode.cu; `FusedGemv::takes` checked
     // rows, alignment and the shared memory; side tensors are [k], [n] and [b, n].
+    unsafe { lb.launch(cfg) }.map_err(|e| err(name, e))?;
+    drop(lb);
+    Ok((
+        CudaStorage {
+            slice: out,
+            device: dev,
+        },
+        Shape::from((b, n)),
+    ))
+}
+
+/// The GGML type id `cuda/qgemv.cuh` dispatches on.
+fn ggml_id(t: candle_core::quantized::GgmlDType) -> Result<i32> {
+    use candle_core::quantized::GgmlDType as G;
+    Ok(match t {
+        G::Q8_0 => 8,
+        G::Q4K => 12,
+        G::Q6K => 14,
+        other => candle_core::bail!("quantized gemv: no kernel for {other:?}"),
+    })
+}
+
+/// [`super::QuantGemv`]: one launch of `qgemvf_*` over up to three weight segments, with
+/// as many blocks as the GPU runs at once (each computes the prologue once, then its
+/// warps take rows across the segments).
+pub(super) fn quant_gemv(
+    op: &super::QuantGemv,
+    (b, n, k): (usize, usize, usize),
+    (x, lx): (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    use candle_core::cuda_backend::cudarc::driver::sys::{
+        CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+    };
+    let dev = x.device.clone();
+    let (sfx, xa) = view(&x.slice, lx, "x")?;
+    let norm_t = match &op.prologue {
+        super::Prologue::Norm(t) => Some(t.clone()),
+        _ => None,
+    };
+    let (ng, bg, rg) = (side(&norm_t), side(&op.bias), side(&op.res));
+    let (na, ba, ra) = (
+        side_arg(&ng, "norm weights")?,
+        side_arg(&bg, "bias")?,
+        side_arg(&rg, "residual")?,
+    );
+    let pro = match op.prologue {
+        super::Prologue::None => 0,
+        super::Prologue::Norm(_) => 1,
+        super::Prologue::SiluMul => 2,
+    };
+    // (pointer, GGML type, rows) of each segment; absent ones have no rows.
+    let mut segs = [(0u64, 0i32, 0i32); 3];
+    for (slot, q) in segs.iter_mut().zip(&op.segments) {
+        *slot = (
+            q.device_ptr()? as u64,
+            ggml_id(q.dtype())?,
+            int(q.shape().dims2()?.0)?,
+        );
+    }
+    let name = kernel_name(&format!("qgemvf_{sfx}_{b}_{pro}"))?;
+    let f = function(&dev, name)?;
+    let smem = b * k + 8 * b * (k / 32);
+    if smem > 48 << 10 {
+        f.set_attribute(
+            CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            super::FUSED_SMEM_BYTES as i32,
+        )
+        .map_err(|e| err(name, e))?;
+    }
+    let warps = 8u32;
+    let sms = dev
+        .cuda_stream()
+        .context()
+        .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(|e| err(name, e))?
+        .max(1) as u32;
+    let per_sm = f
+        .occupancy_max_active_blocks_per_multiprocessor(32 * warps, smem, None)
+        .map_err(|e| err(name, e))?
+        .max(1);
+    let blocks: u32 = segs
+        .iter()
+        .map(|s| (s.2 as u32).div_ceil(warps))
+        .sum::<u32>()
+        .clamp(1, sms * per_sm);
+    let mut out = alloc_like(&dev, sfx, b * n)?;
+    let (ldi, ki) = (int(n)?, int(k)?);
+    let null = 0u64;
+    let stream = dev.cuda_stream();
+    let mut lb = stream.launch_builder(&f);
+    push(&mut lb, &xa);
+    match &na {
+        Some(a) => push(&mut lb, a),
+        None => {
+            lb.arg(&null);
+        }
+    }
+    lb.arg(&op.eps);
+    for s in &segs {
+        lb.arg(&s.0).arg(&s.1).arg(&s.2);
+    }
+    for a in [&ba, &ra] {
+        match a {
+            Some(a) => push(&mut lb, a),
+            None => {
+                lb.arg(&null);
+            }
+        }
+    }
+    push_out(&mut lb, &mut out);
+    lb.arg(&ldi).arg(&ki);
+    let cfg = LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (32 * warps, 1, 1),
+        shared_mem_bytes: smem as u32,
+    };
+    // SAFETY: the arguments match `qgemvf_*` in qgemv.cuh; `QuantGemv::takes` checked the
+    // rows, types, widths and shared memory; the segment pointers are the quantized
+    // tensors the operation holds (alive for the launch, and for as long as the model
+    // keeps them, which a captured graph relies on); side tensors are [k], [n], [b, n].
     unsafe { lb.launch(cfg) }.map_err(|e| err(name, e))?;
     drop(lb);
     Ok((

@@ -403,54 +403,79 @@ impl FusedGemv {
         side: &FusedHost,
         (b, n, k): (usize, usize, usize),
     ) -> Vec<T> {
-        let round = |v: f32| T::from_f64(v as f64).to_f64() as f32;
-        let mut a = vec![0f32; b * k];
-        for r in 0..b {
-            match &self.prologue {
-                Prologue::None => {
-                    for (i, v) in x[r * k..][..k].iter().enumerate() {
-                        a[r * k + i] = v.to_f64() as f32;
-                    }
-                }
-                Prologue::Norm(_) => {
-                    let row = &x[r * k..][..k];
-                    let ss: f32 = row.iter().map(|v| (v.to_f64() as f32).powi(2)).sum();
-                    let rinv = 1.0 / (ss / k as f32 + self.eps).sqrt();
-                    for (i, v) in row.iter().enumerate() {
-                        a[r * k + i] = round(v.to_f64() as f32 * rinv * side.norm[i]);
-                    }
-                }
-                Prologue::SiluMul => {
-                    let row = &x[r * 2 * k..][..2 * k];
-                    for i in 0..k {
-                        let g = row[i].to_f64() as f32;
-                        let u = row[k + i].to_f64() as f32;
-                        a[r * k + i] = round(round(g / (1.0 + (-g).exp())) * u);
-                    }
-                }
-            }
-        }
-        let mut y = vec![T::zero(); b * n];
-        for r in 0..b {
-            let ar = &a[r * k..][..k];
-            for j in 0..n {
-                let acc: f32 = ar
-                    .iter()
-                    .zip(&w[j * k..][..k])
-                    .map(|(p, c)| p * c.to_f64() as f32)
-                    .sum();
-                let mut v = round(acc);
-                if let Some(bias) = &side.bias {
-                    v = round(v + bias[j]);
-                }
-                if let Some(res) = &side.res {
-                    v = round(v + res[r * n + j]);
-                }
-                y[r * n + j] = T::from_f64(v as f64);
-            }
-        }
-        y
+        let a = activation(&self.prologue, self.eps, x, &side.norm, b, k);
+        finish(side, b, n, |r, j| {
+            a[r * k..][..k]
+                .iter()
+                .zip(&w[j * k..][..k])
+                .map(|(p, c)| p * c.to_f64() as f32)
+                .sum()
+        })
     }
+}
+
+/// The activation `[b, k]` a fused GEMV multiplies with: its prologue applied to `x`,
+/// each value rounded to `T` where candle's separate operations round.
+fn activation<T: candle_core::WithDType>(
+    prologue: &Prologue,
+    eps: f32,
+    x: &[T],
+    norm: &[f32],
+    b: usize,
+    k: usize,
+) -> Vec<f32> {
+    let round = |v: f32| T::from_f64(v as f64).to_f64() as f32;
+    let mut a = vec![0f32; b * k];
+    for r in 0..b {
+        match prologue {
+            Prologue::None => {
+                for (i, v) in x[r * k..][..k].iter().enumerate() {
+                    a[r * k + i] = v.to_f64() as f32;
+                }
+            }
+            Prologue::Norm(_) => {
+                let row = &x[r * k..][..k];
+                let ss: f32 = row.iter().map(|v| (v.to_f64() as f32).powi(2)).sum();
+                let rinv = 1.0 / (ss / k as f32 + eps).sqrt();
+                for (i, v) in row.iter().enumerate() {
+                    a[r * k + i] = round(v.to_f64() as f32 * rinv * norm[i]);
+                }
+            }
+            Prologue::SiluMul => {
+                let row = &x[r * 2 * k..][..2 * k];
+                for i in 0..k {
+                    let g = row[i].to_f64() as f32;
+                    let u = row[k + i].to_f64() as f32;
+                    a[r * k + i] = round(round(g / (1.0 + (-g).exp())) * u);
+                }
+            }
+        }
+    }
+    a
+}
+
+/// `y[r, j]` = the epilogue (bias, residual; each rounded to `T`) of `dot(r, j)`.
+fn finish<T: candle_core::WithDType>(
+    side: &FusedHost,
+    b: usize,
+    n: usize,
+    dot: impl Fn(usize, usize) -> f32,
+) -> Vec<T> {
+    let round = |v: f32| T::from_f64(v as f64).to_f64() as f32;
+    let mut y = vec![T::zero(); b * n];
+    for r in 0..b {
+        for j in 0..n {
+            let mut v = round(dot(r, j));
+            if let Some(bias) = &side.bias {
+                v = round(v + bias[j]);
+            }
+            if let Some(res) = &side.res {
+                v = round(v + res[r * n + j]);
+            }
+            y[r * n + j] = T::from_f64(v as f64);
+        }
+    }
+    y
 }
 
 /// The side inputs of a [`FusedGemv`] on the host, as f32.
@@ -458,6 +483,19 @@ struct FusedHost {
     norm: Vec<f32>,
     bias: Option<Vec<f32>>,
     res: Option<Vec<f32>>,
+}
+
+impl FusedHost {
+    fn new(prologue: &Prologue, bias: &Option<Tensor>, res: &Option<Tensor>) -> Result<Self> {
+        Ok(FusedHost {
+            norm: match prologue {
+                Prologue::Norm(t) => host_f32(t)?,
+                _ => Vec::new(),
+            },
+            bias: bias.as_ref().map(host_f32).transpose()?,
+            res: res.as_ref().map(host_f32).transpose()?,
+        })
+    }
 }
 
 fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
@@ -481,14 +519,7 @@ impl candle_core::CustomOp2 for FusedGemv {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, _) = lx.shape().dims2()?;
         let (n, k) = lw.shape().dims2()?;
-        let side = FusedHost {
-            norm: match &self.prologue {
-                Prologue::Norm(t) => host_f32(t)?,
-                _ => Vec::new(),
-            },
-            bias: self.bias.as_ref().map(host_f32).transpose()?,
-            res: self.res.as_ref().map(host_f32).transpose()?,
-        };
+        let side = FusedHost::new(&self.prologue, &self.bias, &self.res)?;
         let dims = (b, n, k);
         let out = match (x, w) {
             (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(self.host(
@@ -523,6 +554,149 @@ impl candle_core::CustomOp2 for FusedGemv {
         lw: &Layout,
     ) -> Result<(candle_core::cuda_backend::CudaStorage, Shape)> {
         cuda::fused_gemv(self, (x, lx), (w, lw))
+    }
+}
+
+/// [`FusedGemv`] over GGML-quantized weights (Q4_K, Q6_K, Q8_0): `y = epilogue(prologue(x)
+/// w^T)` for a decode step of up to [`QuantGemv::MAX_ROWS`] rows, where `w` is up to three
+/// quantized matrices of one input width (a layer's q, k and v projections, whose types
+/// may differ) whose outputs lie side by side in `y`. Applied to `x` `[b, in]` (`[b, 2
+/// in]` for SwiGLU). On CUDA one kernel (`cuda/qgemv.cuh`: the activation rounded to 8
+/// bits per 32 values in shared memory, int8 dot products, as llama.cpp and candle's own
+/// quantized kernels do); on the CPU the activation times the dequantized weights in f32.
+pub struct QuantGemv {
+    /// Applied to the input first.
+    pub prologue: Prologue,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// The weight matrices `[rows_i, in]`, their outputs side by side.
+    pub segments: Vec<std::sync::Arc<candle_core::quantized::QTensor>>,
+    /// Optional bias `[sum of rows_i]`.
+    pub bias: Option<Tensor>,
+    /// Optional residual `[b, sum of rows_i]` added last.
+    pub res: Option<Tensor>,
+}
+
+impl QuantGemv {
+    /// Most rows the kernel takes.
+    pub const MAX_ROWS: usize = 2;
+    /// Most matrices one launch takes.
+    pub const MAX_SEGMENTS: usize = 3;
+
+    /// Whether the kernel reads this GGML type.
+    pub fn takes_type(t: candle_core::quantized::GgmlDType) -> bool {
+        use candle_core::quantized::GgmlDType as G;
+        matches!(t, G::Q4K | G::Q6K | G::Q8_0)
+    }
+
+    /// Whether the kernel takes a step of `b` rows times these matrices: 1 to
+    /// [`Self::MAX_SEGMENTS`] 2-D matrices of types it reads and one input width, whole
+    /// blocks per row, and the quantized activation (1.25 bytes per input) fitting its
+    /// shared memory.
+    pub fn takes(b: usize, segments: &[&candle_core::quantized::QTensor]) -> bool {
+        let Some(first) = segments.first() else {
+            return false;
+        };
+        let Ok((_, k)) = first.shape().dims2() else {
+            return false;
+        };
+        (1..=Self::MAX_ROWS).contains(&b)
+            && segments.len() <= Self::MAX_SEGMENTS
+            && k.is_multiple_of(32)
+            && b * k + 8 * b * (k / 32) <= FUSED_SMEM_BYTES
+            && segments.iter().all(|q| {
+                Self::takes_type(q.dtype())
+                    && q.shape().dims2().is_ok_and(|(_, kk)| kk == k)
+                    && k.is_multiple_of(q.dtype().block_size())
+            })
+    }
+
+    /// Output width: the matrices' rows together.
+    fn width(&self) -> Result<usize> {
+        let mut n = 0;
+        for q in &self.segments {
+            n += q.shape().dims2()?.0;
+        }
+        Ok(n)
+    }
+
+    /// Input width, checked against `x` `[b, in]` (`[b, 2 in]` for SwiGLU).
+    fn dims(&self, x: &Layout) -> Result<(usize, usize, usize)> {
+        let (b, xk) = x.shape().dims2()?;
+        let Some(first) = self.segments.first() else {
+            candle_core::bail!("quantized gemv: no weights");
+        };
+        let (_, k) = first.shape().dims2()?;
+        let want = if matches!(self.prologue, Prologue::SiluMul) {
+            2 * k
+        } else {
+            k
+        };
+        if xk != want {
+            candle_core::bail!("quantized gemv: input width {xk}, the weights take {want}");
+        }
+        let segs: Vec<&candle_core::quantized::QTensor> =
+            self.segments.iter().map(|q| q.as_ref()).collect();
+        if !Self::takes(b, &segs) {
+            candle_core::bail!("quantized gemv: {b} rows of these weights are not taken");
+        }
+        Ok((b, self.width()?, k))
+    }
+}
+
+impl candle_core::CustomOp1 for QuantGemv {
+    fn name(&self) -> &'static str {
+        "dayshift-quant-gemv"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, lx: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, n, k) = self.dims(lx)?;
+        let side = FusedHost::new(&self.prologue, &self.bias, &self.res)?;
+        let mut w = Vec::with_capacity(n * k);
+        for q in &self.segments {
+            let d = q.dequantize(&candle_core::Device::Cpu)?;
+            w.extend(d.flatten_all()?.to_vec1::<f32>()?);
+        }
+        fn run<T: candle_core::WithDType>(
+            op: &QuantGemv,
+            x: &[T],
+            w: &[f32],
+            side: &FusedHost,
+            (b, n, k): (usize, usize, usize),
+        ) -> Vec<T> {
+            let a = activation(&op.prologue, op.eps, x, &side.norm, b, k);
+            finish(side, b, n, |r, j| {
+                a[r * k..][..k]
+                    .iter()
+                    .zip(&w[j * k..][..k])
+                    .map(|(p, c)| p * c)
+                    .sum()
+            })
+        }
+        let dims = (b, n, k);
+        let out = match x {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(run(self, contiguous(v, lx, "x")?, &w, &side, dims))
+            }
+            CpuStorage::BF16(v) => {
+                CpuStorage::BF16(run(self, contiguous(v, lx, "x")?, &w, &side, dims))
+            }
+            CpuStorage::F16(v) => {
+                CpuStorage::F16(run(self, contiguous(v, lx, "x")?, &w, &side, dims))
+            }
+            _ => candle_core::bail!("quantized gemv: x must be f32, bf16 or f16"),
+        };
+        Ok((out, Shape::from((b, n))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::cuda_backend::CudaStorage,
+        lx: &Layout,
+    ) -> Result<(candle_core::cuda_backend::CudaStorage, Shape)> {
+        let dims = self.dims(lx)?;
+        cuda::quant_gemv(self, dims, (x, lx))
     }
 }
 
