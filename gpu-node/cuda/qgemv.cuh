@@ -10,9 +10,7 @@
 //
 // A launch covers up to three segments of output rows, each its own matrix and GGML
 // type (a layer's q, k and v projections, whose types differ in Q4_K_M files), written
-// side by side into y's columns: blocks never straddle a segment, so the type is the
-// same for the whole block. One warp per output row; each warp first loads its first
-// QG_PREFETCH pieces of weights, then joins the prologue, then streams the rest.
+// side by side into y's columns; a warp dispatches on the type of each row it takes.
 // Weight rows are whole blocks (k_in a multiple of 256 for the K-quants, 32 for Q8_0);
 // GGML block starts are only 2-byte aligned for Q6_K and Q8_0 (210 and 34 bytes).
 
@@ -35,8 +33,7 @@ __device__ __forceinline__ int ld_b2(const uint8_t *p) {
 // The activation of the block: B rows of K int8 values (qa), and per 32 values the scale
 // (da: amax / 127) and the sum of the unquantized values (sa).
 // One lane's raw weights of one step, whatever the type (each type maps its fields onto
-// these 8 words), so a warp's pipeline of loads can run across segments of different
-// types.
+// these 8 words).
 struct QRaw {
     uint4 a, b;
 };
@@ -272,76 +269,55 @@ __device__ void qgemv_prologue(const T *__restrict__ x, const T *__restrict__ nw
     __syncthreads();
 }
 
-__device__ __forceinline__ int qg_block_vals(int t) { return t == QG_Q8_0 ? 32 : 256; }
-__device__ __forceinline__ int qg_block_bytes(int t) {
-    return t == QG_Q4_K ? Q4K::BYTES : t == QG_Q6_K ? Q6K::BYTES : Q80::BYTES;
-}
-__device__ __forceinline__ int qg_per_step(int t) {
-    return t == QG_Q4_K ? Q4K::PER_STEP : t == QG_Q6_K ? Q6K::PER_STEP : Q80::PER_STEP;
+
+// One output row: the dot product of weight row `row` of w (type Q) with the block's
+// activation, QG_PREFETCH steps loaded at a time, then the epilogue into column n of y.
+template <typename T, int B, typename Q>
+__device__ void qgemv_row(const uint8_t *__restrict__ w, int row, const QAct &a,
+                          const T *__restrict__ bias, const T *__restrict__ res,
+                          T *__restrict__ y, int n, int ld_y) {
+    const int lane = threadIdx.x & 31;
+    const int nblk = a.k / (Q::BYTES == Q80::BYTES ? 32 : 256);
+    const int steps = (nblk + Q::PER_STEP - 1) / Q::PER_STEP;
+    const uint8_t *wr = w + (size_t)row * nblk * Q::BYTES;
+    QRaw raw[QG_PREFETCH];
+    float acc[B];
+#pragma unroll
+    for (int b = 0; b < B; b++) acc[b] = 0.f;
+    for (int s0 = 0; s0 < steps; s0 += QG_PREFETCH) {
+#pragma unroll
+        for (int u = 0; u < QG_PREFETCH; u++)
+            if (s0 + u < steps) Q::load(wr, s0 + u, nblk, lane, raw[u]);
+#pragma unroll
+        for (int u = 0; u < QG_PREFETCH; u++)
+            if (s0 + u < steps) Q::template dot<B>(raw[u], s0 + u, nblk, lane, a, acc);
+    }
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+        float s = acc[b];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if (lane == 0) {
+            float r = to_f(rnd<T>(s));
+            if (bias != nullptr) r = to_f(rnd<T>(r + to_f(bias[n])));
+            if (res != nullptr) r = to_f(rnd<T>(r + to_f(res[(size_t)b * ld_y + n])));
+            y[(size_t)b * ld_y + n] = rnd<T>(r);
+        }
+    }
 }
 
-// The three segments of a launch and the rows a warp takes (first, first + stride, ...).
-struct QSegs {
-    const uint8_t *w[3];
-    int t[3], n[3];
-    int total, stride, k;
-};
-
-// Where a warp's walk over its rows' steps stands: output column n (>= total: done),
-// step s of its row's steps, the row's weights wr (nblk blocks of type t).
-struct QCursor {
-    int n, s, steps, t, nblk;
-    const uint8_t *wr;
-    __device__ void set_row(const QSegs &g) {
-        if (n >= g.total) return;
-        int seg = 0, row = n;
-        if (row >= g.n[0]) {
-            row -= g.n[0];
-            seg = 1;
-            if (row >= g.n[1]) {
-                row -= g.n[1];
-                seg = 2;
-            }
-        }
-        // (selected, not indexed: a run-time index would put g in local memory)
-        t = seg == 0 ? g.t[0] : seg == 1 ? g.t[1] : g.t[2];
-        const uint8_t *w = seg == 0 ? g.w[0] : seg == 1 ? g.w[1] : g.w[2];
-        nblk = g.k / qg_block_vals(t);
-        steps = (nblk + qg_per_step(t) - 1) / qg_per_step(t);
-        wr = w + (size_t)row * nblk * qg_block_bytes(t);
-        s = 0;
-    }
-    __device__ void advance(const QSegs &g) {
-        if (++s == steps) {
-            n += g.stride;
-            set_row(g);
-        }
-    }
-    __device__ bool live(const QSegs &g) const { return n < g.total; }
-    __device__ void load(int lane, QRaw &r) const {
-        switch (t) {
-        case QG_Q4_K: Q4K::load(wr, s, nblk, lane, r); break;
-        case QG_Q6_K: Q6K::load(wr, s, nblk, lane, r); break;
-        default: Q80::load(wr, s, nblk, lane, r); break;
-        }
-    }
-    template <int B> __device__ void dot(int lane, const QRaw &r, const QAct &a, float *acc) const {
-        switch (t) {
-        case QG_Q4_K: Q4K::template dot<B>(r, s, nblk, lane, a, acc); break;
-        case QG_Q6_K: Q6K::template dot<B>(r, s, nblk, lane, a, acc); break;
-        default: Q80::template dot<B>(r, s, nblk, lane, a, acc); break;
-        }
-    }
-};
+__device__ __forceinline__ int qg_row_bytes(int t, int k) {
+    return t == QG_Q4_K ? k / 256 * Q4K::BYTES : t == QG_Q6_K ? k / 256 * Q6K::BYTES : k / 32 * Q80::BYTES;
+}
 
 // Segments s = 0, 1, 2: weights ws (GGML type ts, ns rows; ns = 0: absent), output
 // columns from the sum of the earlier segments' rows; y, res: [B, ld_y]; bias: [ld_y].
 // The grid is as many blocks as the GPU runs at once (or fewer): each block computes the
-// prologue once and its warps then take output rows gridDim.x * warps apart. A warp's
-// rows are one stream of steps (a step: 1,024 values of Q4_K, 512 of Q6_K, 256 of
-// Q8_0 per warp) with QG_PREFETCH steps always loading ahead of the one it multiplies,
-// across row and segment boundaries; the first QG_PREFETCH are issued before the
-// prologue, so the weights stream while it runs.
+// prologue once and its warps then take output rows gridDim.x * warps apart. Before the
+// prologue each warp asks L2 for its first row, so the weights stream while it runs.
+// (Measured on an H200, bench/gpu/kernels/qgemv_bench.cu: one block per 8 rows, each
+// redoing the prologue, was 2x slower; a warp pipeline of loads running ahead across
+// rows and segments, 1.2x slower: its per-step type dispatch costs more than it hides.)
 template <typename T, int B, int PRO>
 __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w0, int t0,
                             int n0, const uint8_t *w1, int t1, int n1, const uint8_t *w2,
@@ -349,59 +325,40 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
                             int k_in) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const int nwarps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    QSegs g;
-    g.w[0] = w0, g.w[1] = w1, g.w[2] = w2;
-    g.t[0] = t0, g.t[1] = t1, g.t[2] = t2;
-    g.n[0] = n0, g.n[1] = n1, g.n[2] = n2;
-    g.total = n0 + n1 + n2;
-    g.stride = gridDim.x * nwarps;
-    g.k = k_in;
-    QCursor ld, cp;
-    ld.n = blockIdx.x * nwarps + warp;
-    ld.set_row(g);
-    cp = ld;
-    QRaw raw[QG_PREFETCH];
-#pragma unroll
-    for (int u = 0; u < QG_PREFETCH; u++) {
-        if (ld.live(g)) {
-            ld.load(lane, raw[u]);
-            ld.advance(g);
+    const int total = n0 + n1 + n2;
+    const int first = blockIdx.x * nwarps + warp, stride = gridDim.x * nwarps;
+    // (selected, not indexed: a run-time index into an array would put it in local memory)
+    auto locate = [&](int n, const uint8_t *&w, int &t, int &row) {
+        if (n < n0) {
+            w = w0, t = t0, row = n;
+        } else if (n < n0 + n1) {
+            w = w1, t = t1, row = n - n0;
+        } else {
+            w = w2, t = t2, row = n - n0 - n1;
         }
+    };
+    if (first < total) {
+        const uint8_t *w;
+        int t, row;
+        locate(first, w, t, row);
+        const int rb = qg_row_bytes(t, k_in);
+        const uint8_t *p = w + (size_t)row * rb;
+        for (int off = lane * 128; off < rb; off += 32 * 128)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
     }
     int8_t *qa = reinterpret_cast<int8_t *>(smem_raw);
     float *da = reinterpret_cast<float *>(smem_raw + (size_t)B * k_in);
     float *sa = da + B * (k_in / 32);
     qgemv_prologue<T, B, PRO>(x, nw, eps, k_in, qa, da, sa);
     const QAct a{qa, da, sa, k_in};
-    float acc[B];
-#pragma unroll
-    for (int b = 0; b < B; b++) acc[b] = 0.f;
-    while (cp.live(g)) {
-#pragma unroll
-        for (int u = 0; u < QG_PREFETCH; u++) {
-            if (!cp.live(g)) break;
-            cp.template dot<B>(lane, raw[u], a, acc);
-            if (ld.live(g)) {
-                ld.load(lane, raw[u]);
-                ld.advance(g);
-            }
-            if (cp.s == cp.steps - 1) {
-                const int n = cp.n;
-#pragma unroll
-                for (int b = 0; b < B; b++) {
-                    float s = acc[b];
-#pragma unroll
-                    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-                    acc[b] = 0.f;
-                    if (lane == 0) {
-                        float r = to_f(rnd<T>(s));
-                        if (bias != nullptr) r = to_f(rnd<T>(r + to_f(bias[n])));
-                        if (res != nullptr) r = to_f(rnd<T>(r + to_f(res[(size_t)b * ld_y + n])));
-                        y[(size_t)b * ld_y + n] = rnd<T>(r);
-                    }
-                }
-            }
-            cp.advance(g);
+    for (int n = first; n < total; n += stride) {
+        const uint8_t *w;
+        int t, row;
+        locate(n, w, t, row);
+        switch (t) {
+        case QG_Q4_K: qgemv_row<T, B, Q4K>(w, row, a, bias, res, y, n, ld_y); break;
+        case QG_Q6_K: qgemv_row<T, B, Q6K>(w, row, a, bias, res, y, n, ld_y); break;
+        default: qgemv_row<T, B, Q80>(w, row, a, bias, res, y, n, ld_y); break;
         }
     }
 }

@@ -392,12 +392,12 @@ pub struct Llama {
 /// activation per block), where cuBLAS's GEMM takes over.
 pub const FUSED_DECODE_MAX_ROWS: usize = 2;
 
-/// Whether CUDA loads run the fused decode step for quantized weights
-/// ([`super::decode_ops::QuantGemv`], `cuda/qgemv.cuh`). Off: on an H200 it measured
-/// slower than candle's quantized kernels in the unfused step (Qwen3-8B Q4_K_M, batch 1:
-/// 184.6 against 210.3 tok/s, bench/gguf-gpu, 2026-12-04), so it is built, checked at
-/// load and tested on the CPU, but not yet used.
-pub const QUANT_FUSED_DECODE: bool = false;
+/// Whether CUDA loads run the fused decode step (1–2 rows) for quantized weights
+/// ([`super::decode_ops::QuantGemv`], `cuda/qgemv.cuh`) instead of candle's quantized
+/// kernels in the unfused step. On an H200, Qwen3-8B Q4_K_M at batch 1: 218.9 tok/s
+/// against 210.3 with candle's (bench/gguf-gpu, two runs of 2026-12-04); an earlier
+/// design of the kernel measured 184.6, which is why this stays a switch.
+pub const QUANT_FUSED_DECODE: bool = true;
 
 /// One layer's projections that share an input, as the fused decode step multiplies
 /// them: q|k|v (and their biases) and gate|up. Dense weights are concatenated by output
