@@ -245,6 +245,27 @@ __device__ __forceinline__ uint4 ld16(const T *p) {
     return *reinterpret_cast<const uint4 *>(p);
 }
 
+// The fused GEMVs' end for output column n: each row's sum over the warp, then the
+// epilogue (rounded to T, + bias[n], + res[b, n], each rounded) into y[b, n]; y and res
+// are [B, ld].
+template <typename T, int B>
+__device__ __forceinline__ void gemv_finish(const float *acc, int lane, const T *__restrict__ bias,
+                                            const T *__restrict__ res, T *__restrict__ y, int n,
+                                            int ld) {
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+        float s = acc[b];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if (lane == 0) {
+            float r = to_f(rnd<T>(s));
+            if (bias != nullptr) r = to_f(rnd<T>(r + to_f(bias[n])));
+            if (res != nullptr) r = to_f(rnd<T>(r + to_f(res[(size_t)b * ld + n])));
+            y[(size_t)b * ld + n] = rnd<T>(r);
+        }
+    }
+}
+
 template <typename T, int B, int PRO>
 __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, float eps,
                            const T *__restrict__ w, const T *__restrict__ bias,
@@ -349,18 +370,7 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
             }
         }
     }
-#pragma unroll
-    for (int b = 0; b < B; b++) {
-        float s = acc[b];
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (lane == 0) {
-            float r = to_f(rnd<T>(s));
-            if (bias != nullptr) r = to_f(rnd<T>(r + to_f(bias[n])));
-            if (res != nullptr) r = to_f(rnd<T>(r + to_f(res[(size_t)b * n_out + n])));
-            y[(size_t)b * n_out + n] = rnd<T>(r);
-        }
-    }
+    gemv_finish<T, B>(acc, lane, bias, res, y, n, n_out);
 }
 
 #define DS_GEMVF(T, SUFFIX, B, PRO)                                                            \

@@ -292,18 +292,7 @@ __device__ void qgemv_row(const uint8_t *__restrict__ w, int row, const QAct &a,
         for (int u = 0; u < QG_PREFETCH; u++)
             if (s0 + u < steps) Q::template dot<B>(raw[u], s0 + u, nblk, lane, a, acc);
     }
-#pragma unroll
-    for (int b = 0; b < B; b++) {
-        float s = acc[b];
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (lane == 0) {
-            float r = to_f(rnd<T>(s));
-            if (bias != nullptr) r = to_f(rnd<T>(r + to_f(bias[n])));
-            if (res != nullptr) r = to_f(rnd<T>(r + to_f(res[(size_t)b * ld_y + n])));
-            y[(size_t)b * ld_y + n] = rnd<T>(r);
-        }
-    }
+    gemv_finish<T, B>(acc, lane, bias, res, y, n, ld_y);
 }
 
 __device__ __forceinline__ int qg_row_bytes(int t, int k) {
