@@ -178,6 +178,25 @@ fn side_arg<'a>(
     }
 }
 
+/// An optional side argument, or a null pointer (`null`, which must outlive the launch).
+fn push_opt<'a>(lb: &mut cudarc_launch::LaunchArgs<'a>, a: &'a Option<Arg<'_>>, null: &'a u64) {
+    match a {
+        Some(a) => push(lb, a),
+        None => {
+            lb.arg(null);
+        }
+    }
+}
+
+/// The `PRO` template argument of the fused GEMV kernels for a prologue.
+fn prologue_code(p: &super::Prologue) -> u8 {
+    match p {
+        super::Prologue::None => 0,
+        super::Prologue::Norm(_) => 1,
+        super::Prologue::SiluMul => 2,
+    }
+}
+
 fn alloc_like(dev: &CudaDevice, like: &str, n: usize) -> Result<S> {
     // SAFETY: every element is written by the kernel that receives it.
     Ok(unsafe {
@@ -382,11 +401,7 @@ pub(super) fn fused_gemv(
         side_arg(&bg, "bias")?,
         side_arg(&rg, "residual")?,
     );
-    let pro = match op.prologue {
-        super::Prologue::None => 0,
-        super::Prologue::Norm(_) => 1,
-        super::Prologue::SiluMul => 2,
-    };
+    let pro = prologue_code(&op.prologue);
     let name = kernel_name(&format!("gemvf_{sfx}_{b}_{pro}"))?;
     let f = function(&dev, name)?;
     let mut out = alloc_like(&dev, sfx, b * n)?;
@@ -403,22 +418,11 @@ pub(super) fn fused_gemv(
     let stream = dev.cuda_stream();
     let mut lb = stream.launch_builder(&f);
     push(&mut lb, &xa);
-    match &na {
-        Some(a) => push(&mut lb, a),
-        None => {
-            lb.arg(&null);
-        }
-    }
+    push_opt(&mut lb, &na, &null);
     lb.arg(&op.eps);
     push(&mut lb, &wa);
-    for a in [&ba, &ra] {
-        match a {
-            Some(a) => push(&mut lb, a),
-            None => {
-                lb.arg(&null);
-            }
-        }
-    }
+    push_opt(&mut lb, &ba, &null);
+    push_opt(&mut lb, &ra, &null);
     push_out(&mut lb, &mut out);
     lb.arg(&ni).arg(&ki);
     let warps = 8u32;
@@ -475,11 +479,7 @@ pub(super) fn quant_gemv(
         side_arg(&bg, "bias")?,
         side_arg(&rg, "residual")?,
     );
-    let pro = match op.prologue {
-        super::Prologue::None => 0,
-        super::Prologue::Norm(_) => 1,
-        super::Prologue::SiluMul => 2,
-    };
+    let pro = prologue_code(&op.prologue);
     // (pointer, GGML type, rows) of each segment; absent ones have no rows.
     let mut segs = [(0u64, 0i32, 0i32); 3];
     for (slot, q) in segs.iter_mut().zip(&op.segments) {
@@ -521,24 +521,13 @@ pub(super) fn quant_gemv(
     let stream = dev.cuda_stream();
     let mut lb = stream.launch_builder(&f);
     push(&mut lb, &xa);
-    match &na {
-        Some(a) => push(&mut lb, a),
-        None => {
-            lb.arg(&null);
-        }
-    }
+    push_opt(&mut lb, &na, &null);
     lb.arg(&op.eps);
     for s in &segs {
         lb.arg(&s.0).arg(&s.1).arg(&s.2);
     }
-    for a in [&ba, &ra] {
-        match a {
-            Some(a) => push(&mut lb, a),
-            None => {
-                lb.arg(&null);
-            }
-        }
-    }
+    push_opt(&mut lb, &ba, &null);
+    push_opt(&mut lb, &ra, &null);
     push_out(&mut lb, &mut out);
     lb.arg(&ldi).arg(&ki);
     let cfg = LaunchConfig {
@@ -605,12 +594,7 @@ fn rope_launch(
     let stream = dev.cuda_stream();
     let mut lb = stream.launch_builder(&f);
     push(&mut lb, &qa);
-    match &na {
-        Some(a) => push(&mut lb, a),
-        None => {
-            lb.arg(&null);
-        }
-    }
+    push_opt(&mut lb, &na, &null);
     lb.arg(&op.eps);
     push(&mut lb, &ca);
     push(&mut lb, &sa);
