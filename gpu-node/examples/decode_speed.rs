@@ -8,6 +8,8 @@
 //! `KV=SLOTSxTOKENS` sets the KV cache's geometry (default: one slot of prompt + steps);
 //! `serve` sizes it from free memory, e.g. `KV=32x2931` for a Qwen3-0.6B shape here (on
 //! 2026-12-04 within this machine's ±10 % run-to-run noise of one small slot).
+//! `AB=1` alternates runs between our quantized GEMV (`model::cpu_qgemv`) and candle's
+//! (6 runs), so both are compared in one process.
 
 use candle_core::{D, Device};
 use dayshift_node::model::gguf;
@@ -23,7 +25,10 @@ fn main() -> anyhow::Result<()> {
     let m = gguf::load(std::path::Path::new(&path), None, &Device::Cpu)?;
     let vocab = m.llama.config().vocab_size as u32;
     let prompt: Vec<u32> = (0..32u32).map(|i| (i * 7919) % vocab).collect();
-    for run in 0..3 {
+    let ab = std::env::var("AB").is_ok_and(|v| v == "1");
+    for run in 0..if ab { 6 } else { 3 } {
+        let ours = !ab || run % 2 == 0;
+        dayshift_node::model::cpu_qgemv::set_enabled(ours);
         let (slots, cap) = match std::env::var("KV").ok().and_then(|v| {
             let (a, b) = v.split_once('x')?;
             Some((a.parse().ok()?, b.parse().ok()?))
@@ -58,7 +63,8 @@ fn main() -> anyhow::Result<()> {
         }
         let dt = t0.elapsed().as_secs_f64();
         println!(
-            "run {run}: {steps} steps, {:.3} ms/token, {:.1} tok/s",
+            "run {run} ({}): {steps} steps, {:.3} ms/token, {:.1} tok/s",
+            if ours { "cpu_qgemv" } else { "candle" },
             dt * 1e3 / steps as f64,
             steps as f64 / dt
         );

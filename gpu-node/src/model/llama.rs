@@ -39,6 +39,13 @@ impl Module for Lin {
                         let wd = q.dequantize(&Device::Cpu)?;
                         x.matmul(&wd.t()?)?
                     }
+                    QMatMul::QTensor(q) if x.device().is_cpu() => {
+                        // A decode step's few rows: our kernel reads the file's blocks.
+                        match super::cpu_qgemv::gemv(&[q.as_ref()], x)? {
+                            Some(mut ys) => ys.remove(0).to_dtype(x.dtype())?,
+                            None => w.forward(x)?,
+                        }
+                    }
                     _ => w.forward(x)?,
                 };
                 match b {
@@ -103,9 +110,10 @@ fn rows(x: &Tensor) -> usize {
 }
 
 /// Several linear layers on the same input `h`. On the CPU, quantized layers of a decode
-/// step's few rows go through candle's `QTensor::gemv_fused_shared_lhs` when it takes
-/// them (x86 with AVX-512 VNNI, one GGML type, rows a multiple of 256 wide): the input is
-/// quantized once and the products share one parallel region, instead of one each.
+/// step's few rows go through [`super::cpu_qgemv::gemv`] when it takes them (x86 with
+/// AVX2, Q4_K/Q6_K/Q8_0 mixed freely, rows a multiple of 256 wide), else candle's
+/// `QTensor::gemv_fused_shared_lhs` (AVX-512 VNNI, one GGML type): the input is quantized
+/// once and the products share one parallel region, instead of one each.
 /// Otherwise each layer as `forward_rows` (`rows`) or `forward`.
 fn lin_shared(ls: &[&Lin], h: &Tensor, rows_path: bool) -> Result<Vec<Tensor>> {
     if h.device().is_cpu() && rows(h) < CPU_GEMM_MIN_ROWS {
@@ -119,9 +127,14 @@ fn lin_shared(ls: &[&Lin], h: &Tensor, rows_path: bool) -> Result<Vec<Tensor>> {
                 _ => None,
             })
             .collect();
-        if let Some(qs) = qs
-            && let Some(outs) = QTensor::gemv_fused_shared_lhs(&qs, h)?
-        {
+        let outs = match &qs {
+            Some(qs) => match super::cpu_qgemv::gemv(qs, h)? {
+                Some(outs) => Some(outs),
+                None => QTensor::gemv_fused_shared_lhs(qs, h)?,
+            },
+            None => None,
+        };
+        if let Some(outs) = outs {
             return ls
                 .iter()
                 .zip(outs)

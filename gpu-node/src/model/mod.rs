@@ -6,6 +6,7 @@ pub mod bert;
 pub mod bert_encoder;
 pub mod chat;
 pub mod config;
+pub mod cpu_qgemv;
 pub mod cpu_softmax;
 #[cfg(feature = "cuda")]
 pub mod cuda_graph;

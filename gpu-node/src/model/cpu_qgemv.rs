@@ -1,0 +1,530 @@
+//! Decode GEMV on the CPU over GGML-quantized weights in the file's own block layout
+//! (issue 18): `y[r, n] = Σ_k x[r, k] · w[n, k]` for a step's few rows `r`, with `w` in
+//! Q4_K or Q6_K blocks read straight from the loaded tensor.
+//!
+//! Why our own: a decode step on the CPU streams every weight byte once, so its speed is
+//! the memory's. candle's x86 kernels first repack Q4_K into 16-row tiles with f32 scales
+//! and mins (0.75 bytes a weight instead of the file's 0.5625, kept beside the file's
+//! blocks), take one GGML type per fused call (Q4_K_M files mix Q4_K and Q6_K inside q|k|v),
+//! and leave Q6_K at one row to a dot product per block and row. Here both types are read
+//! as stored, and every matrix on one input (q|k|v, gate|up) shares one parallel region.
+//!
+//! How: the input rows are quantized once per call to GGML's Q8_K form (per 256 values
+//! one f32 scale, 256 int8, 16 sums of 16), as llama.cpp does; each weight block is loaded
+//! once for all (at most [`MAX_ROWS`]) input rows; products are AVX2 `maddubs` (u8 × i8
+//! pairs) then `madd` with the block's sub-scales, one float multiply-add per block, and
+//! the weights 1 KiB ahead are prefetched (without it the loads wait on memory: half the
+//! speed). Work is split in units of [`UNIT_ROWS`] output rows over candle's barrier pool
+//! (the threads every other CPU op of the step runs on). Needs AVX2, FMA and F16C
+//! ([`available`]); the caller falls back to candle otherwise.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Result, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Values per quantized activation block (GGML's `QK_K`).
+const QK: usize = 256;
+/// Output rows per unit of work handed to a thread.
+const UNIT_ROWS: usize = 16;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the kernel off (`false`) or on for this process, so that a benchmark can compare
+/// it with candle's path in one run (`examples/decode_speed.rs`).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether this CPU runs the kernel (x86-64 with AVX2, FMA and F16C) and it is enabled.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+        }) && ENABLED.load(Ordering::Relaxed)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The GGML types the kernel reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Q4K,
+    Q6K,
+}
+
+impl Kind {
+    fn of(t: GgmlDType) -> Option<Kind> {
+        match t {
+            GgmlDType::Q4K => Some(Kind::Q4K),
+            GgmlDType::Q6K => Some(Kind::Q6K),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one weight row of `k` values.
+    fn row_bytes(self, k: usize) -> usize {
+        match self {
+            Kind::Q4K => k / QK * 144,
+            Kind::Q6K => k / QK * 210,
+        }
+    }
+}
+
+/// Most input rows [`gemv`] takes, all in one pass over the weights. Per row it spends
+/// about ten instructions per 64 weights, where candle's 16-row tiles (AVX-512 VNNI) need
+/// two: from 2 rows on candle's kernels are as fast (`examples/qgemv_speed.rs`: Q4_K at 2
+/// rows 12–15 GB/s both), and at 4 rows and more faster (a prompt's 60 rows: 3×).
+pub const MAX_ROWS: usize = 2;
+
+/// Whether [`gemv`] takes the weight `w` (`[n, k]`) for `m` input rows `k` wide: Q4_K or
+/// Q6_K, at most [`MAX_ROWS`] rows, `k` a multiple of 256, the tensor on the CPU.
+///
+/// Measured on the 2-core Xeon dev machine (`examples/qgemv_speed.rs`, Qwen3-0.6B shapes,
+/// GB/s of the file's bytes): Q4_K at 1 row 17.5 vs candle's 17–19 (candle reads its
+/// 0.75-byte tiles, 33 % more bytes), Q6_K 17–22 vs 18–20 at 1 row and 14–16 vs 12–13 at
+/// 2. Q8_0 is left to candle: its tiles hold the file's bytes and its dot product is
+/// cheaper than this row-wise one (16–24 vs 13–18 GB/s).
+pub fn takes(w: &QTensor, k: usize, m: usize) -> bool {
+    available()
+        && k > 0
+        && k.is_multiple_of(QK)
+        && w.device().is_cpu()
+        && (1..=MAX_ROWS).contains(&m)
+        && Kind::of(w.dtype()).is_some()
+        && w.shape().dims() == [w.shape().dims()[0], k]
+}
+
+/// The input rows in Q8_K form: per row `k / 256` blocks of a scale, 256 int8 values and
+/// 16 sums of 16 values.
+struct Act {
+    k: usize,
+    d: Vec<f32>,
+    qs: Vec<i8>,
+    bsums: Vec<i16>,
+}
+
+impl Act {
+    fn quantize(x: &[f32], m: usize, k: usize) -> Act {
+        let nb = k / QK;
+        let mut a = Act {
+            k,
+            d: vec![0.0; m * nb],
+            qs: vec![0; m * k],
+            bsums: vec![0; m * k / 16],
+        };
+        for ((xb, qb), (d, sums)) in x
+            .chunks_exact(QK)
+            .zip(a.qs.chunks_exact_mut(QK))
+            .zip(a.d.iter_mut().zip(a.bsums.chunks_exact_mut(QK / 16)))
+        {
+            let amax = xb.iter().fold(0f32, |s, v| s.max(v.abs()));
+            if amax == 0.0 || !amax.is_finite() {
+                // Zeros (or a non-finite input, which the model's output shows anyway).
+                *d = if amax.is_finite() { 0.0 } else { f32::NAN };
+                continue;
+            }
+            let iscale = 127.0 / amax;
+            for (q, v) in qb.iter_mut().zip(xb) {
+                // Round half away from zero (f32::round is a library call here).
+                let r = v * iscale;
+                *q = (r + 0.5f32.copysign(r)) as i8;
+            }
+            for (s, q16) in sums.iter_mut().zip(qb.chunks_exact(16)) {
+                *s = q16.iter().map(|&q| q as i16).sum();
+            }
+            *d = amax / 127.0;
+        }
+        a
+    }
+
+    fn nb(&self) -> usize {
+        self.k / QK
+    }
+}
+
+/// `x @ w.t()` for each weight of `ws` on the same input `x` (`[.., rows, k]`, any float
+/// dtype, on the CPU) in one parallel region; `None` when [`takes`] refuses one of them
+/// (the caller then uses candle's matmul). The outputs are f32, `[.., rows, n_i]`.
+pub fn gemv(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
+    let k = x.dim(candle_core::D::Minus1)?;
+    let m = x.elem_count() / k.max(1);
+    if !x.device().is_cpu() || ws.is_empty() || !ws.iter().all(|w| takes(w, k, m)) {
+        return Ok(None);
+    }
+    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let act = Act::quantize(&xs, m, k);
+    let mut parts = Vec::with_capacity(ws.len());
+    for w in ws {
+        let Some(kind) = Kind::of(w.dtype()) else {
+            return Ok(None);
+        };
+        let n = w.shape().dims()[0];
+        let data = w.data()?;
+        if data.len() != n * kind.row_bytes(k) {
+            candle_core::bail!(
+                "cpu_qgemv: {:?} weight [{n}, {k}] holds {} bytes, expected {}",
+                w.dtype(),
+                data.len(),
+                n * kind.row_bytes(k)
+            );
+        }
+        parts.push((kind, n, data));
+    }
+    let mut outs: Vec<Vec<f32>> = parts.iter().map(|(_, n, _)| vec![0f32; m * n]).collect();
+    let mut starts = Vec::with_capacity(parts.len());
+    let mut units = 0;
+    for (_, n, _) in &parts {
+        starts.push(units);
+        units += n.div_ceil(UNIT_ROWS);
+    }
+    let dsts: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
+    let run = |range: std::ops::Range<usize>| {
+        for u in range {
+            let i = starts.partition_point(|&s| s <= u) - 1;
+            let (kind, n, data) = &parts[i];
+            let rows = (u - starts[i]) * UNIT_ROWS..((u - starts[i] + 1) * UNIT_ROWS).min(*n);
+            // SAFETY: each unit writes only its own output rows (columns of `outs[i]`), and
+            // `outs` outlives the parallel region.
+            unsafe { rows_into(*kind, data, rows, *n, &act, m, dsts[i] as *mut f32) };
+        }
+    };
+    candle_core::utils::barrier_pool().execute_chunked(units, run);
+    let mut lead: Vec<usize> = x.dims().to_vec();
+    lead.pop();
+    parts
+        .iter()
+        .zip(outs)
+        .map(|((_, n, _), o)| {
+            let mut dims = lead.clone();
+            dims.push(*n);
+            Tensor::from_vec(o, dims, &candle_core::Device::Cpu)
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// Output rows `rows` of one weight for all `m` input rows, into `dst` (`[m, n]`).
+///
+/// # Safety
+/// `dst` points to `m * n` f32 that no other thread writes in `rows`; `m` ≤ [`MAX_ROWS`];
+/// the CPU has AVX2, FMA and F16C; `data` holds `n` rows of `kind` blocks `act.k` wide.
+unsafe fn rows_into(
+    kind: Kind,
+    data: &[u8],
+    rows: std::ops::Range<usize>,
+    n: usize,
+    act: &Act,
+    m: usize,
+    dst: *mut f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let rb = kind.row_bytes(act.k);
+        for row in rows {
+            let w = &data[row * rb..(row + 1) * rb];
+            let mut out = [0f32; MAX_ROWS];
+            // SAFETY: the caller's contract (AVX2, FMA, F16C; whole blocks); m ≤ MAX_ROWS.
+            unsafe {
+                match (kind, m) {
+                    (Kind::Q4K, 1) => avx2::q4k::<1>(w, act, &mut out),
+                    (Kind::Q4K, _) => avx2::q4k::<2>(w, act, &mut out),
+                    (Kind::Q6K, 1) => avx2::q6k::<1>(w, act, &mut out),
+                    (Kind::Q6K, _) => avx2::q6k::<2>(w, act, &mut out),
+                }
+            }
+            for (r, v) in out[..m].iter().enumerate() {
+                // SAFETY: row < n and r < m.
+                unsafe { *dst.add(r * n + row) = *v };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kind, data, rows, n, act, m, dst);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Act, QK};
+    use core::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load(p: *const u8) -> __m256i {
+        unsafe { _mm256_loadu_si256(p as *const __m256i) }
+    }
+
+    /// Bytes ahead of the block being read that the kernels ask the cache for: the
+    /// hardware prefetcher alone leaves the loads waiting on memory (measured with
+    /// `examples/qgemv_speed.rs`).
+    const PREFETCH_AHEAD: usize = 1024;
+
+    /// Asks for the cache lines of `len` bytes at `p + PREFETCH_AHEAD`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn prefetch(p: *const u8, len: usize) {
+        let mut o = 0;
+        while o < len {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + o) as *const i8);
+            o += 64;
+        }
+    }
+
+    /// An f16 at `p` (2-byte aligned or not) as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        let h = unsafe { (p as *const u16).read_unaligned() };
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
+
+    /// Q4_K (144-byte blocks: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128
+    /// bytes of nibbles; byte i of qs[32 j..] holds value 64 j + i low and 64 j + 32 + i
+    /// high): value = d · scale · q − dmin · min per sub-block of 32.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4k<const MT: usize>(w: &[u8], act: &Act, out: &mut [f32]) {
+        let nb = act.nb();
+        debug_assert!(w.len() >= nb * 144);
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); MT];
+        let aq: [*const u8; MT] =
+            std::array::from_fn(|r| act.qs[r * act.k..].as_ptr() as *const u8);
+        let bsums: [*const i16; MT] = std::array::from_fn(|r| act.bsums[r * nb * 16..].as_ptr());
+        let ds: [*const f32; MT] = std::array::from_fn(|r| act.d[r * nb..].as_ptr());
+        for b in 0..nb {
+            let blk = unsafe { w.as_ptr().add(b * 144) };
+            prefetch(blk, 144);
+            let (d, dmin) = unsafe { (f16_at(blk), f16_at(blk.add(2))) };
+            // GGML's 6-bit scales and mins, unpacked as llama.cpp does: u[0..2] the 8
+            // scales, u[2..4] the 8 mins, a byte each.
+            let raw: [u32; 3] = std::array::from_fn(|i| unsafe {
+                (blk.add(4 + 4 * i) as *const u32).read_unaligned()
+            });
+            let (k1, k2, k3) = (0x3f3f_3f3f_u32, 0x0f0f_0f0f_u32, 0x0303_0303_u32);
+            let u = [
+                raw[0] & k1,
+                (raw[2] & k2) | (((raw[0] >> 6) & k3) << 4),
+                raw[1] & k1,
+                ((raw[2] >> 4) & k2) | (((raw[1] >> 6) & k3) << 4),
+            ];
+            let sc = |j: usize| ((u[j / 4] >> (8 * (j % 4))) & 0xff) as i16;
+            // The mins, each twice (one per 16-value sum of the input), as 16 i16.
+            let m8 = _mm_set_epi32(0, 0, u[3] as i32, u[2] as i32);
+            let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+            let qs = unsafe { blk.add(16) };
+            let mut sumi = [_mm256_setzero_si256(); MT];
+            for j in 0..4 {
+                let q = unsafe { load(qs.add(32 * j)) };
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let s_lo = _mm256_set1_epi16(sc(2 * j));
+                let s_hi = _mm256_set1_epi16(sc(2 * j + 1));
+                for (s, a) in sumi.iter_mut().zip(aq) {
+                    let a = unsafe { a.add(b * QK + 64 * j) };
+                    let (alo, ahi) = unsafe { (load(a), load(a.add(32))) };
+                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, alo), s_lo);
+                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ahi), s_hi);
+                    *s = _mm256_add_epi32(*s, _mm256_add_epi32(plo, phi));
+                }
+            }
+            for r in 0..MT {
+                let ad = unsafe { *ds[r].add(b) };
+                let bs = unsafe { load(bsums[r].add(16 * b) as *const u8) };
+                let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins16, bs));
+                acc[r] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(d * ad), acc[r]);
+                acc[r] = _mm256_fnmadd_ps(mins, _mm256_set1_ps(dmin * ad), acc[r]);
+            }
+        }
+        for r in 0..MT {
+            out[r] = hsum(acc[r]);
+        }
+    }
+
+    /// Q6_K (210-byte blocks: ql[128] low nibbles, qh[64] high 2 bits, 16 int8 scales, f16
+    /// d): value = d · scale · (q − 32) per sub-block of 16.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q6k<const MT: usize>(w: &[u8], act: &Act, out: &mut [f32]) {
+        let nb = act.nb();
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x03);
+        let mut acc = [_mm256_setzero_ps(); MT];
+        let aq: [*const u8; MT] =
+            std::array::from_fn(|r| act.qs[r * act.k..].as_ptr() as *const u8);
+        for b in 0..nb {
+            let blk = &w[b * 210..(b + 1) * 210];
+            prefetch(blk.as_ptr(), 210);
+            let d = unsafe { f16_at(blk.as_ptr().add(208)) };
+            let scales = &blk[192..208];
+            let ql = blk.as_ptr();
+            let qh = blk[128..].as_ptr();
+            let mut sumi = [_mm256_setzero_si256(); MT];
+            for h in 0..2 {
+                let (ql0, ql1, qhv) = unsafe {
+                    (
+                        load(ql.add(64 * h)),
+                        load(ql.add(64 * h + 32)),
+                        load(qh.add(32 * h)),
+                    )
+                };
+                let hb = |s: i32| match s {
+                    0 => _mm256_slli_epi16(_mm256_and_si256(qhv, m2), 4),
+                    2 => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qhv, 2), m2), 4),
+                    4 => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qhv, 4), m2), 4),
+                    _ => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qhv, 6), m2), 4),
+                };
+                let qv = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(0)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, m4), hb(2)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), hb(4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hb(6)),
+                ];
+                for (i, q) in qv.iter().enumerate() {
+                    let s = 8 * h + 2 * i;
+                    let scv = _mm256_set_m128i(
+                        _mm_set1_epi16(scales[s + 1] as i8 as i16),
+                        _mm_set1_epi16(scales[s] as i8 as i16),
+                    );
+                    for (acc_i, a) in sumi.iter_mut().zip(aq) {
+                        let a = unsafe { load(a.add(b * QK + 128 * h + 32 * i)) };
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*q, a), scv);
+                        *acc_i = _mm256_add_epi32(*acc_i, p);
+                    }
+                }
+            }
+            // The −32 offset: 32 · Σ scale_s · (sum of the input's 16 values of s).
+            let sc16 =
+                _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(scales.as_ptr() as *const __m128i) });
+            for r in 0..MT {
+                let ab = r * nb + b;
+                let bs =
+                    unsafe { _mm256_loadu_si256(act.bsums[ab * 16..].as_ptr() as *const __m256i) };
+                let off = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[r], off)),
+                    _mm256_set1_ps(d * act.d[ab]),
+                    acc[r],
+                );
+            }
+        }
+        for r in 0..MT {
+            out[r] = hsum(acc[r]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, IndexOp};
+
+    /// Random weights quantized to `t`, inputs of `m` rows: the kernel against the f32
+    /// product of the dequantized weight, relative to the largest output.
+    fn check(t: GgmlDType, n: usize, k: usize, m: usize) -> f32 {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+        let q = QTensor::quantize(&w, t).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let want = x.matmul(&q.dequantize(&dev).unwrap().t().unwrap()).unwrap();
+        let got = gemv(&[&q], &x)
+            .unwrap()
+            .expect("the kernel takes it")
+            .remove(0);
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let err = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        err / scale
+    }
+
+    #[test]
+    fn each_type_tracks_the_dequantized_product_at_every_row_count() {
+        if !available() {
+            eprintln!("cpu_qgemv: no AVX2 here; the kernel is not used on this CPU");
+            return;
+        }
+        for t in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            for m in 1..=MAX_ROWS {
+                let e = check(t, 40, 512, m);
+                eprintln!("{t:?} rows {m}: error {e:.4}");
+                // Only the input's 8-bit rounding differs: under 1 % here.
+                assert!(e < 0.02, "{t:?} at {m} rows: error {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn several_weights_of_mixed_types_share_one_call() {
+        if !available() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 256), &dev).unwrap();
+        let ws: Vec<QTensor> = [
+            (GgmlDType::Q4K, 48),
+            (GgmlDType::Q4K, 17),
+            (GgmlDType::Q6K, 33),
+        ]
+        .iter()
+        .map(|&(t, n)| {
+            QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, 256), &dev).unwrap(), t).unwrap()
+        })
+        .collect();
+        let refs: Vec<&QTensor> = ws.iter().collect();
+        let outs = gemv(&refs, &x).unwrap().expect("taken");
+        for (w, y) in ws.iter().zip(&outs) {
+            let alone = gemv(&[w], &x).unwrap().expect("taken").remove(0);
+            assert_eq!(y.dims(), alone.dims());
+            let d = (y - &alone).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        }
+        assert_eq!(outs[1].i((1, 16)).unwrap().dims(), &[] as &[usize]);
+    }
+
+    #[test]
+    fn other_types_and_more_rows_are_left_to_candle() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (1, 256), &dev).unwrap();
+        for t in [GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q5K] {
+            let q =
+                QTensor::quantize(&Tensor::randn(0f32, 1.0, (8, 256), &dev).unwrap(), t).unwrap();
+            assert!(gemv(&[&q], &x).unwrap().is_none(), "{t:?}");
+        }
+        let q = QTensor::quantize(
+            &Tensor::randn(0f32, 1.0, (8, 256), &dev).unwrap(),
+            GgmlDType::Q4K,
+        )
+        .unwrap();
+        let rows = Tensor::randn(0f32, 1.0, (MAX_ROWS + 1, 256), &dev).unwrap();
+        assert!(gemv(&[&q], &rows).unwrap().is_none());
+        assert_eq!(gemv(&[&q], &x).unwrap().is_some(), available());
+    }
+}
