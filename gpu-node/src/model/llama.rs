@@ -33,9 +33,14 @@ impl Module for Lin {
             Lin::Dense(l) => l.forward(x),
             Lin::Quant { w, b } => {
                 let y = match w {
-                    QMatMul::QTensor(q) if x.device().is_cpu() && rows(x) >= CPU_GEMM_MIN_ROWS => {
-                        // Many rows (a prompt chunk): one f32 GEMM over the dequantized
-                        // weight beats a quantized dot product per (row, column).
+                    QMatMul::QTensor(q)
+                        if x.device().is_cpu()
+                            && rows(x) >= CPU_GEMM_MIN_ROWS
+                            && !super::cpu_qgemv::candle_tiles_take(q, rows(x)) =>
+                    {
+                        // Many rows (a prompt chunk) and no int8 tiles for this weight: one
+                        // f32 GEMM over the dequantized weight beats a quantized dot
+                        // product per (row, column).
                         let wd = q.dequantize(&Device::Cpu)?;
                         x.matmul(&wd.t()?)?
                     }
@@ -100,7 +105,9 @@ pub const PREFILL_SCORES_BYTES: usize = dayshift_config::memory::PREFILL_SCORES_
 /// Rows from which a quantized linear layer on the CPU dequantizes its weight to f32 and
 /// runs one GEMM (prefill chunks) instead of candle's quantized dot product per (row,
 /// column), which is ~1 multiply-add per weight byte per row: the dequantization is paid
-/// once per call and shared by every row. Measured by `examples/prefill_speed.rs`.
+/// once per call and shared by every row. Measured by `examples/prefill_speed.rs`. Not
+/// for weights candle's int8 tile kernels take ([`super::cpu_qgemv::candle_tiles_take`]:
+/// Q4_K/Q6_K/Q8_0 multiples of 256 wide on x86), which are faster at every chunk size.
 pub const CPU_GEMM_MIN_ROWS: usize = 64;
 
 /// Rows of a `[.., rows, in]` activation.
