@@ -33,9 +33,9 @@ __device__ __forceinline__ int ld_b2(const uint8_t *p) {
 // The activation of the block: B rows of K int8 values (qa), and per 32 values the scale
 // (da: amax / 127) and the sum of the unquantized values (sa).
 // One lane's raw weights of one step, whatever the type (each type maps its fields onto
-// these 8 words).
+// these 12 words).
 struct QRaw {
-    uint4 a, b;
+    uint4 a, b, c;
 };
 
 struct QAct {
@@ -43,70 +43,86 @@ struct QAct {
     const float *da;
     const float *sa;
     int k;
+    int swz; // qa_off's mask: 0x30 where k is a multiple of 64, else 0 (no swizzle)
 };
 
+// The shared-memory offset of activation byte `off` of a row: 16-byte chunk c of every
+// 128 bytes is stored at c ^ ((off / 128) % 4), so the lanes of a quarter-warp reading 16
+// bytes of sub-blocks 256 bytes apart (Q4_K), and the lanes of Q6_K's 4-byte reads 128
+// bytes apart, hit distinct banks (unswizzled: 4-way conflicts). Measured on an H200
+// with Q6_K's cheaper q - 32: Q6_K head 283 -> 251 us (b = 1), 422 -> 335 us (b = 2).
+__device__ __forceinline__ int qa_off(int swz, int off) {
+    return off ^ ((off >> 3) & swz);
+}
+
 // Q4_K: 144-byte blocks of 256 values (f16 d, f16 dmin, 12 bytes of 6-bit scales and
-// mins for 8 sub-blocks of 32, 128 bytes of 4-bit values). A warp takes 4 blocks per
-// step: lane l the 16 bytes qs[16 (l % 8)..] of block 4 step + l / 8, which hold 16
-// values of sub-block 2j (low nibbles) and 16 of sub-block 2j + 1 (high nibbles),
-// j = (l % 8) / 2; its header (16 bytes, 16-byte aligned) is loaded by every lane of the
-// 8 (one transaction).
+// mins for 8 sub-blocks of 32, 128 bytes of 4-bit values). A warp takes 8 blocks per
+// step: lane l the 32 bytes qs[32 j..] of block 8 step + l / 4, j = l % 4, which hold all
+// 64 values of sub-blocks 2 j (low nibbles) and 2 j + 1 (high nibbles), so a lane decodes
+// its scales and applies its mins once per 64 values (16 values per lane before: 1.2x
+// slower on gateup). Its header (16 bytes, 16-byte aligned) is loaded by the block's 4
+// lanes. One step loaded at a time (a k = 4096 row is 2 steps): two would need ~90
+// registers, fewer blocks per SM (measured slower).
 struct Q4K {
-    static constexpr int BYTES = 144, PER_STEP = 4;
-    // a: the header; b: the 16 bytes of values.
+    static constexpr int BYTES = 144, PER_STEP = 8, PF = 1;
+    // a: the header; b, c: the 32 bytes of values.
     __device__ static void load(const uint8_t *row, int step, int nblk, int lane, QRaw &r) {
-        const int blk = step * PER_STEP + (lane >> 3);
+        const int blk = step * PER_STEP + (lane >> 2);
         if (blk >= nblk) return;
         const uint8_t *p = row + (size_t)blk * BYTES;
         r.a = __ldg(reinterpret_cast<const uint4 *>(p));
-        r.b = __ldg(reinterpret_cast<const uint4 *>(p + 16 + 16 * (lane & 7)));
+        r.b = __ldg(reinterpret_cast<const uint4 *>(p + 16 + 32 * (lane & 3)));
+        r.c = __ldg(reinterpret_cast<const uint4 *>(p + 32 + 32 * (lane & 3)));
     }
     template <int B>
     __device__ static void dot(const QRaw &r, int step, int nblk, int lane, const QAct &a,
                                float *acc) {
-        const int blk = step * PER_STEP + (lane >> 3);
+        const int blk = step * PER_STEP + (lane >> 2);
         if (blk >= nblk) return;
-        const int p = lane & 7, j = p >> 1, half = p & 1;
+        const int j = lane & 3;
         const float d = half_bits(r.a.x & 0xffff), dmin = half_bits(r.a.x >> 16);
-        // Byte i of the 12 scale bytes (header bytes 4..15), without indexing a register
-        // array at run time (that would put it in local memory).
-        auto s = [&](int i) -> int {
-            const uint32_t v = i < 4 ? r.a.y : i < 8 ? r.a.z : r.a.w;
-            return (int)((v >> (8 * (i & 3))) & 0xff);
-        };
-        int sc0, m0, sc1, m1;
-        const int i0 = 2 * j, i1 = 2 * j + 1;
-        if (j < 2) {
-            sc0 = s(i0) & 63;
-            m0 = s(i0 + 4) & 63;
-            sc1 = s(i1) & 63;
-            m1 = s(i1 + 4) & 63;
-        } else {
-            sc0 = (s(i0 + 4) & 0xF) | ((s(i0 - 4) >> 6) << 4);
-            m0 = (s(i0 + 4) >> 4) | ((s(i0) >> 6) << 4);
-            sc1 = (s(i1 + 4) & 0xF) | ((s(i1 - 4) >> 6) << 4);
-            m1 = (s(i1 + 4) >> 4) | ((s(i1) >> 6) << 4);
-        }
-        const int c0 = blk * 8 + i0, c1 = c0 + 1;
-        const int w[4] = {(int)r.b.x, (int)r.b.y, (int)r.b.z, (int)r.b.w};
+        // scales and mins of sub-blocks 2 j, 2 j + 1 as byte pairs (llama.cpp's form):
+        // scale bytes 2 j, 2 j + 1 of each 4-byte word.
+        const int sh = 16 * (j & 1);
+        const uint32_t y = r.a.y >> sh, z = r.a.z >> sh, w = r.a.w >> sh;
+        const uint32_t sc2 = j < 2 ? y & 0x3f3f : (w & 0x0f0f) | ((y & 0xc0c0) >> 2);
+        const uint32_t m2 = j < 2 ? z & 0x3f3f : ((w >> 4) & 0x0f0f) | ((z & 0xc0c0) >> 2);
+        const float fs0 = d * (float)(sc2 & 0xff), fs1 = d * (float)(sc2 >> 8);
+        const float fm0 = dmin * (float)(m2 & 0xff), fm1 = dmin * (float)(m2 >> 8);
+        const int c0 = blk * 8 + 2 * j;
+        const int m4 = 0x0F0F0F0F;
+        const int lo0[4] = {(int)r.b.x & m4, (int)r.b.y & m4, (int)r.b.z & m4, (int)r.b.w & m4};
+        const int lo1[4] = {(int)r.c.x & m4, (int)r.c.y & m4, (int)r.c.z & m4, (int)r.c.w & m4};
+        const int hi0[4] = {(int)(r.b.x >> 4) & m4, (int)(r.b.y >> 4) & m4, (int)(r.b.z >> 4) & m4,
+                            (int)(r.b.w >> 4) & m4};
+        const int hi1[4] = {(int)(r.c.x >> 4) & m4, (int)(r.c.y >> 4) & m4, (int)(r.c.z >> 4) & m4,
+                            (int)(r.c.w >> 4) & m4};
 #pragma unroll
         for (int b = 0; b < B; b++) {
             const int8_t *qb = a.qa + (size_t)b * a.k;
-            const int4 a0 = *reinterpret_cast<const int4 *>(qb + c0 * 32 + 16 * half);
-            const int4 a1 = *reinterpret_cast<const int4 *>(qb + c1 * 32 + 16 * half);
-            const int av0[4] = {a0.x, a0.y, a0.z, a0.w}, av1[4] = {a1.x, a1.y, a1.z, a1.w};
-            int s0 = 0, s1 = 0;
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                s0 = __dp4a(w[i] & 0x0F0F0F0F, av0[i], s0);
-                s1 = __dp4a((w[i] >> 4) & 0x0F0F0F0F, av1[i], s1);
-            }
+            const int4 a0 = *reinterpret_cast<const int4 *>(qb + qa_off(a.swz, c0 * 32));
+            const int4 a1 = *reinterpret_cast<const int4 *>(qb + qa_off(a.swz, c0 * 32 + 16));
+            const int4 a2 = *reinterpret_cast<const int4 *>(qb + qa_off(a.swz, c0 * 32 + 32));
+            const int4 a3 = *reinterpret_cast<const int4 *>(qb + qa_off(a.swz, c0 * 32 + 48));
+            int s0 = __dp4a(lo0[0], a0.x, 0), s1 = __dp4a(hi0[0], a2.x, 0);
+            s0 = __dp4a(lo0[1], a0.y, s0);
+            s1 = __dp4a(hi0[1], a2.y, s1);
+            s0 = __dp4a(lo0[2], a0.z, s0);
+            s1 = __dp4a(hi0[2], a2.z, s1);
+            s0 = __dp4a(lo0[3], a0.w, s0);
+            s1 = __dp4a(hi0[3], a2.w, s1);
+            s0 = __dp4a(lo1[0], a1.x, s0);
+            s1 = __dp4a(hi1[0], a3.x, s1);
+            s0 = __dp4a(lo1[1], a1.y, s0);
+            s1 = __dp4a(hi1[1], a3.y, s1);
+            s0 = __dp4a(lo1[2], a1.z, s0);
+            s1 = __dp4a(hi1[2], a3.z, s1);
+            s0 = __dp4a(lo1[3], a1.w, s0);
+            s1 = __dp4a(hi1[3], a3.w, s1);
             const int kc = b * (a.k / 32);
-            float v = d * (sc0 * a.da[kc + c0] * s0 + sc1 * a.da[kc + c1] * s1);
-            // The mins apply to every value of the sub-block: the lane of the first 16
-            // values takes them for all 32.
-            if (half == 0) v -= dmin * (m0 * a.sa[kc + c0] + m1 * a.sa[kc + c1]);
-            acc[b] += v;
+            const float2 da = *reinterpret_cast<const float2 *>(a.da + kc + c0);
+            const float2 sa = *reinterpret_cast<const float2 *>(a.sa + kc + c0);
+            acc[b] += fs0 * da.x * (float)s0 + fs1 * da.y * (float)s1 - fm0 * sa.x - fm1 * sa.y;
         }
     }
 };
@@ -116,7 +132,7 @@ struct Q4K {
 // blocks per step: lane l block 2 step + l / 16, half h = (l / 8) % 2 (values 128 h..),
 // and within it positions 4 t..4 t + 3 (t = l % 8) of each of the half's four runs of 32.
 struct Q6K {
-    static constexpr int BYTES = 210, PER_STEP = 2;
+    static constexpr int BYTES = 210, PER_STEP = 2, PF = QG_PREFETCH;
     // a: ql of the first and second run, qh, the four scales; b.x: d (f32 bits).
     __device__ static void load(const uint8_t *row, int step, int nblk, int lane, QRaw &r) {
         const int blk = step * PER_STEP + (lane >> 4);
@@ -129,9 +145,9 @@ struct Q6K {
         // scales[8 h + t / 4 + {0, 2, 4, 6}]: the four 2-byte pairs at 192 + 8 h, byte t / 4
         // of each, packed into one word.
         const uint16_t *sp = reinterpret_cast<const uint16_t *>(p + 192 + 8 * h);
-        const int sh = 8 * (t >> 2);
-        r.a.w = (uint32_t)(((__ldg(sp) >> sh) & 0xff) | (((__ldg(sp + 1) >> sh) & 0xff) << 8) |
-                     (((__ldg(sp + 2) >> sh) & 0xff) << 16) | (((__ldg(sp + 3) >> sh) & 0xff) << 24));
+        const uint32_t sel = (t >> 2) | ((4 + (t >> 2)) << 4);
+        r.a.w = __byte_perm(__byte_perm(__ldg(sp), __ldg(sp + 1), sel),
+                            __byte_perm(__ldg(sp + 2), __ldg(sp + 3), sel), 0x5410);
         r.b.x = __float_as_uint(half_bits(__ldg(reinterpret_cast<const uint16_t *>(p + 208))));
     }
     template <int B>
@@ -148,7 +164,8 @@ struct Q6K {
         q[2] = ((qla >> 4) & m4) | (((qh >> 4) & m2) << 4);
         q[3] = ((qlb >> 4) & m4) | (((qh >> 6) & m2) << 4);
 #pragma unroll
-        for (int i = 0; i < 4; i++) q[i] = __vsubss4(q[i], 0x20202020);
+        for (int i = 0; i < 4; i++)
+            q[i] = (q[i] + 0x60606060) ^ 0x80808080; // bytes of 0..63: q - 32, no carries
         const int c = blk * 8 + 4 * h;
 #pragma unroll
         for (int b = 0; b < B; b++) {
@@ -157,7 +174,7 @@ struct Q6K {
             float v = 0.f;
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const int av = *reinterpret_cast<const int *>(qb + (c + i) * 32 + 4 * t);
+                const int av = *reinterpret_cast<const int *>(qb + qa_off(a.swz, (c + i) * 32 + 4 * t));
                 const int sc = (int)(int8_t)((scs >> (8 * i)) & 0xff);
                 v += (float)(sc * __dp4a(q[i], av, 0)) * a.da[kc + c + i];
             }
@@ -169,7 +186,7 @@ struct Q6K {
 // Q8_0: 34-byte blocks of 32 values (f16 d, int8 qs[32]). A warp takes 8 blocks per
 // step: lane l block 8 step + l / 4, values 8 (l % 4)..+8.
 struct Q80 {
-    static constexpr int BYTES = 34, PER_STEP = 8;
+    static constexpr int BYTES = 34, PER_STEP = 8, PF = QG_PREFETCH;
     // a.x, a.y: the 8 values; a.z: d (f32 bits).
     __device__ static void load(const uint8_t *row, int step, int nblk, int lane, QRaw &r) {
         const int blk = step * PER_STEP + (lane >> 2);
@@ -187,35 +204,96 @@ struct Q80 {
 #pragma unroll
         for (int b = 0; b < B; b++) {
             const int8_t *qb = a.qa + (size_t)b * a.k;
-            const int2 av = *reinterpret_cast<const int2 *>(qb + blk * 32 + 8 * (lane & 3));
+            const int2 av = *reinterpret_cast<const int2 *>(qb + qa_off(a.swz, blk * 32 + 8 * (lane & 3)));
             const int s = __dp4a((int)r.a.y, av.y, __dp4a((int)r.a.x, av.x, 0));
             acc[b] += __uint_as_float(r.a.z) * a.da[b * (a.k / 32) + blk] * (float)s;
         }
     }
 };
 
+// v[0..3] rounded to T (as candle rounds them), two at a time where T is 16 bits (one
+// packed conversion instruction per pair).
+__device__ __forceinline__ void qg_rnd4(float *, const float *) {}
+__device__ __forceinline__ void qg_rnd4(float *v, const __half *) {
+#pragma unroll
+    for (int e = 0; e < 4; e += 2) {
+        const float2 f = __half22float2(__floats2half2_rn(v[e], v[e + 1]));
+        v[e] = f.x, v[e + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void qg_rnd4(float *v, const __nv_bfloat16 *) {
+#pragma unroll
+    for (int e = 0; e < 4; e += 2) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(v[e], v[e + 1]);
+        const uint32_t u = *reinterpret_cast<const uint32_t *>(&h);
+        v[e] = __uint_as_float(u << 16), v[e + 1] = __uint_as_float(u & 0xffff0000u);
+    }
+}
+// Four consecutive values p[0..3] as f32: one 8- or 16-byte load where `vec` (p aligned).
+__device__ __forceinline__ void qg_ld4(const float *p, bool vec, float *v) {
+    if (vec) {
+        const float4 r = *reinterpret_cast<const float4 *>(p);
+        v[0] = r.x, v[1] = r.y, v[2] = r.z, v[3] = r.w;
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = p[e];
+    }
+}
+__device__ __forceinline__ void qg_ld4(const __half *p, bool vec, float *v) {
+    if (vec) {
+        const uint2 r = *reinterpret_cast<const uint2 *>(p);
+        v[0] = __half2float(__ushort_as_half((unsigned short)(r.x & 0xffff)));
+        v[1] = __half2float(__ushort_as_half((unsigned short)(r.x >> 16)));
+        v[2] = __half2float(__ushort_as_half((unsigned short)(r.y & 0xffff)));
+        v[3] = __half2float(__ushort_as_half((unsigned short)(r.y >> 16)));
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = __half2float(p[e]);
+    }
+}
+__device__ __forceinline__ void qg_ld4(const __nv_bfloat16 *p, bool vec, float *v) {
+    if (vec) {
+        const uint2 r = *reinterpret_cast<const uint2 *>(p);
+        v[0] = __uint_as_float(r.x << 16), v[1] = __uint_as_float(r.x & 0xffff0000u);
+        v[2] = __uint_as_float(r.y << 16), v[3] = __uint_as_float(r.y & 0xffff0000u);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = __bfloat162float(p[e]);
+    }
+}
+
 // The block's prologue into shared memory as QAct. Each thread takes 4 consecutive
 // values at a time (8 threads per 32-value piece), so a piece's max and sum take 3
-// shuffle steps, not 5 per value as with one value per lane.
+// shuffle steps, not 5 per value as with one value per lane. Every block of the grid
+// computes it (4 per SM), so its instructions count: where x (and the norm weights) are
+// aligned to 4 values the loads are 4 values wide; a thread loads two groups before
+// computing either (the loads of both in flight at once); roundings to T are packed
+// conversions, two values each; the 8-bit values are v * (127 / amax) rounded by one FMA
+// (llama.cpp's form, without a division or conversion per value); SiLU divides with
+// __fdividef. Measured on an H200: Qwen3-8B Q4_K_M 3,810 -> 3,047 us per step (b = 1),
+// 5,305 -> 4,020 (b = 2) from the prologue alone.
 template <typename T, int B, int PRO>
 __device__ void qgemv_prologue(const T *__restrict__ x, const T *__restrict__ nw, float eps,
-                               int k_in, int8_t *qa, float *da, float *sa) {
+                               int k_in, int swz, int8_t *qa, float *da, float *sa) {
     __shared__ float part[32][B];
     __shared__ float rinv[B];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const uintptr_t al = 4 * sizeof(T) - 1;
+    const bool vec = (((uintptr_t)x & al) | (PRO == 1 ? (uintptr_t)nw & al : 0)) == 0;
+    const int groups = k_in / 4, chunks = k_in / 32;
     if (PRO == 1) {
-        float ss[B];
 #pragma unroll
         for (int b = 0; b < B; b++) {
-            ss[b] = 0.f;
-            for (int i = threadIdx.x; i < k_in; i += blockDim.x) {
-                const float v = to_f(x[(size_t)b * k_in + i]);
-                ss[b] += v * v;
+            float ss = 0.f;
+#pragma unroll 4
+            for (int g = threadIdx.x; g < groups; g += blockDim.x) {
+                float v[4];
+                qg_ld4(x + (size_t)b * k_in + 4 * g, vec, v);
+                ss += (v[0] * v[0] + v[1] * v[1]) + (v[2] * v[2] + v[3] * v[3]);
             }
-            float s = ss[b];
 #pragma unroll
-            for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-            if (lane == 0) part[warp][b] = s;
+            for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+            if (lane == 0) part[warp][b] = ss;
         }
         __syncthreads();
         if (threadIdx.x < B) {
@@ -225,44 +303,69 @@ __device__ void qgemv_prologue(const T *__restrict__ x, const T *__restrict__ nw
         }
         __syncthreads();
     }
-    const int groups = k_in / 4, chunks = k_in / 32;
+    float rv[B];
+#pragma unroll
+    for (int b = 0; b < B; b++) rv[b] = PRO == 1 ? rinv[b] : 0.f;
     // k_in is a multiple of 32, so every warp's 32 groups are 4 whole pieces.
-    for (int g0 = warp * 32; g0 < groups; g0 += blockDim.x) {
-        const int g = g0 + lane;
+    for (int g0 = warp * 32; g0 < groups; g0 += 2 * blockDim.x) {
+        // the second group of the pair may be past the end: computed on group 0, not stored
+        const bool has1 = g0 + (int)blockDim.x < groups;
+        float v[2][B][4];
 #pragma unroll
-        for (int b = 0; b < B; b++) {
-            float v[4];
+        for (int u = 0; u < 2; u++) {
+            const int g = u == 0 || has1 ? g0 + u * blockDim.x + lane : lane;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int i = 4 * g + e;
+            for (int b = 0; b < B; b++) {
                 if (PRO == 0) {
-                    v[e] = to_f(x[(size_t)b * k_in + i]);
+                    qg_ld4(x + (size_t)b * k_in + 4 * g, vec, v[u][b]);
                 } else if (PRO == 1) {
-                    v[e] = to_f(rnd<T>(to_f(x[(size_t)b * k_in + i]) * rinv[b] * to_f(nw[i])));
+                    float xv[4], wv[4];
+                    qg_ld4(x + (size_t)b * k_in + 4 * g, vec, xv);
+                    qg_ld4(nw + 4 * g, vec, wv);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) v[u][b][e] = xv[e] * rv[b] * wv[e];
+                    qg_rnd4(v[u][b], x);
                 } else {
-                    const float gt = to_f(x[(size_t)b * 2 * k_in + i]);
-                    const float u = to_f(x[(size_t)b * 2 * k_in + k_in + i]);
-                    v[e] = to_f(rnd<T>(to_f(rnd<T>(gt / (1.f + __expf(-gt)))) * u));
+                    float gv[4], uv[4];
+                    qg_ld4(x + (size_t)b * 2 * k_in + 4 * g, vec, gv);
+                    qg_ld4(x + (size_t)b * 2 * k_in + k_in + 4 * g, vec, uv);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) gv[e] = __fdividef(gv[e], 1.f + __expf(-gv[e]));
+                    qg_rnd4(gv, x);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) v[u][b][e] = gv[e] * uv[e];
+                    qg_rnd4(v[u][b], x);
                 }
             }
-            float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
-            float sum = (v[0] + v[1]) + (v[2] + v[3]);
+        }
 #pragma unroll
-            for (int off = 1; off < 8; off <<= 1) {
-                amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-                sum += __shfl_xor_sync(0xffffffffu, sum, off);
-            }
-            const float d = amax / 127.f;
-            uint32_t packed = 0;
+        for (int u = 0; u < 2; u++) {
+            const int g = g0 + u * blockDim.x + lane;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int q = amax == 0.f ? 0 : (int)roundf(v[e] / d);
-                packed |= (uint32_t)(q & 0xff) << (8 * e);
-            }
-            *reinterpret_cast<uint32_t *>(qa + (size_t)b * k_in + 4 * g) = packed;
-            if ((lane & 7) == 0) {
-                da[b * chunks + g / 8] = d;
-                sa[b * chunks + g / 8] = sum;
+            for (int b = 0; b < B; b++) {
+                const float *vv = v[u][b];
+                float amax = fmaxf(fmaxf(fabsf(vv[0]), fabsf(vv[1])), fmaxf(fabsf(vv[2]), fabsf(vv[3])));
+                float sum = (vv[0] + vv[1]) + (vv[2] + vv[3]);
+#pragma unroll
+                for (int off = 1; off < 8; off <<= 1) {
+                    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+                    sum += __shfl_xor_sync(0xffffffffu, sum, off);
+                }
+                const float id = amax > 0.f ? __fdividef(127.f, amax) : 0.f;
+                // v * id + 1.5 * 2^23: the rounded integer in the low mantissa bits (one FMA,
+                // no conversion instruction); its low bytes packed.
+                uint32_t qv[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) qv[e] = __float_as_uint(fmaf(vv[e], id, 12582912.f));
+                const uint32_t packed = __byte_perm(__byte_perm(qv[0], qv[1], 0x0040),
+                                                    __byte_perm(qv[2], qv[3], 0x0040), 0x5410);
+                if (u == 0 || has1) {
+                    *reinterpret_cast<uint32_t *>(qa + (size_t)b * k_in + qa_off(swz, 4 * g)) = packed;
+                    if ((lane & 7) == 0) {
+                        da[b * chunks + g / 8] = amax * (1.f / 127.f);
+                        sa[b * chunks + g / 8] = sum;
+                    }
+                }
             }
         }
     }
@@ -271,7 +374,7 @@ __device__ void qgemv_prologue(const T *__restrict__ x, const T *__restrict__ nw
 
 
 // One output row: the dot product of weight row `row` of w (type Q) with the block's
-// activation, QG_PREFETCH steps loaded at a time, then the epilogue into column n of y.
+// activation, Q::PF steps loaded at a time, then the epilogue into column n of y.
 template <typename T, int B, typename Q>
 __device__ void qgemv_row(const uint8_t *__restrict__ w, int row, const QAct &a,
                           const T *__restrict__ bias, const T *__restrict__ res,
@@ -280,19 +383,34 @@ __device__ void qgemv_row(const uint8_t *__restrict__ w, int row, const QAct &a,
     const int nblk = a.k / (Q::BYTES == Q80::BYTES ? 32 : 256);
     const int steps = (nblk + Q::PER_STEP - 1) / Q::PER_STEP;
     const uint8_t *wr = w + (size_t)row * nblk * Q::BYTES;
-    QRaw raw[QG_PREFETCH];
+    QRaw raw[Q::PF];
     float acc[B];
 #pragma unroll
     for (int b = 0; b < B; b++) acc[b] = 0.f;
-    for (int s0 = 0; s0 < steps; s0 += QG_PREFETCH) {
+    for (int s0 = 0; s0 < steps; s0 += Q::PF) {
 #pragma unroll
-        for (int u = 0; u < QG_PREFETCH; u++)
+        for (int u = 0; u < Q::PF; u++)
             if (s0 + u < steps) Q::load(wr, s0 + u, nblk, lane, raw[u]);
 #pragma unroll
-        for (int u = 0; u < QG_PREFETCH; u++)
+        for (int u = 0; u < Q::PF; u++)
             if (s0 + u < steps) Q::template dot<B>(raw[u], s0 + u, nblk, lane, a, acc);
     }
     gemv_finish<T, B>(acc, lane, bias, res, y, n, ld_y);
+}
+
+// Asks L2 for the `bytes` bytes at p (a weight row), without waiting for them: one bulk
+// prefetch on sm_90, one prefetch per 32-byte sector before.
+__device__ __forceinline__ void qg_prefetch_l2(const uint8_t *p, int bytes, int lane) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (lane == 0) {
+        const uintptr_t a = (uintptr_t)p & ~(uintptr_t)15;
+        const uint32_t n = (uint32_t)(((uintptr_t)p + bytes - a + 15) & ~(uintptr_t)15);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"(n) : "memory");
+    }
+#else
+    for (int off = lane * 32; off < bytes; off += 32 * 32)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+#endif
 }
 
 __device__ __forceinline__ int qg_row_bytes(int t, int k) {
@@ -303,7 +421,10 @@ __device__ __forceinline__ int qg_row_bytes(int t, int k) {
 // columns from the sum of the earlier segments' rows; y, res: [B, ld_y]; bias: [ld_y].
 // The grid is as many blocks as the GPU runs at once (or fewer): each block computes the
 // prologue once and its warps then take output rows gridDim.x * warps apart. Before the
-// prologue each warp asks L2 for its first row, so the weights stream while it runs.
+// prologue each warp asks L2 for its first row, so the weights stream while it runs, and
+// before each row for its next one, so that row's loads find it in L2 (Q4_K_M: 2,635 ->
+// 2,557 us per step at b = 1, 3,326 -> 3,210 at b = 2; Q8_0 at b = 1, whose head already
+// streams at 77 % of copy bandwidth without it, 3,712 -> 3,825).
 // (Measured on an H200, bench/gpu/kernels/qgemv_bench.cu: one block per 8 rows, each
 // redoing the prologue, was 2x slower; a warp pipeline of loads running ahead across
 // rows and segments, 1.2x slower: its per-step type dispatch costs more than it hides.)
@@ -332,18 +453,25 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
         locate(first, w, t, row);
         const int rb = qg_row_bytes(t, k_in);
         const uint8_t *p = w + (size_t)row * rb;
-        for (int off = lane * 128; off < rb; off += 32 * 128)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+        qg_prefetch_l2(p, rb, lane);
     }
     int8_t *qa = reinterpret_cast<int8_t *>(smem_raw);
     float *da = reinterpret_cast<float *>(smem_raw + (size_t)B * k_in);
     float *sa = da + B * (k_in / 32);
-    qgemv_prologue<T, B, PRO>(x, nw, eps, k_in, qa, da, sa);
-    const QAct a{qa, da, sa, k_in};
+    const int swz = (k_in & 63) == 0 ? 0x30 : 0;
+    qgemv_prologue<T, B, PRO>(x, nw, eps, k_in, swz, qa, da, sa);
+    const QAct a{qa, da, sa, k_in, swz};
     for (int n = first; n < total; n += stride) {
         const uint8_t *w;
         int t, row;
         locate(n, w, t, row);
+        if (n + stride < total) {
+            const uint8_t *w2;
+            int t2, row2;
+            locate(n + stride, w2, t2, row2);
+            const int rb2 = qg_row_bytes(t2, k_in);
+            qg_prefetch_l2(w2 + (size_t)row2 * rb2, rb2, lane);
+        }
         switch (t) {
         case QG_Q4_K: qgemv_row<T, B, Q4K>(w, row, a, bias, res, y, n, ld_y); break;
         case QG_Q6_K: qgemv_row<T, B, Q6K>(w, row, a, bias, res, y, n, ld_y); break;
@@ -352,8 +480,12 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
     }
 }
 
+// 256 threads (the launcher's 8 warps); B = 1: at most 64 registers, 4 blocks per SM
+// (without the bound the compiler takes ~90 for Q4_K's wide lanes); B = 2: no bound (80
+// registers, 3 blocks; capping at 64 spills and was slower).
+#define QG_BOUNDS(B) __launch_bounds__(256, (B) == 1 ? 4 : 0)
 #define DS_QGEMVF(T, SUFFIX, B, PRO)                                                           \
-    extern "C" __global__ void qgemvf_##SUFFIX##_##B##_##PRO(                                   \
+    extern "C" __global__ void QG_BOUNDS(B) qgemvf_##SUFFIX##_##B##_##PRO(                     \
         const T *x, const T *nw, float eps, const uint8_t *w0, int t0, int n0,                 \
         const uint8_t *w1, int t1, int n1, const uint8_t *w2, int t2, int n2, const T *bias,   \
         const T *res, T *y, int ld_y, int k_in) {                                              \

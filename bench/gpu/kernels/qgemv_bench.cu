@@ -158,7 +158,7 @@ __global__ void ref_gemv(const float *a, const float *wd, const bf *res, int b, 
 typedef void (*qfn)(const bf *, const bf *, float, const uint8_t *, int, int, const uint8_t *,
                     int, int, const uint8_t *, int, int, const bf *, const bf *, bf *, int, int);
 template <int B, int PRO>
-__global__ void k_q(const bf *x, const bf *nw, float eps, const uint8_t *w0, int t0, int n0,
+__global__ void QG_BOUNDS(B) k_q(const bf *x, const bf *nw, float eps, const uint8_t *w0, int t0, int n0,
                     const uint8_t *w1, int t1, int n1, const uint8_t *w2, int t2, int n2,
                     const bf *bias, const bf *res, bf *y, int ld, int k) {
     qgemv_fused<bf, B, PRO>(x, nw, eps, w0, t0, n0, w1, t1, n1, w2, t2, n2, bias, res, y, ld, k);
@@ -289,9 +289,13 @@ int main() {
         for (int pro = 0; pro < 3; pro++)
             CK(cudaFuncSetAttribute(kern(i + 1, pro), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     96 << 10));
+    // QB_ONLY=name: only the shapes whose name contains it; QB_B=1 or 2: only that batch.
+    const char *only = getenv("QB_ONLY"), *only_b = getenv("QB_B");
     for (int b = 1; b <= 2; b++) {
+        if (only_b && atoi(only_b) != b) continue;
         double sum_us[2] = {0, 0}, sum_bytes[2] = {0, 0};
         for (const Shape &s : shapes) {
+            if (only && !strstr(s.name, only)) continue;
             size_t seg_bytes[3], mb = 0;
             for (int i = 0; i < 3; i++) {
                 seg_bytes[i] = s.n[i] ? matrix_bytes(s.t[i], s.n[i], s.k) : 0;
