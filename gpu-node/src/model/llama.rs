@@ -1733,6 +1733,18 @@ pub fn full_logits(model: &Llama, tokens: &[u32]) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each sequence's whole prompt from position 0 in its slot, asking for its last logits.
+    fn whole_prompts(seqs: &[(usize, Vec<u32>)]) -> Vec<BatchItem<'_>> {
+        seqs.iter()
+            .map(|(slot, ids)| BatchItem {
+                slot: *slot,
+                start: 0,
+                tokens: ids,
+                want: WantLogits::Last,
+            })
+            .collect()
+    }
     use crate::model::{self, LoadedModel};
 
     fn tiny() -> (tempfile::TempDir, Box<crate::model::GenerationModel>) {
@@ -1861,16 +1873,7 @@ mod tests {
                 (4, (2..21).collect()),
             ];
             for kv in [&mut eager, &mut graph] {
-                let items: Vec<BatchItem> = seqs
-                    .iter()
-                    .map(|(slot, ids)| BatchItem {
-                        slot: *slot,
-                        start: 0,
-                        tokens: ids,
-                        want: WantLogits::Last,
-                    })
-                    .collect();
-                m.forward_batch(kv, &items).unwrap();
+                m.forward_batch(kv, &whole_prompts(&seqs)).unwrap();
             }
             let mut worst = 0f32;
             for _ in 0..24 {
@@ -1963,16 +1966,7 @@ mod tests {
             let mut fused = KvCache::new(m, 3, 64).unwrap();
             let mut seqs: Vec<(usize, Vec<u32>)> = vec![(2, vec![5, 9, 14, 20]), (0, vec![11, 3])];
             for kv in [&mut eager, &mut fused] {
-                let items: Vec<BatchItem> = seqs
-                    .iter()
-                    .map(|(slot, ids)| BatchItem {
-                        slot: *slot,
-                        start: 0,
-                        tokens: ids,
-                        want: WantLogits::Last,
-                    })
-                    .collect();
-                m.forward_batch(kv, &items).unwrap();
+                m.forward_batch(kv, &whole_prompts(&seqs)).unwrap();
             }
             let (mut worst, mut same) = (0f32, 0usize);
             for step in 0..16 {

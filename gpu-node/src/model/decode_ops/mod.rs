@@ -401,17 +401,30 @@ impl FusedGemv {
         x: &[T],
         w: &[T],
         side: &FusedHost,
-        (b, n, k): (usize, usize, usize),
+        dims: (usize, usize, usize),
     ) -> Vec<T> {
-        let a = activation(&self.prologue, self.eps, x, &side.norm, b, k);
-        finish(side, b, n, |r, j| {
-            a[r * k..][..k]
-                .iter()
-                .zip(&w[j * k..][..k])
-                .map(|(p, c)| p * c.to_f64() as f32)
-                .sum()
-        })
+        host_gemv(&self.prologue, self.eps, x, w, side, dims)
     }
+}
+
+/// The CPU form of the fused GEMVs (dense and quantized, the latter on its dequantized
+/// weight): the prologue's activation times `w` `[n, k]` in f32, then the epilogue.
+fn host_gemv<T: candle_core::WithDType, W: candle_core::WithDType>(
+    prologue: &Prologue,
+    eps: f32,
+    x: &[T],
+    w: &[W],
+    side: &FusedHost,
+    (b, n, k): (usize, usize, usize),
+) -> Vec<T> {
+    let a = activation(prologue, eps, x, &side.norm, b, k);
+    finish(side, b, n, |r, j| {
+        a[r * k..][..k]
+            .iter()
+            .zip(&w[j * k..][..k])
+            .map(|(p, c)| p * c.to_f64() as f32)
+            .sum()
+    })
 }
 
 /// The activation `[b, k]` a fused GEMV multiplies with: its prologue applied to `x`,
@@ -657,33 +670,32 @@ impl candle_core::CustomOp1 for QuantGemv {
             let d = q.dequantize(&candle_core::Device::Cpu)?;
             w.extend(d.flatten_all()?.to_vec1::<f32>()?);
         }
-        fn run<T: candle_core::WithDType>(
-            op: &QuantGemv,
-            x: &[T],
-            w: &[f32],
-            side: &FusedHost,
-            (b, n, k): (usize, usize, usize),
-        ) -> Vec<T> {
-            let a = activation(&op.prologue, op.eps, x, &side.norm, b, k);
-            finish(side, b, n, |r, j| {
-                a[r * k..][..k]
-                    .iter()
-                    .zip(&w[j * k..][..k])
-                    .map(|(p, c)| p * c)
-                    .sum()
-            })
-        }
-        let dims = (b, n, k);
+        let (dims, pro, eps) = ((b, n, k), &self.prologue, self.eps);
         let out = match x {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(run(self, contiguous(v, lx, "x")?, &w, &side, dims))
-            }
-            CpuStorage::BF16(v) => {
-                CpuStorage::BF16(run(self, contiguous(v, lx, "x")?, &w, &side, dims))
-            }
-            CpuStorage::F16(v) => {
-                CpuStorage::F16(run(self, contiguous(v, lx, "x")?, &w, &side, dims))
-            }
+            CpuStorage::F32(v) => CpuStorage::F32(host_gemv(
+                pro,
+                eps,
+                contiguous(v, lx, "x")?,
+                &w,
+                &side,
+                dims,
+            )),
+            CpuStorage::BF16(v) => CpuStorage::BF16(host_gemv(
+                pro,
+                eps,
+                contiguous(v, lx, "x")?,
+                &w,
+                &side,
+                dims,
+            )),
+            CpuStorage::F16(v) => CpuStorage::F16(host_gemv(
+                pro,
+                eps,
+                contiguous(v, lx, "x")?,
+                &w,
+                &side,
+                dims,
+            )),
             _ => candle_core::bail!("quantized gemv: x must be f32, bf16 or f16"),
         };
         Ok((out, Shape::from((b, n))))
