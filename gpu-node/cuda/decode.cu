@@ -388,25 +388,33 @@ DS_GEMVF_ALL(float, f32)
 DS_GEMVF_ALL(__half, f16)
 DS_GEMVF_ALL(__nv_bfloat16, bf16)
 
-// rope_rows: one part of a fused q|k|v projection output qkv [b, (nh + 2 nkv) hd]:
-//   part 0: q_out[r, h] = rope(qknorm(q[r, h]))       -> out: [b, nh, hd]
-//   part 1: kc[slot, h, pos] = rope(qknorm(k[r, h]))  -> out: the key cache
-//   part 2: vc[slot, h, pos] = v[r, h]                -> out: the value cache
-// RoPE is the non-interleaved (rotate-half) form; cos/sin: [positions, hd / 2].
-// grid (heads of the part, b); block hd / 2 threads.
+// rope_qkv: the step after a fused q|k|v projection qkv [b, (nh + 2 nkv) hd], in one
+// launch (three launches, one per part, cost 1.16 us each on an H200; most of it the
+// launch, bench/gpu/kernels/gemv_bench.cu `attn`): block (x, r) takes head x of the row's
+// nh query, nkv key and nkv value heads:
+//   query heads: q_out[r, h] = rope(qknorm(q[r, h]))            q_out: [b, nh, hd]
+//   key heads:   kc[slot, h, pos] = rope(qknorm(k[r, h]))       (the key cache)
+//   value heads: vc[slot, h, pos] = v[r, h]                     (the value cache)
+// qknorm is the per-head RMSNorm with qn (queries) or kn (keys) where given (Qwen3,
+// Gemma 3); RoPE is the non-interleaved (rotate-half) form; cos/sin: [positions, hd / 2];
+// padding rows and positions past the cache write nothing to the caches.
+// grid (nh + 2 nkv, b); block hd / 2 threads.
 template <typename T>
-__device__ void rope_rows(const T *__restrict__ qkv, const T *__restrict__ norm, float eps,
-                          const T *__restrict__ cos, const T *__restrict__ sin,
-                          T *__restrict__ out, const uint32_t *__restrict__ idx, int part,
-                          int b, int nh, int nkv, int cap, int hd) {
+__device__ void rope_qkv(const T *__restrict__ qkv, const T *__restrict__ qn,
+                         const T *__restrict__ kn, float eps, const T *__restrict__ cos,
+                         const T *__restrict__ sin, T *__restrict__ q_out, T *__restrict__ kc,
+                         T *__restrict__ vc, const uint32_t *__restrict__ idx, int b, int nh,
+                         int nkv, int cap, int hd) {
     __shared__ float red[32];
-    const int h = blockIdx.x, r = blockIdx.y, i = threadIdx.x, half = hd / 2;
+    const int head = blockIdx.x, r = blockIdx.y, i = threadIdx.x, half = hd / 2;
+    const int part = head < nh ? 0 : head < nh + nkv ? 1 : 2;
+    const int h = part == 0 ? head : part == 1 ? head - nh : head - nh - nkv;
+    const T *norm = part == 0 ? qn : part == 1 ? kn : nullptr;
     const uint32_t pos = idx[b + r];
     const uint32_t slot = idx[2 * b + r];
-    const int head = part == 0 ? h : part == 1 ? nh + h : nh + nkv + h;
     const T *src = qkv + (size_t)r * (nh + 2 * nkv) * hd + (size_t)head * hd;
     float x1 = to_f(src[i]), x2 = to_f(src[i + half]);
-    if (part < 2 && norm != nullptr) {
+    if (norm != nullptr) { // the same for the whole block
         float ss = x1 * x1 + x2 * x2;
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
@@ -429,21 +437,21 @@ __device__ void rope_rows(const T *__restrict__ qkv, const T *__restrict__ norm,
         o2 = rnd<T>(x2);
     }
     if (part == 0) {
-        T *q = out + ((size_t)r * nh + h) * hd;
+        T *q = q_out + ((size_t)r * nh + h) * hd;
         q[i] = o1;
         q[i + half] = o2;
     } else if (slot != DS_PAD_SLOT && pos < (uint32_t)cap) {
-        T *c = out + (((size_t)slot * nkv + h) * cap + pos) * hd;
+        T *c = (part == 1 ? kc : vc) + (((size_t)slot * nkv + h) * cap + pos) * hd;
         c[i] = o1;
         c[i + half] = o2;
     }
 }
 
 #define DS_ROPE(T, SUFFIX)                                                                     \
-    extern "C" __global__ void rope_rows_##SUFFIX(                                              \
-        const T *qkv, const T *norm, float eps, const T *cos, const T *sin, T *out,             \
-        const uint32_t *idx, int part, int b, int nh, int nkv, int cap, int hd) {              \
-        rope_rows<T>(qkv, norm, eps, cos, sin, out, idx, part, b, nh, nkv, cap, hd);            \
+    extern "C" __global__ void rope_qkv_##SUFFIX(                                               \
+        const T *qkv, const T *qn, const T *kn, float eps, const T *cos, const T *sin,          \
+        T *q_out, T *kc, T *vc, const uint32_t *idx, int b, int nh, int nkv, int cap, int hd) { \
+        rope_qkv<T>(qkv, qn, kn, eps, cos, sin, q_out, kc, vc, idx, b, nh, nkv, cap, hd);      \
     }
 DS_ROPE(float, f32)
 DS_ROPE(__half, f16)
@@ -452,19 +460,28 @@ DS_ROPE(__nv_bfloat16, bf16)
 // Decode attention for head size 64 * G (G = 1, 2, 4), split over the keys
 // (flash-decoding): block (h, r, sp) takes row r's keys in [sp * split_keys,
 // (sp + 1) * split_keys) that lie in its window [start, len), so a long context spreads
-// over many blocks instead of one per head (grid (nh, b, splits), block 128). In a block, G lanes share a key (64
-// dimensions each) and the 128 / G key groups each keep an online softmax; the groups
-// are merged in shared memory (rows padded by one float: no bank conflicts), all threads
-// taking part. With one split the block writes the output; with several it writes its
-// max, sum and unnormalised accumulator, and decode_attn_merge combines the splits.
-// Shapes as decode_attn; part_m, part_l: [b, nh, splits], part_acc: [b, nh, splits, HD].
+// over many blocks instead of one per head (grid (nh, b, splits), block 128). In a
+// block, G lanes share a key (64 dimensions each) and the 128 / G key groups each keep an
+// online softmax; the groups are merged in shared memory (rows padded by one float: no
+// bank conflicts), all threads taking part. Where only one split holds keys of the row
+// (a context up to split_keys long), that block writes the output and the row's other
+// blocks leave at once; where several do, each writes its max, sum and unnormalised
+// accumulator, and the last of the row's split blocks to finish
+// (counted in counters[r * nh + h] with atomicInc, which wraps back to 0 at the count of
+// the row's splits that hold keys, so the counter is 0 again for the next launch)
+// combines them:
+//   out[r, h, d] = sum_s acc_s[d] e^(m_s - M) / sum_s l_s e^(m_s - M), M = max_s m_s
+// (a separate merge kernel cost a launch per layer; the fence and count measured ~1.5 us
+// slower than it on an H200, which only contexts over split_keys pay).
+// Shapes as decode_attn; part_m, part_l: [b, nh, splits], part_acc: [b, nh, splits, HD];
+// counters: [b * nh], zero before the first launch.
 template <typename T, int G>
 __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
                               const T *__restrict__ vc, T *__restrict__ out,
                               float *__restrict__ part_m, float *__restrict__ part_l,
-                              float *__restrict__ part_acc, const uint32_t *__restrict__ idx,
-                              int b, int nh, int nkv, int cap, int window, float scale,
-                              int split_keys) {
+                              float *__restrict__ part_acc, uint32_t *__restrict__ counters,
+                              const uint32_t *__restrict__ idx, int b, int nh, int nkv, int cap,
+                              int window, float scale, int split_keys) {
     constexpr int HD = 64 * G;
     constexpr int HDP = HD + 1;
     constexpr int V = 16 / sizeof(T);
@@ -482,6 +499,14 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
     uint32_t len = slot == DS_PAD_SLOT ? 0 : idx[b + r] + 1;
     if (len > (uint32_t)cap) len = cap;
     uint32_t start = (window > 0 && len > (uint32_t)window) ? len - window : 0;
+    // The row's splits that hold keys: [s_lo, s_lo + active). With at most one, that
+    // block (or split 0, for a row with no keys) writes the output itself and the others
+    // leave at once: no partials, no counting, no merge (a short context, the common
+    // case of a chat's decode).
+    const uint32_t s_lo = start / split_keys;
+    const int active = len > start ? (int)((len - 1) / split_keys - s_lo + 1) : 0;
+    const bool direct = splits == 1 || active <= 1;
+    if (active == 0 ? sp != 0 : (sp < (int)s_lo || sp >= (int)s_lo + active)) return;
     const uint32_t lo = (uint32_t)sp * split_keys, hi = lo + split_keys;
     if (start < lo) start = lo;
     if (len > hi) len = hi;
@@ -564,58 +589,56 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
 #pragma unroll
         for (int off = 1; off < P; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
         if (d >= HD || sub != 0) continue;
-        if (splits == 1) {
+        if (direct) {
             out[row * HD + d] = from_f<T>(total > 0.f ? v / total : 0.f);
         } else {
             part_acc[(row * splits + sp) * HD + d] = v;
         }
     }
-    if (splits > 1 && t == 0) {
+    if (direct) return; // the same for the whole block
+    if (t == 0) {
         part_m[row * splits + sp] = mx;
         part_l[row * splits + sp] = total;
     }
-}
-
-// Combines decode_attn64's splits: out[r, h, d] = sum_s acc_s[d] e^(m_s - M) /
-// sum_s l_s e^(m_s - M), M = max_s m_s. grid (nh, b), block HD threads.
-template <typename T>
-__device__ void decode_attn_merge(const float *__restrict__ part_m, const float *__restrict__ part_l,
-                                  const float *__restrict__ part_acc, T *__restrict__ out, int nh,
-                                  int splits, int hd) {
-    const size_t row = (size_t)blockIdx.y * nh + blockIdx.x;
-    const int d = threadIdx.x;
-    float mx = -INFINITY;
-    for (int s = 0; s < splits; s++) mx = fmaxf(mx, part_m[row * splits + s]);
-    float v = 0.f, total = 0.f;
-    if (mx != -INFINITY) {
-        for (int s = 0; s < splits; s++) {
-            const float pm = part_m[row * splits + s];
-            if (pm == -INFINITY) continue;
-            const float w = __expf(pm - mx);
-            total += part_l[row * splits + s] * w;
-            v += part_acc[(row * splits + s) * hd + d] * w;
+    // Every thread's partial writes are visible device-wide before the block counts
+    // itself; the block that counts last merges (the CUDA threadFenceReduction pattern).
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (t == 0) last = atomicInc(&counters[row], (unsigned)active - 1) == (unsigned)active - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // (__ldcg: from L2, where the other blocks' writes are; never a stale L1 line)
+    float gm = -INFINITY;
+#pragma unroll 4
+    for (int s = s_lo; s < (int)s_lo + active; s++) gm = fmaxf(gm, __ldcg(part_m + row * splits + s));
+    for (int d = t; d < HD; d += 128) {
+        float v = 0.f, tot = 0.f;
+        if (gm != -INFINITY) {
+#pragma unroll 4
+            for (int s = s_lo; s < (int)s_lo + active; s++) {
+                const float pm = __ldcg(part_m + row * splits + s);
+                if (pm == -INFINITY) continue;
+                const float w = __expf(pm - gm);
+                tot += __ldcg(part_l + row * splits + s) * w;
+                v += __ldcg(part_acc + (row * splits + s) * HD + d) * w;
+            }
         }
+        out[row * HD + d] = from_f<T>(tot > 0.f ? v / tot : 0.f);
     }
-    if (d < hd) out[row * hd + d] = from_f<T>(total > 0.f ? v / total : 0.f);
 }
 
 #define DS_ATTN64(T, SUFFIX, G)                                                                \
     extern "C" __global__ void decode_attn64_##SUFFIX##_##G(                                    \
         const T *q, const T *kc, const T *vc, T *out, float *pm, float *pl, float *pa,         \
-        const uint32_t *idx, int b, int nh, int nkv, int cap, int window, float scale,         \
-        int split_keys) {                                                                      \
-        decode_attn64<T, G>(q, kc, vc, out, pm, pl, pa, idx, b, nh, nkv, cap, window, scale,   \
-                            split_keys);                                                       \
-    }
-#define DS_ATTN_MERGE(T, SUFFIX)                                                               \
-    extern "C" __global__ void decode_attn_merge_##SUFFIX(const float *pm, const float *pl,    \
-                                                          const float *pa, T *out, int nh,      \
-                                                          int splits, int hd) {                 \
-        decode_attn_merge<T>(pm, pl, pa, out, nh, splits, hd);                                  \
+        uint32_t *counters, const uint32_t *idx, int b, int nh, int nkv, int cap, int window,  \
+        float scale, int split_keys) {                                                         \
+        decode_attn64<T, G>(q, kc, vc, out, pm, pl, pa, counters, idx, b, nh, nkv, cap, window, \
+                            scale, split_keys);                                                \
     }
 DS_ATTN64(float, f32, 1) DS_ATTN64(float, f32, 2) DS_ATTN64(float, f32, 4)
 DS_ATTN64(__half, f16, 1) DS_ATTN64(__half, f16, 2) DS_ATTN64(__half, f16, 4)
 DS_ATTN64(__nv_bfloat16, bf16, 1) DS_ATTN64(__nv_bfloat16, bf16, 2) DS_ATTN64(__nv_bfloat16, bf16, 4)
-DS_ATTN_MERGE(float, f32) DS_ATTN_MERGE(__half, f16) DS_ATTN_MERGE(__nv_bfloat16, bf16)
 
 #include "qgemv.cuh"

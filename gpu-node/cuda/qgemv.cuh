@@ -398,6 +398,202 @@ __device__ void qgemv_row(const uint8_t *__restrict__ w, int row, const QAct &a,
     gemv_finish<T, B>(acc, lane, bias, res, y, n, ld_y);
 }
 
+// Q8_0 rows staged through shared memory. A Q8_0 block (34 bytes) starts only 2-byte
+// aligned, so loading it straight into registers takes five 2-byte loads per 10 bytes
+// (Q80 above): load instructions, not bytes, then limit the kernel (Qwen3-8B's Q8_0
+// head at 64 % of copy bandwidth). Where a row starts 16-byte aligned (k_in a multiple
+// of 256, the weight 16-byte aligned), a warp instead copies 32 blocks (1,088 bytes, 68
+// 16-byte pieces) at a time into its own shared memory with at most three 16-byte
+// asynchronous copies per lane (cp.async: no registers held while they fly), up to
+// QG_Q8S_STAGES steps in flight, and lane l takes block l from there: nine aligned
+// 4-byte words around it, shifted by 16 bits where the block starts at 0 mod 4 (even l:
+// its values start at 2 mod 4) and by 32 where it starts at 2 mod 4 (odd l: the scale is
+// the high half of the first word).
+#ifndef QG_Q8S
+#define QG_Q8S 1
+#endif
+#ifndef QG_Q8S_STAGES
+#define QG_Q8S_STAGES 2
+#endif
+#define QG_STEP_BYTES 1088 // Q8_0: 32 blocks
+#define QG_STEP6_BYTES 1680 // Q6_K: 8 blocks (qgemv_row_q6s)
+#define QG_STAGE_BYTES (QG_STEP6_BYTES * QG_Q8S_STAGES) // per warp: stages of the larger step
+
+__device__ __forceinline__ void qg_cp16(void *smem, const void *g) {
+    const uint32_t sa = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(g) : "memory");
+}
+__device__ __forceinline__ void qg_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void qg_cp_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+template <typename T, int B>
+__device__ void qgemv_row_q8s(const uint8_t *__restrict__ w, int row, const QAct &a,
+                              const T *__restrict__ bias, const T *__restrict__ res,
+                              T *__restrict__ y, int n, int ld_y, uint8_t *buf) {
+    constexpr int CH = QG_STEP_BYTES / 16, S = QG_Q8S_STAGES; // 68 pieces per step
+    const int lane = threadIdx.x & 31;
+    const int nblk = a.k / 32, steps = (nblk + 31) / 32, pieces = nblk * 34 / 16;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)row * nblk * 34);
+    float acc[B];
+#pragma unroll
+    for (int b = 0; b < B; b++) acc[b] = 0.f;
+    // step s into stage s % S (always a commit, so the group count stays in step)
+    auto fetch = [&](int s) {
+        if (s < steps) {
+            uint4 *sb = reinterpret_cast<uint4 *>(buf + (s % S) * QG_STEP6_BYTES);
+#pragma unroll
+            for (int u = 0; u < 3; u++) {
+                const int c = lane + 32 * u;
+                if (c < CH && s * CH + c < pieces) qg_cp16(sb + c, wr + s * CH + c);
+            }
+        }
+        qg_cp_commit();
+    };
+#pragma unroll
+    for (int s = 0; s < S - 1; s++) fetch(s);
+    const int off = 34 * lane;
+    const int sh = (off & 3) ? 32 : 16;
+    for (int s = 0; s < steps; s++) {
+        fetch(s + S - 1);
+        qg_cp_wait<S - 1>(); // this lane's copies of step s have landed
+        __syncwarp();        // and every other lane's
+        const uint32_t *wd =
+            reinterpret_cast<const uint32_t *>(buf + (s % S) * QG_STEP6_BYTES + (off & ~3));
+        const int blk = s * 32 + lane;
+        if (blk < nblk) {
+            uint32_t prev = wd[0];
+            const float d = half_bits((uint16_t)(prev >> (sh - 16)));
+            int q[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const uint32_t next = wd[j + 1];
+                q[j] = (int)__funnelshift_rc(prev, next, sh);
+                prev = next;
+            }
+#pragma unroll
+            for (int b = 0; b < B; b++) {
+                const int8_t *qb = a.qa + (size_t)b * a.k;
+                const int4 a0 = *reinterpret_cast<const int4 *>(qb + qa_off(a.swz, blk * 32));
+                const int4 a1 = *reinterpret_cast<const int4 *>(qb + qa_off(a.swz, blk * 32 + 16));
+                int dp = __dp4a(q[0], a0.x, 0);
+                dp = __dp4a(q[1], a0.y, dp);
+                dp = __dp4a(q[2], a0.z, dp);
+                dp = __dp4a(q[3], a0.w, dp);
+                dp = __dp4a(q[4], a1.x, dp);
+                dp = __dp4a(q[5], a1.y, dp);
+                dp = __dp4a(q[6], a1.z, dp);
+                dp = __dp4a(q[7], a1.w, dp);
+                acc[b] += d * a.da[b * (a.k / 32) + blk] * (float)dp;
+            }
+        }
+        __syncwarp(); // every lane is done with this stage before it is refilled
+    }
+    qg_cp_wait<0>();
+    gemv_finish<T, B>(acc, lane, bias, res, y, n, ld_y);
+}
+
+// Q6_K rows staged through shared memory the same way (its 210-byte blocks start 2-byte
+// aligned too; Q6K above loads 13 bytes per lane with 11 loads): where a row starts
+// 16-byte aligned (k_in a multiple of 2,048), a warp copies 8 blocks (1,680 bytes, 105
+// pieces) per step, and lane l takes 64 values of block l / 4: half h = (l / 2) % 2 and
+// positions 16 p..16 p + 15 (p = l % 2) of each of the half's four runs of 32, from 16
+// bytes of ql at 64 h + 16 p (runs 0 and 2), 16 at 64 h + 32 + 16 p (runs 1 and 3), 16 of
+// qh at 128 + 32 h + 16 p, the four scales at 192 + 8 h + p + {0, 2, 4, 6} and d. Every
+// field starts at 0 mod 4 within the block, and odd blocks start at 2 mod 4: a lane reads
+// aligned words and shifts them by 16 bits where its block is odd.
+template <typename T, int B>
+__device__ void qgemv_row_q6s(const uint8_t *__restrict__ w, int row, const QAct &a,
+                              const T *__restrict__ bias, const T *__restrict__ res,
+                              T *__restrict__ y, int n, int ld_y, uint8_t *buf) {
+    constexpr int CH = QG_STEP6_BYTES / 16, S = QG_Q8S_STAGES; // 105 pieces per step
+    const int lane = threadIdx.x & 31;
+    const int nblk = a.k / 256, steps = nblk / 8, pieces = nblk * 210 / 16;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)row * nblk * 210);
+    float acc[B];
+#pragma unroll
+    for (int b = 0; b < B; b++) acc[b] = 0.f;
+    auto fetch = [&](int s) {
+        if (s < steps) {
+            uint4 *sb = reinterpret_cast<uint4 *>(buf + (s % S) * QG_STEP6_BYTES);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int c = lane + 32 * u;
+                if (c < CH && s * CH + c < pieces) qg_cp16(sb + c, wr + s * CH + c);
+            }
+        }
+        qg_cp_commit();
+    };
+#pragma unroll
+    for (int s = 0; s < S - 1; s++) fetch(s);
+    const int bl = lane >> 2, h = (lane >> 1) & 1, p = lane & 1;
+    const int off = 210 * bl, sh = (off & 3) ? 16 : 0, base = off & ~3;
+    // 4 words of a 16-byte field at byte f of the block, from 5 aligned words
+    auto field16 = [&](const uint8_t *st, int f, uint32_t *o) {
+        const uint32_t *wd = reinterpret_cast<const uint32_t *>(st + base + f);
+        uint32_t prev = wd[0];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const uint32_t next = wd[j + 1];
+            o[j] = __funnelshift_rc(prev, next, sh);
+            prev = next;
+        }
+    };
+    for (int s = 0; s < steps; s++) {
+        fetch(s + S - 1);
+        qg_cp_wait<S - 1>();
+        __syncwarp();
+        const uint8_t *st = buf + (s % S) * QG_STEP6_BYTES;
+        uint32_t qh_[4];
+        field16(st, 128 + 32 * h + 16 * p, qh_);
+        // scales: bytes p, 2 + p, 4 + p, 6 + p of the 8 at 192 + 8 h
+        const uint32_t *sw = reinterpret_cast<const uint32_t *>(st + base + 192 + 8 * h);
+        const uint32_t s0 = __funnelshift_rc(sw[0], sw[1], sh), s1 = __funnelshift_rc(sw[1], sw[2], sh);
+        const uint32_t scs = __byte_perm(s0, s1, p ? 0x7531 : 0x6420);
+        const uint32_t dw = *reinterpret_cast<const uint32_t *>(st + base + 208);
+        const float d = half_bits((uint16_t)(dw >> sh));
+        const int blk = s * 8 + bl;
+        const int m4 = 0x0F0F0F0F, m2 = 0x03030303;
+        float v[B];
+#pragma unroll
+        for (int b = 0; b < B; b++) v[b] = 0.f;
+        // ql at 64 h + 16 p: runs 0 (low nibbles) and 2 (high); at +32: runs 1 and 3
+#pragma unroll
+        for (int r2 = 0; r2 < 2; r2++) {
+            uint32_t ql[4];
+            field16(st, 64 * h + 32 * r2 + 16 * p, ql);
+#pragma unroll
+            for (int hi = 0; hi < 2; hi++) {
+                const int i = r2 + 2 * hi; // the run
+                int q[4];
+#pragma unroll
+                for (int m = 0; m < 4; m++) {
+                    q[m] = ((int)(ql[m] >> (4 * hi)) & m4) | ((((int)qh_[m] >> (2 * i)) & m2) << 4);
+                    q[m] = (q[m] + 0x60606060) ^ 0x80808080; // bytes of 0..63: q - 32, no carries
+                }
+                const int c = blk * 8 + 4 * h + i; // the 32-value piece of the activation
+                const float sc = (float)(int8_t)((scs >> (8 * i)) & 0xff);
+#pragma unroll
+                for (int b = 0; b < B; b++) {
+                    const int8_t *qb = a.qa + (size_t)b * a.k;
+                    const int4 av = *reinterpret_cast<const int4 *>(qb + qa_off(a.swz, c * 32 + 16 * p));
+                    int dp = __dp4a(q[0], av.x, 0);
+                    dp = __dp4a(q[1], av.y, dp);
+                    dp = __dp4a(q[2], av.z, dp);
+                    dp = __dp4a(q[3], av.w, dp);
+                    v[b] += sc * (float)dp * a.da[b * (a.k / 32) + c];
+                }
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < B; b++) acc[b] += d * v[b];
+        __syncwarp();
+    }
+    qg_cp_wait<0>();
+    gemv_finish<T, B>(acc, lane, bias, res, y, n, ld_y);
+}
+
 // Asks L2 for the `bytes` bytes at p (a weight row), without waiting for them: one bulk
 // prefetch on sm_90, one prefetch per 32-byte sector before.
 __device__ __forceinline__ void qg_prefetch_l2(const uint8_t *p, int bytes, int lane) {
@@ -424,7 +620,8 @@ __device__ __forceinline__ int qg_row_bytes(int t, int k) {
 // prologue each warp asks L2 for its first row, so the weights stream while it runs, and
 // before each row for its next one, so that row's loads find it in L2 (Q4_K_M: 2,635 ->
 // 2,557 us per step at b = 1, 3,326 -> 3,210 at b = 2; Q8_0 at b = 1, whose head already
-// streams at 77 % of copy bandwidth without it, 3,712 -> 3,825).
+// streams at 77 % of copy bandwidth without it, 3,712 -> 3,825, so not for Q8_0 rows at
+// b = 1; at b = 2, 4,719 -> 4,620).
 // (Measured on an H200, bench/gpu/kernels/qgemv_bench.cu: one block per 8 rows, each
 // redoing the prologue, was 2x slower; a warp pipeline of loads running ahead across
 // rows and segments, 1.2x slower: its per-step type dispatch costs more than it hides.)
@@ -459,6 +656,14 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
     float *da = reinterpret_cast<float *>(smem_raw + (size_t)B * k_in);
     float *sa = da + B * (k_in / 32);
     const int swz = (k_in & 63) == 0 ? 0x30 : 0;
+    // the warp's staging buffer (qgemv_row_q8s, qgemv_row_q6s), after the activation;
+    // 16-byte aligned where rows can be staged (k_in a multiple of 256), and there only
+    // where the launch gave the block room for it (a wide activation may leave none)
+    uint32_t dyn_smem;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn_smem));
+    const bool room = dyn_smem >= (uint32_t)(B * k_in + 8 * B * (k_in / 32) + nwarps * QG_STAGE_BYTES);
+    const bool staged = room && (k_in & 255) == 0, staged6 = room && (k_in & 2047) == 0;
+    uint8_t *stage = smem_raw + (size_t)B * k_in + 8 * B * (k_in / 32) + warp * QG_STAGE_BYTES;
     qgemv_prologue<T, B, PRO>(x, nw, eps, k_in, swz, qa, da, sa);
     const QAct a{qa, da, sa, k_in, swz};
     for (int n = first; n < total; n += stride) {
@@ -470,20 +675,36 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
             int t2, row2;
             locate(n + stride, w2, t2, row2);
             const int rb2 = qg_row_bytes(t2, k_in);
-            qg_prefetch_l2(w2 + (size_t)row2 * rb2, rb2, lane);
+            if (B > 1 || t2 != QG_Q8_0) qg_prefetch_l2(w2 + (size_t)row2 * rb2, rb2, lane);
         }
         switch (t) {
         case QG_Q4_K: qgemv_row<T, B, Q4K>(w, row, a, bias, res, y, n, ld_y); break;
-        case QG_Q6_K: qgemv_row<T, B, Q6K>(w, row, a, bias, res, y, n, ld_y); break;
-        default: qgemv_row<T, B, Q80>(w, row, a, bias, res, y, n, ld_y); break;
+        case QG_Q6_K:
+            if (QG_Q8S && staged6 && ((uintptr_t)w & 15) == 0)
+                qgemv_row_q6s<T, B>(w, row, a, bias, res, y, n, ld_y, stage);
+            else
+                qgemv_row<T, B, Q6K>(w, row, a, bias, res, y, n, ld_y);
+            break;
+        default:
+            if (QG_Q8S && staged && ((uintptr_t)w & 15) == 0)
+                qgemv_row_q8s<T, B>(w, row, a, bias, res, y, n, ld_y, stage);
+            else
+                qgemv_row<T, B, Q80>(w, row, a, bias, res, y, n, ld_y);
+            break;
         }
     }
 }
 
-// 256 threads (the launcher's 8 warps); B = 1: at most 64 registers, 4 blocks per SM
-// (without the bound the compiler takes ~90 for Q4_K's wide lanes); B = 2: no bound (80
-// registers, 3 blocks; capping at 64 spills and was slower).
-#define QG_BOUNDS(B) __launch_bounds__(256, (B) == 1 ? 4 : 0)
+// Block size: B = 1: 16 warps (QG_WARPS1; the launcher's QuantGemv::warps), at most 64
+// registers (without the bound the compiler takes ~90 for Q4_K's wide lanes), 2 blocks
+// per SM: each SM computes the prologue twice instead of 4 times with 8-warp blocks, and
+// twice as fast (Qwen3-8B Q4_K_M GEMVs 2,368 -> 2,163 us a step, Q8_0 3,208 -> 2,978;
+// 32 warps: 2,185 and 2,938, but their staging buffers would not fit 96 KiB). B = 2: 8
+// warps, at most 80 registers, 3 blocks per SM (capping at 64 spills and was slower).
+#ifndef QG_WARPS1
+#define QG_WARPS1 16
+#endif
+#define QG_BOUNDS(B) __launch_bounds__((B) == 1 ? 32 * QG_WARPS1 : 256, (B) == 1 ? 32 / QG_WARPS1 : 3)
 #define DS_QGEMVF(T, SUFFIX, B, PRO)                                                           \
     extern "C" __global__ void QG_BOUNDS(B) qgemvf_##SUFFIX##_##B##_##PRO(                     \
         const T *x, const T *nw, float eps, const uint8_t *w0, int t0, int n0,                 \

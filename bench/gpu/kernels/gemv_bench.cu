@@ -15,6 +15,7 @@
 #include "../../../gpu-node/cuda/decode.cu"
 #include "gemv_v1.cuh"
 #include "attn_v1.cuh"
+#include "step_v2.cuh"
 #include <cublas_v2.h>
 #include <cstdio>
 #include <cstdlib>
@@ -168,9 +169,10 @@ struct Variant {
 
 // Per-launch time of the fused step's other kernels, each in a graph of 32 launches over
 // 32 layers' own caches (so the keys and values come from memory, not L2): decode
-// attention (the node's, split over the keys as the node splits it, and merged; against
-// the kernel before the splits, attn_v1.cuh, whose output it must match) at several
-// context lengths and rows, and the three RoPE parts (q; k and v into the cache).
+// attention (the node's, split over the keys as the node splits it and merged by the last
+// split block; against the kernel before the splits, attn_v1.cuh, and the split kernel
+// with a merge launch, step_v2.cuh, whose outputs it must match) at several context
+// lengths and rows, and RoPE of q, k and v (one launch, against step_v2's three).
 template <int G>
 __global__ void k_attn_v1(const bf *q, const bf *kc, const bf *vc, bf *o, const uint32_t *idx,
                           int b, int nh, int nkv, int cap, int window, float scale) {
@@ -218,6 +220,11 @@ static void attn_case(const char *name, int nh, int nkv, int rows, int ctx, int 
     CK(cudaMalloc(&pm, parts * sizeof(float)));
     CK(cudaMalloc(&pl, parts * sizeof(float)));
     CK(cudaMalloc(&pa, parts * hd * sizeof(float)));
+    uint32_t *counters;
+    CK(cudaMalloc(&counters, 1024 * sizeof(uint32_t)));
+    CK(cudaMemset(counters, 0, 1024 * sizeof(uint32_t)));
+    bf *o2;
+    CK(cudaMalloc(&o2, (size_t)rows * nh * hd * sizeof(bf)));
     const float scale = 1.f / sqrtf((float)hd);
     const float v1 = graph_us(
         [&](cudaStream_t st) {
@@ -226,28 +233,47 @@ static void attn_case(const char *name, int nh, int nkv, int rows, int ctx, int 
                                                               rows, nh, nkv, cap, window, scale);
         },
         layers);
+    const float v2 = graph_us(
+        [&](cudaStream_t st) {
+            for (int l = 0; l < layers; l++) {
+                const bf *k = kc + l * per, *vv = vc + l * per;
+                decode_attn64_v2_k<bf, G><<<dim3(nh, rows, splits), 128, 0, st>>>(
+                    q, k, vv, o2, pm, pl, pa, idx, rows, nh, nkv, cap, window, scale, keys);
+                if (splits > 1)
+                    decode_attn_merge_v2_k<bf><<<dim3(nh, rows), hd, 0, st>>>(pm, pl, pa, o2, nh,
+                                                                               splits, hd);
+            }
+        },
+        layers);
     const float node = graph_us(
         [&](cudaStream_t st) {
             for (int l = 0; l < layers; l++) {
                 const bf *k = kc + l * per, *vv = vc + l * per;
                 if (G == 1)
                     decode_attn64_bf16_1<<<dim3(nh, rows, splits), 128, 0, st>>>(
-                        q, k, vv, o, pm, pl, pa, idx, rows, nh, nkv, cap, window, scale, keys);
+                        q, k, vv, o, pm, pl, pa, counters, idx, rows, nh, nkv, cap, window, scale,
+                        keys);
                 else
                     decode_attn64_bf16_2<<<dim3(nh, rows, splits), 128, 0, st>>>(
-                        q, k, vv, o, pm, pl, pa, idx, rows, nh, nkv, cap, window, scale, keys);
-                if (splits > 1)
-                    decode_attn_merge_bf16<<<dim3(nh, rows), hd, 0, st>>>(pm, pl, pa, o, nh, splits, hd);
+                        q, k, vv, o, pm, pl, pa, counters, idx, rows, nh, nkv, cap, window, scale,
+                        keys);
             }
         },
         layers);
-    // Both graphs ended on layer 31's cache: compare the outputs.
+    // The graphs ended on layer 31's cache: compare the outputs.
     const float d = max_diff(o, o1, (size_t)rows * nh * hd);
-    printf("attn %-8s rows %d ctx %5d window %4d splits %2d: v1 %7.2f us, node %7.2f us (%.2fx)  "
-           "maxdiff %.3g\n",
-           name, rows, ctx, window, splits, v1, node, v1 / node, d);
-    for (void *p : {(void *)kc, (void *)vc, (void *)q, (void *)o, (void *)o1, (void *)idx, (void *)pm,
-                    (void *)pl, (void *)pa})
+    const float d2 = max_diff(o, o2, (size_t)rows * nh * hd);
+    // every counter back at 0 after all the replays
+    std::vector<uint32_t> hc(1024);
+    CK(cudaMemcpy(hc.data(), counters, 1024 * sizeof(uint32_t), cudaMemcpyDeviceToHost));
+    int dirty = 0;
+    for (uint32_t c : hc) dirty += c != 0;
+    printf("attn %-8s rows %d ctx %5d window %4d splits %2d: v1 %7.2f us, v2 %7.2f us, node %7.2f us "
+           "(%.2fx v2)  maxdiff v1 %.3g v2 %.3g%s\n",
+           name, rows, ctx, window, splits, v1, v2, node, v2 / node, d, d2,
+           dirty ? "  <-- COUNTERS NOT ZERO" : "");
+    for (void *p : {(void *)kc, (void *)vc, (void *)q, (void *)o, (void *)o1, (void *)o2, (void *)idx,
+                    (void *)pm, (void *)pl, (void *)pa, (void *)counters})
         CK(cudaFree(p));
 }
 
@@ -268,16 +294,25 @@ static void rope_case(const char *name, int nh, int nkv, int hd) {
     const float us = graph_us(
         [&](cudaStream_t st) {
             for (int l = 0; l < layers; l++) {
-                rope_rows_bf16<<<dim3(nh, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn, qo, idx, 0,
-                                                               1, nh, nkv, cap, hd);
-                rope_rows_bf16<<<dim3(nkv, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn,
-                                                                kc + l * per, idx, 1, 1, nh, nkv, cap, hd);
-                rope_rows_bf16<<<dim3(nkv, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn,
-                                                                vc + l * per, idx, 2, 1, nh, nkv, cap, hd);
+                rope_rows_v2_k<bf><<<dim3(nh, 1), hd / 2, 0, st>>>(qkv, nullptr, 1e-6f, cs, sn, qo,
+                                                                   idx, 0, 1, nh, nkv, cap, hd);
+                rope_rows_v2_k<bf><<<dim3(nkv, 1), hd / 2, 0, st>>>(
+                    qkv, nullptr, 1e-6f, cs, sn, kc + l * per, idx, 1, 1, nh, nkv, cap, hd);
+                rope_rows_v2_k<bf><<<dim3(nkv, 1), hd / 2, 0, st>>>(
+                    qkv, nullptr, 1e-6f, cs, sn, vc + l * per, idx, 2, 1, nh, nkv, cap, hd);
             }
         },
-        3 * layers);
-    printf("rope %-8s 3 parts: %7.2f us per layer (%.2f per launch)\n", name, us * 3, us);
+        layers);
+    const float one = graph_us(
+        [&](cudaStream_t st) {
+            for (int l = 0; l < layers; l++)
+                rope_qkv_bf16<<<dim3(nh + 2 * nkv, 1), hd / 2, 0, st>>>(
+                    qkv, nullptr, nullptr, 1e-6f, cs, sn, qo, kc + l * per, vc + l * per, idx, 1, nh,
+                    nkv, cap, hd);
+        },
+        layers);
+    printf("rope %-8s per layer: 3 launches (v2) %6.2f us, one launch (node) %6.2f us\n", name, us,
+           one);
     for (void *p : {(void *)qkv, (void *)cs, (void *)sn, (void *)qo, (void *)kc, (void *)vc, (void *)idx})
         CK(cudaFree(p));
 }

@@ -213,6 +213,10 @@ pub struct KvCache {
     v: Vec<Tensor>,
     slots: usize,
     cap: usize,
+    /// On CUDA: the zeroed counters of decode attention's split blocks
+    /// ([`super::decode_ops::DecodeAttention::counters`]), one buffer for every layer and
+    /// step, which each launch leaves zeroed.
+    attn_counters: Option<Tensor>,
     /// Decode steps captured as CUDA graphs over this cache (see [`KvCache::capture_graphs`]).
     #[cfg(feature = "cuda")]
     pub(crate) graphs: Option<super::cuda_graph::DecodeGraphs>,
@@ -235,11 +239,21 @@ impl KvCache {
             k.push(Tensor::zeros(shape, model.dtype, &model.device)?);
             v.push(Tensor::zeros(shape, model.dtype, &model.device)?);
         }
+        let attn_counters = if model.device.is_cuda() {
+            Some(Tensor::zeros(
+                super::decode_ops::ATTN_COUNTERS,
+                DType::U32,
+                &model.device,
+            )?)
+        } else {
+            None
+        };
         Ok(KvCache {
             k,
             v,
             slots: shape.0,
             cap: shape.2,
+            attn_counters,
             #[cfg(feature = "cuda")]
             graphs: None,
         })
@@ -1345,7 +1359,8 @@ impl Llama {
             let (q, k, v) = self.qkv(at, &h, b, &cos[at.rope], &sin[at.rope], true)?;
             kv.k[li].inplace_op3(&k, idx, &write)?;
             kv.v[li].inplace_op3(&v, idx, &write)?;
-            let o = q.apply_op3_no_bwd(&kv.k[li], &kv.v[li], &self.decode_attention(at, b, idx))?;
+            let o =
+                q.apply_op3_no_bwd(&kv.k[li], &kv.v[li], &self.decode_attention(at, b, idx, kv))?;
             let a = at.o.forward_rows(&o)?;
             x = self.finish_block(blk, x, a, true)?;
         }
@@ -1381,15 +1396,16 @@ impl Llama {
             })
     }
 
-    /// [`Llama::forward_decode`] in seven kernels per layer: RMSNorm + q|k|v projection,
-    /// RoPE of q, RoPE + cache write of k, cache write of v, attention, o projection +
-    /// residual, RMSNorm + gate|up projection, SwiGLU + down projection + residual
+    /// [`Llama::forward_decode`] in six kernels per layer on CUDA: RMSNorm + q|k|v
+    /// projection; q/k norm + RoPE of q and k + cache write of k and v; attention (its
+    /// splits merged in the kernel); o projection + residual; RMSNorm + gate|up
+    /// projection; SwiGLU + down projection + residual
     /// ([`super::decode_ops::FusedGemv`] or, for quantized weights,
     /// [`super::decode_ops::QuantGemv`]; [`super::decode_ops::RopeRows`]); for dense
     /// weights the same arithmetic and roundings as the unfused step, for quantized ones
     /// the activation rounded to 8 bits per 32 values as candle's quantized kernels do.
     fn forward_decode_fused(&self, kv: &KvCache, idx: &Tensor, b: usize) -> Result<Tensor> {
-        use super::decode_ops::{Prologue, QkvPart, RopeRows};
+        use super::decode_ops::{Prologue, RopeRows};
         let ids = idx.narrow(0, 0, b)?;
         let mut x = self.embed_tokens(&ids)?.contiguous()?;
         let eps = self.eps as f32;
@@ -1415,26 +1431,20 @@ impl Llama {
                 None,
             )?;
             let (cos, sin) = &self.ropes[at.rope];
-            let rope = |part, norm: Option<&Tensor>| RopeRows {
-                part,
+            let rope = RopeRows {
                 b,
                 heads: at.heads,
                 kv_heads: at.kv_heads,
                 head_dim: at.head_dim,
                 cos: cos.clone(),
                 sin: sin.clone(),
-                norm: norm.cloned(),
+                q_norm: at.qk_norm.as_ref().map(|(q, _)| q.clone()),
+                k_norm: at.qk_norm.as_ref().map(|(_, k)| k.clone()),
                 eps,
                 idx: idx.clone(),
             };
-            let (qn, kn) = match &at.qk_norm {
-                Some((q, k)) => (Some(q), Some(k)),
-                None => (None, None),
-            };
-            let q = qkv.apply_op1_no_bwd(&rope(QkvPart::Q, qn))?;
-            kc.inplace_op2(&qkv, &rope(QkvPart::K, kn))?;
-            vc.inplace_op2(&qkv, &rope(QkvPart::V, None))?;
-            let o = q.apply_op3_no_bwd(kc, vc, &self.decode_attention(at, b, idx))?;
+            let q = rope.apply(&qkv, kc, vc)?;
+            let o = q.apply_op3_no_bwd(kc, vc, &self.decode_attention(at, b, idx, kv))?;
             x = weight(&at.o)?.gemv(&o, Prologue::None, eps, bias_of(&at.o), Some(x))?;
             let gu = f
                 .gate_up
@@ -1519,6 +1529,7 @@ impl Llama {
         at: &Attention,
         b: usize,
         idx: &Tensor,
+        kv: &KvCache,
     ) -> super::decode_ops::DecodeAttention {
         super::decode_ops::DecodeAttention {
             b,
@@ -1526,6 +1537,7 @@ impl Llama {
             window: self.arch.window.filter(|_| at.sliding),
             scale: self.arch.attn_scale as f32,
             idx: idx.clone(),
+            counters: kv.attn_counters.clone(),
         }
     }
 

@@ -76,13 +76,7 @@ fn kernel_name(name: &str) -> Result<&'static str> {
             for g in [1, 2, 4] {
                 v.push(format!("decode_attn64_{t}_{g}"));
             }
-            for k in [
-                "rope_rows",
-                "kv_write",
-                "decode_attn",
-                "decode_attn_merge",
-                "argmax_part",
-            ] {
+            for k in ["rope_qkv", "kv_write", "decode_attn", "argmax_part"] {
                 v.push(format!("{k}_{t}"));
             }
         }
@@ -121,13 +115,22 @@ fn int(x: usize) -> Result<i32> {
 
 /// Runs `f` with a device view of the step's u32 index buffer.
 fn with_idx<R>(idx: &Tensor, f: impl FnOnce(&CudaView<'_, u32>) -> Result<R>) -> Result<R> {
-    let (st, l) = idx.storage_and_layout();
+    with_u32(idx, "the decode index buffer", f)
+}
+
+/// `f` on a device view of a contiguous `u32` tensor (`what` names it in errors).
+fn with_u32<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&CudaView<'_, u32>) -> Result<R>,
+) -> Result<R> {
+    let (st, l) = t.storage_and_layout();
     let Storage::Cuda(c) = &*st else {
-        candle_core::bail!("the decode index buffer is not on the GPU");
+        candle_core::bail!("{what} is not on the GPU");
     };
     let v = c
         .as_cuda_slice::<u32>()?
-        .slice(contiguous_start(l, "the index buffer")?..);
+        .slice(contiguous_start(l, what)?..);
     f(&v)
 }
 
@@ -313,7 +316,7 @@ pub(super) fn decode_attention(
         })?;
     } else {
         // Split over the keys; with several splits each block leaves its partial result
-        // (max, sum, accumulator) for decode_attn_merge.
+        // (max, sum, accumulator), and the row's last block to finish merges them.
         let (splits, split_keys) = super::attention_splits(op.heads, op.b, cap);
         let parts = op.b * op.heads * splits;
         let scratch = |n: usize| -> Result<_> {
@@ -322,42 +325,47 @@ pub(super) fn decode_attention(
         };
         let (mut pm, mut pl, mut pa) = (scratch(parts)?, scratch(parts)?, scratch(parts * hd)?);
         let ski = int(split_keys)?;
-        with_idx(&op.idx, |i| {
-            let mut lb = stream.launch_builder(&f);
-            push(&mut lb, &qa);
-            push(&mut lb, &ka);
-            push(&mut lb, &va);
-            push_out(&mut lb, &mut out);
-            lb.arg(&mut pm).arg(&mut pl).arg(&mut pa);
-            lb.arg(i)
-                .arg(&bi)
-                .arg(&nhi)
-                .arg(&nkvi)
-                .arg(&capi)
-                .arg(&window)
-                .arg(&op.scale)
-                .arg(&ski);
-            let cfg = LaunchConfig {
-                grid_dim: (op.heads as u32, op.b as u32, splits as u32),
-                block_dim: (128, 1, 1),
-                // Its shared memory is static.
-                shared_mem_bytes: 0,
-            };
-            launch(name, &mut lb, cfg)
-        })?;
-        if splits > 1 {
-            let (mname, mf) = kernel(&dev, "decode_attn_merge", sfx, "")?;
-            let si = int(splits)?;
-            let mut lb = stream.launch_builder(&mf);
-            lb.arg(&pm).arg(&pl).arg(&pa);
-            push_out(&mut lb, &mut out);
-            lb.arg(&nhi).arg(&si).arg(&hdi);
-            let cfg = LaunchConfig {
-                grid_dim: (op.heads as u32, op.b as u32, 1),
-                block_dim: (hd as u32, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            launch(mname, &mut lb, cfg)?;
+        let counters = match &op.counters {
+            _ if splits == 1 => None, // no block counts: the index view stands in
+            Some(c) if c.elem_count() >= op.b * op.heads => Some(c),
+            _ => candle_core::bail!(
+                "decode attention: {splits} splits of {} rows x {} heads need a zeroed u32 counter buffer of that many elements",
+                op.b,
+                op.heads
+            ),
+        };
+        let mut run = |c: Option<&CudaView<'_, u32>>| {
+            with_idx(&op.idx, |i| {
+                let mut lb = stream.launch_builder(&f);
+                push(&mut lb, &qa);
+                push(&mut lb, &ka);
+                push(&mut lb, &va);
+                push_out(&mut lb, &mut out);
+                lb.arg(&mut pm).arg(&mut pl).arg(&mut pa);
+                // The kernel counts its blocks in the counters (atomically) through this
+                // view: scratch that only this kernel touches, in stream order, and
+                // leaves zeroed.
+                lb.arg(c.unwrap_or(i));
+                lb.arg(i)
+                    .arg(&bi)
+                    .arg(&nhi)
+                    .arg(&nkvi)
+                    .arg(&capi)
+                    .arg(&window)
+                    .arg(&op.scale)
+                    .arg(&ski);
+                let cfg = LaunchConfig {
+                    grid_dim: (op.heads as u32, op.b as u32, splits as u32),
+                    block_dim: (128, 1, 1),
+                    // Its shared memory is static.
+                    shared_mem_bytes: 0,
+                };
+                launch(name, &mut lb, cfg)
+            })
+        };
+        match counters {
+            Some(t) => with_u32(t, "the attention counters", |c| run(Some(c)))?,
+            None => run(None)?,
         }
     }
     Ok((
@@ -491,7 +499,7 @@ pub(super) fn quant_gemv(
     }
     let name = kernel_name(&format!("qgemvf_{sfx}_{b}_{pro}"))?;
     let f = function(&dev, name)?;
-    let smem = b * k + 8 * b * (k / 32);
+    let smem = super::QuantGemv::smem_bytes(b, k);
     if smem > 48 << 10 {
         f.set_attribute(
             CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -499,7 +507,7 @@ pub(super) fn quant_gemv(
         )
         .map_err(|e| err(name, e))?;
     }
-    let warps = 8u32;
+    let warps = super::QuantGemv::warps(b) as u32;
     let sms = dev
         .cuda_stream()
         .context()
@@ -550,39 +558,45 @@ pub(super) fn quant_gemv(
     ))
 }
 
-/// Launches `rope_rows_*` for one part, writing into `out`.
-fn rope_launch(
+/// [`super::RopeRows`] on CUDA: one launch of `rope_qkv_*` over every head of the step,
+/// returning the queries and writing the keys and values into the caches.
+pub(super) fn rope_qkv(
     op: &super::RopeRows,
-    dev: &CudaDevice,
     (qkv, l): (&CudaStorage, &Layout),
-    out: &mut S,
-    cap: usize,
-) -> Result<()> {
+    (kc, lk): (&CudaStorage, &Layout),
+    (vc, lv): (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    let whole = |lc: &Layout| lc.start_offset() == 0 && lc.is_contiguous();
+    if !whole(lk) || !whole(lv) || lk.shape() != lv.shape() {
+        candle_core::bail!("rope rows: the caches must be whole contiguous tensors of one shape");
+    }
+    let (_, nkv, cap, hd) = lk.shape().dims4()?;
+    if nkv != op.kv_heads || hd != op.head_dim {
+        candle_core::bail!(
+            "rope rows: caches of {nkv} heads of {hd} for {} heads of {}",
+            op.kv_heads,
+            op.head_dim
+        );
+    }
+    let dev = qkv.device.clone();
     let (sfx, qa) = view(&qkv.slice, l, "qkv")?;
+    let (_, ka) = view(&kc.slice, lk, "the key cache")?;
+    let (_, va) = view(&vc.slice, lv, "the value cache")?;
     let (cos_t, sin_t) = (Some(op.cos.clone()), Some(op.sin.clone()));
-    let (cg, sg, ng) = (side(&cos_t), side(&sin_t), side(&op.norm));
-    let (ca, sa, na) = (
+    let (cg, sg) = (side(&cos_t), side(&sin_t));
+    let (qng, kng) = (side(&op.q_norm), side(&op.k_norm));
+    let (ca, sa, qna, kna) = (
         side_arg(&cg, "RoPE cos")?,
         side_arg(&sg, "RoPE sin")?,
-        side_arg(&ng, "q/k norm")?,
+        side_arg(&qng, "q norm")?,
+        side_arg(&kng, "k norm")?,
     );
     let (Some(ca), Some(sa)) = (ca, sa) else {
         candle_core::bail!("rope rows: no RoPE tables");
     };
-    let (istore, il) = op.idx.storage_and_layout();
-    let Storage::Cuda(istore) = &*istore else {
-        candle_core::bail!("rope rows: the index buffer is not on the GPU");
-    };
-    let i = istore
-        .as_cuda_slice::<u32>()?
-        .slice(contiguous_start(il, "the index buffer")?..);
-    let name = kernel_name(&format!("rope_rows_{sfx}"))?;
-    let f = function(dev, name)?;
-    let (part, heads) = match op.part {
-        super::QkvPart::Q => (0i32, op.heads),
-        super::QkvPart::K => (1, op.kv_heads),
-        super::QkvPart::V => (2, op.kv_heads),
-    };
+    let name = kernel_name(&format!("rope_qkv_{sfx}"))?;
+    let f = function(&dev, name)?;
+    let mut q = alloc_like(&dev, sfx, op.b * op.heads * op.head_dim)?;
     let (bi, nhi, nkvi, capi, hdi) = (
         int(op.b)?,
         int(op.heads)?,
@@ -592,62 +606,34 @@ fn rope_launch(
     );
     let null = 0u64;
     let stream = dev.cuda_stream();
-    let mut lb = stream.launch_builder(&f);
-    push(&mut lb, &qa);
-    push_opt(&mut lb, &na, &null);
-    lb.arg(&op.eps);
-    push(&mut lb, &ca);
-    push(&mut lb, &sa);
-    push_out(&mut lb, out);
-    lb.arg(&i)
-        .arg(&part)
-        .arg(&bi)
-        .arg(&nhi)
-        .arg(&nkvi)
-        .arg(&capi)
-        .arg(&hdi);
-    let cfg = LaunchConfig {
-        grid_dim: (heads as u32, op.b as u32, 1),
-        block_dim: ((op.head_dim / 2) as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: the arguments match `rope_rows_*` in decode.cu; `RopeRows::takes`
-    // checked the head size; slots in `idx` are below the cache's or PAD_SLOT.
-    unsafe { lb.launch(cfg) }.map_err(|e| err(name, e))?;
-    Ok(())
-}
-
-pub(super) fn rope_q(
-    op: &super::RopeRows,
-    s: &CudaStorage,
-    l: &Layout,
-) -> Result<(CudaStorage, Shape)> {
-    let dev = s.device.clone();
-    let (sfx, _) = view(&s.slice, l, "qkv")?;
-    let mut out = alloc_like(&dev, sfx, op.b * op.heads * op.head_dim)?;
-    rope_launch(op, &dev, (s, l), &mut out, 1)?;
+    with_idx(&op.idx, |i| {
+        let mut lb = stream.launch_builder(&f);
+        push(&mut lb, &qa);
+        push_opt(&mut lb, &qna, &null);
+        push_opt(&mut lb, &kna, &null);
+        lb.arg(&op.eps);
+        push(&mut lb, &ca);
+        push(&mut lb, &sa);
+        push_out(&mut lb, &mut q);
+        // The caches are written through these views: the step's own buffers, in
+        // stream order (RopeRows::apply).
+        push(&mut lb, &ka);
+        push(&mut lb, &va);
+        lb.arg(i).arg(&bi).arg(&nhi).arg(&nkvi).arg(&capi).arg(&hdi);
+        let cfg = LaunchConfig {
+            grid_dim: ((op.heads + 2 * op.kv_heads) as u32, op.b as u32, 1),
+            block_dim: ((op.head_dim / 2) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch(name, &mut lb, cfg)
+    })?;
     Ok((
         CudaStorage {
-            slice: out,
+            slice: q,
             device: dev,
         },
         Shape::from((op.b, op.heads * op.head_dim)),
     ))
-}
-
-pub(super) fn rope_cache(
-    op: &super::RopeRows,
-    cache: &mut CudaStorage,
-    lc: &Layout,
-    s: &CudaStorage,
-    l: &Layout,
-) -> Result<()> {
-    if lc.start_offset() != 0 || !lc.is_contiguous() {
-        candle_core::bail!("rope rows: the cache must be a whole contiguous tensor");
-    }
-    let (_, _, cap, _) = lc.shape().dims4()?;
-    let dev = cache.device.clone();
-    rope_launch(op, &dev, (s, l), &mut cache.slice, cap)
 }
 
 /// Two-stage argmax over the last dim of a contiguous `[rows, n]` tensor.

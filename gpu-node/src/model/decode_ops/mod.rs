@@ -14,6 +14,11 @@
 //! On CUDA they run our kernels (`gpu-node/cuda/decode.cu`, compiled by `build.rs` into a
 //! fatbin: no JIT on the GPUs providers rent; launchers in `cuda.rs`); on the CPU the
 //! same arithmetic in Rust, which is what the CPU tests compare against the eager path.
+//! Two CUDA kernels do more than one candle operation can say: [`RopeRows`] returns the
+//! queries and writes both caches in one launch, and [`DecodeAttention`] counts its
+//! split blocks in a scratch buffer; both write those through the device pointers of
+//! tensors they receive by shared reference, which is sound on one stream in stream order
+//! (the engine's step), and their CPU forms keep to candle's in-place operations.
 
 use candle_core::{
     CpuStorage, CustomOp3, DType, InplaceOp2, InplaceOp3, Layout, Result, Shape, Tensor,
@@ -181,7 +186,15 @@ pub struct DecodeAttention {
     pub scale: f32,
     /// The step's `[3 * b]` index buffer (ids, positions, slots).
     pub idx: Tensor,
+    /// On CUDA: a zeroed `u32` buffer of at least [`ATTN_COUNTERS`] elements that the
+    /// kernel's split blocks count themselves in (see [`attention_splits`]); each launch
+    /// leaves it zeroed again, so one buffer serves every layer and step of a cache.
+    pub counters: Option<Tensor>,
 }
+
+/// Elements of [`DecodeAttention::counters`]: attention splits its rows' keys only where
+/// rows times heads is below this ([`attention_splits`]).
+pub const ATTN_COUNTERS: usize = 1024;
 
 impl DecodeAttention {
     fn dims(&self, q: &Layout, k: &Layout) -> Result<(usize, usize, usize)> {
@@ -357,7 +370,7 @@ pub const GEMV_MAX_ROWS: usize = 8;
 /// shorter than 256 keys; `splits * keys >= cap`. Fixed by the step's shape, so a
 /// captured graph keeps it.
 pub fn attention_splits(heads: usize, rows: usize, cap: usize) -> (usize, usize) {
-    const TARGET_BLOCKS: usize = 1024;
+    const TARGET_BLOCKS: usize = ATTN_COUNTERS;
     const MIN_KEYS: usize = 256;
     let most = (cap / MIN_KEYS).max(1);
     let splits = TARGET_BLOCKS.div_ceil((heads * rows).max(1)).clamp(1, most);
@@ -616,12 +629,41 @@ impl QuantGemv {
         (1..=Self::MAX_ROWS).contains(&b)
             && segments.len() <= Self::MAX_SEGMENTS
             && k.is_multiple_of(32)
-            && b * k + 8 * b * (k / 32) <= FUSED_SMEM_BYTES
+            && Self::act_smem_bytes(b, k) <= FUSED_SMEM_BYTES
             && segments.iter().all(|q| {
                 Self::takes_type(q.dtype())
                     && q.shape().dims2().is_ok_and(|(_, kk)| kk == k)
                     && k.is_multiple_of(q.dtype().block_size())
             })
+    }
+
+    /// Warps of a block of the kernel for `b` rows (`QG_WARPS1` and `QG_BOUNDS` in
+    /// qgemv.cuh: 16 at 1 row, so each SM computes the prologue twice, not 4 times).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn warps(b: usize) -> usize {
+        if b == 1 { 16 } else { 8 }
+    }
+
+    /// Shared memory of a block's quantized activation for `b` rows of `k` inputs: int8
+    /// values, an f32 scale and sum per 32.
+    fn act_smem_bytes(b: usize, k: usize) -> usize {
+        b * k + 8 * b * (k / 32)
+    }
+
+    /// Shared memory of a block for `b` rows of `k` inputs: the activation and, where it
+    /// fits beside it, each warp's staging buffer for Q8_0 and Q6_K rows (`QG_STAGE_BYTES`
+    /// in qgemv.cuh: two steps of up to 1,680 bytes; the kernel stages rows only when its
+    /// launch has room for it).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn smem_bytes(b: usize, k: usize) -> usize {
+        const STAGE_BYTES: usize = 2 * 1680;
+        let act = Self::act_smem_bytes(b, k);
+        let staged = act + Self::warps(b) * STAGE_BYTES;
+        if staged <= FUSED_SMEM_BYTES {
+            staged
+        } else {
+            act
+        }
     }
 
     /// Output width: the matrices' rows together.
@@ -712,9 +754,9 @@ impl candle_core::CustomOp1 for QuantGemv {
     }
 }
 
-/// Which part of a fused `q|k|v` projection [`RopeRows`] handles.
+/// A part of a fused `q|k|v` projection (the CPU forms of [`RopeRows`] take one at a time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QkvPart {
+enum QkvPart {
     /// Queries: q/k norm and RoPE, into a new `[b, heads * head_dim]` tensor.
     Q,
     /// Keys: q/k norm and RoPE, written into the key cache (in place).
@@ -725,12 +767,9 @@ pub enum QkvPart {
 
 /// The step after a fused `q|k|v` projection `[b, (heads + 2 kv_heads) * head_dim]`:
 /// per-head RMSNorm (Qwen3, Gemma 3) and RoPE (rotate-half) at each row's position for
-/// q and k, and the cache write of k and v at each row's slot and position. Applied to
-/// the projection output (part `Q`, returns the queries) or in place to a cache (parts
-/// `K` and `V`, with the projection as operand).
+/// q and k, and the cache write of k and v at each row's slot and position
+/// ([`RopeRows::apply`]: one kernel on CUDA).
 pub struct RopeRows {
-    /// Which part.
-    pub part: QkvPart,
     /// Rows of the step.
     pub b: usize,
     /// Query heads.
@@ -743,13 +782,18 @@ pub struct RopeRows {
     pub cos: Tensor,
     /// See `cos`.
     pub sin: Tensor,
-    /// Per-head RMSNorm weights `[head_dim]` of this part (q or k), if any.
-    pub norm: Option<Tensor>,
+    /// Per-head RMSNorm weights `[head_dim]` of the queries, if any.
+    pub q_norm: Option<Tensor>,
+    /// Per-head RMSNorm weights `[head_dim]` of the keys, if any.
+    pub k_norm: Option<Tensor>,
     /// RMSNorm epsilon.
     pub eps: f32,
     /// The step's `[3 * b]` index buffer (ids, positions, slots).
     pub idx: Tensor,
 }
+
+/// One part of [`RopeRows`] as a candle operation (the CPU form).
+struct RopePart<'a>(&'a RopeRows, QkvPart);
 
 impl RopeRows {
     /// Whether the kernel takes this head size (whole warps of rotated pairs).
@@ -757,14 +801,34 @@ impl RopeRows {
         head_dim.is_multiple_of(64) && head_dim <= 256
     }
 
+    /// The queries `[b, heads * head_dim]` of `qkv`, after writing its keys and values
+    /// into the caches `kc` and `vc` `[slots, kv_heads, cap, head_dim]`. On CUDA one
+    /// kernel does all three parts (the caches are written through the launch's device
+    /// pointers, in stream order); on the CPU, three operations, one per part, with the
+    /// caches written in place.
+    pub fn apply(&self, qkv: &Tensor, kc: &Tensor, vc: &Tensor) -> Result<Tensor> {
+        if qkv.device().is_cuda() {
+            return qkv.apply_op3_no_bwd(kc, vc, self);
+        }
+        let q = qkv.apply_op1_no_bwd(&RopePart(self, QkvPart::Q))?;
+        kc.inplace_op2(qkv, &RopePart(self, QkvPart::K))?;
+        vc.inplace_op2(qkv, &RopePart(self, QkvPart::V))?;
+        Ok(q)
+    }
+
     /// The part's heads, each `[head_dim]` after norm and RoPE, as (row, head, values).
-    fn host_heads(&self, qkv: &[f32]) -> Result<Vec<(usize, usize, Vec<f32>)>> {
+    fn host_heads(&self, part: QkvPart, qkv: &[f32]) -> Result<Vec<(usize, usize, Vec<f32>)>> {
         let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
         let half = hd / 2;
         let idx = host_idx(&self.idx, self.b)?;
         let cos = host_f32(&self.cos)?;
         let sin = host_f32(&self.sin)?;
-        let norm = self.norm.as_ref().map(host_f32).transpose()?;
+        let norm = match part {
+            QkvPart::Q => self.q_norm.as_ref(),
+            QkvPart::K => self.k_norm.as_ref(),
+            QkvPart::V => None,
+        };
+        let norm = norm.map(host_f32).transpose()?;
         let round = |v: f32| -> f32 {
             match self.cos.dtype() {
                 DType::BF16 => half_round_bf16(v),
@@ -772,7 +836,7 @@ impl RopeRows {
                 _ => v,
             }
         };
-        let (first, count) = match self.part {
+        let (first, count) = match part {
             QkvPart::Q => (0, nh),
             QkvPart::K => (nh, nkv),
             QkvPart::V => (nh + nkv, nkv),
@@ -783,7 +847,7 @@ impl RopeRows {
             for h in 0..count {
                 let src = &qkv[(r * (nh + 2 * nkv) + first + h) * hd..][..hd];
                 let mut x: Vec<f32> = src.to_vec();
-                if self.part != QkvPart::V {
+                if part != QkvPart::V {
                     if let Some(w) = &norm {
                         let ss: f32 = x.iter().map(|v| v * v).sum();
                         let rs = 1.0 / (ss / hd as f32 + self.eps).sqrt();
@@ -814,25 +878,21 @@ fn half_round_f16(v: f32) -> f32 {
     half::f16::from_f32(v).to_f32()
 }
 
-impl candle_core::CustomOp1 for RopeRows {
+impl CustomOp3 for RopeRows {
     fn name(&self) -> &'static str {
-        "dayshift-rope-rows"
+        "dayshift-rope-qkv"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (nh, hd) = (self.heads, self.head_dim);
-        let qkv = cpu_f32(s, l)?;
-        let mut q = vec![0f32; self.b * nh * hd];
-        for (r, h, x) in self.host_heads(&qkv)? {
-            q[(r * nh + h) * hd..][..hd].copy_from_slice(&x);
-        }
-        let t = Tensor::from_vec(q, (self.b, nh * hd), &candle_core::Device::Cpu)?
-            .to_dtype(self.cos.dtype())?;
-        let (st, _) = t.storage_and_layout();
-        match &*st {
-            candle_core::Storage::Cpu(c) => Ok((c.clone(), Shape::from((self.b, nh * hd)))),
-            _ => candle_core::bail!("rope rows: expected a CPU tensor"),
-        }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("dayshift-rope-qkv runs on CUDA; RopeRows::apply takes the CPU parts")
     }
 
     #[cfg(feature = "cuda")]
@@ -840,12 +900,39 @@ impl candle_core::CustomOp1 for RopeRows {
         &self,
         s: &candle_core::cuda_backend::CudaStorage,
         l: &Layout,
+        kc: &candle_core::cuda_backend::CudaStorage,
+        lk: &Layout,
+        vc: &candle_core::cuda_backend::CudaStorage,
+        lv: &Layout,
     ) -> Result<(candle_core::cuda_backend::CudaStorage, Shape)> {
-        cuda::rope_q(self, s, l)
+        cuda::rope_qkv(self, (s, l), (kc, lk), (vc, lv))
     }
 }
 
-impl InplaceOp2 for RopeRows {
+impl candle_core::CustomOp1 for RopePart<'_> {
+    fn name(&self) -> &'static str {
+        "dayshift-rope-rows"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let RopePart(op, part) = self;
+        let (nh, hd) = (op.heads, op.head_dim);
+        let qkv = cpu_f32(s, l)?;
+        let mut q = vec![0f32; op.b * nh * hd];
+        for (r, h, x) in op.host_heads(*part, &qkv)? {
+            q[(r * nh + h) * hd..][..hd].copy_from_slice(&x);
+        }
+        let t = Tensor::from_vec(q, (op.b, nh * hd), &candle_core::Device::Cpu)?
+            .to_dtype(op.cos.dtype())?;
+        let (st, _) = t.storage_and_layout();
+        match &*st {
+            candle_core::Storage::Cpu(c) => Ok((c.clone(), Shape::from((op.b, nh * hd)))),
+            _ => candle_core::bail!("rope rows: expected a CPU tensor"),
+        }
+    }
+}
+
+impl InplaceOp2 for RopePart<'_> {
     fn name(&self) -> &'static str {
         "dayshift-rope-rows-cache"
     }
@@ -857,17 +944,18 @@ impl InplaceOp2 for RopeRows {
         s: &CpuStorage,
         l: &Layout,
     ) -> Result<()> {
+        let RopePart(op, part) = self;
         let (_, nkv, cap, hd) = lc.shape().dims4()?;
         let qkv = cpu_f32(s, l)?;
-        let idx = host_idx(&self.idx, self.b)?;
-        let heads = self.host_heads(&qkv)?;
+        let idx = host_idx(&op.idx, op.b)?;
+        let heads = op.host_heads(*part, &qkv)?;
         fn put<T: candle_core::WithDType>(c: &mut [T], at: usize, x: &[f32]) {
             for (d, v) in c[at..at + x.len()].iter_mut().zip(x) {
                 *d = T::from_f64(*v as f64);
             }
         }
         for (r, h, x) in heads {
-            let Some((pos, slot)) = row(&idx, self.b, r) else {
+            let Some((pos, slot)) = row(&idx, op.b, r) else {
                 continue;
             };
             if pos >= cap {
@@ -882,17 +970,6 @@ impl InplaceOp2 for RopeRows {
             }
         }
         Ok(())
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        cache: &mut candle_core::cuda_backend::CudaStorage,
-        lc: &Layout,
-        s: &candle_core::cuda_backend::CudaStorage,
-        l: &Layout,
-    ) -> Result<()> {
-        cuda::rope_cache(self, cache, lc, s, l)
     }
 }
 
@@ -963,6 +1040,24 @@ mod tests {
                         "{heads} {rows} {cap}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The quantized GEMV's shared memory: the staging buffers (3,360 bytes a warp; 16
+    /// warps at 1 row, 8 at 2) where they fit beside the activation, none where a wide
+    /// activation leaves no room (Mistral-Small's 32,768-wide down projection at 2 rows),
+    /// and never over the limit.
+    #[test]
+    fn quant_gemv_stages_rows_only_where_they_fit() {
+        assert_eq!(QuantGemv::smem_bytes(1, 4096), 4096 + 1024 + 16 * 3360);
+        assert_eq!(QuantGemv::smem_bytes(2, 12288), 24576 + 6144 + 8 * 3360);
+        assert_eq!(QuantGemv::smem_bytes(1, 32768), 32768 + 8192 + 16 * 3360);
+        assert_eq!(QuantGemv::smem_bytes(2, 32768), 65536 + 16384);
+        for b in 1..=QuantGemv::MAX_ROWS {
+            for k in [256, 896, 4096, 14336, 25600, 32768] {
+                let s = QuantGemv::smem_bytes(b, k);
+                assert!(s >= QuantGemv::act_smem_bytes(b, k) && s <= FUSED_SMEM_BYTES);
             }
         }
     }
