@@ -58,12 +58,17 @@ __global__ void k_v1(const bf *x, const bf *nw, float eps, const bf *w, const bf
 typedef void (*kfn)(const bf *, const bf *, float, const bf *, const bf *, const bf *, bf *,
                     int, int);
 
+// Warps per block (one output row each; the node's launcher uses 8).
+#ifndef GEMV_WARPS
+#define GEMV_WARPS 8
+#endif
+
 // One launch of `f`, with programmatic dependent launch when `pdl`.
 static void launch(kfn f, bool pdl, int n, int b, int k, const bf *x, const bf *nw,
                    const bf *w, const bf *res, bf *y, cudaStream_t st) {
     cudaLaunchConfig_t c = {};
-    c.gridDim = dim3((n + 7) / 8);
-    c.blockDim = dim3(256);
+    c.gridDim = dim3((n + GEMV_WARPS - 1) / GEMV_WARPS);
+    c.blockDim = dim3(32 * GEMV_WARPS);
     c.dynamicSmemBytes = (size_t)b * k * sizeof(bf);
     c.stream = st;
     cudaLaunchAttribute at[1];
@@ -396,8 +401,11 @@ int main(int argc, char **argv) {
     const int layers[] = {16, 32, 24};
     // `gemv_bench attn`: the attention and RoPE kernels only.
     const bool gemvs = !(argc > 1 && strcmp(argv[1], "attn") == 0);
+    // GB_B=1 (2, 4, 8): only that batch.
+    const char *only_b = getenv("GB_B");
     for (int bi = 0; gemvs && bi < 4; bi++) {
         const int b = BS[bi];
+        if (only_b && atoi(only_b) != b) continue;
         std::vector<std::vector<double>> sum(3, std::vector<double>(NV, 0.0));
         std::vector<double> bytes(3, 0.0);
         for (const Shape &s : shapes) {
