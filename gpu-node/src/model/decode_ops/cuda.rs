@@ -61,26 +61,8 @@ fn function(dev: &CudaDevice, name: &'static str) -> Result<CudaFunction> {
 fn kernel_name(name: &str) -> Result<&'static str> {
     static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
     let names = NAMES.get_or_init(|| {
-        let mut v: Vec<String> = vec!["argmax_final".into()];
-        for t in ["f32", "f16", "bf16"] {
-            for b in 1..=8 {
-                for pro in 0..3 {
-                    v.push(format!("gemvf_{t}_{b}_{pro}"));
-                }
-            }
-            for b in 1..=2 {
-                for pro in 0..3 {
-                    v.push(format!("qgemvf_{t}_{b}_{pro}"));
-                }
-            }
-            for g in [1, 2, 4] {
-                v.push(format!("decode_attn64_{t}_{g}"));
-            }
-            for k in ["rope_qkv", "kv_write", "decode_attn", "argmax_part"] {
-                v.push(format!("{k}_{t}"));
-            }
-        }
-        v.into_iter()
+        super::kernel_names()
+            .into_iter()
             .map(|s| &*Box::leak(s.into_boxed_str()))
             .collect()
     });

@@ -377,6 +377,46 @@ pub fn attention_splits(heads: usize, rows: usize, cap: usize) -> (usize, usize)
     (splits, cap.div_ceil(splits).max(1))
 }
 
+/// The kernel families of `cuda/decode.cu` (and `qgemv.cuh`), each a name stem that the
+/// kernels' names start with (checked against the sources by a test).
+#[cfg(test)]
+const KERNEL_STEMS: &[&str] = &[
+    "argmax_final",
+    "gemvf",
+    "qgemvf",
+    "decode_attn64",
+    "rope_qkv",
+    "kv_write",
+    "decode_attn",
+    "argmax_part",
+];
+
+/// Every kernel name of `cuda/decode.cu` the launchers may ask for (built from dtype,
+/// rows, prologue and head-size group); the CUDA side looks kernels up in this list.
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))]
+pub(crate) fn kernel_names() -> Vec<String> {
+    let mut v: Vec<String> = vec!["argmax_final".into()];
+    for t in ["f32", "f16", "bf16"] {
+        for b in 1..=GEMV_MAX_ROWS {
+            for pro in 0..3 {
+                v.push(format!("gemvf_{t}_{b}_{pro}"));
+            }
+        }
+        for b in 1..=QuantGemv::MAX_ROWS {
+            for pro in 0..3 {
+                v.push(format!("qgemvf_{t}_{b}_{pro}"));
+            }
+        }
+        for g in [1, 2, 4] {
+            v.push(format!("decode_attn64_{t}_{g}"));
+        }
+        for k in ["rope_qkv", "kv_write", "decode_attn", "argmax_part"] {
+            v.push(format!("{k}_{t}"));
+        }
+    }
+    v
+}
+
 /// Shared memory the fused kernel may stage activations in (bytes): the opt-in limit of
 /// the smallest GPU we ship for (sm_86/sm_89: 99 KiB), rounded down.
 pub const FUSED_SMEM_BYTES: usize = 96 << 10;
@@ -1041,6 +1081,48 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The kernel names the launchers ask for and the kernels `cuda/decode.cu` defines
+    /// agree, family by family (the CUDA build is not part of CI, and a name missing on
+    /// either side fails only at run time on a GPU).
+    #[test]
+    fn kernel_names_match_the_cuda_sources() {
+        let src = concat!(
+            include_str!("../../../cuda/decode.cu"),
+            include_str!("../../../cuda/qgemv.cuh")
+        );
+        // the family of each `__global__ void [QG_BOUNDS(B)] name...` in the sources
+        let mut defined = Vec::new();
+        for part in src.split("__global__ void ").skip(1) {
+            let part = part.trim_start_matches("QG_BOUNDS(B) ");
+            let end = part.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            let ident = &part[..end.unwrap_or(part.len())];
+            let stem = ident.strip_suffix('_').unwrap_or(ident);
+            if part[stem.len()..].starts_with("_##") || part[stem.len()..].starts_with('(') {
+                defined.push(stem.to_string());
+            }
+        }
+        for stem in KERNEL_STEMS {
+            assert!(
+                defined.iter().any(|d| d == stem),
+                "{stem}: no such kernel in cuda/"
+            );
+        }
+        for d in &defined {
+            assert!(
+                KERNEL_STEMS.contains(&d.as_str()),
+                "{d}: a kernel the launchers never name"
+            );
+        }
+        for name in kernel_names() {
+            assert!(
+                KERNEL_STEMS
+                    .iter()
+                    .any(|s| name == *s || name.starts_with(&format!("{s}_"))),
+                "{name}"
+            );
         }
     }
 
