@@ -428,6 +428,24 @@ template <int N> __device__ __forceinline__ void qg_cp_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+// Step s of a staged row: its CH 16-byte pieces from wr + s * CH (at most U per lane,
+// none past the row's `pieces`) copied asynchronously into stage s % QG_Q8S_STAGES of the
+// warp's buffer; the group is committed even when s is past the last step, so the count
+// of groups in flight stays in step with the loop (qgemv_row_q8s, qgemv_row_q6s).
+template <int CH, int U>
+__device__ __forceinline__ void qg_stage_fetch(uint8_t *buf, const uint4 *wr, int s, int steps,
+                                               int pieces, int lane) {
+    if (s < steps) {
+        uint4 *sb = reinterpret_cast<uint4 *>(buf + (s % QG_Q8S_STAGES) * QG_STEP6_BYTES);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = lane + 32 * u;
+            if (c < CH && s * CH + c < pieces) qg_cp16(sb + c, wr + s * CH + c);
+        }
+    }
+    qg_cp_commit();
+}
+
 template <typename T, int B>
 __device__ void qgemv_row_q8s(const uint8_t *__restrict__ w, int row, const QAct &a,
                               const T *__restrict__ bias, const T *__restrict__ res,
@@ -439,18 +457,7 @@ __device__ void qgemv_row_q8s(const uint8_t *__restrict__ w, int row, const QAct
     float acc[B];
 #pragma unroll
     for (int b = 0; b < B; b++) acc[b] = 0.f;
-    // step s into stage s % S (always a commit, so the group count stays in step)
-    auto fetch = [&](int s) {
-        if (s < steps) {
-            uint4 *sb = reinterpret_cast<uint4 *>(buf + (s % S) * QG_STEP6_BYTES);
-#pragma unroll
-            for (int u = 0; u < 3; u++) {
-                const int c = lane + 32 * u;
-                if (c < CH && s * CH + c < pieces) qg_cp16(sb + c, wr + s * CH + c);
-            }
-        }
-        qg_cp_commit();
-    };
+    auto fetch = [&](int s) { qg_stage_fetch<CH, 3>(buf, wr, s, steps, pieces, lane); };
 #pragma unroll
     for (int s = 0; s < S - 1; s++) fetch(s);
     const int off = 34 * lane;
@@ -514,17 +521,7 @@ __device__ void qgemv_row_q6s(const uint8_t *__restrict__ w, int row, const QAct
     float acc[B];
 #pragma unroll
     for (int b = 0; b < B; b++) acc[b] = 0.f;
-    auto fetch = [&](int s) {
-        if (s < steps) {
-            uint4 *sb = reinterpret_cast<uint4 *>(buf + (s % S) * QG_STEP6_BYTES);
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                const int c = lane + 32 * u;
-                if (c < CH && s * CH + c < pieces) qg_cp16(sb + c, wr + s * CH + c);
-            }
-        }
-        qg_cp_commit();
-    };
+    auto fetch = [&](int s) { qg_stage_fetch<CH, 4>(buf, wr, s, steps, pieces, lane); };
 #pragma unroll
     for (int s = 0; s < S - 1; s++) fetch(s);
     const int bl = lane >> 2, h = (lane >> 1) & 1, p = lane & 1;
