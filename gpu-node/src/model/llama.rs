@@ -420,11 +420,38 @@ pub struct Llama {
     prefill_scores_bytes: usize,
 }
 
-/// Most rows a decode step runs fused ([`Llama::forward_decode_fused`]): measured on an
-/// H200 with llama1b (bench/gpu), the fused step wins at 1 row (1.75 vs 2.3 ms), ties
-/// at 2, and loses from 4 rows on (3.4 vs 2.7 ms; its kernel stages every row's
-/// activation per block), where cuBLAS's GEMM takes over.
+/// Most rows a decode step runs fused ([`Llama::forward_decode_fused`]) in a model whose
+/// hidden size is over [`FUSED_SMALL_HIDDEN`]: measured on an H200 with llama1b
+/// (bench/gpu), the fused step wins at 1 row (1.75 vs 2.3 ms), ties at 2, and loses
+/// from 4 rows on (3.4 vs 2.7 ms then; 1.79 vs 1.64 ms at 4 streams with session 12's
+/// kernels, 1.66 vs 1.70 at 8: its GEMV re-reads every row's activation from shared
+/// memory per weight load), where cuBLAS's GEMM takes over.
 pub const FUSED_DECODE_MAX_ROWS: usize = 2;
+
+/// Hidden size up to which the fused step runs up to [`super::decode_ops::GEMV_MAX_ROWS`]
+/// (8) rows: a small model's step is bound by its launches (~18 a layer unfused, 6
+/// fused), not by its weights. H200, `bench/gpu/fused_rows.sh`, qwen05 (hidden 896):
+/// 4 streams 2.47 → 1.40 ms a step, 8 streams 2.50 → 2.12.
+pub const FUSED_SMALL_HIDDEN: usize = 1024;
+
+/// The most rows a decode step of a model of hidden size `hidden` runs fused, or the
+/// benchmark override `DAYSHIFT_BENCH_FUSED_ROWS` (1 to
+/// [`super::decode_ops::GEMV_MAX_ROWS`]; read once), which `bench/gpu/fused_rows.sh` sets
+/// to compare limits in one run.
+fn fused_decode_max_rows(hidden: usize) -> usize {
+    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let bench = *ROWS.get_or_init(|| {
+        std::env::var("DAYSHIFT_BENCH_FUSED_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|r| (1..=super::decode_ops::GEMV_MAX_ROWS).contains(r))
+    });
+    bench.unwrap_or(if hidden <= FUSED_SMALL_HIDDEN {
+        super::decode_ops::GEMV_MAX_ROWS
+    } else {
+        FUSED_DECODE_MAX_ROWS
+    })
+}
 
 /// Whether CUDA loads run the fused decode step (1–2 rows) for quantized weights
 /// ([`super::decode_ops::QuantGemv`], `cuda/qgemv.cuh`) instead of candle's quantized
@@ -1380,7 +1407,7 @@ impl Llama {
         );
         let dt = self.dtype;
         let lin_takes = |l: &Lin, k: usize| StepWeight::of(l).is_some_and(|w| w.takes(b, k, dt));
-        b <= FUSED_DECODE_MAX_ROWS
+        b <= fused_decode_max_rows(h)
             && self.fused.len() == self.blocks.len()
             && !self.blocks.is_empty()
             && matches!(self.arch.act, Act::Silu)
@@ -1877,6 +1904,7 @@ mod tests {
             m.llama.fuse_projections(false).unwrap();
             let m = &m.llama;
             assert_eq!(m.fused_decode_takes(1), fused, "{f:?} {dims:?}");
+            assert_eq!(m.fused_decode_takes(4), fused, "{f:?} {dims:?}");
             let mut eager = KvCache::new(m, 5, 64).unwrap();
             let mut graph = KvCache::new(m, 5, 64).unwrap();
             let mut seqs: Vec<(usize, Vec<u32>)> = vec![
@@ -1888,7 +1916,7 @@ mod tests {
                 m.forward_batch(kv, &whole_prompts(&seqs)).unwrap();
             }
             let mut worst = 0f32;
-            for _ in 0..24 {
+            for step in 0..24 {
                 let last: Vec<u32> = seqs.iter().map(|(_, ids)| ids[ids.len() - 1]).collect();
                 let items: Vec<BatchItem> = seqs
                     .iter()
@@ -1901,9 +1929,10 @@ mod tests {
                     })
                     .collect();
                 let want = m.forward_batch(&mut eager, &items).unwrap().unwrap();
-                // Unfused: the three rows padded to a bucket of four. Fused (at most
-                // FUSED_DECODE_MAX_ROWS rows): two rows, then the third padded to two.
-                let b = if fused { 2 } else { 4 };
+                // Unfused: the three rows padded to a bucket of four. Fused: two rows,
+                // then the third padded to two, and every other step (these small
+                // models run fused at up to 8 rows) the three padded to four.
+                let b = if fused && step % 2 == 0 { 2 } else { 4 };
                 let mut rows = Vec::new();
                 for chunk in items.chunks(b) {
                     let idx = crate::model::decode_ops::index_buffer(
