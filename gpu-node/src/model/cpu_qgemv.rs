@@ -1,6 +1,9 @@
 //! Decode GEMV on the CPU over GGML-quantized weights in the file's own block layout
 //! (issue 18): `y[r, n] = Σ_k x[r, k] · w[n, k]` for a step's few rows `r`, with `w` in
-//! Q4_K or Q6_K blocks read straight from the loaded tensor.
+//! Q4_K or Q6_K blocks read straight from the loaded tensor; also Q4_1 (the embedded
+//! default's type, which candle has no SIMD product for) and Q8_0 rows whose width is not
+//! a multiple of 256 (which candle's tiles do not take), against the input quantized per
+//! 32 values.
 //!
 //! Why our own: a decode step on the CPU streams every weight byte once, so its speed is
 //! the memory's. candle's x86 kernels first repack Q4_K into 16-row tiles with f32 scales
@@ -52,11 +55,19 @@ pub fn available() -> bool {
     }
 }
 
+/// Values per block of the 32-value types (Q4_1, Q8_0) and of their quantized input.
+const QK32: usize = 32;
+
 /// The GGML types the kernel reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Q4K,
     Q6K,
+    /// Q4_1: 20-byte blocks of 32 (f16 d, f16 min, 16 bytes of nibbles).
+    Q41,
+    /// Q8_0: 34-byte blocks of 32 (f16 d, 32 int8), only where candle's tiles do not take
+    /// it (rows not a multiple of 256 wide: SmolLM2's 576).
+    Q80,
 }
 
 impl Kind {
@@ -64,6 +75,8 @@ impl Kind {
         match t {
             GgmlDType::Q4K => Some(Kind::Q4K),
             GgmlDType::Q6K => Some(Kind::Q6K),
+            GgmlDType::Q4_1 => Some(Kind::Q41),
+            GgmlDType::Q8_0 => Some(Kind::Q80),
             _ => None,
         }
     }
@@ -73,6 +86,25 @@ impl Kind {
         match self {
             Kind::Q4K => k / QK * 144,
             Kind::Q6K => k / QK * 210,
+            Kind::Q41 => k / QK32 * 20,
+            Kind::Q80 => k / QK32 * 34,
+        }
+    }
+
+    /// Whether its input is quantized per 32 values ([`Act32`]) rather than per 256.
+    fn per32(self) -> bool {
+        matches!(self, Kind::Q41 | Kind::Q80)
+    }
+
+    /// Whether the kernel takes a row of `k` values of this type at `m` input rows: the
+    /// K-quants 256-aligned at up to [`MAX_ROWS`] rows; Q4_1 and (not 256-aligned) Q8_0 at
+    /// any count, [`MAX_ROWS`] rows per pass over the weights (candle has no SIMD Q4_1
+    /// product, and runs those Q8_0 rows one dot product per row and block).
+    fn takes(self, k: usize, m: usize) -> bool {
+        match self {
+            Kind::Q4K | Kind::Q6K => k.is_multiple_of(QK) && (1..=MAX_ROWS).contains(&m),
+            Kind::Q41 => k.is_multiple_of(QK32) && m >= 1,
+            Kind::Q80 => k.is_multiple_of(QK32) && !k.is_multiple_of(QK) && m >= 1,
         }
     }
 }
@@ -84,7 +116,10 @@ impl Kind {
 pub const MAX_ROWS: usize = 2;
 
 /// Whether [`gemv`] takes the weight `w` (`[n, k]`) for `m` input rows `k` wide: Q4_K or
-/// Q6_K, at most [`MAX_ROWS`] rows, `k` a multiple of 256, the tensor on the CPU.
+/// Q6_K at most [`MAX_ROWS`] rows with `k` a multiple of 256; Q4_1, and Q8_0 whose `k` is
+/// not a multiple of 256, at any number of rows (the callers send prompt chunks of
+/// [`super::llama::CPU_GEMM_MIN_ROWS`] rows and more to a GEMM first); the tensor on the
+/// CPU.
 ///
 /// Measured on the 2-core Xeon dev machine (`examples/qgemv_speed.rs`, Qwen3-0.6B shapes,
 /// GB/s of the file's bytes): Q4_K at 1 row 17.5 vs candle's 17–19 (candle reads its
@@ -94,10 +129,8 @@ pub const MAX_ROWS: usize = 2;
 pub fn takes(w: &QTensor, k: usize, m: usize) -> bool {
     available()
         && k > 0
-        && k.is_multiple_of(QK)
         && w.device().is_cpu()
-        && (1..=MAX_ROWS).contains(&m)
-        && Kind::of(w.dtype()).is_some()
+        && Kind::of(w.dtype()).is_some_and(|t| t.takes(k, m))
         && w.shape().dims() == [w.shape().dims()[0], k]
 }
 
@@ -183,6 +216,58 @@ impl Act {
     }
 }
 
+/// The input rows quantized per 32 values for Q4_1 and Q8_0 (GGML's Q8_1 form): per block
+/// a scale `d`, 32 int8 and `s` = d · Σ q (the term Q4_1's per-block minimum multiplies).
+struct Act32 {
+    k: usize,
+    d: Vec<f32>,
+    s: Vec<f32>,
+    qs: Vec<i8>,
+}
+
+impl Act32 {
+    fn quantize(x: &[f32], m: usize, k: usize) -> Act32 {
+        let nb = k / QK32;
+        let mut a = Act32 {
+            k,
+            d: vec![0.0; m * nb],
+            s: vec![0.0; m * nb],
+            qs: vec![0; m * k],
+        };
+        for ((xb, qb), (d, s)) in x
+            .chunks_exact(QK32)
+            .zip(a.qs.chunks_exact_mut(QK32))
+            .zip(a.d.iter_mut().zip(a.s.iter_mut()))
+        {
+            let amax = xb.iter().fold(0f32, |s, v| s.max(v.abs()));
+            if amax == 0.0 || !amax.is_finite() {
+                *d = if amax.is_finite() { 0.0 } else { f32::NAN };
+                continue;
+            }
+            let iscale = 127.0 / amax;
+            let mut sum = 0i32;
+            for (q, v) in qb.iter_mut().zip(xb) {
+                let r = v * iscale;
+                *q = (r + 0.5f32.copysign(r)) as i8;
+                sum += *q as i32;
+            }
+            *d = amax / 127.0;
+            *s = *d * sum as f32;
+        }
+        a
+    }
+
+    fn nb(&self) -> usize {
+        self.k / QK32
+    }
+}
+
+/// The input of one pass in the forms its weights need.
+struct Acts {
+    k256: Option<Act>,
+    k32: Option<Act32>,
+}
+
 /// `x @ w.t()` for each weight of `ws` on the same input `x` (`[.., rows, k]`, any float
 /// dtype, on the CPU) in one parallel region; `None` when [`takes`] refuses one of them
 /// (the caller then uses candle's matmul). The outputs are f32, `[.., rows, n_i]`.
@@ -193,7 +278,6 @@ pub fn gemv(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
         return Ok(None);
     }
     let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let act = Act::quantize(&xs, m, k);
     let mut parts = Vec::with_capacity(ws.len());
     for w in ws {
         let Some(kind) = Kind::of(w.dtype()) else {
@@ -218,18 +302,36 @@ pub fn gemv(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
         starts.push(units);
         units += n.div_ceil(UNIT_ROWS);
     }
-    let dsts: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
-    let run = |range: std::ops::Range<usize>| {
-        for u in range {
-            let i = starts.partition_point(|&s| s <= u) - 1;
-            let (kind, n, data) = &parts[i];
-            let rows = (u - starts[i]) * UNIT_ROWS..((u - starts[i] + 1) * UNIT_ROWS).min(*n);
-            // SAFETY: each unit writes only its own output rows (columns of `outs[i]`), and
-            // `outs` outlives the parallel region.
-            unsafe { rows_into(*kind, data, rows, *n, &act, m, dsts[i] as *mut f32) };
-        }
-    };
-    candle_core::utils::barrier_pool().execute_chunked(units, run);
+    let (any256, any32) = (
+        parts.iter().any(|p| !p.0.per32()),
+        parts.iter().any(|p| p.0.per32()),
+    );
+    // At most MAX_ROWS input rows per pass over the weights (more only for the 32-value
+    // types, `takes`).
+    for r0 in (0..m).step_by(MAX_ROWS) {
+        let mc = (m - r0).min(MAX_ROWS);
+        let xc = &xs[r0 * k..(r0 + mc) * k];
+        let acts = Acts {
+            k256: any256.then(|| Act::quantize(xc, mc, k)),
+            k32: any32.then(|| Act32::quantize(xc, mc, k)),
+        };
+        let dsts: Vec<usize> = outs
+            .iter_mut()
+            .zip(&parts)
+            .map(|(o, (_, n, _))| o[r0 * n..].as_mut_ptr() as usize)
+            .collect();
+        let run = |range: std::ops::Range<usize>| {
+            for u in range {
+                let i = starts.partition_point(|&s| s <= u) - 1;
+                let (kind, n, data) = &parts[i];
+                let rows = (u - starts[i]) * UNIT_ROWS..((u - starts[i] + 1) * UNIT_ROWS).min(*n);
+                // SAFETY: each unit writes only its own output rows (columns of `outs[i]`,
+                // rows r0..r0 + mc), and `outs` outlives the parallel region.
+                unsafe { rows_into(*kind, data, rows, *n, &acts, mc, dsts[i] as *mut f32) };
+            }
+        };
+        candle_core::utils::barrier_pool().execute_chunked(units, run);
+    }
     let mut lead: Vec<usize> = x.dims().to_vec();
     lead.pop();
     parts
@@ -248,29 +350,40 @@ pub fn gemv(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
 ///
 /// # Safety
 /// `dst` points to `m * n` f32 that no other thread writes in `rows`; `m` ≤ [`MAX_ROWS`];
-/// the CPU has AVX2, FMA and F16C; `data` holds `n` rows of `kind` blocks `act.k` wide.
+/// the CPU has AVX2, FMA and F16C; `data` holds `n` rows of `kind` blocks `k` wide, and
+/// `acts` holds the form `kind` reads.
 unsafe fn rows_into(
     kind: Kind,
     data: &[u8],
     rows: std::ops::Range<usize>,
     n: usize,
-    act: &Act,
+    acts: &Acts,
     m: usize,
     dst: *mut f32,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        let rb = kind.row_bytes(act.k);
+        let k = match (&acts.k256, &acts.k32) {
+            (Some(a), _) => a.k,
+            (_, Some(a)) => a.k,
+            _ => return,
+        };
+        let rb = kind.row_bytes(k);
         for row in rows {
             let w = &data[row * rb..(row + 1) * rb];
             let mut out = [0f32; MAX_ROWS];
             // SAFETY: the caller's contract (AVX2, FMA, F16C; whole blocks); m ≤ MAX_ROWS.
             unsafe {
-                match (kind, m) {
-                    (Kind::Q4K, 1) => avx2::q4k::<1>(w, act, &mut out),
-                    (Kind::Q4K, _) => avx2::q4k::<2>(w, act, &mut out),
-                    (Kind::Q6K, 1) => avx2::q6k::<1>(w, act, &mut out),
-                    (Kind::Q6K, _) => avx2::q6k::<2>(w, act, &mut out),
+                match (kind, m, &acts.k256, &acts.k32) {
+                    (Kind::Q4K, 1, Some(a), _) => avx2::q4k::<1>(w, a, &mut out),
+                    (Kind::Q4K, _, Some(a), _) => avx2::q4k::<2>(w, a, &mut out),
+                    (Kind::Q6K, 1, Some(a), _) => avx2::q6k::<1>(w, a, &mut out),
+                    (Kind::Q6K, _, Some(a), _) => avx2::q6k::<2>(w, a, &mut out),
+                    (Kind::Q41, 1, _, Some(a)) => avx2::q41::<1>(w, a, &mut out),
+                    (Kind::Q41, _, _, Some(a)) => avx2::q41::<2>(w, a, &mut out),
+                    (Kind::Q80, 1, _, Some(a)) => avx2::q80::<1>(w, a, &mut out),
+                    (Kind::Q80, _, _, Some(a)) => avx2::q80::<2>(w, a, &mut out),
+                    _ => return,
                 }
             }
             for (r, v) in out[..m].iter().enumerate() {
@@ -281,13 +394,13 @@ unsafe fn rows_into(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kind, data, rows, n, act, m, dst);
+        let _ = (kind, data, rows, n, acts, m, dst);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Act, QK};
+    use super::{Act, Act32, QK, QK32};
     use core::arch::x86_64::*;
 
     #[inline]
@@ -462,6 +575,67 @@ mod avx2 {
             out[r] = hsum(acc[r]);
         }
     }
+
+    /// Q4_1 (20-byte blocks of 32: f16 d, f16 min, 16 bytes whose low nibbles are values
+    /// 0..16 and high nibbles 16..32): value = d · q + min, so a block's product with the
+    /// input is d · dx · Σ q·xq + min · (dx · Σ xq).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q41<const MT: usize>(w: &[u8], act: &Act32, out: &mut [f32]) {
+        let nb = act.nb();
+        debug_assert!(w.len() >= nb * 20);
+        let m4 = _mm_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); MT];
+        let mut accm = [0f32; MT];
+        for b in 0..nb {
+            let blk = unsafe { w.as_ptr().add(b * 20) };
+            prefetch(blk, 20);
+            let (d, mn) = unsafe { (f16_at(blk), f16_at(blk.add(2))) };
+            let raw = unsafe { _mm_loadu_si128(blk.add(4) as *const __m128i) };
+            let q = _mm256_set_m128i(
+                _mm_and_si128(_mm_srli_epi16(raw, 4), m4),
+                _mm_and_si128(raw, m4),
+            );
+            for r in 0..MT {
+                let ab = r * nb + b;
+                let a = unsafe { load(act.qs[ab * QK32..].as_ptr() as *const u8) };
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
+                acc[r] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * act.d[ab]), acc[r]);
+                accm[r] += mn * act.s[ab];
+            }
+        }
+        for r in 0..MT {
+            out[r] = hsum(acc[r]) + accm[r];
+        }
+    }
+
+    /// Q8_0 (34-byte blocks of 32: f16 d, 32 int8): value = d · q; the signed products
+    /// as |q| · (x with q's sign) through `maddubs`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q80<const MT: usize>(w: &[u8], act: &Act32, out: &mut [f32]) {
+        let nb = act.nb();
+        debug_assert!(w.len() >= nb * 34);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); MT];
+        for b in 0..nb {
+            let blk = unsafe { w.as_ptr().add(b * 34) };
+            prefetch(blk, 34);
+            let d = unsafe { f16_at(blk) };
+            let q = unsafe { load(blk.add(2)) };
+            let aq = _mm256_sign_epi8(q, q);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let ab = r * nb + b;
+                let a = unsafe { load(act.qs[ab * QK32..].as_ptr() as *const u8) };
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(a, q)), ones);
+                *acc_r =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * act.d[ab]), *acc_r);
+            }
+        }
+        for r in 0..MT {
+            out[r] = hsum(acc[r]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -512,6 +686,14 @@ mod tests {
             for m in 1..=MAX_ROWS {
                 let e = check(t, 40, 512, m);
                 // Only the input's 8-bit rounding differs: under 1 % here.
+                assert!(e < 0.02, "{t:?} at {m} rows: error {e}");
+            }
+        }
+        // The 32-value types at SmolLM2's width (576, not a multiple of 256), and at more
+        // rows than one pass takes (MAX_ROWS per pass over the weights).
+        for t in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            for m in [1, 2, 5] {
+                let e = check(t, 40, 576, m);
                 assert!(e < 0.02, "{t:?} at {m} rows: error {e}");
             }
         }
@@ -573,7 +755,12 @@ mod tests {
     fn other_types_and_more_rows_are_left_to_candle() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (1, 256), &dev).unwrap();
-        for t in [GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q5K] {
+        for t in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q8_0,
+            GgmlDType::Q5K,
+            GgmlDType::Q5_0,
+        ] {
             let q =
                 QTensor::quantize(&Tensor::randn(0f32, 1.0, (8, 256), &dev).unwrap(), t).unwrap();
             assert!(gemv(&[&q], &x).unwrap().is_none(), "{t:?}");
@@ -586,5 +773,12 @@ mod tests {
         let rows = Tensor::randn(0f32, 1.0, (MAX_ROWS + 1, 256), &dev).unwrap();
         assert!(gemv(&[&q], &rows).unwrap().is_none());
         assert_eq!(gemv(&[&q], &x).unwrap().is_some(), available());
+        // Q4_1 at any width of whole blocks; Q8_0 only where candle's tiles cannot take it.
+        let q41 = QTensor::quantize(
+            &Tensor::randn(0f32, 1.0, (8, 256), &dev).unwrap(),
+            GgmlDType::Q4_1,
+        )
+        .unwrap();
+        assert_eq!(gemv(&[&q41], &rows).unwrap().is_some(), available());
     }
 }

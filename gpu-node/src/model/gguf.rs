@@ -440,12 +440,18 @@ struct GgufSource {
 }
 
 /// Weight types for which candle's CPU backend has no SIMD dot product (it runs a scalar
-/// loop 5–10× slower than Q8_0's AVX one). On the CPU these are re-quantized to Q8_0 at
-/// load: each block's values `min + d·q` are re-rounded to 1/127 of the block's largest
-/// value, an error far below the 4/5-bit step itself. `DAYSHIFT_GGUF_KEEP_TYPES=1` keeps
-/// them as they are.
+/// loop 5–10× slower than Q8_0's AVX one) and our kernel ([`super::cpu_qgemv`]) none
+/// either: Q5_0 and Q5_1, and Q4_1 on CPUs without AVX2/FMA/F16C (with them, Q4_1 stays
+/// as stored: 0.625 bytes a weight read per token instead of Q8_0's 1.0625). On the CPU
+/// these are re-quantized to Q8_0 at load: each block's values `min + d·q` are re-rounded
+/// to 1/127 of the block's largest value, an error far below the 4/5-bit step itself.
+/// `DAYSHIFT_GGUF_KEEP_TYPES=1` keeps them as they are.
 fn slow_on_cpu(dt: GgmlDType) -> bool {
-    matches!(dt, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
+    match dt {
+        GgmlDType::Q4_1 => !super::cpu_qgemv::available(),
+        GgmlDType::Q5_0 | GgmlDType::Q5_1 => true,
+        _ => false,
+    }
 }
 
 impl GgufSource {
