@@ -98,8 +98,8 @@ impl Kind {
 
     /// Whether the kernel takes a row of `k` values of this type at `m` input rows: the
     /// K-quants 256-aligned at up to [`MAX_ROWS`] rows; Q4_1 and (not 256-aligned) Q8_0 at
-    /// any count, [`MAX_ROWS`] rows per pass over the weights (candle has no SIMD Q4_1
-    /// product, and runs those Q8_0 rows one dot product per row and block).
+    /// any count, [`ROWS32_PER_PASS`] rows per pass over the weights (candle has no SIMD
+    /// Q4_1 product, and runs those Q8_0 rows one dot product per row and block).
     fn takes(self, k: usize, m: usize) -> bool {
         match self {
             Kind::Q4K | Kind::Q6K => k.is_multiple_of(QK) && (1..=MAX_ROWS).contains(&m),
@@ -114,6 +114,11 @@ impl Kind {
 /// two: from 2 rows on candle's kernels are as fast (`examples/qgemv_speed.rs`: Q4_K at 2
 /// rows 12–15 GB/s both), and at 4 rows and more faster (a prompt's 60 rows: 3×).
 pub const MAX_ROWS: usize = 2;
+
+/// Input rows per pass over the weights for Q4_1 and Q8_0 ([`Kind::per32`]): a CPU node's
+/// decode step carries one row per running sequence, and each pass streams every weight
+/// byte again (at 2 rows a pass, 6 concurrent chats read SmolLM2's weights 3 times a step).
+const ROWS32_PER_PASS: usize = 8;
 
 /// Whether [`gemv`] takes the weight `w` (`[n, k]`) for `m` input rows `k` wide: Q4_K or
 /// Q6_K at most [`MAX_ROWS`] rows with `k` a multiple of 256; Q4_1, and Q8_0 whose `k` is
@@ -306,10 +311,11 @@ pub fn gemv(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
         parts.iter().any(|p| !p.0.per32()),
         parts.iter().any(|p| p.0.per32()),
     );
-    // At most MAX_ROWS input rows per pass over the weights (more only for the 32-value
-    // types, `takes`).
-    for r0 in (0..m).step_by(MAX_ROWS) {
-        let mc = (m - r0).min(MAX_ROWS);
+    // Input rows per pass over the weights: all of them for the K-quants (at most
+    // MAX_ROWS, `takes`), ROWS32_PER_PASS for the 32-value types.
+    let per_pass = if any256 { MAX_ROWS } else { ROWS32_PER_PASS };
+    for r0 in (0..m).step_by(per_pass) {
+        let mc = (m - r0).min(per_pass);
         let xc = &xs[r0 * k..(r0 + mc) * k];
         let acts = Acts {
             k256: any256.then(|| Act::quantize(xc, mc, k)),
@@ -349,7 +355,8 @@ pub fn gemv(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
 /// Output rows `rows` of one weight for all `m` input rows, into `dst` (`[m, n]`).
 ///
 /// # Safety
-/// `dst` points to `m * n` f32 that no other thread writes in `rows`; `m` ≤ [`MAX_ROWS`];
+/// `dst` points to `m * n` f32 that no other thread writes in `rows`; `m` ≤ [`MAX_ROWS`]
+/// for the K-quants, ≤ [`ROWS32_PER_PASS`] for the 32-value types;
 /// the CPU has AVX2, FMA and F16C; `data` holds `n` rows of `kind` blocks `k` wide, and
 /// `acts` holds the form `kind` reads.
 unsafe fn rows_into(
@@ -371,18 +378,17 @@ unsafe fn rows_into(
         let rb = kind.row_bytes(k);
         for row in rows {
             let w = &data[row * rb..(row + 1) * rb];
-            let mut out = [0f32; MAX_ROWS];
-            // SAFETY: the caller's contract (AVX2, FMA, F16C; whole blocks); m ≤ MAX_ROWS.
+            let mut out = [0f32; ROWS32_PER_PASS];
+            // SAFETY: the caller's contract (AVX2, FMA, F16C; whole blocks); m ≤ MAX_ROWS
+            // for the K-quants, ≤ ROWS32_PER_PASS for the others (each kernel reads MT rows).
             unsafe {
                 match (kind, m, &acts.k256, &acts.k32) {
                     (Kind::Q4K, 1, Some(a), _) => avx2::q4k::<1>(w, a, &mut out),
                     (Kind::Q4K, _, Some(a), _) => avx2::q4k::<2>(w, a, &mut out),
                     (Kind::Q6K, 1, Some(a), _) => avx2::q6k::<1>(w, a, &mut out),
                     (Kind::Q6K, _, Some(a), _) => avx2::q6k::<2>(w, a, &mut out),
-                    (Kind::Q41, 1, _, Some(a)) => avx2::q41::<1>(w, a, &mut out),
-                    (Kind::Q41, _, _, Some(a)) => avx2::q41::<2>(w, a, &mut out),
-                    (Kind::Q80, 1, _, Some(a)) => avx2::q80::<1>(w, a, &mut out),
-                    (Kind::Q80, _, _, Some(a)) => avx2::q80::<2>(w, a, &mut out),
+                    (Kind::Q41, _, _, Some(a)) => per32_rows(avx2::Q41, m, w, a, &mut out),
+                    (Kind::Q80, _, _, Some(a)) => per32_rows(avx2::Q80, m, w, a, &mut out),
                     _ => return,
                 }
             }
@@ -398,10 +404,49 @@ unsafe fn rows_into(
     }
 }
 
+/// One weight row of a 32-value type against `m` (1 to [`ROWS32_PER_PASS`]) input rows.
+///
+/// # Safety
+/// As [`rows_into`]: AVX2, FMA and F16C; `w` whole blocks of `act.k` values; `act` holds
+/// `m` rows.
+#[cfg(target_arch = "x86_64")]
+unsafe fn per32_rows(t: avx2::Per32, m: usize, w: &[u8], act: &Act32, out: &mut [f32]) {
+    use avx2::Per32::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        match (t, m) {
+            (Q41, 1) => avx2::q41::<1>(w, act, out),
+            (Q41, 2) => avx2::q41::<2>(w, act, out),
+            (Q41, 3) => avx2::q41::<3>(w, act, out),
+            (Q41, 4) => avx2::q41::<4>(w, act, out),
+            (Q41, 5) => avx2::q41::<5>(w, act, out),
+            (Q41, 6) => avx2::q41::<6>(w, act, out),
+            (Q41, 7) => avx2::q41::<7>(w, act, out),
+            (Q41, _) => avx2::q41::<8>(w, act, out),
+            (Q80, 1) => avx2::q80::<1>(w, act, out),
+            (Q80, 2) => avx2::q80::<2>(w, act, out),
+            (Q80, 3) => avx2::q80::<3>(w, act, out),
+            (Q80, 4) => avx2::q80::<4>(w, act, out),
+            (Q80, 5) => avx2::q80::<5>(w, act, out),
+            (Q80, 6) => avx2::q80::<6>(w, act, out),
+            (Q80, 7) => avx2::q80::<7>(w, act, out),
+            (Q80, _) => avx2::q80::<8>(w, act, out),
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Act, Act32, QK, QK32};
     use core::arch::x86_64::*;
+
+    /// The 32-value types' kernels ([`super::per32_rows`]).
+    #[derive(Clone, Copy)]
+    pub(super) enum Per32 {
+        Q41,
+        Q80,
+    }
+    pub(super) use Per32::{Q41, Q80};
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -689,10 +734,10 @@ mod tests {
                 assert!(e < 0.02, "{t:?} at {m} rows: error {e}");
             }
         }
-        // The 32-value types at SmolLM2's width (576, not a multiple of 256), and at more
-        // rows than one pass takes (MAX_ROWS per pass over the weights).
+        // The 32-value types at SmolLM2's width (576, not a multiple of 256), at every row
+        // count of one pass and at more (ROWS32_PER_PASS per pass over the weights).
         for t in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
-            for m in [1, 2, 5] {
+            for m in [1, 2, 3, 4, 5, 6, 7, 8, 11] {
                 let e = check(t, 40, 576, m);
                 assert!(e < 0.02, "{t:?} at {m} rows: error {e}");
             }

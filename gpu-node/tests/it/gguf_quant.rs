@@ -60,8 +60,10 @@ fn every_gguf_type_loads_and_tracks_the_dense_model() {
         // The load-time self-check of the quantized matmul (run on CUDA by the loader)
         // passes here, for this file's type, well inside its bound.
         let checked = g.llama.check_quant_matmul().unwrap();
-        // (The CPU holds Q4_1/Q5_0/Q5_1 as Q8_0: gguf.rs's `slow_on_cpu`.)
+        // (The CPU holds Q5_0/Q5_1, and Q4_1 where our kernel does not run, as Q8_0:
+        // gguf.rs's `slow_on_cpu`.)
         let held = match dt {
+            GgmlDType::Q4_1 if dayshift_node::model::cpu_qgemv::available() => dt,
             GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 => GgmlDType::Q8_0,
             t => t,
         };
