@@ -173,6 +173,23 @@ pub fn candle_tiles_take(w: &QTensor, m: usize) -> bool {
     }
 }
 
+/// One block of the input `xb` as int8 `qb` at 1/127 of its largest magnitude (rounded
+/// half away from zero; `f32::round` is a library call here); returns the scale. A block
+/// of zeros gets scale 0, a non-finite one NaN (the model's output shows it anyway), and
+/// both keep their int8 values at 0.
+fn quantize_block(xb: &[f32], qb: &mut [i8]) -> f32 {
+    let amax = xb.iter().fold(0f32, |s, v| s.max(v.abs()));
+    if amax == 0.0 || !amax.is_finite() {
+        return if amax.is_finite() { 0.0 } else { f32::NAN };
+    }
+    let iscale = 127.0 / amax;
+    for (q, v) in qb.iter_mut().zip(xb) {
+        let r = v * iscale;
+        *q = (r + 0.5f32.copysign(r)) as i8;
+    }
+    amax / 127.0
+}
+
 /// The input rows in Q8_K form: per row `k / 256` blocks of a scale, 256 int8 values and
 /// 16 sums of 16 values.
 struct Act {
@@ -196,22 +213,10 @@ impl Act {
             .zip(a.qs.chunks_exact_mut(QK))
             .zip(a.d.iter_mut().zip(a.bsums.chunks_exact_mut(QK / 16)))
         {
-            let amax = xb.iter().fold(0f32, |s, v| s.max(v.abs()));
-            if amax == 0.0 || !amax.is_finite() {
-                // Zeros (or a non-finite input, which the model's output shows anyway).
-                *d = if amax.is_finite() { 0.0 } else { f32::NAN };
-                continue;
-            }
-            let iscale = 127.0 / amax;
-            for (q, v) in qb.iter_mut().zip(xb) {
-                // Round half away from zero (f32::round is a library call here).
-                let r = v * iscale;
-                *q = (r + 0.5f32.copysign(r)) as i8;
-            }
+            *d = quantize_block(xb, qb);
             for (s, q16) in sums.iter_mut().zip(qb.chunks_exact(16)) {
                 *s = q16.iter().map(|&q| q as i16).sum();
             }
-            *d = amax / 127.0;
         }
         a
     }
@@ -244,20 +249,8 @@ impl Act32 {
             .zip(a.qs.chunks_exact_mut(QK32))
             .zip(a.d.iter_mut().zip(a.s.iter_mut()))
         {
-            let amax = xb.iter().fold(0f32, |s, v| s.max(v.abs()));
-            if amax == 0.0 || !amax.is_finite() {
-                *d = if amax.is_finite() { 0.0 } else { f32::NAN };
-                continue;
-            }
-            let iscale = 127.0 / amax;
-            let mut sum = 0i32;
-            for (q, v) in qb.iter_mut().zip(xb) {
-                let r = v * iscale;
-                *q = (r + 0.5f32.copysign(r)) as i8;
-                sum += *q as i32;
-            }
-            *d = amax / 127.0;
-            *s = *d * sum as f32;
+            *d = quantize_block(xb, qb);
+            *s = *d * qb.iter().map(|&q| q as i32).sum::<i32>() as f32;
         }
         a
     }
