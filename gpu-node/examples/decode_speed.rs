@@ -17,6 +17,8 @@ use dayshift_node::model::llama::{BatchItem, KvCache, WantLogits};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: no other thread yet; as `serve` does.
+    unsafe { dayshift_node::device::pin_cpu_threads() };
     let mut args = std::env::args().skip(1);
     let path = args
         .next()

@@ -11,6 +11,21 @@ pub struct DeviceInfo {
     pub facts: GpuFacts,
 }
 
+/// Fixes the CPU thread count for the process: when `RAYON_NUM_THREADS` is unset, sets it
+/// to candle's own default (the CPUs this process may run on). candle asks for the count
+/// on every CPU matmul, and unset, it re-reads `/proc/cpuinfo` each time: ~60 times a
+/// SmolLM2 decode step, 3 % of the step's CPU time (`perf` on `examples/decode_speed.rs`).
+///
+/// # Safety
+/// Call before any other thread of the process starts (it writes the environment).
+pub unsafe fn pin_cpu_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        // SAFETY: the caller's contract: no other thread reads the environment yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
+}
+
 /// Host memory (total, available) in bytes from `/proc/meminfo`; zeros when unreadable.
 pub fn host_memory() -> (u64, u64) {
     let Ok(text) = std::fs::read_to_string("/proc/meminfo") else {

@@ -61,6 +61,8 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
+    // SAFETY: first thing in main, before the runtime or any pool starts a thread.
+    unsafe { dayshift_node::device::pin_cpu_threads() };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -31,6 +31,29 @@ const QK: usize = 256;
 const UNIT_ROWS: usize = 16;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
+static AVX512: AtomicBool = AtomicBool::new(true);
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Turns the AVX-512 form of the Q4_1 kernel off (`false`, leaving the AVX2 one) or on
+/// where the CPU has it, so that a benchmark compares both in one run.
+pub fn set_avx512(on: bool) {
+    AVX512.store(on, Ordering::Relaxed);
+}
+
+/// Whether Q4_1 rows go through the AVX-512 kernel (the CPU has AVX-512 F, BW, VNNI and
+/// VBMI, and [`set_avx512`] left it on).
+fn use_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::supported() && AVX512.load(Ordering::Relaxed)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Turns the kernel off (`false`) or on for this process, so that a benchmark can compare
 /// it with candle's path in one run (`examples/decode_speed.rs`).
@@ -264,6 +287,9 @@ impl Act32 {
 struct Acts {
     k256: Option<Act>,
     k32: Option<Act32>,
+    /// `k32` per group of 4 blocks, where Q4_1 rows take the AVX-512 kernel.
+    #[cfg(target_arch = "x86_64")]
+    pairs: Option<avx512::GroupInput>,
 }
 
 /// `x @ w.t()` for each weight of `ws` on the same input `x` (`[.., rows, k]`, any float
@@ -310,9 +336,15 @@ pub fn gemv(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
     for r0 in (0..m).step_by(per_pass) {
         let mc = (m - r0).min(per_pass);
         let xc = &xs[r0 * k..(r0 + mc) * k];
+        let k32 = any32.then(|| Act32::quantize(xc, mc, k));
         let acts = Acts {
             k256: any256.then(|| Act::quantize(xc, mc, k)),
-            k32: any32.then(|| Act32::quantize(xc, mc, k)),
+            #[cfg(target_arch = "x86_64")]
+            pairs: k32
+                .as_ref()
+                .filter(|_| use_avx512() && parts.iter().any(|p| p.0 == Kind::Q41))
+                .map(|a| avx512::GroupInput::new(a, mc)),
+            k32,
         };
         let dsts: Vec<usize> = outs
             .iter_mut()
@@ -380,7 +412,10 @@ unsafe fn rows_into(
                     (Kind::Q4K, _, Some(a), _) => avx2::q4k::<2>(w, a, &mut out),
                     (Kind::Q6K, 1, Some(a), _) => avx2::q6k::<1>(w, a, &mut out),
                     (Kind::Q6K, _, Some(a), _) => avx2::q6k::<2>(w, a, &mut out),
-                    (Kind::Q41, _, _, Some(a)) => per32_rows(avx2::Q41, m, w, a, &mut out),
+                    (Kind::Q41, _, _, Some(a)) => match &acts.pairs {
+                        Some(ps) => q41_avx512(m, w, a, ps, &mut out),
+                        None => per32_rows(avx2::Q41, m, w, a, &mut out),
+                    },
                     (Kind::Q80, _, _, Some(a)) => per32_rows(avx2::Q80, m, w, a, &mut out),
                     _ => return,
                 }
@@ -394,6 +429,28 @@ unsafe fn rows_into(
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (kind, data, rows, n, acts, m, dst);
+    }
+}
+
+/// One Q4_1 weight row against `m` (1 to [`ROWS32_PER_PASS`]) input rows on AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW, VNNI and VBMI; `w` whole blocks of `act.k` values; `act`
+/// and `ps` hold `m` rows.
+#[cfg(target_arch = "x86_64")]
+unsafe fn q41_avx512(m: usize, w: &[u8], act: &Act32, ps: &avx512::GroupInput, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match m {
+            1 => avx512::q41::<1>(w, act.nb(), ps, out),
+            2 => avx512::q41::<2>(w, act.nb(), ps, out),
+            3 => avx512::q41::<3>(w, act.nb(), ps, out),
+            4 => avx512::q41::<4>(w, act.nb(), ps, out),
+            5 => avx512::q41::<5>(w, act.nb(), ps, out),
+            6 => avx512::q41::<6>(w, act.nb(), ps, out),
+            7 => avx512::q41::<7>(w, act.nb(), ps, out),
+            _ => avx512::q41::<8>(w, act.nb(), ps, out),
+        }
     }
 }
 
