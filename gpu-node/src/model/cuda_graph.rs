@@ -187,3 +187,36 @@ pub(crate) fn replay(
         .map_err(|e| err("decode graph launch", e))?;
     Ok(Some(e.logits.narrow(0, 0, n)?))
 }
+
+/// GPU time of one replay of the captured graph of `b` rows, in µs: `n` replays back to
+/// back on the stream, without index updates, between two timing events (a benchmark's
+/// view of the graph alone, `examples/graph_speed.rs`). Each relaunch first frees the
+/// previous replay's output (`AUTO_FREE_ON_LAUNCH`), which waits for it: replays back to
+/// back are slower than steps with the host in between (H200, 2026-12-04).
+pub fn replay_gpu_us(model: &Llama, kv: &KvCache, b: usize, n: usize) -> Result<f64> {
+    let Device::Cuda(dev) = model.device() else {
+        candle_core::bail!("graph timing needs a CUDA device");
+    };
+    let Some(e) = kv
+        .graphs
+        .as_ref()
+        .and_then(|g| g.entries.iter().find(|e| e.b == b))
+    else {
+        candle_core::bail!("no decode graph of {b} rows was captured");
+    };
+    let stream = dev.cuda_stream();
+    let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+    e.graph.launch().map_err(|e| err("graph launch", e))?;
+    let t0 = stream
+        .record_event(timing)
+        .map_err(|e| err("timing event", e))?;
+    for _ in 0..n {
+        e.graph.launch().map_err(|e| err("graph launch", e))?;
+    }
+    let t1 = stream
+        .record_event(timing)
+        .map_err(|e| err("timing event", e))?;
+    t1.synchronize().map_err(|e| err("timing event", e))?;
+    let ms = t0.elapsed_ms(&t1).map_err(|e| err("timing event", e))?;
+    Ok(ms as f64 * 1e3 / n.max(1) as f64)
+}

@@ -512,7 +512,7 @@ client = openai.OpenAI(
 answer = client.chat.completions.create(
     model="smollm2-135m-instruct",
     messages=[{"role": "system", "content": "You are a helpful assistant."},
-              {"role": "user", "content": "What is the capital of France?"}],
+              {"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
     temperature=0,
     max_tokens=64,
 )

@@ -1,0 +1,115 @@
+//! A batch-1 GPU decode step through the model's decode graph (a CUDA build, on the GPU
+//! machine): steps as the engine runs them (host enqueue, then the greedy pick copied
+//! back, which waits for the GPU: the time per token at batch 1), the same steps enqueued
+//! back to back with one wait at the end, and the graph alone replayed back to back
+//! (timed by CUDA events). On an H200 (2026-12-04) both back-to-back forms were slower
+//! than the engine's steps (llama1b 1,040 / 1,030 against 1,000 µs): a relaunch first
+//! frees the previous replay's output (`AUTO_FREE_ON_LAUNCH`), which waits for it, so the
+//! host's side of a step (12–40 µs of enqueue) is not what limits a step.
+//!
+//!     cargo build --release -p dayshift-node --features cuda --example graph_speed
+//!     [QUANT=q4_k] [KV=SLOTSxTOKENS] graph_speed MODEL [STEPS]   (a model as `serve` takes it)
+
+use candle_core::{Device, Tensor};
+use dayshift_node::model::decode_ops::argmax_rows;
+use dayshift_node::model::llama::{BatchItem, KvCache, Llama, WantLogits};
+use dayshift_node::model::{LoadedModel, load_quantized};
+use std::time::Instant;
+
+/// One decode step of slot 0 at position `pos`; the logits.
+fn step(m: &Llama, kv: &mut KvCache, pos: usize, tok: u32) -> anyhow::Result<Tensor> {
+    let toks = [tok];
+    let item = BatchItem {
+        slot: 0,
+        start: pos,
+        tokens: &toks,
+        want: WantLogits::Last,
+    };
+    m.forward_batch(kv, &[item])?
+        .ok_or_else(|| anyhow::anyhow!("the step returned no logits"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: graph_speed MODEL_DIR [STEPS]"))?;
+    let steps: usize = args.next().map_or(Ok(256), |s| s.parse())?;
+    let dev = Device::new_cuda(0)?;
+    // QUANT=q4_k (a uniform type) quantizes a safetensors model's matrices at load.
+    let quant = std::env::var("QUANT").ok();
+    let path = std::path::Path::new(&dir);
+    let LoadedModel::Generation(g) = load_quantized(path, None, quant.as_deref(), &dev)? else {
+        anyhow::bail!("{dir}: not a generation model");
+    };
+    let m = &g.llama;
+    let prompt: Vec<u32> = (0..16u32).collect();
+    // KV=SLOTSxTOKENS sets the cache's geometry (default: one slot of prompt + steps), e.g.
+    // `KV=128x4096` for what `serve` allocates for a 4k-context model.
+    let (slots, cap) = match std::env::var("KV").ok().and_then(|v| {
+        let (a, b) = v.split_once('x')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }) {
+        Some(x) => x,
+        None => (1, prompt.len() + 2 * steps + 8),
+    };
+    anyhow::ensure!(
+        cap >= prompt.len() + 2 * steps + 8,
+        "KV: the cache must hold 2 x STEPS tokens"
+    );
+    let mut kv = KvCache::new(m, slots, cap)?;
+    let buckets = kv.capture_graphs(m)?;
+    println!(
+        "{dir} {}: graph buckets {buckets:?}",
+        quant.as_deref().unwrap_or("")
+    );
+    let first = BatchItem {
+        slot: 0,
+        start: 0,
+        tokens: &prompt,
+        want: WantLogits::Last,
+    };
+    let lg = m
+        .forward_batch(&mut kv, &[first])?
+        .ok_or_else(|| anyhow::anyhow!("no logits"))?;
+    let mut tok = argmax_rows(&lg)?.to_vec1::<u32>()?[0];
+    let mut pos = prompt.len();
+    for round in 0..2 {
+        // As the engine: enqueue, then wait for the picked token.
+        let (mut enqueue, t0) = (0f64, Instant::now());
+        for _ in 0..steps {
+            let t = Instant::now();
+            let lg = step(m, &mut kv, pos, tok)?;
+            enqueue += t.elapsed().as_secs_f64();
+            tok = argmax_rows(&lg)?.to_vec1::<u32>()?[0];
+            pos += 1;
+        }
+        let synced = t0.elapsed().as_secs_f64();
+        // Back to back: every step's input is the same token, one wait at the end.
+        dev.synchronize()?;
+        let t0 = Instant::now();
+        let mut last = None;
+        for _ in 0..steps {
+            last = Some(argmax_rows(&step(m, &mut kv, pos, tok)?)?);
+            pos += 1;
+        }
+        if let Some(l) = last {
+            l.to_vec1::<u32>()?;
+        }
+        let b2b = t0.elapsed().as_secs_f64();
+        let us = |s: f64| s * 1e6 / steps as f64;
+        println!(
+            "round {round}: {steps} steps; as the engine {:.1} us a step (host enqueue {:.1} us of it); back to back {:.1} us a step",
+            us(synced),
+            us(enqueue),
+            us(b2b),
+        );
+        pos = prompt.len(); // the next round rewrites the same positions
+    }
+    #[cfg(feature = "cuda")]
+    {
+        let us = dayshift_node::model::cuda_graph::replay_gpu_us(m, &kv, 1, steps)?;
+        println!("graph alone, replayed back to back: {us:.1} us a step (GPU time)");
+    }
+    Ok(())
+}
