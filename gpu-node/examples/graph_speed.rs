@@ -3,12 +3,15 @@
 //! back, which waits for the GPU: the time per token at batch 1), the same steps enqueued
 //! back to back with one wait at the end, and the graph alone replayed back to back
 //! (timed by CUDA events). On an H200 (2026-12-04) both back-to-back forms were slower
-//! than the engine's steps (llama1b 1,040 / 1,030 against 1,000 µs): a relaunch first
-//! frees the previous replay's output (`AUTO_FREE_ON_LAUNCH`), which waits for it, so the
-//! host's side of a step (12–40 µs of enqueue) is not what limits a step.
+//! than the engine's steps (llama1b 1,040 / 1,030 against ~980 µs): a relaunch first
+//! frees the previous replay's output (`AUTO_FREE_ON_LAUNCH`), which waits for it. The
+//! host's enqueue (13–34 µs) lies on the critical path: a step is longer by about as much
+//! as its enqueue is (`bench/gpu/results/h200-s13/graph_speed.txt`).
 //!
 //!     cargo build --release -p dayshift-node --features cuda --example graph_speed
-//!     [QUANT=q4_k] [KV=SLOTSxTOKENS] graph_speed MODEL [STEPS]   (a model as `serve` takes it)
+//!     [QUANT=q4_k] [KV=SLOTSxTOKENS] [NODE_DEVICE=1] graph_speed MODEL [STEPS]
+//!
+//! (a model as `serve` takes it; `NODE_DEVICE=1` opens the GPU as `serve` does.)
 
 use candle_core::{Device, Tensor};
 use dayshift_node::model::decode_ops::argmax_rows;
@@ -35,7 +38,13 @@ fn main() -> anyhow::Result<()> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("usage: graph_speed MODEL_DIR [STEPS]"))?;
     let steps: usize = args.next().map_or(Ok(256), |s| s.parse())?;
-    let dev = Device::new_cuda(0)?;
+    // NODE_DEVICE=1: the device as `serve` opens it (no cudarc event tracking, the memory
+    // pool kept), to compare with candle's plain `Device::new_cuda`.
+    let dev = if std::env::var("NODE_DEVICE").is_ok_and(|v| v == "1") {
+        dayshift_node::device::select("cuda:0")?.device
+    } else {
+        Device::new_cuda(0)?
+    };
     // QUANT=q4_k (a uniform type) quantizes a safetensors model's matrices at load.
     let quant = std::env::var("QUANT").ok();
     let path = std::path::Path::new(&dir);
