@@ -9,9 +9,10 @@
 //! as its enqueue is (`bench/gpu/results/h200-s13/graph_speed.txt`).
 //!
 //!     cargo build --release -p dayshift-node --features cuda --example graph_speed
-//!     [QUANT=q4_k] [KV=SLOTSxTOKENS] [NODE_DEVICE=1] graph_speed MODEL [STEPS]
+//!     [QUANT=q4_k] [KV=SLOTSxTOKENS] [NODE_DEVICE=1] [PAUSE_MS=N] graph_speed MODEL [STEPS]
 //!
-//! (a model as `serve` takes it; `NODE_DEVICE=1` opens the GPU as `serve` does.)
+//! (a model as `serve` takes it; `NODE_DEVICE=1` opens the GPU as `serve` does;
+//! `PAUSE_MS` adds bursts of steps after an idle GPU.)
 
 use candle_core::{Device, Tensor};
 use dayshift_node::model::decode_ops::argmax_rows;
@@ -114,6 +115,32 @@ fn main() -> anyhow::Result<()> {
             us(b2b),
         );
         pos = prompt.len(); // the next round rewrites the same positions
+    }
+    // PAUSE_MS=N: bursts of 128 engine-like steps with N ms of idle GPU between them, as a
+    // benchmark client's requests leave it (the median step of the bursts' steps).
+    if let Some(pause) = std::env::var("PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let mut times = Vec::new();
+        for _ in 0..8 {
+            std::thread::sleep(std::time::Duration::from_millis(pause));
+            pos = prompt.len();
+            for _ in 0..128.min(steps) {
+                let t = Instant::now();
+                let lg = step(m, &mut kv, pos, tok)?;
+                tok = argmax_rows(&lg)?.to_vec1::<u32>()?[0];
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+                pos += 1;
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "bursts of 128 steps after {pause} ms idle: median {:.1} us a step, p10 {:.1}, p90 {:.1}",
+            times[times.len() / 2],
+            times[times.len() / 10],
+            times[times.len() * 9 / 10]
+        );
     }
     #[cfg(feature = "cuda")]
     {
