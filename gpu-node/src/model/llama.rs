@@ -36,7 +36,8 @@ impl Module for Lin {
                     QMatMul::QTensor(q)
                         if x.device().is_cpu()
                             && rows(x) >= CPU_GEMM_MIN_ROWS
-                            && !super::cpu_qgemv::candle_tiles_take(q, rows(x)) =>
+                            && !super::cpu_qgemv::candle_tiles_take(q, rows(x))
+                            && !super::cpu_qgemv::beats_gemm(q) =>
                     {
                         // Many rows (a prompt chunk) and no int8 tiles for this weight: one
                         // f32 GEMM over the dequantized weight beats a quantized dot
@@ -107,7 +108,8 @@ pub const PREFILL_SCORES_BYTES: usize = dayshift_config::memory::PREFILL_SCORES_
 /// column), which is ~1 multiply-add per weight byte per row: the dequantization is paid
 /// once per call and shared by every row. Measured by `examples/prefill_speed.rs`. Not
 /// for weights candle's int8 tile kernels take ([`super::cpu_qgemv::candle_tiles_take`]:
-/// Q4_K/Q6_K/Q8_0 multiples of 256 wide on x86), which are faster at every chunk size.
+/// Q4_K/Q6_K/Q8_0 multiples of 256 wide on x86), which are faster at every chunk size,
+/// nor for Q4_1 where our AVX-512 kernel runs ([`super::cpu_qgemv::beats_gemm`]).
 pub const CPU_GEMM_MIN_ROWS: usize = 64;
 
 /// Rows of a `[.., rows, in]` activation.
@@ -123,7 +125,10 @@ fn rows(x: &Tensor) -> usize {
 /// once and the products share one parallel region, instead of one each.
 /// Otherwise each layer as `forward_rows` (`rows`) or `forward`.
 fn lin_shared(ls: &[&Lin], h: &Tensor, rows_path: bool) -> Result<Vec<Tensor>> {
-    if h.device().is_cpu() && rows(h) < CPU_GEMM_MIN_ROWS {
+    let ours_beats_gemm = ls.iter().all(|l| {
+        matches!(l, Lin::Quant { w: QMatMul::QTensor(q), .. } if super::cpu_qgemv::beats_gemm(q))
+    });
+    if h.device().is_cpu() && (rows(h) < CPU_GEMM_MIN_ROWS || ours_beats_gemm) {
         let qs: Option<Vec<&QTensor>> = ls
             .iter()
             .map(|l| match l {

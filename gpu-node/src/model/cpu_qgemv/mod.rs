@@ -162,6 +162,17 @@ pub fn takes(w: &QTensor, k: usize, m: usize) -> bool {
         && w.shape().dims() == [w.shape().dims()[0], k]
 }
 
+/// Whether [`gemv`] on a prompt chunk's rows (any count, [`ROWS32_PER_PASS`] a pass over
+/// the weight) beats dequantizing the weight for one f32 GEMM: Q4_1 on the AVX-512
+/// kernel. SmolLM2-135M Q4_1 on the 2-core dev machine (`examples/prefill_speed.rs`,
+/// chunks of 256, tok/s against the GEMM's in the same session): 64 tokens 526 vs 150–190,
+/// 128 tokens 496 vs 208–216, 256 tokens 389 vs 355, 1,024 tokens 340 vs 314. (Measured
+/// where the weights fit the L3 cache, as SmolLM2's do; Q4_1 is the embedded default's
+/// type. The AVX2 kernel stays below 64 rows: it is half as fast.)
+pub fn beats_gemm(w: &QTensor) -> bool {
+    available() && use_avx512() && w.dtype() == GgmlDType::Q4_1 && w.device().is_cpu()
+}
+
 /// Whether candle's x86 tile kernels take the quantized weight `w` (`[n, k]`) at `m` input
 /// rows: 16-row tiles of int8 dot products (AVX-512 VNNI, AVX-VNNI or AVX2), the same
 /// rule as candle 0.11's `repack_x86::select` (private there): Q4_K at any level, Q6_K
