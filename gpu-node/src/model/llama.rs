@@ -125,10 +125,12 @@ fn rows(x: &Tensor) -> usize {
 /// once and the products share one parallel region, instead of one each.
 /// Otherwise each layer as `forward_rows` (`rows`) or `forward`.
 fn lin_shared(ls: &[&Lin], h: &Tensor, rows_path: bool) -> Result<Vec<Tensor>> {
-    let ours_beats_gemm = ls.iter().all(|l| {
-        matches!(l, Lin::Quant { w: QMatMul::QTensor(q), .. } if super::cpu_qgemv::beats_gemm(q))
-    });
-    if h.device().is_cpu() && (rows(h) < CPU_GEMM_MIN_ROWS || ours_beats_gemm) {
+    let ours_beat_gemm = || {
+        ls.iter().all(|l| {
+            matches!(l, Lin::Quant { w: QMatMul::QTensor(q), .. } if super::cpu_qgemv::beats_gemm(q))
+        })
+    };
+    if h.device().is_cpu() && (rows(h) < CPU_GEMM_MIN_ROWS || ours_beat_gemm()) {
         let qs: Option<Vec<&QTensor>> = ls
             .iter()
             .map(|l| match l {

@@ -300,7 +300,7 @@ struct Acts {
     k32: Option<Act32>,
     /// `k32` per group of 4 blocks, where Q4_1 rows take the AVX-512 kernel.
     #[cfg(target_arch = "x86_64")]
-    pairs: Option<avx512::GroupInput>,
+    groups41: Option<avx512::GroupInput>,
 }
 
 /// `x @ w.t()` for each weight of `ws` on the same input `x` (`[.., rows, k]`, any float
@@ -351,7 +351,7 @@ pub fn gemv(ws: &[&QTensor], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
         let acts = Acts {
             k256: any256.then(|| Act::quantize(xc, mc, k)),
             #[cfg(target_arch = "x86_64")]
-            pairs: k32
+            groups41: k32
                 .as_ref()
                 .filter(|_| use_avx512() && parts.iter().any(|p| p.0 == Kind::Q41))
                 .map(|a| avx512::GroupInput::new(a, mc)),
@@ -423,7 +423,7 @@ unsafe fn rows_into(
                     (Kind::Q4K, _, Some(a), _) => avx2::q4k::<2>(w, a, &mut out),
                     (Kind::Q6K, 1, Some(a), _) => avx2::q6k::<1>(w, a, &mut out),
                     (Kind::Q6K, _, Some(a), _) => avx2::q6k::<2>(w, a, &mut out),
-                    (Kind::Q41, _, _, Some(a)) => match &acts.pairs {
+                    (Kind::Q41, _, _, Some(a)) => match &acts.groups41 {
                         Some(ps) => q41_avx512(m, w, a, ps, &mut out),
                         None => per32_rows(avx2::Q41, m, w, a, &mut out),
                     },
