@@ -1,12 +1,14 @@
 //! A batch-1 GPU decode step through the model's decode graph (a CUDA build, on the GPU
-//! machine): steps as the engine runs them (host enqueue, then the greedy pick copied
-//! back, which waits for the GPU: the time per token at batch 1), the same steps enqueued
-//! back to back with one wait at the end, and the graph alone replayed back to back
-//! (timed by CUDA events). On an H200 (2026-12-04) both back-to-back forms were slower
-//! than the engine's steps (llama1b 1,040 / 1,030 against ~980 µs): a relaunch first
-//! frees the previous replay's output (`AUTO_FREE_ON_LAUNCH`), which waits for it. The
-//! host's enqueue (13–34 µs) lies on the critical path: a step is longer by about as much
-//! as its enqueue is (`bench/gpu/results/h200-s13/graph_speed.txt`).
+//! machine): steps as the engine ran them before session 14 (host enqueue, then the
+//! greedy pick copied back, which waits for the GPU: the time per token at batch 1),
+//! steps launched one ahead as the engine runs them now (`Llama::launch_greedy`: step
+//! k + 1 reads step k's pick on the device and is launched before step k's token is
+//! read; the tokens must equal the first form's), the same steps enqueued back to back
+//! with one wait at the end, and the graph alone replayed back to back (timed by CUDA
+//! events). On an H200 (2026-12-04) both back-to-back forms were slower than the
+//! engine's steps (llama1b 1,040 / 1,030 against ~980 µs): a relaunch first frees the
+//! previous replay's output (`AUTO_FREE_ON_LAUNCH`), which waits for it. Launched ahead,
+//! llama1b's step is 966–971 µs against 976–988 (`bench/gpu/results/h200-s14/`).
 //!
 //!     cargo build --release -p dayshift-node --features cuda --example graph_speed
 //!     [QUANT=q4_k] [KV=SLOTSxTOKENS] [NODE_DEVICE=1] [PAUSE_MS=N] graph_speed MODEL [STEPS]
@@ -16,6 +18,7 @@
 
 use candle_core::{Device, Tensor};
 use dayshift_node::model::decode_ops::argmax_rows;
+use dayshift_node::model::greedy_step::DecodeIds;
 use dayshift_node::model::llama::{BatchItem, KvCache, Llama, WantLogits};
 use dayshift_node::model::{LoadedModel, load_quantized};
 use std::time::Instant;
@@ -85,16 +88,34 @@ fn main() -> anyhow::Result<()> {
     let mut tok = argmax_rows(&lg)?.to_vec1::<u32>()?[0];
     let mut pos = prompt.len();
     for round in 0..2 {
-        // As the engine: enqueue, then wait for the picked token.
+        // As the engine without overlap: enqueue, then wait for the picked token.
+        let (start_pos, start_tok) = (pos, tok);
+        let mut engine_toks = Vec::with_capacity(steps);
         let (mut enqueue, t0) = (0f64, Instant::now());
         for _ in 0..steps {
             let t = Instant::now();
             let lg = step(m, &mut kv, pos, tok)?;
             enqueue += t.elapsed().as_secs_f64();
             tok = argmax_rows(&lg)?.to_vec1::<u32>()?[0];
+            engine_toks.push(tok);
             pos += 1;
         }
         let synced = t0.elapsed().as_secs_f64();
+        // As the engine with overlap: step k + 1 is launched on step k's picks (on the
+        // device) before step k's token is read.
+        dev.synchronize()?;
+        let t0 = Instant::now();
+        let mut chained_toks = Vec::with_capacity(steps);
+        let mut prev =
+            m.launch_greedy(&mut kv, &[(0, start_pos)], DecodeIds::Host(&[start_tok]))?;
+        for k in 1..steps {
+            let next =
+                m.launch_greedy(&mut kv, &[(0, start_pos + k)], DecodeIds::Previous(&prev))?;
+            chained_toks.extend(prev.tokens(&mut kv)?);
+            prev = next;
+        }
+        chained_toks.extend(prev.tokens(&mut kv)?);
+        let chained = t0.elapsed().as_secs_f64();
         // Back to back: every step's input is the same token, one wait at the end.
         dev.synchronize()?;
         let t0 = Instant::now();
@@ -109,9 +130,11 @@ fn main() -> anyhow::Result<()> {
         let b2b = t0.elapsed().as_secs_f64();
         let us = |s: f64| s * 1e6 / steps as f64;
         println!(
-            "round {round}: {steps} steps; as the engine {:.1} us a step (host enqueue {:.1} us of it); back to back {:.1} us a step",
+            "round {round}: {steps} steps; as the engine {:.1} us a step (host enqueue {:.1} us of it); launched ahead {:.1} us a step (same tokens: {}); back to back {:.1} us a step",
             us(synced),
             us(enqueue),
+            us(chained),
+            chained_toks == engine_toks,
             us(b2b),
         );
         pos = prompt.len(); // the next round rewrites the same positions

@@ -52,6 +52,11 @@ pub struct Metrics {
     pub max_step_sequences: AtomicU64,
     /// Engine steps run.
     pub steps: AtomicU64,
+    /// Greedy decode steps launched before the previous step's tokens were read.
+    pub steps_ahead: AtomicU64,
+    /// Of those, steps whose batch had changed by the time they were read (a sequence
+    /// ended or arrived): their rows of ended sequences were computed for nothing.
+    pub steps_ahead_unmatched: AtomicU64,
     /// Tokens generated in total.
     pub generated_tokens: AtomicU64,
     /// Prompt tokens processed in total.
@@ -93,6 +98,8 @@ impl Metrics {
             running: AtomicU64::new(0),
             max_step_sequences: AtomicU64::new(0),
             steps: AtomicU64::new(0),
+            steps_ahead: AtomicU64::new(0),
+            steps_ahead_unmatched: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             kv_used_tokens: AtomicU64::new(0),
@@ -170,6 +177,20 @@ impl Metrics {
             "Engine steps run.",
             "counter",
             self.steps.load(Relaxed) as f64,
+        );
+        g(
+            &mut o,
+            "dayshift_node_steps_ahead_total",
+            "Greedy decode steps launched before the previous step's tokens were read (host work overlapping the GPU's).",
+            "counter",
+            self.steps_ahead.load(Relaxed) as f64,
+        );
+        g(
+            &mut o,
+            "dayshift_node_steps_ahead_unmatched_total",
+            "Steps launched ahead whose batch had changed when they were read (rows of ended sequences wasted).",
+            "counter",
+            self.steps_ahead_unmatched.load(Relaxed) as f64,
         );
         g(
             &mut o,

@@ -198,6 +198,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
                     prefill_chunk: cfg.engine.prefill_chunk_tokens as usize,
                     max_queued: cfg.engine.max_queued_requests as usize,
                     cuda_graphs: cfg.engine.cuda_graphs,
+                    overlap: engine::Overlap::OnDevice,
                 };
                 kv_total += kv as u64;
                 max_ctx = max_ctx.max(ctx);

@@ -121,6 +121,25 @@ pub struct EngineLimits {
     pub max_queued: usize,
     /// Capture decode steps as CUDA graphs at warm-up and replay them (CUDA only).
     pub cuda_graphs: bool,
+    /// When a greedy decode step is launched before the previous step's tokens are read.
+    pub overlap: Overlap,
+}
+
+/// When the engine launches a greedy decode step before it reads the previous step's
+/// tokens (only while the batch stays the same: every sequence decoding, greedy, without
+/// a grammar or logprobs). The step reads the previous step's picks on the device, so the
+/// host's work on a token (copy back, detokenize, send, upload the next indices) overlaps
+/// the GPU's next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Never: each step's tokens are read before the next step is launched.
+    Off,
+    /// When decode steps chain on the device (CUDA graphs were captured); elsewhere it
+    /// would only delay each token by a step. The node's setting.
+    OnDevice,
+    /// Always: where the device cannot chain, the previous step's picks are read back
+    /// first. The same tokens in the same order (tests check the scheduling on the CPU).
+    Always,
 }
 
 /// Why a request was not accepted.

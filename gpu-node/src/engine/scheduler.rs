@@ -1,14 +1,17 @@
 //! The engine loop: admission under the KV-cache budget, one batched forward pass per
 //! step for every running sequence (decode tokens plus chunks of prompts) over one
 //! padded KV cache of slots, sampling (greedy on the device: only the ids come back),
-//! text deltas and finishing.
+//! text deltas and finishing. Greedy decode steps whose batch does not change are
+//! launched one ahead: step N + 1 reads step N's picks on the device and runs while the
+//! host reads, detokenizes and sends step N's tokens (see [`Ahead`]).
 
 use super::detok::Detok;
 use super::grammar::{Constraint, apply_mask};
 use super::sampling::{Sampler, top_k};
-use super::{EngineLimits, Event, FinishReason, GenRequest, TokenLogprob};
+use super::{EngineLimits, Event, FinishReason, GenRequest, Overlap, TokenLogprob};
 use crate::metrics::Metrics;
 use crate::model::GenerationModel;
+use crate::model::greedy_step::{DecodeIds, GreedyStep, chains_on_device};
 use crate::model::llama::{BatchItem, KvCache, WantLogits};
 use candle_core::{D, DType, Tensor};
 use llguidance::toktrie::SimpleVob;
@@ -19,6 +22,8 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 struct Seq {
+    /// Unique while the engine runs (slots are reused).
+    id: u64,
     req: Arc<GenRequest>,
     /// Choice index within its request.
     index: usize,
@@ -35,6 +40,16 @@ struct Seq {
     detok: Detok,
     reserved: usize,
     done: Option<FinishReason>,
+}
+
+/// A greedy decode step launched before the previous step's tokens were read: one row
+/// per sequence of `seqs` (by [`Seq::id`], in row order), each at its current length and
+/// fed the token the previous step picked for it. When the next step would run exactly
+/// these rows, it is this step (and the one after is launched ahead in turn); otherwise
+/// its tokens are taken for the sequences still running before anything else runs.
+struct Ahead {
+    step: GreedyStep,
+    seqs: Vec<u64>,
 }
 
 /// Where the engine thread's time goes, logged (`engine timings`) after each 2 s of
@@ -116,8 +131,15 @@ pub fn run(
     let mut running: Vec<Seq> = Vec::new();
     let mut reserved = 0usize;
     let mut next_group = 0u64;
+    let mut next_seq = 0u64;
     let mut open = true;
     let mut timings = Timings::default();
+    let overlap = match limits.overlap {
+        Overlap::Off => false,
+        Overlap::OnDevice => chains_on_device(&kv),
+        Overlap::Always => true,
+    };
+    let mut ahead: Option<Ahead> = None;
     loop {
         if running.is_empty() && waiting.is_empty() {
             if !open {
@@ -167,12 +189,14 @@ pub fn run(
             next_group += 1;
             for (index, constraint) in constraints.into_iter().enumerate() {
                 let Some(slot) = free.pop() else { break };
+                next_seq += 1;
                 reserved += per;
                 let mut sampling = req.sampling.clone();
                 if index > 0 {
                     sampling.seed = sampling.seed.map(|s| s.wrapping_add(index as u64));
                 }
                 running.push(Seq {
+                    id: next_seq,
                     sampler: Sampler::new(sampling),
                     detok: Detok::new(req.stop.clone()),
                     index,
@@ -204,6 +228,7 @@ pub fn run(
             &mut running,
             ctx,
             &mut timings,
+            overlap.then_some(&mut ahead),
         );
         timings.maybe_log();
         // Retire finished or cancelled sequences.
@@ -216,6 +241,11 @@ pub fn run(
             keep
         });
         if running.is_empty() {
+            // A step launched ahead for sequences that have all ended: let it finish.
+            if let Some(a) = ahead.take() {
+                metrics.steps_ahead_unmatched.fetch_add(1, Relaxed);
+                let _ = a.step.tokens(&mut kv);
+            }
             timings.flush();
         }
         let used: usize = running.iter().map(|s| s.len).sum();
@@ -413,6 +443,7 @@ fn fail_all(running: &mut [Seq], which: impl Iterator<Item = usize>, msg: &str) 
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn step(
     model: &GenerationModel,
     limits: &EngineLimits,
@@ -421,6 +452,7 @@ fn step(
     running: &mut [Seq],
     ctx: usize,
     timings: &mut Timings,
+    ahead: Option<&mut Option<Ahead>>,
 ) {
     let t0 = Instant::now();
     let mut budget = limits.prefill_chunk;
@@ -447,6 +479,38 @@ fn step(
     }
     if inputs.is_empty() {
         return;
+    }
+    if let Some(ahead) = ahead {
+        let ids: Vec<u64> = inputs.iter().map(|(i, _, _)| running[*i].id).collect();
+        let chains = inputs.iter().all(|(i, _, _)| overlaps(&running[*i]));
+        match ahead.take() {
+            Some(a) if chains && a.seqs == ids => {
+                decode_ahead(
+                    model,
+                    metrics,
+                    kv,
+                    running,
+                    &inputs,
+                    Some(a.step),
+                    ahead,
+                    ctx,
+                    timings,
+                    t0,
+                );
+                return;
+            }
+            Some(a) => {
+                take_ahead(model, metrics, kv, running, a, ctx, timings, t0);
+                return;
+            }
+            None if chains => {
+                decode_ahead(
+                    model, metrics, kv, running, &inputs, None, ahead, ctx, timings, t0,
+                );
+                return;
+            }
+            None => {}
+        }
     }
     // Rows to sample: each sampling item's row, plus the choices that fork from a
     // first choice whose prompt ends in this step.
@@ -574,7 +638,239 @@ fn step(
             return;
         }
     };
-    for (idx, toks, _) in &inputs {
+    apply(
+        model, metrics, running, &inputs, &forks, &picks, toks, lps, failed, ctx,
+    );
+    let t4 = Instant::now();
+    timings.steps += 1;
+    timings.rows += inputs.len() as u64;
+    timings.prep += t1 - t0;
+    timings.forward += t2 - t1;
+    timings.sync += t3 - t2;
+    timings.host += t4 - t3;
+}
+
+/// Whether `s` may decode in a step launched ahead: it decodes (its prompt is in), greedy
+/// on the raw logits, without a grammar or logprobs.
+fn overlaps(s: &Seq) -> bool {
+    s.prefilled >= s.req.prompt.len()
+        && !s.awaits_fork
+        && !s.generated.is_empty()
+        && s.sampler.is_greedy()
+        && s.constraint.is_none()
+        && s.req.logprobs.is_none()
+}
+
+/// Whether a step after this one may be launched ahead for `s`: its next token cannot
+/// end it by length (so the step after writes inside its KV reservation).
+fn may_chain(s: &Seq, ctx: usize) -> bool {
+    s.generated.len() + 1 < s.req.max_tokens && s.req.prompt.len() + s.generated.len() + 1 < ctx
+}
+
+/// A greedy decode step of `inputs` (every one [`overlaps`]): `current` when it was
+/// launched ahead by the previous step, else launched now from the host's tokens. The
+/// step after it is launched before its tokens are read, unless a sequence may end by
+/// length here; then its tokens are taken as any step's.
+#[allow(clippy::too_many_arguments)]
+fn decode_ahead(
+    model: &GenerationModel,
+    metrics: &Metrics,
+    kv: &mut KvCache,
+    running: &mut [Seq],
+    inputs: &[(usize, Vec<u32>, bool)],
+    current: Option<GreedyStep>,
+    ahead: &mut Option<Ahead>,
+    ctx: usize,
+    timings: &mut Timings,
+    t0: Instant,
+) {
+    let rows_at = |k: usize| -> Vec<(usize, usize)> {
+        inputs
+            .iter()
+            .map(|(i, _, _)| (running[*i].slot, running[*i].len + k))
+            .collect()
+    };
+    if current.is_none() {
+        metrics.record_step(inputs.len());
+    }
+    let t1 = Instant::now();
+    let current = match current {
+        Some(c) => Ok(c),
+        None => {
+            let toks: Vec<u32> = inputs
+                .iter()
+                .map(|(_, t, _)| t.first().copied().unwrap_or_default())
+                .collect();
+            model
+                .llama
+                .launch_greedy(kv, &rows_at(0), DecodeIds::Host(&toks))
+        }
+    };
+    let current = current.inspect(|c| {
+        if inputs.iter().all(|(i, _, _)| may_chain(&running[*i], ctx)) {
+            metrics.record_step(inputs.len());
+            match model
+                .llama
+                .launch_greedy(kv, &rows_at(1), DecodeIds::Previous(c))
+            {
+                Ok(next) => {
+                    metrics.steps_ahead.fetch_add(1, Relaxed);
+                    *ahead = Some(Ahead {
+                        step: next,
+                        seqs: inputs.iter().map(|(i, _, _)| running[*i].id).collect(),
+                    });
+                }
+                Err(e) => tracing::warn!("cannot launch the next decode step ahead: {e}"),
+            }
+        }
+    });
+    let t2 = Instant::now();
+    let toks = current.and_then(|c| c.tokens(kv));
+    let t3 = Instant::now();
+    let toks = match toks {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("decode step failed for a batch of {}: {e}", inputs.len());
+            *ahead = None;
+            let all: Vec<usize> = inputs.iter().map(|(i, _, _)| *i).collect();
+            fail_all(running, all.into_iter(), &format!("inference failed: {e}"));
+            return;
+        }
+    };
+    let picks: Vec<Pick> = (0..inputs.len())
+        .map(|row| Pick {
+            seq: inputs[row].0,
+            row,
+        })
+        .collect();
+    let n = picks.len();
+    apply_greedy(model, metrics, running, inputs, &picks, toks, n, ctx);
+    let t4 = Instant::now();
+    timings.steps += 1;
+    timings.rows += inputs.len() as u64;
+    timings.prep += t1 - t0;
+    timings.forward += t2 - t1;
+    timings.sync += t3 - t2;
+    timings.host += t4 - t3;
+}
+
+/// Takes the tokens of a step launched ahead whose rows no longer match the batch (a
+/// sequence ended or arrived): the sequences of its rows still running get theirs.
+#[allow(clippy::too_many_arguments)]
+fn take_ahead(
+    model: &GenerationModel,
+    metrics: &Metrics,
+    kv: &mut KvCache,
+    running: &mut [Seq],
+    a: Ahead,
+    ctx: usize,
+    timings: &mut Timings,
+    t0: Instant,
+) {
+    metrics.steps_ahead_unmatched.fetch_add(1, Relaxed);
+    let mut inputs = Vec::new();
+    let mut picks = Vec::new();
+    for (row, id) in a.seqs.iter().enumerate() {
+        if let Some(i) = running.iter().position(|s| s.id == *id)
+            && let Some(&last) = running[i].generated.last()
+        {
+            picks.push(Pick { seq: i, row });
+            inputs.push((i, vec![last], true));
+        }
+    }
+    let t2 = Instant::now();
+    let toks = a.step.tokens(kv);
+    let t3 = Instant::now();
+    match toks {
+        Ok(toks) => apply_greedy(
+            model,
+            metrics,
+            running,
+            &inputs,
+            &picks,
+            toks,
+            a.seqs.len(),
+            ctx,
+        ),
+        Err(e) => {
+            tracing::error!("decode step failed for a batch of {}: {e}", a.seqs.len());
+            let all: Vec<usize> = inputs.iter().map(|(i, _, _)| *i).collect();
+            fail_all(running, all.into_iter(), &format!("inference failed: {e}"));
+            return;
+        }
+    }
+    let t4 = Instant::now();
+    timings.steps += 1;
+    timings.rows += inputs.len() as u64;
+    timings.prep += t2 - t0;
+    timings.sync += t3 - t2;
+    timings.host += t4 - t3;
+}
+
+/// Applies the greedy picks `toks` (one per row of a step of `rows` rows) of a decode
+/// step to the sequences of `picks` (each one input of `inputs`).
+#[allow(clippy::too_many_arguments)]
+fn apply_greedy(
+    model: &GenerationModel,
+    metrics: &Metrics,
+    running: &mut [Seq],
+    inputs: &[(usize, Vec<u32>, bool)],
+    picks: &[Pick],
+    toks: Vec<u32>,
+    rows: usize,
+    ctx: usize,
+) {
+    if toks.len() != rows {
+        let msg = format!(
+            "a decode step of {rows} rows returned {} tokens",
+            toks.len()
+        );
+        tracing::error!("{msg}");
+        fail_all(
+            running,
+            picks.iter().map(|p| p.seq),
+            &format!("inference failed: {msg}"),
+        );
+        return;
+    }
+    let out: Vec<u32> = picks
+        .iter()
+        .map(|p| toks.get(p.row).copied().unwrap_or_default())
+        .collect();
+    for (p, &t) in picks.iter().zip(&out) {
+        running[p.seq].sampler.accept(t);
+    }
+    let n = picks.len();
+    apply(
+        model,
+        metrics,
+        running,
+        inputs,
+        &[],
+        picks,
+        out,
+        vec![None; n],
+        vec![None; n],
+        ctx,
+    );
+}
+
+/// Applies one step's sampled tokens: lengths, prompt progress and forks, then per pick
+/// its token (grammar, EOS, text delta, stop strings, length) and its events.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    model: &GenerationModel,
+    metrics: &Metrics,
+    running: &mut [Seq],
+    inputs: &[(usize, Vec<u32>, bool)],
+    forks: &[(usize, usize)],
+    picks: &[Pick],
+    toks: Vec<u32>,
+    lps: Vec<Option<TokenLogprob>>,
+    failed: Vec<Option<String>>,
+    ctx: usize,
+) {
+    for (idx, toks, _) in inputs {
         let s = &mut running[*idx];
         s.len += toks.len();
         if s.prefilled < s.req.prompt.len() {
@@ -582,7 +878,7 @@ fn step(
             metrics.prompt_tokens.fetch_add(toks.len() as u64, Relaxed);
         }
     }
-    for &(lead, f) in &forks {
+    for &(lead, f) in forks {
         let (len, prefilled) = (running[lead].len, running[lead].prefilled);
         let s = &mut running[f];
         s.len = len;
@@ -650,19 +946,166 @@ fn step(
             s.done = Some(f);
         }
     }
-    let t4 = Instant::now();
-    timings.steps += 1;
-    timings.rows += inputs.len() as u64;
-    timings.prep += t1 - t0;
-    timings.forward += t2 - t1;
-    timings.sync += t3 - t2;
-    timings.host += t4 - t3;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::sampling::SamplingParams;
+
+    /// One request of [`run_engine`]: prompt, max_tokens, stop strings, temperature,
+    /// choices, logprobs.
+    struct Spec {
+        prompt: Vec<u32>,
+        max_tokens: usize,
+        stop: Vec<String>,
+        temperature: f32,
+        n: usize,
+        logprobs: Option<usize>,
+    }
+
+    impl Spec {
+        fn greedy(prompt: &[u32], max_tokens: usize) -> Self {
+            Spec {
+                prompt: prompt.to_vec(),
+                max_tokens,
+                stop: Vec::new(),
+                temperature: 0.0,
+                n: 1,
+                logprobs: None,
+            }
+        }
+    }
+
+    /// Per request, per choice: its text, finish reason and token count.
+    type Outcome = Vec<(String, Option<FinishReason>, usize)>;
+
+    /// Submits every request before the engine's loop starts (so the batch's history is
+    /// the same in every run), waits for all, and returns each request's outcome with
+    /// the engine's counts of steps launched ahead (all, unmatched).
+    fn run_engine(
+        model: &Arc<GenerationModel>,
+        overlap: Overlap,
+        specs: &[Spec],
+    ) -> (Vec<Outcome>, u64, u64) {
+        let limits = EngineLimits {
+            max_running: 8,
+            kv_tokens: 8 * 64,
+            prefill_chunk: 64,
+            max_queued: 16,
+            cuda_graphs: false,
+            overlap,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let (engine, warm) = super::super::start(model.clone(), limits, metrics.clone());
+        let mut rxs = Vec::new();
+        for s in specs {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            engine
+                .submit(GenRequest {
+                    prompt: s.prompt.clone(),
+                    max_tokens: s.max_tokens,
+                    sampling: SamplingParams {
+                        temperature: s.temperature,
+                        seed: Some(7),
+                        ..Default::default()
+                    },
+                    stop: s.stop.clone(),
+                    events: tx,
+                    arrived: Instant::now(),
+                    n: s.n,
+                    logprobs: s.logprobs,
+                    constraints: Vec::new(),
+                })
+                .unwrap();
+            rxs.push((rx, s.n));
+        }
+        let _ = warm.blocking_recv();
+        let outcomes = rxs
+            .into_iter()
+            .map(|(mut rx, n)| {
+                let mut out: Outcome = vec![(String::new(), None, 0); n];
+                while out.iter().any(|o| o.1.is_none()) {
+                    match rx.blocking_recv() {
+                        Some(Event::Delta { index, text, .. }) => out[index].0.push_str(&text),
+                        Some(Event::Done {
+                            index,
+                            finish,
+                            completion_tokens,
+                            ..
+                        }) => {
+                            out[index].1 = Some(finish);
+                            out[index].2 = completion_tokens;
+                        }
+                        other => panic!("unexpected event {other:?}"),
+                    }
+                }
+                out
+            })
+            .collect();
+        (
+            outcomes,
+            metrics.steps_ahead.load(Relaxed),
+            metrics.steps_ahead_unmatched.load(Relaxed),
+        )
+    }
+
+    /// Greedy decode steps launched ahead (chained through the host on the CPU) give
+    /// every request the text of an engine that reads each step's tokens first: with
+    /// sequences ending at different steps (length, a stop string), a sampled request
+    /// and one with logprobs (neither may be launched ahead) and two choices forked
+    /// from one prompt in the same batch.
+    #[test]
+    fn steps_launched_ahead_give_the_same_text() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::testmodel::make_test_model(dir.path()).unwrap();
+        let crate::model::LoadedModel::Generation(m) =
+            crate::model::load(dir.path(), None, &candle_core::Device::Cpu).unwrap()
+        else {
+            panic!("the tiny model must load as a generation model")
+        };
+        let model: Arc<GenerationModel> = Arc::from(m);
+        let mut specs = vec![
+            Spec::greedy(&[5, 6, 7, 8], 24),
+            Spec::greedy(&[9, 3], 9),
+            Spec::greedy(&[12, 40, 41, 42, 43, 44, 45], 16),
+            Spec::greedy(&[20], 30),
+        ];
+        // A stop string from the middle of request 3's own text ends it early.
+        let (plain, _, _) = run_engine(&model, Overlap::Off, &specs);
+        let text = &plain[3][0].0;
+        let stop: String = text
+            .chars()
+            .skip(text.chars().count() / 2)
+            .take(2)
+            .collect();
+        assert!(!stop.is_empty(), "request 3 generated no text: {plain:?}");
+        specs[3].stop = vec![stop];
+        specs.push(Spec {
+            temperature: 0.8,
+            ..Spec::greedy(&[7, 7, 2], 6)
+        });
+        specs.push(Spec {
+            logprobs: Some(2),
+            ..Spec::greedy(&[30, 31], 5)
+        });
+        specs.push(Spec {
+            n: 2,
+            ..Spec::greedy(&[14, 15, 16], 12)
+        });
+        let (off, ahead_off, _) = run_engine(&model, Overlap::Off, &specs);
+        let (on, ahead_on, unmatched) = run_engine(&model, Overlap::Always, &specs);
+        assert_eq!(on, off);
+        assert_eq!(ahead_off, 0);
+        assert!(ahead_on > 10, "{ahead_on} steps launched ahead");
+        assert!(unmatched >= 1, "no step launched ahead was unmatched");
+        assert_eq!(off[3][0].1, Some(FinishReason::Stop), "{off:?}");
+        assert!(off[3][0].2 < 30);
+        // On the CPU the node's setting never launches ahead (it would only delay tokens).
+        let (dev, ahead_dev, _) = run_engine(&model, Overlap::OnDevice, &specs);
+        assert_eq!(dev, off);
+        assert_eq!(ahead_dev, 0);
+    }
 
     fn greedy() -> Sampler {
         Sampler::new(SamplingParams {

@@ -15,15 +15,27 @@
 //! (`CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH`; their address stays the same).
 
 use super::decode_ops::{index_buffer, max_abs_diff};
+use super::greedy_step::{DecodeIds, GreedyStep};
 use super::llama::{BatchItem, KvCache, Llama, WantLogits};
 use candle_core::cuda_backend::CudaDevice;
-use candle_core::cuda_backend::cudarc::driver::{CudaGraph, sys};
-use candle_core::{Device, Result, Tensor};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaEvent, CudaGraph, DevicePtr, PinnedHostSlice, result, sys,
+};
+use candle_core::{Device, Result, Storage, Tensor};
 
 /// The captured decode graphs of one [`KvCache`].
 pub struct DecodeGraphs {
     /// By bucket size, ascending.
     entries: Vec<Entry>,
+    /// Page-locked buffers of the largest bucket's rows, free for a chained step's picks
+    /// (`replay_greedy`); two are in use at a time.
+    pinned: Vec<PinnedHostSlice<u32>>,
+    /// Page-locked staging for `replay_greedy`'s index uploads, used in turn, each with
+    /// the event recorded after its last copy. A copy from pageable memory may wait for
+    /// the stream (the step launched ahead) before it returns; from these it does not.
+    staging: Vec<(PinnedHostSlice<u32>, Option<CudaEvent>)>,
+    /// Which staging buffer the next upload uses.
+    next_staging: usize,
 }
 
 struct Entry {
@@ -70,7 +82,12 @@ impl DecodeGraphs {
                 )
             })?);
         }
-        Ok(DecodeGraphs { entries })
+        Ok(DecodeGraphs {
+            entries,
+            pinned: Vec::new(),
+            staging: Vec::new(),
+            next_staging: 0,
+        })
     }
 
     /// The bucket sizes captured.
@@ -186,6 +203,168 @@ pub(crate) fn replay(
         .launch()
         .map_err(|e| err("decode graph launch", e))?;
     Ok(Some(e.logits.narrow(0, 0, n)?))
+}
+
+/// The page-locked buffer a chained step's picks are copied into (see
+/// [`replay_greedy`]).
+pub(crate) struct PickFetch {
+    buf: PinnedHostSlice<u32>,
+    /// Recorded after the copy. (The buffer's own event is never recorded: candle turns
+    /// cudarc's stream synchronization off, so `PinnedHostSlice::as_slice` would not wait.)
+    copied: CudaEvent,
+}
+
+/// Launches a greedy decode step of `rows` (slot, position) through the smallest bucket
+/// that holds it: the indices are uploaded, the ids of a [`DecodeIds::Previous`] step
+/// copied on the device into the graph's input, the graph launched, the argmax of each
+/// row taken, and the picks copied asynchronously into a page-locked buffer. Returns
+/// without waiting for the device; `None` when no graphs are captured or no bucket holds
+/// the rows (the caller runs the step eagerly).
+pub(crate) fn replay_greedy(
+    model: &Llama,
+    kv: &mut KvCache,
+    rows: &[(usize, usize)],
+    ids: &DecodeIds<'_>,
+) -> Result<Option<GreedyStep>> {
+    let n = rows.len();
+    let Some(g) = kv.graphs.as_ref() else {
+        return Ok(None);
+    };
+    let Some(ei) = g.entries.iter().position(|e| e.b >= n) else {
+        return Ok(None);
+    };
+    let Device::Cuda(dev) = model.device() else {
+        return Ok(None);
+    };
+    let zero = [0u32];
+    let items: Vec<BatchItem<'_>> = rows
+        .iter()
+        .map(|&(slot, start)| BatchItem {
+            slot,
+            start,
+            tokens: &zero,
+            want: WantLogits::Last,
+        })
+        .collect();
+    model.check_items(kv, &items)?;
+    let Some(g) = kv.graphs.as_mut() else {
+        return Ok(None);
+    };
+    let e = &g.entries[ei];
+    let tok = |r: usize| match ids {
+        DecodeIds::Host(t) => t.get(r).copied().unwrap_or(0),
+        DecodeIds::Previous(_) => 0,
+    };
+    let host = index_buffer(
+        rows.iter()
+            .enumerate()
+            .map(|(r, &(slot, start))| (slot as u32, start as u32, tok(r))),
+        e.b,
+    );
+    let largest = g.entries.last().map_or(n, |e| e.b);
+    let stream = dev.cuda_stream();
+    // The indices go up from page-locked memory, so that the call does not wait for a
+    // step still running.
+    while g.staging.len() < 2 {
+        // SAFETY: only the values written below are copied.
+        let buf = unsafe {
+            stream
+                .context()
+                .alloc_pinned_with_flags::<u32>(3 * largest, 0)
+        }
+        .map_err(|e| err("page-locked buffer for the decode indices", e))?;
+        g.staging.push((buf, None));
+    }
+    let which = g.next_staging % g.staging.len();
+    g.next_staging = g.next_staging.wrapping_add(1);
+    let (buf, done) = &mut g.staging[which];
+    if let Some(ev) = done.take() {
+        ev.synchronize()
+            .map_err(|e| err("waiting for an earlier index upload", e))?;
+    }
+    let staged = buf
+        .as_mut_slice()
+        .map_err(|e| err("the decode indices' page-locked buffer", e))?
+        .get_mut(..host.len())
+        .ok_or_else(|| err("the decode indices' page-locked buffer", "too small"))?;
+    staged.copy_from_slice(&host);
+    {
+        let (st, l) = e.idx.storage_and_layout();
+        let Storage::Cuda(c) = &*st else {
+            candle_core::bail!("the decode graph's index buffer is not on the GPU");
+        };
+        let start = l.start_offset();
+        let view = c.as_cuda_slice::<u32>()?.slice(start..start + host.len());
+        let (dst, _read) = view.device_ptr(&stream);
+        // SAFETY: `dst` holds `host.len()` u32 (the graph's index buffer of this bucket);
+        // `staged` stays allocated and untouched until the event below has passed.
+        unsafe { result::memcpy_htod_async(dst, staged, stream.cu_stream()) }
+            .map_err(|e| err("uploading the decode indices", e))?;
+    }
+    *done = Some(
+        stream
+            .record_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
+            .map_err(|e| err("an event after the index upload", e))?,
+    );
+    if let DecodeIds::Previous(p) = ids {
+        e.idx.slice_set(p.ids(), 0, 0)?;
+    }
+    e.graph
+        .launch()
+        .map_err(|e| err("decode graph launch", e))?;
+    let picks = super::decode_ops::argmax_rows(&e.logits.narrow(0, 0, n)?)?;
+    let mut buf = match g.pinned.pop() {
+        Some(b) => b,
+        // SAFETY: the buffer is only read after a copy into it has completed.
+        None => unsafe { stream.context().alloc_pinned_with_flags::<u32>(largest, 0) }
+            .map_err(|e| err("page-locked buffer for the picks", e))?,
+    };
+    {
+        let (st, l) = picks.storage_and_layout();
+        let Storage::Cuda(c) = &*st else {
+            candle_core::bail!("the decode step's picks are not on the GPU");
+        };
+        let start = l.start_offset();
+        let view = c.as_cuda_slice::<u32>()?.slice(start..start + n);
+        // Into the buffer's first `n` values only (a copy into the whole buffer would
+        // read past the picks). A plain slice: cudarc neither waits nor records here.
+        let host = buf
+            .as_mut_slice()
+            .map_err(|e| err("the picks' page-locked buffer", e))?;
+        let host = host
+            .get_mut(..n)
+            .ok_or_else(|| err("the picks' page-locked buffer", "smaller than the step"))?;
+        stream
+            .memcpy_dtoh(&view, host)
+            .map_err(|e| err("copying the picks to the host", e))?;
+    }
+    let copied = stream
+        .record_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
+        .map_err(|e| err("an event after the picks' copy", e))?;
+    Ok(Some(GreedyStep::fetching(
+        picks,
+        n,
+        PickFetch { buf, copied },
+    )))
+}
+
+/// Waits for a chained step's picks and returns its first `n`; the buffer goes back to
+/// the graphs' pool.
+pub(crate) fn finish_fetch(kv: &mut KvCache, f: PickFetch, n: usize) -> Result<Vec<u32>> {
+    f.copied
+        .synchronize()
+        .map_err(|e| err("waiting for the decode step's picks", e))?;
+    let v = f
+        .buf
+        .as_slice()
+        .map_err(|e| err("waiting for the decode step's picks", e))?
+        .get(..n)
+        .map(<[u32]>::to_vec)
+        .ok_or_else(|| err("the decode step's picks", "fewer than its rows"))?;
+    if let Some(g) = kv.graphs.as_mut() {
+        g.pinned.push(f.buf);
+    }
+    Ok(v)
 }
 
 /// GPU time of one replay of the captured graph of `b` rows, in µs: `n` replays back to

@@ -14,6 +14,7 @@ pub mod decode_ops;
 pub mod files;
 pub mod gguf;
 pub mod gguf_tokenizer;
+pub mod greedy_step;
 pub mod llama;
 pub mod mask;
 pub mod quantize;
