@@ -11,7 +11,8 @@
 //! llama1b's step is 966–971 µs against 976–988 (`bench/gpu/results/h200-s14/`).
 //!
 //!     cargo build --release -p dayshift-node --features cuda --example graph_speed
-//!     [QUANT=q4_k] [KV=SLOTSxTOKENS] [NODE_DEVICE=1] [PAUSE_MS=N] graph_speed MODEL [STEPS]
+//!     [QUANT=q4_k] [KV=SLOTSxTOKENS] [NODE_DEVICE=1] [PAUSE_MS=N] [PROMPT=N]
+//!     [DAYSHIFT_BENCH_GPU_TIMING=1] graph_speed MODEL [STEPS]
 //!
 //! (a model as `serve` takes it; `NODE_DEVICE=1` opens the GPU as `serve` does;
 //! `PAUSE_MS` adds bursts of steps after an idle GPU.)
@@ -56,7 +57,12 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("{dir}: not a generation model");
     };
     let m = &g.llama;
-    let prompt: Vec<u32> = (0..16u32).collect();
+    // PROMPT=N: the prompt's length (default 16; bench/gpu/run.sh's clients send 128).
+    let prompt_len: u32 = std::env::var("PROMPT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let prompt: Vec<u32> = (0..prompt_len).collect();
     // KV=SLOTSxTOKENS sets the cache's geometry (default: one slot of prompt + steps), e.g.
     // `KV=128x4096` for what `serve` allocates for a 4k-context model.
     let (slots, cap) = match std::env::var("KV").ok().and_then(|v| {
@@ -116,6 +122,14 @@ fn main() -> anyhow::Result<()> {
         }
         chained_toks.extend(prev.tokens(&mut kv)?);
         let chained = t0.elapsed().as_secs_f64();
+        #[cfg(feature = "cuda")]
+        if let Some((busy, period)) = dayshift_node::model::cuda_graph::take_gpu_timing() {
+            println!(
+                "launched ahead, DAYSHIFT_BENCH_GPU_TIMING: GPU busy {:.1} us a step, period {:.1} us",
+                busy * 1e3,
+                period * 1e3
+            );
+        }
         // Back to back: every step's input is the same token, one wait at the end.
         dev.synchronize()?;
         let t0 = Instant::now();

@@ -81,6 +81,14 @@ impl Timings {
             return;
         }
         let per = |d: Duration| d.as_secs_f64() * 1e3 / self.steps as f64;
+        #[cfg(feature = "cuda")]
+        if let Some((busy, period)) = crate::model::cuda_graph::take_gpu_timing() {
+            tracing::info!(
+                gpu_busy_ms = format!("{busy:.3}"),
+                gpu_period_ms = format!("{period:.3}"),
+                "GPU time of the greedy steps launched through decode graphs (DAYSHIFT_BENCH_GPU_TIMING)"
+            );
+        }
         tracing::info!(
             steps = self.steps,
             avg_batch = format!("{:.1}", self.rows as f64 / self.steps as f64),

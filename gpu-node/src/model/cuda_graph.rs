@@ -36,6 +36,8 @@ pub struct DecodeGraphs {
     staging: Vec<(PinnedHostSlice<u32>, Option<CudaEvent>)>,
     /// Which staging buffer the next upload uses.
     next_staging: usize,
+    /// The last greedy step's start event (`DAYSHIFT_BENCH_GPU_TIMING=1`).
+    last_start: Option<std::sync::Arc<CudaEvent>>,
 }
 
 struct Entry {
@@ -87,6 +89,7 @@ impl DecodeGraphs {
             pinned: Vec::new(),
             staging: Vec::new(),
             next_staging: 0,
+            last_start: None,
         })
     }
 
@@ -209,9 +212,48 @@ pub(crate) fn replay(
 /// [`replay_greedy`]).
 pub(crate) struct PickFetch {
     buf: PinnedHostSlice<u32>,
+    /// With `DAYSHIFT_BENCH_GPU_TIMING=1`: timing events at the step's start and end on
+    /// the stream, and the previous launched step's start.
+    timing: Option<StepEvents>,
     /// Recorded after the copy. (The buffer's own event is never recorded: candle turns
     /// cudarc's stream synchronization off, so `PinnedHostSlice::as_slice` would not wait.)
     copied: CudaEvent,
+}
+
+/// Timing events of one greedy step (`DAYSHIFT_BENCH_GPU_TIMING=1`).
+struct StepEvents {
+    start: std::sync::Arc<CudaEvent>,
+    end: CudaEvent,
+    previous_start: Option<std::sync::Arc<CudaEvent>>,
+}
+
+/// Whether greedy steps record timing events (`DAYSHIFT_BENCH_GPU_TIMING=1`, a
+/// benchmark's diagnosis: the engine then logs the GPU's busy time and the period
+/// between step starts).
+fn gpu_timing_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("DAYSHIFT_BENCH_GPU_TIMING").is_ok_and(|v| v == "1"))
+}
+
+/// Sums of GPU timings of greedy steps: busy ns, steps, period ns, periods.
+static GPU_TIMES: std::sync::Mutex<(u64, u64, u64, u64)> = std::sync::Mutex::new((0, 0, 0, 0));
+
+/// The average GPU time of a greedy step from its indices' upload to its picks (ms) and
+/// the average period between two steps' starts (ms, periods over 5 ms left out), since
+/// the last call; `None` without `DAYSHIFT_BENCH_GPU_TIMING=1` or steps.
+pub fn take_gpu_timing() -> Option<(f64, f64)> {
+    let mut g = GPU_TIMES.lock().ok()?;
+    let (busy, n, period, m) = std::mem::take(&mut *g);
+    (n > 0).then(|| {
+        (
+            busy as f64 / 1e6 / n as f64,
+            if m > 0 {
+                period as f64 / 1e6 / m as f64
+            } else {
+                0.0
+            },
+        )
+    })
 }
 
 /// Launches a greedy decode step of `rows` (slot, position) through the smallest bucket
@@ -250,6 +292,16 @@ pub(crate) fn replay_greedy(
     let Some(g) = kv.graphs.as_mut() else {
         return Ok(None);
     };
+    let stream = dev.cuda_stream();
+    let start = if gpu_timing_on() {
+        Some(std::sync::Arc::new(
+            stream
+                .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| err("timing event", e))?,
+        ))
+    } else {
+        None
+    };
     let e = &g.entries[ei];
     let tok = |r: usize| match ids {
         DecodeIds::Host(t) => t.get(r).copied().unwrap_or(0),
@@ -262,7 +314,6 @@ pub(crate) fn replay_greedy(
         e.b,
     );
     let largest = g.entries.last().map_or(n, |e| e.b);
-    let stream = dev.cuda_stream();
     // The indices go up from page-locked memory, so that the call does not wait for a
     // step still running.
     while g.staging.len() < 2 {
@@ -313,6 +364,20 @@ pub(crate) fn replay_greedy(
         .launch()
         .map_err(|e| err("decode graph launch", e))?;
     let picks = super::decode_ops::argmax_rows(&e.logits.narrow(0, 0, n)?)?;
+    let timing = match start {
+        Some(start) => {
+            let end = stream
+                .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| err("timing event", e))?;
+            let previous_start = g.last_start.replace(start.clone());
+            Some(StepEvents {
+                start,
+                end,
+                previous_start,
+            })
+        }
+        None => None,
+    };
     let mut buf = match g.pinned.pop() {
         Some(b) => b,
         // SAFETY: the buffer is only read after a copy into it has completed.
@@ -344,7 +409,11 @@ pub(crate) fn replay_greedy(
     Ok(Some(GreedyStep::fetching(
         picks,
         n,
-        PickFetch { buf, copied },
+        PickFetch {
+            buf,
+            copied,
+            timing,
+        },
     )))
 }
 
@@ -354,6 +423,20 @@ pub(crate) fn finish_fetch(kv: &mut KvCache, f: PickFetch, n: usize) -> Result<V
     f.copied
         .synchronize()
         .map_err(|e| err("waiting for the decode step's picks", e))?;
+    if let Some(t) = &f.timing
+        && let Ok(busy) = t.start.elapsed_ms(&t.end)
+        && let Ok(mut g) = GPU_TIMES.lock()
+    {
+        g.0 += (busy as f64 * 1e6) as u64;
+        g.1 += 1;
+        if let Some(p) = &t.previous_start
+            && let Ok(period) = p.elapsed_ms(&t.start)
+            && period < 5.0
+        {
+            g.2 += (period as f64 * 1e6) as u64;
+            g.3 += 1;
+        }
+    }
     let v = f
         .buf
         .as_slice()
