@@ -1,0 +1,224 @@
+// Does prefetching the next GEMV's weights into L2 fill the DRAM bubbles of a batch-1
+// decode step? (issue 17: qwen05 at ~26 % of the bandwidth limit, its small matrices and
+// the gaps between kernels leave DRAM idle.)
+//   nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/l2pf bench/gpu/kernels/l2_prefetch_bench.cu
+//   /tmp/l2pf
+// A step's GEMVs in order, as the node's fused step runs them (gpu-node/cuda/decode.cu's
+// gemv_fused, included): per layer q|k|v (RMSNorm prologue), a stand-in for RoPE +
+// attention (a latency-bound kernel of ~4 us that reads nothing), o (residual), gate|up
+// (RMSNorm prologue), down (SwiGLU prologue, residual), then the head; every layer with
+// its own weights (the whole model's bytes stream from DRAM each step). Captured once as
+// a CUDA graph, replayed 20 times after 3 warm-ups. Variants:
+//   none      the step as it is
+//   next      each kernel first issues an L2 bulk prefetch (cp.async.bulk.prefetch.L2,
+//             sm_90) of its share of the next GEMV's weights
+//   next2     the same for the GEMV after the next as well
+// Figures: us a step, and the bandwidth-bound time of the step's weight bytes at the
+// device's measured copy bandwidth (read + write / 2).
+#include "../../../gpu-node/cuda/decode.cu"
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#define CK(x)                                                                                 \
+    do {                                                                                      \
+        cudaError_t e = (x);                                                                  \
+        if (e != cudaSuccess) {                                                               \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+typedef __nv_bfloat16 bf;
+
+__global__ void fill_rand(bf *p, size_t n, uint32_t seed, float scale) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 13;
+        h *= 0x5bd1e995u;
+        h ^= h >> 15;
+        p[i] = __float2bfloat16(((h & 0xffff) / 65535.f - 0.5f) * scale);
+    }
+}
+
+// This block's share of prefetching `bytes` at `p` into L2 (warp 0, 16-byte pieces).
+__device__ void prefetch_share(const char *p, size_t bytes) {
+    if (p == nullptr || bytes == 0 || threadIdx.x >= 32) return;
+    const size_t per_block = ((bytes + gridDim.x - 1) / gridDim.x + 15) & ~(size_t)15;
+    const size_t b0 = per_block * blockIdx.x;
+    if (b0 >= bytes) return;
+    const size_t len = per_block < bytes - b0 ? per_block : ((bytes - b0) & ~(size_t)15);
+    const size_t per_lane = ((len + 31) / 32 + 15) & ~(size_t)15;
+    const size_t l0 = per_lane * threadIdx.x;
+    if (l0 >= len) return;
+    const size_t l = per_lane < len - l0 ? per_lane : len - l0;
+    if (l == 0) return;
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + b0 + l0),
+                 "r"((unsigned)l)
+                 : "memory");
+}
+
+struct Pf {
+    const char *p[2];
+    size_t bytes[2];
+};
+
+template <int PRO>
+__global__ void k_gemv(const bf *x, const bf *nw, float eps, const bf *w, const bf *res, bf *y,
+                       int n, int k, Pf pf) {
+    prefetch_share(pf.p[0], pf.bytes[0]);
+    prefetch_share(pf.p[1], pf.bytes[1]);
+    gemv_fused<bf, 1, PRO>(x, nw, eps, w, nullptr, res, y, n, k);
+}
+
+// Stand-in for RoPE + attention at a short context: ~`ns` of latency, no DRAM traffic.
+__global__ void k_wait(long long ns, Pf pf) {
+    prefetch_share(pf.p[0], pf.bytes[0]);
+    prefetch_share(pf.p[1], pf.bytes[1]);
+    long long t0;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    for (;;) {
+        long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        if (t - t0 >= ns) break;
+    }
+}
+
+struct Op {
+    int kind; // 0 q|k|v, 1 o, 2 gate|up, 3 down, 4 head, 5 attention stand-in
+    int n, k;
+    const bf *w;
+};
+
+int main() {
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    printf("device %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
+           prop.l2CacheSize >> 20);
+    double bw;
+    {
+        void *src, *dst;
+        const size_t n = (size_t)1 << 30;
+        CK(cudaMalloc(&src, n));
+        CK(cudaMalloc(&dst, n));
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        CK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice));
+        CK(cudaEventRecord(e0));
+        for (int i = 0; i < 10; i++) CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice));
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        bw = 2.0 * n * 10 / (ms * 1e-3);
+        printf("d2d copy: %.1f GB/s (read + write)\n", bw / 1e9);
+        CK(cudaFree(src));
+        CK(cudaFree(dst));
+    }
+    struct Model {
+        const char *name;
+        int layers, hidden, qkv, inter, vocab;
+    } models[] = {{"qwen05", 24, 896, 1152, 4864, 151936}, {"llama1b", 16, 2048, 3072, 8192, 128256}};
+    bf *x, *nw, *res, *y;
+    CK(cudaMalloc(&x, 2 * 16384 * sizeof(bf)));
+    CK(cudaMalloc(&nw, 16384 * sizeof(bf)));
+    CK(cudaMalloc(&res, 160000 * sizeof(bf)));
+    CK(cudaMalloc(&y, 160000 * sizeof(bf)));
+    fill_rand<<<64, 256>>>(x, 2 * 16384, 2, 2.f);
+    fill_rand<<<64, 256>>>(nw, 16384, 3, 2.f);
+    fill_rand<<<64, 256>>>(res, 160000, 4, 1.f);
+    const long long attn_ns = getenv("ATTN_NS") ? atoll(getenv("ATTN_NS")) : 4000;
+    for (const Model &m : models) {
+        std::vector<Op> ops;
+        size_t total = 0;
+        auto mat = [&](int n, int k) {
+            bf *w;
+            CK(cudaMalloc(&w, (size_t)n * k * sizeof(bf)));
+            fill_rand<<<1024, 256>>>(w, (size_t)n * k, (uint32_t)ops.size() + 7, 0.05f);
+            total += (size_t)n * k * sizeof(bf);
+            return w;
+        };
+        for (int l = 0; l < m.layers; l++) {
+            ops.push_back({0, m.qkv, m.hidden, mat(m.qkv, m.hidden)});
+            ops.push_back({5, 0, 0, nullptr});
+            ops.push_back({1, m.hidden, m.hidden, mat(m.hidden, m.hidden)});
+            ops.push_back({2, 2 * m.inter, m.hidden, mat(2 * m.inter, m.hidden)});
+            ops.push_back({3, m.hidden, m.inter, mat(m.hidden, m.inter)});
+        }
+        ops.push_back({4, m.vocab, m.hidden, mat(m.vocab, m.hidden)});
+        CK(cudaDeviceSynchronize());
+        // The GEMVs after op i (skipping the attention stand-in).
+        auto next_gemv = [&](size_t i, int skip) -> const Op * {
+            for (size_t j = i + 1; j < ops.size(); j++)
+                if (ops[j].kind != 5 && skip-- == 0) return &ops[j];
+            return nullptr;
+        };
+        for (int dist = 0; dist <= 2; dist++) {
+            cudaStream_t st;
+            CK(cudaStreamCreate(&st));
+            cudaGraph_t g;
+            CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+            for (size_t i = 0; i < ops.size(); i++) {
+                const Op &o = ops[i];
+                Pf pf = {{nullptr, nullptr}, {0, 0}};
+                for (int d = 0; d < dist; d++) {
+                    const Op *nx = next_gemv(i, d);
+                    if (nx) {
+                        pf.p[d] = reinterpret_cast<const char *>(nx->w);
+                        pf.bytes[d] = (size_t)nx->n * nx->k * sizeof(bf);
+                    }
+                }
+                if (o.kind == 5) {
+                    k_wait<<<m.qkv / 64, 64, 0, st>>>(attn_ns, pf);
+                    continue;
+                }
+                const int warps = o.kind == 3 ? 16 : 8;
+                const dim3 grid((o.n + warps - 1) / warps), block(32 * warps);
+                const size_t smem = (size_t)o.k * sizeof(bf);
+                const float eps = 1e-5f;
+                switch (o.kind) {
+                case 0:
+                case 2:
+                case 4:
+                    k_gemv<1><<<grid, block, smem, st>>>(x, nw, eps, o.w, nullptr, y, o.n, o.k, pf);
+                    break;
+                case 1:
+                    k_gemv<0><<<grid, block, smem, st>>>(x, nw, eps, o.w, res, y, o.n, o.k, pf);
+                    break;
+                default:
+                    k_gemv<2><<<grid, block, smem, st>>>(x, nw, eps, o.w, res, y, o.n, o.k, pf);
+                }
+            }
+            CK(cudaStreamEndCapture(st, &g));
+            CK(cudaGetLastError());
+            cudaGraphExec_t ge;
+            CK(cudaGraphInstantiate(&ge, g, 0));
+            for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st));
+            cudaEvent_t e0, e1;
+            CK(cudaEventCreate(&e0));
+            CK(cudaEventCreate(&e1));
+            const int R = 20;
+            CK(cudaEventRecord(e0, st));
+            for (int i = 0; i < R; i++) CK(cudaGraphLaunch(ge, st));
+            CK(cudaEventRecord(e1, st));
+            CK(cudaEventSynchronize(e1));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, e0, e1));
+            const double us = ms * 1e3 / R;
+            const double limit = total / (bw / 2) * 1e6;
+            const char *names[] = {"none", "next", "next2"};
+            printf("%-8s %-6s %8.1f us a step (weights %.3f GB, bandwidth-bound %.1f us: %.1f %%; "
+                   "attention stand-in %lld ns x %d)\n",
+                   m.name, names[dist], us, total / 1e9, limit, 100 * limit / us, attn_ns,
+                   m.layers);
+            CK(cudaGraphExecDestroy(ge));
+            CK(cudaGraphDestroy(g));
+            CK(cudaStreamDestroy(st));
+        }
+        for (const Op &o : ops)
+            if (o.w) CK(cudaFree((void *)o.w));
+    }
+    return 0;
+}
