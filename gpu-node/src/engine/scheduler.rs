@@ -988,6 +988,96 @@ mod tests {
     /// Per request, per choice: its text, finish reason and token count.
     type Outcome = Vec<(String, Option<FinishReason>, usize)>;
 
+    /// The tiny test model (its directory lives as long as the first value).
+    fn tiny_model() -> (tempfile::TempDir, Arc<GenerationModel>) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::testmodel::make_test_model(dir.path()).unwrap();
+        let crate::model::LoadedModel::Generation(m) =
+            crate::model::load(dir.path(), None, &candle_core::Device::Cpu).unwrap()
+        else {
+            panic!("the tiny model must load as a generation model")
+        };
+        (dir, Arc::from(m))
+    }
+
+    /// A greedy request of `max_tokens` for `prompt`, its events on the returned channel.
+    fn greedy_request(
+        prompt: &[u32],
+        max_tokens: usize,
+    ) -> (GenRequest, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let req = GenRequest {
+            prompt: prompt.to_vec(),
+            max_tokens,
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..Default::default()
+            },
+            stop: Vec::new(),
+            events: tx,
+            arrived: Instant::now(),
+            n: 1,
+            logprobs: None,
+            constraints: Vec::new(),
+        };
+        (req, rx)
+    }
+
+    /// Reads a single-choice stream to its end: (finish, completion tokens).
+    fn finish_of(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> (FinishReason, usize) {
+        loop {
+            match rx.blocking_recv() {
+                Some(Event::Delta { .. }) => {}
+                Some(Event::Done {
+                    finish,
+                    completion_tokens,
+                    ..
+                }) => return (finish, completion_tokens),
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+
+    /// A client that goes away while a step is launched ahead for it: the other streams
+    /// run to their full length, and a later request is served.
+    #[test]
+    fn a_stream_cancelled_while_a_step_is_ahead_leaves_the_others_whole() {
+        let (_dir, model) = tiny_model();
+        let limits = EngineLimits {
+            max_running: 4,
+            kv_tokens: 4 * 64,
+            prefill_chunk: 64,
+            max_queued: 8,
+            cuda_graphs: false,
+            overlap: Overlap::Always,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let (engine, warm) = super::super::start(model, limits, metrics.clone());
+        let mut rxs = Vec::new();
+        for p in [&[5u32, 6, 7][..], &[9, 3], &[20, 21, 22, 23]] {
+            let (req, rx) = greedy_request(p, 40);
+            engine.submit(req).unwrap();
+            rxs.push(rx);
+        }
+        let _ = warm.blocking_recv();
+        let mut first = rxs.remove(0);
+        let mut deltas = 0;
+        while deltas < 3 {
+            match first.blocking_recv() {
+                Some(Event::Delta { .. }) => deltas += 1,
+                other => panic!("the first stream ended early: {other:?}"),
+            }
+        }
+        drop(first);
+        for mut rx in rxs {
+            assert_eq!(finish_of(&mut rx), (FinishReason::Length, 40));
+        }
+        let (req, mut rx) = greedy_request(&[1, 2, 3], 5);
+        engine.submit(req).unwrap();
+        assert_eq!(finish_of(&mut rx), (FinishReason::Length, 5));
+        assert!(metrics.steps_ahead.load(Relaxed) > 10);
+    }
+
     /// Submits every request before the engine's loop starts (so the batch's history is
     /// the same in every run), waits for all, and returns each request's outcome with
     /// the engine's counts of steps launched ahead (all, unmatched).
@@ -1065,14 +1155,7 @@ mod tests {
     /// from one prompt in the same batch.
     #[test]
     fn steps_launched_ahead_give_the_same_text() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::testmodel::make_test_model(dir.path()).unwrap();
-        let crate::model::LoadedModel::Generation(m) =
-            crate::model::load(dir.path(), None, &candle_core::Device::Cpu).unwrap()
-        else {
-            panic!("the tiny model must load as a generation model")
-        };
-        let model: Arc<GenerationModel> = Arc::from(m);
+        let (_dir, model) = tiny_model();
         let mut specs = vec![
             Spec::greedy(&[5, 6, 7, 8], 24),
             Spec::greedy(&[9, 3], 9),
