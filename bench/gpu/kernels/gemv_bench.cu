@@ -13,6 +13,7 @@
 // griddepcontrol after its prefetch it measured no better (2026-12-04), so no variant
 // uses it.
 #include "../../../gpu-node/cuda/decode.cu"
+#include "bench_util.cuh"
 #include "gemv_v1.cuh"
 #include "attn_v1.cuh"
 #include "step_v2.cuh"
@@ -21,28 +22,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-
-#define CK(x)                                                                                 \
-    do {                                                                                      \
-        cudaError_t e = (x);                                                                  \
-        if (e != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
-
-typedef __nv_bfloat16 bf;
-
-__global__ void fill_rand(bf *p, size_t n, uint32_t seed, float scale) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 13;
-        h *= 0x5bd1e995u;
-        h ^= h >> 15;
-        p[i] = __float2bfloat16(((h & 0xffff) / 65535.f - 0.5f) * scale);
-    }
-}
 
 template <int B, int PRO>
 __global__ void k_node(const bf *x, const bf *nw, float eps, const bf *w, const bf *bias,
@@ -105,35 +84,6 @@ static void blas_gemm(const Shape &s, int b, const bf *x, const bf *w, bf *y, cu
         exit(2);
     }
 }
-// Microseconds per kernel of the work `enqueue(stream)` records (`launches` kernels):
-// captured once as a CUDA graph, replayed 20 times after 3 warm-ups.
-template <typename F> static float graph_us(F enqueue, int launches) {
-    cudaStream_t st;
-    CK(cudaStreamCreate(&st));
-    cudaGraph_t g;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
-    enqueue(st);
-    CK(cudaStreamEndCapture(st, &g));
-    cudaGraphExec_t ge;
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    const int R = 20;
-    CK(cudaEventRecord(e0, st));
-    for (int i = 0; i < R; i++) CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-    CK(cudaGraphExecDestroy(ge));
-    CK(cudaGraphDestroy(g));
-    CK(cudaStreamDestroy(st));
-    return ms * 1000.f / (R * launches);
-}
 
 static float time_graph(kfn f, bool pdl, const Shape &s, int b, Bufs &m, int L) {
     const size_t wsz = (size_t)s.n * s.k;
@@ -169,8 +119,6 @@ struct Variant {
     bool pdl;
 };
 #define ALLB(K, PRO) {K<1, PRO>, K<2, PRO>, K<4, PRO>, K<8, PRO>}
-
-
 
 // Per-launch time of the fused step's other kernels, each in a graph of 32 launches over
 // 32 layers' own caches (so the keys and values come from memory, not L2): decode
@@ -359,26 +307,7 @@ int main(int argc, char **argv) {
     fill_rand<<<64, 256>>>(m.res, 8 * 160000, 4, 1.f);
     CK(cudaDeviceSynchronize());
 
-    // Copy bandwidth (bytes read + written), the limit every figure is a ratio of.
-    {
-        void *src, *dst;
-        const size_t n = (size_t)1 << 30;
-        CK(cudaMalloc(&src, n));
-        CK(cudaMalloc(&dst, n));
-        cudaEvent_t e0, e1;
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
-        CK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice));
-        CK(cudaEventRecord(e0));
-        for (int i = 0; i < 10; i++) CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice));
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        printf("d2d copy: %.1f GB/s (read + write)\n", 2.0 * n * 10 / (ms * 1e-3) / 1e9);
-        CK(cudaFree(src));
-        CK(cudaFree(dst));
-    }
+    copy_bandwidth_gbs(); // the limit every figure is a ratio of
 
     Shape shapes[] = {
         {"1b.qkv", 3072, 2048, 1, false},   {"1b.o", 2048, 2048, 0, true},

@@ -8,14 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#define CK(x)                                                                                 \
-    do {                                                                                      \
-        cudaError_t e = (x);                                                                  \
-        if (e != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
+#include "bench_util.cuh"
 
 __global__ void tiny(float *p, int pdl) {
     if (pdl) {
@@ -58,17 +51,8 @@ static float run(int mode, int n, int blocks, float *buf, cudaStream_t s) {
     size_t nodes = 0;
     CK(cudaGraphGetNodes(g, nullptr, &nodes));
     CK(cudaGraphInstantiate(&ge, g, 0));
-    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, s));
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
     const int reps = 50;
-    CK(cudaEventRecord(a, s));
-    for (int i = 0; i < reps; i++) CK(cudaGraphLaunch(ge, s));
-    CK(cudaEventRecord(b, s));
-    CK(cudaEventSynchronize(b));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, a, b));
+    const float ms = replay_ms(ge, s, 3, reps);
     const float us = ms * 1e3f / reps / n;
     printf("mode %d (%s): %zu nodes, %.3f us per kernel\n", mode,
            mode == 0 ? "kernels only" : mode == 1 ? "alloc + kernel + free" : mode == 2 ? "kernels, PDL" : "alloc + kernel + free, PDL",

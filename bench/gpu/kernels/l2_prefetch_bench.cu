@@ -16,31 +16,10 @@
 // Figures: us a step, and the bandwidth-bound time of the step's weight bytes at the
 // device's measured copy bandwidth (read + write / 2).
 #include "../../../gpu-node/cuda/decode.cu"
+#include "bench_util.cuh"
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
-
-#define CK(x)                                                                                 \
-    do {                                                                                      \
-        cudaError_t e = (x);                                                                  \
-        if (e != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
-
-typedef __nv_bfloat16 bf;
-
-__global__ void fill_rand(bf *p, size_t n, uint32_t seed, float scale) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 13;
-        h *= 0x5bd1e995u;
-        h ^= h >> 15;
-        p[i] = __float2bfloat16(((h & 0xffff) / 65535.f - 0.5f) * scale);
-    }
-}
 
 // This block's share of prefetching `bytes` at `p` into L2 (warp 0, 16-byte pieces).
 __device__ void prefetch_share(const char *p, size_t bytes) {
@@ -96,27 +75,7 @@ int main() {
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
            prop.l2CacheSize >> 20);
-    double bw;
-    {
-        void *src, *dst;
-        const size_t n = (size_t)1 << 30;
-        CK(cudaMalloc(&src, n));
-        CK(cudaMalloc(&dst, n));
-        cudaEvent_t e0, e1;
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
-        CK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice));
-        CK(cudaEventRecord(e0));
-        for (int i = 0; i < 10; i++) CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice));
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        bw = 2.0 * n * 10 / (ms * 1e-3);
-        printf("d2d copy: %.1f GB/s (read + write)\n", bw / 1e9);
-        CK(cudaFree(src));
-        CK(cudaFree(dst));
-    }
+    const double bw = copy_bandwidth_gbs() * 1e9;
     struct Model {
         const char *name;
         int layers, hidden, qkv, inter, vocab;
@@ -195,17 +154,8 @@ int main() {
             CK(cudaGetLastError());
             cudaGraphExec_t ge;
             CK(cudaGraphInstantiate(&ge, g, 0));
-            for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st));
-            cudaEvent_t e0, e1;
-            CK(cudaEventCreate(&e0));
-            CK(cudaEventCreate(&e1));
             const int R = 20;
-            CK(cudaEventRecord(e0, st));
-            for (int i = 0; i < R; i++) CK(cudaGraphLaunch(ge, st));
-            CK(cudaEventRecord(e1, st));
-            CK(cudaEventSynchronize(e1));
-            float ms;
-            CK(cudaEventElapsedTime(&ms, e0, e1));
+            const float ms = replay_ms(ge, st, 3, R);
             const double us = ms * 1e3 / R;
             const double limit = total / (bw / 2) * 1e6;
             const char *names[] = {"none", "next", "next2"};

@@ -12,21 +12,11 @@
 // warm-ups. Shapes: Qwen3-8B's batch-1 decode GEMVs as a Q4_K_M file has them, and the
 // same in Q8_0.
 #include "../../../gpu-node/cuda/decode.cu"
+#include "bench_util.cuh"
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-
-#define CK(x)                                                                                 \
-    do {                                                                                      \
-        cudaError_t e = (x);                                                                  \
-        if (e != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
-
-typedef __nv_bfloat16 bf;
 
 __device__ uint32_t hash(size_t i, uint32_t seed) {
     uint32_t h = (uint32_t)i * 2654435761u ^ seed ^ (uint32_t)(i >> 32) * 0x9e3779b9u;
@@ -199,57 +189,11 @@ static void launch(const Shape &s, int b, const bf *x, const bf *nw, const uint8
                                         ld, s.k);
 }
 
-template <typename F> static float graph_us(F enqueue, int launches) {
-    cudaStream_t st;
-    CK(cudaStreamCreate(&st));
-    cudaGraph_t g;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
-    enqueue(st);
-    CK(cudaStreamEndCapture(st, &g));
-    cudaGraphExec_t ge;
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    const int R = 20;
-    CK(cudaEventRecord(e0, st));
-    for (int i = 0; i < R; i++) CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    CK(cudaGraphExecDestroy(ge));
-    CK(cudaGraphDestroy(g));
-    CK(cudaStreamDestroy(st));
-    return ms * 1000.f / (R * launches);
-}
-
 int main() {
     cudaDeviceProp p;
     CK(cudaGetDeviceProperties(&p, 0));
     printf("device %s, %d SMs, L2 %d MB\n", p.name, p.multiProcessorCount, p.l2CacheSize >> 20);
-    double copy_gbs;
-    {
-        void *src, *dst;
-        const size_t n = (size_t)1 << 30;
-        CK(cudaMalloc(&src, n));
-        CK(cudaMalloc(&dst, n));
-        cudaEvent_t e0, e1;
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
-        CK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice));
-        CK(cudaEventRecord(e0));
-        for (int i = 0; i < 10; i++) CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice));
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        copy_gbs = 2.0 * n * 10 / (ms * 1e-3) / 1e9;
-        printf("d2d copy: %.1f GB/s (read + write)\n", copy_gbs);
-        CK(cudaFree(src));
-        CK(cudaFree(dst));
-    }
+    const double copy_gbs = copy_bandwidth_gbs();
     const size_t POOL = (size_t)3 << 29; // 1.5 GiB of weights
     uint8_t *pool;
     CK(cudaMalloc(&pool, POOL));

@@ -68,6 +68,16 @@ struct Timings {
 }
 
 impl Timings {
+    /// Adds one step of `rows` rows whose phases ended at `t`: started, prepared,
+    /// enqueued, synced, done.
+    fn add(&mut self, rows: usize, t: [Instant; 5]) {
+        self.steps += 1;
+        self.rows += rows as u64;
+        self.prep += t[1] - t[0];
+        self.forward += t[2] - t[1];
+        self.sync += t[3] - t[2];
+        self.host += t[4] - t[3];
+    }
     fn busy(&self) -> Duration {
         self.prep + self.forward + self.sync + self.host
     }
@@ -649,13 +659,7 @@ fn step(
     apply(
         model, metrics, running, &inputs, &forks, &picks, toks, lps, failed, ctx,
     );
-    let t4 = Instant::now();
-    timings.steps += 1;
-    timings.rows += inputs.len() as u64;
-    timings.prep += t1 - t0;
-    timings.forward += t2 - t1;
-    timings.sync += t3 - t2;
-    timings.host += t4 - t3;
+    timings.add(inputs.len(), [t0, t1, t2, t3, Instant::now()]);
 }
 
 /// Whether `s` may decode in a step launched ahead: it decodes (its prompt is in), greedy
@@ -753,13 +757,7 @@ fn decode_ahead(
         .collect();
     let n = picks.len();
     apply_greedy(model, metrics, running, inputs, &picks, toks, n, ctx);
-    let t4 = Instant::now();
-    timings.steps += 1;
-    timings.rows += inputs.len() as u64;
-    timings.prep += t1 - t0;
-    timings.forward += t2 - t1;
-    timings.sync += t3 - t2;
-    timings.host += t4 - t3;
+    timings.add(inputs.len(), [t0, t1, t2, t3, Instant::now()]);
 }
 
 /// Takes the tokens of a step launched ahead whose rows no longer match the batch (a
@@ -807,12 +805,7 @@ fn take_ahead(
             return;
         }
     }
-    let t4 = Instant::now();
-    timings.steps += 1;
-    timings.rows += inputs.len() as u64;
-    timings.prep += t2 - t0;
-    timings.sync += t3 - t2;
-    timings.host += t4 - t3;
+    timings.add(inputs.len(), [t0, t2, t2, t3, Instant::now()]);
 }
 
 /// Applies the greedy picks `toks` (one per row of a step of `rows` rows) of a decode
