@@ -3,6 +3,7 @@
 //! cache slot in chunks of `CHUNK` (the node's `prefill_chunk_tokens`), the last chunk
 //! asking for the last token's logits, as a request's first step does.
 //!
+//!     [SLOTS=S] [CAP=C] [RUNS=N] [ALLOC=glibc] \
 //!     cargo run --release -p dayshift-node --example prefill_speed -- MODEL.gguf [TOKENS] [CHUNK]
 //!
 //! Prints the time and tokens/s of each of 2 runs and the time spent per chunk start
@@ -59,6 +60,12 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("usage: prefill_speed MODEL.gguf [TOKENS] [CHUNK]"))?;
     let tokens: usize = args.next().map_or(Ok(3000), |s| s.parse())?;
     let chunk: usize = args.next().map_or(Ok(256), |s| s.parse())?;
+    // As the node does (`ALLOC=glibc`: glibc's defaults, for an A/B).
+    if std::env::var("ALLOC").is_ok_and(|v| v == "glibc") {
+        println!("allocator: glibc's defaults");
+    } else {
+        dayshift_node::device::keep_freed_memory();
+    }
     crossover()?;
     let m = gguf::load(std::path::Path::new(&path), None, &Device::Cpu)?;
     let vocab = m.llama.config().vocab_size as u32;
@@ -66,8 +73,12 @@ fn main() -> anyhow::Result<()> {
     let ids: Vec<u32> = (0..tokens as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % vocab)
         .collect();
-    for run in 0..2 {
-        let mut kv = KvCache::new(&m.llama, 1, tokens + 1)?;
+    // SLOTS=S CAP=C: the cache's geometry (default 1 slot of the prompt's length; a node's
+    // cache has more slots, each of `kv_cache_tokens / max_running_sequences`).
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+    let (slots, cap) = (env("SLOTS").unwrap_or(1), env("CAP").unwrap_or(tokens + 1));
+    for run in 0..env("RUNS").unwrap_or(2) {
+        let mut kv = KvCache::new(&m.llama, slots, cap.max(tokens + 1))?;
         let t0 = Instant::now();
         let mut marks = Vec::new();
         let mut start = 0;

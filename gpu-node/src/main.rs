@@ -63,6 +63,7 @@ enum Cmd {
 fn main() -> std::process::ExitCode {
     // SAFETY: first thing in main, before the runtime or any pool starts a thread.
     unsafe { dayshift_node::device::pin_cpu_threads() };
+    dayshift_node::device::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
