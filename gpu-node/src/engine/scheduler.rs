@@ -976,6 +976,27 @@ mod tests {
                 logprobs: None,
             }
         }
+
+        /// The request (seed 7) and the channel its events arrive on.
+        fn request(&self) -> (GenRequest, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let req = GenRequest {
+                prompt: self.prompt.clone(),
+                max_tokens: self.max_tokens,
+                sampling: SamplingParams {
+                    temperature: self.temperature,
+                    seed: Some(7),
+                    ..Default::default()
+                },
+                stop: self.stop.clone(),
+                events: tx,
+                arrived: Instant::now(),
+                n: self.n,
+                logprobs: self.logprobs,
+                constraints: Vec::new(),
+            };
+            (req, rx)
+        }
     }
 
     /// Per request, per choice: its text, finish reason and token count.
@@ -998,22 +1019,7 @@ mod tests {
         prompt: &[u32],
         max_tokens: usize,
     ) -> (GenRequest, tokio::sync::mpsc::UnboundedReceiver<Event>) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let req = GenRequest {
-            prompt: prompt.to_vec(),
-            max_tokens,
-            sampling: SamplingParams {
-                temperature: 0.0,
-                ..Default::default()
-            },
-            stop: Vec::new(),
-            events: tx,
-            arrived: Instant::now(),
-            n: 1,
-            logprobs: None,
-            constraints: Vec::new(),
-        };
-        (req, rx)
+        Spec::greedy(prompt, max_tokens).request()
     }
 
     /// Reads a single-choice stream to its end: (finish, completion tokens).
@@ -1091,24 +1097,8 @@ mod tests {
         let (engine, warm) = super::super::start(model.clone(), limits, metrics.clone());
         let mut rxs = Vec::new();
         for s in specs {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            engine
-                .submit(GenRequest {
-                    prompt: s.prompt.clone(),
-                    max_tokens: s.max_tokens,
-                    sampling: SamplingParams {
-                        temperature: s.temperature,
-                        seed: Some(7),
-                        ..Default::default()
-                    },
-                    stop: s.stop.clone(),
-                    events: tx,
-                    arrived: Instant::now(),
-                    n: s.n,
-                    logprobs: s.logprobs,
-                    constraints: Vec::new(),
-                })
-                .unwrap();
+            let (req, rx) = s.request();
+            engine.submit(req).unwrap();
             rxs.push((rx, s.n));
         }
         let _ = warm.blocking_recv();

@@ -18,9 +18,7 @@ use super::decode_ops::{index_buffer, max_abs_diff};
 use super::greedy_step::{DecodeIds, GreedyStep};
 use super::llama::{BatchItem, KvCache, Llama, WantLogits};
 use candle_core::cuda_backend::CudaDevice;
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaEvent, CudaGraph, DevicePtr, PinnedHostSlice, result, sys,
-};
+use candle_core::cuda_backend::cudarc::driver::{CudaEvent, CudaGraph, PinnedHostSlice, sys};
 use candle_core::{Device, Result, Storage, Tensor};
 
 /// The captured decode graphs of one [`KvCache`].
@@ -30,12 +28,6 @@ pub struct DecodeGraphs {
     /// Page-locked buffers of the largest bucket's rows, free for a chained step's picks
     /// (`replay_greedy`); two are in use at a time.
     pinned: Vec<PinnedHostSlice<u32>>,
-    /// Page-locked staging for `replay_greedy`'s index uploads, used in turn, each with
-    /// the event recorded after its last copy. A copy from pageable memory may wait for
-    /// the stream (the step launched ahead) before it returns; from these it does not.
-    staging: Vec<(PinnedHostSlice<u32>, Option<CudaEvent>)>,
-    /// Which staging buffer the next upload uses.
-    next_staging: usize,
     /// The last greedy step's start event (`DAYSHIFT_BENCH_GPU_TIMING=1`).
     last_start: Option<std::sync::Arc<CudaEvent>>,
 }
@@ -87,8 +79,6 @@ impl DecodeGraphs {
         Ok(DecodeGraphs {
             entries,
             pinned: Vec::new(),
-            staging: Vec::new(),
-            next_staging: 0,
             last_start: None,
         })
     }
@@ -200,12 +190,20 @@ pub(crate) fn replay(
             .map(|it| (it.slot as u32, it.start as u32, it.tokens[0])),
         e.b,
     );
+    launch_entry(model, e, host, None)?;
+    Ok(Some(e.logits.narrow(0, 0, n)?))
+}
+
+/// Uploads a step's indices (`index_buffer` of the entry's bucket) into the entry's
+/// input, overwrites its token ids with `ids` (a previous step's picks on the device)
+/// when given, and launches the graph.
+fn launch_entry(model: &Llama, e: &Entry, host: Vec<u32>, ids: Option<&Tensor>) -> Result<()> {
     let src = Tensor::from_vec(host, 3 * e.b, model.device())?;
     e.idx.slice_set(&src, 0, 0)?;
-    e.graph
-        .launch()
-        .map_err(|e| err("decode graph launch", e))?;
-    Ok(Some(e.logits.narrow(0, 0, n)?))
+    if let Some(ids) = ids {
+        e.idx.slice_set(ids, 0, 0)?;
+    }
+    e.graph.launch().map_err(|e| err("decode graph launch", e))
 }
 
 /// The page-locked buffer a chained step's picks are copied into (see
@@ -257,7 +255,9 @@ pub fn take_gpu_timing() -> Option<(f64, f64)> {
 }
 
 /// Launches a greedy decode step of `rows` (slot, position) through the smallest bucket
-/// that holds it: the indices are uploaded, the ids of a [`DecodeIds::Previous`] step
+/// that holds it: the indices are uploaded (from pageable memory, as `replay` does:
+/// page-locked staging measured no different on the H200, 986.0 vs 988.5 tok/s
+/// llama1b batch 1, `bench/gpu/results/h200-s14/`), the ids of a [`DecodeIds::Previous`] step
 /// copied on the device into the graph's input, the graph launched, the argmax of each
 /// row taken, and the picks copied asynchronously into a page-locked buffer. Returns
 /// without waiting for the device; `None` when no graphs are captured or no bucket holds
@@ -313,56 +313,11 @@ pub(crate) fn replay_greedy(
             .map(|(r, &(slot, start))| (slot as u32, start as u32, tok(r))),
         e.b,
     );
-    let largest = g.entries.last().map_or(n, |e| e.b);
-    // The indices go up from page-locked memory, so that the call does not wait for a
-    // step still running.
-    while g.staging.len() < 2 {
-        // SAFETY: only the values written below are copied.
-        let buf = unsafe {
-            stream
-                .context()
-                .alloc_pinned_with_flags::<u32>(3 * largest, 0)
-        }
-        .map_err(|e| err("page-locked buffer for the decode indices", e))?;
-        g.staging.push((buf, None));
-    }
-    let which = g.next_staging % g.staging.len();
-    g.next_staging = g.next_staging.wrapping_add(1);
-    let (buf, done) = &mut g.staging[which];
-    if let Some(ev) = done.take() {
-        ev.synchronize()
-            .map_err(|e| err("waiting for an earlier index upload", e))?;
-    }
-    let staged = buf
-        .as_mut_slice()
-        .map_err(|e| err("the decode indices' page-locked buffer", e))?
-        .get_mut(..host.len())
-        .ok_or_else(|| err("the decode indices' page-locked buffer", "too small"))?;
-    staged.copy_from_slice(&host);
-    {
-        let (st, l) = e.idx.storage_and_layout();
-        let Storage::Cuda(c) = &*st else {
-            candle_core::bail!("the decode graph's index buffer is not on the GPU");
-        };
-        let start = l.start_offset();
-        let view = c.as_cuda_slice::<u32>()?.slice(start..start + host.len());
-        let (dst, _read) = view.device_ptr(&stream);
-        // SAFETY: `dst` holds `host.len()` u32 (the graph's index buffer of this bucket);
-        // `staged` stays allocated and untouched until the event below has passed.
-        unsafe { result::memcpy_htod_async(dst, staged, stream.cu_stream()) }
-            .map_err(|e| err("uploading the decode indices", e))?;
-    }
-    *done = Some(
-        stream
-            .record_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
-            .map_err(|e| err("an event after the index upload", e))?,
-    );
-    if let DecodeIds::Previous(p) = ids {
-        e.idx.slice_set(p.ids(), 0, 0)?;
-    }
-    e.graph
-        .launch()
-        .map_err(|e| err("decode graph launch", e))?;
+    let ids = match ids {
+        DecodeIds::Previous(p) => Some(p.ids()),
+        DecodeIds::Host(_) => None,
+    };
+    launch_entry(model, e, host, ids)?;
     let picks = super::decode_ops::argmax_rows(&e.logits.narrow(0, 0, n)?)?;
     let timing = match start {
         Some(start) => {
@@ -378,6 +333,7 @@ pub(crate) fn replay_greedy(
         }
         None => None,
     };
+    let largest = g.entries.last().map_or(n, |e| e.b);
     let mut buf = match g.pinned.pop() {
         Some(b) => b,
         // SAFETY: the buffer is only read after a copy into it has completed.

@@ -41,11 +41,6 @@ impl GreedyStep {
         &self.ids
     }
 
-    /// Rows of the step.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     /// Waits for the step and returns its picks, one per row. Steps launched after this
     /// one keep running meanwhile.
     pub fn tokens(self, kv: &mut KvCache) -> Result<Vec<u32>> {
