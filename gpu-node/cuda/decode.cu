@@ -238,6 +238,40 @@ DS_ARGMAX(__nv_bfloat16, bf16)
 // and batching the prologue's loads (more registers, fewer blocks per SM) measured the
 // same or slower there. x, nw: 16-byte aligned; K a multiple of 16 / sizeof(T).
 #define GEMV_PREFETCH 4
+// Weight bytes a fused GEMV asks the GPU to bring into L2 for the kernels after it: up to
+// eight ranges (address, bytes; bytes 0 = none), 16-byte aligned, lengths multiples of 16.
+// Planned per GEMV by the host (gpu-node/src/model/l2_prefetch.rs, the same layout as
+// its `L2Ranges`); all zero unless DAYSHIFT_BENCH_L2_PREFETCH_MIB is set.
+struct L2Ranges {
+    unsigned long long p[8];
+    unsigned long long n[8];
+};
+
+// This block's share of `bytes` at `p` brought into L2: warp 0's lanes each issue one bulk
+// prefetch (cp.async.bulk.prefetch.L2, sm_90) of a 16-byte-aligned piece. Before sm_90
+// nothing (a hint only).
+__device__ __forceinline__ void l2_prefetch_share(unsigned long long p, unsigned long long bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (p == 0 || bytes == 0 || threadIdx.x >= 32) return;
+    const unsigned long long per_block = ((bytes + gridDim.x - 1) / gridDim.x + 15) & ~15ull;
+    const unsigned long long b0 = per_block * blockIdx.x;
+    if (b0 >= bytes) return;
+    const unsigned long long len = per_block < bytes - b0 ? per_block : bytes - b0;
+    const unsigned long long per_lane = ((len + 31) / 32 + 15) & ~15ull;
+    const unsigned long long l0 = per_lane * threadIdx.x;
+    if (l0 >= len) return;
+    const unsigned long long l = per_lane < len - l0 ? per_lane : len - l0;
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + b0 + l0), "r"((unsigned)l)
+                 : "memory");
+#endif
+}
+
+// This block's share of every range of `r`.
+__device__ __forceinline__ void l2_prefetch(const L2Ranges &r) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) l2_prefetch_share(r.p[i], r.n[i]);
+}
+
 template <typename T> __device__ __forceinline__ T rnd(float x) { return from_f<T>(x); }
 
 template <typename T>
@@ -269,7 +303,8 @@ __device__ __forceinline__ void gemv_finish(const float *acc, int lane, const T 
 template <typename T, int B, int PRO>
 __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, float eps,
                            const T *__restrict__ w, const T *__restrict__ bias,
-                           const T *__restrict__ res, T *__restrict__ y, int n_out, int k_in) {
+                           const T *__restrict__ res, T *__restrict__ y, int n_out, int k_in,
+                           const L2Ranges &pf = L2Ranges{}) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *a = reinterpret_cast<T *>(smem_raw); // [B, K]
     __shared__ float part[32][B];
@@ -285,6 +320,7 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
         const int k = (u * 32 + lane) * V;
         if (live && k < k_in) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
     }
+    l2_prefetch(pf);
     const int kv = k_in / V;
     if (PRO == 1) {
         float ss[B];
@@ -376,8 +412,8 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
 #define DS_GEMVF(T, SUFFIX, B, PRO)                                                            \
     extern "C" __global__ void gemvf_##SUFFIX##_##B##_##PRO(                                    \
         const T *x, const T *nw, float eps, const T *w, const T *bias, const T *res, T *y,      \
-        int n_out, int k_in) {                                                                 \
-        gemv_fused<T, B, PRO>(x, nw, eps, w, bias, res, y, n_out, k_in);                       \
+        int n_out, int k_in, L2Ranges pf) {                                                    \
+        gemv_fused<T, B, PRO>(x, nw, eps, w, bias, res, y, n_out, k_in, pf);                   \
     }
 #define DS_GEMVF_B(T, SUFFIX, PRO)                                                             \
     DS_GEMVF(T, SUFFIX, 1, PRO) DS_GEMVF(T, SUFFIX, 2, PRO) DS_GEMVF(T, SUFFIX, 3, PRO)        \

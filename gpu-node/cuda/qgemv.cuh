@@ -626,7 +626,7 @@ template <typename T, int B, int PRO>
 __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w0, int t0,
                             int n0, const uint8_t *w1, int t1, int n1, const uint8_t *w2,
                             int t2, int n2, const T *bias, const T *res, T *y, int ld_y,
-                            int k_in) {
+                            int k_in, const L2Ranges &pf = L2Ranges{}) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const int nwarps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int total = n0 + n1 + n2;
@@ -649,6 +649,7 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
         const uint8_t *p = w + (size_t)row * rb;
         qg_prefetch_l2(p, rb, lane);
     }
+    l2_prefetch(pf);
     int8_t *qa = reinterpret_cast<int8_t *>(smem_raw);
     float *da = reinterpret_cast<float *>(smem_raw + (size_t)B * k_in);
     float *sa = da + B * (k_in / 32);
@@ -706,9 +707,9 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
     extern "C" __global__ void QG_BOUNDS(B) qgemvf_##SUFFIX##_##B##_##PRO(                     \
         const T *x, const T *nw, float eps, const uint8_t *w0, int t0, int n0,                 \
         const uint8_t *w1, int t1, int n1, const uint8_t *w2, int t2, int n2, const T *bias,   \
-        const T *res, T *y, int ld_y, int k_in) {                                              \
+        const T *res, T *y, int ld_y, int k_in, L2Ranges pf) {                                 \
         qgemv_fused<T, B, PRO>(x, nw, eps, w0, t0, n0, w1, t1, n1, w2, t2, n2, bias, res, y,    \
-                               ld_y, k_in);                                                    \
+                               ld_y, k_in, pf);                                                \
     }
 #define DS_QGEMVF_ALL(T, SUFFIX)                                                               \
     DS_QGEMVF(T, SUFFIX, 1, 0) DS_QGEMVF(T, SUFFIX, 1, 1) DS_QGEMVF(T, SUFFIX, 1, 2)            \

@@ -12,7 +12,8 @@
 //!
 //!     cargo build --release -p dayshift-node --features cuda --example graph_speed
 //!     [QUANT=q4_k] [KV=SLOTSxTOKENS] [NODE_DEVICE=1] [PAUSE_MS=N] [PROMPT=N]
-//!     [DAYSHIFT_BENCH_GPU_TIMING=1] graph_speed MODEL [STEPS]
+//!     [DAYSHIFT_BENCH_GPU_TIMING=1] [DAYSHIFT_BENCH_L2_PREFETCH_MIB=N]
+//!     graph_speed MODEL [STEPS]
 //!
 //! (a model as `serve` takes it; `NODE_DEVICE=1` opens the GPU as `serve` does;
 //! `PAUSE_MS` adds bursts of steps after an idle GPU.)
@@ -51,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         Device::new_cuda(0)?
     };
     // QUANT=q4_k (a uniform type) quantizes a safetensors model's matrices at load.
-    let quant = std::env::var("QUANT").ok();
+    let quant = std::env::var("QUANT").ok().filter(|q| !q.is_empty());
     let path = std::path::Path::new(&dir);
     let LoadedModel::Generation(g) = load_quantized(path, None, quant.as_deref(), &dev)? else {
         anyhow::bail!("{dir}: not a generation model");
@@ -78,9 +79,11 @@ fn main() -> anyhow::Result<()> {
     );
     let mut kv = KvCache::new(m, slots, cap)?;
     let buckets = kv.capture_graphs(m)?;
+    let (gemvs, bytes) = m.l2_prefetch_plan();
     println!(
-        "{dir} {}: graph buckets {buckets:?}",
-        quant.as_deref().unwrap_or("")
+        "{dir} {}: graph buckets {buckets:?}; L2 prefetch: {:.1} MB a step over {gemvs} GEMVs",
+        quant.as_deref().unwrap_or(""),
+        bytes as f64 / 1e6
     );
     let first = BatchItem {
         slot: 0,
@@ -143,8 +146,12 @@ fn main() -> anyhow::Result<()> {
         }
         let b2b = t0.elapsed().as_secs_f64();
         let us = |s: f64| s * 1e6 / steps as f64;
+        // FNV-1a of the tokens, to compare runs of different settings.
+        let fnv = engine_toks.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| {
+            (h ^ u64::from(t)).wrapping_mul(0x0100_0000_01b3)
+        });
         println!(
-            "round {round}: {steps} steps; as the engine {:.1} us a step (host enqueue {:.1} us of it); launched ahead {:.1} us a step (same tokens: {}); back to back {:.1} us a step",
+            "round {round}: {steps} steps; as the engine {:.1} us a step (host enqueue {:.1} us of it); launched ahead {:.1} us a step (same tokens: {}); back to back {:.1} us a step; tokens {fnv:016x}",
             us(synced),
             us(enqueue),
             us(chained),

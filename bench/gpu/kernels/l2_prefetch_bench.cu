@@ -10,8 +10,9 @@
 // its own weights (the whole model's bytes stream from DRAM each step). Captured once as
 // a CUDA graph, replayed 20 times after 3 warm-ups. Variants:
 //   none      the step as it is
-//   next      each kernel first issues an L2 bulk prefetch (cp.async.bulk.prefetch.L2,
-//             sm_90) of its share of the next GEMV's weights
+//   next      each kernel also issues an L2 bulk prefetch (cp.async.bulk.prefetch.L2,
+//             sm_90) of its share of the next GEMV's weights (decode.cu's l2_prefetch,
+//             after the GEMV's first weight loads, as the node runs it)
 //   next2     the same for the GEMV after the next as well
 // Figures: us a step, and the bandwidth-bound time of the step's weight bytes at the
 // device's measured copy bandwidth (read + write / 2).
@@ -21,40 +22,15 @@
 #include <cstdlib>
 #include <vector>
 
-// This block's share of prefetching `bytes` at `p` into L2 (warp 0, 16-byte pieces).
-__device__ void prefetch_share(const char *p, size_t bytes) {
-    if (p == nullptr || bytes == 0 || threadIdx.x >= 32) return;
-    const size_t per_block = ((bytes + gridDim.x - 1) / gridDim.x + 15) & ~(size_t)15;
-    const size_t b0 = per_block * blockIdx.x;
-    if (b0 >= bytes) return;
-    const size_t len = per_block < bytes - b0 ? per_block : ((bytes - b0) & ~(size_t)15);
-    const size_t per_lane = ((len + 31) / 32 + 15) & ~(size_t)15;
-    const size_t l0 = per_lane * threadIdx.x;
-    if (l0 >= len) return;
-    const size_t l = per_lane < len - l0 ? per_lane : len - l0;
-    if (l == 0) return;
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + b0 + l0),
-                 "r"((unsigned)l)
-                 : "memory");
-}
-
-struct Pf {
-    const char *p[2];
-    size_t bytes[2];
-};
-
 template <int PRO>
 __global__ void k_gemv(const bf *x, const bf *nw, float eps, const bf *w, const bf *res, bf *y,
-                       int n, int k, Pf pf) {
-    prefetch_share(pf.p[0], pf.bytes[0]);
-    prefetch_share(pf.p[1], pf.bytes[1]);
-    gemv_fused<bf, 1, PRO>(x, nw, eps, w, nullptr, res, y, n, k);
+                       int n, int k, L2Ranges pf) {
+    gemv_fused<bf, 1, PRO>(x, nw, eps, w, nullptr, res, y, n, k, pf);
 }
 
 // Stand-in for RoPE + attention at a short context: ~`ns` of latency, no DRAM traffic.
-__global__ void k_wait(long long ns, Pf pf) {
-    prefetch_share(pf.p[0], pf.bytes[0]);
-    prefetch_share(pf.p[1], pf.bytes[1]);
+__global__ void k_wait(long long ns, L2Ranges pf) {
+    l2_prefetch(pf);
     long long t0;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
     for (;;) {
@@ -121,12 +97,12 @@ int main() {
             CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
             for (size_t i = 0; i < ops.size(); i++) {
                 const Op &o = ops[i];
-                Pf pf = {{nullptr, nullptr}, {0, 0}};
+                L2Ranges pf = {};
                 for (int d = 0; d < dist; d++) {
                     const Op *nx = next_gemv(i, d);
                     if (nx) {
-                        pf.p[d] = reinterpret_cast<const char *>(nx->w);
-                        pf.bytes[d] = (size_t)nx->n * nx->k * sizeof(bf);
+                        pf.p[d] = reinterpret_cast<unsigned long long>(nx->w);
+                        pf.n[d] = ((size_t)nx->n * nx->k * sizeof(bf)) & ~(size_t)15;
                     }
                 }
                 if (o.kind == 5) {

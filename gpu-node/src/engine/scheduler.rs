@@ -53,54 +53,61 @@ struct Ahead {
 }
 
 /// Where the engine thread's time goes, logged (`engine timings`) after each 2 s of
-/// steps and whenever the engine goes idle (so each burst of work gets its own line):
-/// `forward` is the host time to enqueue a step's kernels, `sync` the wait for the
-/// device and the copy of the sampled ids (or logits), `host` sampling, detokenising
-/// and sending. A GPU-bound engine waits in `sync`; a launch-bound one in `forward`.
+/// steps and whenever the engine goes idle (so each burst of work gets its own line),
+/// one line per kind of step ([`StepKind`]): decode-only steps, and steps that read
+/// prompt tokens (a prompt chunk takes far longer than a decode step, so one average
+/// would hide both). `forward` is the host time to enqueue a step's kernels, `sync` the
+/// wait for the device and the copy of the sampled ids (or logits), `host` sampling,
+/// detokenising and sending. A GPU-bound engine waits in `sync`; a launch-bound one in
+/// `forward`. In a decode step whose successor is launched ahead (`launched_ahead`
+/// steps, [`Overlap`]), `forward` is that launch, made while the GPU still runs this
+/// step, and `sync` the rest of the wait for this step.
 #[derive(Default)]
 struct Timings {
+    decode: StepTimes,
+    prompt: StepTimes,
+}
+
+/// Which line of [`Timings`] a step counts in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StepKind {
+    /// Every row decodes one token.
+    Decode,
+    /// Some row reads prompt tokens (a chunk of a prompt, or its last part).
+    Prompt,
+}
+
+/// The summed phases of the steps of one [`StepKind`].
+#[derive(Default)]
+struct StepTimes {
     steps: u64,
     rows: u64,
+    /// Decode steps whose successor was launched before their tokens were read.
+    ahead: u64,
     prep: Duration,
     forward: Duration,
     sync: Duration,
     host: Duration,
 }
 
-impl Timings {
-    /// Adds one step of `rows` rows whose phases ended at `t`: started, prepared,
-    /// enqueued, synced, done.
-    fn add(&mut self, rows: usize, t: [Instant; 5]) {
-        self.steps += 1;
-        self.rows += rows as u64;
-        self.prep += t[1] - t[0];
-        self.forward += t[2] - t[1];
-        self.sync += t[3] - t[2];
-        self.host += t[4] - t[3];
-    }
+impl StepTimes {
     fn busy(&self) -> Duration {
         self.prep + self.forward + self.sync + self.host
     }
-    fn maybe_log(&mut self) {
-        if self.busy() >= Duration::from_secs(2) {
-            self.flush();
-        }
-    }
-    fn flush(&mut self) {
+
+    fn log(&self, kind: StepKind) {
         if self.steps == 0 {
             return;
         }
         let per = |d: Duration| d.as_secs_f64() * 1e3 / self.steps as f64;
-        #[cfg(feature = "cuda")]
-        if let Some((busy, period)) = crate::model::cuda_graph::take_gpu_timing() {
-            tracing::info!(
-                gpu_busy_ms = format!("{busy:.3}"),
-                gpu_period_ms = format!("{period:.3}"),
-                "GPU time of the greedy steps launched through decode graphs (DAYSHIFT_BENCH_GPU_TIMING)"
-            );
-        }
+        let kind = match kind {
+            StepKind::Decode => "decode",
+            StepKind::Prompt => "with prompt tokens",
+        };
         tracing::info!(
+            kind,
             steps = self.steps,
+            launched_ahead = self.ahead,
             avg_batch = format!("{:.1}", self.rows as f64 / self.steps as f64),
             step_ms = format!("{:.3}", per(self.busy())),
             prep_ms = format!("{:.3}", per(self.prep)),
@@ -109,6 +116,51 @@ impl Timings {
             host_ms = format!("{:.3}", per(self.host)),
             "engine timings (per step)"
         );
+    }
+}
+
+impl Timings {
+    /// Adds one step of `rows` rows whose phases ended at `t`: started, prepared,
+    /// enqueued, synced, done; `ahead`: its successor was launched before its tokens
+    /// were read.
+    fn add(&mut self, kind: StepKind, rows: usize, ahead: bool, t: [Instant; 5]) {
+        let s = match kind {
+            StepKind::Decode => &mut self.decode,
+            StepKind::Prompt => &mut self.prompt,
+        };
+        s.steps += 1;
+        s.rows += rows as u64;
+        s.ahead += u64::from(ahead);
+        s.prep += t[1] - t[0];
+        s.forward += t[2] - t[1];
+        s.sync += t[3] - t[2];
+        s.host += t[4] - t[3];
+    }
+
+    fn steps(&self) -> u64 {
+        self.decode.steps + self.prompt.steps
+    }
+
+    fn maybe_log(&mut self) {
+        if self.decode.busy() + self.prompt.busy() >= Duration::from_secs(2) {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.steps() == 0 {
+            return;
+        }
+        #[cfg(feature = "cuda")]
+        if let Some((busy, period)) = crate::model::cuda_graph::take_gpu_timing() {
+            tracing::info!(
+                gpu_busy_ms = format!("{busy:.3}"),
+                gpu_period_ms = format!("{period:.3}"),
+                "GPU time of the greedy steps launched through decode graphs (DAYSHIFT_BENCH_GPU_TIMING)"
+            );
+        }
+        self.decode.log(StepKind::Decode);
+        self.prompt.log(StepKind::Prompt);
         *self = Timings::default();
     }
 }
@@ -498,6 +550,11 @@ fn step(
     if inputs.is_empty() {
         return;
     }
+    let kind = if budget == limits.prefill_chunk {
+        StepKind::Decode
+    } else {
+        StepKind::Prompt
+    };
     if let Some(ahead) = ahead {
         let ids: Vec<u64> = inputs.iter().map(|(i, _, _)| running[*i].id).collect();
         let chains = inputs.iter().all(|(i, _, _)| overlaps(&running[*i]));
@@ -659,7 +716,7 @@ fn step(
     apply(
         model, metrics, running, &inputs, &forks, &picks, toks, lps, failed, ctx,
     );
-    timings.add(inputs.len(), [t0, t1, t2, t3, Instant::now()]);
+    timings.add(kind, inputs.len(), false, [t0, t1, t2, t3, Instant::now()]);
 }
 
 /// Whether `s` may decode in a step launched ahead: it decodes (its prompt is in), greedy
@@ -757,7 +814,13 @@ fn decode_ahead(
         .collect();
     let n = picks.len();
     apply_greedy(model, metrics, running, inputs, &picks, toks, n, ctx);
-    timings.add(inputs.len(), [t0, t1, t2, t3, Instant::now()]);
+    let launched_ahead = ahead.is_some();
+    timings.add(
+        StepKind::Decode,
+        inputs.len(),
+        launched_ahead,
+        [t0, t1, t2, t3, Instant::now()],
+    );
 }
 
 /// Takes the tokens of a step launched ahead whose rows no longer match the batch (a
@@ -805,7 +868,12 @@ fn take_ahead(
             return;
         }
     }
-    timings.add(inputs.len(), [t0, t2, t2, t3, Instant::now()]);
+    timings.add(
+        StepKind::Decode,
+        inputs.len(),
+        false,
+        [t0, t2, t2, t3, Instant::now()],
+    );
 }
 
 /// Applies the greedy picks `toks` (one per row of a step of `rows` rows) of a decode
@@ -953,6 +1021,31 @@ fn apply(
 mod tests {
     use super::*;
     use crate::engine::sampling::SamplingParams;
+
+    #[test]
+    fn prompt_steps_are_not_averaged_into_decode_steps() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut t = Timings::default();
+        // Two decode steps of 1 ms (one launched its successor ahead), one prompt chunk
+        // of 100 ms.
+        t.add(StepKind::Decode, 1, true, [t0, t0, ms(1), ms(1), ms(1)]);
+        t.add(StepKind::Decode, 1, false, [t0, t0, t0, ms(1), ms(1)]);
+        t.add(
+            StepKind::Prompt,
+            2,
+            false,
+            [t0, t0, ms(90), ms(100), ms(100)],
+        );
+        assert_eq!((t.decode.steps, t.decode.ahead, t.decode.rows), (2, 1, 2));
+        assert_eq!(t.decode.busy(), Duration::from_millis(2));
+        assert_eq!(t.decode.forward, Duration::from_millis(1));
+        assert_eq!((t.prompt.steps, t.prompt.rows), (1, 2));
+        assert_eq!(t.prompt.busy(), Duration::from_millis(100));
+        assert_eq!(t.steps(), 3);
+        t.flush();
+        assert_eq!(t.steps(), 0);
+    }
 
     /// One request of [`run_engine`]: prompt, max_tokens, stop strings, temperature,
     /// choices, logprobs.

@@ -8,6 +8,7 @@
 use super::arch::{Act, Arch};
 use super::config::LlamaConfig;
 use super::cpu_softmax::causal_softmax;
+use super::l2_prefetch::L2Ranges;
 use super::mask::{causal_mask, decode_mask};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
@@ -85,6 +86,7 @@ impl Lin {
                         eps: 0.0,
                         bias: l.bias().cloned(),
                         res: None,
+                        prefetch: Default::default(),
                     },
                 )
             }
@@ -425,6 +427,10 @@ pub struct Llama {
     fused: Vec<FusedLayer>,
     /// [`PREFILL_SCORES_BYTES`] (smaller in tests, to split short prompts into blocks).
     prefill_scores_bytes: usize,
+    /// Per GEMV of the fused decode step, in launch order, the weight bytes it asks the
+    /// GPU to bring into L2 ([`super::l2_prefetch`]); empty unless the benchmark switch
+    /// `DAYSHIFT_BENCH_L2_PREFETCH_MIB` is set on a CUDA node.
+    l2_plan: Vec<L2Ranges>,
 }
 
 /// Most rows a decode step runs fused ([`Llama::forward_decode_fused`]) in a model whose
@@ -522,6 +528,7 @@ impl StepWeight {
         eps: f32,
         bias: Option<Tensor>,
         res: Option<Tensor>,
+        prefetch: L2Ranges,
     ) -> Result<Tensor> {
         use super::decode_ops::{FusedGemv, QuantGemv};
         match self {
@@ -532,6 +539,7 @@ impl StepWeight {
                     eps,
                     bias,
                     res,
+                    prefetch,
                 },
             ),
             StepWeight::Quant(qs) => x.apply_op1_no_bwd(&QuantGemv {
@@ -540,7 +548,26 @@ impl StepWeight {
                 segments: qs.clone(),
                 bias,
                 res,
+                prefetch,
             }),
+        }
+    }
+
+    /// The device memory the kernel reads this weight from, in order (CUDA only).
+    #[cfg(feature = "cuda")]
+    fn extents(&self) -> Result<Vec<super::l2_prefetch::Extent>> {
+        match self {
+            StepWeight::Dense(w) => Ok(vec![super::decode_ops::dense_extent(w)?]),
+            StepWeight::Quant(qs) => qs
+                .iter()
+                .map(|q| {
+                    let t = q.dtype();
+                    Ok(super::l2_prefetch::Extent {
+                        ptr: q.device_ptr()? as u64,
+                        bytes: (q.shape().elem_count() / t.block_size() * t.type_size()) as u64,
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -758,6 +785,7 @@ impl Llama {
             cfg: cfg.clone(),
             arch,
             fused: Vec::new(),
+            l2_plan: Vec::new(),
             prefill_scores_bytes: PREFILL_SCORES_BYTES,
         };
         // Only the CUDA decode graphs read the fused matrices.
@@ -863,7 +891,53 @@ impl Llama {
             });
         }
         self.fused = fused;
+        #[cfg(feature = "cuda")]
+        if self.device.is_cuda() {
+            self.l2_plan = self.plan_l2_prefetch(super::l2_prefetch::window_bytes())?;
+        }
         Ok(())
+    }
+
+    /// The fused decode step's L2 prefetch (`DAYSHIFT_BENCH_L2_PREFETCH_MIB`): how many
+    /// GEMVs have a plan, and the bytes they ask for a step (0, 0 when off).
+    pub fn l2_prefetch_plan(&self) -> (usize, u64) {
+        (
+            self.l2_plan.len(),
+            self.l2_plan.iter().map(|r| r.total()).sum(),
+        )
+    }
+
+    /// [`Llama::l2_plan`] for a window of `window` bytes (empty for 0 or when a weight
+    /// of the fused step is not one it multiplies with).
+    #[cfg(feature = "cuda")]
+    fn plan_l2_prefetch(&self, window: u64) -> Result<Vec<L2Ranges>> {
+        if window == 0 || self.fused.len() != self.blocks.len() {
+            return Ok(Vec::new());
+        }
+        let mut gemvs = Vec::with_capacity(4 * self.blocks.len() + 1);
+        for (blk, f) in self.blocks.iter().zip(&self.fused) {
+            for w in [
+                Some(f.qkv.clone()),
+                StepWeight::of(&blk.attn.o),
+                Some(f.gate_up.clone()),
+                StepWeight::of(&blk.mlp.down),
+            ] {
+                let Some(w) = w else { return Ok(Vec::new()) };
+                gemvs.push(w.extents()?);
+            }
+        }
+        let Some(head) = StepWeight::of(&self.lm_head) else {
+            return Ok(Vec::new());
+        };
+        gemvs.push(head.extents()?);
+        let plan = super::l2_prefetch::plan(&gemvs, window);
+        tracing::info!(
+            window_mib = window >> 20,
+            gemvs = plan.len(),
+            prefetched_mb = plan.iter().map(|r| r.total()).sum::<u64>() / 1_000_000,
+            "decode step: L2 prefetch of the weight stream on (DAYSHIFT_BENCH_L2_PREFETCH_MIB)"
+        );
+        Ok(plan)
     }
 
     /// Builds the model from a GGUF file's tensors (quantized linear layers; dense
@@ -964,6 +1038,7 @@ impl Llama {
             cfg: cfg.clone(),
             arch,
             fused: Vec::new(),
+            l2_plan: Vec::new(),
             prefill_scores_bytes: PREFILL_SCORES_BYTES,
         };
         // Only the CUDA decode graphs read the fused layers.
@@ -1068,6 +1143,7 @@ impl Llama {
                         segments: vec![q.clone()],
                         bias: None,
                         res: None,
+                        prefetch: Default::default(),
                     };
                     kernels.push(("the fused decode", xd.apply_op1_no_bwd(&op)?));
                 }
@@ -1450,6 +1526,9 @@ impl Llama {
                 )
             })
         };
+        // Each GEMV's share of the L2 prefetch, in launch order.
+        let mut plan = self.l2_plan.iter().copied();
+        let mut pf = move || plan.next().unwrap_or_default();
         for ((blk, f), (kc, vc)) in self
             .blocks
             .iter()
@@ -1463,6 +1542,7 @@ impl Llama {
                 eps,
                 f.qkv_bias.clone(),
                 None,
+                pf(),
             )?;
             let (cos, sin) = &self.ropes[at.rope];
             let rope = RopeRows {
@@ -1479,12 +1559,12 @@ impl Llama {
             };
             let q = rope.apply(&qkv, kc, vc)?;
             let o = q.apply_op3_no_bwd(kc, vc, &self.decode_attention(at, b, idx, kv))?;
-            x = weight(&at.o)?.gemv(&o, Prologue::None, eps, bias_of(&at.o), Some(x))?;
+            x = weight(&at.o)?.gemv(&o, Prologue::None, eps, bias_of(&at.o), Some(x), pf())?;
             let gu = f
                 .gate_up
-                .gemv(&x, Prologue::Norm(blk.ln2.clone()), eps, None, None)?;
+                .gemv(&x, Prologue::Norm(blk.ln2.clone()), eps, None, None, pf())?;
             let down = &blk.mlp.down;
-            x = weight(down)?.gemv(&gu, Prologue::SiluMul, eps, bias_of(down), Some(x))?;
+            x = weight(down)?.gemv(&gu, Prologue::SiluMul, eps, bias_of(down), Some(x), pf())?;
         }
         let logits = weight(&self.lm_head)?.gemv(
             &x,
@@ -1492,6 +1572,7 @@ impl Llama {
             eps,
             bias_of(&self.lm_head),
             None,
+            pf(),
         )?;
         match self.arch.final_softcap {
             Some(cap) => softcap(&logits, cap),

@@ -15,6 +15,7 @@ pub mod files;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod greedy_step;
+pub mod l2_prefetch;
 pub mod llama;
 pub mod mask;
 pub mod quantize;

@@ -12,6 +12,31 @@ use candle_core::{Layout, Result, Shape, Storage, Tensor};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+// SAFETY: `L2Ranges` is `#[repr(C)]` plain data laid out as `cuda/decode.cu`'s
+// `L2Ranges` (8 u64 addresses, then 8 u64 lengths), which the kernels take by value.
+unsafe impl cudarc_launch::DeviceRepr for crate::model::l2_prefetch::L2Ranges {}
+
+/// See [`super::dense_extent`].
+pub(super) fn dense_extent(t: &Tensor) -> Result<crate::model::l2_prefetch::Extent> {
+    use cudarc_launch::DevicePtr;
+    let (st, l) = t.storage_and_layout();
+    let Storage::Cuda(c) = &*st else {
+        candle_core::bail!("the weight is not on the GPU");
+    };
+    let o = contiguous_start(l, "weight")?;
+    let stream = c.device.cuda_stream();
+    let (ptr, size) = match &c.slice {
+        S::F32(v) => (v.device_ptr(&stream).0, 4),
+        S::F16(v) => (v.device_ptr(&stream).0, 2),
+        S::BF16(v) => (v.device_ptr(&stream).0, 2),
+        _ => candle_core::bail!("the fused decode step's weights are f32, f16 or bf16"),
+    };
+    Ok(crate::model::l2_prefetch::Extent {
+        ptr: ptr + (o * size) as u64,
+        bytes: (l.shape().elem_count() * size) as u64,
+    })
+}
+
 /// The fatbin `build.rs` made from `cuda/decode.cu`.
 static FATBIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/decode.fatbin"));
 
@@ -414,7 +439,7 @@ pub(super) fn fused_gemv(
     push_opt(&mut lb, &ba, &null);
     push_opt(&mut lb, &ra, &null);
     push_out(&mut lb, &mut out);
-    lb.arg(&ni).arg(&ki);
+    lb.arg(&ni).arg(&ki).arg(&op.prefetch);
     // One output row per warp. 8-warp blocks, but 16 behind the SwiGLU prologue: each
     // block recomputes silu(gate) · up over the whole input, so fewer blocks spend less
     // on it (H200, `gemv_bench.cu`, 1 row: Llama-1B down 15.06 -> 13.66 µs, Llama-8B
@@ -430,7 +455,9 @@ pub(super) fn fused_gemv(
         shared_mem_bytes: smem,
     };
     // SAFETY: the arguments match `gemvf_*` in decode.cu; `FusedGemv::takes` checked
-    // rows, alignment and the shared memory; side tensors are [k], [n] and [b, n].
+    // rows, alignment and the shared memory; side tensors are [k], [n] and [b, n]; the
+    // prefetch ranges (a hint: nothing is read into registers) lie in the model's own
+    // weights or are empty.
     unsafe { lb.launch(cfg) }.map_err(|e| err(name, e))?;
     drop(lb);
     Ok((
@@ -527,7 +554,7 @@ pub(super) fn quant_gemv(
     push_opt(&mut lb, &ba, &null);
     push_opt(&mut lb, &ra, &null);
     push_out(&mut lb, &mut out);
-    lb.arg(&ldi).arg(&ki);
+    lb.arg(&ldi).arg(&ki).arg(&op.prefetch);
     let cfg = LaunchConfig {
         grid_dim: (blocks, 1, 1),
         block_dim: (32 * warps, 1, 1),
@@ -536,7 +563,8 @@ pub(super) fn quant_gemv(
     // SAFETY: the arguments match `qgemvf_*` in qgemv.cuh; `QuantGemv::takes` checked the
     // rows, types, widths and shared memory; the segment pointers are the quantized
     // tensors the operation holds (alive for the launch, and for as long as the model
-    // keeps them, which a captured graph relies on); side tensors are [k], [n], [b, n].
+    // keeps them, which a captured graph relies on); side tensors are [k], [n], [b, n];
+    // the prefetch ranges lie in the model's own weights or are empty.
     unsafe { lb.launch(cfg) }.map_err(|e| err(name, e))?;
     drop(lb);
     Ok((

@@ -359,6 +359,9 @@ pub struct FusedGemv {
     pub bias: Option<Tensor>,
     /// Optional residual `[b, out]` added last.
     pub res: Option<Tensor>,
+    /// Weight bytes the CUDA kernel asks to bring into L2 for the step's next kernels
+    /// (none by default; [`crate::model::l2_prefetch`]). The CPU ignores it.
+    pub prefetch: crate::model::l2_prefetch::L2Ranges,
 }
 
 /// Most rows [`FusedGemv`] takes.
@@ -641,6 +644,8 @@ pub struct QuantGemv {
     pub bias: Option<Tensor>,
     /// Optional residual `[b, sum of rows_i]` added last.
     pub res: Option<Tensor>,
+    /// As [`FusedGemv::prefetch`].
+    pub prefetch: crate::model::l2_prefetch::L2Ranges,
 }
 
 impl QuantGemv {
@@ -1048,6 +1053,13 @@ pub fn supported(head_dim: usize, dtype: DType) -> bool {
     head_dim <= 256 && matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
 }
 
+/// The device memory a dense CUDA tensor's elements occupy, for
+/// [`crate::model::l2_prefetch::plan`].
+#[cfg(feature = "cuda")]
+pub(crate) fn dense_extent(t: &Tensor) -> Result<crate::model::l2_prefetch::Extent> {
+    cuda::dense_extent(t)
+}
+
 #[cfg(feature = "cuda")]
 mod cuda;
 
@@ -1174,6 +1186,7 @@ mod tests {
                     eps: 1e-5,
                     bias: bias.cloned(),
                     res: res.cloned(),
+                    prefetch: Default::default(),
                 };
                 // None + bias + residual.
                 let got = x
