@@ -209,13 +209,29 @@ fn launch_entry(model: &Llama, e: &Entry, host: Vec<u32>, ids: Option<&Tensor>) 
 /// The page-locked buffer a chained step's picks are copied into (see
 /// [`replay_greedy`]).
 pub(crate) struct PickFetch {
-    buf: PinnedHostSlice<u32>,
+    /// Taken back into the graphs' pool once the picks are read; a fetch dropped
+    /// unread (an error, the engine stopping with a step launched ahead) waits for its
+    /// copy before the buffer is freed (see the `Drop` below).
+    buf: Option<PinnedHostSlice<u32>>,
     /// With `DAYSHIFT_BENCH_GPU_TIMING=1`: timing events at the step's start and end on
     /// the stream, and the previous launched step's start.
     timing: Option<StepEvents>,
     /// Recorded after the copy. (The buffer's own event is never recorded: candle turns
     /// cudarc's stream synchronization off, so `PinnedHostSlice::as_slice` would not wait.)
     copied: CudaEvent,
+}
+
+impl Drop for PickFetch {
+    /// A copy into page-locked memory may still be pending: freeing the buffer under
+    /// it would let the GPU write into freed host memory. cudarc's own drop waits only
+    /// on the buffer's event, which is never recorded here.
+    fn drop(&mut self) {
+        if self.buf.is_some()
+            && let Err(e) = self.copied.synchronize()
+        {
+            tracing::warn!("waiting for a decode step's picks before dropping them: {e}");
+        }
+    }
 }
 
 /// Timing events of one greedy step (`DAYSHIFT_BENCH_GPU_TIMING=1`).
@@ -366,7 +382,7 @@ pub(crate) fn replay_greedy(
         picks,
         n,
         PickFetch {
-            buf,
+            buf: Some(buf),
             copied,
             timing,
         },
@@ -375,7 +391,7 @@ pub(crate) fn replay_greedy(
 
 /// Waits for a chained step's picks and returns its first `n`; the buffer goes back to
 /// the graphs' pool.
-pub(crate) fn finish_fetch(kv: &mut KvCache, f: PickFetch, n: usize) -> Result<Vec<u32>> {
+pub(crate) fn finish_fetch(kv: &mut KvCache, mut f: PickFetch, n: usize) -> Result<Vec<u32>> {
     f.copied
         .synchronize()
         .map_err(|e| err("waiting for the decode step's picks", e))?;
@@ -393,15 +409,18 @@ pub(crate) fn finish_fetch(kv: &mut KvCache, f: PickFetch, n: usize) -> Result<V
             g.3 += 1;
         }
     }
-    let v = f
+    let buf = f
         .buf
+        .take()
+        .ok_or_else(|| err("the decode step's picks", "already read"))?;
+    let v = buf
         .as_slice()
         .map_err(|e| err("waiting for the decode step's picks", e))?
         .get(..n)
         .map(<[u32]>::to_vec)
         .ok_or_else(|| err("the decode step's picks", "fewer than its rows"))?;
     if let Some(g) = kv.graphs.as_mut() {
-        g.pinned.push(f.buf);
+        g.pinned.push(buf);
     }
     Ok(v)
 }
