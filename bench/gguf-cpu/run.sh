@@ -32,6 +32,8 @@ listen = "127.0.0.1:0"
 mode = "off"
 [engine]
 device = "cpu"
+# every prompt prefilled whole, as llama.cpp's (its cache is reset before each prompt)
+prefix_cache = false
 [[models]]
 name = "smollm2"
 source = { type = "local", path = "$MODEL" }

@@ -3,7 +3,9 @@
 #   node_up KEY NAME PATH PORT DEVICE DTYPE LOG [CUDA_GRAPHS]
 #     DTYPE "" keeps the model's own; CUDA_GRAPHS default true.
 #     env: B (the binary), SLOTS (128), SLOT_TOKENS (512), COLD=1 starts it with the
-#     driver's JIT cache off (CUDA_CACHE_DISABLE=1: a freshly rented server).
+#     driver's JIT cache off (CUDA_CACHE_DISABLE=1: a freshly rented server),
+#     PREFIX_CACHE (false: every prompt prefilled whole, as the figures before the
+#     node's prefix cache were measured; true to measure the cache).
 #     Sets NODE_PID and writes /tmp/KEY.pid; returns 1 (with the log's tail) if it died.
 #   node_down KEY      SIGTERM, wait, print its exit status.
 node_up() {
@@ -22,6 +24,7 @@ kv_cache_tokens = $((slots * ${SLOT_TOKENS:-512}))
 prefill_chunk_tokens = 4096
 max_queued_requests = 1024
 cuda_graphs = $graphs
+prefix_cache = ${PREFIX_CACHE:-false}
 [[models]]
 name = "$name"
 source = { type = "local", path = "$path" }

@@ -17,6 +17,7 @@
 //! device = "auto"                                # "cpu", "cuda", "cuda:1"
 //! max_running_sequences = 32
 //! prefill_chunk_tokens = 256
+//! prefix_cache = true                            # reuse cached prompt starts (same API key)
 //!
 //! [[models]]
 //! name = "llama-3-8b"
@@ -149,6 +150,12 @@ pub struct EngineConfig {
     /// replay it (one launch per step instead of hundreds); `false` decodes eagerly.
     #[serde(default = "default_true")]
     pub cuda_graphs: bool,
+    /// A new request whose prompt starts with tokens a free KV slot still holds (an
+    /// earlier turn of the same chat, the same system prompt) reuses that slot's keys and
+    /// values instead of prefilling them again; only between requests of the same API key.
+    /// `false` prefills every prompt whole (benchmarks of cold prompts).
+    #[serde(default = "default_true")]
+    pub prefix_cache: bool,
 }
 
 impl Default for EngineConfig {
@@ -161,6 +168,7 @@ impl Default for EngineConfig {
             prefill_chunk_tokens: default_prefill_chunk(),
             max_queued_requests: default_max_queued(),
             cuda_graphs: true,
+            prefix_cache: true,
         }
     }
 }

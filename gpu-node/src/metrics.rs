@@ -61,6 +61,9 @@ pub struct Metrics {
     pub generated_tokens: AtomicU64,
     /// Prompt tokens processed in total.
     pub prompt_tokens: AtomicU64,
+    /// Prompt tokens not processed because a free KV slot already held them
+    /// (`[engine] prefix_cache`).
+    pub prompt_tokens_cached: AtomicU64,
     /// KV-cache tokens in use (actual).
     pub kv_used_tokens: AtomicU64,
     /// KV-cache tokens reserved by admitted sequences.
@@ -102,6 +105,7 @@ impl Metrics {
             steps_ahead_unmatched: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
+            prompt_tokens_cached: AtomicU64::new(0),
             kv_used_tokens: AtomicU64::new(0),
             kv_reserved_tokens: AtomicU64::new(0),
             kv_total_tokens: AtomicU64::new(0),
@@ -205,6 +209,13 @@ impl Metrics {
             "Prompt tokens processed.",
             "counter",
             self.prompt_tokens.load(Relaxed) as f64,
+        );
+        g(
+            &mut o,
+            "dayshift_node_prompt_tokens_cached_total",
+            "Prompt tokens taken from the KV cache of an earlier request instead of processed.",
+            "counter",
+            self.prompt_tokens_cached.load(Relaxed) as f64,
         );
         g(
             &mut o,

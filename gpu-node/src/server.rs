@@ -199,6 +199,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
                     max_queued: cfg.engine.max_queued_requests as usize,
                     cuda_graphs: cfg.engine.cuda_graphs,
                     overlap: engine::Overlap::OnDevice,
+                    prefix_cache: cfg.engine.prefix_cache,
                 };
                 kv_total += kv as u64;
                 max_ctx = max_ctx.max(ctx);

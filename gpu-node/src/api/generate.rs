@@ -15,6 +15,7 @@ use crate::engine::{Event, FinishReason, GenRequest, SubmitError, TokenLogprob};
 use crate::model::chat::ChatMessage;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
@@ -33,20 +34,39 @@ enum Kind {
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+pub async fn chat(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let guard = InFlight::new(&app.metrics);
-    match chat_inner(&app, &body, guard).await {
+    match chat_inner(&app, &body, cache_scope(&headers), guard).await {
         Ok(r) => r,
         Err(e) => app.fail(e),
     }
 }
 
 /// `POST /v1/completions`.
-pub async fn completions(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+pub async fn completions(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let guard = InFlight::new(&app.metrics);
-    match completions_inner(&app, &body, guard).await {
+    match completions_inner(&app, &body, cache_scope(&headers), guard).await {
         Ok(r) => r,
         Err(e) => app.fail(e),
+    }
+}
+
+/// The request's prefix-cache scope ([`crate::engine::prefix`]): a hash of the
+/// ingress's [`dayshift_config::protocol::CACHE_SCOPE_HEADER`] (the API key's id), 0
+/// without it (a direct call with the node's token).
+fn cache_scope(headers: &HeaderMap) -> u64 {
+    use std::hash::{Hash, Hasher};
+    match headers.get(dayshift_config::protocol::CACHE_SCOPE_HEADER) {
+        Some(v) => {
+            let mut h = std::hash::DefaultHasher::new();
+            v.as_bytes().hash(&mut h);
+            h.finish() | 1
+        }
+        None => 0,
     }
 }
 
@@ -221,6 +241,7 @@ async fn token_bytes(svc: &GenService) -> Option<Arc<Vec<Vec<u8>>>> {
 async fn chat_inner(
     app: &Arc<AppState>,
     body: &[u8],
+    scope: u64,
     guard: InFlight,
 ) -> Result<Response, ApiError> {
     let v = parse_object(body)?;
@@ -383,7 +404,7 @@ async fn chat_inner(
         system_fingerprint: fingerprint(&svc, &req.model),
     };
     run(
-        app, &svc, req.model, prompt, settings, cons, post, "messages", guard,
+        app, &svc, req.model, prompt, settings, cons, post, "messages", scope, guard,
     )
     .await
 }
@@ -391,6 +412,7 @@ async fn chat_inner(
 async fn completions_inner(
     app: &Arc<AppState>,
     body: &[u8],
+    scope: u64,
     guard: InFlight,
 ) -> Result<Response, ApiError> {
     let v = parse_object(body)?;
@@ -520,6 +542,7 @@ async fn completions_inner(
         Vec::new(),
         post,
         "prompt",
+        scope,
         guard,
     )
     .await
@@ -583,6 +606,7 @@ async fn run(
     constraints: Vec<Constraint>,
     post: Post,
     prompt_param: &str,
+    cache_scope: u64,
     guard: InFlight,
 ) -> Result<Response, ApiError> {
     let ctx = svc
@@ -623,6 +647,7 @@ async fn run(
             n,
             logprobs: post.logprobs,
             constraints,
+            cache_scope,
         })
         .map_err(|e| match e {
             SubmitError::QueueFull(_) => ApiError::unavailable(e.to_string(), "queue_full"),
@@ -650,6 +675,7 @@ async fn run(
         app: app.clone(),
         _guard: guard,
         prompt_len,
+        cached_tokens: 0,
         choices,
         done: 0,
         completion_tokens: 0,
@@ -688,6 +714,8 @@ struct StreamState {
     app: Arc<AppState>,
     _guard: InFlight,
     prompt_len: usize,
+    /// Prompt tokens the engine found in its KV cache (`usage.prompt_tokens_details`).
+    cached_tokens: usize,
     choices: Vec<ChoiceState>,
     done: usize,
     completion_tokens: usize,
@@ -820,7 +848,7 @@ impl StreamState {
             "prompt_tokens": self.prompt_len,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_len + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         })
     }
 
@@ -929,9 +957,11 @@ impl StreamState {
                 index,
                 finish,
                 prompt_tokens,
+                cached_tokens,
                 completion_tokens,
             } => {
                 self.prompt_len = prompt_tokens;
+                self.cached_tokens = self.cached_tokens.max(cached_tokens);
                 self.completion_tokens += completion_tokens;
                 self.done += 1;
                 if let Some(ch) = self.choices.get_mut(index) {

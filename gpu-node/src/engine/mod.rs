@@ -3,6 +3,7 @@
 
 pub mod detok;
 pub mod grammar;
+pub mod prefix;
 pub mod sampling;
 mod scheduler;
 
@@ -67,6 +68,9 @@ pub enum Event {
         finish: FinishReason,
         /// Prompt tokens.
         prompt_tokens: usize,
+        /// Prompt tokens whose keys and values an earlier request left in the KV cache
+        /// (not computed again; `[engine] prefix_cache`).
+        cached_tokens: usize,
         /// Tokens generated for this choice.
         completion_tokens: usize,
     },
@@ -95,6 +99,9 @@ pub struct GenRequest {
     pub logprobs: Option<usize>,
     /// One grammar per choice (empty: unconstrained).
     pub constraints: Vec<grammar::Constraint>,
+    /// Requests reuse KV-cached prompt prefixes only of the same scope (the ingress
+    /// sends a hash of the API key: `x-dayshift-cache-scope`; 0 without one).
+    pub cache_scope: u64,
 }
 
 /// The padded KV cache's shape for `limits` and a model context of `ctx` tokens:
@@ -123,6 +130,9 @@ pub struct EngineLimits {
     pub cuda_graphs: bool,
     /// When a greedy decode step is launched before the previous step's tokens are read.
     pub overlap: Overlap,
+    /// Reuse a free KV slot's keys and values for a new prompt that starts with the
+    /// tokens it holds (same scope; [`prefix::PrefixCache`]).
+    pub prefix_cache: bool,
 }
 
 /// When the engine launches a greedy decode step before it reads the previous step's

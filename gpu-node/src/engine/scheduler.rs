@@ -7,6 +7,7 @@
 
 use super::detok::Detok;
 use super::grammar::{Constraint, apply_mask};
+use super::prefix::PrefixCache;
 use super::sampling::{Sampler, top_k};
 use super::{EngineLimits, Event, FinishReason, GenRequest, Overlap, TokenLogprob};
 use crate::metrics::Metrics;
@@ -33,8 +34,14 @@ struct Seq {
     awaits_fork: bool,
     constraint: Option<Constraint>,
     slot: usize,
+    /// Tokens whose keys and values are in the slot (positions `0..len`).
     len: usize,
     prefilled: usize,
+    /// Prompt tokens whose keys and values the slot held from an earlier request
+    /// ([`PrefixCache`]); they were not prefilled again.
+    cached: usize,
+    /// The engine failed this sequence's step: its slot's content is not trusted.
+    failed: bool,
     generated: Vec<u32>,
     sampler: Sampler,
     detok: Detok,
@@ -210,6 +217,7 @@ pub fn run(
         Overlap::Always => true,
     };
     let mut ahead: Option<Ahead> = None;
+    let mut prefix = PrefixCache::new(slots, limits.prefix_cache);
     loop {
         if running.is_empty() && waiting.is_empty() {
             if !open {
@@ -236,6 +244,8 @@ pub fn run(
         metrics
             .queued
             .fetch_sub((before - waiting.len()) as u64, Relaxed);
+        // Lowest slots first keeps the decode batch's slot range tight.
+        free.sort_unstable_by(|a, b| b.cmp(a));
         // Admission: FIFO while slots and KV budget allow (n slots for n choices).
         while let Some(front) = waiting.front() {
             let n = front.n.max(1);
@@ -258,7 +268,17 @@ pub fn run(
             let req = Arc::new(req);
             next_group += 1;
             for (index, constraint) in constraints.into_iter().enumerate() {
-                let Some(slot) = free.pop() else { break };
+                // The first choice may find its prompt's start in a free slot; the
+                // others get the first's keys and values copied in.
+                let taken = if index == 0 {
+                    prefix.take(&mut free, req.cache_scope, &req.prompt)
+                } else {
+                    prefix.take_plain(&mut free).map(|s| (s, 0))
+                };
+                let Some((slot, cached)) = taken else { break };
+                metrics
+                    .prompt_tokens_cached
+                    .fetch_add(cached as u64, Relaxed);
                 next_seq += 1;
                 reserved += per;
                 let mut sampling = req.sampling.clone();
@@ -274,8 +294,10 @@ pub fn run(
                     awaits_fork: index > 0,
                     constraint,
                     slot,
-                    len: 0,
-                    prefilled: 0,
+                    len: cached,
+                    prefilled: cached,
+                    cached,
+                    failed: false,
                     generated: Vec::new(),
                     reserved: per,
                     done: None,
@@ -283,8 +305,6 @@ pub fn run(
                 });
             }
         }
-        // Lowest slots first keeps the decode batch's slot range tight.
-        free.sort_unstable_by(|a, b| b.cmp(a));
         metrics.running.store(running.len() as u64, Relaxed);
         metrics.kv_reserved_tokens.store(reserved as u64, Relaxed);
         if running.is_empty() {
@@ -307,6 +327,9 @@ pub fn run(
             if !keep {
                 reserved -= s.reserved;
                 free.push(s.slot);
+                if !s.failed {
+                    prefix.retain(s.slot, s.req.cache_scope, fed_tokens(s));
+                }
             }
             keep
         });
@@ -510,7 +533,20 @@ fn fail_all(running: &mut [Seq], which: impl Iterator<Item = usize>, msg: &str) 
         let s = &mut running[idx];
         let _ = s.req.events.send(Event::Error(msg.to_string()));
         s.done = Some(FinishReason::Stop);
+        s.failed = true;
     }
+}
+
+/// The tokens whose keys and values `s` wrote into its slot (positions `0..s.len`): its
+/// prompt, then the tokens it generated and fed back (all but the last).
+fn fed_tokens(s: &Seq) -> Vec<u32> {
+    s.req
+        .prompt
+        .iter()
+        .chain(&s.generated)
+        .take(s.len)
+        .copied()
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -948,10 +984,12 @@ fn apply(
         }
     }
     for &(lead, f) in forks {
-        let (len, prefilled) = (running[lead].len, running[lead].prefilled);
+        let l = &running[lead];
+        let (len, prefilled, cached) = (l.len, l.prefilled, l.cached);
         let s = &mut running[f];
         s.len = len;
         s.prefilled = prefilled;
+        s.cached = cached;
         s.awaits_fork = false;
     }
     for (((p, &tok), lp), failure) in picks.iter().zip(&toks).zip(lps).zip(failed) {
@@ -1010,6 +1048,7 @@ fn apply(
                 index,
                 finish: f,
                 prompt_tokens: s.req.prompt.len(),
+                cached_tokens: s.cached,
                 completion_tokens: s.generated.len(),
             });
             s.done = Some(f);
@@ -1087,6 +1126,7 @@ mod tests {
                 n: self.n,
                 logprobs: self.logprobs,
                 constraints: Vec::new(),
+                cache_scope: 0,
             };
             (req, rx)
         }
@@ -1113,6 +1153,84 @@ mod tests {
         max_tokens: usize,
     ) -> (GenRequest, tokio::sync::mpsc::UnboundedReceiver<Event>) {
         Spec::greedy(prompt, max_tokens).request()
+    }
+
+    /// Reads a single-choice stream to its end: (text, logprob of each token, cached
+    /// prompt tokens).
+    fn text_of(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> (String, Vec<f32>, usize) {
+        let (mut text, mut lps) = (String::new(), Vec::new());
+        loop {
+            match rx.blocking_recv() {
+                Some(Event::Delta {
+                    text: t, logprobs, ..
+                }) => {
+                    text.push_str(&t);
+                    lps.extend(logprobs.iter().map(|l| l.logprob));
+                }
+                Some(Event::Done { cached_tokens, .. }) => return (text, lps, cached_tokens),
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+
+    /// A prompt that starts as an earlier request's did reuses the keys and values that
+    /// request left in its slot (same scope only), and gives the same tokens and
+    /// logprobs as when it is prefilled whole.
+    #[test]
+    fn a_prompt_reuses_an_earlier_requests_cached_prefix() {
+        let (_dir, model) = tiny_model();
+        let first: Vec<u32> = (0..40).map(|i| 3 + (i * 7) % 50).collect();
+        let mut longer = first.clone();
+        longer.extend([11, 12, 13, 14, 15]);
+        // (prompt, scope) in order, one at a time.
+        let asks = [
+            (first.clone(), 1),
+            (longer.clone(), 1),
+            (longer.clone(), 2),
+            (first.clone(), 1),
+        ];
+        let run = |on: bool| {
+            let limits = EngineLimits {
+                max_running: 2,
+                kv_tokens: 2 * 128,
+                prefill_chunk: 16,
+                max_queued: 8,
+                cuda_graphs: false,
+                overlap: Overlap::Off,
+                prefix_cache: on,
+            };
+            let metrics = Arc::new(Metrics::new());
+            let (engine, warm) = super::super::start(model.clone(), limits, metrics.clone());
+            let _ = warm.blocking_recv();
+            let outs: Vec<_> = asks
+                .iter()
+                .map(|(p, scope)| {
+                    let mut spec = Spec::greedy(p, 12);
+                    spec.logprobs = Some(0);
+                    let (mut req, mut rx) = spec.request();
+                    req.cache_scope = *scope;
+                    engine.submit(req).unwrap();
+                    text_of(&mut rx)
+                })
+                .collect();
+            (outs, metrics.prompt_tokens_cached.load(Relaxed))
+        };
+        let (cold, cold_cached) = run(false);
+        let (warm, warm_cached) = run(true);
+        // Cached: all of the first prompt for the longer one (its 40 tokens, then 12
+        // generated of which 11 were fed, are in the slot), nothing for another scope,
+        // all but the last token for the first prompt again.
+        let cached: Vec<usize> = warm.iter().map(|o| o.2).collect();
+        assert_eq!(cached, [0, 40, 0, 39]);
+        assert_eq!(warm_cached, 79);
+        assert!(cold.iter().all(|o| o.2 == 0) && cold_cached == 0);
+        for (i, (c, w)) in cold.iter().zip(&warm).enumerate() {
+            assert_eq!(c.0, w.0, "request {i}: the same text");
+            assert_eq!(c.1.len(), w.1.len());
+            for (a, b) in c.1.iter().zip(&w.1) {
+                assert!((a - b).abs() < 1e-4, "request {i}: logprobs {a} vs {b}");
+            }
+        }
     }
 
     /// Reads a single-choice stream to its end: (finish, completion tokens).
@@ -1142,6 +1260,7 @@ mod tests {
             max_queued: 8,
             cuda_graphs: false,
             overlap: Overlap::Always,
+            prefix_cache: true,
         };
         let metrics = Arc::new(Metrics::new());
         let (engine, warm) = super::super::start(model, limits, metrics.clone());
@@ -1185,6 +1304,7 @@ mod tests {
             max_queued: 16,
             cuda_graphs: false,
             overlap,
+            prefix_cache: false,
         };
         let metrics = Arc::new(Metrics::new());
         let (engine, warm) = super::super::start(model.clone(), limits, metrics.clone());

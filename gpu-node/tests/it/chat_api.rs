@@ -276,4 +276,30 @@ fn chat_api_features_on_the_tiny_model() {
             {"role": "tool", "tool_call_id": call["id"], "content": "{\"temp\": 21}"}]}),
     );
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 60, "{v}");
+
+    // Prefix cache: the same conversation again reuses all of its prompt but the last
+    // token, with the same answer; another scope (the ingress's per-key header) none.
+    let ask = |scope: Option<&str>| {
+        let mut r = c.post(&chat).json(&json!({"model": "tiny", "max_tokens": 5,
+            "temperature": 0, "messages": [
+            {"role": "system", "content": "You are a careful assistant for the office."},
+            {"role": "user", "content": "Write two lines about the sky."}]}));
+        if let Some(s) = scope {
+            r = r.header(dayshift_config::protocol::CACHE_SCOPE_HEADER, s);
+        }
+        let v: Value = r.send().unwrap().json().unwrap();
+        let u = &v["usage"];
+        (
+            v["choices"][0]["message"]["content"].clone(),
+            u["prompt_tokens"].as_u64().unwrap(),
+            u["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap(),
+        )
+    };
+    let (text, prompt, _) = ask(Some("key_a"));
+    assert!(prompt > 20);
+    assert_eq!(ask(Some("key_a")), (text.clone(), prompt, prompt - 1));
+    assert_eq!(ask(Some("key_b")), (text, prompt, 0));
+    assert!(node.metric("dayshift_node_prompt_tokens_cached_total") >= (prompt - 1) as f64);
 }

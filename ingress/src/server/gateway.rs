@@ -294,7 +294,7 @@ async fn proxy_inner(
             Err(e) => return Err((pool_name, e)),
         };
         let inflight = InFlight::start(node.clone());
-        let upstream = match build_request(&node, &path, &body, accept.as_ref()) {
+        let upstream = match build_request(&node, &path, &body, accept.as_ref(), &key.id) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, node = %node.id, "cannot build the node request");
@@ -388,6 +388,7 @@ fn build_request(
     path: &str,
     body: &Bytes,
     accept: Option<&HeaderValue>,
+    key_id: &str,
 ) -> Result<hyper::Request<Full<Bytes>>, axum::http::Error> {
     let mut b = hyper::Request::builder()
         .method(Method::POST)
@@ -398,7 +399,9 @@ fn build_request(
         .header(
             header::AUTHORIZATION,
             format!("Bearer {}", node.api_token.expose()),
-        );
+        )
+        // The node reuses cached prompt prefixes only within one key's requests.
+        .header(dayshift_config::protocol::CACHE_SCOPE_HEADER, key_id);
     if let Some(a) = accept {
         b = b.header(header::ACCEPT, a.clone());
     }

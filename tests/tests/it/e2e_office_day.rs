@@ -155,6 +155,7 @@ async fn an_office_day_end_to_end() {
     spec.mirror_tiny_model("tiny-llama");
     copy_dir(&minilm_dir(), &state.join("models/minilm"));
     let key = create_key(&config, "office");
+    let other_key = create_key(&config, "office-2");
     // Production timing (no DAYSHIFT_TICK_MS): the window's end must be met by the loop's
     // own wake-up, not by a fast test tick.
     let serve = ServeProc::start_production_timing(&config, &d.join("serve.log"));
@@ -259,6 +260,41 @@ async fn an_office_day_end_to_end() {
         log()
     );
     phase("openai client: chat stream, embeddings, models");
+
+    // The node's prefix cache through the ingress: the same conversation again reuses
+    // its prompt for the same API key, never for another key.
+    let cached = |k: String| {
+        let https = https.clone();
+        let url = format!("{base}/v1/chat/completions");
+        async move {
+            let v: serde_json::Value = https
+                .post(url)
+                .bearer_auth(k)
+                .json(
+                    &serde_json::json!({"model": "tiny-llama", "max_tokens": 2, "messages": [
+                    {"role": "system", "content": "You answer for the office, briefly."},
+                    {"role": "user", "content": "What is on the agenda today?"}]}),
+                )
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let u = &v["usage"];
+            (
+                u["prompt_tokens"].as_u64().unwrap_or(0),
+                u["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .unwrap_or(0),
+            )
+        }
+    };
+    let (prompt, _) = cached(key.clone()).await;
+    assert!(prompt > 20, "prompt of {prompt} tokens");
+    assert_eq!(cached(key.clone()).await, (prompt, prompt - 1), "same key");
+    assert_eq!(cached(other_key.clone()).await, (prompt, 0), "another key");
+    phase("prefix cache: reused within one API key, not across keys");
 
     // After the window: drained, deleted, 503 with Retry-After, no server left.
     wait_until(end).await;
