@@ -266,8 +266,10 @@ __device__ __forceinline__ void l2_prefetch_share(unsigned long long p, unsigned
 #endif
 }
 
-// This block's share of every range of `r`.
+// This block's share of every range of `r` (the host fills ranges from the first, so an
+// empty first range means none: one test when the prefetch is off).
 __device__ __forceinline__ void l2_prefetch(const L2Ranges &r) {
+    if (r.n[0] == 0) return;
 #pragma unroll
     for (int i = 0; i < 8; i++) l2_prefetch_share(r.p[i], r.n[i]);
 }

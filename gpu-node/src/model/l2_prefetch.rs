@@ -17,8 +17,9 @@
 pub const RANGES: usize = 8;
 
 /// The weight bytes one GEMV kernel asks the GPU to bring into L2: up to [`RANGES`]
-/// ranges of device memory, each 16-byte aligned with a length that is a multiple of 16
-/// (`bytes` 0: none). Passed to the kernel by value, as `cuda/decode.cu`'s `L2Ranges`.
+/// ranges of device memory, each 16-byte aligned with a length that is a multiple of 16,
+/// filled from the first (`bytes` 0: none; the kernel stops at an empty first range).
+/// Passed to the kernel by value, as `cuda/decode.cu`'s `L2Ranges`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct L2Ranges {
