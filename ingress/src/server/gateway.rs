@@ -93,6 +93,47 @@ struct RequestHead {
     max_completion_tokens: Option<f64>,
 }
 
+/// The start of a request's conversation, hashed with its API key's id: which node of
+/// the pool most likely holds its prompt's start in its KV cache
+/// ([`PoolRuntime::pick`]). For a chat, the messages up to and including the first user
+/// message (a conversation's later turns resend them unchanged); for a completion, the
+/// first 512 bytes of its prompt. The raw JSON is hashed as sent, not parsed further.
+pub fn affinity(key_id: &str, body: &[u8]) -> u64 {
+    use serde_json::value::RawValue;
+    use std::hash::{Hash, Hasher};
+    #[derive(serde::Deserialize)]
+    struct Start<'a> {
+        #[serde(borrow, default)]
+        messages: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        prompt: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Role<'a> {
+        #[serde(borrow, default)]
+        role: Option<&'a str>,
+    }
+    let mut h = std::hash::DefaultHasher::new();
+    key_id.hash(&mut h);
+    let Ok(start) = serde_json::from_slice::<Start<'_>>(body) else {
+        return h.finish();
+    };
+    if let Some(m) = start.messages
+        && let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(m.get())
+    {
+        for msg in list {
+            msg.get().hash(&mut h);
+            if serde_json::from_str::<Role<'_>>(msg.get()).is_ok_and(|r| r.role == Some("user")) {
+                break;
+            }
+        }
+    } else if let Some(p) = start.prompt {
+        let raw = p.get().as_bytes();
+        raw[..raw.len().min(512)].hash(&mut h);
+    }
+    h.finish()
+}
+
 impl RequestHead {
     /// Most completion tokens the request can produce (`n × max_tokens`), when it
     /// says; the per-key token limit is checked against it.
@@ -276,10 +317,11 @@ async fn proxy_inner(
 
     let path = parts.uri.path().to_string();
     let accept = parts.headers.get(header::ACCEPT).cloned();
+    let affinity = affinity(&key.id, &body);
     let mut tried: Vec<String> = Vec::new();
     let mut last_error = String::new();
     loop {
-        let node = match wait_for_node(state, &pool, &tried).await {
+        let node = match wait_for_node(state, &pool, affinity, &tried).await {
             Ok(n) => n,
             Err(e) if !tried.is_empty() => {
                 let _ = e;
@@ -305,7 +347,7 @@ async fn proxy_inner(
             Ok(resp)
                 if resp.status() == StatusCode::SERVICE_UNAVAILABLE
                     && pool
-                        .pick(&with(&tried, &node.id), state.tuning.stale_after)
+                        .pick(affinity, &with(&tried, &node.id), state.tuning.stale_after)
                         .is_some() =>
             {
                 tracing::info!(node = %node.id, pool = %pool.name, "node busy (503); trying another");
@@ -417,11 +459,12 @@ fn build_request(
 async fn wait_for_node(
     state: &SharedState,
     pool: &Arc<PoolRuntime>,
+    affinity: u64,
     tried: &[String],
 ) -> Result<Arc<NodeHandle>, ApiError> {
     let stale = state.tuning.stale_after;
     // Fast path: a routable node now (no wake-up registration, no timer).
-    if let Some(n) = pool.pick(tried, stale) {
+    if let Some(n) = pool.pick(affinity, tried, stale) {
         return Ok(n);
     }
     let started = tokio::time::Instant::now();
@@ -434,7 +477,7 @@ async fn wait_for_node(
         let notified = pool.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if let Some(n) = pool.pick(tried, stale) {
+        if let Some(n) = pool.pick(affinity, tried, stale) {
             return Ok(n);
         }
         if pool.on_the_way() == 0 {

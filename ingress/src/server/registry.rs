@@ -126,6 +126,21 @@ impl NodeHandle {
     }
 }
 
+/// How many more requests in flight than the least-loaded node a request's preferred
+/// node ([`PoolRuntime::pick`]) may have and still be given it.
+pub const AFFINITY_SLACK: u32 = 4;
+
+/// The rendezvous (highest random weight) score of node `id` for `affinity`: the node
+/// with the highest score is preferred; adding or removing a node moves only the
+/// conversations that node wins or held.
+fn rendezvous(affinity: u64, id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    affinity.hash(&mut h);
+    id.hash(&mut h);
+    h.finish()
+}
+
 /// Counts one request in flight on a node until dropped.
 pub struct InFlight(pub Arc<NodeHandle>);
 
@@ -190,15 +205,31 @@ impl PoolRuntime {
         }
     }
 
-    /// The routable node with the fewest requests in flight, skipping `exclude`.
-    pub fn pick(&self, exclude: &[String], stale_after: Duration) -> Option<Arc<NodeHandle>> {
+    /// The routable node for a request whose conversation hashes to `affinity`
+    /// (see `gateway::affinity`), skipping `exclude`: the node rendezvous hashing
+    /// prefers for it, while that node has at most [`AFFINITY_SLACK`] more requests in
+    /// flight than the least-loaded one (a conversation's turns then meet the node whose
+    /// KV cache holds their start); else the least-loaded node.
+    pub fn pick(
+        &self,
+        affinity: u64,
+        exclude: &[String],
+        stale_after: Duration,
+    ) -> Option<Arc<NodeHandle>> {
         let nodes = self.nodes.read().ok()?;
-        nodes
-            .iter()
-            .filter(|n| n.routable(stale_after))
-            .filter(|n| !exclude.iter().any(|e| e == &n.id))
-            .min_by_key(|n| n.in_flight())
-            .cloned()
+        let open = || {
+            nodes
+                .iter()
+                .filter(|n| n.routable(stale_after))
+                .filter(|n| !exclude.iter().any(|e| e == &n.id))
+        };
+        let least = open().min_by_key(|n| n.in_flight())?;
+        let preferred = open().max_by_key(|n| rendezvous(affinity, &n.id))?;
+        if preferred.in_flight() <= least.in_flight().saturating_add(AFFINITY_SLACK) {
+            Some(preferred.clone())
+        } else {
+            Some(least.clone())
+        }
     }
 
     /// Every registered node (draining and silent ones included).

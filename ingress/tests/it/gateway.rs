@@ -310,7 +310,7 @@ async fn bad_requests_get_openai_errors() {
 #[tokio::test]
 async fn failover_to_second_node_when_first_dies_before_first_byte() {
     let gw = gateway().await;
-    // n-dead registers first (plain HTTP on loopback), so with equal load it is picked first.
+    // n-dead: registered, but nothing answers at its address (plain HTTP on loopback).
     let dead_url = dead_node().await;
     let token = gw.state().create_node("n-dead", "chat").await.unwrap();
     let (s, v) = post_register(
@@ -322,32 +322,43 @@ async fn failover_to_second_node_when_first_dies_before_first_byte() {
     let good = stand_in("n-good", true, false).await;
     register(&gw, &good, "chat", "tiny-chat").await;
     let key = api_key(&gw).await;
-    for stream in [false, true] {
+    // Each conversation prefers one of the two nodes (rendezvous hashing of its start):
+    // new conversations until one preferred n-dead, failed over to n-good, and took
+    // n-dead out of routing. Every answer comes from n-good.
+    let retries = || async {
+        let m = gw
+            .http
+            .get(format!("{}/metrics", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("dayshift_upstream_retries_total{pool=\"chat\"} "))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    let mut asked = 0;
+    while retries().await == 0 {
+        assert!(asked < 40, "40 conversations and none preferred n-dead");
+        let stream = asked % 2 == 1;
+        let mut body = chat_body("tiny-chat", stream);
+        body["messages"][0]["content"] = format!("question {asked}").into();
         let r = gw
             .http
             .post(format!("{}/v1/chat/completions", gw.url))
             .bearer_auth(&key)
-            .json(&chat_body("tiny-chat", stream))
+            .json(&body)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-stand-in-node"], "n-good");
         let _ = r.bytes().await.unwrap();
+        asked += 1;
     }
-    let m = gw
-        .http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        m.contains("dayshift_upstream_retries_total{pool=\"chat\"} 1"),
-        "{m}"
-    );
+    assert_eq!(retries().await, 1);
     gw.stop().await;
 }
 

@@ -196,3 +196,102 @@ fn a_pools_slots_and_context_go_into_its_nodes_engine() {
         (d.max_running_sequences, None)
     );
 }
+
+// Conversation-affine routing (gateway::affinity, PoolRuntime::pick).
+
+#[test]
+fn a_conversations_turns_share_their_affinity() {
+    use dayshift::server::gateway::affinity;
+    use serde_json::json;
+    let body = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+    let sys = json!({"role": "system", "content": "Be brief."});
+    let u1 = json!({"role": "user", "content": "Plan the audit."});
+    let a1 = json!({"role": "assistant", "content": "Step one: ..."});
+    let u2 = json!({"role": "user", "content": "And step two?"});
+    for start in [vec![sys.clone(), u1.clone()], vec![u1.clone()]] {
+        let turn1 = body(json!({"model": "m", "messages": start}));
+        let mut later = start.clone();
+        later.extend([a1.clone(), u2.clone()]);
+        let turn2 = body(json!({"model": "m", "stream": true, "messages": later}));
+        assert_eq!(affinity("key_a", &turn1), affinity("key_a", &turn2));
+        assert_ne!(affinity("key_a", &turn1), affinity("key_b", &turn1));
+    }
+    let turn1 = body(json!({"model": "m", "messages": [sys.clone(), u1]}));
+    let other = body(json!({"model": "m", "messages": [sys, u2]}));
+    assert_ne!(affinity("key_a", &turn1), affinity("key_a", &other));
+    // Completions: the prompt's first 512 bytes.
+    let long = "x".repeat(600);
+    let a = body(json!({"model": "m", "prompt": format!("{long}a")}));
+    let b = body(json!({"model": "m", "prompt": format!("{long}b")}));
+    let c = body(json!({"model": "m", "prompt": "short"}));
+    assert_eq!(affinity("k", &a), affinity("k", &b));
+    assert_ne!(affinity("k", &a), affinity("k", &c));
+    // Not JSON, or no messages: the key alone decides.
+    assert_eq!(
+        affinity("k", b"not json"),
+        affinity("k", &body(json!({"model": "m"})))
+    );
+}
+
+#[test]
+fn a_conversation_keeps_its_node_until_that_node_is_busier_than_the_slack() {
+    use dayshift::server::registry::{AFFINITY_SLACK, InFlight, NodeHandle, PoolRuntime};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let p = PoolRuntime::new("chat".into(), "m".into(), Duration::from_secs(1));
+    let nodes: Vec<Arc<NodeHandle>> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| {
+            let n = Arc::new(NodeHandle::new(
+                id.to_string(),
+                "chat".into(),
+                format!("https://{id}"),
+                None,
+                dayshift::server::upstream::node_client(None).expect("client"),
+                format!("hash-{id}"),
+                dayshift_config::protocol::Secret::new("t".repeat(40)),
+            ));
+            p.insert(n.clone());
+            n
+        })
+        .collect();
+    let stale = Duration::from_secs(60);
+    // Conversations spread over the nodes, each always to the same one.
+    let mut seen = std::collections::HashSet::new();
+    for a in 0..64u64 {
+        let first = p.pick(a, &[], stale).unwrap().id.clone();
+        assert_eq!(p.pick(a, &[], stale).unwrap().id, first);
+        seen.insert(first);
+    }
+    assert_eq!(seen.len(), 3, "64 conversations over 3 nodes");
+    // The preferred node keeps a conversation while it has at most the slack more
+    // requests in flight than the least-loaded one.
+    let home = p.pick(7, &[], stale).unwrap();
+    let held: Vec<InFlight> = (0..AFFINITY_SLACK)
+        .map(|_| InFlight::start(home.clone()))
+        .collect();
+    assert_eq!(p.pick(7, &[], stale).unwrap().id, home.id);
+    let one_more = InFlight::start(home.clone());
+    assert_ne!(
+        p.pick(7, &[], stale).unwrap().id,
+        home.id,
+        "busier than the slack: the least-loaded node"
+    );
+    drop((held, one_more));
+    // Excluded (a retry) or not routable: the conversation goes elsewhere.
+    let excluded = std::slice::from_ref(&home.id);
+    assert_ne!(p.pick(7, excluded, stale).unwrap().id, home.id);
+    home.set_draining();
+    assert_ne!(p.pick(7, &[], stale).unwrap().id, home.id);
+    // Removing another node does not move conversations whose node stays.
+    let keep: Vec<(u64, String)> = (0..64u64)
+        .map(|a| (a, p.pick(a, &[], stale).unwrap().id.clone()))
+        .collect();
+    let gone = nodes.iter().find(|n| n.id != home.id).unwrap().id.clone();
+    p.remove(&gone);
+    for (a, id) in keep {
+        if id != gone {
+            assert_eq!(p.pick(a, &[], stale).unwrap().id, id);
+        }
+    }
+}
