@@ -44,8 +44,9 @@ pub const FAIL_PATH: &str = "/internal/nodes/fail";
 pub const MODEL_MIRROR_PATH: &str = "/internal/models";
 /// Version of this protocol; the ingress may refuse a node with another major version.
 pub const PROTOCOL_VERSION: u32 = 2;
-/// Header the ingress adds to every request it forwards to a node: the API key's id. A
-/// node reuses KV-cached prompt prefixes only between requests with the same value.
+/// Header the ingress adds to every request it forwards to a node: the API key's id (and
+/// the request's end user, `user`, where it names one). A node reuses KV-cached prompt
+/// prefixes only between requests with the same value.
 pub const CACHE_SCOPE_HEADER: &str = "x-dayshift-cache-scope";
 /// Shortest [`RegisterRequest::api_token`] the ingress accepts (the node sends 64 hex
 /// digits: 256 random bits).

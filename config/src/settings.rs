@@ -66,6 +66,7 @@ const POOL_KEYS: &[&str] = &[
     "quantize",
     "slots",
     "context_tokens",
+    "prefix_cache",
 ];
 const GATEWAY_KEYS: &[&str] = &[
     "listen",
@@ -310,17 +311,21 @@ pub struct PoolConfig {
     /// `context_tokens` (its `kv_cache_tokens`); default: sized from the memory left,
     /// at least one sequence of the model's full context.
     pub context_tokens: Option<u32>,
+    /// The nodes reuse a cached prompt start between requests of one API key (their
+    /// engine's `prefix_cache`); default true. `false` prefills every prompt whole.
+    pub prefix_cache: bool,
 }
 
 impl PoolConfig {
     /// The engine settings of the pool's nodes (`device` is the server type's, set by
-    /// the launcher): `slots` and `slots` × `context_tokens` of KV cache.
+    /// the launcher): `slots` and `slots` × `context_tokens` of KV cache, `prefix_cache`.
     pub fn node_engine(&self) -> crate::node::EngineConfig {
         let d = crate::node::EngineConfig::default();
         let slots = self.slots.unwrap_or(d.max_running_sequences);
         crate::node::EngineConfig {
             max_running_sequences: slots,
             kv_cache_tokens: self.context_tokens.map(|c| u64::from(slots) * u64::from(c)),
+            prefix_cache: self.prefix_cache,
             ..d
         }
     }
@@ -1068,6 +1073,7 @@ fn parse_pools(
             quantize,
             slots,
             context_tokens,
+            prefix_cache: t.boolean(d, "prefix_cache").map(|(b, _)| b).unwrap_or(true),
         };
         out.insert(name, pool);
     }

@@ -70,6 +70,20 @@ fn cache_scope(headers: &HeaderMap) -> u64 {
     }
 }
 
+/// `scope` narrowed to the request's end user (OpenAI's `user`) where it names one, as
+/// the ingress narrows its header: one user's prompts never shorten another's.
+fn scope_with_user(scope: u64, body: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    match body.get("user").and_then(Value::as_str) {
+        Some(u) if !u.is_empty() => {
+            let mut h = std::hash::DefaultHasher::new();
+            (scope, u).hash(&mut h);
+            h.finish() | 1
+        }
+        _ => scope,
+    }
+}
+
 /// What a request wants done with the output besides the text.
 #[derive(Clone)]
 struct Post {
@@ -246,6 +260,7 @@ async fn chat_inner(
 ) -> Result<Response, ApiError> {
     let v = parse_object(body)?;
     check_known(&v, CHAT_KEYS, "/v1/chat/completions")?;
+    let scope = scope_with_user(scope, &v);
     let req: ChatRequest = from_value(v.clone())?;
     let common: CommonParams = from_value(v)?;
     let svc = app.generation(&req.model)?;
@@ -417,6 +432,7 @@ async fn completions_inner(
 ) -> Result<Response, ApiError> {
     let v = parse_object(body)?;
     check_known(&v, COMPLETION_KEYS, "/v1/completions")?;
+    let scope = scope_with_user(scope, &v);
     let req: CompletionRequest = from_value(v.clone())?;
     let common: CommonParams = from_value(v)?;
     let svc = app.generation(&req.model)?;

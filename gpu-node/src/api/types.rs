@@ -57,7 +57,9 @@ pub const COMPLETION_KEYS: &[&str] = &[
 /// Keys an embeddings request may carry.
 pub const EMBEDDING_KEYS: &[&str] = &["model", "input", "encoding_format", "dimensions"];
 
-/// Hints OpenAI documents that change nothing in the answer: accepted and not applied.
+/// Keys OpenAI documents that change nothing in the answer: `metadata` and `store` are
+/// accepted and not applied; `user` (the app's end user) narrows the prefix cache's
+/// scope (`api::generate::scope_with_user`, and the ingress's scope header).
 pub const HINT_KEYS: &[&str] = &["user", "metadata", "store"];
 
 /// Refuses keys of `body` that are neither in `known` nor hints, naming them all.

@@ -279,11 +279,15 @@ fn chat_api_features_on_the_tiny_model() {
 
     // Prefix cache: the same conversation again reuses all of its prompt but the last
     // token, with the same answer; another scope (the ingress's per-key header) none.
-    let ask = |scope: Option<&str>| {
-        let mut r = c.post(&chat).json(&json!({"model": "tiny", "max_tokens": 5,
+    let ask_as = |scope: Option<&str>, user: Option<&str>| {
+        let mut body = json!({"model": "tiny", "max_tokens": 5,
             "temperature": 0, "messages": [
             {"role": "system", "content": "You are a careful assistant for the office."},
-            {"role": "user", "content": "Write two lines about the sky."}]}));
+            {"role": "user", "content": "Write two lines about the sky."}]});
+        if let Some(u) = user {
+            body["user"] = u.into();
+        }
+        let mut r = c.post(&chat).json(&body);
         if let Some(s) = scope {
             r = r.header(dayshift_config::protocol::CACHE_SCOPE_HEADER, s);
         }
@@ -297,9 +301,19 @@ fn chat_api_features_on_the_tiny_model() {
                 .unwrap(),
         )
     };
+    let ask = |scope| ask_as(scope, None);
     let (text, prompt, _) = ask(Some("key_a"));
     assert!(prompt > 20);
     assert_eq!(ask(Some("key_a")), (text.clone(), prompt, prompt - 1));
-    assert_eq!(ask(Some("key_b")), (text, prompt, 0));
+    assert_eq!(ask(Some("key_b")), (text.clone(), prompt, 0));
+    // The end user (`user`) narrows the scope further.
+    assert_eq!(
+        ask_as(Some("key_a"), Some("zed")),
+        (text.clone(), prompt, 0)
+    );
+    assert_eq!(
+        ask_as(Some("key_a"), Some("zed")),
+        (text, prompt, prompt - 1)
+    );
     assert!(node.metric("dayshift_node_prompt_tokens_cached_total") >= (prompt - 1) as f64);
 }

@@ -91,14 +91,31 @@ struct RequestHead {
     max_tokens: Option<f64>,
     #[serde(default, deserialize_with = "number_or_none")]
     max_completion_tokens: Option<f64>,
+    /// OpenAI's end-user id, when the app sends one: it narrows the prompt cache's scope.
+    #[serde(default, deserialize_with = "string_or_none")]
+    user: Option<String>,
 }
 
-/// The start of a request's conversation, hashed with its API key's id: which node of
+/// The prefix-cache scope a request is sent to its node with
+/// ([`dayshift_config::protocol::CACHE_SCOPE_HEADER`]): the API key's id, and the end
+/// user's id (`user`) where the request names one, hex-encoded so any string is a valid
+/// header value.
+pub fn cache_scope(key_id: &str, user: Option<&str>) -> String {
+    match user {
+        Some(u) if !u.is_empty() => {
+            let hex: String = u.bytes().map(|b| format!("{b:02x}")).collect();
+            format!("{key_id}/{hex}")
+        }
+        _ => key_id.to_string(),
+    }
+}
+
+/// The start of a request's conversation, hashed with its cache scope: which node of
 /// the pool most likely holds its prompt's start in its KV cache
 /// ([`PoolRuntime::pick`]). For a chat, the messages up to and including the first user
 /// message (a conversation's later turns resend them unchanged); for a completion, the
 /// first 512 bytes of its prompt. The raw JSON is hashed as sent, not parsed further.
-pub fn affinity(key_id: &str, body: &[u8]) -> u64 {
+pub fn affinity(scope: &str, body: &[u8]) -> u64 {
     use serde_json::value::RawValue;
     use std::hash::{Hash, Hasher};
     #[derive(serde::Deserialize)]
@@ -114,7 +131,7 @@ pub fn affinity(key_id: &str, body: &[u8]) -> u64 {
         role: Option<&'a str>,
     }
     let mut h = std::hash::DefaultHasher::new();
-    key_id.hash(&mut h);
+    scope.hash(&mut h);
     let Ok(start) = serde_json::from_slice::<Start<'_>>(body) else {
         return h.finish();
     };
@@ -317,7 +334,11 @@ async fn proxy_inner(
 
     let path = parts.uri.path().to_string();
     let accept = parts.headers.get(header::ACCEPT).cloned();
-    let affinity = affinity(&key.id, &body);
+    // Whose cached prompts this request may reuse on a node: its API key's, and its end
+    // user's where the app names one (`user`), so one user's prompts never shorten
+    // another's. Conversations of one scope go to the same node where load allows.
+    let scope = cache_scope(&key.id, head.user.as_deref());
+    let affinity = affinity(&scope, &body);
     let mut tried: Vec<String> = Vec::new();
     let mut last_error = String::new();
     loop {
@@ -336,7 +357,7 @@ async fn proxy_inner(
             Err(e) => return Err((pool_name, e)),
         };
         let inflight = InFlight::start(node.clone());
-        let upstream = match build_request(&node, &path, &body, accept.as_ref(), &key.id) {
+        let upstream = match build_request(&node, &path, &body, accept.as_ref(), &scope) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, node = %node.id, "cannot build the node request");
@@ -430,7 +451,7 @@ fn build_request(
     path: &str,
     body: &Bytes,
     accept: Option<&HeaderValue>,
-    key_id: &str,
+    scope: &str,
 ) -> Result<hyper::Request<Full<Bytes>>, axum::http::Error> {
     let mut b = hyper::Request::builder()
         .method(Method::POST)
@@ -442,8 +463,8 @@ fn build_request(
             header::AUTHORIZATION,
             format!("Bearer {}", node.api_token.expose()),
         )
-        // The node reuses cached prompt prefixes only within one key's requests.
-        .header(dayshift_config::protocol::CACHE_SCOPE_HEADER, key_id);
+        // The node reuses cached prompt prefixes only within one scope.
+        .header(dayshift_config::protocol::CACHE_SCOPE_HEADER, scope);
     if let Some(a) = accept {
         b = b.header(header::ACCEPT, a.clone());
     }

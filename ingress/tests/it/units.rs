@@ -170,13 +170,14 @@ fn a_pools_quantize_goes_into_its_nodes_model_entry() {
     );
 }
 
-/// A pool's `slots` and `context_tokens` reach the `[engine]` of its nodes' config:
-/// `max_running_sequences` and `kv_cache_tokens` = slots × context_tokens (what the
-/// memory check of `dayshift config check` counts).
+/// A pool's `slots`, `context_tokens` and `prefix_cache` reach the `[engine]` of its
+/// nodes' config: `max_running_sequences`, `kv_cache_tokens` = slots × context_tokens
+/// (what the memory check of `dayshift config check` counts), `prefix_cache`.
 #[test]
 fn a_pools_slots_and_context_go_into_its_nodes_engine() {
     let text = "cluster = \"office\"\n[provider]\nkind = \"local\"\n\
                 [pools.chat]\nmodel = \"tiny\"\nslots = 30\ncontext_tokens = 1280\n\
+                prefix_cache = false\n\
                 [pools.plain]\nmodel = \"big\"\n";
     let c = dayshift_config::settings::Config::parse("dayshift.toml", text, Path::new("/etc/d"))
         .unwrap();
@@ -189,15 +190,39 @@ fn a_pools_slots_and_context_go_into_its_nodes_engine() {
         ),
         ("cuda", 30, Some(38_400))
     );
+    assert!(
+        !e.prefix_cache,
+        "the pool turned the nodes' prefix cache off"
+    );
     let e = dayshift::control::launcher::node_engine(&c.pools["plain"], "cpu");
     let d = dayshift_config::node::EngineConfig::default();
     assert_eq!(
-        (e.max_running_sequences, e.kv_cache_tokens),
-        (d.max_running_sequences, None)
+        (e.max_running_sequences, e.kv_cache_tokens, e.prefix_cache),
+        (d.max_running_sequences, None, true)
     );
 }
 
 // Conversation-affine routing (gateway::affinity, PoolRuntime::pick).
+
+#[test]
+fn the_cache_scope_is_the_key_and_the_end_user() {
+    use dayshift::server::gateway::cache_scope;
+    assert_eq!(cache_scope("key_1", None), "key_1");
+    assert_eq!(cache_scope("key_1", Some("")), "key_1");
+    assert_eq!(
+        cache_scope("key_1", Some("al ice\n")),
+        "key_1/616c206963650a"
+    );
+    assert_ne!(
+        cache_scope("key_1", Some("bob")),
+        cache_scope("key_1", Some("alice"))
+    );
+    assert!(
+        cache_scope("key_1", Some("ü/\"x"))
+            .parse::<axum::http::HeaderValue>()
+            .is_ok()
+    );
+}
 
 #[test]
 fn a_conversations_turns_share_their_affinity() {

@@ -263,18 +263,20 @@ async fn an_office_day_end_to_end() {
 
     // The node's prefix cache through the ingress: the same conversation again reuses
     // its prompt for the same API key, never for another key.
-    let cached = |k: String| {
+    let cached = |k: String, user: Option<&'static str>| {
         let https = https.clone();
         let url = format!("{base}/v1/chat/completions");
+        let mut body = serde_json::json!({"model": "tiny-llama", "max_tokens": 2, "messages": [
+            {"role": "system", "content": "You answer for the office, briefly."},
+            {"role": "user", "content": "What is on the agenda today?"}]});
+        if let Some(u) = user {
+            body["user"] = u.into();
+        }
         async move {
             let v: serde_json::Value = https
                 .post(url)
                 .bearer_auth(k)
-                .json(
-                    &serde_json::json!({"model": "tiny-llama", "max_tokens": 2, "messages": [
-                    {"role": "system", "content": "You answer for the office, briefly."},
-                    {"role": "user", "content": "What is on the agenda today?"}]}),
-                )
+                .json(&body)
                 .send()
                 .await
                 .unwrap()
@@ -290,11 +292,35 @@ async fn an_office_day_end_to_end() {
             )
         }
     };
-    let (prompt, _) = cached(key.clone()).await;
+    let (prompt, _) = cached(key.clone(), None).await;
     assert!(prompt > 20, "prompt of {prompt} tokens");
-    assert_eq!(cached(key.clone()).await, (prompt, prompt - 1), "same key");
-    assert_eq!(cached(other_key.clone()).await, (prompt, 0), "another key");
-    phase("prefix cache: reused within one API key, not across keys");
+    assert_eq!(
+        cached(key.clone(), None).await,
+        (prompt, prompt - 1),
+        "same key"
+    );
+    assert_eq!(
+        cached(other_key.clone(), None).await,
+        (prompt, 0),
+        "another key"
+    );
+    // Where the app names its end users (`user`), one user's prompts are not another's.
+    assert_eq!(
+        cached(key.clone(), Some("alice")).await,
+        (prompt, 0),
+        "a user"
+    );
+    assert_eq!(
+        cached(key.clone(), Some("alice")).await,
+        (prompt, prompt - 1),
+        "the same user"
+    );
+    assert_eq!(
+        cached(key.clone(), Some("bob")).await,
+        (prompt, 0),
+        "another user"
+    );
+    phase("prefix cache: reused within one API key (and end user), not across them");
 
     // After the window: drained, deleted, 503 with Retry-After, no server left.
     wait_until(end).await;
