@@ -7,7 +7,7 @@
 
 use super::detok::Detok;
 use super::grammar::{Constraint, apply_mask};
-use super::prefix::PrefixCache;
+use super::prefix::{MIN_REUSE_TOKENS, PrefixCache};
 use super::sampling::{Sampler, top_k};
 use super::{EngineLimits, Event, FinishReason, GenRequest, Overlap, TokenLogprob};
 use crate::metrics::Metrics;
@@ -275,7 +275,23 @@ pub fn run(
                 } else {
                     prefix.take_plain(&mut free).map(|s| (s, 0))
                 };
-                let Some((slot, cached)) = taken else { break };
+                let Some((slot, mut cached)) = taken else {
+                    break;
+                };
+                // A running sequence of the same scope may hold a longer start of the
+                // prompt (two chats with one long system prompt): copy its keys and
+                // values into the new slot.
+                if index == 0
+                    && limits.prefix_cache
+                    && let Some((src, n)) = running_prefix(&running, &req, cached)
+                {
+                    match kv.copy_slot(src, slot, n) {
+                        Ok(()) => cached = n,
+                        Err(e) => tracing::warn!(
+                            "cannot copy a running sequence's cached prompt start ({n} tokens), prefilling it: {e}"
+                        ),
+                    }
+                }
                 metrics
                     .prompt_tokens_cached
                     .fetch_add(cached as u64, Relaxed);
@@ -535,6 +551,23 @@ fn fail_all(running: &mut [Seq], which: impl Iterator<Item = usize>, msg: &str) 
         s.done = Some(FinishReason::Stop);
         s.failed = true;
     }
+}
+
+/// The running sequence of `req`'s scope whose slot holds the longest start of `req`'s
+/// prompt, if that is at least [`MIN_REUSE_TOKENS`] longer than `cached` (what the new
+/// request's own slot holds already): its slot and that length (never the whole prompt).
+fn running_prefix(running: &[Seq], req: &GenRequest, cached: usize) -> Option<(usize, usize)> {
+    let most = req.prompt.len().saturating_sub(1);
+    running
+        .iter()
+        .filter(|s| s.req.cache_scope == req.cache_scope && !s.failed && !s.awaits_fork)
+        .map(|s| {
+            let held = s.req.prompt.iter().chain(&s.generated).take(s.len);
+            let n = held.zip(&req.prompt).take_while(|(a, b)| a == b).count();
+            (s.slot, n.min(most))
+        })
+        .filter(|&(_, n)| n >= cached + MIN_REUSE_TOKENS)
+        .max_by_key(|&(_, n)| n)
 }
 
 /// The tokens whose keys and values `s` wrote into its slot (positions `0..s.len`): its
@@ -1173,6 +1206,29 @@ mod tests {
         }
     }
 
+    /// A warmed-up engine of 2 slots of `slot_tokens` over `model` (no overlap), its
+    /// prefix cache `on`, and its metrics.
+    fn two_slot_engine(
+        model: &Arc<GenerationModel>,
+        slot_tokens: usize,
+        prefill_chunk: usize,
+        on: bool,
+    ) -> (super::super::EngineHandle, Arc<Metrics>) {
+        let limits = EngineLimits {
+            max_running: 2,
+            kv_tokens: 2 * slot_tokens,
+            prefill_chunk,
+            max_queued: 8,
+            cuda_graphs: false,
+            overlap: Overlap::Off,
+            prefix_cache: on,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let (engine, warm) = super::super::start(model.clone(), limits, metrics.clone());
+        let _ = warm.blocking_recv();
+        (engine, metrics)
+    }
+
     /// A prompt that starts as an earlier request's did reuses the keys and values that
     /// request left in its slot (same scope only), and gives the same tokens and
     /// logprobs as when it is prefilled whole.
@@ -1190,18 +1246,7 @@ mod tests {
             (first.clone(), 1),
         ];
         let run = |on: bool| {
-            let limits = EngineLimits {
-                max_running: 2,
-                kv_tokens: 2 * 128,
-                prefill_chunk: 16,
-                max_queued: 8,
-                cuda_graphs: false,
-                overlap: Overlap::Off,
-                prefix_cache: on,
-            };
-            let metrics = Arc::new(Metrics::new());
-            let (engine, warm) = super::super::start(model.clone(), limits, metrics.clone());
-            let _ = warm.blocking_recv();
+            let (engine, metrics) = two_slot_engine(&model, 128, 16, on);
             let outs: Vec<_> = asks
                 .iter()
                 .map(|(p, scope)| {
@@ -1231,6 +1276,42 @@ mod tests {
                 assert!((a - b).abs() < 1e-4, "request {i}: logprobs {a} vs {b}");
             }
         }
+    }
+
+    /// A request whose prompt starts as a *running* sequence's (of the same scope) gets
+    /// those keys and values copied into its slot, with the same text as a whole prefill.
+    #[test]
+    fn a_prompt_copies_the_start_a_running_sequence_holds() {
+        let (_dir, model) = tiny_model();
+        let shared: Vec<u32> = (0..40).map(|i| 3 + (i * 5) % 47).collect();
+        let mut second = shared.clone();
+        second.extend([21, 22, 23]);
+        let run = |on: bool| {
+            let (engine, _) = two_slot_engine(&model, 512, 64, on);
+            // The first keeps running (400 tokens: long after the second arrives, however
+            // slowly this thread is scheduled).
+            let (first, mut rx1) = Spec::greedy(&shared, 400).request();
+            engine.submit(first).unwrap();
+            match rx1.blocking_recv() {
+                Some(Event::Delta { .. }) => {}
+                other => panic!("the first request's first token: {other:?}"),
+            }
+            let mut spec = Spec::greedy(&second, 8);
+            spec.logprobs = Some(0);
+            let (req, mut rx2) = spec.request();
+            engine.submit(req).unwrap();
+            let out = text_of(&mut rx2);
+            let first = text_of(&mut rx1);
+            (out, first.0)
+        };
+        let (cold, cold_first) = run(false);
+        let (warm, warm_first) = run(true);
+        assert_eq!((cold.2, warm.2), (0, 40), "cached tokens off / on");
+        assert_eq!(cold.0, warm.0, "the same text");
+        for (a, b) in cold.1.iter().zip(&warm.1) {
+            assert!((a - b).abs() < 1e-4, "logprobs {a} vs {b}");
+        }
+        assert_eq!(cold_first, warm_first, "the running sequence is untouched");
     }
 
     /// Reads a single-choice stream to its end: (finish, completion tokens).

@@ -150,15 +150,7 @@ async fn chat_over_pinned_tls_records_usage_and_metrics() {
     assert_eq!(ok[0].node_id.as_deref(), Some("n1"));
     assert_eq!(ok[0].pool, "chat");
 
-    let m = gw
-        .http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics_text().await;
     assert!(
         m.contains("dayshift_requests_total{pool=\"chat\",code=\"200\"} 1"),
         "{m}"
@@ -326,15 +318,7 @@ async fn failover_to_second_node_when_first_dies_before_first_byte() {
     // new conversations until one preferred n-dead, failed over to n-good, and took
     // n-dead out of routing. Every answer comes from n-good.
     let retries = || async {
-        let m = gw
-            .http
-            .get(format!("{}/metrics", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = gw.metrics_text().await;
         m.lines()
             .find_map(|l| l.strip_prefix("dayshift_upstream_retries_total{pool=\"chat\"} "))
             .map_or(0, |v| v.trim().parse::<u64>().unwrap())

@@ -291,15 +291,7 @@ async fn status_page_and_metrics_show_each_pools_scaling() {
         ))),
         "{page}"
     );
-    let metrics = gw
-        .http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_text().await;
     for want in [
         "dayshift_pool_range_min{pool=\"chat\"} 1\n",
         "dayshift_pool_range_max{pool=\"chat\"} 3\n",

@@ -44,6 +44,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
     /// The shared state.
     pub fn state(&self) -> &dayshift::server::SharedState {
         &self.built.as_ref().expect("built").state
