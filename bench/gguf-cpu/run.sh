@@ -21,23 +21,9 @@ python3 -c "import llama_cpp, openai" 2>/dev/null || {
 MODEL="${MODEL:-$(bash scripts/fetch-smollm2.sh)}"
 cargo build --release -q -p dayshift-node
 BIN="${CARGO_TARGET_DIR:-target}/release/dayshift-node"
-work="$(mktemp -d)"
-node_pid=""
-cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-cat > "$work/node.toml" <<TOML
-node_id = "bench"
-listen = "127.0.0.1:0"
-[tls]
-mode = "off"
-[engine]
-device = "cpu"
+node_work
 # every prompt prefilled whole, as llama.cpp's (its cache is reset before each prompt)
-prefix_cache = false
-[[models]]
-name = "smollm2"
-source = { type = "local", path = "$MODEL" }
-TOML
+node_cpu_config "$work/node.toml" smollm2 "$MODEL" "prefix_cache = false"
 RAYON_NUM_THREADS="$THREADS" "$BIN" serve --config "$work/node.toml" 2> "$work/node.log" &
 node_pid=$!
 addr="$(node_addr "$work/node.log" "$node_pid")" || exit 1

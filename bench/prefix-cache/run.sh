@@ -14,23 +14,9 @@ cd "$(dirname "$0")/../.."
 MODEL="${MODEL:-$(bash scripts/fetch-smollm2.sh)}"
 cargo build --release -q -p dayshift-node
 BIN="${CARGO_TARGET_DIR:-target}/release/dayshift-node"
-work="$(mktemp -d)"
-node_pid=""
-cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+node_work
 for cache in false true; do
-  cat > "$work/node.toml" <<TOML
-node_id = "bench"
-listen = "127.0.0.1:0"
-[tls]
-mode = "off"
-[engine]
-device = "cpu"
-prefix_cache = $cache
-[[models]]
-name = "m"
-source = { type = "local", path = "$MODEL" }
-TOML
+  node_cpu_config "$work/node.toml" m "$MODEL" "prefix_cache = $cache"
   "$BIN" serve --config "$work/node.toml" 2> "$work/node-$cache.log" &
   node_pid=$!
   addr="$(node_addr "$work/node-$cache.log" "$node_pid")" || exit 1

@@ -17,22 +17,8 @@ MODEL="$(bash scripts/fetch-smollm2.sh)"
 cargo build --profile "$PROFILE" -q -p dayshift-node
 dir="$PROFILE"; [ "$PROFILE" = dev ] && dir=debug
 BIN="${CARGO_TARGET_DIR:-target}/$dir/dayshift-node"
-work="$(mktemp -d)"
-node_pid=""
-cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-cat > "$work/node.toml" <<TOML
-node_id = "bench"
-listen = "127.0.0.1:0"
-[tls]
-mode = "off"
-[engine]
-device = "cpu"
-max_running_sequences = 32
-[[models]]
-name = "smollm2"
-source = { type = "local", path = "$MODEL" }
-TOML
+node_work
+node_cpu_config "$work/node.toml" smollm2 "$MODEL" "max_running_sequences = 32"
 "$BIN" serve --config "$work/node.toml" 2> "$work/node.log" &
 node_pid=$!
 addr="$(node_addr "$work/node.log" "$node_pid")" || exit 1
