@@ -115,7 +115,8 @@ pub fn cache_scope(key_id: &str, user: Option<&str>) -> String {
 /// ([`PoolRuntime::pick`]). For a chat, the messages up to and including the first user
 /// message (a conversation's later turns resend them unchanged); for a completion, the
 /// first 512 bytes of its prompt. The raw JSON is hashed as sent, not parsed further.
-pub fn affinity(scope: &str, body: &[u8]) -> u64 {
+/// `None` for a request with neither (embeddings): no cache to meet, least-loaded routing.
+pub fn affinity(scope: &str, body: &[u8]) -> Option<u64> {
     use serde_json::value::RawValue;
     use std::hash::{Hash, Hasher};
     #[derive(serde::Deserialize)]
@@ -133,7 +134,7 @@ pub fn affinity(scope: &str, body: &[u8]) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     scope.hash(&mut h);
     let Ok(start) = serde_json::from_slice::<Start<'_>>(body) else {
-        return h.finish();
+        return None;
     };
     if let Some(m) = start.messages
         && let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(m.get())
@@ -147,8 +148,10 @@ pub fn affinity(scope: &str, body: &[u8]) -> u64 {
     } else if let Some(p) = start.prompt {
         let raw = p.get().as_bytes();
         raw[..raw.len().min(512)].hash(&mut h);
+    } else {
+        return None;
     }
-    h.finish()
+    Some(h.finish())
 }
 
 impl RequestHead {
@@ -480,7 +483,7 @@ fn build_request(
 async fn wait_for_node(
     state: &SharedState,
     pool: &Arc<PoolRuntime>,
-    affinity: u64,
+    affinity: Option<u64>,
     tried: &[String],
 ) -> Result<Arc<NodeHandle>, ApiError> {
     let stale = state.tuning.stale_after;

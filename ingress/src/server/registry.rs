@@ -209,10 +209,10 @@ impl PoolRuntime {
     /// (see `gateway::affinity`), skipping `exclude`: the node rendezvous hashing
     /// prefers for it, while that node has at most [`AFFINITY_SLACK`] more requests in
     /// flight than the least-loaded one (a conversation's turns then meet the node whose
-    /// KV cache holds their start); else the least-loaded node.
+    /// KV cache holds their start); else, and without an affinity, the least-loaded node.
     pub fn pick(
         &self,
-        affinity: u64,
+        affinity: Option<u64>,
         exclude: &[String],
         stale_after: Duration,
     ) -> Option<Arc<NodeHandle>> {
@@ -224,6 +224,9 @@ impl PoolRuntime {
                 .filter(|n| !exclude.iter().any(|e| e == &n.id))
         };
         let least = open().min_by_key(|n| n.in_flight())?;
+        let Some(affinity) = affinity else {
+            return Some(least.clone());
+        };
         let preferred = open().max_by_key(|n| rendezvous(affinity, &n.id))?;
         if preferred.in_flight() <= least.in_flight().saturating_add(AFFINITY_SLACK) {
             Some(preferred.clone())

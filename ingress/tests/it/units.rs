@@ -284,39 +284,46 @@ fn a_conversation_keeps_its_node_until_that_node_is_busier_than_the_slack() {
     // Conversations spread over the nodes, each always to the same one.
     let mut seen = std::collections::HashSet::new();
     for a in 0..64u64 {
-        let first = p.pick(a, &[], stale).unwrap().id.clone();
-        assert_eq!(p.pick(a, &[], stale).unwrap().id, first);
+        let first = p.pick(Some(a), &[], stale).unwrap().id.clone();
+        assert_eq!(p.pick(Some(a), &[], stale).unwrap().id, first);
         seen.insert(first);
     }
     assert_eq!(seen.len(), 3, "64 conversations over 3 nodes");
+    // Without an affinity: the least-loaded node (the first of equals).
+    let busy: Vec<InFlight> = nodes[..2]
+        .iter()
+        .map(|n| InFlight::start(n.clone()))
+        .collect();
+    assert_eq!(p.pick(None, &[], stale).unwrap().id, nodes[2].id);
+    drop(busy);
     // The preferred node keeps a conversation while it has at most the slack more
     // requests in flight than the least-loaded one.
-    let home = p.pick(7, &[], stale).unwrap();
+    let home = p.pick(Some(7), &[], stale).unwrap();
     let held: Vec<InFlight> = (0..AFFINITY_SLACK)
         .map(|_| InFlight::start(home.clone()))
         .collect();
-    assert_eq!(p.pick(7, &[], stale).unwrap().id, home.id);
+    assert_eq!(p.pick(Some(7), &[], stale).unwrap().id, home.id);
     let one_more = InFlight::start(home.clone());
     assert_ne!(
-        p.pick(7, &[], stale).unwrap().id,
+        p.pick(Some(7), &[], stale).unwrap().id,
         home.id,
         "busier than the slack: the least-loaded node"
     );
     drop((held, one_more));
     // Excluded (a retry) or not routable: the conversation goes elsewhere.
     let excluded = std::slice::from_ref(&home.id);
-    assert_ne!(p.pick(7, excluded, stale).unwrap().id, home.id);
+    assert_ne!(p.pick(Some(7), excluded, stale).unwrap().id, home.id);
     home.set_draining();
-    assert_ne!(p.pick(7, &[], stale).unwrap().id, home.id);
+    assert_ne!(p.pick(Some(7), &[], stale).unwrap().id, home.id);
     // Removing another node does not move conversations whose node stays.
     let keep: Vec<(u64, String)> = (0..64u64)
-        .map(|a| (a, p.pick(a, &[], stale).unwrap().id.clone()))
+        .map(|a| (a, p.pick(Some(a), &[], stale).unwrap().id.clone()))
         .collect();
     let gone = nodes.iter().find(|n| n.id != home.id).unwrap().id.clone();
     p.remove(&gone);
     for (a, id) in keep {
         if id != gone {
-            assert_eq!(p.pick(a, &[], stale).unwrap().id, id);
+            assert_eq!(p.pick(Some(a), &[], stale).unwrap().id, id);
         }
     }
 }
