@@ -5,8 +5,10 @@
 //! cache remembers which tokens those were. A new request whose prompt starts with the
 //! same tokens is given that slot and prefills only the rest: a chat's next turn resends
 //! the whole conversation, and apps send the same system prompt every time. Only slots
-//! of the same **scope** are reused (the ingress sends a hash of the API key, so one key's
-//! prompts never speed up, and so reveal themselves to, another key's requests).
+//! of the same **scope** are reused: the ingress sends the API key's id and the end
+//! user's (`user`), which the node hashes, so one key's or user's prompts never speed
+//! up, and so never reveal themselves to, another's requests. (A prompt start held by a
+//! *running* sequence is copied into the new slot by the scheduler, `running_prefix`.)
 //!
 //! A reused slot's keys and values were computed in earlier steps of other batches: the
 //! same arithmetic on the same tokens at the same positions, so the same values up to
