@@ -261,8 +261,9 @@ __device__ __forceinline__ void l2_prefetch_share(unsigned long long p, unsigned
     const unsigned long long l0 = per_lane * threadIdx.x;
     if (l0 >= len) return;
     const unsigned long long l = per_lane < len - l0 ? per_lane : len - l0;
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + b0 + l0), "r"((unsigned)l)
-                 : "memory");
+    // No "memory" clobber: a hint orders nothing, and a clobber would stop the compiler
+    // moving the GEMV's own loads across it (ptxas then gave the GEMVs other registers).
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + b0 + l0), "r"((unsigned)l));
 #endif
 }
 
@@ -302,7 +303,10 @@ __device__ __forceinline__ void gemv_finish(const float *acc, int lane, const T 
     }
 }
 
-template <typename T, int B, int PRO>
+// PF: issue the L2 prefetch of `pf` (the `gemvfp_*` kernels). A separate instantiation so
+// that the kernels without it compile exactly as before the prefetch existed (the call
+// alone changed ptxas's register allocation of 11 of them).
+template <typename T, int B, int PRO, bool PF = false>
 __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, float eps,
                            const T *__restrict__ w, const T *__restrict__ bias,
                            const T *__restrict__ res, T *__restrict__ y, int n_out, int k_in,
@@ -322,7 +326,7 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
         const int k = (u * 32 + lane) * V;
         if (live && k < k_in) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
     }
-    l2_prefetch(pf);
+    if (PF) l2_prefetch(pf);
     const int kv = k_in / V;
     if (PRO == 1) {
         float ss[B];
@@ -416,6 +420,11 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
         const T *x, const T *nw, float eps, const T *w, const T *bias, const T *res, T *y,      \
         int n_out, int k_in, L2Ranges pf) {                                                    \
         gemv_fused<T, B, PRO>(x, nw, eps, w, bias, res, y, n_out, k_in, pf);                   \
+    }                                                                                          \
+    extern "C" __global__ void gemvfp_##SUFFIX##_##B##_##PRO(                                   \
+        const T *x, const T *nw, float eps, const T *w, const T *bias, const T *res, T *y,      \
+        int n_out, int k_in, L2Ranges pf) {                                                    \
+        gemv_fused<T, B, PRO, true>(x, nw, eps, w, bias, res, y, n_out, k_in, pf);             \
     }
 #define DS_GEMVF_B(T, SUFFIX, PRO)                                                             \
     DS_GEMVF(T, SUFFIX, 1, PRO) DS_GEMVF(T, SUFFIX, 2, PRO) DS_GEMVF(T, SUFFIX, 3, PRO)        \

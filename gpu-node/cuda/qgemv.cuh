@@ -622,7 +622,8 @@ __device__ __forceinline__ int qg_row_bytes(int t, int k) {
 // (Measured on an H200, bench/gpu/kernels/qgemv_bench.cu: one block per 8 rows, each
 // redoing the prologue, was 2x slower; a warp pipeline of loads running ahead across
 // rows and segments, 1.2x slower: its per-step type dispatch costs more than it hides.)
-template <typename T, int B, int PRO>
+// PF: issue the L2 prefetch of `pf` (the `qgemvfp_*` kernels; see gemv_fused).
+template <typename T, int B, int PRO, bool PF = false>
 __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w0, int t0,
                             int n0, const uint8_t *w1, int t1, int n1, const uint8_t *w2,
                             int t2, int n2, const T *bias, const T *res, T *y, int ld_y,
@@ -649,7 +650,7 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
         const uint8_t *p = w + (size_t)row * rb;
         qg_prefetch_l2(p, rb, lane);
     }
-    l2_prefetch(pf);
+    if (PF) l2_prefetch(pf);
     int8_t *qa = reinterpret_cast<int8_t *>(smem_raw);
     float *da = reinterpret_cast<float *>(smem_raw + (size_t)B * k_in);
     float *sa = da + B * (k_in / 32);
@@ -710,6 +711,13 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
         const T *res, T *y, int ld_y, int k_in, L2Ranges pf) {                                 \
         qgemv_fused<T, B, PRO>(x, nw, eps, w0, t0, n0, w1, t1, n1, w2, t2, n2, bias, res, y,    \
                                ld_y, k_in, pf);                                                \
+    }                                                                                          \
+    extern "C" __global__ void QG_BOUNDS(B) qgemvfp_##SUFFIX##_##B##_##PRO(                    \
+        const T *x, const T *nw, float eps, const uint8_t *w0, int t0, int n0,                 \
+        const uint8_t *w1, int t1, int n1, const uint8_t *w2, int t2, int n2, const T *bias,   \
+        const T *res, T *y, int ld_y, int k_in, L2Ranges pf) {                                 \
+        qgemv_fused<T, B, PRO, true>(x, nw, eps, w0, t0, n0, w1, t1, n1, w2, t2, n2, bias,      \
+                                     res, y, ld_y, k_in, pf);                                  \
     }
 #define DS_QGEMVF_ALL(T, SUFFIX)                                                               \
     DS_QGEMVF(T, SUFFIX, 1, 0) DS_QGEMVF(T, SUFFIX, 1, 1) DS_QGEMVF(T, SUFFIX, 1, 2)            \

@@ -25,7 +25,7 @@
 template <int PRO>
 __global__ void k_gemv(const bf *x, const bf *nw, float eps, const bf *w, const bf *res, bf *y,
                        int n, int k, L2Ranges pf) {
-    gemv_fused<bf, 1, PRO>(x, nw, eps, w, nullptr, res, y, n, k, pf);
+    gemv_fused<bf, 1, PRO, true>(x, nw, eps, w, nullptr, res, y, n, k, pf);
 }
 
 // Stand-in for RoPE + attention at a short context: ~`ns` of latency, no DRAM traffic.

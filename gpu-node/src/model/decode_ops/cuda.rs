@@ -417,7 +417,13 @@ pub(super) fn fused_gemv(
         side_arg(&rg, "residual")?,
     );
     let pro = prologue_code(&op.prologue);
-    let name = kernel_name(&format!("gemvf_{sfx}_{b}_{pro}"))?;
+    // `gemvfp_*`: the same kernel issuing the L2 prefetch (when the step plans one).
+    let fam = if op.prefetch.bytes[0] > 0 {
+        "gemvfp"
+    } else {
+        "gemvf"
+    };
+    let name = kernel_name(&format!("{fam}_{sfx}_{b}_{pro}"))?;
     let f = function(&dev, name)?;
     let mut out = alloc_like(&dev, sfx, b * n)?;
     let smem = (b * k * (if sfx == "f32" { 4 } else { 2 })) as u32;
@@ -514,7 +520,12 @@ pub(super) fn quant_gemv(
             int(q.shape().dims2()?.0)?,
         );
     }
-    let name = kernel_name(&format!("qgemvf_{sfx}_{b}_{pro}"))?;
+    let fam = if op.prefetch.bytes[0] > 0 {
+        "qgemvfp"
+    } else {
+        "qgemvf"
+    };
+    let name = kernel_name(&format!("{fam}_{sfx}_{b}_{pro}"))?;
     let f = function(&dev, name)?;
     let smem = super::QuantGemv::smem_bytes(b, k);
     if smem > 48 << 10 {

@@ -386,7 +386,9 @@ pub fn attention_splits(heads: usize, rows: usize, cap: usize) -> (usize, usize)
 const KERNEL_STEMS: &[&str] = &[
     "argmax_final",
     "gemvf",
+    "gemvfp",
     "qgemvf",
+    "qgemvfp",
     "decode_attn64",
     "rope_qkv",
     "kv_write",
@@ -403,11 +405,13 @@ pub(crate) fn kernel_names() -> Vec<String> {
         for b in 1..=GEMV_MAX_ROWS {
             for pro in 0..3 {
                 v.push(format!("gemvf_{t}_{b}_{pro}"));
+                v.push(format!("gemvfp_{t}_{b}_{pro}"));
             }
         }
         for b in 1..=QuantGemv::MAX_ROWS {
             for pro in 0..3 {
                 v.push(format!("qgemvf_{t}_{b}_{pro}"));
+                v.push(format!("qgemvfp_{t}_{b}_{pro}"));
             }
         }
         for g in [1, 2, 4] {
