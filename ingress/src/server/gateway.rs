@@ -99,9 +99,16 @@ struct RequestHead {
 /// The prefix-cache scope a request is sent to its node with
 /// ([`dayshift_config::protocol::CACHE_SCOPE_HEADER`]): the API key's id, and the end
 /// user's id (`user`) where the request names one, hex-encoded so any string is a valid
-/// header value.
+/// header value (an id over 64 bytes as the hex of its 64-bit hash, so the header stays
+/// short).
 pub fn cache_scope(key_id: &str, user: Option<&str>) -> String {
+    use std::hash::{Hash, Hasher};
     match user {
+        Some(u) if u.len() > 64 => {
+            let mut h = std::hash::DefaultHasher::new();
+            u.hash(&mut h);
+            format!("{key_id}/#{:016x}", h.finish())
+        }
         Some(u) if !u.is_empty() => {
             let hex: String = u.bytes().map(|b| format!("{b:02x}")).collect();
             format!("{key_id}/{hex}")

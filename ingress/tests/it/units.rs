@@ -222,6 +222,13 @@ fn the_cache_scope_is_the_key_and_the_end_user() {
             .parse::<axum::http::HeaderValue>()
             .is_ok()
     );
+    // A long id is hashed: the header stays short, ids still differ.
+    let (long_a, long_b) = ("a".repeat(5000), "b".repeat(5000));
+    assert!(cache_scope("key_1", Some(&long_a)).len() < 40);
+    assert_ne!(
+        cache_scope("key_1", Some(&long_a)),
+        cache_scope("key_1", Some(&long_b))
+    );
 }
 
 #[test]
