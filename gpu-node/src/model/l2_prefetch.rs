@@ -34,6 +34,12 @@ impl L2Ranges {
     pub fn total(&self) -> u64 {
         self.bytes.iter().sum()
     }
+
+    /// Nothing to prefetch (ranges fill from the first): the kernel without the prefetch
+    /// runs.
+    pub fn is_empty(&self) -> bool {
+        self.bytes[0] == 0
+    }
 }
 
 /// One weight matrix (or quantized segment) of the step: device address and bytes.
@@ -244,7 +250,11 @@ mod tests {
         );
         assert!(p[1..].iter().all(|r| r.total() == 0));
         // Off: nothing anywhere.
-        assert!(plan(&gemvs, 0).iter().all(|r| r.total() == 0));
+        assert!(
+            plan(&gemvs, 0)
+                .iter()
+                .all(|r| r.total() == 0 && r.is_empty())
+        );
         // Unaligned edges are trimmed inward.
         let odd = vec![vec![ext(0x1000, 40)], vec![ext(0x2008, 100)]];
         let p = plan(&odd, 1 << 20);

@@ -80,7 +80,7 @@ type Failure = (Option<String>, ApiError);
 
 /// The fields of a request body the gateway looks at (the rest passes through as is).
 #[derive(serde::Deserialize)]
-struct RequestHead {
+struct RequestHead<'a> {
     #[serde(default, deserialize_with = "string_or_none")]
     model: Option<String>,
     #[serde(default, deserialize_with = "bool_or_none")]
@@ -94,6 +94,12 @@ struct RequestHead {
     /// OpenAI's end-user id, when the app sends one: it narrows the prompt cache's scope.
     #[serde(default, deserialize_with = "string_or_none")]
     user: Option<String>,
+    /// The conversation's start for [`affinity_of`], borrowed in this same pass (as
+    /// [`ConversationStart`]: `#[serde(flatten)]` cannot carry raw JSON).
+    #[serde(borrow, default)]
+    messages: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a serde_json::value::RawValue>,
 }
 
 /// The prefix-cache scope a request is sent to its node with
@@ -117,22 +123,32 @@ pub fn cache_scope(key_id: &str, user: Option<&str>) -> String {
     }
 }
 
+/// The raw JSON of a request's `messages` and `prompt`, borrowed from its body.
+#[derive(serde::Deserialize, Default)]
+pub struct ConversationStart<'a> {
+    /// A chat's messages, as sent.
+    #[serde(borrow, default)]
+    pub messages: Option<&'a serde_json::value::RawValue>,
+    /// A completion's prompt, as sent.
+    #[serde(borrow, default)]
+    pub prompt: Option<&'a serde_json::value::RawValue>,
+}
+
+/// [`affinity_of`] of a whole body (parsed for it alone; the gateway takes the start
+/// from its request head's pass instead).
+pub fn affinity(scope: &str, body: &[u8]) -> Option<u64> {
+    affinity_of(scope, &serde_json::from_slice(body).ok()?)
+}
+
 /// The start of a request's conversation, hashed with its cache scope: which node of
 /// the pool most likely holds its prompt's start in its KV cache
 /// ([`PoolRuntime::pick`]). For a chat, the messages up to and including the first user
 /// message (a conversation's later turns resend them unchanged); for a completion, the
 /// first 512 bytes of its prompt. The raw JSON is hashed as sent, not parsed further.
 /// `None` for a request with neither (embeddings): no cache to meet, least-loaded routing.
-pub fn affinity(scope: &str, body: &[u8]) -> Option<u64> {
+pub fn affinity_of(scope: &str, start: &ConversationStart<'_>) -> Option<u64> {
     use serde_json::value::RawValue;
     use std::hash::{Hash, Hasher};
-    #[derive(serde::Deserialize)]
-    struct Start<'a> {
-        #[serde(borrow, default)]
-        messages: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        prompt: Option<&'a RawValue>,
-    }
     #[derive(serde::Deserialize)]
     struct Role<'a> {
         #[serde(borrow, default)]
@@ -140,9 +156,6 @@ pub fn affinity(scope: &str, body: &[u8]) -> Option<u64> {
     }
     let mut h = std::hash::DefaultHasher::new();
     scope.hash(&mut h);
-    let Ok(start) = serde_json::from_slice::<Start<'_>>(body) else {
-        return None;
-    };
     if let Some(m) = start.messages
         && let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(m.get())
     {
@@ -161,7 +174,7 @@ pub fn affinity(scope: &str, body: &[u8]) -> Option<u64> {
     Some(h.finish())
 }
 
-impl RequestHead {
+impl RequestHead<'_> {
     /// Most completion tokens the request can produce (`n × max_tokens`), when it
     /// says; the per-key token limit is checked against it.
     fn token_ceiling(&self) -> i64 {
@@ -288,7 +301,7 @@ async fn proxy_inner(
             ));
         }
     };
-    let head: RequestHead = serde_json::from_slice(&body).map_err(|e| {
+    let head: RequestHead<'_> = serde_json::from_slice(&body).map_err(|e| {
         (
             None,
             ApiError::bad_request(format!("the request body is not valid JSON: {e}")),
@@ -348,7 +361,13 @@ async fn proxy_inner(
     // user's where the app names one (`user`), so one user's prompts never shorten
     // another's. Conversations of one scope go to the same node where load allows.
     let scope = cache_scope(&key.id, head.user.as_deref());
-    let affinity = affinity(&scope, &body);
+    let affinity = affinity_of(
+        &scope,
+        &ConversationStart {
+            messages: head.messages,
+            prompt: head.prompt,
+        },
+    );
     let mut tried: Vec<String> = Vec::new();
     let mut last_error = String::new();
     loop {

@@ -418,10 +418,10 @@ pub(super) fn fused_gemv(
     );
     let pro = prologue_code(&op.prologue);
     // `gemvfp_*`: the same kernel issuing the L2 prefetch (when the step plans one).
-    let fam = if op.prefetch.bytes[0] > 0 {
-        "gemvfp"
-    } else {
+    let fam = if op.prefetch.is_empty() {
         "gemvf"
+    } else {
+        "gemvfp"
     };
     let name = kernel_name(&format!("{fam}_{sfx}_{b}_{pro}"))?;
     let f = function(&dev, name)?;
@@ -520,10 +520,10 @@ pub(super) fn quant_gemv(
             int(q.shape().dims2()?.0)?,
         );
     }
-    let fam = if op.prefetch.bytes[0] > 0 {
-        "qgemvfp"
-    } else {
+    let fam = if op.prefetch.is_empty() {
         "qgemvf"
+    } else {
+        "qgemvfp"
     };
     let name = kernel_name(&format!("{fam}_{sfx}_{b}_{pro}"))?;
     let f = function(&dev, name)?;
