@@ -25,6 +25,26 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
     return __float2bfloat16(x);
 }
 
+// Programmatic dependent launch (sm_90; gpu-node/src/model/static_step.rs launches the
+// decode step's kernels with it when DAYSHIFT_BENCH_STATIC_STEP=pdl): a kernel lets the
+// next one be scheduled at once (pdl_launch_dependents: the next kernel's blocks start once
+// every block of this one has passed it), and waits for the previous kernel to finish and
+// its writes to be visible before it reads anything that kernel wrote or writes anything
+// (pdl_wait). A kernel launched without the attribute passes both at once; before sm_90
+// they are nothing. Every kernel that calls pdl_launch_dependents calls pdl_wait before
+// its first read of an activation and its first write, so each kernel's end still follows
+// the end of all kernels before it.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // cache[slot[r], h, pos[r], d] = src[r, h, d] for every row r of the step.
 // cache: [slots, nkv, cap, hd]; src: [b, nkv, hd], contiguous.
 template <typename T>
@@ -303,9 +323,11 @@ __device__ __forceinline__ void gemv_finish(const float *acc, int lane, const T 
     }
 }
 
-// PF: issue the L2 prefetch of `pf` (the `gemvfp_*` kernels). A separate instantiation so
-// that the kernels without it compile exactly as before the prefetch existed (the call
-// alone changed ptxas's register allocation of 11 of them).
+// PF: issue the L2 prefetch of `pf`, and take part in programmatic dependent launch (the
+// `gemvfp_*` kernels, which the experiments of gpu-node/src/model/l2_prefetch.rs and
+// static_step.rs launch). A separate instantiation so that the kernels without it compile
+// exactly as before the prefetch existed (the call alone changed ptxas's register
+// allocation of 11 of them).
 template <typename T, int B, int PRO, bool PF = false>
 __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, float eps,
                            const T *__restrict__ w, const T *__restrict__ bias,
@@ -320,13 +342,19 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
     const int n = blockIdx.x * nwarps + warp;
     const bool live = n < n_out;
     const T *wr = w + (size_t)(live ? n : 0) * k_in;
+    if (PF) pdl_launch_dependents();
     uint4 wb[U];
 #pragma unroll
     for (int u = 0; u < U; u++) {
         const int k = (u * 32 + lane) * V;
         if (live && k < k_in) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
     }
-    if (PF) l2_prefetch(pf);
+    if (PF) {
+        l2_prefetch(pf);
+        // The weights are the model's (never written by a kernel): their first loads above
+        // may overlap the previous kernel's end; x, res and y only after it.
+        pdl_wait();
+    }
     const int kv = k_in / V;
     if (PRO == 1) {
         float ss[B];
@@ -446,12 +474,17 @@ DS_GEMVF_ALL(__nv_bfloat16, bf16)
 // Gemma 3); RoPE is the non-interleaved (rotate-half) form; cos/sin: [positions, hd / 2];
 // padding rows and positions past the cache write nothing to the caches.
 // grid (nh + 2 nkv, b); block hd / 2 threads.
-template <typename T>
+// PDL: takes part in programmatic dependent launch (rope_qkv_pdl_*).
+template <typename T, bool PDL = false>
 __device__ void rope_qkv(const T *__restrict__ qkv, const T *__restrict__ qn,
                          const T *__restrict__ kn, float eps, const T *__restrict__ cos,
                          const T *__restrict__ sin, T *__restrict__ q_out, T *__restrict__ kc,
                          T *__restrict__ vc, const uint32_t *__restrict__ idx, int b, int nh,
                          int nkv, int cap, int hd) {
+    if (PDL) {
+        pdl_launch_dependents();
+        pdl_wait();
+    }
     __shared__ float red[32];
     const int head = blockIdx.x, r = blockIdx.y, i = threadIdx.x, half = hd / 2;
     const int part = head < nh ? 0 : head < nh + nkv ? 1 : 2;
@@ -499,6 +532,11 @@ __device__ void rope_qkv(const T *__restrict__ qkv, const T *__restrict__ qn,
         const T *qkv, const T *qn, const T *kn, float eps, const T *cos, const T *sin,          \
         T *q_out, T *kc, T *vc, const uint32_t *idx, int b, int nh, int nkv, int cap, int hd) { \
         rope_qkv<T>(qkv, qn, kn, eps, cos, sin, q_out, kc, vc, idx, b, nh, nkv, cap, hd);      \
+    }                                                                                          \
+    extern "C" __global__ void rope_qkv_pdl_##SUFFIX(                                           \
+        const T *qkv, const T *qn, const T *kn, float eps, const T *cos, const T *sin,          \
+        T *q_out, T *kc, T *vc, const uint32_t *idx, int b, int nh, int nkv, int cap, int hd) { \
+        rope_qkv<T, true>(qkv, qn, kn, eps, cos, sin, q_out, kc, vc, idx, b, nh, nkv, cap, hd); \
     }
 DS_ROPE(float, f32)
 DS_ROPE(__half, f16)
@@ -522,13 +560,18 @@ DS_ROPE(__nv_bfloat16, bf16)
 // slower than it on an H200, which only contexts over split_keys pay).
 // Shapes as decode_attn; part_m, part_l: [b, nh, splits], part_acc: [b, nh, splits, HD];
 // counters: [b * nh], zero before the first launch.
-template <typename T, int G>
+// PDL: takes part in programmatic dependent launch (decode_attn64_pdl_*).
+template <typename T, int G, bool PDL = false>
 __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
                               const T *__restrict__ vc, T *__restrict__ out,
                               float *__restrict__ part_m, float *__restrict__ part_l,
                               float *__restrict__ part_acc, uint32_t *__restrict__ counters,
                               const uint32_t *__restrict__ idx, int b, int nh, int nkv, int cap,
                               int window, float scale, int split_keys) {
+    if (PDL) {
+        pdl_launch_dependents();
+        pdl_wait();
+    }
     constexpr int HD = 64 * G;
     constexpr int HDP = HD + 1;
     constexpr int V = 16 / sizeof(T);
@@ -683,9 +726,44 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
         float scale, int split_keys) {                                                         \
         decode_attn64<T, G>(q, kc, vc, out, pm, pl, pa, counters, idx, b, nh, nkv, cap, window, \
                             scale, split_keys);                                                \
+    }                                                                                          \
+    extern "C" __global__ void decode_attn64_pdl_##SUFFIX##_##G(                                \
+        const T *q, const T *kc, const T *vc, T *out, float *pm, float *pl, float *pa,         \
+        uint32_t *counters, const uint32_t *idx, int b, int nh, int nkv, int cap, int window,  \
+        float scale, int split_keys) {                                                         \
+        decode_attn64<T, G, true>(q, kc, vc, out, pm, pl, pa, counters, idx, b, nh, nkv, cap,  \
+                                  window, scale, split_keys);                                  \
     }
 DS_ATTN64(float, f32, 1) DS_ATTN64(float, f32, 2) DS_ATTN64(float, f32, 4)
 DS_ATTN64(__half, f16, 1) DS_ATTN64(__half, f16, 2) DS_ATTN64(__half, f16, 4)
 DS_ATTN64(__nv_bfloat16, bf16, 1) DS_ATTN64(__nv_bfloat16, bf16, 2) DS_ATTN64(__nv_bfloat16, bf16, 4)
+
+// embed_rows: out[r, :] = table[ids[r], :] for the b rows of a decode step (ids: the
+// first b values of the step's index buffer), the embedding lookup of the decode step
+// that static_step.rs launches (zeros for an id of vocab or more). Takes part in
+// programmatic dependent launch. grid (b), block 256; table: [vocab, hidden].
+template <typename T>
+__device__ void embed_rows(const T *__restrict__ table, const uint32_t *__restrict__ idx,
+                           T *__restrict__ out, int vocab, int hidden) {
+    pdl_launch_dependents();
+    pdl_wait();
+    const int r = blockIdx.x;
+    const uint32_t id = idx[r];
+    T *o = out + (size_t)r * hidden;
+    if (id >= (uint32_t)vocab) {
+        for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = from_f<T>(0.f);
+        return;
+    }
+    const T *t = table + (size_t)id * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = t[i];
+}
+#define DS_EMBED(T, SUFFIX)                                                                    \
+    extern "C" __global__ void embed_rows_##SUFFIX(const T *table, const uint32_t *idx, T *out, \
+                                                   int vocab, int hidden) {                    \
+        embed_rows<T>(table, idx, out, vocab, hidden);                                         \
+    }
+DS_EMBED(float, f32)
+DS_EMBED(__half, f16)
+DS_EMBED(__nv_bfloat16, bf16)
 
 #include "qgemv.cuh"

@@ -622,7 +622,8 @@ __device__ __forceinline__ int qg_row_bytes(int t, int k) {
 // (Measured on an H200, bench/gpu/kernels/qgemv_bench.cu: one block per 8 rows, each
 // redoing the prologue, was 2x slower; a warp pipeline of loads running ahead across
 // rows and segments, 1.2x slower: its per-step type dispatch costs more than it hides.)
-// PF: issue the L2 prefetch of `pf` (the `qgemvfp_*` kernels; see gemv_fused).
+// PF: issue the L2 prefetch of `pf` and take part in programmatic dependent launch (the
+// `qgemvfp_*` kernels; see gemv_fused).
 template <typename T, int B, int PRO, bool PF = false>
 __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w0, int t0,
                             int n0, const uint8_t *w1, int t1, int n1, const uint8_t *w2,
@@ -632,6 +633,7 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
     const int nwarps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int total = n0 + n1 + n2;
     const int first = blockIdx.x * nwarps + warp, stride = gridDim.x * nwarps;
+    if (PF) pdl_launch_dependents();
     // (selected, not indexed: a run-time index into an array would put it in local memory)
     auto locate = [&](int n, const uint8_t *&w, int &t, int &row) {
         if (n < n0) {
@@ -650,7 +652,10 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
         const uint8_t *p = w + (size_t)row * rb;
         qg_prefetch_l2(p, rb, lane);
     }
-    if (PF) l2_prefetch(pf);
+    if (PF) {
+        l2_prefetch(pf);
+        pdl_wait(); // after the weights' first prefetch; before x is read (see gemv_fused)
+    }
     int8_t *qa = reinterpret_cast<int8_t *>(smem_raw);
     float *da = reinterpret_cast<float *>(smem_raw + (size_t)B * k_in);
     float *sa = da + B * (k_in / 32);

@@ -13,6 +13,7 @@
 //!     cargo build --release -p dayshift-node --features cuda --example graph_speed
 //!     [QUANT=q4_k] [KV=SLOTSxTOKENS] [NODE_DEVICE=1] [PAUSE_MS=N] [PROMPT=N]
 //!     [DAYSHIFT_BENCH_GPU_TIMING=1] [DAYSHIFT_BENCH_L2_PREFETCH_MIB=N]
+//!     [DAYSHIFT_BENCH_STATIC_STEP=off|plain|pdl]
 //!     graph_speed MODEL [STEPS]
 //!
 //! (a model as `serve` takes it; `NODE_DEVICE=1` opens the GPU as `serve` does;
@@ -81,9 +82,10 @@ fn main() -> anyhow::Result<()> {
     let buckets = kv.capture_graphs(m)?;
     let (gemvs, bytes) = m.l2_prefetch_plan();
     println!(
-        "{dir} {}: graph buckets {buckets:?}; L2 prefetch: {:.1} MB a step over {gemvs} GEMVs",
+        "{dir} {}: graph buckets {buckets:?}; L2 prefetch: {:.1} MB a step over {gemvs} GEMVs; static step: {:?}",
         quant.as_deref().unwrap_or(""),
-        bytes as f64 / 1e6
+        bytes as f64 / 1e6,
+        dayshift_node::model::static_step::StaticStepMode::from_env(),
     );
     let first = BatchItem {
         slot: 0,

@@ -13,10 +13,13 @@
 //! graph allocations; the logits are the one allocation not freed inside the graph, kept
 //! by the entry and freed by the driver before each relaunch
 //! (`CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH`; their address stays the same).
+//! With `DAYSHIFT_BENCH_STATIC_STEP` (an experiment) the fused step is captured instead
+//! from [`super::static_step`]'s launches over buffers allocated before the capture.
 
 use super::decode_ops::{index_buffer, max_abs_diff};
 use super::greedy_step::{DecodeIds, GreedyStep};
 use super::llama::{BatchItem, KvCache, Llama, WantLogits};
+use super::static_step::{StaticStep, StaticStepMode};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::cuda_backend::cudarc::driver::{CudaEvent, CudaGraph, PinnedHostSlice, sys};
 use candle_core::{Device, Result, Storage, Tensor};
@@ -35,12 +38,14 @@ pub struct DecodeGraphs {
 struct Entry {
     /// Rows of the bucket.
     b: usize,
-    /// The graph's output `[b, vocab]` (a graph allocation, rewritten by every replay).
-    /// Declared before `graph`: freed first.
+    /// The graph's output `[b, vocab]` (a graph allocation, or the static step's buffer;
+    /// rewritten by every replay). Declared before `graph`: freed first.
     logits: Tensor,
     /// The graph's input `[3 * b]` u32: ids, positions, slots.
     idx: Tensor,
     graph: CudaGraph,
+    /// The static step the graph was captured from (its buffers), if it was.
+    _step: Option<StaticStep>,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> candle_core::Error {
@@ -110,6 +115,17 @@ fn capture_one(model: &Llama, kv: &KvCache, dev: &CudaDevice, b: usize) -> Resul
     let cache_guard = dev.enable_cuda_graph_htod_cache();
     let eager = model.forward_decode(kv, &idx, b)?;
     model.device().synchronize()?;
+    let mode = StaticStepMode::from_env();
+    if mode != StaticStepMode::Off {
+        match capture_static(model, kv, dev, &idx, &eager, b, mode == StaticStepMode::Pdl) {
+            Ok(Some(e)) => return Ok(e),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                rows = b,
+                "the static decode step failed, capturing candle's operations instead: {e}"
+            ),
+        }
+    }
     let stream = dev.cuda_stream();
     stream
         .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
@@ -124,19 +140,89 @@ fn capture_one(model: &Llama, kv: &KvCache, dev: &CudaDevice, b: usize) -> Resul
     let graph = graph
         .map_err(|e| err("end capture", e))?
         .ok_or_else(|| err("end capture", "the capture recorded no work"))?;
+    check_replay(model, kv, &idx, b, &graph, &logits, &eager, 1)?;
+    Ok(Entry {
+        b,
+        logits,
+        idx,
+        graph,
+        _step: None,
+    })
+}
+
+/// The decode step of `b` rows captured from its [`StaticStep`] (`None` where the model
+/// has none), checked like the candle capture over several replays (with `pdl`, a kernel
+/// reading before the previous one's end would show as a replay that differs).
+fn capture_static(
+    model: &Llama,
+    kv: &KvCache,
+    dev: &CudaDevice,
+    idx: &Tensor,
+    eager: &Tensor,
+    b: usize,
+    pdl: bool,
+) -> Result<Option<Entry>> {
+    let Some(step) = model.static_decode_step(kv, idx, b, pdl)? else {
+        return Ok(None);
+    };
+    let stream = dev.cuda_stream();
+    stream
+        .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+        .map_err(|e| err("begin capture", e))?;
+    let out = step.enqueue(dev);
+    let graph = stream.end_capture(
+        sys::CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH,
+    );
+    out?;
+    let graph = graph
+        .map_err(|e| err("end capture", e))?
+        .ok_or_else(|| err("end capture", "the capture recorded no work"))?;
+    let logits = step.logits().clone();
+    check_replay(model, kv, idx, b, &graph, &logits, eager, 8)?;
+    tracing::info!(
+        rows = b,
+        kernels = step.launches(),
+        pdl,
+        "decode step captured from its static launches (DAYSHIFT_BENCH_STATIC_STEP)"
+    );
+    Ok(Some(Entry {
+        b,
+        logits,
+        idx: idx.clone(),
+        graph,
+        _step: Some(step),
+    }))
+}
+
+/// Uploads and replays `graph` `replays` times, each replay's `logits` checked against
+/// the eager step's: the same kernels on the same inputs, equal up to cuBLAS's choice of
+/// algorithm. A difference is an error that says whether the eager step and the graph
+/// each repeat themselves, and which rows differ, so the log tells a nondeterministic
+/// kernel from a wrong capture.
+#[allow(clippy::too_many_arguments)]
+fn check_replay(
+    model: &Llama,
+    kv: &KvCache,
+    idx: &Tensor,
+    b: usize,
+    graph: &CudaGraph,
+    logits: &Tensor,
+    eager: &Tensor,
+    replays: usize,
+) -> Result<()> {
     graph.upload().map_err(|e| err("graph upload", e))?;
-    graph.launch().map_err(|e| err("graph launch", e))?;
-    let diff = max_abs_diff(&logits, &eager)?;
-    // The same kernels on the same inputs: equal up to cuBLAS's choice of algorithm.
-    let scale = max_abs_diff(&eager, &eager.zeros_like()?)?.max(1.0);
-    if diff.is_nan() || diff > 1e-2 * scale {
-        // Say whether the eager step and the graph each repeat themselves, and which
-        // rows differ, so the log tells a nondeterministic kernel from a wrong capture.
-        let first = logits.copy()?;
-        let again = model.forward_decode(kv, &idx, b)?;
+    let scale = max_abs_diff(eager, &eager.zeros_like()?)?.max(1.0);
+    for replay in 0..replays.max(1) {
         graph.launch().map_err(|e| err("graph launch", e))?;
-        let eager_repeat = max_abs_diff(&again, &eager)?;
-        let replay_repeat = max_abs_diff(&logits, &first)?;
+        let diff = max_abs_diff(logits, eager)?;
+        if !(diff.is_nan() || diff > 1e-2 * scale) {
+            continue;
+        }
+        let first = logits.copy()?;
+        let again = model.forward_decode(kv, idx, b)?;
+        graph.launch().map_err(|e| err("graph launch", e))?;
+        let eager_repeat = max_abs_diff(&again, eager)?;
+        let replay_repeat = max_abs_diff(logits, &first)?;
         let rows: Vec<String> = (0..b)
             .map(|r| -> Result<String> {
                 let (g, e) = (first.get(r)?, eager.get(r)?);
@@ -149,16 +235,11 @@ fn capture_one(model: &Llama, kv: &KvCache, dev: &CudaDevice, b: usize) -> Resul
             })
             .collect::<Result<_>>()?;
         candle_core::bail!(
-            "the replayed graph's logits differ from the eager step's by {diff} (largest logit {scale}); a second eager step differs from the first by {eager_repeat}, a second replay from the first by {replay_repeat}; {}",
+            "replay {replay} of the graph gave logits that differ from the eager step's by {diff} (largest logit {scale}); a second eager step differs from the first by {eager_repeat}, a second replay from the first by {replay_repeat}; {}",
             rows.join(", ")
         );
     }
-    Ok(Entry {
-        b,
-        logits,
-        idx,
-        graph,
-    })
+    Ok(())
 }
 
 /// Runs a decode-only step (every item one token, its logits wanted) by replaying the

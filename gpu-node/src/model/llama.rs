@@ -1580,6 +1580,160 @@ impl Llama {
         }
     }
 
+    /// [`Llama::forward_decode_fused`] as a [`super::static_step::StaticStep`] of `b`
+    /// rows reading `idx`: the same kernels with the same arguments, over buffers the
+    /// step owns (`DAYSHIFT_BENCH_STATIC_STEP`). `None` where the fused step does not run
+    /// this model at `b` rows, or where it needs something the static step lacks (an
+    /// embedding scale, a final soft-cap, attention other than head size 64/128/256).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn static_decode_step(
+        &self,
+        kv: &KvCache,
+        idx: &Tensor,
+        b: usize,
+        pdl: bool,
+    ) -> Result<Option<super::static_step::StaticStep>> {
+        use super::static_step::{Builder, GemvIn, GemvOut};
+        let Device::Cuda(dev) = &self.device else {
+            return Ok(None);
+        };
+        let hd = self.cfg.head_dim();
+        if !self.fused_decode_takes(b)
+            || self.arch.embed_scale.is_some()
+            || self.arch.final_softcap.is_some()
+            || ![64, 128, 256].contains(&hd)
+        {
+            return Ok(None);
+        }
+        let mut s = Builder::new(dev, self.dtype, b, pdl)?;
+        let idx_p = super::decode_ops::raw::device_ptr(idx)?;
+        let h = self.cfg.hidden_size;
+        let most = |f: &dyn Fn(&Block) -> usize| self.blocks.iter().map(f).max().unwrap_or(0);
+        let qkv_n = most(&|blk| (blk.attn.heads + 2 * blk.attn.kv_heads) * blk.attn.head_dim);
+        let attn_n = most(&|blk| blk.attn.heads * blk.attn.head_dim);
+        let (mut x, mut other) = (s.buffer(b * h)?, s.buffer(b * h)?);
+        let qkv = s.buffer(b * qkv_n)?;
+        let (q, att) = (s.buffer(b * attn_n)?, s.buffer(b * attn_n)?);
+        let gu = s.buffer(b * 2 * self.cfg.intermediate_size)?;
+        let logits = s.tensor((b, self.cfg.vocab_size))?;
+        let eps = self.eps as f32;
+        s.embed(self.embed.embeddings(), idx_p, x)?;
+        let mut plan = self.l2_plan.iter().copied();
+        let mut pf = move || plan.next().unwrap_or_default();
+        // Each GEMV as `StepWeight::gemv` runs it.
+        let gemv = |s: &mut Builder,
+                    w: &StepWeight,
+                    input: GemvIn<'_>,
+                    output: GemvOut<'_>,
+                    pf: L2Ranges|
+         -> Result<()> {
+            match w {
+                StepWeight::Dense(w) => s.dense_gemv(w, input, eps, output, pf),
+                StepWeight::Quant(qs) => s.quant_gemv(qs, input, eps, output, pf),
+            }
+        };
+        let weight = |l: &Lin| {
+            StepWeight::of(l).ok_or_else(|| {
+                candle_core::Error::Msg(
+                    "the static decode step needs dense or quantized weights".into(),
+                )
+            })
+        };
+        for ((blk, f), (kc, vc)) in self
+            .blocks
+            .iter()
+            .zip(&self.fused)
+            .zip(kv.k.iter().zip(&kv.v))
+        {
+            let at = &blk.attn;
+            let norm1 = GemvIn {
+                x,
+                pro: 1,
+                norm: Some(&blk.ln1),
+            };
+            let out = GemvOut {
+                bias: f.qkv_bias.as_ref(),
+                res: None,
+                y: qkv,
+            };
+            gemv(&mut s, &f.qkv, norm1, out, pf())?;
+            let (cos, sin) = &self.ropes[at.rope];
+            let qk = at.qk_norm.as_ref();
+            s.rope(
+                (at.heads, at.kv_heads, at.head_dim),
+                qkv,
+                (qk.map(|(q, _)| q), qk.map(|(_, k)| k)),
+                eps,
+                (cos, sin),
+                q,
+                (kc, vc),
+                idx_p,
+            )?;
+            s.attention(
+                at.heads,
+                q,
+                att,
+                (kc, vc),
+                idx_p,
+                kv.attn_counters.as_ref(),
+                self.arch.window.filter(|_| at.sliding),
+                self.arch.attn_scale as f32,
+            )?;
+            let o_bias = bias_of(&at.o);
+            let plain = GemvIn {
+                x: att,
+                pro: 0,
+                norm: None,
+            };
+            let out = GemvOut {
+                bias: o_bias.as_ref(),
+                res: Some(x),
+                y: other,
+            };
+            gemv(&mut s, &weight(&at.o)?, plain, out, pf())?;
+            std::mem::swap(&mut x, &mut other);
+            let norm2 = GemvIn {
+                x,
+                pro: 1,
+                norm: Some(&blk.ln2),
+            };
+            let out = GemvOut {
+                bias: None,
+                res: None,
+                y: gu,
+            };
+            gemv(&mut s, &f.gate_up, norm2, out, pf())?;
+            let down = &blk.mlp.down;
+            let d_bias = bias_of(down);
+            let silu = GemvIn {
+                x: gu,
+                pro: 2,
+                norm: None,
+            };
+            let out = GemvOut {
+                bias: d_bias.as_ref(),
+                res: Some(x),
+                y: other,
+            };
+            gemv(&mut s, &weight(down)?, silu, out, pf())?;
+            std::mem::swap(&mut x, &mut other);
+        }
+        let head_bias = bias_of(&self.lm_head);
+        let norm = GemvIn {
+            x,
+            pro: 1,
+            norm: Some(&self.norm),
+        };
+        let y = super::decode_ops::raw::device_ptr(&logits)?;
+        let out = GemvOut {
+            bias: head_bias.as_ref(),
+            res: None,
+            y,
+        };
+        gemv(&mut s, &weight(&self.lm_head)?, norm, out, pf())?;
+        Ok(Some(s.finish(logits)))
+    }
+
     /// Token embeddings `[T, hidden]` (scaled for Gemma).
     fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
         let x = self.embed.forward(ids)?;

@@ -19,6 +19,7 @@ pub mod l2_prefetch;
 pub mod llama;
 pub mod mask;
 pub mod quantize;
+pub mod static_step;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;

@@ -54,6 +54,14 @@ struct UsageFields {
     prompt_tokens: Option<i64>,
     #[serde(default)]
     completion_tokens: Option<i64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(serde::Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<i64>,
 }
 
 /// The body wrapper.
@@ -67,6 +75,8 @@ pub struct TappedBody {
     chunks: Vec<Bytes>,
     chunk_bytes: usize,
     prompt: i64,
+    /// Of `prompt`, the tokens the node took from its prefix cache.
+    cached: i64,
     completion: i64,
     events: i64,
     done: bool,
@@ -83,6 +93,7 @@ impl TappedBody {
             chunks: Vec::new(),
             chunk_bytes: 0,
             prompt: 0,
+            cached: 0,
             completion: 0,
             events: 0,
             done: false,
@@ -124,6 +135,10 @@ impl TappedBody {
     fn take_usage(&mut self, v: &serde_json::Value) {
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             self.prompt = u.get("prompt_tokens").and_then(|x| x.as_i64()).unwrap_or(0);
+            self.cached = u
+                .pointer("/prompt_tokens_details/cached_tokens")
+                .and_then(|x| x.as_i64())
+                .unwrap_or(0);
             self.completion = u
                 .get("completion_tokens")
                 .and_then(|x| x.as_i64())
@@ -149,6 +164,10 @@ impl TappedBody {
                 && let Some(u) = doc.usage
             {
                 self.prompt = u.prompt_tokens.unwrap_or(0);
+                self.cached = u
+                    .prompt_tokens_details
+                    .and_then(|d| d.cached_tokens)
+                    .unwrap_or(0);
                 self.completion = u.completion_tokens.unwrap_or(0);
             }
         } else if self.prompt == 0 && self.completion == 0 {
@@ -183,6 +202,8 @@ impl TappedBody {
             endpoint: std::mem::take(&mut i.endpoint),
             status: i64::from(i.status),
             prompt_tokens: self.prompt,
+            // (never more than the prompt, whatever a node says)
+            cached_tokens: self.cached.clamp(0, self.prompt.max(0)),
             completion_tokens: self.completion,
             latency_ms: elapsed.as_millis() as i64,
         };

@@ -28,6 +28,7 @@ const SQLITE: Embedded = embedded!(
     "0002_scheduler_columns.sql",
     "0003_elastic.sql",
     "0004_load_hourly.sql",
+    "0005_usage_cached_tokens.sql",
 );
 
 const POSTGRES: Embedded = embedded!(
@@ -36,6 +37,7 @@ const POSTGRES: Embedded = embedded!(
     "0002_scheduler_columns.sql",
     "0003_elastic.sql",
     "0004_load_hourly.sql",
+    "0005_usage_cached_tokens.sql",
 );
 
 /// Version and description from `<version>_<description>.sql`, as sqlx reads a folder.

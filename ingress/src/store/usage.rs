@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::{Result, Store};
 
-/// Rows per `INSERT` statement (10 values each; far below both databases' limits).
+/// Rows per `INSERT` statement (11 values each; far below both databases' limits).
 const ROWS_PER_INSERT: usize = 100;
 
 /// One request's usage.
@@ -26,6 +26,8 @@ pub struct UsageRow {
     pub status: i64,
     /// Prompt tokens.
     pub prompt_tokens: i64,
+    /// Of the prompt tokens, those the node took from its prefix cache (not computed).
+    pub cached_tokens: i64,
     /// Completion tokens.
     pub completion_tokens: i64,
     /// Time to the end of the response, ms.
@@ -39,7 +41,9 @@ pub struct KeyNodeTokens {
     pub key_id: String,
     /// Node that answered.
     pub node_id: String,
-    /// Prompt + completion tokens.
+    /// Tokens the node computed for the key: prompt tokens not taken from its prefix
+    /// cache, plus completion tokens (a cached prompt token costs the GPU next to
+    /// nothing, so it does not weigh in the cost split).
     pub tokens: i64,
 }
 
@@ -52,6 +56,8 @@ pub struct KeyUsage {
     pub requests: i64,
     /// Prompt tokens.
     pub prompt_tokens: i64,
+    /// Of the prompt tokens, those taken from a node's prefix cache.
+    pub cached_tokens: i64,
     /// Completion tokens.
     pub completion_tokens: i64,
 }
@@ -66,15 +72,15 @@ impl Store {
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let mut sql = String::from(
                 "INSERT INTO usage (at, key_id, pool, node_id, model, endpoint, status, \
-                 prompt_tokens, completion_tokens, latency_ms) VALUES ",
+                 prompt_tokens, completion_tokens, latency_ms, cached_tokens) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 10;
+                let b = i * 11;
                 if i > 0 {
                     sql.push_str(", ");
                 }
                 sql.push('(');
-                for c in 1..=10 {
+                for c in 1..=11 {
                     if c > 1 {
                         sql.push_str(", ");
                     }
@@ -96,7 +102,8 @@ impl Store {
                     .bind(u.status)
                     .bind(u.prompt_tokens)
                     .bind(u.completion_tokens)
-                    .bind(u.latency_ms);
+                    .bind(u.latency_ms)
+                    .bind(u.cached_tokens);
             }
             q.execute(&mut *tx).await?;
         }
@@ -122,6 +129,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT key_id, CAST(COUNT(*) AS BIGINT) AS n, \
              CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS p, \
+             CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS k, \
              CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS c \
              FROM usage WHERE at >= $1 AND at < $2 GROUP BY key_id ORDER BY key_id",
         )
@@ -135,6 +143,7 @@ impl Store {
                     key_id: r.try_get("key_id")?,
                     requests: r.try_get("n")?,
                     prompt_tokens: r.try_get("p")?,
+                    cached_tokens: r.try_get("k")?,
                     completion_tokens: r.try_get("c")?,
                 })
             })
@@ -145,7 +154,7 @@ impl Store {
     pub async fn usage_rows(&self, from: i64, to: i64) -> Result<Vec<UsageRow>> {
         let rows = sqlx::query(
             "SELECT at, key_id, pool, node_id, model, endpoint, status, prompt_tokens, \
-             completion_tokens, latency_ms FROM usage WHERE at >= $1 AND at < $2 ORDER BY id",
+             cached_tokens, completion_tokens, latency_ms FROM usage WHERE at >= $1 AND at < $2 ORDER BY id",
         )
         .bind(from)
         .bind(to)
@@ -162,6 +171,7 @@ impl Store {
                     endpoint: r.try_get("endpoint")?,
                     status: r.try_get("status")?,
                     prompt_tokens: r.try_get("prompt_tokens")?,
+                    cached_tokens: r.try_get("cached_tokens")?,
                     completion_tokens: r.try_get("completion_tokens")?,
                     latency_ms: r.try_get("latency_ms")?,
                 })
@@ -169,12 +179,13 @@ impl Store {
             .collect()
     }
 
-    /// Prompt + completion tokens per (key, node) in `[from, to)` (unix ms); rows that no
-    /// node answered are left out. Sorted by key, then node.
+    /// Tokens the node computed ([`KeyNodeTokens::tokens`]: prompt tokens less those
+    /// taken from its prefix cache, plus completion tokens) per (key, node) in `[from,
+    /// to)` (unix ms); rows that no node answered are left out. Sorted by key, then node.
     pub async fn tokens_by_key_and_node(&self, from: i64, to: i64) -> Result<Vec<KeyNodeTokens>> {
         let rows = sqlx::query(
-            "SELECT key_id, node_id, \
-             CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS t \
+            "SELECT key_id, node_id, CAST(COALESCE(SUM(prompt_tokens - cached_tokens \
+             + completion_tokens), 0) AS BIGINT) AS t \
              FROM usage WHERE at >= $1 AND at < $2 AND node_id IS NOT NULL \
              GROUP BY key_id, node_id ORDER BY key_id, node_id",
         )

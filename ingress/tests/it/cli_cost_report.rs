@@ -235,6 +235,7 @@ fn usage(at: &str, key: &str, node: Option<&str>, prompt: i64, completion: i64) 
         endpoint: "/v1/chat/completions".into(),
         status: if node.is_some() { 200 } else { 503 },
         prompt_tokens: prompt,
+        cached_tokens: 0,
         completion_tokens: completion,
         latency_ms: 120,
     }

@@ -146,7 +146,15 @@ async fn chat_over_pinned_tls_records_usage_and_metrics() {
     };
     let ok: Vec<_> = rows.iter().filter(|r| r.status == 200).collect();
     assert_eq!(ok.len(), 1, "{rows:?}");
-    assert_eq!((ok[0].prompt_tokens, ok[0].completion_tokens), (7, 2));
+    // (of the 7 prompt tokens, the stand-in says 3 came from its prefix cache)
+    assert_eq!(
+        (
+            ok[0].prompt_tokens,
+            ok[0].cached_tokens,
+            ok[0].completion_tokens
+        ),
+        (7, 3, 2)
+    );
     assert_eq!(ok[0].node_id.as_deref(), Some("n1"));
     assert_eq!(ok[0].pool, "chat");
 
@@ -218,7 +226,10 @@ async fn streaming_first_chunk_arrives_before_upstream_finishes() {
     loop {
         let rows = store.usage_rows(0, i64::MAX).await.unwrap();
         if let Some(u) = rows.first() {
-            assert_eq!((u.prompt_tokens, u.completion_tokens), (7, 2));
+            assert_eq!(
+                (u.prompt_tokens, u.cached_tokens, u.completion_tokens),
+                (7, 3, 2)
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no usage row");

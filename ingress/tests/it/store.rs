@@ -141,6 +141,8 @@ async fn exercise(store: &Store) {
             endpoint: "/v1/chat/completions".into(),
             status: 200,
             prompt_tokens: 10,
+            // key_a's prompts start with 4 tokens the node had cached
+            cached_tokens: if i % 2 == 0 { 4 } else { 0 },
             completion_tokens: 5,
             latency_ms: 3,
         })
@@ -151,9 +153,21 @@ async fn exercise(store: &Store) {
     let by = store.usage_by_key(0, 2000).await.unwrap();
     assert_eq!(by.len(), 2);
     assert_eq!(
-        (by[0].requests, by[0].prompt_tokens, by[0].completion_tokens),
-        (125, 1250, 625)
+        (
+            by[0].requests,
+            by[0].prompt_tokens,
+            by[0].cached_tokens,
+            by[0].completion_tokens
+        ),
+        (125, 1250, 500, 625)
     );
+    // The cost split weighs the tokens the node computed: cached prompt tokens left out.
+    let per_node = store.tokens_by_key_and_node(0, 2000).await.unwrap();
+    let tokens: Vec<(&str, i64)> = per_node
+        .iter()
+        .map(|t| (t.key_id.as_str(), t.tokens))
+        .collect();
+    assert_eq!(tokens, vec![("key_a", 125 * 11), ("key_b", 125 * 15)]);
     assert_eq!(store.usage_rows(0, i64::MAX).await.unwrap().len(), 250);
 
     // Ledger.
@@ -421,7 +435,7 @@ async fn embedded_migrations_match_the_folders() {
         };
         let a: Vec<_> = ours.iter().map(key).collect();
         let b: Vec<_> = from_files.iter().map(key).collect();
-        assert_eq!(a.len(), 4, "{folder}: {a:?}");
+        assert_eq!(a.len(), 5, "{folder}: {a:?}");
         assert_eq!(
             a, b,
             "ingress/src/store/migrations.rs lists other migrations than migrations/{folder}/"

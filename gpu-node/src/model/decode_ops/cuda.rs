@@ -18,23 +18,43 @@ unsafe impl cudarc_launch::DeviceRepr for crate::model::l2_prefetch::L2Ranges {}
 
 /// See [`super::dense_extent`].
 pub(super) fn dense_extent(t: &Tensor) -> Result<crate::model::l2_prefetch::Extent> {
+    if !matches!(
+        t.dtype(),
+        candle_core::DType::F32 | candle_core::DType::F16 | candle_core::DType::BF16
+    ) {
+        candle_core::bail!("the fused decode step's weights are f32, f16 or bf16");
+    }
+    Ok(crate::model::l2_prefetch::Extent {
+        ptr: device_ptr(t)?,
+        bytes: (t.elem_count() * t.dtype().size_in_bytes()) as u64,
+    })
+}
+
+/// The device address of a contiguous CUDA tensor's first element (f32, f16, bf16 or
+/// u32); the tensor must outlive every launch that is given it.
+pub(crate) fn device_ptr(t: &Tensor) -> Result<u64> {
     use cudarc_launch::DevicePtr;
     let (st, l) = t.storage_and_layout();
     let Storage::Cuda(c) = &*st else {
-        candle_core::bail!("the weight is not on the GPU");
+        candle_core::bail!("the tensor is not on the GPU");
     };
-    let o = contiguous_start(l, "weight")?;
+    let o = contiguous_start(l, "a static step's tensor")?;
     let stream = c.device.cuda_stream();
     let (ptr, size) = match &c.slice {
         S::F32(v) => (v.device_ptr(&stream).0, 4),
         S::F16(v) => (v.device_ptr(&stream).0, 2),
         S::BF16(v) => (v.device_ptr(&stream).0, 2),
-        _ => candle_core::bail!("the fused decode step's weights are f32, f16 or bf16"),
+        S::U32(v) => (v.device_ptr(&stream).0, 4),
+        _ => candle_core::bail!("a static step's tensors are f32, f16, bf16 or u32"),
     };
-    Ok(crate::model::l2_prefetch::Extent {
-        ptr: ptr + (o * size) as u64,
-        bytes: (l.shape().elem_count() * size) as u64,
-    })
+    Ok(ptr + (o * size) as u64)
+}
+
+/// The kernel `name` of the decode fatbin on `dev` (an error for a name
+/// [`super::kernel_names`] does not list).
+pub(crate) fn named_kernel(dev: &CudaDevice, name: &str) -> Result<(&'static str, CudaFunction)> {
+    let name = kernel_name(name)?;
+    Ok((name, function(dev, name)?))
 }
 
 /// The fatbin `build.rs` made from `cuda/decode.cu`.
@@ -476,7 +496,7 @@ pub(super) fn fused_gemv(
 }
 
 /// The GGML type id `cuda/qgemv.cuh` dispatches on.
-fn ggml_id(t: candle_core::quantized::GgmlDType) -> Result<i32> {
+pub(crate) fn ggml_id(t: candle_core::quantized::GgmlDType) -> Result<i32> {
     use candle_core::quantized::GgmlDType as G;
     Ok(match t {
         G::Q8_0 => 8,

@@ -394,6 +394,9 @@ const KERNEL_STEMS: &[&str] = &[
     "kv_write",
     "decode_attn",
     "argmax_part",
+    "rope_qkv_pdl",
+    "decode_attn64_pdl",
+    "embed_rows",
 ];
 
 /// Every kernel name of `cuda/decode.cu` the launchers may ask for (built from dtype,
@@ -416,8 +419,16 @@ pub(crate) fn kernel_names() -> Vec<String> {
         }
         for g in [1, 2, 4] {
             v.push(format!("decode_attn64_{t}_{g}"));
+            v.push(format!("decode_attn64_pdl_{t}_{g}"));
         }
-        for k in ["rope_qkv", "kv_write", "decode_attn", "argmax_part"] {
+        for k in [
+            "rope_qkv",
+            "rope_qkv_pdl",
+            "kv_write",
+            "decode_attn",
+            "argmax_part",
+            "embed_rows",
+        ] {
             v.push(format!("{k}_{t}"));
         }
     }
@@ -1066,6 +1077,13 @@ pub(crate) fn dense_extent(t: &Tensor) -> Result<crate::model::l2_prefetch::Exte
 
 #[cfg(feature = "cuda")]
 mod cuda;
+
+/// What [`crate::model::static_step`] launches with: the kernel `name` of the decode
+/// fatbin on `dev`, a tensor's device address, a GGML type's id in `cuda/qgemv.cuh`.
+#[cfg(feature = "cuda")]
+pub(crate) mod raw {
+    pub(crate) use super::cuda::{device_ptr, ggml_id, named_kernel as kernel};
+}
 
 #[cfg(test)]
 mod tests {

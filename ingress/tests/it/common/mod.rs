@@ -196,7 +196,8 @@ async fn chat(State(ctx): State<NodeCtx>, body: Bytes) -> Response {
             "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."},
                          "finish_reason": "stop", "logprobs": null}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9,
+                      "prompt_tokens_details": {"cached_tokens": 3}}
         }))
         .into_response()
     } else {
@@ -234,7 +235,8 @@ async fn chat(State(ctx): State<NodeCtx>, body: Bytes) -> Response {
                     .send(sse(serde_json::json!({
                         "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
                         "model": model, "choices": [],
-                        "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+                        "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9,
+                      "prompt_tokens_details": {"cached_tokens": 3}}
                     })))
                     .await;
             }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Variants of the batch-1 decode step, against the default, in one call on the GPU machine
+# (issue 17: qwen05 at 26 % of the bandwidth limit, llama1b at 58 %; both experiments are
+# off by default until this decides):
+#   - DAYSHIFT_BENCH_L2_PREFETCH_MIB=W: each GEMV asks L2 for the weight bytes W MiB ahead
+#     (gpu-node/src/model/l2_prefetch.rs): DRAM kept busy across launches and attention;
+#   - DAYSHIFT_BENCH_STATIC_STEP=plain|pdl: the decode graph captured from launches over
+#     buffers allocated before the capture (gpu-node/src/model/static_step.rs: kernels
+#     only, no allocation nodes), with pdl each launched with programmatic dependent
+#     launch (the next GEMV's blocks start and load weights while the previous kernel ends).
+# Steps, ~6 minutes:
+#   1. bench/gpu/kernels/l2_prefetch_bench.cu: a step's GEMVs alone, each kernel
+#      prefetching nothing, the next GEMV's weights, or the next two GEMVs';
+#   2. examples/graph_speed.rs on qwen05 and llama1b (and llama1b quantized to Q4_K at
+#      load) at each setting of SETTINGS (STATIC:MIB; off:0 is the default step): µs a
+#      step as the engine runs it, the GPU's busy time (DAYSHIFT_BENCH_GPU_TIMING=1), and
+#      a hash of the tokens (every variant must give the default's tokens); then each
+#      model's fastest setting.
+#   [SETTINGS="off:0 plain:0 pdl:0 off:16 pdl:16"] [NODE=1] bash bench/gpu/step_variants.sh
+#     (carry .gpu/bin/graph_speed.xz; with NODE=1 also .gpu/bin/dayshift-node.xz, .gpu/tiny)
+# graph_speed.xz: `cargo build --release -p dayshift-node --features cuda --example
+# graph_speed` in scripts/build-cuda-node.sh's environment, stripped, `xz -6`.
+# NODE=1 then drives the node at each model's fastest setting (batch 1, 2, 8; ~3 minutes;
+# with everything, close to the device tool's 10 minutes a call: a second call with
+# ONLY_NODE=1 NODE_SETTING=STATIC:MIB runs just the node, at that setting).
+set -uo pipefail
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export DAYSHIFT_BENCH_GPU_TIMING=1
+here=$(cd "$(dirname "$0")" && pwd)
+SETTINGS=${SETTINGS:-off:0 plain:0 pdl:0 off:8 off:16 off:32 pdl:16}
+STEPS=${STEPS:-256}
+if [ "${ONLY_NODE:-0}" = 1 ]; then
+  NODE=1 SETTINGS=
+elif command -v nvcc > /dev/null; then
+  echo "== kernels/l2_prefetch_bench.cu"
+  nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/l2pf "$here/kernels/l2_prefetch_bench.cu" && /tmp/l2pf
+else
+  echo "== no nvcc here: kernels/l2_prefetch_bench.cu skipped"
+fi
+if [ -n "$SETTINGS" ]; then
+  xz -dc .gpu/bin/graph_speed.xz > /tmp/graph_speed && chmod +x /tmp/graph_speed
+  python3 "$here/make_models.py" /tmp/m qwen05 llama1b > /dev/null 2>&1
+fi
+best_setting() { # model: the setting of the fastest step launched ahead (round 1)
+  for f in /tmp/sv-"$1"-*.txt; do
+    us=$(grep -h "round 1" "$f" | sed -n 's/.*launched ahead \([0-9.]*\) us.*/\1/p')
+    [ -n "$us" ] && echo "$us $(basename "$f" .txt | sed "s/^sv-$1-//")"
+  done | sort -n | head -1 | cut -d' ' -f2
+}
+for spec in ${SETTINGS:+qwen05: llama1b: llama1b:q4_k}; do
+  m=${spec%%:*} q=${spec#*:}
+  rm -f /tmp/sv-"$m$q"-*.txt
+  for s in $SETTINGS; do
+    st=${s%%:*} w=${s#*:}
+    echo "== graph_speed $m ${q:+QUANT=$q }DAYSHIFT_BENCH_STATIC_STEP=$st DAYSHIFT_BENCH_L2_PREFETCH_MIB=$w, PROMPT=128, $STEPS steps"
+    QUANT=$q DAYSHIFT_BENCH_STATIC_STEP=$st DAYSHIFT_BENCH_L2_PREFETCH_MIB=$w PROMPT=128 \
+      /tmp/graph_speed /tmp/m/$m "$STEPS" 2>&1 \
+      | grep "GPU busy\|round\|L2 prefetch\|static\|rror" | sed 's/.*INFO //' | tee /tmp/sv-"$m$q"-"$st:$w".txt
+  done
+  echo "== $m${q:+ $q}: fastest setting $(best_setting "$m$q") (STATIC:MIB; off:0 = default)"
+done
+# NODE=1: the node itself at each model's fastest setting (batch 1, 2 and 8); compare with
+# the same call's graph_speed lines and the last node table.
+if [ "${NODE:-0}" = 1 ]; then
+  for m in qwen05 llama1b; do
+    s=${NODE_SETTING:-$(best_setting "$m")}
+    st=${s%%:*} w=${s#*:}
+    echo "== node $m, DAYSHIFT_BENCH_STATIC_STEP=$st DAYSHIFT_BENCH_L2_PREFETCH_MIB=$w"
+    DAYSHIFT_BENCH_STATIC_STEP=$st DAYSHIFT_BENCH_L2_PREFETCH_MIB=$w RES=/tmp/svnode-$m \
+      CHECKS=0 HF_BATCHES=1 EAGER_CLIENTS= CLIENTS=1,2,8 bash "$here/run.sh" $m > /tmp/svnode-$m.log 2>&1
+    grep -h '"clients"' /tmp/svnode-$m/node_$m.jsonl | cut -c1-240
+    grep -h "static launches\|static decode step" /tmp/svnode-$m/*-node.log | head -3
+  done
+fi

@@ -1,0 +1,514 @@
+//! The CUDA side of the static decode step: kernel launches with their arguments
+//! resolved to device addresses once, enqueued with `cuLaunchKernelEx` (with or without
+//! programmatic stream serialization).
+
+use super::{ArgKind, signature};
+use crate::model::decode_ops::raw;
+use crate::model::l2_prefetch::L2Ranges;
+use candle_core::cuda_backend::CudaDevice;
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream, sys};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Result, Tensor};
+use std::sync::Arc;
+
+fn err(what: &str, e: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{what}: {e}"))
+}
+
+fn int(x: usize) -> Result<i32> {
+    i32::try_from(x).map_err(|_| err("static decode step", format!("{x} exceeds i32")))
+}
+
+/// One kernel argument's value.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg {
+    /// A device address (0: none).
+    Ptr(u64),
+    /// `int`.
+    I32(i32),
+    /// `float`.
+    F32(f32),
+    /// `L2Ranges`.
+    L2(L2Ranges),
+}
+
+impl Arg {
+    fn kind(&self) -> ArgKind {
+        match self {
+            Arg::Ptr(_) => ArgKind::Ptr,
+            Arg::I32(_) => ArgKind::I32,
+            Arg::F32(_) => ArgKind::F32,
+            Arg::L2(_) => ArgKind::L2,
+        }
+    }
+}
+
+/// One kernel launch of the step, its arguments resolved.
+pub struct KernelCall {
+    name: &'static str,
+    f: CudaFunction,
+    grid: (u32, u32, u32),
+    block: u32,
+    smem: u32,
+    args: Vec<Arg>,
+}
+
+impl KernelCall {
+    /// The launch of kernel `name` with `args`, checked against the kernel's parameters
+    /// ([`super::SIGNATURES`]); dynamic shared memory over 48 KiB is opted into.
+    pub fn new(
+        dev: &CudaDevice,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        args: Vec<Arg>,
+    ) -> Result<Self> {
+        let sig = signature(name)
+            .ok_or_else(|| err("static decode step", format!("{name} has no signature")))?;
+        let kinds: Vec<ArgKind> = args.iter().map(Arg::kind).collect();
+        if kinds != sig {
+            candle_core::bail!("static decode step: {name} takes {sig:?}, was given {kinds:?}");
+        }
+        let (name, f) = raw::kernel(dev, name)?;
+        if smem > 48 << 10 {
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                crate::model::decode_ops::FUSED_SMEM_BYTES as i32,
+            )
+            .map_err(|e| err(name, e))?;
+        }
+        Ok(KernelCall {
+            name,
+            f,
+            grid,
+            block,
+            smem,
+            args,
+        })
+    }
+
+    /// Enqueues the launch on `stream`; with `pdl`, allowed to start before the previous
+    /// kernel on the stream ends (the kernel waits for it where it must: `pdl_wait`).
+    fn launch(&self, stream: &CudaStream, pdl: bool) -> Result<()> {
+        let mut vals = self.args.clone();
+        let mut params: Vec<*mut std::ffi::c_void> = vals
+            .iter_mut()
+            .map(|a| match a {
+                Arg::Ptr(p) => p as *mut u64 as *mut std::ffi::c_void,
+                Arg::I32(v) => v as *mut i32 as *mut std::ffi::c_void,
+                Arg::F32(v) => v as *mut f32 as *mut std::ffi::c_void,
+                Arg::L2(r) => r as *mut L2Ranges as *mut std::ffi::c_void,
+            })
+            .collect();
+        // SAFETY: a zeroed attribute is a valid plain-data value; its id and value are set next.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let cfg = sys::CUlaunchConfig {
+            gridDimX: self.grid.0,
+            gridDimY: self.grid.1,
+            gridDimZ: self.grid.2,
+            blockDimX: self.block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: self.smem,
+            hStream: stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: u32::from(pdl),
+        };
+        // SAFETY: `params` points at `vals`, which outlives the call, one value per
+        // parameter of the kernel in its declared order and kind (checked in `new`); the
+        // addresses are the step's buffers, the model's weights and the cache, which the
+        // step's owner keeps alive for as long as the launches (or a graph of them) run.
+        let r = unsafe {
+            sys::cuLaunchKernelEx(
+                &cfg,
+                self.f.cu_function(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            candle_core::bail!("launching {}: {r:?}", self.name);
+        }
+        Ok(())
+    }
+}
+
+/// The decode step of `b` rows as a list of launches over buffers of its own (see the
+/// module's doc): enqueue it inside a stream capture, then replay the graph; the logits
+/// land in [`StaticStep::logits`].
+pub struct StaticStep {
+    calls: Vec<KernelCall>,
+    logits: Tensor,
+    pdl: bool,
+    /// The activations' buffers (kept as long as the step).
+    _buffers: Vec<Tensor>,
+}
+
+impl StaticStep {
+    /// Enqueues every launch on the device's stream.
+    pub fn enqueue(&self, dev: &CudaDevice) -> Result<()> {
+        let stream = dev.cuda_stream();
+        for c in &self.calls {
+            c.launch(&stream, self.pdl)?;
+        }
+        Ok(())
+    }
+
+    /// The step's output `[b, vocab]`, rewritten by each run.
+    pub fn logits(&self) -> &Tensor {
+        &self.logits
+    }
+
+    /// Kernels a step launches.
+    pub fn launches(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+/// Builds a [`StaticStep`]: buffers, then launches in the order the step runs them.
+pub struct Builder {
+    dev: CudaDevice,
+    dtype: DType,
+    sfx: &'static str,
+    b: usize,
+    calls: Vec<KernelCall>,
+    buffers: Vec<Tensor>,
+    pdl: bool,
+    /// Decode attention's partial results: for (parts, head size), three addresses.
+    attn_scratch: Option<(usize, usize, u64, u64, u64)>,
+}
+
+/// A GEMV's input side: the activation's address, the prologue (code of `decode.cu`: 0
+/// none, 1 RMSNorm, 2 SwiGLU) and the norm weights of an RMSNorm.
+pub struct GemvIn<'a> {
+    /// Address of the activation `[b, k]` (`[b, 2 k]` for SwiGLU).
+    pub x: u64,
+    /// Prologue code.
+    pub pro: u8,
+    /// RMSNorm weights `[k]`.
+    pub norm: Option<&'a Tensor>,
+}
+
+/// A GEMV's output side: bias, residual, output address.
+pub struct GemvOut<'a> {
+    /// Bias `[n]`.
+    pub bias: Option<&'a Tensor>,
+    /// Address of the residual `[b, n]` added last.
+    pub res: Option<u64>,
+    /// Address of the output `[b, n]` (never the input's).
+    pub y: u64,
+}
+
+impl Builder {
+    /// A step of `b` rows of a model computing in `dtype` on `dev`.
+    pub fn new(dev: &CudaDevice, dtype: DType, b: usize, pdl: bool) -> Result<Self> {
+        let sfx = match dtype {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            other => candle_core::bail!("static decode step: no kernels for {other:?}"),
+        };
+        Ok(Builder {
+            dev: dev.clone(),
+            dtype,
+            sfx,
+            b,
+            calls: Vec::new(),
+            buffers: Vec::new(),
+            pdl,
+            attn_scratch: None,
+        })
+    }
+
+    /// A zeroed buffer of `shape` in the model's dtype, kept by the step; its tensor.
+    pub fn tensor(&mut self, shape: (usize, usize)) -> Result<Tensor> {
+        let t = Tensor::zeros(shape, self.dtype, &Device::Cuda(self.dev.clone()))?;
+        self.buffers.push(t.clone());
+        Ok(t)
+    }
+
+    /// A zeroed buffer of `n` elements in the model's dtype, kept by the step; its address.
+    pub fn buffer(&mut self, n: usize) -> Result<u64> {
+        let t = self.tensor((1, n.max(1)))?;
+        raw::device_ptr(&t)
+    }
+
+    /// The address of a tensor the step reads or writes (weights, tables, caches) that
+    /// must be in the model's dtype.
+    fn model_ptr(&self, t: &Tensor, what: &str) -> Result<u64> {
+        if t.dtype() != self.dtype {
+            candle_core::bail!(
+                "static decode step: {what} is {:?}, the model computes in {:?}",
+                t.dtype(),
+                self.dtype
+            );
+        }
+        raw::device_ptr(t)
+    }
+
+    fn opt_ptr(&self, t: Option<&Tensor>, what: &str) -> Result<u64> {
+        t.map_or(Ok(0), |t| self.model_ptr(t, what))
+    }
+
+    fn push(
+        &mut self,
+        name: String,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        args: Vec<Arg>,
+    ) -> Result<()> {
+        let call = KernelCall::new(&self.dev, &name, grid, block, smem, args)?;
+        self.calls.push(call);
+        Ok(())
+    }
+
+    /// `out[r] = table[ids[r]]` (`embed_rows`): `table` `[vocab, hidden]`.
+    pub fn embed(&mut self, table: &Tensor, idx: u64, out: u64) -> Result<()> {
+        let (vocab, hidden) = table.dims2()?;
+        let t = self.model_ptr(table, "the embedding table")?;
+        let args = vec![
+            Arg::Ptr(t),
+            Arg::Ptr(idx),
+            Arg::Ptr(out),
+            Arg::I32(int(vocab)?),
+            Arg::I32(int(hidden)?),
+        ];
+        let name = format!("embed_rows_{}", self.sfx);
+        self.push(name, (self.b as u32, 1, 1), 256, 0, args)
+    }
+
+    /// A dense fused GEMV (`gemvfp_*`, as `decode_ops::FusedGemv` launches `gemvf_*`):
+    /// `w` `[n, k]`.
+    pub fn dense_gemv(
+        &mut self,
+        w: &Tensor,
+        input: GemvIn<'_>,
+        eps: f32,
+        output: GemvOut<'_>,
+        pf: L2Ranges,
+    ) -> Result<()> {
+        let (n, k) = w.dims2()?;
+        let b = self.b;
+        let smem = (b * k * self.dtype.size_in_bytes()) as u32;
+        let args = vec![
+            Arg::Ptr(input.x),
+            Arg::Ptr(self.opt_ptr(input.norm, "a norm's weights")?),
+            Arg::F32(eps),
+            Arg::Ptr(self.model_ptr(w, "a weight")?),
+            Arg::Ptr(self.opt_ptr(output.bias, "a bias")?),
+            Arg::Ptr(output.res.unwrap_or(0)),
+            Arg::Ptr(output.y),
+            Arg::I32(int(n)?),
+            Arg::I32(int(k)?),
+            Arg::L2(pf),
+        ];
+        // As the candle operation: 16-warp blocks behind the SwiGLU prologue, 8 otherwise.
+        let warps: u32 = if input.pro == 2 { 16 } else { 8 };
+        let name = format!("gemvfp_{}_{b}_{}", self.sfx, input.pro);
+        self.push(
+            name,
+            ((n as u32).div_ceil(warps), 1, 1),
+            32 * warps,
+            smem,
+            args,
+        )
+    }
+
+    /// A quantized fused GEMV (`qgemvfp_*`, as `decode_ops::QuantGemv` launches
+    /// `qgemvf_*`): up to three matrices `[n_i, k]` whose outputs lie side by side.
+    pub fn quant_gemv(
+        &mut self,
+        segments: &[Arc<QTensor>],
+        input: GemvIn<'_>,
+        eps: f32,
+        output: GemvOut<'_>,
+        pf: L2Ranges,
+    ) -> Result<()> {
+        use crate::model::decode_ops::QuantGemv;
+        use sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+        if segments.is_empty() || segments.len() > QuantGemv::MAX_SEGMENTS {
+            candle_core::bail!("static decode step: {} quantized segments", segments.len());
+        }
+        let k = segments[0].shape().dims2()?.1;
+        let b = self.b;
+        let mut segs = [(0u64, 0i32, 0i32); 3];
+        for (slot, q) in segs.iter_mut().zip(segments) {
+            *slot = (
+                q.device_ptr()? as u64,
+                raw::ggml_id(q.dtype())?,
+                int(q.shape().dims2()?.0)?,
+            );
+        }
+        let n: usize = segs.iter().map(|s| s.2 as usize).sum();
+        let name = format!("qgemvfp_{}_{b}_{}", self.sfx, input.pro);
+        let (_, f) = raw::kernel(&self.dev, &name)?;
+        let smem = QuantGemv::smem_bytes(b, k);
+        if smem > 48 << 10 {
+            // (the occupancy query below needs the opt-in first)
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                crate::model::decode_ops::FUSED_SMEM_BYTES as i32,
+            )
+            .map_err(|e| err(&name, e))?;
+        }
+        let warps = QuantGemv::warps(b) as u32;
+        let sms = self
+            .dev
+            .cuda_stream()
+            .context()
+            .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| err(&name, e))?
+            .max(1) as u32;
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(32 * warps, smem, None)
+            .map_err(|e| err(&name, e))?
+            .max(1);
+        let blocks: u32 = segs
+            .iter()
+            .map(|s| (s.2 as u32).div_ceil(warps))
+            .sum::<u32>()
+            .clamp(1, sms * per_sm);
+        let mut args = vec![
+            Arg::Ptr(input.x),
+            Arg::Ptr(self.opt_ptr(input.norm, "a norm's weights")?),
+            Arg::F32(eps),
+        ];
+        for s in &segs {
+            args.extend([Arg::Ptr(s.0), Arg::I32(s.1), Arg::I32(s.2)]);
+        }
+        args.extend([
+            Arg::Ptr(self.opt_ptr(output.bias, "a bias")?),
+            Arg::Ptr(output.res.unwrap_or(0)),
+            Arg::Ptr(output.y),
+            Arg::I32(int(n)?),
+            Arg::I32(int(k)?),
+            Arg::L2(pf),
+        ]);
+        self.push(name, (blocks, 1, 1), 32 * warps, smem as u32, args)
+    }
+
+    /// q/k norm + RoPE of the queries into `q`, keys and values into the caches
+    /// (`rope_qkv_pdl_*`, as `decode_ops::RopeRows`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &mut self,
+        (heads, kv_heads, hd): (usize, usize, usize),
+        qkv: u64,
+        (q_norm, k_norm): (Option<&Tensor>, Option<&Tensor>),
+        eps: f32,
+        (cos, sin): (&Tensor, &Tensor),
+        q: u64,
+        (kc, vc): (&Tensor, &Tensor),
+        idx: u64,
+    ) -> Result<()> {
+        let (_, nkv, cap, chd) = kc.dims4()?;
+        if nkv != kv_heads || chd != hd || kc.shape() != vc.shape() {
+            candle_core::bail!("static decode step: caches of {nkv} heads of {chd}");
+        }
+        let args = vec![
+            Arg::Ptr(qkv),
+            Arg::Ptr(self.opt_ptr(q_norm, "the q norm")?),
+            Arg::Ptr(self.opt_ptr(k_norm, "the k norm")?),
+            Arg::F32(eps),
+            Arg::Ptr(self.model_ptr(cos, "the RoPE table")?),
+            Arg::Ptr(self.model_ptr(sin, "the RoPE table")?),
+            Arg::Ptr(q),
+            Arg::Ptr(self.model_ptr(kc, "the key cache")?),
+            Arg::Ptr(self.model_ptr(vc, "the value cache")?),
+            Arg::Ptr(idx),
+            Arg::I32(int(self.b)?),
+            Arg::I32(int(heads)?),
+            Arg::I32(int(kv_heads)?),
+            Arg::I32(int(cap)?),
+            Arg::I32(int(hd)?),
+        ];
+        let name = format!("rope_qkv_pdl_{}", self.sfx);
+        let grid = ((heads + 2 * kv_heads) as u32, self.b as u32, 1);
+        self.push(name, grid, (hd / 2) as u32, 0, args)
+    }
+
+    /// Decode attention of the queries at `q` into `out` (`decode_attn64_pdl_*`, as
+    /// `decode_ops::DecodeAttention` for head size 64, 128 or 256); `counters`: the
+    /// cache's zeroed counters, needed where the keys are split.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &mut self,
+        heads: usize,
+        q: u64,
+        out: u64,
+        (kc, vc): (&Tensor, &Tensor),
+        idx: u64,
+        counters: Option<&Tensor>,
+        window: Option<usize>,
+        scale: f32,
+    ) -> Result<()> {
+        let (_, nkv, cap, hd) = kc.dims4()?;
+        let g = match hd {
+            64 => 1,
+            128 => 2,
+            256 => 4,
+            _ => candle_core::bail!("static decode step: no attention kernel for head size {hd}"),
+        };
+        let b = self.b;
+        let (splits, split_keys) = crate::model::decode_ops::attention_splits(heads, b, cap);
+        let parts = b * heads * splits;
+        // One set of partial results serves every layer (each layer's kernel starts after
+        // the previous one's ends).
+        let (pm, pl, pa) = match self.attn_scratch {
+            Some((p, h, pm, pl, pa)) if p == parts && h == hd => (pm, pl, pa),
+            _ => {
+                let mut scratch = |n: usize| -> Result<u64> {
+                    let t = Tensor::zeros(n.max(1), DType::F32, &Device::Cuda(self.dev.clone()))?;
+                    self.buffers.push(t.clone());
+                    raw::device_ptr(&t)
+                };
+                let s = (scratch(parts)?, scratch(parts)?, scratch(parts * hd)?);
+                self.attn_scratch = Some((parts, hd, s.0, s.1, s.2));
+                s
+            }
+        };
+        let counters = match counters {
+            _ if splits == 1 => idx, // no block counts: the index buffer stands in
+            Some(c) if c.elem_count() >= b * heads && c.dtype() == DType::U32 => {
+                raw::device_ptr(c)?
+            }
+            _ => candle_core::bail!(
+                "static decode step: {splits} attention splits need the cache's counters"
+            ),
+        };
+        let args = vec![
+            Arg::Ptr(q),
+            Arg::Ptr(self.model_ptr(kc, "the key cache")?),
+            Arg::Ptr(self.model_ptr(vc, "the value cache")?),
+            Arg::Ptr(out),
+            Arg::Ptr(pm),
+            Arg::Ptr(pl),
+            Arg::Ptr(pa),
+            Arg::Ptr(counters),
+            Arg::Ptr(idx),
+            Arg::I32(int(b)?),
+            Arg::I32(int(heads)?),
+            Arg::I32(int(nkv)?),
+            Arg::I32(int(cap)?),
+            Arg::I32(int(window.unwrap_or(0))?),
+            Arg::F32(scale),
+            Arg::I32(int(split_keys)?),
+        ];
+        let name = format!("decode_attn64_pdl_{}_{g}", self.sfx);
+        self.push(name, (heads as u32, b as u32, splits as u32), 128, 0, args)
+    }
+
+    /// The step, its output `logits` (a tensor of [`Builder::tensor`]).
+    pub fn finish(self, logits: Tensor) -> StaticStep {
+        StaticStep {
+            calls: self.calls,
+            logits,
+            pdl: self.pdl,
+            _buffers: self.buffers,
+        }
+    }
+}
