@@ -8,9 +8,11 @@
 #     buffers allocated before the capture (gpu-node/src/model/static_step.rs: kernels
 #     only, no allocation nodes), with pdl each launched with programmatic dependent
 #     launch (the next GEMV's blocks start and load weights while the previous kernel ends).
-# Steps, ~6 minutes:
+# Steps, ~7 minutes:
 #   1. bench/gpu/kernels/l2_prefetch_bench.cu: a step's GEMVs alone, each kernel
-#      prefetching nothing, the next GEMV's weights, or the next two GEMVs';
+#      prefetching nothing, the next GEMV's weights, or the next two GEMVs'; then
+#      kernels/gemv_bench.cu at batch 1, whose `nodep+pdl` chains each shape's GEMV as
+#      the static step's pdl mode launches it;
 #   2. examples/graph_speed.rs on qwen05 and llama1b (and llama1b quantized to Q4_K at
 #      load) at each setting of SETTINGS (STATIC:MIB; off:0 is the default step): µs a
 #      step as the engine runs it, the GPU's busy time (DAYSHIFT_BENCH_GPU_TIMING=1), and
@@ -34,6 +36,9 @@ if [ "${ONLY_NODE:-0}" = 1 ]; then
 elif command -v nvcc > /dev/null; then
   echo "== kernels/l2_prefetch_bench.cu"
   nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/l2pf "$here/kernels/l2_prefetch_bench.cu" && /tmp/l2pf
+  echo "== kernels/gemv_bench.cu, batch 1 (node+pdl: the launch attribute alone; nodep+pdl: as the static step's pdl mode)"
+  nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/gemv_bench "$here/kernels/gemv_bench.cu" -lcublas \
+    && GB_B=1 /tmp/gemv_bench
 else
   echo "== no nvcc here: kernels/l2_prefetch_bench.cu skipped"
 fi

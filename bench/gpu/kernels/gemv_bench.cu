@@ -10,8 +10,10 @@
 // step uses. Kernels: the node's (gpu-node/cuda/decode.cu, included) against the kernel
 // before the weight prefetch (gemv_v1.cuh); outputs are compared with gemv_v1's. `launch`
 // can add programmatic dependent launch (Variant::pdl): with the kernel waiting on
-// griddepcontrol after its prefetch it measured no better (2026-12-04), so no variant
-// uses it.
+// griddepcontrol after its prefetch (but not letting the next one start early) it
+// measured no better (2026-12-04, `gemv3.txt`: ~0.3 us a launch); `nodep+pdl` is the
+// kernel that lets the next start at once and waits after its first weight loads, as
+// the static step launches it (session 16, not yet run).
 #include "../../../gpu-node/cuda/decode.cu"
 #include "bench_util.cuh"
 #include "gemv_v1.cuh"
@@ -27,6 +29,14 @@ template <int B, int PRO>
 __global__ void k_node(const bf *x, const bf *nw, float eps, const bf *w, const bf *bias,
                        const bf *res, bf *y, int n, int k) {
     gemv_fused<bf, B, PRO>(x, nw, eps, w, bias, res, y, n, k);
+}
+// The node's prefetching family (gemvfp_*, no L2 ranges here): it also takes part in
+// programmatic dependent launch, letting the next kernel start at once and waiting for the
+// previous one only after its first weight loads (gpu-node/src/model/static_step.rs).
+template <int B, int PRO>
+__global__ void k_nodep(const bf *x, const bf *nw, float eps, const bf *w, const bf *bias,
+                        const bf *res, bf *y, int n, int k) {
+    gemv_fused<bf, B, PRO, true>(x, nw, eps, w, bias, res, y, n, k, L2Ranges{});
 }
 template <int B, int PRO>
 __global__ void k_v1(const bf *x, const bf *nw, float eps, const bf *w, const bf *bias,
@@ -322,6 +332,10 @@ int main(int argc, char **argv) {
     Variant vs[] = {
         {"v1", {ALLB(k_v1, 0), ALLB(k_v1, 1), ALLB(k_v1, 2)}, false},
         {"node", {ALLB(k_node, 0), ALLB(k_node, 1), ALLB(k_node, 2)}, false},
+        // the launch attribute alone (the kernel neither lets the next start nor waits)
+        {"node+pdl", {ALLB(k_node, 0), ALLB(k_node, 1), ALLB(k_node, 2)}, true},
+        // the static step's kernels as its PDL mode launches them
+        {"nodep+pdl", {ALLB(k_nodep, 0), ALLB(k_nodep, 1), ALLB(k_nodep, 2)}, true},
         {"cublas", {{}, {}, {}}, false},
     };
     const int NV = sizeof(vs) / sizeof(vs[0]);
