@@ -506,6 +506,15 @@ impl StepWeight {
         }
     }
 
+    /// [`StepWeight::of`], or an error saying the fused step cannot multiply with it.
+    fn required(l: &Lin) -> Result<StepWeight> {
+        StepWeight::of(l).ok_or_else(|| {
+            candle_core::Error::Msg(
+                "the fused decode step needs dense or quantized (QTensor) weights".into(),
+            )
+        })
+    }
+
     /// Whether the fused kernels take `b` rows of `k` inputs of `dtype` times this weight.
     fn takes(&self, b: usize, k: usize, dtype: DType) -> bool {
         use super::decode_ops::{FusedGemv, QuantGemv};
@@ -1506,6 +1515,18 @@ impl Llama {
             })
     }
 
+    /// Each layer with its fused projections and its key and value caches in `kv`.
+    fn fused_layers<'a>(
+        &'a self,
+        kv: &'a KvCache,
+    ) -> impl Iterator<Item = (&'a Block, &'a FusedLayer, &'a Tensor, &'a Tensor)> {
+        self.blocks
+            .iter()
+            .zip(&self.fused)
+            .zip(kv.k.iter().zip(&kv.v))
+            .map(|((blk, f), (kc, vc))| (blk, f, kc, vc))
+    }
+
     /// [`Llama::forward_decode`] in six kernels per layer on CUDA: RMSNorm + q|k|v
     /// projection; q/k norm + RoPE of q and k + cache write of k and v; attention (its
     /// splits merged in the kernel); o projection + residual; RMSNorm + gate|up
@@ -1519,22 +1540,11 @@ impl Llama {
         let ids = idx.narrow(0, 0, b)?;
         let mut x = self.embed_tokens(&ids)?.contiguous()?;
         let eps = self.eps as f32;
-        let weight = |l: &Lin| {
-            StepWeight::of(l).ok_or_else(|| {
-                candle_core::Error::Msg(
-                    "the fused decode step needs dense or quantized (QTensor) weights".into(),
-                )
-            })
-        };
+        let weight = StepWeight::required;
         // Each GEMV's share of the L2 prefetch, in launch order.
         let mut plan = self.l2_plan.iter().copied();
         let mut pf = move || plan.next().unwrap_or_default();
-        for ((blk, f), (kc, vc)) in self
-            .blocks
-            .iter()
-            .zip(&self.fused)
-            .zip(kv.k.iter().zip(&kv.v))
-        {
+        for (blk, f, kc, vc) in self.fused_layers(kv) {
             let at = &blk.attn;
             let qkv = f.qkv.gemv(
                 &x,
@@ -1632,19 +1642,8 @@ impl Llama {
                 StepWeight::Quant(qs) => s.quant_gemv(qs, input, eps, output, pf),
             }
         };
-        let weight = |l: &Lin| {
-            StepWeight::of(l).ok_or_else(|| {
-                candle_core::Error::Msg(
-                    "the static decode step needs dense or quantized weights".into(),
-                )
-            })
-        };
-        for ((blk, f), (kc, vc)) in self
-            .blocks
-            .iter()
-            .zip(&self.fused)
-            .zip(kv.k.iter().zip(&kv.v))
-        {
+        let weight = StepWeight::required;
+        for (blk, f, kc, vc) in self.fused_layers(kv) {
             let at = &blk.attn;
             let norm1 = GemvIn {
                 x,

@@ -506,47 +506,39 @@ pub(crate) fn ggml_id(t: candle_core::quantized::GgmlDType) -> Result<i32> {
     })
 }
 
-/// [`super::QuantGemv`]: one launch of `qgemvf_*` over up to three weight segments, with
-/// as many blocks as the GPU runs at once (each computes the prologue once, then its
-/// warps take rows across the segments).
-pub(super) fn quant_gemv(
-    op: &super::QuantGemv,
-    (b, n, k): (usize, usize, usize),
-    (x, lx): (&CudaStorage, &Layout),
-) -> Result<(CudaStorage, Shape)> {
-    use candle_core::cuda_backend::cudarc::driver::sys::{
-        CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
-        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-    };
-    let dev = x.device.clone();
-    let (sfx, xa) = view(&x.slice, lx, "x")?;
-    let norm_t = match &op.prologue {
-        super::Prologue::Norm(t) => Some(t.clone()),
-        _ => None,
-    };
-    let (ng, bg, rg) = (side(&norm_t), side(&op.bias), side(&op.res));
-    let (na, ba, ra) = (
-        side_arg(&ng, "norm weights")?,
-        side_arg(&bg, "bias")?,
-        side_arg(&rg, "residual")?,
-    );
-    let pro = prologue_code(&op.prologue);
-    // (pointer, GGML type, rows) of each segment; absent ones have no rows.
+/// (address, GGML type, rows) of each of a quantized GEMV's weight matrices, in order;
+/// absent ones (of the three a launch takes) have no rows.
+pub(crate) fn quant_segments(
+    qs: &[std::sync::Arc<candle_core::quantized::QTensor>],
+) -> Result<[(u64, i32, i32); 3]> {
+    if qs.len() > super::QuantGemv::MAX_SEGMENTS {
+        candle_core::bail!("quantized gemv: {} segments", qs.len());
+    }
     let mut segs = [(0u64, 0i32, 0i32); 3];
-    for (slot, q) in segs.iter_mut().zip(&op.segments) {
+    for (slot, q) in segs.iter_mut().zip(qs) {
         *slot = (
             q.device_ptr()? as u64,
             ggml_id(q.dtype())?,
             int(q.shape().dims2()?.0)?,
         );
     }
-    let fam = if op.prefetch.is_empty() {
-        "qgemvf"
-    } else {
-        "qgemvfp"
+    Ok(segs)
+}
+
+/// The launch of quantized GEMV kernel `f` (`name`) for `b` rows of `k` inputs over
+/// `segs`: (blocks, warps a block, dynamic shared memory); as many blocks as the GPU runs
+/// at once, or fewer (shared memory over 48 KiB is opted into first).
+pub(crate) fn quant_gemv_shape(
+    dev: &CudaDevice,
+    f: &CudaFunction,
+    name: &str,
+    (b, k): (usize, usize),
+    segs: &[(u64, i32, i32); 3],
+) -> Result<(u32, u32, usize)> {
+    use candle_core::cuda_backend::cudarc::driver::sys::{
+        CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
     };
-    let name = kernel_name(&format!("{fam}_{sfx}_{b}_{pro}"))?;
-    let f = function(&dev, name)?;
     let smem = super::QuantGemv::smem_bytes(b, k);
     if smem > 48 << 10 {
         f.set_attribute(
@@ -571,6 +563,39 @@ pub(super) fn quant_gemv(
         .map(|s| (s.2 as u32).div_ceil(warps))
         .sum::<u32>()
         .clamp(1, sms * per_sm);
+    Ok((blocks, warps, smem))
+}
+
+/// [`super::QuantGemv`]: one launch of `qgemvf_*` over up to three weight segments, with
+/// as many blocks as the GPU runs at once (each computes the prologue once, then its
+/// warps take rows across the segments).
+pub(super) fn quant_gemv(
+    op: &super::QuantGemv,
+    (b, n, k): (usize, usize, usize),
+    (x, lx): (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    let dev = x.device.clone();
+    let (sfx, xa) = view(&x.slice, lx, "x")?;
+    let norm_t = match &op.prologue {
+        super::Prologue::Norm(t) => Some(t.clone()),
+        _ => None,
+    };
+    let (ng, bg, rg) = (side(&norm_t), side(&op.bias), side(&op.res));
+    let (na, ba, ra) = (
+        side_arg(&ng, "norm weights")?,
+        side_arg(&bg, "bias")?,
+        side_arg(&rg, "residual")?,
+    );
+    let pro = prologue_code(&op.prologue);
+    let segs = quant_segments(&op.segments)?;
+    let fam = if op.prefetch.is_empty() {
+        "qgemvf"
+    } else {
+        "qgemvfp"
+    };
+    let name = kernel_name(&format!("{fam}_{sfx}_{b}_{pro}"))?;
+    let f = function(&dev, name)?;
+    let (blocks, warps, smem) = quant_gemv_shape(&dev, &f, name, (b, k), &segs)?;
     let mut out = alloc_like(&dev, sfx, b * n)?;
     let (ldi, ki) = (int(n)?, int(k)?);
     let null = 0u64;

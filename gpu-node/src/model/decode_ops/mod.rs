@@ -1079,10 +1079,12 @@ pub(crate) fn dense_extent(t: &Tensor) -> Result<crate::model::l2_prefetch::Exte
 mod cuda;
 
 /// What [`crate::model::static_step`] launches with: the kernel `name` of the decode
-/// fatbin on `dev`, a tensor's device address, a GGML type's id in `cuda/qgemv.cuh`.
+/// fatbin on `dev`, a tensor's device address, the quantized GEMV's segments and launch.
 #[cfg(feature = "cuda")]
 pub(crate) mod raw {
-    pub(crate) use super::cuda::{device_ptr, ggml_id, named_kernel as kernel};
+    pub(crate) use super::cuda::{
+        device_ptr, named_kernel as kernel, quant_gemv_shape, quant_segments,
+    };
 }
 
 #[cfg(test)]

@@ -281,6 +281,32 @@ impl Builder {
         self.push(name, (self.b as u32, 1, 1), 256, 0, args)
     }
 
+    /// The arguments before a fused GEMV's weights: x, norm weights, epsilon.
+    fn gemv_head(&self, input: &GemvIn<'_>, eps: f32) -> Result<[Arg; 3]> {
+        Ok([
+            Arg::Ptr(input.x),
+            Arg::Ptr(self.opt_ptr(input.norm, "a norm's weights")?),
+            Arg::F32(eps),
+        ])
+    }
+
+    /// The arguments after a fused GEMV's weights: bias, residual, output, n, k, L2 ranges.
+    fn gemv_tail(
+        &self,
+        output: &GemvOut<'_>,
+        (n, k): (usize, usize),
+        pf: L2Ranges,
+    ) -> Result<[Arg; 6]> {
+        Ok([
+            Arg::Ptr(self.opt_ptr(output.bias, "a bias")?),
+            Arg::Ptr(output.res.unwrap_or(0)),
+            Arg::Ptr(output.y),
+            Arg::I32(int(n)?),
+            Arg::I32(int(k)?),
+            Arg::L2(pf),
+        ])
+    }
+
     /// A dense fused GEMV (`gemvfp_*`, as `decode_ops::FusedGemv` launches `gemvf_*`):
     /// `w` `[n, k]`.
     pub fn dense_gemv(
@@ -294,18 +320,9 @@ impl Builder {
         let (n, k) = w.dims2()?;
         let b = self.b;
         let smem = (b * k * self.dtype.size_in_bytes()) as u32;
-        let args = vec![
-            Arg::Ptr(input.x),
-            Arg::Ptr(self.opt_ptr(input.norm, "a norm's weights")?),
-            Arg::F32(eps),
-            Arg::Ptr(self.model_ptr(w, "a weight")?),
-            Arg::Ptr(self.opt_ptr(output.bias, "a bias")?),
-            Arg::Ptr(output.res.unwrap_or(0)),
-            Arg::Ptr(output.y),
-            Arg::I32(int(n)?),
-            Arg::I32(int(k)?),
-            Arg::L2(pf),
-        ];
+        let mut args = self.gemv_head(&input, eps)?.to_vec();
+        args.push(Arg::Ptr(self.model_ptr(w, "a weight")?));
+        args.extend(self.gemv_tail(&output, (n, k), pf)?);
         // As the candle operation: 16-warp blocks behind the SwiGLU prologue, 8 otherwise.
         let warps: u32 = if input.pro == 2 { 16 } else { 8 };
         let name = format!("gemvfp_{}_{b}_{}", self.sfx, input.pro);
@@ -328,66 +345,21 @@ impl Builder {
         output: GemvOut<'_>,
         pf: L2Ranges,
     ) -> Result<()> {
-        use crate::model::decode_ops::QuantGemv;
-        use sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
-        if segments.is_empty() || segments.len() > QuantGemv::MAX_SEGMENTS {
-            candle_core::bail!("static decode step: {} quantized segments", segments.len());
-        }
-        let k = segments[0].shape().dims2()?.1;
+        let Some(first) = segments.first() else {
+            candle_core::bail!("static decode step: a quantized GEMV without weights");
+        };
+        let k = first.shape().dims2()?.1;
         let b = self.b;
-        let mut segs = [(0u64, 0i32, 0i32); 3];
-        for (slot, q) in segs.iter_mut().zip(segments) {
-            *slot = (
-                q.device_ptr()? as u64,
-                raw::ggml_id(q.dtype())?,
-                int(q.shape().dims2()?.0)?,
-            );
-        }
+        let segs = raw::quant_segments(segments)?;
         let n: usize = segs.iter().map(|s| s.2 as usize).sum();
         let name = format!("qgemvfp_{}_{b}_{}", self.sfx, input.pro);
         let (_, f) = raw::kernel(&self.dev, &name)?;
-        let smem = QuantGemv::smem_bytes(b, k);
-        if smem > 48 << 10 {
-            // (the occupancy query below needs the opt-in first)
-            f.set_attribute(
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                crate::model::decode_ops::FUSED_SMEM_BYTES as i32,
-            )
-            .map_err(|e| err(&name, e))?;
-        }
-        let warps = QuantGemv::warps(b) as u32;
-        let sms = self
-            .dev
-            .cuda_stream()
-            .context()
-            .attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-            .map_err(|e| err(&name, e))?
-            .max(1) as u32;
-        let per_sm = f
-            .occupancy_max_active_blocks_per_multiprocessor(32 * warps, smem, None)
-            .map_err(|e| err(&name, e))?
-            .max(1);
-        let blocks: u32 = segs
-            .iter()
-            .map(|s| (s.2 as u32).div_ceil(warps))
-            .sum::<u32>()
-            .clamp(1, sms * per_sm);
-        let mut args = vec![
-            Arg::Ptr(input.x),
-            Arg::Ptr(self.opt_ptr(input.norm, "a norm's weights")?),
-            Arg::F32(eps),
-        ];
+        let (blocks, warps, smem) = raw::quant_gemv_shape(&self.dev, &f, &name, (b, k), &segs)?;
+        let mut args = self.gemv_head(&input, eps)?.to_vec();
         for s in &segs {
             args.extend([Arg::Ptr(s.0), Arg::I32(s.1), Arg::I32(s.2)]);
         }
-        args.extend([
-            Arg::Ptr(self.opt_ptr(output.bias, "a bias")?),
-            Arg::Ptr(output.res.unwrap_or(0)),
-            Arg::Ptr(output.y),
-            Arg::I32(int(n)?),
-            Arg::I32(int(k)?),
-            Arg::L2(pf),
-        ]);
+        args.extend(self.gemv_tail(&output, (n, k), pf)?);
         self.push(name, (blocks, 1, 1), 32 * warps, smem as u32, args)
     }
 
