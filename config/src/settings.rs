@@ -312,7 +312,9 @@ pub struct PoolConfig {
     /// at least one sequence of the model's full context.
     pub context_tokens: Option<u32>,
     /// The nodes reuse a cached prompt start between requests of one API key (their
-    /// engine's `prefix_cache`); default true. `false` prefills every prompt whole.
+    /// engine's `prefix_cache`), and the ingress sends a conversation to the node that
+    /// holds its start; default true. `false` prefills every prompt whole and routes each
+    /// request to the least-loaded node.
     pub prefix_cache: bool,
 }
 

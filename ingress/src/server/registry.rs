@@ -166,6 +166,9 @@ pub struct PoolRuntime {
     pub model: String,
     /// Longest wait for a node on its way.
     pub queue_timeout: Duration,
+    /// Whether a conversation goes to the node that holds its start (the pool's nodes keep
+    /// a prefix cache, its `prefix_cache`); without, every request to the least-loaded node.
+    pub conversation_affinity: bool,
     nodes: RwLock<Vec<Arc<NodeHandle>>>,
     on_the_way: AtomicU32,
     queued: AtomicU32,
@@ -191,12 +194,13 @@ impl Drop for Queued {
 }
 
 impl PoolRuntime {
-    /// An empty pool.
+    /// An empty pool whose requests go by conversation (see [`PoolRuntime::pick`]).
     pub fn new(name: String, model: String, queue_timeout: Duration) -> PoolRuntime {
         PoolRuntime {
             name,
             model,
             queue_timeout,
+            conversation_affinity: true,
             nodes: RwLock::new(Vec::new()),
             on_the_way: AtomicU32::new(0),
             queued: AtomicU32::new(0),
@@ -209,7 +213,8 @@ impl PoolRuntime {
     /// (see `gateway::affinity`), skipping `exclude`: the node rendezvous hashing
     /// prefers for it, while that node has at most [`AFFINITY_SLACK`] more requests in
     /// flight than the least-loaded one (a conversation's turns then meet the node whose
-    /// KV cache holds their start); else, and without an affinity, the least-loaded node.
+    /// KV cache holds their start); else, without an affinity, or in a pool without
+    /// [`PoolRuntime::conversation_affinity`], the least-loaded node.
     pub fn pick(
         &self,
         affinity: Option<u64>,
@@ -224,7 +229,7 @@ impl PoolRuntime {
                 .filter(|n| !exclude.iter().any(|e| e == &n.id))
         };
         let least = open().min_by_key(|n| n.in_flight())?;
-        let Some(affinity) = affinity else {
+        let Some(affinity) = affinity.filter(|_| self.conversation_affinity) else {
             return Some(least.clone());
         };
         let preferred = open().max_by_key(|n| rendezvous(affinity, &n.id))?;

@@ -124,11 +124,15 @@ impl AppState {
             .pools
             .iter()
             .map(|(name, p)| {
-                PoolRuntime::new(
+                let mut pool = PoolRuntime::new(
                     name.clone(),
                     p.model.clone(),
                     Duration::from_secs(p.queue_timeout_secs),
-                )
+                );
+                // Nodes without a prefix cache gain nothing from seeing a conversation
+                // again: balance their load instead.
+                pool.conversation_affinity = p.prefix_cache;
+                pool
             })
             .collect();
         let (notices, _) = broadcast::channel(256);

@@ -317,6 +317,22 @@ fn a_conversation_keeps_its_node_until_that_node_is_busier_than_the_slack() {
         "busier than the slack: the least-loaded node"
     );
     drop((held, one_more));
+    // In a pool whose nodes keep no prefix cache (`prefix_cache = false`), a
+    // conversation has no home: the least-loaded node.
+    let mut plain = PoolRuntime::new("plain".into(), "m".into(), Duration::from_secs(1));
+    plain.conversation_affinity = false;
+    for n in &nodes {
+        plain.insert(n.clone());
+    }
+    let loaded: Vec<InFlight> = nodes
+        .iter()
+        .filter(|n| n.id != nodes[1].id)
+        .map(|n| InFlight::start(n.clone()))
+        .collect();
+    for a in 0..16u64 {
+        assert_eq!(plain.pick(Some(a), &[], stale).unwrap().id, nodes[1].id);
+    }
+    drop(loaded);
     // Excluded (a retry) or not routable: the conversation goes elsewhere.
     let excluded = std::slice::from_ref(&home.id);
     assert_ne!(p.pick(Some(7), excluded, stale).unwrap().id, home.id);
