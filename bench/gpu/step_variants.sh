@@ -4,21 +4,24 @@
 # off by default until this decides):
 #   - DAYSHIFT_BENCH_L2_PREFETCH_MIB=W: each GEMV asks L2 for the weight bytes W MiB ahead
 #     (gpu-node/src/model/l2_prefetch.rs): DRAM kept busy across launches and attention;
-#   - DAYSHIFT_BENCH_STATIC_STEP=plain|pdl: the decode graph captured from launches over
-#     buffers allocated before the capture (gpu-node/src/model/static_step.rs: kernels
-#     only, no allocation nodes), with pdl each launched with programmatic dependent
-#     launch (the next GEMV's blocks start and load weights while the previous kernel ends).
+#   - DAYSHIFT_BENCH_STATIC_STEP=plain|pdl|pair|pdl+pair: the decode graph captured from
+#     launches over buffers allocated before the capture (gpu-node/src/model/static_step.rs:
+#     kernels only, no allocation nodes); pdl: each launched with programmatic dependent
+#     launch (the next GEMV's blocks start and load weights while the previous kernel ends);
+#     pair: the gate|up GEMV writes silu(gate) * up, so the down projection's blocks no
+#     longer each compute it (the same roundings: the tokens must not change).
 # Steps, ~7 minutes:
 #   1. bench/gpu/kernels/l2_prefetch_bench.cu: a step's GEMVs alone, each kernel
 #      prefetching nothing, the next GEMV's weights, or the next two GEMVs'; then
 #      kernels/gemv_bench.cu at batch 1, whose `nodep+pdl` chains each shape's GEMV as
-#      the static step's pdl mode launches it;
+#      the static step's pdl mode launches it, and whose `pair` lines time a layer's
+#      gate|up + down as now against the SwiGLU in gate|up (outputs equal bit for bit);
 #   2. examples/graph_speed.rs on qwen05 and llama1b (and llama1b quantized to Q4_K at
 #      load) at each setting of SETTINGS (STATIC:MIB; off:0 is the default step): µs a
 #      step as the engine runs it, the GPU's busy time (DAYSHIFT_BENCH_GPU_TIMING=1), and
 #      a hash of the tokens (every variant must give the default's tokens); then each
 #      model's fastest setting.
-#   [SETTINGS="off:0 plain:0 pdl:0 off:16 pdl:16"] [NODE=1] bash bench/gpu/step_variants.sh
+#   [SETTINGS="off:0 pdl:0 pdl+pair:0 off:16"] [NODE=1] bash bench/gpu/step_variants.sh
 #     (carry .gpu/bin/graph_speed.xz; with NODE=1 also .gpu/bin/dayshift-node.xz, .gpu/tiny)
 # graph_speed.xz: `cargo build --release -p dayshift-node --features cuda --example
 # graph_speed` in scripts/build-cuda-node.sh's environment, stripped, `xz -6`.
@@ -29,14 +32,14 @@ set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export DAYSHIFT_BENCH_GPU_TIMING=1
 here=$(cd "$(dirname "$0")" && pwd)
-SETTINGS=${SETTINGS:-off:0 plain:0 pdl:0 off:8 off:16 off:32 pdl:16}
+SETTINGS=${SETTINGS:-off:0 plain:0 pdl:0 pair:0 pdl+pair:0 off:16 pdl+pair:16}
 STEPS=${STEPS:-256}
 if [ "${ONLY_NODE:-0}" = 1 ]; then
   NODE=1 SETTINGS=
 elif command -v nvcc > /dev/null; then
   echo "== kernels/l2_prefetch_bench.cu"
   nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/l2pf "$here/kernels/l2_prefetch_bench.cu" && /tmp/l2pf
-  echo "== kernels/gemv_bench.cu, batch 1 (node+pdl: the launch attribute alone; nodep+pdl: as the static step's pdl mode)"
+  echo "== kernels/gemv_bench.cu, batch 1 (node+pdl: the launch attribute alone; nodep+pdl: as the static step's pdl mode; then 'pair' lines: gate|up + down as now and with the SwiGLU in gate|up)"
   nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/gemv_bench "$here/kernels/gemv_bench.cu" -lcublas \
     && GB_B=1 /tmp/gemv_bench
 else

@@ -328,7 +328,14 @@ __device__ __forceinline__ void gemv_finish(const float *acc, int lane, const T 
 // static_step.rs launch). A separate instantiation so that the kernels without it compile
 // exactly as before the prefetch existed (the call alone changed ptxas's register
 // allocation of 11 of them).
-template <typename T, int B, int PRO, bool PF = false>
+//
+// PAIR (the `gemvfs_*` kernels, PF's family with SwiGLU as the epilogue; static_step.rs):
+// w holds 2 n_out rows, gate then up (a layer's gate|up), and the warp of output n takes
+// rows n and n_out + n side by side, then writes silu(gate) * up, rounded where the
+// SwiGLU prologue rounds (so the down projection after it stages its input as it is:
+// the same products as PRO == 2, computed once instead of in every block of the down
+// projection). No bias, no residual.
+template <typename T, int B, int PRO, bool PF = false, bool PAIR = false>
 __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, float eps,
                            const T *__restrict__ w, const T *__restrict__ bias,
                            const T *__restrict__ res, T *__restrict__ y, int n_out, int k_in,
@@ -342,12 +349,14 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
     const int n = blockIdx.x * nwarps + warp;
     const bool live = n < n_out;
     const T *wr = w + (size_t)(live ? n : 0) * k_in;
+    const T *wr2 = PAIR ? wr + (size_t)n_out * k_in : wr; // the up row (PAIR)
     if (PF) pdl_launch_dependents();
-    uint4 wb[U];
+    uint4 wb[U], wb2[PAIR ? U : 1];
 #pragma unroll
     for (int u = 0; u < U; u++) {
         const int k = (u * 32 + lane) * V;
         if (live && k < k_in) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
+        if (PAIR && live && k < k_in) wb2[u] = __ldg(reinterpret_cast<const uint4 *>(wr2 + k));
     }
     if (PF) {
         l2_prefetch(pf);
@@ -412,15 +421,20 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
     }
     __syncthreads();
     if (!live) return;
-    float acc[B];
+    float acc[B], acc2[PAIR ? B : 1];
 #pragma unroll
     for (int b = 0; b < B; b++) acc[b] = 0.f;
+    if (PAIR) {
+#pragma unroll
+        for (int b = 0; b < B; b++) acc2[b] = 0.f;
+    }
     for (int k0 = 0; k0 < k_in; k0 += CH) {
         if (k0 > 0) {
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 const int k = k0 + (u * 32 + lane) * V;
                 if (k < k_in) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
+                if (PAIR && k < k_in) wb2[u] = __ldg(reinterpret_cast<const uint4 *>(wr2 + k));
             }
         }
 #pragma unroll
@@ -438,7 +452,37 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
 #pragma unroll
                 for (int v = 0; v < V; v++) acc[b] += wf[v] * to_f(xt[v]);
             }
+            if (PAIR) {
+                const T *wt2 = reinterpret_cast<const T *>(&wb2[u]);
+#pragma unroll
+                for (int v = 0; v < V; v++) wf[v] = to_f(wt2[v]);
+#pragma unroll
+                for (int b = 0; b < B; b++) {
+                    const uint4 xv = ld16(a + (size_t)b * k_in + k);
+                    const T *xt = reinterpret_cast<const T *>(&xv);
+#pragma unroll
+                    for (int v = 0; v < V; v++) acc2[b] += wf[v] * to_f(xt[v]);
+                }
+            }
         }
+    }
+    if (PAIR) {
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            float g = acc[b], u = acc2[b];
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) {
+                g += __shfl_xor_sync(0xffffffffu, g, off);
+                u += __shfl_xor_sync(0xffffffffu, u, off);
+            }
+            if (lane == 0) {
+                // As gemv_finish rounds each output, then as the SwiGLU prologue.
+                const float gr = to_f(rnd<T>(g)), ur = to_f(rnd<T>(u));
+                const float sl = to_f(rnd<T>(gr / (1.f + __expf(-gr))));
+                y[(size_t)b * n_out + n] = rnd<T>(sl * ur);
+            }
+        }
+        return;
     }
     gemv_finish<T, B>(acc, lane, bias, res, y, n, n_out);
 }
@@ -462,6 +506,21 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
 DS_GEMVF_ALL(float, f32)
 DS_GEMVF_ALL(__half, f16)
 DS_GEMVF_ALL(__nv_bfloat16, bf16)
+// gemvfs_*: a layer's RMSNorm + gate|up with SwiGLU as the epilogue (PAIR above); n_out is
+// the intermediate size, w its 2 n_out rows.
+#define DS_GEMVFS(T, SUFFIX, B)                                                                \
+    extern "C" __global__ void gemvfs_##SUFFIX##_##B##_1(                                       \
+        const T *x, const T *nw, float eps, const T *w, const T *bias, const T *res, T *y,      \
+        int n_out, int k_in, L2Ranges pf) {                                                    \
+        gemv_fused<T, B, 1, true, true>(x, nw, eps, w, bias, res, y, n_out, k_in, pf);         \
+    }
+#define DS_GEMVFS_ALL(T, SUFFIX)                                                               \
+    DS_GEMVFS(T, SUFFIX, 1) DS_GEMVFS(T, SUFFIX, 2) DS_GEMVFS(T, SUFFIX, 3)                    \
+    DS_GEMVFS(T, SUFFIX, 4) DS_GEMVFS(T, SUFFIX, 5) DS_GEMVFS(T, SUFFIX, 6)                    \
+    DS_GEMVFS(T, SUFFIX, 7) DS_GEMVFS(T, SUFFIX, 8)
+DS_GEMVFS_ALL(float, f32)
+DS_GEMVFS_ALL(__half, f16)
+DS_GEMVFS_ALL(__nv_bfloat16, bf16)
 
 // rope_qkv: the step after a fused q|k|v projection qkv [b, (nh + 2 nkv) hd], in one
 // launch (three launches, one per part, cost 1.16 us each on an H200; most of it the

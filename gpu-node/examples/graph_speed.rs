@@ -13,7 +13,7 @@
 //!     cargo build --release -p dayshift-node --features cuda --example graph_speed
 //!     [QUANT=q4_k] [KV=SLOTSxTOKENS] [NODE_DEVICE=1] [PAUSE_MS=N] [PROMPT=N]
 //!     [DAYSHIFT_BENCH_GPU_TIMING=1] [DAYSHIFT_BENCH_L2_PREFETCH_MIB=N]
-//!     [DAYSHIFT_BENCH_STATIC_STEP=off|plain|pdl]
+//!     [DAYSHIFT_BENCH_STATIC_STEP=off|plain|pdl|pdl+pair|...]
 //!     graph_speed MODEL [STEPS]
 //!
 //! (a model as `serve` takes it; `NODE_DEVICE=1` opens the GPU as `serve` does;

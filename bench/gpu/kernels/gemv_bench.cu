@@ -122,6 +122,93 @@ static float max_diff(const bf *a, const bf *b, size_t n) {
     return d;
 }
 
+// The SwiGLU in the gate|up GEMV (`gemvfs_*`, the static step's `pair`): one layer's
+// RMSNorm + gate|up and down projection as the fused step runs them (gate|up writes both
+// halves; every 16-warp block of the down projection computes silu(gate) * up over the
+// whole input first) against gate|up writing silu(gate) * up once and the down projection
+// staging it as it is (8-warp blocks), each also with programmatic dependent launch (the
+// PDL kernels: the next starts at once, waits after its first weight loads). A graph of L
+// layers, each on its own weights; the down projection's outputs must be equal bit for bit.
+template <int B>
+__global__ void k_pair(const bf *x, const bf *nw, float eps, const bf *w, const bf *bias,
+                       const bf *res, bf *y, int n, int k) {
+    gemv_fused<bf, B, 1, true, true>(x, nw, eps, w, bias, res, y, n, k, L2Ranges{});
+}
+
+static void launch_w(kfn f, bool pdl, int warps, int n, int b, int k, const bf *x, const bf *nw,
+                     const bf *w, const bf *res, bf *y, cudaStream_t st) {
+    cudaLaunchConfig_t c = {};
+    c.gridDim = dim3((n + warps - 1) / warps);
+    c.blockDim = dim3(32 * warps);
+    c.dynamicSmemBytes = (size_t)b * k * sizeof(bf);
+    c.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    c.attrs = at;
+    c.numAttrs = pdl ? 1 : 0;
+    const float eps = 1e-5f;
+    const bf *bias = nullptr;
+    CK(cudaLaunchKernelEx(&c, f, x, nw, eps, w, bias, res, y, n, k));
+}
+
+template <int B>
+static void pair_case(const char *name, int hidden, int inter, bf *pool, size_t pool_elems,
+                      const bf *x, const bf *nw, const bf *res) {
+    const size_t per = (size_t)3 * inter * hidden; // gate|up, then down
+    int L = (int)(pool_elems / per);
+    if (L > 64) L = 64;
+    if (L < 1) {
+        printf("pair %s: weights too large\n", name);
+        return;
+    }
+    bf *gu, *act, *y1, *y2;
+    CK(cudaMalloc(&gu, (size_t)B * 2 * inter * sizeof(bf)));
+    CK(cudaMalloc(&act, (size_t)B * inter * sizeof(bf)));
+    CK(cudaMalloc(&y1, (size_t)B * hidden * sizeof(bf)));
+    CK(cudaMalloc(&y2, (size_t)B * hidden * sizeof(bf)));
+    kfn gate_up = k_node<B, 1>, down_silu = k_node<B, 2>, down_plain = k_node<B, 0>;
+    kfn gate_up_p = k_nodep<B, 1>, down_silu_p = k_nodep<B, 2>, down_plain_p = k_nodep<B, 0>;
+    kfn pair = k_pair<B>;
+    for (kfn f : {gate_up, down_silu, down_plain, gate_up_p, down_silu_p, down_plain_p, pair})
+        CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 << 10));
+    auto layer_w = [&](int l) { return pool + (size_t)(l % L) * per; };
+    // fused step as now: gate|up [2 inter], down with the SwiGLU prologue (16 warps)
+    auto now = [&](cudaStream_t st, bool pdl, int layers) {
+        for (int l = 0; l < layers; l++) {
+            const bf *w = layer_w(l);
+            launch_w(pdl ? gate_up_p : gate_up, pdl, 8, 2 * inter, B, hidden, x, nw, w, nullptr, gu, st);
+            launch_w(pdl ? down_silu_p : down_silu, pdl, 16, hidden, B, inter, gu, nw,
+                     w + (size_t)2 * inter * hidden, res, y1, st);
+        }
+    };
+    // SwiGLU in gate|up: act [inter], down staging it as it is (8 warps)
+    auto paired = [&](cudaStream_t st, bool pdl, int layers) {
+        for (int l = 0; l < layers; l++) {
+            const bf *w = layer_w(l);
+            launch_w(pair, pdl, 8, inter, B, hidden, x, nw, w, nullptr, act, st);
+            launch_w(pdl ? down_plain_p : down_plain, pdl, 8, hidden, B, inter, act, nw,
+                     w + (size_t)2 * inter * hidden, res, y2, st);
+        }
+    };
+    now(0, false, 1);
+    paired(0, false, 1);
+    CK(cudaDeviceSynchronize());
+    const float d = max_diff(y1, y2, (size_t)B * hidden);
+    const int layers = 2 * L;
+    const float t_now = graph_us([&](cudaStream_t st) { now(st, false, layers); }, layers);
+    const float t_now_pdl = graph_us([&](cudaStream_t st) { now(st, true, layers); }, layers);
+    const float t_pair = graph_us([&](cudaStream_t st) { paired(st, false, layers); }, layers);
+    const float t_pair_pdl = graph_us([&](cudaStream_t st) { paired(st, true, layers); }, layers);
+    printf("pair b=%d %-5s gate|up + down, us a layer: now %6.2f, now+pdl %6.2f, pair %6.2f, "
+           "pair+pdl %6.2f (%.2fx now)  maxdiff %.3g\n",
+           B, name, t_now, t_now_pdl, t_pair, t_pair_pdl, t_now / t_pair_pdl, d);
+    CK(cudaFree(gu));
+    CK(cudaFree(act));
+    CK(cudaFree(y1));
+    CK(cudaFree(y2));
+}
+
 static const int BS[4] = {1, 2, 4, 8};
 struct Variant {
     const char *name;
@@ -342,8 +429,8 @@ int main(int argc, char **argv) {
     // per-model sums of one step's GEMV time: layers x (qkv, o, gateup, down) + head
     const char *models[] = {"1b", "8b", "q05"};
     const int layers[] = {16, 32, 24};
-    // `gemv_bench attn`: the attention and RoPE kernels only.
-    const bool gemvs = !(argc > 1 && strcmp(argv[1], "attn") == 0);
+    // `gemv_bench attn`: the attention and RoPE kernels only; `pair`: the SwiGLU pair only.
+    const bool gemvs = !(argc > 1 && (strcmp(argv[1], "attn") == 0 || strcmp(argv[1], "pair") == 0));
     // GB_B=1 (2, 4, 8): only that batch.
     const char *only_b = getenv("GB_B");
     for (int bi = 0; gemvs && bi < 4; bi++) {
@@ -400,6 +487,16 @@ int main(int argc, char **argv) {
                        b, models[mi], vs[v].name, sum[mi][v], bytes[mi] / (sum[mi][v] * 1e-6) / 1e9,
                        1e6 / sum[mi][v] * b);
             }
+    }
+    // `gemv_bench pair` (or after the GEMVs): the SwiGLU in the gate|up GEMV.
+    if (!(argc > 1 && strcmp(argv[1], "attn") == 0)) {
+        const size_t elems = WBYTES / sizeof(bf);
+        pair_case<1>("q05", 896, 4864, m.w, elems, m.x, m.nw, m.res);
+        pair_case<1>("1b", 2048, 8192, m.w, elems, m.x, m.nw, m.res);
+        pair_case<1>("8b", 4096, 14336, m.w, elems, m.x, m.nw, m.res);
+        pair_case<2>("q05", 896, 4864, m.w, elems, m.x, m.nw, m.res);
+        pair_case<2>("1b", 2048, 8192, m.w, elems, m.x, m.nw, m.res);
+        if (argc > 1 && strcmp(argv[1], "pair") == 0) return 0;
     }
     small_kernels();
     return 0;

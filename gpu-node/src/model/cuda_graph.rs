@@ -116,8 +116,8 @@ fn capture_one(model: &Llama, kv: &KvCache, dev: &CudaDevice, b: usize) -> Resul
     let eager = model.forward_decode(kv, &idx, b)?;
     model.device().synchronize()?;
     let mode = StaticStepMode::from_env();
-    if mode != StaticStepMode::Off {
-        match capture_static(model, kv, dev, &idx, &eager, b, mode == StaticStepMode::Pdl) {
+    if mode.on {
+        match capture_static(model, kv, dev, &idx, &eager, b, mode) {
             Ok(Some(e)) => return Ok(e),
             Ok(None) => {}
             Err(e) => tracing::warn!(
@@ -160,9 +160,9 @@ fn capture_static(
     idx: &Tensor,
     eager: &Tensor,
     b: usize,
-    pdl: bool,
+    mode: StaticStepMode,
 ) -> Result<Option<Entry>> {
-    let Some(step) = model.static_decode_step(kv, idx, b, pdl)? else {
+    let Some(step) = model.static_decode_step(kv, idx, b, mode)? else {
         return Ok(None);
     };
     let stream = dev.cuda_stream();
@@ -182,7 +182,8 @@ fn capture_static(
     tracing::info!(
         rows = b,
         kernels = step.launches(),
-        pdl,
+        pdl = mode.pdl,
+        swiglu_in_gate_up = step.paired(),
         "decode step captured from its static launches (DAYSHIFT_BENCH_STATIC_STEP)"
     );
     Ok(Some(Entry {

@@ -1601,7 +1601,7 @@ impl Llama {
         kv: &KvCache,
         idx: &Tensor,
         b: usize,
-        pdl: bool,
+        mode: super::static_step::StaticStepMode,
     ) -> Result<Option<super::static_step::StaticStep>> {
         use super::static_step::{Builder, GemvIn, GemvOut};
         let Device::Cuda(dev) = &self.device else {
@@ -1615,7 +1615,7 @@ impl Llama {
         {
             return Ok(None);
         }
-        let mut s = Builder::new(dev, self.dtype, b, pdl)?;
+        let mut s = Builder::new(dev, self.dtype, b, mode.pdl)?;
         let idx_p = super::decode_ops::raw::device_ptr(idx)?;
         let h = self.cfg.hidden_size;
         let most = |f: &dyn Fn(&Block) -> usize| self.blocks.iter().map(f).max().unwrap_or(0);
@@ -1701,12 +1701,23 @@ impl Llama {
                 res: None,
                 y: gu,
             };
-            gemv(&mut s, &f.gate_up, norm2, out, pf())?;
             let down = &blk.mlp.down;
+            // With `pair`, dense gate|up writes silu(gate) · up, which the down
+            // projection then takes as it is (the same roundings as its SwiGLU prologue).
+            let pro = match (&f.gate_up, weight(down)?) {
+                (StepWeight::Dense(w), StepWeight::Dense(_)) if mode.pair => {
+                    s.swiglu_gate_up(w, norm2, eps, gu, pf())?;
+                    0
+                }
+                _ => {
+                    gemv(&mut s, &f.gate_up, norm2, out, pf())?;
+                    2
+                }
+            };
             let d_bias = bias_of(down);
             let silu = GemvIn {
                 x: gu,
-                pro: 2,
+                pro,
                 norm: None,
             };
             let out = GemvOut {

@@ -18,41 +18,65 @@
 //! every launch built here is checked against it, and a test checks it against the CUDA
 //! sources.
 
-/// How the decode graphs are built (`DAYSHIFT_BENCH_STATIC_STEP`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StaticStepMode {
-    /// Captured from candle operations (the default).
-    Off,
-    /// The static step, plain launches (no memory nodes).
-    Plain,
-    /// The static step, each kernel launched with programmatic dependent launch.
-    Pdl,
+/// How the decode graphs are built (`DAYSHIFT_BENCH_STATIC_STEP`): from candle
+/// operations (the default), or from the static step's launches, with or without
+/// programmatic dependent launch and the SwiGLU moved into the gate|up GEMV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StaticStepMode {
+    /// The static step at all (else the graphs are captured from candle operations).
+    pub on: bool,
+    /// Each kernel launched with programmatic dependent launch.
+    pub pdl: bool,
+    /// Dense layers: the gate|up GEMV writes silu(gate) · up (`gemvfs_*`), and the down
+    /// projection stages it as it is, instead of every one of its blocks computing it.
+    pub pair: bool,
 }
 
 impl StaticStepMode {
-    /// The mode a value of `DAYSHIFT_BENCH_STATIC_STEP` names: unset, empty, `0` or `off`:
-    /// off; `plain`; `pdl` or `1`. An error names any other value.
+    /// The candle-captured default.
+    pub const OFF: Self = StaticStepMode {
+        on: false,
+        pdl: false,
+        pair: false,
+    };
+
+    /// The mode a value of `DAYSHIFT_BENCH_STATIC_STEP` names: flags joined by `+`:
+    /// `plain` (the static step), `pdl` (or `1`: with programmatic dependent launch),
+    /// `pair` (SwiGLU in the gate|up GEMV), e.g. `pdl+pair`; unset, empty, `0` or `off`:
+    /// off. An error names any other value.
     pub fn parse(v: Option<&str>) -> Result<Self, String> {
-        match v.map(str::trim) {
-            None | Some("" | "0" | "off") => Ok(Self::Off),
-            Some("plain") => Ok(Self::Plain),
-            Some("pdl" | "1") => Ok(Self::Pdl),
-            Some(other) => Err(format!(
-                "DAYSHIFT_BENCH_STATIC_STEP={other:?}: expected off, plain or pdl"
-            )),
+        let v = v.map(str::trim).unwrap_or("");
+        if matches!(v, "" | "0" | "off") {
+            return Ok(Self::OFF);
         }
+        let mut m = StaticStepMode {
+            on: true,
+            ..Self::OFF
+        };
+        for flag in v.split('+').map(str::trim) {
+            match flag {
+                "plain" => {}
+                "pdl" | "1" => m.pdl = true,
+                "pair" => m.pair = true,
+                _ => {
+                    return Err(format!(
+                        "DAYSHIFT_BENCH_STATIC_STEP={v:?}: expected off, or plain, pdl and pair joined by +"
+                    ));
+                }
+            }
+        }
+        Ok(m)
     }
 
     /// `DAYSHIFT_BENCH_STATIC_STEP` of this process (read once; a bad value is logged
     /// and taken as off).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub fn from_env() -> Self {
         static MODE: std::sync::OnceLock<StaticStepMode> = std::sync::OnceLock::new();
         *MODE.get_or_init(|| {
             let v = std::env::var("DAYSHIFT_BENCH_STATIC_STEP").ok();
             Self::parse(v.as_deref()).unwrap_or_else(|e| {
                 tracing::warn!("{e}; the decode graphs are captured from candle operations");
-                Self::Off
+                Self::OFF
             })
         })
     }
@@ -78,6 +102,7 @@ use ArgKind::{F32, I32, L2, Ptr};
 pub const SIGNATURES: &[(&str, &[ArgKind])] = &[
     ("embed_rows", &[Ptr, Ptr, Ptr, I32, I32]),
     ("gemvfp", &[Ptr, Ptr, F32, Ptr, Ptr, Ptr, Ptr, I32, I32, L2]),
+    ("gemvfs", &[Ptr, Ptr, F32, Ptr, Ptr, Ptr, Ptr, I32, I32, L2]),
     (
         "qgemvfp",
         &[
@@ -123,20 +148,24 @@ mod tests {
 
     #[test]
     fn the_mode_is_off_unless_named() {
-        assert_eq!(StaticStepMode::parse(None), Ok(StaticStepMode::Off));
-        assert_eq!(StaticStepMode::parse(Some("off")), Ok(StaticStepMode::Off));
-        assert_eq!(StaticStepMode::parse(Some(" 0 ")), Ok(StaticStepMode::Off));
-        assert_eq!(
-            StaticStepMode::parse(Some("plain")),
-            Ok(StaticStepMode::Plain)
-        );
-        assert_eq!(StaticStepMode::parse(Some("pdl")), Ok(StaticStepMode::Pdl));
-        assert_eq!(StaticStepMode::parse(Some("1")), Ok(StaticStepMode::Pdl));
-        let e = StaticStepMode::parse(Some("fast")).unwrap_err();
-        assert!(
-            e.contains("DAYSHIFT_BENCH_STATIC_STEP") && e.contains("\"fast\""),
-            "{e}"
-        );
+        let m = StaticStepMode::parse;
+        for off in [None, Some("off"), Some(" 0 "), Some("")] {
+            assert_eq!(m(off), Ok(StaticStepMode::OFF));
+        }
+        let mode = |on, pdl, pair| Ok(StaticStepMode { on, pdl, pair });
+        assert_eq!(m(Some("plain")), mode(true, false, false));
+        assert_eq!(m(Some("pdl")), mode(true, true, false));
+        assert_eq!(m(Some("1")), mode(true, true, false));
+        assert_eq!(m(Some("pdl+pair")), mode(true, true, true));
+        assert_eq!(m(Some("pair")), mode(true, false, true));
+        assert_eq!(m(Some("plain + pair")), mode(true, false, true));
+        for bad in ["fast", "pdl+fast", "pdl+"] {
+            let e = m(Some(bad)).unwrap_err();
+            assert!(
+                e.contains("DAYSHIFT_BENCH_STATIC_STEP") && e.contains(bad),
+                "{e}"
+            );
+        }
     }
 
     /// The kinds of a C parameter list (`const T *x, int n, L2Ranges pf`, ...).
@@ -189,6 +218,7 @@ mod tests {
         assert_eq!(signature("gemvfp_bf16_1_2").map(<[_]>::len), Some(10));
         assert_eq!(signature("qgemvfp_f16_2_0").map(<[_]>::len), Some(18));
         assert_eq!(signature("gemvf_bf16_1_2"), None);
+        assert_eq!(signature("gemvfs_bf16_3_1").map(<[_]>::len), Some(10));
         assert_eq!(signature("embed_rows_f32").map(<[_]>::len), Some(5));
     }
 }

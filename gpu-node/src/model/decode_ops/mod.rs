@@ -397,6 +397,7 @@ const KERNEL_STEMS: &[&str] = &[
     "rope_qkv_pdl",
     "decode_attn64_pdl",
     "embed_rows",
+    "gemvfs",
 ];
 
 /// Every kernel name of `cuda/decode.cu` the launchers may ask for (built from dtype,
@@ -410,6 +411,7 @@ pub(crate) fn kernel_names() -> Vec<String> {
                 v.push(format!("gemvf_{t}_{b}_{pro}"));
                 v.push(format!("gemvfp_{t}_{b}_{pro}"));
             }
+            v.push(format!("gemvfs_{t}_{b}_1"));
         }
         for b in 1..=QuantGemv::MAX_ROWS {
             for pro in 0..3 {

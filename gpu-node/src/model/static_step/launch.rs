@@ -143,6 +143,7 @@ pub struct StaticStep {
     calls: Vec<KernelCall>,
     logits: Tensor,
     pdl: bool,
+    paired: bool,
     /// The activations' buffers (kept as long as the step).
     _buffers: Vec<Tensor>,
 }
@@ -166,6 +167,11 @@ impl StaticStep {
     pub fn launches(&self) -> usize {
         self.calls.len()
     }
+
+    /// Whether its gate|up GEMVs compute the SwiGLU (`pair`).
+    pub fn paired(&self) -> bool {
+        self.paired
+    }
 }
 
 /// Builds a [`StaticStep`]: buffers, then launches in the order the step runs them.
@@ -179,6 +185,8 @@ pub struct Builder {
     pdl: bool,
     /// Decode attention's partial results: for (parts, head size), three addresses.
     attn_scratch: Option<(usize, usize, u64, u64, u64)>,
+    /// Whether a gate|up GEMV computes the SwiGLU ([`Builder::swiglu_gate_up`]).
+    paired: bool,
 }
 
 /// A GEMV's input side: the activation's address, the prologue (code of `decode.cu`: 0
@@ -220,6 +228,7 @@ impl Builder {
             buffers: Vec::new(),
             pdl,
             attn_scratch: None,
+            paired: false,
         })
     }
 
@@ -333,6 +342,38 @@ impl Builder {
             smem,
             args,
         )
+    }
+
+    /// RMSNorm + gate|up with SwiGLU as the epilogue (`gemvfs_*`): `w` `[2 n, k]` (gate
+    /// rows, then up rows), `y` `[b, n]` = silu(gate) · up.
+    pub fn swiglu_gate_up(
+        &mut self,
+        w: &Tensor,
+        input: GemvIn<'_>,
+        eps: f32,
+        y: u64,
+        pf: L2Ranges,
+    ) -> Result<()> {
+        let (rows, k) = w.dims2()?;
+        if input.pro != 1 || !rows.is_multiple_of(2) {
+            candle_core::bail!(
+                "static decode step: SwiGLU gate|up takes an RMSNorm input and 2 n rows"
+            );
+        }
+        let n = rows / 2;
+        let b = self.b;
+        let smem = (b * k * self.dtype.size_in_bytes()) as u32;
+        let output = GemvOut {
+            bias: None,
+            res: None,
+            y,
+        };
+        let mut args = self.gemv_head(&input, eps)?.to_vec();
+        args.push(Arg::Ptr(self.model_ptr(w, "a weight")?));
+        args.extend(self.gemv_tail(&output, (n, k), pf)?);
+        let name = format!("gemvfs_{}_{b}_1", self.sfx);
+        self.paired = true;
+        self.push(name, ((n as u32).div_ceil(8), 1, 1), 32 * 8, smem, args)
     }
 
     /// A quantized fused GEMV (`qgemvfp_*`, as `decode_ops::QuantGemv` launches
@@ -480,6 +521,7 @@ impl Builder {
             calls: self.calls,
             logits,
             pdl: self.pdl,
+            paired: self.paired,
             _buffers: self.buffers,
         }
     }
