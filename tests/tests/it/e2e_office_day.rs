@@ -70,11 +70,9 @@ async fn wait_until(t: DateTime<Utc>) {
     tokio::time::sleep(d).await;
 }
 
-fn cost_json(config: &Path, month: &str) -> serde_json::Value {
+fn cost_json(config: &Path, month: &str, by: &str) -> serde_json::Value {
     let out = Command::new(dayshift_bin())
-        .args([
-            "cost", "--month", month, "--by", "node", "--json", "--config",
-        ])
+        .args(["cost", "--month", month, "--by", by, "--json", "--config"])
         .arg(config)
         .output()
         .unwrap();
@@ -380,7 +378,7 @@ async fn an_office_day_end_to_end() {
 
     // The cost report has both intervals with their price.
     let month = start.format("%Y-%m").to_string();
-    let cost = cost_json(&config, &month);
+    let cost = cost_json(&config, &month, "node");
     let text = cost.to_string();
     for n in nodes_in_state(&db, "deleted").await {
         assert!(text.contains(&n), "cost report lacks node {n}: {text}");
@@ -391,6 +389,53 @@ async fn an_office_day_end_to_end() {
     );
     eprintln!("dayshift cost --json: {text}");
     phase("cost report shows both nodes");
+
+    // Usage rows keep the prompt tokens a node took from its prefix cache: "office" sent
+    // two requests whose prompt but the last token was cached, "office-2" none. `cost
+    // --by key` spreads the GPUs' cost over the tokens the nodes computed for each key
+    // (prompt less cached, plus completion).
+    let per_key = |what: &str| -> std::collections::BTreeMap<String, u64> {
+        sqlite_rows(
+            &db,
+            &format!(
+                "SELECT k.name, COALESCE(SUM({what}), 0) FROM usage u JOIN api_keys k \
+                 ON k.id = u.key_id WHERE u.node_id IS NOT NULL GROUP BY k.name"
+            ),
+        )
+        .iter()
+        .filter_map(|l| {
+            let (name, v) = l.split_once('|')?;
+            Some((name.to_string(), v.parse().ok()?))
+        })
+        .collect()
+    };
+    let cached_by_key = per_key("u.cached_tokens");
+    assert!(
+        cached_by_key.get("office").copied().unwrap_or(0) >= 2 * (prompt - 1),
+        "cached tokens by key: {cached_by_key:?} (prompt {prompt})"
+    );
+    assert_eq!(cached_by_key.get("office-2"), Some(&0), "{cached_by_key:?}");
+    let computed = per_key("u.prompt_tokens - u.cached_tokens + u.completion_tokens");
+    let by_key = cost_json(&config, &month, "key");
+    let names: std::collections::BTreeMap<String, String> =
+        sqlite_rows(&db, "SELECT id, name FROM api_keys")
+            .iter()
+            .filter_map(|l| {
+                l.split_once('|')
+                    .map(|(i, n)| (i.to_string(), n.to_string()))
+            })
+            .collect();
+    for row in by_key["rows"].as_array().expect("rows") {
+        let Some(name) = row["key"].as_str().and_then(|k| names.get(k)) else {
+            continue; // "(idle)"
+        };
+        assert_eq!(
+            row["tokens"].as_u64(),
+            computed.get(name).copied(),
+            "cost --by key tokens of {name}: {by_key}"
+        );
+    }
+    phase("usage keeps cached prompt tokens; cost --by key counts computed tokens");
 
     signal(serve.child.id(), libc::SIGTERM);
     drop(serve);
