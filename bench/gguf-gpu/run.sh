@@ -33,7 +33,8 @@ CLIENTS=${CLIENTS:-1,8,32}; PROMPT=${PROMPT:-128}; OUTLEN=${OUTLEN:-128}
 TYPES=${TYPES-q4_k_m q8_0}; GGUF_DTYPES=${GGUF_DTYPES:-default}; BF16=${BF16:-1}
 export SLOTS=${SLOTS:-64}
 M=/tmp/gguf-models
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$R/device.txt"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  env | grep '^DAYSHIFT_BENCH_' | sort | sed 's/^/bench switch: /'; } | tee -a "$R/device.txt"
 python3 "$gpu/make_models.py" $M "$MODEL" | tee -a "$R/models.jsonl" || exit 1
 vocab=$(python3 -c "import json; print(json.load(open('$M/$MODEL/config.json'))['vocab_size'])")
 # The GGUF files get the test model's byte-level BPE tokenizer (quantize writes only

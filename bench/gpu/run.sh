@@ -17,7 +17,9 @@
 # drives each model again with `cuda_graphs = false` for the comparison.
 # Results go to $RES (default /tmp/bench-out), packed at the end into $OUT/bench.tgz with
 # $OUT/table.md beside it (the device tool returns few files).
-# PROMPT/OUTLEN/CLIENTS/HF_BATCHES/CHECKS/EAGER_CLIENTS override the defaults.
+# PROMPT/OUTLEN/CLIENTS/HF_BATCHES/CHECKS/EAGER_CLIENTS override the defaults. The node
+# inherits the environment: DAYSHIFT_BENCH_* switches (e.g. DAYSHIFT_BENCH_STATIC_STEP,
+# DAYSHIFT_BENCH_L2_PREFETCH_MIB) apply to it and are listed in device.txt.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +33,8 @@ HF_BATCHES=${HF_BATCHES:-1,8,32,128}; CHECKS=${CHECKS:-1}; EAGER_CLIENTS=${EAGER
 M=/tmp/models
 TINY=${TINY:-$PWD/.gpu/tiny}
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $B --version; \
-  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; } \
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; \
+  env | grep '^DAYSHIFT_BENCH_' | sort | sed 's/^/bench switch: /'; } \
   | tee "$OUT/device.txt"
 
 . "$here/node.sh"

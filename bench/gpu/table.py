@@ -22,6 +22,9 @@ def main(out, models):
     dev = open(os.path.join(out, "device.txt")).read().strip().splitlines()
     print(f"Device: {dev[1] if len(dev) > 1 else dev}; D2D copy bandwidth "
           f"{bw['d2d_bandwidth_gbs']} GB/s (read + write, 1 GiB copy).\n")
+    switches = [l.removeprefix("bench switch: ") for l in dev if l.startswith("bench switch: ")]
+    if switches:
+        print("Bench switches: " + ", ".join(f"`{x}`" for x in switches) + "\n")
     for m in models:
         hf_path = os.path.join(out, f"hf_{m}.json")
         hf = json.load(open(hf_path)) if os.path.exists(hf_path) else {"transformers_batches": []}
