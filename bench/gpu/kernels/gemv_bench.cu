@@ -52,12 +52,13 @@ typedef void (*kfn)(const bf *, const bf *, float, const bf *, const bf *, const
 #define GEMV_WARPS 8
 #endif
 
-// One launch of `f`, with programmatic dependent launch when `pdl`.
-static void launch(kfn f, bool pdl, int n, int b, int k, const bf *x, const bf *nw,
-                   const bf *w, const bf *res, bf *y, cudaStream_t st) {
+// One launch of `f` in blocks of `warps` warps (one output row each), with programmatic
+// dependent launch when `pdl`.
+static void launch_w(kfn f, bool pdl, int warps, int n, int b, int k, const bf *x, const bf *nw,
+                     const bf *w, const bf *res, bf *y, cudaStream_t st) {
     cudaLaunchConfig_t c = {};
-    c.gridDim = dim3((n + GEMV_WARPS - 1) / GEMV_WARPS);
-    c.blockDim = dim3(32 * GEMV_WARPS);
+    c.gridDim = dim3((n + warps - 1) / warps);
+    c.blockDim = dim3(32 * warps);
     c.dynamicSmemBytes = (size_t)b * k * sizeof(bf);
     c.stream = st;
     cudaLaunchAttribute at[1];
@@ -68,6 +69,12 @@ static void launch(kfn f, bool pdl, int n, int b, int k, const bf *x, const bf *
     const float eps = 1e-5f;
     const bf *bias = nullptr;
     CK(cudaLaunchKernelEx(&c, f, x, nw, eps, w, bias, res, y, n, k));
+}
+
+// One launch of `f` in GEMV_WARPS-warp blocks.
+static void launch(kfn f, bool pdl, int n, int b, int k, const bf *x, const bf *nw,
+                   const bf *w, const bf *res, bf *y, cudaStream_t st) {
+    launch_w(f, pdl, GEMV_WARPS, n, b, k, x, nw, w, res, y, st);
 }
 
 struct Shape {
@@ -133,23 +140,6 @@ template <int B>
 __global__ void k_pair(const bf *x, const bf *nw, float eps, const bf *w, const bf *bias,
                        const bf *res, bf *y, int n, int k) {
     gemv_fused<bf, B, 1, true, true>(x, nw, eps, w, bias, res, y, n, k, L2Ranges{});
-}
-
-static void launch_w(kfn f, bool pdl, int warps, int n, int b, int k, const bf *x, const bf *nw,
-                     const bf *w, const bf *res, bf *y, cudaStream_t st) {
-    cudaLaunchConfig_t c = {};
-    c.gridDim = dim3((n + warps - 1) / warps);
-    c.blockDim = dim3(32 * warps);
-    c.dynamicSmemBytes = (size_t)b * k * sizeof(bf);
-    c.stream = st;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    c.attrs = at;
-    c.numAttrs = pdl ? 1 : 0;
-    const float eps = 1e-5f;
-    const bf *bias = nullptr;
-    CK(cudaLaunchKernelEx(&c, f, x, nw, eps, w, bias, res, y, n, k));
 }
 
 template <int B>
