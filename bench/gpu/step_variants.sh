@@ -32,16 +32,19 @@ set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export DAYSHIFT_BENCH_GPU_TIMING=1
 here=$(cd "$(dirname "$0")" && pwd)
+# Every figure also goes to files under $OUT (the device tool's folder that comes back,
+# even from a call cut at its time limit), else /tmp/step-variants.
+R=${OUT:-/tmp/step-variants}/step-variants; mkdir -p "$R"
 SETTINGS=${SETTINGS:-off:0 plain:0 pdl:0 pair:0 pdl+pair:0 off:16 pdl+pair:16}
 STEPS=${STEPS:-256}
 if [ "${ONLY_NODE:-0}" = 1 ]; then
   NODE=1 SETTINGS=
 elif command -v nvcc > /dev/null; then
   echo "== kernels/l2_prefetch_bench.cu"
-  nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/l2pf "$here/kernels/l2_prefetch_bench.cu" && /tmp/l2pf
+  nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/l2pf "$here/kernels/l2_prefetch_bench.cu" && /tmp/l2pf | tee "$R/l2_prefetch_bench.txt"
   echo "== kernels/gemv_bench.cu, batch 1 (node+pdl: the launch attribute alone; nodep+pdl: as the static step's pdl mode; then 'pair' lines: gate|up + down as now and with the SwiGLU in gate|up)"
   nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/gemv_bench "$here/kernels/gemv_bench.cu" -lcublas \
-    && GB_B=1 /tmp/gemv_bench
+    && GB_B=1 /tmp/gemv_bench | tee "$R/gemv_bench.txt"
 else
   echo "== no nvcc here: kernels/l2_prefetch_bench.cu skipped"
 fi
@@ -49,21 +52,24 @@ if [ -n "$SETTINGS" ]; then
   xz -dc .gpu/bin/graph_speed.xz > /tmp/graph_speed && chmod +x /tmp/graph_speed
   python3 "$here/make_models.py" /tmp/m qwen05 llama1b > /dev/null 2>&1
 fi
-best_setting() { # model: the setting of the fastest step launched ahead (round 1)
-  for f in /tmp/sv-"$1"-*.txt; do
+# sv-MODEL-STATIC-wMIB.txt per setting ('+' written as '_': plain file names come back
+# from the device tool)
+best_setting() { # model: the setting (STATIC:MIB) of the fastest step launched ahead (round 1)
+  for f in "$R"/sv-"$1"-*.txt; do
     us=$(grep -h "round 1" "$f" | sed -n 's/.*launched ahead \([0-9.]*\) us.*/\1/p')
-    [ -n "$us" ] && echo "$us $(basename "$f" .txt | sed "s/^sv-$1-//")"
+    x=$(basename "$f" .txt | sed "s/^sv-$1-//")
+    [ -n "$us" ] && echo "$us $(echo "${x%-w*}" | tr _ +):${x##*-w}"
   done | sort -n | head -1 | cut -d' ' -f2
 }
 for spec in ${SETTINGS:+qwen05: llama1b: llama1b:q4_k}; do
   m=${spec%%:*} q=${spec#*:}
-  rm -f /tmp/sv-"$m$q"-*.txt
+  rm -f "$R"/sv-"$m$q"-*.txt
   for s in $SETTINGS; do
     st=${s%%:*} w=${s#*:}
     echo "== graph_speed $m ${q:+QUANT=$q }DAYSHIFT_BENCH_STATIC_STEP=$st DAYSHIFT_BENCH_L2_PREFETCH_MIB=$w, PROMPT=128, $STEPS steps"
     QUANT=$q DAYSHIFT_BENCH_STATIC_STEP=$st DAYSHIFT_BENCH_L2_PREFETCH_MIB=$w PROMPT=128 \
       /tmp/graph_speed /tmp/m/$m "$STEPS" 2>&1 \
-      | grep "GPU busy\|round\|L2 prefetch\|static\|rror" | sed 's/.*INFO //' | tee /tmp/sv-"$m$q"-"$st:$w".txt
+      | grep "GPU busy\|round\|L2 prefetch\|static\|rror" | sed 's/.*INFO //' | tee "$R/sv-$m$q-$(echo "$st" | tr + _)-w$w.txt"
   done
   echo "== $m${q:+ $q}: fastest setting $(best_setting "$m$q") (STATIC:MIB; off:0 = default)"
 done
@@ -74,9 +80,9 @@ if [ "${NODE:-0}" = 1 ]; then
     s=${NODE_SETTING:-$(best_setting "$m")}
     st=${s%%:*} w=${s#*:}
     echo "== node $m, DAYSHIFT_BENCH_STATIC_STEP=$st DAYSHIFT_BENCH_L2_PREFETCH_MIB=$w"
-    DAYSHIFT_BENCH_STATIC_STEP=$st DAYSHIFT_BENCH_L2_PREFETCH_MIB=$w RES=/tmp/svnode-$m \
-      CHECKS=0 HF_BATCHES=1 EAGER_CLIENTS= CLIENTS=1,2,8 bash "$here/run.sh" $m > /tmp/svnode-$m.log 2>&1
-    grep -h '"clients"' /tmp/svnode-$m/node_$m.jsonl | cut -c1-240
-    grep -h "static launches\|static decode step" /tmp/svnode-$m/*-node.log | head -3
+    DAYSHIFT_BENCH_STATIC_STEP=$st DAYSHIFT_BENCH_L2_PREFETCH_MIB=$w RES="$R/node-$m" OUT= \
+      CHECKS=0 HF_BATCHES=1 EAGER_CLIENTS= CLIENTS=1,2,8 bash "$here/run.sh" $m > "$R/node-$m.log" 2>&1
+    grep -h '"clients"' "$R/node-$m/node_$m.jsonl" | cut -c1-240
+    grep -h "static launches\|static decode step" "$R/node-$m"/*-node.log | head -3
   done
 fi
