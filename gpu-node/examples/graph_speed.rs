@@ -40,6 +40,14 @@ fn step(m: &Llama, kv: &mut KvCache, pos: usize, tok: u32) -> anyhow::Result<Ten
 }
 
 fn main() -> anyhow::Result<()> {
+    // The node's log lines (graph capture, a static step falling back, L2 plan) on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let mut args = std::env::args().skip(1);
     let dir = args
         .next()
@@ -81,8 +89,9 @@ fn main() -> anyhow::Result<()> {
     let mut kv = KvCache::new(m, slots, cap)?;
     let buckets = kv.capture_graphs(m)?;
     let (gemvs, bytes) = m.l2_prefetch_plan();
+    let static_buckets = kv.static_graph_buckets();
     println!(
-        "{dir} {}: graph buckets {buckets:?}; L2 prefetch: {:.1} MB a step over {gemvs} GEMVs; static step: {:?}",
+        "{dir} {}: graph buckets {buckets:?}; L2 prefetch: {:.1} MB a step over {gemvs} GEMVs; static step: {:?}, captured for buckets {static_buckets:?}",
         quant.as_deref().unwrap_or(""),
         bytes as f64 / 1e6,
         dayshift_node::model::static_step::StaticStepMode::from_env(),

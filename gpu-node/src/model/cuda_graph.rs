@@ -92,6 +92,16 @@ impl DecodeGraphs {
     pub fn buckets(&self) -> Vec<usize> {
         self.entries.iter().map(|e| e.b).collect()
     }
+
+    /// The buckets captured from a static step (`DAYSHIFT_BENCH_STATIC_STEP`): a bucket
+    /// that should have been but is not fell back to candle's operations (the log says why).
+    pub fn static_buckets(&self) -> Vec<usize> {
+        self.entries
+            .iter()
+            .filter(|e| e._step.is_some())
+            .map(|e| e.b)
+            .collect()
+    }
 }
 
 fn capture_one(model: &Llama, kv: &KvCache, dev: &CudaDevice, b: usize) -> Result<Entry> {

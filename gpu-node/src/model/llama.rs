@@ -284,6 +284,15 @@ impl KvCache {
         let _ = model;
         Ok(Vec::new())
     }
+    /// The buckets whose decode graph was captured from a static step
+    /// (`DAYSHIFT_BENCH_STATIC_STEP`; see `static_step.rs`); none without CUDA graphs.
+    pub fn static_graph_buckets(&self) -> Vec<usize> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.graphs {
+            return g.static_buckets();
+        }
+        Vec::new()
+    }
     /// Sequences it holds.
     pub fn slots(&self) -> usize {
         self.slots
