@@ -61,6 +61,18 @@ best_setting() { # model: the setting (STATIC:MIB) of the fastest step launched 
     [ -n "$us" ] && echo "$us $(echo "${x%-w*}" | tr _ +):${x##*-w}"
   done | sort -n | head -1 | cut -d' ' -f2
 }
+summary() { # model: each setting's step (round 1, launched ahead) against off:0, and its tokens
+  local base basetok f us tok x
+  base=$(sed -n 's/^round 1.*launched ahead \([0-9.]*\) us.*/\1/p' "$R/sv-$1-off-w0.txt" 2>/dev/null)
+  basetok=$(sed -n 's/^round 1.*tokens \([0-9a-f]*\).*/\1/p' "$R/sv-$1-off-w0.txt" 2>/dev/null)
+  for f in "$R"/sv-"$1"-*.txt; do
+    us=$(sed -n 's/^round 1.*launched ahead \([0-9.]*\) us.*/\1/p' "$f")
+    tok=$(sed -n 's/^round 1.*tokens \([0-9a-f]*\).*/\1/p' "$f")
+    x=$(basename "$f" .txt | sed "s/^sv-$1-//")
+    python3 -c "import sys; b,u=sys.argv[1],sys.argv[2]; print(f'   {sys.argv[3]:<16} {u or \"-\":>8} us a step' + (f'  {float(b)/float(u):.3f}x off:0' if b and u else '') + ('  same tokens' if sys.argv[4] == sys.argv[5] and sys.argv[4] else '  OTHER TOKENS'))" \
+      "$base" "$us" "$(echo "${x%-w*}" | tr _ +):${x##*-w}" "$tok" "$basetok"
+  done
+}
 for spec in ${SETTINGS:+qwen05: llama1b: llama1b:q4_k}; do
   m=${spec%%:*} q=${spec#*:}
   rm -f "$R"/sv-"$m$q"-*.txt
@@ -71,6 +83,7 @@ for spec in ${SETTINGS:+qwen05: llama1b: llama1b:q4_k}; do
       /tmp/graph_speed /tmp/m/$m "$STEPS" 2>&1 \
       | grep "GPU busy\|round\|L2 prefetch\|static\|rror" | sed 's/.*INFO //' | tee "$R/sv-$m$q-$(echo "$st" | tr + _)-w$w.txt"
   done
+  summary "$m$q"
   echo "== $m${q:+ $q}: fastest setting $(best_setting "$m$q") (STATIC:MIB; off:0 = default)"
 done
 # NODE=1: the node itself at each model's fastest setting (batch 1, 2 and 8); compare with
