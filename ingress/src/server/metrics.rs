@@ -80,10 +80,14 @@ impl Metrics {
                 .observe(secs);
         }
     }
-    /// Tokens used.
-    pub fn tokens(&self, pool: &str, prompt: u64, completion: u64) {
+    /// Tokens used: prompt, of those the ones a node took from its prefix cache, and
+    /// completion.
+    pub fn tokens(&self, pool: &str, prompt: u64, cached: u64, completion: u64) {
         if let Ok(mut m) = self.inner.lock() {
             *m.tokens.entry((pool.to_string(), "prompt")).or_default() += prompt;
+            *m.tokens
+                .entry((pool.to_string(), "cached_prompt"))
+                .or_default() += cached;
             *m.tokens
                 .entry((pool.to_string(), "completion"))
                 .or_default() += completion;
@@ -168,7 +172,7 @@ impl Metrics {
             &mut out,
             "dayshift_tokens_total",
             "counter",
-            "Tokens by pool and kind (prompt, completion).",
+            "Tokens by pool and kind (prompt; cached_prompt: of the prompt tokens, those a node took from its prefix cache; completion).",
         );
         for ((pool, kind), n) in &m.tokens {
             let _ = writeln!(

@@ -182,9 +182,12 @@ impl TappedBody {
         i.state
             .metrics
             .request(&i.pool, i.status, elapsed.as_secs_f64());
+        // (never more than the prompt, whatever a node says)
+        self.cached = self.cached.clamp(0, self.prompt.max(0));
         i.state.metrics.tokens(
             &i.pool,
             self.prompt.max(0) as u64,
+            self.cached as u64,
             self.completion.max(0) as u64,
         );
         if i.count_tokens {
@@ -202,8 +205,7 @@ impl TappedBody {
             endpoint: std::mem::take(&mut i.endpoint),
             status: i64::from(i.status),
             prompt_tokens: self.prompt,
-            // (never more than the prompt, whatever a node says)
-            cached_tokens: self.cached.clamp(0, self.prompt.max(0)),
+            cached_tokens: self.cached,
             completion_tokens: self.completion,
             latency_ms: elapsed.as_millis() as i64,
         };

@@ -163,6 +163,14 @@ async fn chat_over_pinned_tls_records_usage_and_metrics() {
         m.contains("dayshift_requests_total{pool=\"chat\",code=\"200\"} 1"),
         "{m}"
     );
+    for (kind, n) in [("prompt", 7), ("cached_prompt", 3), ("completion", 2)] {
+        assert!(
+            m.contains(&format!(
+                "dayshift_tokens_total{{pool=\"chat\",kind=\"{kind}\"}} {n}"
+            )),
+            "{kind}: {m}"
+        );
+    }
     assert!(
         m.contains("dayshift_requests_total{pool=\"embed\",code=\"503\"} 1"),
         "{m}"
