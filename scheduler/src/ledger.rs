@@ -143,7 +143,8 @@ pub struct KeyUsage {
     pub key: String,
     /// Node id.
     pub node_id: String,
-    /// Prompt + completion tokens.
+    /// Tokens the node computed for the key: prompt tokens not taken from its prefix
+    /// cache, plus completion tokens.
     pub tokens: u64,
 }
 
@@ -152,7 +153,7 @@ pub struct KeyUsage {
 pub struct KeyCost {
     /// Key id.
     pub key: String,
-    /// Tokens used.
+    /// Tokens the nodes computed for the key (see [`KeyUsage::tokens`]).
     pub tokens: u64,
     /// Cost share, exact.
     pub cost: Decimal,
@@ -160,7 +161,7 @@ pub struct KeyCost {
     pub per_million: Option<Decimal>,
 }
 
-/// Spreads each node's cost over the keys in proportion to the tokens each used on it.
+/// Spreads each node's cost over the keys in proportion to the tokens it computed for each.
 /// A node that served no tokens is reported under the key `(idle)`.
 pub fn by_key(costs: &[NodeCost], usage: &[KeyUsage]) -> Vec<KeyCost> {
     let mut node_cost: BTreeMap<&str, Decimal> = BTreeMap::new();

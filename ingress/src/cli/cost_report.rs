@@ -36,7 +36,8 @@ pub enum By {
     Pool,
     /// One row per local day (the day a server's billed life began).
     Day,
-    /// One row per API key: each node's cost spread over the tokens each key used on it.
+    /// One row per API key: each node's cost spread over the tokens it computed for each
+    /// key (prompt tokens not served from its prefix cache, plus completion tokens).
     Key,
 }
 
