@@ -11,7 +11,7 @@
 //! the graph is kernels only. With [`StaticStepMode::Pdl`] each is launched with
 //! programmatic stream serialization: the next GEMV's blocks start while the previous
 //! kernel ends and load their first weights, then wait (`pdl_wait` in `cuda/decode.cu`)
-//! for its output. Whether that is worth it is for `bench/gpu/l2_prefetch.sh` to measure.
+//! for its output. Whether that is worth it is for `bench/gpu/step_variants.sh` to measure.
 //!
 //! The kernels' argument lists are written here a second time (the candle operations in
 //! `decode_ops/cuda.rs` push their own): [`SIGNATURES`] lists each kernel's parameters,
