@@ -45,7 +45,7 @@ struct Entry {
     idx: Tensor,
     graph: CudaGraph,
     /// The static step the graph was captured from (its buffers), if it was.
-    _step: Option<StaticStep>,
+    step: Option<StaticStep>,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> candle_core::Error {
@@ -98,7 +98,7 @@ impl DecodeGraphs {
     pub fn static_buckets(&self) -> Vec<usize> {
         self.entries
             .iter()
-            .filter(|e| e._step.is_some())
+            .filter(|e| e.step.is_some())
             .map(|e| e.b)
             .collect()
     }
@@ -156,7 +156,7 @@ fn capture_one(model: &Llama, kv: &KvCache, dev: &CudaDevice, b: usize) -> Resul
         logits,
         idx,
         graph,
-        _step: None,
+        step: None,
     })
 }
 
@@ -201,7 +201,7 @@ fn capture_static(
         logits,
         idx: idx.clone(),
         graph,
-        _step: Some(step),
+        step: Some(step),
     }))
 }
 
