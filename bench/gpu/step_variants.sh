@@ -21,7 +21,8 @@
 #      step as the engine runs it, the GPU's busy time (DAYSHIFT_BENCH_GPU_TIMING=1), and
 #      a hash of the tokens (every variant must give the default's tokens); then each
 #      model's fastest setting.
-#   [SETTINGS="off:0 pdl:0 pdl+pair:0 off:16"] [NODE=1] bash bench/gpu/step_variants.sh
+#   [SETTINGS="off:0 pdl:0 pdl+pair:0 off:16"] [MODELS="qwen05: llama1b:q4_k"] [SKIP_KERNELS=1] \
+#     [NODE=1] bash bench/gpu/step_variants.sh
 #     (carry .gpu/bin/graph_speed.xz; with NODE=1 also .gpu/bin/dayshift-node.xz, .gpu/tiny)
 # graph_speed.xz: `cargo build --release -p dayshift-node --features cuda --example
 # graph_speed` in scripts/build-cuda-node.sh's environment, stripped, `xz -6`.
@@ -39,6 +40,8 @@ SETTINGS=${SETTINGS:-off:0 plain:0 pdl:0 pair:0 pdl+pair:0 off:16 pdl+pair:16}
 STEPS=${STEPS:-256}
 if [ "${ONLY_NODE:-0}" = 1 ]; then
   NODE=1 SETTINGS=
+elif [ "${SKIP_KERNELS:-0}" = 1 ]; then
+  echo "== SKIP_KERNELS=1: kernel benches skipped"
 elif command -v nvcc > /dev/null; then
   echo "== kernels/l2_prefetch_bench.cu"
   nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/l2pf "$here/kernels/l2_prefetch_bench.cu" && /tmp/l2pf | tee "$R/l2_prefetch_bench.txt"
@@ -73,7 +76,7 @@ summary() { # model: each setting's step (round 1, launched ahead) against off:0
       "$base" "$us" "$(echo "${x%-w*}" | tr _ +):${x##*-w}" "$tok" "$basetok"
   done
 }
-for spec in ${SETTINGS:+qwen05: llama1b: llama1b:q4_k}; do
+for spec in ${SETTINGS:+${MODELS:-qwen05: llama1b: llama1b:q4_k}}; do
   m=${spec%%:*} q=${spec#*:}
   rm -f "$R"/sv-"$m$q"-*.txt
   for s in $SETTINGS; do

@@ -26,14 +26,16 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 }
 
 // Programmatic dependent launch (sm_90; gpu-node/src/model/static_step.rs launches the
-// decode step's kernels with it when DAYSHIFT_BENCH_STATIC_STEP=pdl): a kernel lets the
-// next one be scheduled at once (pdl_launch_dependents: the next kernel's blocks start once
-// every block of this one has passed it), and waits for the previous kernel to finish and
-// its writes to be visible before it reads anything that kernel wrote or writes anything
-// (pdl_wait). A kernel launched without the attribute passes both at once; before sm_90
-// they are nothing. Every kernel that calls pdl_launch_dependents calls pdl_wait before
-// its first read of an activation and its first write, so each kernel's end still follows
-// the end of all kernels before it.
+// decode step's kernels with it when DAYSHIFT_BENCH_STATIC_STEP=pdl): a kernel waits for
+// the previous kernel to finish and its writes to be visible (pdl_wait) before it reads
+// anything that kernel wrote or writes anything, and only then lets the next kernel be
+// scheduled (pdl_launch_dependents: the next kernel's blocks start once every block of
+// this one has passed it). So at most one kernel runs ahead: its blocks load their first
+// weights while this one computes, then wait. (Letting the next start before waiting, as
+// first tried, let every later kernel's blocks start and wait on the SMs at once:
+// gemv_bench's `nodep+pdl` chain of Qwen2.5-0.5B's GEMVs took 700 us a step where the
+// plain chain took 606, 2026-12-05.) A kernel launched without the attribute passes both
+// at once; before sm_90 they are nothing.
 __device__ __forceinline__ void pdl_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -350,7 +352,6 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
     const bool live = n < n_out;
     const T *wr = w + (size_t)(live ? n : 0) * k_in;
     const T *wr2 = PAIR ? wr + (size_t)n_out * k_in : wr; // the up row (PAIR)
-    if (PF) pdl_launch_dependents();
     uint4 wb[U], wb2[PAIR ? U : 1];
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -363,6 +364,7 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
         // The weights are the model's (never written by a kernel): their first loads above
         // may overlap the previous kernel's end; x, res and y only after it.
         pdl_wait();
+        pdl_launch_dependents();
     }
     const int kv = k_in / V;
     if (PRO == 1) {
@@ -541,8 +543,8 @@ __device__ void rope_qkv(const T *__restrict__ qkv, const T *__restrict__ qn,
                          T *__restrict__ vc, const uint32_t *__restrict__ idx, int b, int nh,
                          int nkv, int cap, int hd) {
     if (PDL) {
-        pdl_launch_dependents();
         pdl_wait();
+        pdl_launch_dependents();
     }
     __shared__ float red[32];
     const int head = blockIdx.x, r = blockIdx.y, i = threadIdx.x, half = hd / 2;
@@ -628,8 +630,8 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
                               const uint32_t *__restrict__ idx, int b, int nh, int nkv, int cap,
                               int window, float scale, int split_keys) {
     if (PDL) {
-        pdl_launch_dependents();
         pdl_wait();
+        pdl_launch_dependents();
     }
     constexpr int HD = 64 * G;
     constexpr int HDP = HD + 1;
@@ -804,8 +806,8 @@ DS_ATTN64(__nv_bfloat16, bf16, 1) DS_ATTN64(__nv_bfloat16, bf16, 2) DS_ATTN64(__
 template <typename T>
 __device__ void embed_rows(const T *__restrict__ table, const uint32_t *__restrict__ idx,
                            T *__restrict__ out, int vocab, int hidden) {
-    pdl_launch_dependents();
     pdl_wait();
+    pdl_launch_dependents();
     const int r = blockIdx.x;
     const uint32_t id = idx[r];
     T *o = out + (size_t)r * hidden;

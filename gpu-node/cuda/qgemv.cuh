@@ -633,7 +633,6 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
     const int nwarps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int total = n0 + n1 + n2;
     const int first = blockIdx.x * nwarps + warp, stride = gridDim.x * nwarps;
-    if (PF) pdl_launch_dependents();
     // (selected, not indexed: a run-time index into an array would put it in local memory)
     auto locate = [&](int n, const uint8_t *&w, int &t, int &row) {
         if (n < n0) {
@@ -655,6 +654,7 @@ __device__ void qgemv_fused(const T *x, const T *nw, float eps, const uint8_t *w
     if (PF) {
         l2_prefetch(pf);
         pdl_wait(); // after the weights' first prefetch; before x is read (see gemv_fused)
+        pdl_launch_dependents();
     }
     int8_t *qa = reinterpret_cast<int8_t *>(smem_raw);
     float *da = reinterpret_cast<float *>(smem_raw + (size_t)B * k_in);

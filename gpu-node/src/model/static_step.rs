@@ -9,9 +9,9 @@
 //! a kernel with PDL; with the memory nodes, no gain). Here the same kernels, in the same
 //! order and with the same arguments as the fused step, write into buffers this step owns:
 //! the graph is kernels only. With [`StaticStepMode::Pdl`] each is launched with
-//! programmatic stream serialization: the next GEMV's blocks start while the previous
-//! kernel ends and load their first weights, then wait (`pdl_wait` in `cuda/decode.cu`)
-//! for its output. Whether that is worth it is for `bench/gpu/step_variants.sh` to measure.
+//! programmatic stream serialization: once a kernel has waited for the one before it, the
+//! next kernel's blocks start, load their first weights while it computes, then wait
+//! (`pdl_wait`, `pdl_launch_dependents` in `cuda/decode.cu`; at most one kernel ahead). Whether that is worth it is for `bench/gpu/step_variants.sh` to measure.
 //!
 //! The kernels' argument lists are written here a second time (the candle operations in
 //! `decode_ops/cuda.rs` push their own): [`SIGNATURES`] lists each kernel's parameters,

@@ -84,8 +84,12 @@ pub async fn stop(pid: i32, dir: &Path, timeout: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // An exiting process loses its environment (and so its marker) before it closes its
+    // files: wait until it is gone or a zombie, so its listening socket is closed when
+    // this returns. (The pid was ours a moment ago; its reuse within these seconds is
+    // not a concern.)
     let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(pid, dir) && Instant::now() < deadline {
+    while (alive(pid, dir) || exists(pid)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
