@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Variants of the batch-1 decode step, against the default, in one call on the GPU machine
-# (issue 17: qwen05 at 26 % of the bandwidth limit, llama1b at 58 %; both experiments are
-# off by default until this decides):
+# Variants of the batch-1 decode step, against the candle-captured step, in one call on the
+# GPU machine (issue 17; session 17's run, bench/gpu/results/h200-s17/: the L2 prefetch a
+# loss, the static step with pdl 1.02-1.06x, since then the node's default):
 #   - DAYSHIFT_BENCH_L2_PREFETCH_MIB=W: each GEMV asks L2 for the weight bytes W MiB ahead
 #     (gpu-node/src/model/l2_prefetch.rs): DRAM kept busy across launches and attention;
 #   - DAYSHIFT_BENCH_STATIC_STEP=plain|pdl|pair|pdl+pair: the decode graph captured from
 #     launches over buffers allocated before the capture (gpu-node/src/model/static_step.rs:
 #     kernels only, no allocation nodes); pdl: each launched with programmatic dependent
-#     launch (the next GEMV's blocks start and load weights while the previous kernel ends);
+#     launch (the next kernel's blocks start and load weights while the current computes);
 #     pair: the gate|up GEMV writes silu(gate) * up, so the down projection's blocks no
 #     longer each compute it (the same roundings: the tokens must not change).
 # Steps, ~7 minutes:
@@ -17,7 +17,7 @@
 #      the static step's pdl mode launches it, and whose `pair` lines time a layer's
 #      gate|up + down as now against the SwiGLU in gate|up (outputs equal bit for bit);
 #   2. examples/graph_speed.rs on qwen05 and llama1b (and llama1b quantized to Q4_K at
-#      load) at each setting of SETTINGS (STATIC:MIB; off:0 is the default step): µs a
+#      load) at each setting of SETTINGS (STATIC:MIB; off:0 is the candle-captured step, the baseline): µs a
 #      step as the engine runs it, the GPU's busy time (DAYSHIFT_BENCH_GPU_TIMING=1), and
 #      a hash of the tokens (every variant must give the default's tokens); then each
 #      model's fastest setting.
@@ -87,7 +87,7 @@ for spec in ${SETTINGS:+${MODELS:-qwen05: llama1b: llama1b:q4_k}}; do
       | grep "GPU busy\|round\|L2 prefetch\|static\|rror" | sed 's/.*INFO //' | tee "$R/sv-$m$q-$(echo "$st" | tr + _)-w$w.txt"
   done
   summary "$m$q"
-  echo "== $m${q:+ $q}: fastest setting $(best_setting "$m$q") (STATIC:MIB; off:0 = default)"
+  echo "== $m${q:+ $q}: fastest setting $(best_setting "$m$q") (STATIC:MIB; off:0 = candle-captured)"
 done
 # NODE=1: the node itself at each model's fastest setting (batch 1, 2 and 8); compare with
 # the same call's graph_speed lines and the last node table.

@@ -192,9 +192,9 @@ fn capture_static(
     tracing::info!(
         rows = b,
         kernels = step.launches(),
-        pdl = mode.pdl,
+        pdl = step.pdl(),
         swiglu_in_gate_up = step.paired(),
-        "decode step captured from its static launches (DAYSHIFT_BENCH_STATIC_STEP)"
+        "decode step captured from its static launches"
     );
     Ok(Some(Entry {
         b,

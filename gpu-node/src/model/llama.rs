@@ -1714,7 +1714,7 @@ impl Llama {
             // With `pair`, dense gate|up writes silu(gate) · up, which the down
             // projection then takes as it is (the same roundings as its SwiGLU prologue).
             let pro = match (&f.gate_up, weight(down)?) {
-                (StepWeight::Dense(w), StepWeight::Dense(_)) if mode.pair => {
+                (StepWeight::Dense(w), StepWeight::Dense(_)) if mode.pairs(h) => {
                     s.swiglu_gate_up(w, norm2, eps, gu, pf())?;
                     0
                 }

@@ -18,35 +18,66 @@
 //! every launch built here is checked against it, and a test checks it against the CUDA
 //! sources.
 
-/// How the decode graphs are built (`DAYSHIFT_BENCH_STATIC_STEP`): from candle
-/// operations (the default), or from the static step's launches, with or without
-/// programmatic dependent launch and the SwiGLU moved into the gate|up GEMV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the decode graphs are built (`DAYSHIFT_BENCH_STATIC_STEP`): by default from the
+/// static step's launches, with programmatic dependent launch (on sm_90 and newer) and,
+/// for models at most [`PAIR_MAX_HIDDEN`] wide, the SwiGLU moved into the gate|up GEMV;
+/// or as named: from candle operations (`off`), or the static step with the flags given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StaticStepMode {
     /// The static step at all (else the graphs are captured from candle operations).
     pub on: bool,
-    /// Each kernel launched with programmatic dependent launch.
+    /// Each kernel launched with programmatic dependent launch (where the GPU has it:
+    /// sm_90 and newer; launched plainly before).
     pub pdl: bool,
     /// Dense layers: the gate|up GEMV writes silu(gate) · up (`gemvfs_*`), and the down
     /// projection stages it as it is, instead of every one of its blocks computing it.
-    pub pair: bool,
+    /// `None`: where the hidden size is at most [`PAIR_MAX_HIDDEN`] ([`Self::pairs`]).
+    pub pair: Option<bool>,
+}
+
+/// The widest hidden size for which the default mode moves the SwiGLU into the gate|up
+/// GEMV. Measured on the H200 (`bench/gpu/results/h200-s17/`, graph_speed, µs a step,
+/// with programmatic dependent launch): Qwen2.5-0.5B (896) 835 → 808 with it, Llama-3.2-1B
+/// (2,048) 988 → 1,028, Llama-3.1-8B (4,096) 4,348 → 4,365.
+pub const PAIR_MAX_HIDDEN: usize = 1024;
+
+impl Default for StaticStepMode {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 impl StaticStepMode {
-    /// The candle-captured default.
+    /// Graphs captured from candle operations (`off`).
     pub const OFF: Self = StaticStepMode {
         on: false,
         pdl: false,
-        pair: false,
+        pair: Some(false),
     };
 
-    /// The mode a value of `DAYSHIFT_BENCH_STATIC_STEP` names: flags joined by `+`:
-    /// `plain` (the static step), `pdl` (or `1`: with programmatic dependent launch),
-    /// `pair` (SwiGLU in the gate|up GEMV), e.g. `pdl+pair`; unset, empty, `0` or `off`:
-    /// off. An error names any other value.
+    /// The default: the static step with programmatic dependent launch, the SwiGLU in
+    /// the gate|up GEMV of narrow models (session 17, `bench/gpu/results/h200-s17/`).
+    pub const DEFAULT: Self = StaticStepMode {
+        on: true,
+        pdl: true,
+        pair: None,
+    };
+
+    /// Whether a dense model `hidden` wide gets the SwiGLU in its gate|up GEMV.
+    pub fn pairs(&self, hidden: usize) -> bool {
+        self.pair.unwrap_or(hidden <= PAIR_MAX_HIDDEN)
+    }
+
+    /// The mode a value of `DAYSHIFT_BENCH_STATIC_STEP` names: unset or empty: the
+    /// default; `0` or `off`: candle operations; else flags joined by `+`: `plain` (the
+    /// static step), `pdl` (or `1`: with programmatic dependent launch), `pair` (SwiGLU
+    /// in the gate|up GEMV), e.g. `pdl+pair`. An error names any other value.
     pub fn parse(v: Option<&str>) -> Result<Self, String> {
         let v = v.map(str::trim).unwrap_or("");
-        if matches!(v, "" | "0" | "off") {
+        if v.is_empty() {
+            return Ok(Self::DEFAULT);
+        }
+        if matches!(v, "0" | "off") {
             return Ok(Self::OFF);
         }
         let mut m = StaticStepMode {
@@ -57,7 +88,7 @@ impl StaticStepMode {
             match flag {
                 "plain" => {}
                 "pdl" | "1" => m.pdl = true,
-                "pair" => m.pair = true,
+                "pair" => m.pair = Some(true),
                 _ => {
                     return Err(format!(
                         "DAYSHIFT_BENCH_STATIC_STEP={v:?}: expected off, or plain, pdl and pair joined by +"
@@ -69,14 +100,14 @@ impl StaticStepMode {
     }
 
     /// `DAYSHIFT_BENCH_STATIC_STEP` of this process (read once; a bad value is logged
-    /// and taken as off).
+    /// and the default used).
     pub fn from_env() -> Self {
         static MODE: std::sync::OnceLock<StaticStepMode> = std::sync::OnceLock::new();
         *MODE.get_or_init(|| {
             let v = std::env::var("DAYSHIFT_BENCH_STATIC_STEP").ok();
             Self::parse(v.as_deref()).unwrap_or_else(|e| {
-                tracing::warn!("{e}; the decode graphs are captured from candle operations");
-                Self::OFF
+                tracing::warn!("{e}; the default is used");
+                Self::DEFAULT
             })
         })
     }
@@ -147,12 +178,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_mode_is_off_unless_named() {
+    fn the_mode_is_the_default_unless_named() {
         let m = StaticStepMode::parse;
-        for off in [None, Some("off"), Some(" 0 "), Some("")] {
+        for default in [None, Some(""), Some("  ")] {
+            assert_eq!(m(default), Ok(StaticStepMode::DEFAULT));
+        }
+        for off in [Some("off"), Some(" 0 ")] {
             assert_eq!(m(off), Ok(StaticStepMode::OFF));
         }
-        let mode = |on, pdl, pair| Ok(StaticStepMode { on, pdl, pair });
+        let d = StaticStepMode::DEFAULT;
+        assert!(d.on && d.pdl);
+        assert!(d.pairs(896) && d.pairs(PAIR_MAX_HIDDEN) && !d.pairs(2048));
+        assert!(!StaticStepMode::OFF.pairs(896));
+        let mode = |on, pdl, pair| {
+            Ok(StaticStepMode {
+                on,
+                pdl,
+                pair: Some(pair),
+            })
+        };
         assert_eq!(m(Some("plain")), mode(true, false, false));
         assert_eq!(m(Some("pdl")), mode(true, true, false));
         assert_eq!(m(Some("1")), mode(true, true, false));

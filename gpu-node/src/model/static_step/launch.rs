@@ -172,6 +172,11 @@ impl StaticStep {
     pub fn paired(&self) -> bool {
         self.paired
     }
+
+    /// Whether its kernels are launched with programmatic dependent launch.
+    pub fn pdl(&self) -> bool {
+        self.pdl
+    }
 }
 
 /// Builds a [`StaticStep`]: buffers, then launches in the order the step runs them.
@@ -219,6 +224,13 @@ impl Builder {
             DType::BF16 => "bf16",
             other => candle_core::bail!("static decode step: no kernels for {other:?}"),
         };
+        // Programmatic dependent launch exists from sm_90 on; the kernels' hooks compile
+        // to nothing before, and the launches go plainly.
+        let (major, _) = dev
+            .cuda_stream()
+            .context()
+            .compute_capability()
+            .map_err(|e| err("reading the compute capability", e))?;
         Ok(Builder {
             dev: dev.clone(),
             dtype,
@@ -226,7 +238,7 @@ impl Builder {
             b,
             calls: Vec::new(),
             buffers: Vec::new(),
-            pdl,
+            pdl: pdl && major >= 9,
             attn_scratch: None,
             paired: false,
         })
