@@ -392,6 +392,29 @@ impl Reconciler {
             .unwrap_or_default()
     }
 
+    /// The largest floor (`NodeRange::min`) that `pool`'s schedule asks for at any
+    /// instant in `(from, until]`: a window that opens within the lead and closes before
+    /// its end (shorter than the cold start) still keeps its pre-warmed node.
+    fn most_until(&self, pool: &str, from: DateTime<Utc>, until: DateTime<Utc>) -> u32 {
+        let mut most = self.range_at(pool, until).min;
+        let mut t = from;
+        // Each change point up to `until` (a schedule has few within one lead).
+        for _ in 0..64 {
+            let next = match self.schedule.read() {
+                Ok(s) => s.next_change(t),
+                Err(_) => None,
+            };
+            match next {
+                Some(c) if c <= until => {
+                    most = most.max(self.range_at(pool, c).min);
+                    t = c;
+                }
+                _ => break,
+            }
+        }
+        most
+    }
+
     /// Each pool's scale state at `now`: the stored one, or the next decision when one
     /// is due (see [`crate::elastic::decide`]); `changed` says which are new.
     async fn scale_states(&self, now: DateTime<Utc>) -> Vec<(ScaleState, bool)> {
@@ -446,7 +469,7 @@ impl Reconciler {
             let with_lead = |lead: Duration| {
                 let ahead = now
                     .checked_add_signed(lead)
-                    .map(|t| self.range_at(pool, t).min)
+                    .map(|t| self.most_until(pool, now, t))
                     .unwrap_or(0);
                 target.max(ahead).min(policy.max_nodes)
             };

@@ -165,6 +165,37 @@ async fn one_slow_boot_raises_the_lead_only_to_three_times_the_configured_cold_s
     assert_eq!(r.lead("chat").await, Duration::minutes(15));
 }
 
+/// A window shorter than the pre-warm lead (3 min against 5): the node planned at the
+/// pre-warm point stays wanted until the window opens, also once the lead's end lies past
+/// the window's close (found by e2e_office_day: the node was drained 5 s before its
+/// window opened, when the test's nodes booted faster than the lead).
+#[tokio::test]
+async fn a_window_shorter_than_the_lead_keeps_its_prewarmed_node() {
+    let short = "timezone = \"UTC\"\n[[window]]\npool = \"chat\"\ndays = \"mon-fri\"\nstart = \"08:00\"\nend = \"08:03\"\n";
+    let start = utc("2026-11-23T07:54:00Z");
+    let clock = Arc::new(ManualClock::new(start));
+    let provider = Arc::new(SimProvider::new(clock.clone()));
+    let store = Arc::new(MemoryStore::new());
+    let r = reconciler(clock.clone(), provider, store.clone(), sched(short));
+    let mut now = start;
+    while now < utc("2026-11-23T08:03:00Z") {
+        clock.set(now);
+        let report = r.tick().await;
+        simulate_nodes(&store, now, Duration::seconds(30)).await;
+        assert!(report.draining.is_empty(), "drained at {now}: {report:?}");
+        if now == start {
+            assert!(
+                report.planned.is_empty(),
+                "planned before the pre-warm point"
+            );
+        }
+        now += Duration::seconds(30);
+    }
+    let nodes = store.all_nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1, "one node for the window: {nodes:?}");
+    assert_eq!(nodes[0].state, NodeState::Ready);
+}
+
 #[tokio::test]
 async fn hot_reload_keeps_the_last_good_schedule() {
     let dir = tempfile_dir();
