@@ -393,24 +393,27 @@ impl Reconciler {
     }
 
     /// The largest floor (`NodeRange::min`) that `pool`'s schedule asks for at any
-    /// instant in `(from, until]`: a window that opens within the lead and closes before
+    /// instant in `[from, until]`: a window that opens within the lead and closes before
     /// its end (shorter than the cold start) still keeps its pre-warmed node.
     fn most_until(&self, pool: &str, from: DateTime<Utc>, until: DateTime<Utc>) -> u32 {
         let mut most = self.range_at(pool, until).min;
-        let mut t = from;
-        // Each change point up to `until` (a schedule has few within one lead).
-        for _ in 0..64 {
-            let next = match self.schedule.read() {
-                Ok(s) => s.next_change(t),
-                Err(_) => None,
-            };
-            match next {
-                Some(c) if c <= until => {
-                    most = most.max(self.range_at(pool, c).min);
-                    t = c;
-                }
-                _ => break,
-            }
+        // The pool's stretches within the lead (a plan over seconds or minutes: cheap).
+        let starts: Vec<DateTime<Utc>> = match self.schedule.read() {
+            Ok(s) => s
+                .plan(
+                    from,
+                    until
+                        .checked_add_signed(Duration::seconds(1))
+                        .unwrap_or(until),
+                )
+                .into_iter()
+                .filter(|i| i.pool == pool)
+                .map(|i| i.start)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for t in starts {
+            most = most.max(self.range_at(pool, t).min);
         }
         most
     }
