@@ -622,13 +622,32 @@ DS_ROPE(__nv_bfloat16, bf16)
 // Shapes as decode_attn; part_m, part_l: [b, nh, splits], part_acc: [b, nh, splits, HD];
 // counters: [b * nh], zero before the first launch.
 // PDL: takes part in programmatic dependent launch (decode_attn64_pdl_*).
-template <typename T, int G, bool PDL = false>
-__device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
-                              const T *__restrict__ vc, T *__restrict__ out,
+// ROPE (decode_attn_rope_pdl_*, the static decode step): `q` is the step's q|k|v rows
+// `[b, nh + 2 nkv, HD]` as the QKV projection wrote them, and the block does rope_qkv's
+// work for what it needs, with rope_qkv's roundings: its head's query (q norm, RoPE) and,
+// where its keys include the row's new position, the new key (k norm, RoPE) and value,
+// kept in shared memory and used in place of the cache's entry at that position; the
+// block of the kv head's first query head writes them into the caches (no block of the
+// launch reads the cache there). One launch per layer less than rope_qkv + attention.
+template <typename T, int HD>
+__device__ void rope_head_smem(const T *__restrict__ row, int h, int kvh, int nh, int nkv,
+                               const T *__restrict__ qn, const T *__restrict__ kn, float eps,
+                               const T *__restrict__ cos, const T *__restrict__ sin,
+                               uint32_t pos, bool want_kv, float *sq, float *sk, float *sv,
+                               float *red8);
+
+// (The caches are written only with ROPE; the other kernels pass them const_cast.)
+template <typename T, int G, bool PDL = false, bool ROPE = false>
+__device__ void decode_attn64(const T *__restrict__ q, T *__restrict__ kc,
+                              T *__restrict__ vc, T *__restrict__ out,
                               float *__restrict__ part_m, float *__restrict__ part_l,
                               float *__restrict__ part_acc, uint32_t *__restrict__ counters,
                               const uint32_t *__restrict__ idx, int b, int nh, int nkv, int cap,
-                              int window, float scale, int split_keys) {
+                              int window, float scale, int split_keys,
+                              const T *__restrict__ qn = nullptr,
+                              const T *__restrict__ kn = nullptr, float eps = 0.f,
+                              const T *__restrict__ cos = nullptr,
+                              const T *__restrict__ sin = nullptr) {
     if (PDL) {
         pdl_wait();
         pdl_launch_dependents();
@@ -661,18 +680,43 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
     const uint32_t lo = (uint32_t)sp * split_keys, hi = lo + split_keys;
     if (start < lo) start = lo;
     if (len > hi) len = hi;
-    const T *qr = q + ((size_t)r * nh + h) * HD + part * 64;
-    const size_t base =
-        ((size_t)(slot == DS_PAD_SLOT ? 0 : slot) * nkv + kvh) * (size_t)cap * HD + part * 64;
+    const size_t head_base = ((size_t)(slot == DS_PAD_SLOT ? 0 : slot) * nkv + kvh) * (size_t)cap * HD;
+    const size_t base = head_base + part * 64;
     float qv[64], acc[64];
+    // ROPE: the new position's key and value, where this block's keys include it.
+    __shared__ float sq[ROPE ? HD : 1], sk[ROPE ? HD : 1], sv[ROPE ? HD : 1];
+    __shared__ float red8[8];
+    uint32_t cur = 0xffffffffu;
+    if (ROPE) {
+        const uint32_t pos = idx[b + r];
+        const bool mine = slot != DS_PAD_SLOT && pos < (uint32_t)cap && pos >= start && pos < len;
+        if (slot != DS_PAD_SLOT) // the same for the whole block; a padding row attends to nothing
+            rope_head_smem<T, HD>(q + (size_t)r * (nh + 2 * nkv) * HD, h, kvh, nh, nkv, qn, kn, eps,
+                                  cos, sin, pos, mine, sq, sk, sv, red8);
+        if (mine) {
+            cur = pos;
+            if (h % (nh / nkv) == 0)
+                for (int d = t; d < HD; d += 128) {
+                    kc[head_base + (size_t)pos * HD + d] = from_f<T>(sk[d]);
+                    vc[head_base + (size_t)pos * HD + d] = from_f<T>(sv[d]);
+                }
+        }
 #pragma unroll
-    for (int c = 0; c < 64 / V; c++) {
-        const uint4 u = *reinterpret_cast<const uint4 *>(qr + c * V);
-        const T *tv = reinterpret_cast<const T *>(&u);
+        for (int d = 0; d < 64; d++) {
+            qv[d] = slot != DS_PAD_SLOT ? sq[part * 64 + d] * scale : 0.f;
+            acc[d] = 0.f;
+        }
+    } else {
+        const T *qr = q + ((size_t)r * nh + h) * HD + part * 64;
 #pragma unroll
-        for (int v = 0; v < V; v++) {
-            qv[c * V + v] = to_f(tv[v]) * scale;
-            acc[c * V + v] = 0.f;
+        for (int c = 0; c < 64 / V; c++) {
+            const uint4 u = *reinterpret_cast<const uint4 *>(qr + c * V);
+            const T *tv = reinterpret_cast<const T *>(&u);
+#pragma unroll
+            for (int v = 0; v < V; v++) {
+                qv[c * V + v] = to_f(tv[v]) * scale;
+                acc[c * V + v] = 0.f;
+            }
         }
     }
     // Only this key group's G lanes take an iteration (the bound differs between
@@ -683,12 +727,17 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
     for (uint32_t j = start + g; j < len; j += NG) {
         const T *kj = kc + base + (size_t)j * HD;
         float sc = 0.f;
+        if (ROPE && j == cur) {
 #pragma unroll
-        for (int c = 0; c < 64 / V; c++) {
-            const uint4 u = __ldg(reinterpret_cast<const uint4 *>(kj + c * V));
-            const T *tv = reinterpret_cast<const T *>(&u);
+            for (int d = 0; d < 64; d++) sc += qv[d] * sk[part * 64 + d];
+        } else {
 #pragma unroll
-            for (int v = 0; v < V; v++) sc += qv[c * V + v] * to_f(tv[v]);
+            for (int c = 0; c < 64 / V; c++) {
+                const uint4 u = __ldg(reinterpret_cast<const uint4 *>(kj + c * V));
+                const T *tv = reinterpret_cast<const T *>(&u);
+#pragma unroll
+                for (int v = 0; v < V; v++) sc += qv[c * V + v] * to_f(tv[v]);
+            }
         }
 #pragma unroll
         for (int off = 1; off < G; off <<= 1) sc += __shfl_xor_sync(gmask, sc, off);
@@ -697,12 +746,18 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
         const float p = __expf(sc - mn);
         l = l * cr + p;
         const T *vj = vc + base + (size_t)j * HD;
+        if (ROPE && j == cur) {
 #pragma unroll
-        for (int c = 0; c < 64 / V; c++) {
-            const uint4 u = __ldg(reinterpret_cast<const uint4 *>(vj + c * V));
-            const T *tv = reinterpret_cast<const T *>(&u);
+            for (int d = 0; d < 64; d++) acc[d] = acc[d] * cr + p * sv[part * 64 + d];
+        } else {
 #pragma unroll
-            for (int v = 0; v < V; v++) acc[c * V + v] = acc[c * V + v] * cr + p * to_f(tv[v]);
+            for (int c = 0; c < 64 / V; c++) {
+                const uint4 u = __ldg(reinterpret_cast<const uint4 *>(vj + c * V));
+                const T *tv = reinterpret_cast<const T *>(&u);
+#pragma unroll
+                for (int v = 0; v < V; v++)
+                    acc[c * V + v] = acc[c * V + v] * cr + p * to_f(tv[v]);
+            }
         }
         m = mn;
     }
@@ -780,20 +835,98 @@ __device__ void decode_attn64(const T *__restrict__ q, const T *__restrict__ kc,
     }
 }
 
+// rope_qkv's work for one block of decode_attn64<ROPE> (blockDim 128 >= HD / 2), as
+// floats of the values rope_qkv stores: head h's query into sq; with want_kv kv head
+// kvh's key into sk and its value into sv. `row`: the row's q|k|v; red8: 8 floats of
+// shared memory. Every thread of the block calls it (it synchronises).
+template <typename T, int HD>
+__device__ void rope_head_smem(const T *__restrict__ row, int h, int kvh, int nh, int nkv,
+                               const T *__restrict__ qn, const T *__restrict__ kn, float eps,
+                               const T *__restrict__ cos, const T *__restrict__ sin,
+                               uint32_t pos, bool want_kv, float *sq, float *sk, float *sv,
+                               float *red8) {
+    constexpr int HALF = HD / 2;
+    const int i = threadIdx.x, lane = i & 31, warp = i >> 5;
+    float q1 = 0.f, q2 = 0.f, k1 = 0.f, k2 = 0.f;
+    if (i < HALF) {
+        const T *qs = row + (size_t)h * HD;
+        q1 = to_f(qs[i]);
+        q2 = to_f(qs[i + HALF]);
+        if (want_kv) {
+            const T *ks = row + (size_t)(nh + kvh) * HD;
+            const T *vs = row + (size_t)(nh + nkv + kvh) * HD;
+            k1 = to_f(ks[i]);
+            k2 = to_f(ks[i + HALF]);
+            sv[i] = to_f(vs[i]);
+            sv[i + HALF] = to_f(vs[i + HALF]);
+        }
+    }
+    if (qn != nullptr || kn != nullptr) { // the same for the whole block
+        // As rope_qkv: a butterfly in each warp, then the warps' sums in order (the
+        // warps past HALF / 32 add zeros at the end).
+        float a = q1 * q1 + q2 * q2, c = k1 * k1 + k2 * k2;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            a += __shfl_xor_sync(0xffffffffu, a, off);
+            c += __shfl_xor_sync(0xffffffffu, c, off);
+        }
+        if (lane == 0) {
+            red8[warp] = a;
+            red8[4 + warp] = c;
+        }
+        __syncthreads();
+        float ta = 0.f, tc = 0.f;
+        for (int w = 0; w < (HALF + 31) / 32; w++) {
+            ta += red8[w];
+            tc += red8[4 + w];
+        }
+        if (i < HALF) {
+            if (qn != nullptr) {
+                const float rs = rsqrtf(ta / HD + eps);
+                q1 = to_f(rnd<T>(q1 * rs * to_f(qn[i])));
+                q2 = to_f(rnd<T>(q2 * rs * to_f(qn[i + HALF])));
+            }
+            if (kn != nullptr && want_kv) {
+                const float rs = rsqrtf(tc / HD + eps);
+                k1 = to_f(rnd<T>(k1 * rs * to_f(kn[i])));
+                k2 = to_f(rnd<T>(k2 * rs * to_f(kn[i + HALF])));
+            }
+        }
+    }
+    if (i < HALF) {
+        const float c = to_f(cos[(size_t)pos * HALF + i]), s = to_f(sin[(size_t)pos * HALF + i]);
+        sq[i] = to_f(rnd<T>(q1 * c - q2 * s));
+        sq[i + HALF] = to_f(rnd<T>(q1 * s + q2 * c));
+        if (want_kv) {
+            sk[i] = to_f(rnd<T>(k1 * c - k2 * s));
+            sk[i + HALF] = to_f(rnd<T>(k1 * s + k2 * c));
+        }
+    }
+    __syncthreads();
+}
+
 #define DS_ATTN64(T, SUFFIX, G)                                                                \
     extern "C" __global__ void decode_attn64_##SUFFIX##_##G(                                    \
         const T *q, const T *kc, const T *vc, T *out, float *pm, float *pl, float *pa,         \
         uint32_t *counters, const uint32_t *idx, int b, int nh, int nkv, int cap, int window,  \
         float scale, int split_keys) {                                                         \
-        decode_attn64<T, G>(q, kc, vc, out, pm, pl, pa, counters, idx, b, nh, nkv, cap, window, \
-                            scale, split_keys);                                                \
+        decode_attn64<T, G>(q, const_cast<T *>(kc), const_cast<T *>(vc), out, pm, pl, pa,      \
+                            counters, idx, b, nh, nkv, cap, window, scale, split_keys);        \
     }                                                                                          \
     extern "C" __global__ void decode_attn64_pdl_##SUFFIX##_##G(                                \
         const T *q, const T *kc, const T *vc, T *out, float *pm, float *pl, float *pa,         \
         uint32_t *counters, const uint32_t *idx, int b, int nh, int nkv, int cap, int window,  \
         float scale, int split_keys) {                                                         \
-        decode_attn64<T, G, true>(q, kc, vc, out, pm, pl, pa, counters, idx, b, nh, nkv, cap,  \
-                                  window, scale, split_keys);                                  \
+        decode_attn64<T, G, true>(q, const_cast<T *>(kc), const_cast<T *>(vc), out, pm, pl, pa, \
+                                  counters, idx, b, nh, nkv, cap, window, scale, split_keys);  \
+    }                                                                                          \
+    extern "C" __global__ void decode_attn_rope_pdl_##SUFFIX##_##G(                             \
+        const T *qkv, const T *qn, const T *kn, float eps, const T *cos, const T *sin, T *kc,   \
+        T *vc, T *out, float *pm, float *pl, float *pa, uint32_t *counters,                    \
+        const uint32_t *idx, int b, int nh, int nkv, int cap, int window, float scale,         \
+        int split_keys) {                                                                      \
+        decode_attn64<T, G, true, true>(qkv, kc, vc, out, pm, pl, pa, counters, idx, b, nh, nkv, \
+                                        cap, window, scale, split_keys, qn, kn, eps, cos, sin); \
     }
 DS_ATTN64(float, f32, 1) DS_ATTN64(float, f32, 2) DS_ATTN64(float, f32, 4)
 DS_ATTN64(__half, f16, 1) DS_ATTN64(__half, f16, 2) DS_ATTN64(__half, f16, 4)

@@ -1667,26 +1667,29 @@ impl Llama {
             gemv(&mut s, &f.qkv, norm1, out, pf())?;
             let (cos, sin) = &self.ropes[at.rope];
             let qk = at.qk_norm.as_ref();
-            s.rope(
-                (at.heads, at.kv_heads, at.head_dim),
-                qkv,
-                (qk.map(|(q, _)| q), qk.map(|(_, k)| k)),
-                eps,
-                (cos, sin),
-                q,
-                (kc, vc),
-                idx_p,
-            )?;
-            s.attention(
-                at.heads,
-                q,
-                att,
-                (kc, vc),
-                idx_p,
-                kv.attn_counters.as_ref(),
-                self.arch.window.filter(|_| at.sliding),
-                self.arch.attn_scale as f32,
-            )?;
+            let qk = (qk.map(|(q, _)| q), qk.map(|(_, k)| k));
+            let window = self.arch.window.filter(|_| at.sliding);
+            let scale = self.arch.attn_scale as f32;
+            if mode.rope_in_attention {
+                s.rope_attention(
+                    (at.heads, at.kv_heads),
+                    qkv,
+                    qk,
+                    eps,
+                    (cos, sin),
+                    att,
+                    (kc, vc),
+                    idx_p,
+                    kv.attn_counters.as_ref(),
+                    window,
+                    scale,
+                )?;
+            } else {
+                let shape = (at.heads, at.kv_heads, at.head_dim);
+                s.rope(shape, qkv, qk, eps, (cos, sin), q, (kc, vc), idx_p)?;
+                let counters = kv.attn_counters.as_ref();
+                s.attention(at.heads, q, att, (kc, vc), idx_p, counters, window, scale)?;
+            }
             let o_bias = bias_of(&at.o);
             let plain = GemvIn {
                 x: att,

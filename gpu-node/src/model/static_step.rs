@@ -33,6 +33,10 @@ pub struct StaticStepMode {
     /// projection stages it as it is, instead of every one of its blocks computing it.
     /// `None`: where the hidden size is at most [`PAIR_MAX_HIDDEN`] ([`Self::pairs`]).
     pub pair: Option<bool>,
+    /// RoPE, the q/k norms and the new token's key/value write done inside the decode
+    /// attention kernel (`decode_attn_rope_pdl_*`) instead of a `rope_qkv` launch of
+    /// their own before it: one launch per layer less.
+    pub rope_in_attention: bool,
 }
 
 /// The widest hidden size for which the default mode moves the SwiGLU into the gate|up
@@ -53,6 +57,7 @@ impl StaticStepMode {
         on: false,
         pdl: false,
         pair: Some(false),
+        rope_in_attention: false,
     };
 
     /// The default: the static step with programmatic dependent launch, the SwiGLU in
@@ -61,6 +66,7 @@ impl StaticStepMode {
         on: true,
         pdl: true,
         pair: None,
+        rope_in_attention: true,
     };
 
     /// Whether a dense model `hidden` wide gets the SwiGLU in its gate|up GEMV.
@@ -71,7 +77,8 @@ impl StaticStepMode {
     /// The mode a value of `DAYSHIFT_BENCH_STATIC_STEP` names: unset or empty: the
     /// default; `0` or `off`: candle operations; else flags joined by `+`: `plain` (the
     /// static step), `pdl` (or `1`: with programmatic dependent launch), `pair` (SwiGLU
-    /// in the gate|up GEMV), e.g. `pdl+pair`. An error names any other value.
+    /// in the gate|up GEMV), `rope` (RoPE inside the attention kernel), e.g.
+    /// `pdl+pair+rope`. An error names any other value.
     pub fn parse(v: Option<&str>) -> Result<Self, String> {
         let v = v.map(str::trim).unwrap_or("");
         if v.is_empty() {
@@ -89,9 +96,10 @@ impl StaticStepMode {
                 "plain" => {}
                 "pdl" | "1" => m.pdl = true,
                 "pair" => m.pair = Some(true),
+                "rope" => m.rope_in_attention = true,
                 _ => {
                     return Err(format!(
-                        "DAYSHIFT_BENCH_STATIC_STEP={v:?}: expected off, or plain, pdl and pair joined by +"
+                        "DAYSHIFT_BENCH_STATIC_STEP={v:?}: expected off, or plain, pdl, pair and rope joined by +"
                     ));
                 }
             }
@@ -152,6 +160,13 @@ pub const SIGNATURES: &[(&str, &[ArgKind])] = &[
             Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, I32, I32, I32, I32, I32, F32, I32,
         ],
     ),
+    (
+        "decode_attn_rope_pdl",
+        &[
+            Ptr, Ptr, Ptr, F32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, I32, I32, I32,
+            I32, I32, F32, I32,
+        ],
+    ),
 ];
 
 /// The signature of kernel `name` (its stem followed by `_`), if the static step launches it.
@@ -187,7 +202,7 @@ mod tests {
             assert_eq!(m(off), Ok(StaticStepMode::OFF));
         }
         let d = StaticStepMode::DEFAULT;
-        assert!(d.on && d.pdl);
+        assert!(d.on && d.pdl && d.rope_in_attention);
         assert!(d.pairs(896) && d.pairs(PAIR_MAX_HIDDEN) && !d.pairs(2048));
         assert!(!StaticStepMode::OFF.pairs(896));
         let mode = |on, pdl, pair| {
@@ -195,6 +210,7 @@ mod tests {
                 on,
                 pdl,
                 pair: Some(pair),
+                rope_in_attention: false,
             })
         };
         assert_eq!(m(Some("plain")), mode(true, false, false));
@@ -203,6 +219,14 @@ mod tests {
         assert_eq!(m(Some("pdl+pair")), mode(true, true, true));
         assert_eq!(m(Some("pair")), mode(true, false, true));
         assert_eq!(m(Some("plain + pair")), mode(true, false, true));
+        let with_rope = |m: Result<StaticStepMode, String>| {
+            m.map(|m| StaticStepMode {
+                rope_in_attention: true,
+                ..m
+            })
+        };
+        assert_eq!(m(Some("pdl+pair+rope")), with_rope(mode(true, true, true)));
+        assert_eq!(m(Some("rope")), with_rope(mode(true, false, false)));
         for bad in ["fast", "pdl+fast", "pdl+"] {
             let e = m(Some(bad)).unwrap_err();
             assert!(
@@ -264,5 +288,9 @@ mod tests {
         assert_eq!(signature("gemvf_bf16_1_2"), None);
         assert_eq!(signature("gemvfs_bf16_3_1").map(<[_]>::len), Some(10));
         assert_eq!(signature("embed_rows_f32").map(<[_]>::len), Some(5));
+        assert_eq!(
+            signature("decode_attn_rope_pdl_f16_1").map(<[_]>::len),
+            Some(21)
+        );
     }
 }

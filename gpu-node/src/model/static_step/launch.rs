@@ -179,6 +179,13 @@ impl StaticStep {
     }
 }
 
+/// A launch not yet built: kernel name, grid, arguments.
+struct Launch {
+    name: String,
+    grid: (u32, u32, u32),
+    args: Vec<Arg>,
+}
+
 /// Builds a [`StaticStep`]: buffers, then launches in the order the step runs them.
 pub struct Builder {
     dev: CudaDevice,
@@ -456,6 +463,51 @@ impl Builder {
         self.push(name, grid, (hd / 2) as u32, 0, args)
     }
 
+    /// [`Builder::rope`] and [`Builder::attention`] in one launch
+    /// (`decode_attn_rope_pdl_*`): each attention block rotates its own query from the
+    /// q|k|v rows at `qkv` and, where its keys include the new position, the new key and
+    /// value, which the first query head of each kv head writes into the caches.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_attention(
+        &mut self,
+        (heads, kv_heads): (usize, usize),
+        qkv: u64,
+        (q_norm, k_norm): (Option<&Tensor>, Option<&Tensor>),
+        eps: f32,
+        (cos, sin): (&Tensor, &Tensor),
+        out: u64,
+        (kc, vc): (&Tensor, &Tensor),
+        idx: u64,
+        counters: Option<&Tensor>,
+        window: Option<usize>,
+        scale: f32,
+    ) -> Result<()> {
+        let nkv = kc.dims4()?.1;
+        if nkv != kv_heads || kc.shape() != vc.shape() || heads % kv_heads != 0 {
+            candle_core::bail!(
+                "static decode step: {heads} query heads over caches of {nkv} heads ({kv_heads} expected)"
+            );
+        }
+        let rope = [
+            Arg::Ptr(qkv),
+            Arg::Ptr(self.opt_ptr(q_norm, "the q norm")?),
+            Arg::Ptr(self.opt_ptr(k_norm, "the k norm")?),
+            Arg::F32(eps),
+            Arg::Ptr(self.model_ptr(cos, "the RoPE table")?),
+            Arg::Ptr(self.model_ptr(sin, "the RoPE table")?),
+            Arg::Ptr(self.model_ptr(kc, "the key cache")?),
+            Arg::Ptr(self.model_ptr(vc, "the value cache")?),
+        ];
+        let l = self.attention_launch(heads, qkv, out, (kc, vc), idx, counters, window, scale)?;
+        // The attention's arguments after the caches (out onwards), behind RoPE's.
+        let mut args = rope.to_vec();
+        args.extend_from_slice(&l.args[3..]);
+        let name = l
+            .name
+            .replacen("decode_attn64_pdl", "decode_attn_rope_pdl", 1);
+        self.push(name, l.grid, 128, 0, args)
+    }
+
     /// Decode attention of the queries at `q` into `out` (`decode_attn64_pdl_*`, as
     /// `decode_ops::DecodeAttention` for head size 64, 128 or 256); `counters`: the
     /// cache's zeroed counters, needed where the keys are split.
@@ -471,6 +523,24 @@ impl Builder {
         window: Option<usize>,
         scale: f32,
     ) -> Result<()> {
+        let l = self.attention_launch(heads, q, out, (kc, vc), idx, counters, window, scale)?;
+        self.push(l.name, l.grid, 128, 0, l.args)
+    }
+
+    /// The launch of [`Builder::attention`]: kernel name, grid and arguments (allocating
+    /// the partial results' scratch on first use).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_launch(
+        &mut self,
+        heads: usize,
+        q: u64,
+        out: u64,
+        (kc, vc): (&Tensor, &Tensor),
+        idx: u64,
+        counters: Option<&Tensor>,
+        window: Option<usize>,
+        scale: f32,
+    ) -> Result<Launch> {
         let (_, nkv, cap, hd) = kc.dims4()?;
         let g = match hd {
             64 => 1,
@@ -524,7 +594,11 @@ impl Builder {
             Arg::I32(int(split_keys)?),
         ];
         let name = format!("decode_attn64_pdl_{}_{g}", self.sfx);
-        self.push(name, (heads as u32, b as u32, splits as u32), 128, 0, args)
+        Ok(Launch {
+            name,
+            grid: (heads as u32, b as u32, splits as u32),
+            args,
+        })
     }
 
     /// The step, its output `logits` (a tensor of [`Builder::tensor`]).
