@@ -4,12 +4,14 @@
 # loss, the static step with pdl 1.02-1.06x, since then the node's default):
 #   - DAYSHIFT_BENCH_L2_PREFETCH_MIB=W: each GEMV asks L2 for the weight bytes W MiB ahead
 #     (gpu-node/src/model/l2_prefetch.rs): DRAM kept busy across launches and attention;
-#   - DAYSHIFT_BENCH_STATIC_STEP=plain|pdl|pair|pdl+pair: the decode graph captured from
+#   - DAYSHIFT_BENCH_STATIC_STEP=plain|pdl|pair|rope joined by +: the decode graph captured from
 #     launches over buffers allocated before the capture (gpu-node/src/model/static_step.rs:
 #     kernels only, no allocation nodes); pdl: each launched with programmatic dependent
 #     launch (the next kernel's blocks start and load weights while the current computes);
 #     pair: the gate|up GEMV writes silu(gate) * up, so the down projection's blocks no
-#     longer each compute it (the same roundings: the tokens must not change).
+#     longer each compute it (the same roundings: the tokens must not change); rope:
+#     RoPE and the new token's K/V write inside the attention kernel (one launch a layer
+#     less; session 18, not yet run on a GPU: the default SETTINGS measure it).
 # Steps, ~7 minutes:
 #   1. bench/gpu/kernels/l2_prefetch_bench.cu: a step's GEMVs alone, each kernel
 #      prefetching nothing, the next GEMV's weights, or the next two GEMVs'; then
@@ -36,7 +38,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # Every figure also goes to files under $OUT (the device tool's folder that comes back,
 # even from a call cut at its time limit), else /tmp/step-variants.
 R=${OUT:-/tmp/step-variants}/step-variants; mkdir -p "$R"
-SETTINGS=${SETTINGS:-off:0 plain:0 pdl:0 pair:0 pdl+pair:0 off:16 pdl+pair:16}
+SETTINGS=${SETTINGS:-off:0 pdl:0 pdl+pair:0 pdl+rope:0 pdl+pair+rope:0}
 STEPS=${STEPS:-256}
 if [ "${ONLY_NODE:-0}" = 1 ]; then
   NODE=1 SETTINGS=

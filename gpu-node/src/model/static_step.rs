@@ -1,5 +1,6 @@
 //! The fused decode step as a fixed list of kernel launches over buffers allocated once
-//! (an experiment of issue 17, off by default: `DAYSHIFT_BENCH_STATIC_STEP`).
+//! (issue 17; how the node captures its decode graphs by default since session 17,
+//! other modes for measurements by `DAYSHIFT_BENCH_STATIC_STEP`, see [`StaticStepMode`]).
 //!
 //! The decode graphs are normally captured from [`super::llama::Llama::forward_decode`]:
 //! candle operations, each allocating its output inside the capture, so the graph holds an
@@ -35,7 +36,9 @@ pub struct StaticStepMode {
     pub pair: Option<bool>,
     /// RoPE, the q/k norms and the new token's key/value write done inside the decode
     /// attention kernel (`decode_attn_rope_pdl_*`) instead of a `rope_qkv` launch of
-    /// their own before it: one launch per layer less.
+    /// their own before it: one launch per layer less. Off by default until a GPU run
+    /// has measured it and checked its tokens (written in session 18, when the device
+    /// tool lent no more machines): `DAYSHIFT_BENCH_STATIC_STEP=pdl+pair+rope`.
     pub rope_in_attention: bool,
 }
 
@@ -66,7 +69,7 @@ impl StaticStepMode {
         on: true,
         pdl: true,
         pair: None,
-        rope_in_attention: true,
+        rope_in_attention: false,
     };
 
     /// Whether a dense model `hidden` wide gets the SwiGLU in its gate|up GEMV.
@@ -202,7 +205,7 @@ mod tests {
             assert_eq!(m(off), Ok(StaticStepMode::OFF));
         }
         let d = StaticStepMode::DEFAULT;
-        assert!(d.on && d.pdl && d.rope_in_attention);
+        assert!(d.on && d.pdl && !d.rope_in_attention);
         assert!(d.pairs(896) && d.pairs(PAIR_MAX_HIDDEN) && !d.pairs(2048));
         assert!(!StaticStepMode::OFF.pairs(896));
         let mode = |on, pdl, pair| {

@@ -396,6 +396,7 @@ const KERNEL_STEMS: &[&str] = &[
     "argmax_part",
     "rope_qkv_pdl",
     "decode_attn64_pdl",
+    "decode_attn_rope_pdl",
     "embed_rows",
     "gemvfs",
 ];
@@ -422,6 +423,7 @@ pub(crate) fn kernel_names() -> Vec<String> {
         for g in [1, 2, 4] {
             v.push(format!("decode_attn64_{t}_{g}"));
             v.push(format!("decode_attn64_pdl_{t}_{g}"));
+            v.push(format!("decode_attn_rope_pdl_{t}_{g}"));
         }
         for k in [
             "rope_qkv",
