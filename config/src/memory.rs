@@ -891,6 +891,48 @@ mod tests {
         assert!(ModelMemory::of(dir.path(), None, Some("q4_k_m"), Target::Gpu).is_err());
     }
 
+    /// Issue 18's workload (30 streams of 1,000 + 256 tokens: 30 slots × 1,280) with
+    /// Qwen3-8B's real shape inside the issue's 22 GB budget (20.49 GiB): bf16 weights
+    /// leave too little for that KV cache, and the refusal says how much does fit;
+    /// quantized to Q4_K at load it fits with room to spare.
+    #[test]
+    fn qwen3_8b_at_thirty_streams_fits_22_gb_in_q4_k_not_in_bf16() {
+        let raw = serde_json::json!({"model_type": "qwen3", "hidden_size": 4096,
+            "intermediate_size": 12288, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "head_dim": 128, "num_hidden_layers": 36, "vocab_size": 151936,
+            "max_position_embeddings": 40960, "torch_dtype": "bfloat16"});
+        let bf16_bytes = 8_190_735_360u64 * 2;
+        let engine = EngineConfig {
+            kv_cache_tokens: Some(30 * 1280),
+            max_running_sequences: 30,
+            ..EngineConfig::default()
+        };
+        let budget = 22_000_000_000u64;
+        let need = |quantize| {
+            ModelMemory::from_config_json(&raw, bf16_bytes, None, quantize, Target::Gpu)
+                .unwrap()
+                .need(&engine)
+        };
+        let bf16 = need(None);
+        // 36 layers × 8 kv heads × 128 × (k, v) × 2 bytes a token.
+        assert_eq!(bf16.kv_bytes, 38_400 * 147_456);
+        let e = check_fits("qwen3-8b", &bf16, budget, "a 22 GB budget").unwrap_err();
+        assert!(
+            e.contains("engine.kv_cache_tokens = 38400 does not fit"),
+            "{e}"
+        );
+        let most: u64 = e
+            .split("at most ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!((20_000..38_400).contains(&most), "{e}");
+        let q4k = need(Some("q4_k"));
+        assert!(check_fits("qwen3-8b", &q4k, budget, "a 22 GB budget").is_ok());
+        assert!(q4k.total() + (9u64 << 30) < bf16.total(), "{}", q4k.figures());
+    }
+
     #[test]
     fn head_dim_other_than_hidden_over_heads_is_used() {
         // Mistral Nemo: 32 heads of 128 in a 5120-wide model (not 160).
