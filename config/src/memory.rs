@@ -930,7 +930,11 @@ mod tests {
         assert!((20_000..38_400).contains(&most), "{e}");
         let q4k = need(Some("q4_k"));
         assert!(check_fits("qwen3-8b", &q4k, budget, "a 22 GB budget").is_ok());
-        assert!(q4k.total() + (9u64 << 30) < bf16.total(), "{}", q4k.figures());
+        assert!(
+            q4k.total() + (9u64 << 30) < bf16.total(),
+            "{}",
+            q4k.figures()
+        );
     }
 
     #[test]

@@ -1612,7 +1612,7 @@ impl Llama {
         b: usize,
         mode: super::static_step::StaticStepMode,
     ) -> Result<Option<super::static_step::StaticStep>> {
-        use super::static_step::{Builder, GemvIn, GemvOut};
+        use super::static_step::{AttentionIn, Builder, GemvIn, GemvOut, RopeIn};
         let Device::Cuda(dev) = &self.device else {
             return Ok(None);
         };
@@ -1667,28 +1667,27 @@ impl Llama {
             gemv(&mut s, &f.qkv, norm1, out, pf())?;
             let (cos, sin) = &self.ropes[at.rope];
             let qk = at.qk_norm.as_ref();
-            let qk = (qk.map(|(q, _)| q), qk.map(|(_, k)| k));
-            let window = self.arch.window.filter(|_| at.sliding);
-            let scale = self.arch.attn_scale as f32;
+            let rope = RopeIn {
+                qkv,
+                norms: (qk.map(|(q, _)| q), qk.map(|(_, k)| k)),
+                eps,
+                table: (cos, sin),
+            };
+            let attn = AttentionIn {
+                heads: at.heads,
+                out: att,
+                caches: (kc, vc),
+                idx: idx_p,
+                counters: kv.attn_counters.as_ref(),
+                window: self.arch.window.filter(|_| at.sliding),
+                scale: self.arch.attn_scale as f32,
+            };
             if mode.rope_in_attention {
-                s.rope_attention(
-                    (at.heads, at.kv_heads),
-                    qkv,
-                    qk,
-                    eps,
-                    (cos, sin),
-                    att,
-                    (kc, vc),
-                    idx_p,
-                    kv.attn_counters.as_ref(),
-                    window,
-                    scale,
-                )?;
+                s.rope_attention(at.kv_heads, &rope, &attn)?;
             } else {
                 let shape = (at.heads, at.kv_heads, at.head_dim);
-                s.rope(shape, qkv, qk, eps, (cos, sin), q, (kc, vc), idx_p)?;
-                let counters = kv.attn_counters.as_ref();
-                s.attention(at.heads, q, att, (kc, vc), idx_p, counters, window, scale)?;
+                s.rope(shape, &rope, q, (kc, vc), idx_p)?;
+                s.attention(q, &attn)?;
             }
             let o_bias = bias_of(&at.o);
             let plain = GemvIn {

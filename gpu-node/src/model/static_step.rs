@@ -186,7 +186,7 @@ pub fn signature(name: &str) -> Option<&'static [ArgKind]> {
 }
 
 #[cfg(feature = "cuda")]
-pub use launch::{Builder, GemvIn, GemvOut, StaticStep};
+pub use launch::{AttentionIn, Builder, GemvIn, GemvOut, RopeIn, StaticStep};
 
 #[cfg(feature = "cuda")]
 mod launch;

@@ -179,6 +179,38 @@ impl StaticStep {
     }
 }
 
+/// What RoPE reads: the step's q|k|v rows, the q/k norms (Qwen3, Gemma 3), their
+/// epsilon and the cos/sin tables.
+pub struct RopeIn<'a> {
+    /// Address of the q|k|v rows `[b, heads + 2 kv_heads, head_dim]`.
+    pub qkv: u64,
+    /// The q and k norms' weights `[head_dim]`, where the model has them.
+    pub norms: (Option<&'a Tensor>, Option<&'a Tensor>),
+    /// The norms' epsilon.
+    pub eps: f32,
+    /// The cos and sin tables `[positions, head_dim / 2]`.
+    pub table: (&'a Tensor, &'a Tensor),
+}
+
+/// A decode attention's operands besides its queries.
+#[derive(Clone, Copy)]
+pub struct AttentionIn<'a> {
+    /// Query heads.
+    pub heads: usize,
+    /// Address of the output `[b, heads, head_dim]`.
+    pub out: u64,
+    /// The layer's key and value caches `[slots, kv_heads, cap, head_dim]`.
+    pub caches: (&'a Tensor, &'a Tensor),
+    /// Address of the step's index buffer.
+    pub idx: u64,
+    /// The cache's zeroed counters, needed where the keys are split.
+    pub counters: Option<&'a Tensor>,
+    /// A sliding window's length.
+    pub window: Option<usize>,
+    /// The scores' scale.
+    pub scale: f32,
+}
+
 /// A launch not yet built: kernel name, grid, arguments.
 struct Launch {
     name: String,
@@ -423,16 +455,25 @@ impl Builder {
         self.push(name, (blocks, 1, 1), 32 * warps, smem as u32, args)
     }
 
+    /// RoPE's leading kernel arguments: q|k|v, q norm, k norm, epsilon, cos, sin.
+    fn rope_args(&self, rope: &RopeIn<'_>) -> Result<[Arg; 6]> {
+        Ok([
+            Arg::Ptr(rope.qkv),
+            Arg::Ptr(self.opt_ptr(rope.norms.0, "the q norm")?),
+            Arg::Ptr(self.opt_ptr(rope.norms.1, "the k norm")?),
+            Arg::F32(rope.eps),
+            Arg::Ptr(self.model_ptr(rope.table.0, "the RoPE table")?),
+            Arg::Ptr(self.model_ptr(rope.table.1, "the RoPE table")?),
+        ])
+    }
+
     /// q/k norm + RoPE of the queries into `q`, keys and values into the caches
     /// (`rope_qkv_pdl_*`, as `decode_ops::RopeRows`).
     #[allow(clippy::too_many_arguments)]
     pub fn rope(
         &mut self,
         (heads, kv_heads, hd): (usize, usize, usize),
-        qkv: u64,
-        (q_norm, k_norm): (Option<&Tensor>, Option<&Tensor>),
-        eps: f32,
-        (cos, sin): (&Tensor, &Tensor),
+        rope: &RopeIn<'_>,
         q: u64,
         (kc, vc): (&Tensor, &Tensor),
         idx: u64,
@@ -441,13 +482,8 @@ impl Builder {
         if nkv != kv_heads || chd != hd || kc.shape() != vc.shape() {
             candle_core::bail!("static decode step: caches of {nkv} heads of {chd}");
         }
-        let args = vec![
-            Arg::Ptr(qkv),
-            Arg::Ptr(self.opt_ptr(q_norm, "the q norm")?),
-            Arg::Ptr(self.opt_ptr(k_norm, "the k norm")?),
-            Arg::F32(eps),
-            Arg::Ptr(self.model_ptr(cos, "the RoPE table")?),
-            Arg::Ptr(self.model_ptr(sin, "the RoPE table")?),
+        let mut args = self.rope_args(rope)?.to_vec();
+        args.extend([
             Arg::Ptr(q),
             Arg::Ptr(self.model_ptr(kc, "the key cache")?),
             Arg::Ptr(self.model_ptr(vc, "the value cache")?),
@@ -457,7 +493,7 @@ impl Builder {
             Arg::I32(int(kv_heads)?),
             Arg::I32(int(cap)?),
             Arg::I32(int(hd)?),
-        ];
+        ]);
         let name = format!("rope_qkv_pdl_{}", self.sfx);
         let grid = ((heads + 2 * kv_heads) as u32, self.b as u32, 1);
         self.push(name, grid, (hd / 2) as u32, 0, args)
@@ -465,82 +501,51 @@ impl Builder {
 
     /// [`Builder::rope`] and [`Builder::attention`] in one launch
     /// (`decode_attn_rope_pdl_*`): each attention block rotates its own query from the
-    /// q|k|v rows at `qkv` and, where its keys include the new position, the new key and
-    /// value, which the first query head of each kv head writes into the caches.
-    #[allow(clippy::too_many_arguments)]
+    /// q|k|v rows and, where its keys include the new position, the new key and value,
+    /// which the first query head of each kv head writes into the caches.
     pub fn rope_attention(
         &mut self,
-        (heads, kv_heads): (usize, usize),
-        qkv: u64,
-        (q_norm, k_norm): (Option<&Tensor>, Option<&Tensor>),
-        eps: f32,
-        (cos, sin): (&Tensor, &Tensor),
-        out: u64,
-        (kc, vc): (&Tensor, &Tensor),
-        idx: u64,
-        counters: Option<&Tensor>,
-        window: Option<usize>,
-        scale: f32,
+        kv_heads: usize,
+        rope: &RopeIn<'_>,
+        attn: &AttentionIn<'_>,
     ) -> Result<()> {
-        let nkv = kc.dims4()?.1;
+        let (kc, vc) = attn.caches;
+        let (heads, nkv) = (attn.heads, kc.dims4()?.1);
         if nkv != kv_heads || kc.shape() != vc.shape() || heads % kv_heads != 0 {
             candle_core::bail!(
                 "static decode step: {heads} query heads over caches of {nkv} heads ({kv_heads} expected)"
             );
         }
-        let rope = [
-            Arg::Ptr(qkv),
-            Arg::Ptr(self.opt_ptr(q_norm, "the q norm")?),
-            Arg::Ptr(self.opt_ptr(k_norm, "the k norm")?),
-            Arg::F32(eps),
-            Arg::Ptr(self.model_ptr(cos, "the RoPE table")?),
-            Arg::Ptr(self.model_ptr(sin, "the RoPE table")?),
-            Arg::Ptr(self.model_ptr(kc, "the key cache")?),
-            Arg::Ptr(self.model_ptr(vc, "the value cache")?),
-        ];
-        let l = self.attention_launch(heads, qkv, out, (kc, vc), idx, counters, window, scale)?;
-        // The attention's arguments after the caches (out onwards), behind RoPE's.
-        let mut args = rope.to_vec();
-        args.extend_from_slice(&l.args[3..]);
+        let l = self.attention_launch(rope.qkv, attn)?;
+        // RoPE's arguments, then the attention's from the caches on (its first, q, is
+        // the q|k|v rows').
+        let mut args = self.rope_args(rope)?.to_vec();
+        args.extend_from_slice(&l.args[1..]);
         let name = l
             .name
             .replacen("decode_attn64_pdl", "decode_attn_rope_pdl", 1);
         self.push(name, l.grid, 128, 0, args)
     }
 
-    /// Decode attention of the queries at `q` into `out` (`decode_attn64_pdl_*`, as
-    /// `decode_ops::DecodeAttention` for head size 64, 128 or 256); `counters`: the
-    /// cache's zeroed counters, needed where the keys are split.
-    #[allow(clippy::too_many_arguments)]
-    pub fn attention(
-        &mut self,
-        heads: usize,
-        q: u64,
-        out: u64,
-        (kc, vc): (&Tensor, &Tensor),
-        idx: u64,
-        counters: Option<&Tensor>,
-        window: Option<usize>,
-        scale: f32,
-    ) -> Result<()> {
-        let l = self.attention_launch(heads, q, out, (kc, vc), idx, counters, window, scale)?;
+    /// Decode attention of the queries at `q` (`decode_attn64_pdl_*`, as
+    /// `decode_ops::DecodeAttention` for head size 64, 128 or 256).
+    pub fn attention(&mut self, q: u64, attn: &AttentionIn<'_>) -> Result<()> {
+        let l = self.attention_launch(q, attn)?;
         self.push(l.name, l.grid, 128, 0, l.args)
     }
 
     /// The launch of [`Builder::attention`]: kernel name, grid and arguments (allocating
     /// the partial results' scratch on first use).
-    #[allow(clippy::too_many_arguments)]
-    fn attention_launch(
-        &mut self,
-        heads: usize,
-        q: u64,
-        out: u64,
-        (kc, vc): (&Tensor, &Tensor),
-        idx: u64,
-        counters: Option<&Tensor>,
-        window: Option<usize>,
-        scale: f32,
-    ) -> Result<Launch> {
+    fn attention_launch(&mut self, q: u64, attn: &AttentionIn<'_>) -> Result<Launch> {
+        let AttentionIn {
+            heads,
+            out,
+            caches: (kc, vc),
+            idx,
+            counters,
+            window,
+            scale,
+        } = *attn;
         let (_, nkv, cap, hd) = kc.dims4()?;
         let g = match hd {
             64 => 1,
