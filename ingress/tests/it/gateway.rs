@@ -14,22 +14,13 @@ async fn auth_missing_wrong_revoked_key_is_401() {
     let gw = gateway().await;
     let url = format!("{}/v1/chat/completions", gw.url);
     let r = gw
-        .http
-        .post(&url)
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(&url, None, &chat_body("tiny-chat", false))
+        .await;
     assert_eq!(r.status(), 401);
     assert_openai_error(&r.json().await.unwrap());
     let r = gw
-        .http
-        .post(&url)
-        .bearer_auth("dsk-wrong")
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(&url, Some("dsk-wrong"), &chat_body("tiny-chat", false))
+        .await;
     assert_eq!(r.status(), 401);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_openai_error(&v);
@@ -45,13 +36,8 @@ async fn auth_missing_wrong_revoked_key_is_401() {
         .unwrap();
     let secret = k.secret.expose().to_string();
     let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(&secret)
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(&url, Some(&secret), &chat_body("tiny-chat", false))
+        .await;
     assert_eq!(r.status(), 200);
     assert!(
         gw.state()
@@ -62,20 +48,10 @@ async fn auth_missing_wrong_revoked_key_is_401() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await; // key cache TTL in tests
     let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(&secret)
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(&url, Some(&secret), &chat_body("tiny-chat", false))
+        .await;
     assert_eq!(r.status(), 401);
-    let r = gw
-        .http
-        .get(format!("{}/v1/models", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.get(&format!("{}/v1/models", gw.url), None).await;
     assert_eq!(r.status(), 401);
     gw.stop().await;
 }
@@ -87,33 +63,25 @@ async fn chat_over_pinned_tls_records_usage_and_metrics() {
     register(&gw, &node, "chat", "tiny-chat").await;
     let key = api_key(&gw).await;
     let r = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(&key)
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/v1/chat/completions", gw.url),
+            Some(&key),
+            &chat_body("tiny-chat", false),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-stand-in-node"], "n1");
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "Paris.");
     let r = gw
-        .http
-        .post(format!("{}/v1/embeddings", gw.url))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"model": "tiny-embed", "input": "x"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/v1/embeddings", gw.url),
+            Some(&key),
+            &serde_json::json!({"model": "tiny-embed", "input": "x"}),
+        )
+        .await;
     assert_eq!(r.status(), 503, "no embed node registered");
-    let r = gw
-        .http
-        .get(format!("{}/v1/models", gw.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let r = gw.get(&format!("{}/v1/models", gw.url), Some(&key)).await;
     let v: serde_json::Value = r.json().await.unwrap();
     let models: Vec<(String, bool)> = v["data"]
         .as_array()
@@ -205,13 +173,12 @@ async fn streaming_first_chunk_arrives_before_upstream_finishes() {
     let mut body = chat_body("tiny-chat", true);
     body["stream_options"] = serde_json::json!({"include_usage": true});
     let mut r = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/v1/chat/completions", gw.url),
+            Some(&key),
+            &body,
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     // The stand-in holds the rest of the stream until the gate opens: the first chunk
@@ -273,28 +240,18 @@ async fn bad_requests_get_openai_errors() {
     assert_eq!(r.status(), 400);
     assert_openai_error(&r.json().await.unwrap());
     let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"messages": []}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(&url, Some(&key), &serde_json::json!({"messages": []}))
+        .await;
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["param"], "model");
     let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(&key)
-        .json(&chat_body("nope", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(&url, Some(&key), &chat_body("nope", false))
+        .await;
     assert_eq!(r.status(), 404);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "model_not_found");
-    let r = gw.http.get(&url).bearer_auth(&key).send().await.unwrap();
+    let r = gw.get(&url, Some(&key)).await;
     assert_eq!(r.status(), 405);
     assert_openai_error(&r.json().await.unwrap());
     let r = gw
@@ -349,13 +306,12 @@ async fn failover_to_second_node_when_first_dies_before_first_byte() {
         let mut body = chat_body("tiny-chat", stream);
         body["messages"][0]["content"] = format!("question {asked}").into();
         let r = gw
-            .http
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+            .post_json(
+                &format!("{}/v1/chat/completions", gw.url),
+                Some(&key),
+                &body,
+            )
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-stand-in-node"], "n-good");
         let _ = r.bytes().await.unwrap();
@@ -398,13 +354,12 @@ async fn queue_gives_up_after_queue_timeout() {
     gw.state().set_nodes_on_the_way("chat", 1);
     let started = Instant::now();
     let r = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(&key)
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/v1/chat/completions", gw.url),
+            Some(&key),
+            &chat_body("tiny-chat", false),
+        )
+        .await;
     assert_eq!(r.status(), 503);
     assert!(started.elapsed() >= Duration::from_millis(900));
     assert!(r.headers().contains_key("retry-after"));
@@ -421,13 +376,12 @@ async fn outside_hours_503_with_retry_after_next_window() {
     let gw = gateway_with(Some(clock), "3s").await;
     let key = api_key(&gw).await;
     let r = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(&key)
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/v1/chat/completions", gw.url),
+            Some(&key),
+            &chat_body("tiny-chat", false),
+        )
+        .await;
     assert_eq!(r.status(), 503);
     let expected = (Utc.with_ymd_and_hms(2026, 11, 23, 7, 0, 0).unwrap() - now).num_seconds();
     assert_eq!(
@@ -462,23 +416,21 @@ async fn rate_limit_per_key_is_429_with_retry_after() {
     let url = format!("{}/v1/chat/completions", gw.url);
     for _ in 0..2 {
         let r = gw
-            .http
-            .post(&url)
-            .bearer_auth(k.secret.expose())
-            .json(&chat_body("tiny-chat", false))
-            .send()
-            .await
-            .unwrap();
+            .post_json(
+                &url,
+                Some(k.secret.expose()),
+                &chat_body("tiny-chat", false),
+            )
+            .await;
         assert_eq!(r.status(), 200);
     }
     let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(k.secret.expose())
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &url,
+            Some(k.secret.expose()),
+            &chat_body("tiny-chat", false),
+        )
+        .await;
     assert_eq!(r.status(), 429);
     let ra: u64 = r.headers()["retry-after"]
         .to_str()
@@ -504,48 +456,20 @@ async fn rate_limit_per_key_is_429_with_retry_after() {
     let mut big = chat_body("tiny-chat", false);
     big["n"] = 3.into();
     big["max_tokens"] = 4.0.into();
-    let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(t.secret.expose())
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let r = gw.post_json(&url, Some(t.secret.expose()), &big).await;
     assert_eq!(r.status(), 429);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "tokens_exceeded");
-    let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(t.secret.expose())
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let _ = r.bytes().await;
-    let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(t.secret.expose())
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let _ = r.bytes().await;
-    let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(t.secret.expose())
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 429);
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "tokens_exceeded");
+    // Two small requests pass; the third goes over the day's tokens.
+    for expected in [200, 200, 429] {
+        let body = chat_body("tiny-chat", false);
+        let r = gw.post_json(&url, Some(t.secret.expose()), &body).await;
+        assert_eq!(r.status(), expected);
+        let v: serde_json::Value = r.json().await.unwrap();
+        if expected == 429 {
+            assert_eq!(v["error"]["code"], "tokens_exceeded");
+        }
+    }
     gw.stop().await;
 }
 
@@ -555,45 +479,39 @@ async fn drain_request_takes_node_out_of_routing() {
     let node = stand_in("n1", true, false).await;
     let session = register(&gw, &node, "chat", "tiny-chat").await;
     assert!(gw.state().request_drain("n1"));
-    let r = gw.http.post(format!("{}/internal/nodes/heartbeat", gw.url))
-        .bearer_auth(session.session_token.expose())
-        .json(&serde_json::json!({"node_id": "n1", "state": "ready", "load": {
+    let r = gw.post_json(&format!("{}/internal/nodes/heartbeat", gw.url), Some(session.session_token.expose()), &serde_json::json!({"node_id": "n1", "state": "ready", "load": {
             "running_sequences": 0, "queued_requests": 0, "kv_cache_used_tokens": 0,
-            "kv_cache_total_tokens": 0, "generation_tokens_per_second": 0.0, "requests_in_flight": 0}}))
-        .send().await.unwrap();
+            "kv_cache_total_tokens": 0, "generation_tokens_per_second": 0.0, "requests_in_flight": 0}})).await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["action"], "drain");
     let key = api_key(&gw).await;
     let r = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(&key)
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/v1/chat/completions", gw.url),
+            Some(&key),
+            &chat_body("tiny-chat", false),
+        )
+        .await;
     assert_eq!(r.status(), 503);
     // Goodbye: out of routing and the store says draining.
     let r = gw
-        .http
-        .post(format!("{}/internal/nodes/goodbye", gw.url))
-        .bearer_auth(session.session_token.expose())
-        .json(&serde_json::json!({"node_id": "n1", "reason": "SIGTERM"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/internal/nodes/goodbye", gw.url),
+            Some(session.session_token.expose()),
+            &serde_json::json!({"node_id": "n1", "reason": "SIGTERM"}),
+        )
+        .await;
     assert_eq!(r.status(), 204);
     let n = gw.state().store.get_node("n1").await.unwrap().unwrap();
     assert_eq!(n.state.as_str(), "draining");
     let r = gw
-        .http
-        .post(format!("{}/internal/nodes/heartbeat", gw.url))
-        .bearer_auth(session.session_token.expose())
-        .json(&serde_json::json!({"node_id": "n1", "state": "ready", "load": {}}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/internal/nodes/heartbeat", gw.url),
+            Some(session.session_token.expose()),
+            &serde_json::json!({"node_id": "n1", "state": "ready", "load": {}}),
+        )
+        .await;
     assert_eq!(r.status(), 401, "a node that said goodbye has no session");
     gw.stop().await;
 }

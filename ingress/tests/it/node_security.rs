@@ -117,13 +117,12 @@ async fn node_presenting_another_certificate_is_refused() {
     assert_eq!(s, 200);
     let key = api_key(&gw).await;
     let r = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth(&key)
-        .json(&chat_body("tiny-chat", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/v1/chat/completions", gw.url),
+            Some(&key),
+            &chat_body("tiny-chat", false),
+        )
+        .await;
     assert_eq!(
         r.status(),
         502,
@@ -174,13 +173,12 @@ async fn node_api_credential_is_required_and_sent_on_every_proxied_request() {
     let key = api_key(&gw).await;
     for stream in [false, true] {
         let r = gw
-            .http
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .bearer_auth(&key)
-            .json(&chat_body("tiny-chat", stream))
-            .send()
-            .await
-            .unwrap();
+            .post_json(
+                &format!("{}/v1/chat/completions", gw.url),
+                Some(&key),
+                &chat_body("tiny-chat", stream),
+            )
+            .await;
         assert_eq!(r.status(), 200, "stream={stream}");
         let text = r.text().await.unwrap();
         assert!(!text.contains("no node credential"), "{text}");
@@ -195,49 +193,25 @@ async fn node_api_credential_is_required_and_sent_on_every_proxied_request() {
 async fn admin_api_needs_its_token() {
     let gw = gateway().await;
     for path in ["/admin/nodes", "/admin/keys", "/admin/usage"] {
-        let r = gw
-            .http
-            .get(format!("{}{path}", gw.url))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.get(&format!("{}{path}", gw.url), None).await;
         assert_eq!(r.status(), 401, "{path}");
-        let r = gw
-            .http
-            .get(format!("{}{path}", gw.url))
-            .bearer_auth("wrong")
-            .send()
-            .await
-            .unwrap();
+        let r = gw.get(&format!("{}{path}", gw.url), Some("wrong")).await;
         assert_eq!(r.status(), 401, "{path}");
-        let r = gw
-            .http
-            .get(format!("{}{path}", gw.url))
-            .bearer_auth(&gw.admin)
-            .send()
-            .await
-            .unwrap();
+        let r = gw.get(&format!("{}{path}", gw.url), Some(&gw.admin)).await;
         assert_eq!(r.status(), 200, "{path}");
     }
     // An API key is not an admin token.
     let key = api_key(&gw).await;
-    let r = gw
-        .http
-        .get(format!("{}/admin/keys", gw.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let r = gw.get(&format!("{}/admin/keys", gw.url), Some(&key)).await;
     assert_eq!(r.status(), 401);
     // Create and revoke a key through the admin API.
     let r = gw
-        .http
-        .post(format!("{}/admin/keys", gw.url))
-        .bearer_auth(&gw.admin)
-        .json(&serde_json::json!({"name": "bob"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/admin/keys", gw.url),
+            Some(&gw.admin),
+            &serde_json::json!({"name": "bob"}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let v: serde_json::Value = r.json().await.unwrap();
     let id = v["key"]["id"].as_str().unwrap().to_string();
@@ -250,12 +224,12 @@ async fn admin_api_needs_its_token() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let r = gw
-        .http
-        .post(format!("{}/admin/pools/chat/on-the-way", gw.url))
-        .json(&serde_json::json!({"count": 1}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("{}/admin/pools/chat/on-the-way", gw.url),
+            None,
+            &serde_json::json!({"count": 1}),
+        )
+        .await;
     assert_eq!(r.status(), 401);
     gw.stop().await;
 }
@@ -270,28 +244,13 @@ async fn model_mirror_manifest_and_range_for_nodes_only() {
     std::fs::write(dir.join("sub/config.json"), b"{}").unwrap();
     let token = gw.state().create_node("n1", "chat").await.unwrap();
     let base = format!("{}/internal/models/tiny-chat", gw.url);
-    let r = gw
-        .http
-        .get(format!("{base}/manifest"))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.get(&format!("{base}/manifest"), None).await;
+    assert_eq!(r.status(), 401);
+    let r = gw.get(&format!("{base}/manifest"), Some("dsj-nope")).await;
     assert_eq!(r.status(), 401);
     let r = gw
-        .http
-        .get(format!("{base}/manifest"))
-        .bearer_auth("dsj-nope")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = gw
-        .http
-        .get(format!("{base}/manifest"))
-        .bearer_auth(token.expose())
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("{base}/manifest"), Some(token.expose()))
+        .await;
     assert_eq!(r.status(), 200);
     let m: dayshift_config::protocol::ModelManifest = r.json().await.unwrap();
     let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
@@ -301,59 +260,40 @@ async fn model_mirror_manifest_and_range_for_nodes_only() {
     assert_eq!(m.files[0].sha256, hex::encode(sha2::Sha256::digest(&data)));
     // Another pool's model is not for this node.
     let r = gw
-        .http
-        .get(format!("{}/internal/models/tiny-embed/manifest", gw.url))
-        .bearer_auth(token.expose())
-        .send()
-        .await
-        .unwrap();
+        .get(
+            &format!("{}/internal/models/tiny-embed/manifest", gw.url),
+            Some(token.expose()),
+        )
+        .await;
     assert_eq!(r.status(), 403);
     let r = gw
-        .http
-        .get(format!("{base}/files/model.bin"))
-        .bearer_auth(token.expose())
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("{base}/files/model.bin"), Some(token.expose()))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
-    let r = gw
-        .http
-        .get(format!("{base}/files/model.bin"))
-        .bearer_auth(token.expose())
-        .header("range", "bytes=100-199")
-        .send()
-        .await
-        .unwrap();
+    // A byte range of the file, as a resuming download asks for it.
+    let range = |r: &'static str| {
+        gw.http
+            .get(format!("{base}/files/model.bin"))
+            .bearer_auth(token.expose())
+            .header("range", r)
+            .send()
+    };
+    let r = range("bytes=100-199").await.unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["content-range"], "bytes 100-199/10000");
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[100..200]);
-    let r = gw
-        .http
-        .get(format!("{base}/files/model.bin"))
-        .bearer_auth(token.expose())
-        .header("range", "bytes=9990-")
-        .send()
-        .await
-        .unwrap();
+    let r = range("bytes=9990-").await.unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[9990..]);
-    let r = gw
-        .http
-        .get(format!("{base}/files/model.bin"))
-        .bearer_auth(token.expose())
-        .header("range", "bytes=20000-")
-        .send()
-        .await
-        .unwrap();
+    let r = range("bytes=20000-").await.unwrap();
     assert_eq!(r.status(), 416);
     let r = gw
-        .http
-        .get(format!("{base}/files/..%2F..%2Fadmin-token"))
-        .bearer_auth(token.expose())
-        .send()
-        .await
-        .unwrap();
+        .get(
+            &format!("{base}/files/..%2F..%2Fadmin-token"),
+            Some(token.expose()),
+        )
+        .await;
     assert_eq!(r.status(), 404);
     let _ = Duration::from_secs(0);
     gw.stop().await;

@@ -55,6 +55,27 @@ impl Gateway {
             .await
             .unwrap()
     }
+    /// `POST url` with a JSON body and, where given, a bearer token.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> reqwest::Response {
+        let mut req = self.http.post(url).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+    /// `GET url` with, where given, a bearer token.
+    pub async fn get(&self, url: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
     /// The shared state.
     pub fn state(&self) -> &dayshift::server::SharedState {
         &self.built.as_ref().expect("built").state
