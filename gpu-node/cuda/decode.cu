@@ -629,6 +629,8 @@ DS_ROPE(__nv_bfloat16, bf16)
 // kept in shared memory and used in place of the cache's entry at that position; the
 // block of the kv head's first query head writes them into the caches (no block of the
 // launch reads the cache there). One launch per layer less than rope_qkv + attention.
+// It also waits later than the other kernels: each key group's first key and value (in
+// 16-bit dtypes) are loaded before pdl_wait, while the projection still runs.
 template <typename T, int HD>
 __device__ void rope_head_smem(const T *__restrict__ row, int h, int kvh, int nh, int nkv,
                                const T *__restrict__ qn, const T *__restrict__ kn, float eps,
@@ -648,7 +650,9 @@ __device__ void decode_attn64(const T *__restrict__ q, T *__restrict__ kc,
                               const T *__restrict__ kn = nullptr, float eps = 0.f,
                               const T *__restrict__ cos = nullptr,
                               const T *__restrict__ sin = nullptr) {
-    if (PDL) {
+    // (ROPE waits later: what it reads before the wait, the step's indices and the cache
+    // up to the previous step, no kernel of this step has written.)
+    if (PDL && !ROPE) {
         pdl_wait();
         pdl_launch_dependents();
     }
@@ -687,7 +691,26 @@ __device__ void decode_attn64(const T *__restrict__ q, T *__restrict__ kc,
     __shared__ float sq[ROPE ? HD : 1], sk[ROPE ? HD : 1], sv[ROPE ? HD : 1];
     __shared__ float red8[8];
     uint32_t cur = 0xffffffffu;
+    // ROPE: the group's first key and value, loaded before waiting for the q|k|v
+    // projection, so that their latency overlaps its end (the new position's entry is
+    // taken from shared memory instead, whatever is loaded for it here). Not in f32,
+    // whose 32 more registers a value spill (f32 is the checks' dtype, not the fast one).
+    constexpr bool PRE = ROPE && sizeof(T) == 2;
+    uint4 kpre[PRE ? 64 / V : 1], vpre[PRE ? 64 / V : 1];
     if (ROPE) {
+        if (PRE && start + g < len) {
+            const T *kj = kc + base + (size_t)(start + g) * HD;
+            const T *vj = vc + base + (size_t)(start + g) * HD;
+#pragma unroll
+            for (int c = 0; c < 64 / V; c++) {
+                kpre[c] = __ldg(reinterpret_cast<const uint4 *>(kj + c * V));
+                vpre[c] = __ldg(reinterpret_cast<const uint4 *>(vj + c * V));
+            }
+        }
+        if (PDL) {
+            pdl_wait();
+            pdl_launch_dependents();
+        }
         const uint32_t pos = idx[b + r];
         const bool mine = slot != DS_PAD_SLOT && pos < (uint32_t)cap && pos >= start && pos < len;
         if (slot != DS_PAD_SLOT) // the same for the whole block; a padding row attends to nothing
@@ -726,6 +749,7 @@ __device__ void decode_attn64(const T *__restrict__ q, T *__restrict__ kc,
     float m = -INFINITY, l = 0.f;
     for (uint32_t j = start + g; j < len; j += NG) {
         const T *kj = kc + base + (size_t)j * HD;
+        const bool pre = PRE && j == start + g; // loaded before the wait
         float sc = 0.f;
         if (ROPE && j == cur) {
 #pragma unroll
@@ -733,7 +757,8 @@ __device__ void decode_attn64(const T *__restrict__ q, T *__restrict__ kc,
         } else {
 #pragma unroll
             for (int c = 0; c < 64 / V; c++) {
-                const uint4 u = __ldg(reinterpret_cast<const uint4 *>(kj + c * V));
+                const uint4 u =
+                    pre ? kpre[c] : __ldg(reinterpret_cast<const uint4 *>(kj + c * V));
                 const T *tv = reinterpret_cast<const T *>(&u);
 #pragma unroll
                 for (int v = 0; v < V; v++) sc += qv[c * V + v] * to_f(tv[v]);
@@ -752,7 +777,8 @@ __device__ void decode_attn64(const T *__restrict__ q, T *__restrict__ kc,
         } else {
 #pragma unroll
             for (int c = 0; c < 64 / V; c++) {
-                const uint4 u = __ldg(reinterpret_cast<const uint4 *>(vj + c * V));
+                const uint4 u =
+                    pre ? vpre[c] : __ldg(reinterpret_cast<const uint4 *>(vj + c * V));
                 const T *tv = reinterpret_cast<const T *>(&u);
 #pragma unroll
                 for (int v = 0; v < V; v++)
