@@ -603,6 +603,76 @@ DS_ROPE(float, f32)
 DS_ROPE(__half, f16)
 DS_ROPE(__nv_bfloat16, bf16)
 
+// rope_qkv's work for one block of decode_attn64<ROPE> (blockDim 128 >= HD / 2), as
+// floats of the values rope_qkv stores: head h's query into sq; with want_kv kv head
+// kvh's key into sk and its value into sv. `row`: the row's q|k|v; red8: 8 floats of
+// shared memory. Every thread of the block calls it (it synchronises).
+template <typename T, int HD>
+__device__ void rope_head_smem(const T *__restrict__ row, int h, int kvh, int nh, int nkv,
+                               const T *__restrict__ qn, const T *__restrict__ kn, float eps,
+                               const T *__restrict__ cos, const T *__restrict__ sin,
+                               uint32_t pos, bool want_kv, float *sq, float *sk, float *sv,
+                               float *red8) {
+    constexpr int HALF = HD / 2;
+    const int i = threadIdx.x, lane = i & 31, warp = i >> 5;
+    float q1 = 0.f, q2 = 0.f, k1 = 0.f, k2 = 0.f;
+    if (i < HALF) {
+        const T *qs = row + (size_t)h * HD;
+        q1 = to_f(qs[i]);
+        q2 = to_f(qs[i + HALF]);
+        if (want_kv) {
+            const T *ks = row + (size_t)(nh + kvh) * HD;
+            const T *vs = row + (size_t)(nh + nkv + kvh) * HD;
+            k1 = to_f(ks[i]);
+            k2 = to_f(ks[i + HALF]);
+            sv[i] = to_f(vs[i]);
+            sv[i + HALF] = to_f(vs[i + HALF]);
+        }
+    }
+    if (qn != nullptr || kn != nullptr) { // the same for the whole block
+        // As rope_qkv: a butterfly in each warp, then the warps' sums in order (the
+        // warps past HALF / 32 add zeros at the end).
+        float a = q1 * q1 + q2 * q2, c = k1 * k1 + k2 * k2;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            a += __shfl_xor_sync(0xffffffffu, a, off);
+            c += __shfl_xor_sync(0xffffffffu, c, off);
+        }
+        if (lane == 0) {
+            red8[warp] = a;
+            red8[4 + warp] = c;
+        }
+        __syncthreads();
+        float ta = 0.f, tc = 0.f;
+        for (int w = 0; w < (HALF + 31) / 32; w++) {
+            ta += red8[w];
+            tc += red8[4 + w];
+        }
+        if (i < HALF) {
+            if (qn != nullptr) {
+                const float rs = rsqrtf(ta / HD + eps);
+                q1 = to_f(rnd<T>(q1 * rs * to_f(qn[i])));
+                q2 = to_f(rnd<T>(q2 * rs * to_f(qn[i + HALF])));
+            }
+            if (kn != nullptr && want_kv) {
+                const float rs = rsqrtf(tc / HD + eps);
+                k1 = to_f(rnd<T>(k1 * rs * to_f(kn[i])));
+                k2 = to_f(rnd<T>(k2 * rs * to_f(kn[i + HALF])));
+            }
+        }
+    }
+    if (i < HALF) {
+        const float c = to_f(cos[(size_t)pos * HALF + i]), s = to_f(sin[(size_t)pos * HALF + i]);
+        sq[i] = to_f(rnd<T>(q1 * c - q2 * s));
+        sq[i + HALF] = to_f(rnd<T>(q1 * s + q2 * c));
+        if (want_kv) {
+            sk[i] = to_f(rnd<T>(k1 * c - k2 * s));
+            sk[i + HALF] = to_f(rnd<T>(k1 * s + k2 * c));
+        }
+    }
+    __syncthreads();
+}
+
 // Decode attention for head size 64 * G (G = 1, 2, 4), split over the keys
 // (flash-decoding): block (h, r, sp) takes row r's keys in [sp * split_keys,
 // (sp + 1) * split_keys) that lie in its window [start, len), so a long context spreads
@@ -631,13 +701,6 @@ DS_ROPE(__nv_bfloat16, bf16)
 // launch reads the cache there). One launch per layer less than rope_qkv + attention.
 // It also waits later than the other kernels: each key group's first key and value (in
 // 16-bit dtypes) are loaded before pdl_wait, while the projection still runs.
-template <typename T, int HD>
-__device__ void rope_head_smem(const T *__restrict__ row, int h, int kvh, int nh, int nkv,
-                               const T *__restrict__ qn, const T *__restrict__ kn, float eps,
-                               const T *__restrict__ cos, const T *__restrict__ sin,
-                               uint32_t pos, bool want_kv, float *sq, float *sk, float *sv,
-                               float *red8);
-
 // (The caches are written only with ROPE; the other kernels pass them const_cast.)
 template <typename T, int G, bool PDL = false, bool ROPE = false>
 __device__ void decode_attn64(const T *__restrict__ q, T *__restrict__ kc,
@@ -859,76 +922,6 @@ __device__ void decode_attn64(const T *__restrict__ q, T *__restrict__ kc,
         }
         out[row * HD + d] = from_f<T>(tot > 0.f ? v / tot : 0.f);
     }
-}
-
-// rope_qkv's work for one block of decode_attn64<ROPE> (blockDim 128 >= HD / 2), as
-// floats of the values rope_qkv stores: head h's query into sq; with want_kv kv head
-// kvh's key into sk and its value into sv. `row`: the row's q|k|v; red8: 8 floats of
-// shared memory. Every thread of the block calls it (it synchronises).
-template <typename T, int HD>
-__device__ void rope_head_smem(const T *__restrict__ row, int h, int kvh, int nh, int nkv,
-                               const T *__restrict__ qn, const T *__restrict__ kn, float eps,
-                               const T *__restrict__ cos, const T *__restrict__ sin,
-                               uint32_t pos, bool want_kv, float *sq, float *sk, float *sv,
-                               float *red8) {
-    constexpr int HALF = HD / 2;
-    const int i = threadIdx.x, lane = i & 31, warp = i >> 5;
-    float q1 = 0.f, q2 = 0.f, k1 = 0.f, k2 = 0.f;
-    if (i < HALF) {
-        const T *qs = row + (size_t)h * HD;
-        q1 = to_f(qs[i]);
-        q2 = to_f(qs[i + HALF]);
-        if (want_kv) {
-            const T *ks = row + (size_t)(nh + kvh) * HD;
-            const T *vs = row + (size_t)(nh + nkv + kvh) * HD;
-            k1 = to_f(ks[i]);
-            k2 = to_f(ks[i + HALF]);
-            sv[i] = to_f(vs[i]);
-            sv[i + HALF] = to_f(vs[i + HALF]);
-        }
-    }
-    if (qn != nullptr || kn != nullptr) { // the same for the whole block
-        // As rope_qkv: a butterfly in each warp, then the warps' sums in order (the
-        // warps past HALF / 32 add zeros at the end).
-        float a = q1 * q1 + q2 * q2, c = k1 * k1 + k2 * k2;
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) {
-            a += __shfl_xor_sync(0xffffffffu, a, off);
-            c += __shfl_xor_sync(0xffffffffu, c, off);
-        }
-        if (lane == 0) {
-            red8[warp] = a;
-            red8[4 + warp] = c;
-        }
-        __syncthreads();
-        float ta = 0.f, tc = 0.f;
-        for (int w = 0; w < (HALF + 31) / 32; w++) {
-            ta += red8[w];
-            tc += red8[4 + w];
-        }
-        if (i < HALF) {
-            if (qn != nullptr) {
-                const float rs = rsqrtf(ta / HD + eps);
-                q1 = to_f(rnd<T>(q1 * rs * to_f(qn[i])));
-                q2 = to_f(rnd<T>(q2 * rs * to_f(qn[i + HALF])));
-            }
-            if (kn != nullptr && want_kv) {
-                const float rs = rsqrtf(tc / HD + eps);
-                k1 = to_f(rnd<T>(k1 * rs * to_f(kn[i])));
-                k2 = to_f(rnd<T>(k2 * rs * to_f(kn[i + HALF])));
-            }
-        }
-    }
-    if (i < HALF) {
-        const float c = to_f(cos[(size_t)pos * HALF + i]), s = to_f(sin[(size_t)pos * HALF + i]);
-        sq[i] = to_f(rnd<T>(q1 * c - q2 * s));
-        sq[i + HALF] = to_f(rnd<T>(q1 * s + q2 * c));
-        if (want_kv) {
-            sk[i] = to_f(rnd<T>(k1 * c - k2 * s));
-            sk[i + HALF] = to_f(rnd<T>(k1 * s + k2 * c));
-        }
-    }
-    __syncthreads();
 }
 
 #define DS_ATTN64(T, SUFFIX, G)                                                                \

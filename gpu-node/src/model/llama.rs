@@ -1683,7 +1683,7 @@ impl Llama {
                 scale: self.arch.attn_scale as f32,
             };
             if mode.rope_in_attention {
-                s.rope_attention(at.kv_heads, &rope, &attn)?;
+                s.rope_attention(&rope, &attn)?;
             } else {
                 let shape = (at.heads, at.kv_heads, at.head_dim);
                 s.rope(shape, &rope, q, (kc, vc), idx_p)?;

@@ -469,7 +469,6 @@ impl Builder {
 
     /// q/k norm + RoPE of the queries into `q`, keys and values into the caches
     /// (`rope_qkv_pdl_*`, as `decode_ops::RopeRows`).
-    #[allow(clippy::too_many_arguments)]
     pub fn rope(
         &mut self,
         (heads, kv_heads, hd): (usize, usize, usize),
@@ -503,40 +502,30 @@ impl Builder {
     /// (`decode_attn_rope_pdl_*`): each attention block rotates its own query from the
     /// q|k|v rows and, where its keys include the new position, the new key and value,
     /// which the first query head of each kv head writes into the caches.
-    pub fn rope_attention(
-        &mut self,
-        kv_heads: usize,
-        rope: &RopeIn<'_>,
-        attn: &AttentionIn<'_>,
-    ) -> Result<()> {
+    pub fn rope_attention(&mut self, rope: &RopeIn<'_>, attn: &AttentionIn<'_>) -> Result<()> {
         let (kc, vc) = attn.caches;
         let (heads, nkv) = (attn.heads, kc.dims4()?.1);
-        if nkv != kv_heads || kc.shape() != vc.shape() || heads % kv_heads != 0 {
-            candle_core::bail!(
-                "static decode step: {heads} query heads over caches of {nkv} heads ({kv_heads} expected)"
-            );
+        if kc.shape() != vc.shape() || !heads.is_multiple_of(nkv) {
+            candle_core::bail!("static decode step: {heads} query heads over caches of {nkv}");
         }
-        let l = self.attention_launch(rope.qkv, attn)?;
+        let l = self.attention_launch("decode_attn_rope_pdl", rope.qkv, attn)?;
         // RoPE's arguments, then the attention's from the caches on (its first, q, is
         // the q|k|v rows').
         let mut args = self.rope_args(rope)?.to_vec();
         args.extend_from_slice(&l.args[1..]);
-        let name = l
-            .name
-            .replacen("decode_attn64_pdl", "decode_attn_rope_pdl", 1);
-        self.push(name, l.grid, 128, 0, args)
+        self.push(l.name, l.grid, 128, 0, args)
     }
 
     /// Decode attention of the queries at `q` (`decode_attn64_pdl_*`, as
     /// `decode_ops::DecodeAttention` for head size 64, 128 or 256).
     pub fn attention(&mut self, q: u64, attn: &AttentionIn<'_>) -> Result<()> {
-        let l = self.attention_launch(q, attn)?;
+        let l = self.attention_launch("decode_attn64_pdl", q, attn)?;
         self.push(l.name, l.grid, 128, 0, l.args)
     }
 
-    /// The launch of [`Builder::attention`]: kernel name, grid and arguments (allocating
-    /// the partial results' scratch on first use).
-    fn attention_launch(&mut self, q: u64, attn: &AttentionIn<'_>) -> Result<Launch> {
+    /// The launch of [`Builder::attention`] as kernel family `stem`: kernel name, grid and
+    /// arguments (allocating the partial results' scratch on first use).
+    fn attention_launch(&mut self, stem: &str, q: u64, attn: &AttentionIn<'_>) -> Result<Launch> {
         let AttentionIn {
             heads,
             out,
@@ -598,7 +587,7 @@ impl Builder {
             Arg::F32(scale),
             Arg::I32(int(split_keys)?),
         ];
-        let name = format!("decode_attn64_pdl_{}_{g}", self.sfx);
+        let name = format!("{stem}_{}_{g}", self.sfx);
         Ok(Launch {
             name,
             grid: (heads as u32, b as u32, splits as u32),
