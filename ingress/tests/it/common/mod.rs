@@ -46,14 +46,8 @@ pub struct Gateway {
 impl Gateway {
     /// The text of `GET /metrics`.
     pub async fn metrics_text(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        let url = format!("{}/metrics", self.url);
+        self.get(&url, None).await.text().await.unwrap()
     }
     /// `POST url` with a JSON body and, where given, a bearer token.
     pub async fn post_json(
