@@ -6,8 +6,8 @@ pub mod bert;
 pub mod bert_encoder;
 pub mod chat;
 pub mod config;
-pub mod cpu_qgemv;
-pub mod cpu_softmax;
+pub use dayshift_cpu_kernels::qgemv as cpu_qgemv;
+pub use dayshift_cpu_kernels::softmax as cpu_softmax;
 #[cfg(feature = "cuda")]
 pub mod cuda_graph;
 pub mod decode_ops;

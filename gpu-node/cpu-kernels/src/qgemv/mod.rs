@@ -56,7 +56,7 @@ fn use_avx512() -> bool {
 }
 
 /// Turns the kernel off (`false`) or on for this process, so that a benchmark can compare
-/// it with candle's path in one run (`examples/decode_speed.rs`).
+/// it with candle's path in one run (dayshift-node's `gpu-node/examples/decode_speed.rs`).
 pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
@@ -134,7 +134,7 @@ impl Kind {
 
 /// Most input rows [`gemv`] takes, all in one pass over the weights. Per row it spends
 /// about ten instructions per 64 weights, where candle's 16-row tiles (AVX-512 VNNI) need
-/// two: from 2 rows on candle's kernels are as fast (`examples/qgemv_speed.rs`: Q4_K at 2
+/// two: from 2 rows on candle's kernels are as fast (`gpu-node/examples/qgemv_speed.rs`: Q4_K at 2
 /// rows 12–15 GB/s both), and at 4 rows and more faster (a prompt's 60 rows: 3×).
 pub const MAX_ROWS: usize = 2;
 
@@ -146,10 +146,10 @@ const ROWS32_PER_PASS: usize = 8;
 /// Whether [`gemv`] takes the weight `w` (`[n, k]`) for `m` input rows `k` wide: Q4_K or
 /// Q6_K at most [`MAX_ROWS`] rows with `k` a multiple of 256; Q4_1, and Q8_0 whose `k` is
 /// not a multiple of 256, at any number of rows (the callers send prompt chunks of
-/// [`super::llama::CPU_GEMM_MIN_ROWS`] rows and more to a GEMM first); the tensor on the
+/// `dayshift_node::model::llama::CPU_GEMM_MIN_ROWS` rows and more to a GEMM first); the tensor on the
 /// CPU.
 ///
-/// Measured on the 2-core Xeon dev machine (`examples/qgemv_speed.rs`, Qwen3-0.6B shapes,
+/// Measured on the 2-core Xeon dev machine (`gpu-node/examples/qgemv_speed.rs`, Qwen3-0.6B shapes,
 /// GB/s of the file's bytes): Q4_K at 1 row 17.5 vs candle's 17–19 (candle reads its
 /// 0.75-byte tiles, 33 % more bytes), Q6_K 17–22 vs 18–20 at 1 row and 14–16 vs 12–13 at
 /// 2. Q8_0 is left to candle: its tiles hold the file's bytes and its dot product is
@@ -164,7 +164,7 @@ pub fn takes(w: &QTensor, k: usize, m: usize) -> bool {
 
 /// Whether [`gemv`] on a prompt chunk's rows (any count, [`ROWS32_PER_PASS`] a pass over
 /// the weight) beats dequantizing the weight for one f32 GEMM: Q4_1 on the AVX-512
-/// kernel. SmolLM2-135M Q4_1 on the 2-core dev machine (`examples/prefill_speed.rs`,
+/// kernel. SmolLM2-135M Q4_1 on the 2-core dev machine (`gpu-node/examples/prefill_speed.rs`,
 /// chunks of 256, tok/s against the GEMM's in the same session): 64 tokens 526 vs 150–190,
 /// 128 tokens 496 vs 208–216, 256 tokens 389 vs 355, 1,024 tokens 340 vs 314. (Measured
 /// where the weights fit the L3 cache, as SmolLM2's do; Q4_1 is the embedded default's
@@ -178,7 +178,7 @@ pub fn beats_gemm(w: &QTensor) -> bool {
 /// rule as candle 0.11's `repack_x86::select` (private there): Q4_K at any level, Q6_K
 /// from 2 rows, Q8_0 with VNNI; `k` a multiple of 256 and `n` of 16. Where they do, they
 /// beat dequantizing the weight to f32 for one GEMM at every prompt-chunk size
-/// (`examples/prefill_speed.rs` on this machine, 1536 × 768 at 256 rows: Q4_K 3.25 vs
+/// (`gpu-node/examples/prefill_speed.rs` on this machine, 1536 × 768 at 256 rows: Q4_K 3.25 vs
 /// 7.80 ms, Q8_0 1.89 vs 7.55).
 pub fn candle_tiles_take(w: &QTensor, m: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -526,7 +526,7 @@ mod avx2 {
 
     /// Bytes ahead of the block being read that the kernels ask the cache for: the
     /// hardware prefetcher alone leaves the loads waiting on memory (measured with
-    /// `examples/qgemv_speed.rs`).
+    /// `gpu-node/examples/qgemv_speed.rs`).
     const PREFETCH_AHEAD: usize = 1024;
 
     /// Asks for the cache lines of `len` bytes at `p + PREFETCH_AHEAD`.

@@ -5,7 +5,7 @@
 //! of 32 weights (two scalar f16 conversions, a scalar multiply and broadcast, a scalar
 //! minimum term, then `maddubs` + `madd` + convert + FMA); on SmolLM2's layers, which sit
 //! in this machine's L3 cache, that, not memory, bounds it (7–8 GB/s against 19–25 GB/s
-//! for the K-quants, `examples/qgemv_speed.rs`). Here two masked loads take four blocks
+//! for the K-quants, `gpu-node/examples/qgemv_speed.rs`). Here two masked loads take four blocks
 //! (80 bytes), one two-register byte permute (`vpermt2b`) gathers their 64 nibble bytes,
 //! a shift and two ANDs yield the 128 values, two `vpdpbusd` form their products with
 //! the input's 128 int8, and a second permute + two `vcvtph2ps` give the 4 blocks' scales
