@@ -442,6 +442,14 @@ pub struct Llama {
     l2_plan: Vec<L2Ranges>,
 }
 
+/// What a loader reads from the files, before [`Llama::assemble`] completes the model.
+struct Parts {
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Lin,
+}
+
 /// Most rows a decode step runs fused ([`Llama::forward_decode_fused`]) in a model whose
 /// hidden size is over [`FUSED_SMALL_HIDDEN`]: measured on an H200 with llama1b
 /// (bench/gpu), the fused step wins at 1 row (1.75 vs 2.3 ms), ties at 2, and loses
@@ -789,28 +797,13 @@ impl Llama {
             } else {
                 linear(vb.pp(head_name), h, cfg.vocab_size, false, quant)?
             };
-        let device = vb.device().clone();
-        let dtype = vb.dtype();
-        let mut llama = Llama {
+        let parts = Parts {
             embed,
             blocks,
             norm,
             lm_head,
-            ropes: rope_tables(cfg, &arch, dtype, &device)?,
-            eps: cfg.rms_norm_eps,
-            dtype,
-            device,
-            cfg: cfg.clone(),
-            arch,
-            fused: Vec::new(),
-            l2_plan: Vec::new(),
-            prefill_scores_bytes: PREFILL_SCORES_BYTES,
         };
-        // Only the CUDA decode graphs read the fused matrices.
-        if llama.device.is_cuda() {
-            llama.fuse_projections(QUANT_FUSED_DECODE)?;
-        }
-        Ok(llama)
+        Self::assemble(parts, cfg, arch, vb.dtype(), vb.device())
     }
 
     /// Concatenates each layer's q/k/v and gate/up weights (when all are dense) into one
@@ -1042,24 +1035,46 @@ impl Llama {
         } else {
             src.lin("token_embd.weight", None)?
         };
-        let device = src.device().clone();
-        let dtype = src.dtype();
+        let parts = Parts {
+            embed,
+            blocks,
+            norm,
+            lm_head,
+        };
+        Self::assemble(parts, cfg, arch, src.dtype(), src.device())
+    }
+
+    /// The model from the weights a loader read (HF layout or GGUF): its RoPE tables
+    /// built and, on CUDA, the projections sharing an input fused into one matrix (only
+    /// the CUDA decode graphs read those).
+    fn assemble(
+        parts: Parts,
+        cfg: &LlamaConfig,
+        arch: Arch,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let Parts {
+            embed,
+            blocks,
+            norm,
+            lm_head,
+        } = parts;
         let mut llama = Llama {
             embed,
             blocks,
             norm,
             lm_head,
-            ropes: rope_tables(cfg, &arch, dtype, &device)?,
+            ropes: rope_tables(cfg, &arch, dtype, device)?,
             eps: cfg.rms_norm_eps,
             dtype,
-            device,
+            device: device.clone(),
             cfg: cfg.clone(),
             arch,
             fused: Vec::new(),
             l2_plan: Vec::new(),
             prefill_scores_bytes: PREFILL_SCORES_BYTES,
         };
-        // Only the CUDA decode graphs read the fused layers.
         if llama.device.is_cuda() {
             llama.fuse_projections(QUANT_FUSED_DECODE)?;
         }
