@@ -153,8 +153,9 @@ static void pair_case(const char *name, int hidden, int inter, bf *pool, size_t 
         printf("pair %s: weights too large\n", name);
         return;
     }
-    bf *gu, *act, *y1, *y2;
+    bf *gu, *act, *y1, *y2, *y1b;
     CK(cudaMalloc(&gu, (size_t)B * 2 * inter * sizeof(bf)));
+    CK(cudaMalloc(&y1b, (size_t)B * hidden * sizeof(bf)));
     CK(cudaMalloc(&act, (size_t)B * inter * sizeof(bf)));
     CK(cudaMalloc(&y1, (size_t)B * hidden * sizeof(bf)));
     CK(cudaMalloc(&y2, (size_t)B * hidden * sizeof(bf)));
@@ -173,31 +174,41 @@ static void pair_case(const char *name, int hidden, int inter, bf *pool, size_t 
                      w + (size_t)2 * inter * hidden, res, y1, st);
         }
     };
-    // SwiGLU in gate|up: act [inter], down staging it as it is (8 warps)
-    auto paired = [&](cudaStream_t st, bool pdl, int layers) {
+    // SwiGLU in gate|up: act [inter], down staging it as it is (`down_warps` warps a
+    // block: 8 as the node launches it; 4 gives a narrow model's down projection twice
+    // the blocks, e.g. qwen05's 896 outputs 224 blocks instead of 112 on 132 SMs)
+    auto paired_w = [&](cudaStream_t st, bool pdl, int layers, int down_warps, bf *y) {
         for (int l = 0; l < layers; l++) {
             const bf *w = layer_w(l);
             launch_w(pair, pdl, 8, inter, B, hidden, x, nw, w, nullptr, act, st);
-            launch_w(pdl ? down_plain_p : down_plain, pdl, 8, hidden, B, inter, act, nw,
-                     w + (size_t)2 * inter * hidden, res, y2, st);
+            launch_w(pdl ? down_plain_p : down_plain, pdl, down_warps, hidden, B, inter, act, nw,
+                     w + (size_t)2 * inter * hidden, res, y, st);
         }
     };
+    auto paired = [&](cudaStream_t st, bool pdl, int layers) { paired_w(st, pdl, layers, 8, y2); };
     now(0, false, 1);
     paired(0, false, 1);
+    paired_w(0, false, 1, 4, y1b);
     CK(cudaDeviceSynchronize());
     const float d = max_diff(y1, y2, (size_t)B * hidden);
+    const float d4 = max_diff(y2, y1b, (size_t)B * hidden);
     const int layers = 2 * L;
     const float t_now = graph_us([&](cudaStream_t st) { now(st, false, layers); }, layers);
     const float t_now_pdl = graph_us([&](cudaStream_t st) { now(st, true, layers); }, layers);
     const float t_pair = graph_us([&](cudaStream_t st) { paired(st, false, layers); }, layers);
     const float t_pair_pdl = graph_us([&](cudaStream_t st) { paired(st, true, layers); }, layers);
+    const float t_pair4_pdl =
+        graph_us([&](cudaStream_t st) { paired_w(st, true, layers, 4, y1b); }, layers);
     printf("pair b=%d %-5s gate|up + down, us a layer: now %6.2f, now+pdl %6.2f, pair %6.2f, "
-           "pair+pdl %6.2f (%.2fx now)  maxdiff %.3g\n",
-           B, name, t_now, t_now_pdl, t_pair, t_pair_pdl, t_now / t_pair_pdl, d);
+           "pair+pdl %6.2f (%.2fx now), pair+pdl down at 4 warps %6.2f (%.2fx pair+pdl)  "
+           "maxdiff %.3g, 4 warps vs 8 %.3g\n",
+           B, name, t_now, t_now_pdl, t_pair, t_pair_pdl, t_now / t_pair_pdl, t_pair4_pdl,
+           t_pair_pdl / t_pair4_pdl, d, d4);
     CK(cudaFree(gu));
     CK(cudaFree(act));
     CK(cudaFree(y1));
     CK(cudaFree(y2));
+    CK(cudaFree(y1b));
 }
 
 static const int BS[4] = {1, 2, 4, 8};
