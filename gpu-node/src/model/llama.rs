@@ -1054,17 +1054,11 @@ impl Llama {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let Parts {
-            embed,
-            blocks,
-            norm,
-            lm_head,
-        } = parts;
         let mut llama = Llama {
-            embed,
-            blocks,
-            norm,
-            lm_head,
+            embed: parts.embed,
+            blocks: parts.blocks,
+            norm: parts.norm,
+            lm_head: parts.lm_head,
             ropes: rope_tables(cfg, &arch, dtype, device)?,
             eps: cfg.rms_norm_eps,
             dtype,
@@ -1700,8 +1694,7 @@ impl Llama {
             if mode.rope_in_attention {
                 s.rope_attention(&rope, &attn)?;
             } else {
-                let shape = (at.heads, at.kv_heads, at.head_dim);
-                s.rope(shape, &rope, q, (kc, vc), idx_p)?;
+                s.rope(&rope, q, &attn)?;
                 s.attention(q, &attn)?;
             }
             let o_bias = bias_of(&at.o);

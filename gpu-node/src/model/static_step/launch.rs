@@ -467,34 +467,29 @@ impl Builder {
         ])
     }
 
-    /// q/k norm + RoPE of the queries into `q`, keys and values into the caches
-    /// (`rope_qkv_pdl_*`, as `decode_ops::RopeRows`).
-    pub fn rope(
-        &mut self,
-        (heads, kv_heads, hd): (usize, usize, usize),
-        rope: &RopeIn<'_>,
-        q: u64,
-        (kc, vc): (&Tensor, &Tensor),
-        idx: u64,
-    ) -> Result<()> {
-        let (_, nkv, cap, chd) = kc.dims4()?;
-        if nkv != kv_heads || chd != hd || kc.shape() != vc.shape() {
-            candle_core::bail!("static decode step: caches of {nkv} heads of {chd}");
+    /// q/k norm + RoPE of the queries into `q`, keys and values into `attn`'s caches
+    /// (`rope_qkv_pdl_*`, as `decode_ops::RopeRows`), for the attention launched after
+    /// it: its query heads, caches and index buffer.
+    pub fn rope(&mut self, rope: &RopeIn<'_>, q: u64, attn: &AttentionIn<'_>) -> Result<()> {
+        let (kc, vc) = attn.caches;
+        let (heads, (_, nkv, cap, hd)) = (attn.heads, kc.dims4()?);
+        if kc.shape() != vc.shape() || !heads.is_multiple_of(nkv) {
+            candle_core::bail!("static decode step: {heads} query heads over caches of {nkv}");
         }
         let mut args = self.rope_args(rope)?.to_vec();
         args.extend([
             Arg::Ptr(q),
             Arg::Ptr(self.model_ptr(kc, "the key cache")?),
             Arg::Ptr(self.model_ptr(vc, "the value cache")?),
-            Arg::Ptr(idx),
+            Arg::Ptr(attn.idx),
             Arg::I32(int(self.b)?),
             Arg::I32(int(heads)?),
-            Arg::I32(int(kv_heads)?),
+            Arg::I32(int(nkv)?),
             Arg::I32(int(cap)?),
             Arg::I32(int(hd)?),
         ]);
         let name = format!("rope_qkv_pdl_{}", self.sfx);
-        let grid = ((heads + 2 * kv_heads) as u32, self.b as u32, 1);
+        let grid = ((heads + 2 * nkv) as u32, self.b as u32, 1);
         self.push(name, grid, (hd / 2) as u32, 0, args)
     }
 
