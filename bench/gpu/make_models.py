@@ -9,7 +9,8 @@ transformers' from_config + save_pretrained (no download):
 - llama1b: Llama-3.2-1B's shape (16 layers, 2048 wide, 32/8 heads, 8192 MLP, vocab
   128256, tied, llama3 RoPE scaling), bf16.
 - llama8b: Llama-3.1-8B's shape (32 layers, 4096 wide, 32/8 heads, 14336 MLP), bf16.
-- llama8b2l: llama8b with 2 layers (head size 128 in a minute, for quick GPU checks).
+- llama8b2l: llama8b with 2 layers (head size 128 in a minute, for quick GPU checks);
+  qwen3_8b2l, nemo12b2l: the same for qwen3_8b (q/k norms) and nemo12b.
 - qwen3_8b: Qwen3-8B's shape (36 layers, 4096 wide, 32/8 heads of 128, q/k norms, 12288
   MLP, vocab 151936), bf16.
 - nemo12b: Mistral-Nemo-12B's shape (40 layers, 5120 wide, 32/8 heads of 128, 14336 MLP,
@@ -63,6 +64,7 @@ SHAPES["nemo12b"] = dict(arch="mistral", vocab_size=131072, hidden_size=5120,
 # llama8b's layers (head size 128, untied head), 2 of them: quick checks on a GPU.
 SHAPES["llama8b2l"] = dict(SHAPES["llama8b"], num_hidden_layers=2)
 SHAPES["nemo12b2l"] = dict(SHAPES["nemo12b"], num_hidden_layers=2)
+SHAPES["qwen3_8b2l"] = dict(SHAPES["qwen3_8b"], num_hidden_layers=2)
 
 
 def tokenizer(vocab, out):

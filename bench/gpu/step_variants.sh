@@ -55,7 +55,10 @@ else
 fi
 if [ -n "$SETTINGS" ]; then
   xz -dc .gpu/bin/graph_speed.xz > /tmp/graph_speed && chmod +x /tmp/graph_speed
-  python3 "$here/make_models.py" /tmp/m qwen05 llama1b > /dev/null 2>&1
+  # every model MODELS names (each once; a model made by an earlier call is kept)
+  for m in $(for spec in ${MODELS:-qwen05: llama1b:}; do echo "${spec%%:*}"; done | sort -u); do
+    [ -f /tmp/m/$m/config.json ] || python3 "$here/make_models.py" /tmp/m "$m" > /dev/null 2>&1
+  done
 fi
 # sv-MODEL-STATIC-wMIB.txt per setting ('+' written as '_': plain file names come back
 # from the device tool)

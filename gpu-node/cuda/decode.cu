@@ -307,6 +307,15 @@ __device__ __forceinline__ uint4 ld16(const T *p) {
 // The fused GEMVs' end for output column n: each row's sum over the warp, then the
 // epilogue (rounded to T, + bias[n], + res[b, n], each rounded) into y[b, n]; y and res
 // are [B, ld].
+template <typename T>
+__device__ __forceinline__ void gemv_epilogue(float s, const T *__restrict__ bias,
+                                              const T *__restrict__ res, T *__restrict__ y, int b,
+                                              int n, int ld) {
+    float r = to_f(rnd<T>(s));
+    if (bias != nullptr) r = to_f(rnd<T>(r + to_f(bias[n])));
+    if (res != nullptr) r = to_f(rnd<T>(r + to_f(res[(size_t)b * ld + n])));
+    y[(size_t)b * ld + n] = rnd<T>(r);
+}
 template <typename T, int B>
 __device__ __forceinline__ void gemv_finish(const float *acc, int lane, const T *__restrict__ bias,
                                             const T *__restrict__ res, T *__restrict__ y, int n,
@@ -316,12 +325,7 @@ __device__ __forceinline__ void gemv_finish(const float *acc, int lane, const T 
         float s = acc[b];
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (lane == 0) {
-            float r = to_f(rnd<T>(s));
-            if (bias != nullptr) r = to_f(rnd<T>(r + to_f(bias[n])));
-            if (res != nullptr) r = to_f(rnd<T>(r + to_f(res[(size_t)b * ld + n])));
-            y[(size_t)b * ld + n] = rnd<T>(r);
-        }
+        if (lane == 0) gemv_epilogue<T>(s, bias, res, y, b, n, ld);
     }
 }
 
@@ -337,7 +341,16 @@ __device__ __forceinline__ void gemv_finish(const float *acc, int lane, const T 
 // SwiGLU prologue rounds (so the down projection after it stages its input as it is:
 // the same products as PRO == 2, computed once instead of in every block of the down
 // projection). No bias, no residual.
-template <typename T, int B, int PRO, bool PF = false, bool PAIR = false>
+//
+// U: the 16-byte pieces per lane each warp keeps in flight (GEMV_PREFETCH unless a kernel
+// names another; bench/gpu/kernels/layer_bench.cu measures others).
+// KS: warps per output row (not with PAIR): each takes a contiguous KS-th of the row's
+// 16-byte pieces, and the first sums the KS partial sums in order before the epilogue. A
+// long row (a narrow model's down projection: 4,864 long, 896 rows) is then in flight
+// at once from KS warps instead of streamed by one in turns of U pieces a lane. The block
+// takes blockDim / 32 / KS rows.
+template <typename T, int B, int PRO, bool PF = false, bool PAIR = false, int U = GEMV_PREFETCH,
+          int KS = 1>
 __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, float eps,
                            const T *__restrict__ w, const T *__restrict__ bias,
                            const T *__restrict__ res, T *__restrict__ y, int n_out, int k_in,
@@ -346,18 +359,26 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
     T *a = reinterpret_cast<T *>(smem_raw); // [B, K]
     __shared__ float part[32][B];
     __shared__ float rinv[B];
-    constexpr int V = 16 / sizeof(T), U = GEMV_PREFETCH, CH = 32 * V * U;
+    static_assert(!(PAIR && KS > 1), "PAIR takes one warp a row");
+    constexpr int V = 16 / sizeof(T), CH = 32 * V * U;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    const int n = blockIdx.x * nwarps + warp;
+    const int n = blockIdx.x * (nwarps / KS) + warp / KS;
     const bool live = n < n_out;
+    // This warp's part of the row: [kb, ke) (the whole row when KS == 1).
+    int kb = 0, ke = k_in;
+    if (KS > 1) {
+        const int pieces = k_in / V, per = (pieces + KS - 1) / KS;
+        kb = min(pieces, (warp % KS) * per) * V;
+        ke = min(pieces, (warp % KS + 1) * per) * V;
+    }
     const T *wr = w + (size_t)(live ? n : 0) * k_in;
     const T *wr2 = PAIR ? wr + (size_t)n_out * k_in : wr; // the up row (PAIR)
     uint4 wb[U], wb2[PAIR ? U : 1];
 #pragma unroll
     for (int u = 0; u < U; u++) {
-        const int k = (u * 32 + lane) * V;
-        if (live && k < k_in) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
-        if (PAIR && live && k < k_in) wb2[u] = __ldg(reinterpret_cast<const uint4 *>(wr2 + k));
+        const int k = kb + (u * 32 + lane) * V;
+        if (live && k < ke) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
+        if (PAIR && live && k < ke) wb2[u] = __ldg(reinterpret_cast<const uint4 *>(wr2 + k));
     }
     if (PF) {
         l2_prefetch(pf);
@@ -422,7 +443,7 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
         *reinterpret_cast<uint4 *>(a + (size_t)b * k_in + c * V) = ov;
     }
     __syncthreads();
-    if (!live) return;
+    if (KS == 1 && !live) return; // (KS > 1: every warp reaches the barrier below)
     float acc[B], acc2[PAIR ? B : 1];
 #pragma unroll
     for (int b = 0; b < B; b++) acc[b] = 0.f;
@@ -430,19 +451,19 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
 #pragma unroll
         for (int b = 0; b < B; b++) acc2[b] = 0.f;
     }
-    for (int k0 = 0; k0 < k_in; k0 += CH) {
-        if (k0 > 0) {
+    for (int k0 = kb; k0 < ke; k0 += CH) {
+        if (k0 > kb) {
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 const int k = k0 + (u * 32 + lane) * V;
-                if (k < k_in) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
-                if (PAIR && k < k_in) wb2[u] = __ldg(reinterpret_cast<const uint4 *>(wr2 + k));
+                if (live && k < ke) wb[u] = __ldg(reinterpret_cast<const uint4 *>(wr + k));
+                if (PAIR && k < ke) wb2[u] = __ldg(reinterpret_cast<const uint4 *>(wr2 + k));
             }
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int k = k0 + (u * 32 + lane) * V;
-            if (k >= k_in) continue;
+            if (!live || k >= ke) continue;
             const T *wt = reinterpret_cast<const T *>(&wb[u]);
             float wf[V];
 #pragma unroll
@@ -486,7 +507,26 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
         }
         return;
     }
-    gemv_finish<T, B>(acc, lane, bias, res, y, n, n_out);
+    if (KS == 1) {
+        gemv_finish<T, B>(acc, lane, bias, res, y, n, n_out);
+        return;
+    }
+    // KS > 1: each warp's sums into part[warp], then the row's first warp adds its KS
+    // warps' in order (part's prologue use ended at the barrier after the staging).
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+        float s = acc[b];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if (lane == 0) part[warp][b] = s;
+    }
+    __syncthreads();
+    if (live && warp % KS == 0 && lane < B) {
+        float s = 0.f;
+#pragma unroll
+        for (int j = 0; j < KS; j++) s += part[warp + j][lane];
+        gemv_epilogue<T>(s, bias, res, y, lane, n, n_out);
+    }
 }
 
 #define DS_GEMVF(T, SUFFIX, B, PRO)                                                            \

@@ -270,6 +270,7 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         s = wait_signal() => s,
         _ = drain_rx.changed() => "drain requested by the ingress",
         r = server => {
+            stop_engines(&app).await;
             anyhow::bail!("the API server stopped: {r:?}");
         }
     };
@@ -300,6 +301,15 @@ pub async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         a.goodbye(reason).await;
     }
     handle.graceful_shutdown(Some(Duration::from_secs(1)));
+    stop_engines(&app).await;
     tracing::info!("bye");
     Ok(())
+}
+
+/// Stops every engine thread and waits for it to free its device memory, so that no
+/// thread touches the GPU while the process exits (see [`engine::EngineHandle::shutdown`]).
+async fn stop_engines(app: &AppState) {
+    for e in app.engines() {
+        e.shutdown(Duration::from_secs(30)).await;
+    }
 }

@@ -9,7 +9,7 @@ use super::detok::Detok;
 use super::grammar::{Constraint, apply_mask};
 use super::prefix::{MIN_REUSE_TOKENS, PrefixCache};
 use super::sampling::{Sampler, top_k};
-use super::{EngineLimits, Event, FinishReason, GenRequest, Overlap, TokenLogprob};
+use super::{Command, EngineLimits, Event, FinishReason, GenRequest, Overlap, TokenLogprob};
 use crate::metrics::Metrics;
 use crate::model::GenerationModel;
 use crate::model::greedy_step::{DecodeIds, GreedyStep, chains_on_device};
@@ -172,12 +172,16 @@ impl Timings {
     }
 }
 
-/// Runs until every [`super::EngineHandle`] is dropped and no work is left.
+/// What a request still queued or running is told when the engine is stopped.
+const STOPPED: &str = "the node is shutting down: retry on another node";
+
+/// Runs until every [`super::EngineHandle`] is dropped and no work is left, or until
+/// told to stop ([`Command::Stop`]: what is queued or running then gets an error).
 pub fn run(
     model: Arc<GenerationModel>,
     limits: EngineLimits,
     metrics: Arc<Metrics>,
-    rx: Receiver<GenRequest>,
+    rx: Receiver<Command>,
     warmed: tokio::sync::oneshot::Sender<()>,
 ) {
     let ctx = model.llama.config().max_position_embeddings;
@@ -189,10 +193,15 @@ pub fn run(
                 "cannot allocate the KV cache ({slots} slots of {cap} tokens): {e}; lower engine.kv_cache_tokens or kv_cache_memory_fraction"
             );
             // Fail every request rather than hang them.
-            for r in rx.iter() {
-                let _ = r
-                    .events
-                    .send(Event::Error("the engine has no KV cache".into()));
+            for c in rx.iter() {
+                match c {
+                    Command::Generate(r) => {
+                        let _ = r
+                            .events
+                            .send(Event::Error("the engine has no KV cache".into()));
+                    }
+                    Command::Stop => return,
+                }
             }
             return;
         }
@@ -224,13 +233,29 @@ pub fn run(
                 return;
             }
             match rx.recv() {
-                Ok(r) => waiting.push_back(r),
-                Err(_) => return,
+                Ok(Command::Generate(r)) => waiting.push_back(r),
+                Ok(Command::Stop) | Err(_) => return,
             }
         }
         loop {
             match rx.try_recv() {
-                Ok(r) => waiting.push_back(r),
+                Ok(Command::Generate(r)) => waiting.push_back(r),
+                Ok(Command::Stop) => {
+                    metrics.queued.fetch_sub(waiting.len() as u64, Relaxed);
+                    for r in waiting.drain(..) {
+                        let _ = r.events.send(Event::Error(STOPPED.into()));
+                    }
+                    for s in running.drain(..) {
+                        let _ = s.req.events.send(Event::Error(STOPPED.into()));
+                    }
+                    // A step launched ahead still runs on the device: let it finish
+                    // before its buffers are freed.
+                    if let Some(a) = ahead.take() {
+                        let _ = a.step.tokens(&mut kv);
+                    }
+                    metrics.running.store(0, Relaxed);
+                    return;
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     open = false;
@@ -1368,6 +1393,38 @@ mod tests {
         engine.submit(req).unwrap();
         assert_eq!(finish_of(&mut rx), (FinishReason::Length, 5));
         assert!(metrics.steps_ahead.load(Relaxed) > 10);
+    }
+
+    /// `shutdown` ends the engine thread: a request running then gets an error event
+    /// (not a silent end), a later submit fails with `Stopped`, and a second shutdown
+    /// returns at once.
+    #[test]
+    fn shutdown_ends_the_engine_thread_and_fails_what_runs() {
+        let (_dir, model) = tiny_model();
+        let (engine, metrics) = two_slot_engine(&model, 256, 64, false);
+        let (req, mut done) = greedy_request(&[5, 6, 7], 4);
+        engine.submit(req).unwrap();
+        assert_eq!(finish_of(&mut done), (FinishReason::Length, 4));
+        let (req, mut running) = greedy_request(&[9, 3], 250);
+        engine.submit(req).unwrap();
+        assert!(matches!(running.blocking_recv(), Some(Event::Delta { .. })));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(engine.shutdown(Duration::from_secs(30))));
+        let mut last = None;
+        while let Some(e) = running.blocking_recv() {
+            last = Some(e);
+        }
+        assert!(
+            matches!(&last, Some(Event::Error(m)) if m.contains("shutting down")),
+            "{last:?}"
+        );
+        assert!(metrics.running.load(Relaxed) == 0 && metrics.queued.load(Relaxed) == 0);
+        let (req, _rx) = greedy_request(&[1, 2], 3);
+        assert_eq!(engine.submit(req), Err(super::super::SubmitError::Stopped));
+        assert!(rt.block_on(engine.clone().shutdown(Duration::from_millis(1))));
     }
 
     /// Submits every request before the engine's loop starts (so the batch's history is

@@ -36,9 +36,10 @@ pub struct StaticStepMode {
     pub pair: Option<bool>,
     /// RoPE, the q/k norms and the new token's key/value write done inside the decode
     /// attention kernel (`decode_attn_rope_pdl_*`) instead of a `rope_qkv` launch of
-    /// their own before it: one launch per layer less. Off by default until a GPU run
-    /// has measured it and checked its tokens (written in session 18, when the device
-    /// tool lent no more machines): `DAYSHIFT_BENCH_STATIC_STEP=pdl+pair+rope`.
+    /// their own before it: one launch per layer less. On by default where the attention
+    /// kernel has it (head size 64): on the H100 Qwen2.5-0.5B's batch-1 decode went
+    /// 1,212 → 1,306 tok/s with it and Llama-3.2-1B's 849 → 860
+    /// (`bench/gpu/results/h100-s20-rope/`).
     pub rope_in_attention: bool,
 }
 
@@ -64,12 +65,13 @@ impl StaticStepMode {
     };
 
     /// The default: the static step with programmatic dependent launch, the SwiGLU in
-    /// the gate|up GEMV of narrow models (session 17, `bench/gpu/results/h200-s17/`).
+    /// the gate|up GEMV of narrow models (session 17, `bench/gpu/results/h200-s17/`) and
+    /// RoPE inside the attention kernel (session 20, `bench/gpu/results/h100-s20-rope/`).
     pub const DEFAULT: Self = StaticStepMode {
         on: true,
         pdl: true,
         pair: None,
-        rope_in_attention: false,
+        rope_in_attention: true,
     };
 
     /// Whether a dense model `hidden` wide gets the SwiGLU in its gate|up GEMV.
@@ -205,7 +207,7 @@ mod tests {
             assert_eq!(m(off), Ok(StaticStepMode::OFF));
         }
         let d = StaticStepMode::DEFAULT;
-        assert!(d.on && d.pdl && !d.rope_in_attention);
+        assert!(d.on && d.pdl && d.rope_in_attention);
         assert!(d.pairs(896) && d.pairs(PAIR_MAX_HIDDEN) && !d.pairs(2048));
         assert!(!StaticStepMode::OFF.pairs(896));
         let mode = |on, pdl, pair| {
