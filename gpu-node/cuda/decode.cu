@@ -563,6 +563,37 @@ DS_GEMVF_ALL(__nv_bfloat16, bf16)
 DS_GEMVFS_ALL(float, f32)
 DS_GEMVFS_ALL(__half, f16)
 DS_GEMVFS_ALL(__nv_bfloat16, bf16)
+// gemvfs2_*: gemvfs_* keeping 2 pieces a lane in flight (U above) instead of
+// GEMV_PREFETCH: fewer registers, more blocks an SM (StaticStepMode::pair_u2).
+#define DS_GEMVFS2(T, SUFFIX, B)                                                               \
+    extern "C" __global__ void gemvfs2_##SUFFIX##_##B##_1(                                      \
+        const T *x, const T *nw, float eps, const T *w, const T *bias, const T *res, T *y,      \
+        int n_out, int k_in, L2Ranges pf) {                                                    \
+        gemv_fused<T, B, 1, true, true, 2>(x, nw, eps, w, bias, res, y, n_out, k_in, pf);      \
+    }
+#define DS_GEMVFS2_ALL(T, SUFFIX)                                                              \
+    DS_GEMVFS2(T, SUFFIX, 1) DS_GEMVFS2(T, SUFFIX, 2) DS_GEMVFS2(T, SUFFIX, 3)                 \
+    DS_GEMVFS2(T, SUFFIX, 4) DS_GEMVFS2(T, SUFFIX, 5) DS_GEMVFS2(T, SUFFIX, 6)                 \
+    DS_GEMVFS2(T, SUFFIX, 7) DS_GEMVFS2(T, SUFFIX, 8)
+DS_GEMVFS2_ALL(float, f32)
+DS_GEMVFS2_ALL(__half, f16)
+DS_GEMVFS2_ALL(__nv_bfloat16, bf16)
+// gemvfk_*: gemvfp_* with 4 warps a row (KS above; StaticStepMode::split_rows), for the
+// prologues a long row has (0: none, 2: SwiGLU).
+#define DS_GEMVFK(T, SUFFIX, B, PRO)                                                           \
+    extern "C" __global__ void gemvfk_##SUFFIX##_##B##_##PRO(                                   \
+        const T *x, const T *nw, float eps, const T *w, const T *bias, const T *res, T *y,      \
+        int n_out, int k_in, L2Ranges pf) {                                                    \
+        gemv_fused<T, B, PRO, true, false, GEMV_PREFETCH, 4>(x, nw, eps, w, bias, res, y,       \
+                                                             n_out, k_in, pf);                 \
+    }
+#define DS_GEMVFK_B(T, SUFFIX, PRO)                                                            \
+    DS_GEMVFK(T, SUFFIX, 1, PRO) DS_GEMVFK(T, SUFFIX, 2, PRO) DS_GEMVFK(T, SUFFIX, 3, PRO)     \
+    DS_GEMVFK(T, SUFFIX, 4, PRO) DS_GEMVFK(T, SUFFIX, 5, PRO) DS_GEMVFK(T, SUFFIX, 6, PRO)     \
+    DS_GEMVFK(T, SUFFIX, 7, PRO) DS_GEMVFK(T, SUFFIX, 8, PRO)
+DS_GEMVFK_B(float, f32, 0) DS_GEMVFK_B(float, f32, 2)
+DS_GEMVFK_B(__half, f16, 0) DS_GEMVFK_B(__half, f16, 2)
+DS_GEMVFK_B(__nv_bfloat16, bf16, 0) DS_GEMVFK_B(__nv_bfloat16, bf16, 2)
 
 // rope_qkv: the step after a fused q|k|v projection qkv [b, (nh + 2 nkv) hd], in one
 // launch (three launches, one per part, cost 1.16 us each on an H200; most of it the

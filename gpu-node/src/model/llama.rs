@@ -1633,7 +1633,7 @@ impl Llama {
         {
             return Ok(None);
         }
-        let mut s = Builder::new(dev, self.dtype, b, mode.pdl)?;
+        let mut s = Builder::new(dev, self.dtype, b, mode)?;
         let idx_p = super::decode_ops::raw::device_ptr(idx)?;
         let h = self.cfg.hidden_size;
         let most = |f: &dyn Fn(&Block) -> usize| self.blocks.iter().map(f).max().unwrap_or(0);

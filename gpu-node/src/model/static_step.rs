@@ -41,7 +41,24 @@ pub struct StaticStepMode {
     /// 1,212 → 1,306 tok/s with it and Llama-3.2-1B's 849 → 860
     /// (`bench/gpu/results/h100-s20-rope/`).
     pub rope_in_attention: bool,
+    /// Dense GEMVs with long rows (k ≥ [`SPLIT_MIN_K`] and k ≥ 4 n: a narrow model's
+    /// down projection) take 4 warps a row (`gemvfk_*`) instead of one, so that a row is
+    /// in flight at once instead of streamed by one warp in turns. Flag `ks`.
+    pub split_rows: bool,
+    /// Dense GEMVs of at most [`NARROW_MAX_N`] outputs in 4-warp blocks instead of 8 (a
+    /// narrow model's q|k|v and o: 112 blocks of 8 warps leave 20 of an H100's 132 SMs
+    /// idle). Flag `n4`.
+    pub narrow_blocks: bool,
+    /// The SwiGLU gate|up GEMV keeping 2 pieces a lane in flight instead of 4
+    /// (`gemvfs2_*`): 48 registers instead of 64, so 5 of its 8-warp blocks fit an SM
+    /// and Qwen2.5-0.5B's 608 blocks run in one wave on 132 SMs. Flag `u2`.
+    pub pair_u2: bool,
 }
+
+/// The shortest row [`StaticStepMode::split_rows`] splits.
+pub const SPLIT_MIN_K: usize = 2048;
+/// The most outputs [`StaticStepMode::narrow_blocks`] launches in 4-warp blocks.
+pub const NARROW_MAX_N: usize = 2048;
 
 /// The widest hidden size for which the default mode moves the SwiGLU into the gate|up
 /// GEMV. Measured on the H200 (`bench/gpu/results/h200-s17/`, graph_speed, µs a step,
@@ -62,6 +79,9 @@ impl StaticStepMode {
         pdl: false,
         pair: Some(false),
         rope_in_attention: false,
+        split_rows: false,
+        narrow_blocks: false,
+        pair_u2: false,
     };
 
     /// The default: the static step with programmatic dependent launch, the SwiGLU in
@@ -72,6 +92,9 @@ impl StaticStepMode {
         pdl: true,
         pair: None,
         rope_in_attention: true,
+        split_rows: false,
+        narrow_blocks: false,
+        pair_u2: false,
     };
 
     /// Whether a dense model `hidden` wide gets the SwiGLU in its gate|up GEMV.
@@ -80,9 +103,12 @@ impl StaticStepMode {
     }
 
     /// The mode a value of `DAYSHIFT_BENCH_STATIC_STEP` names: unset or empty: the
-    /// default; `0` or `off`: candle operations; else flags joined by `+`: `plain` (the
+    /// default; `0` or `off`: candle operations; else flags joined by `+`, from the
+    /// default where the first is `default`, else from none: `plain` (the
     /// static step), `pdl` (or `1`: with programmatic dependent launch), `pair` (SwiGLU
-    /// in the gate|up GEMV), `rope` (RoPE inside the attention kernel), e.g.
+    /// in the gate|up GEMV), `rope` (RoPE inside the attention kernel), `ks`, `n4`, `u2`
+    /// (the GEMV launch shapes of [`StaticStepMode::split_rows`],
+    /// [`StaticStepMode::narrow_blocks`], [`StaticStepMode::pair_u2`]), e.g.
     /// `pdl+pair+rope`. An error names any other value.
     pub fn parse(v: Option<&str>) -> Result<Self, String> {
         let v = v.map(str::trim).unwrap_or("");
@@ -96,15 +122,19 @@ impl StaticStepMode {
             on: true,
             ..Self::OFF
         };
-        for flag in v.split('+').map(str::trim) {
+        for (i, flag) in v.split('+').map(str::trim).enumerate() {
             match flag {
+                "default" if i == 0 => m = Self::DEFAULT,
                 "plain" => {}
                 "pdl" | "1" => m.pdl = true,
                 "pair" => m.pair = Some(true),
                 "rope" => m.rope_in_attention = true,
+                "ks" => m.split_rows = true,
+                "n4" => m.narrow_blocks = true,
+                "u2" => m.pair_u2 = true,
                 _ => {
                     return Err(format!(
-                        "DAYSHIFT_BENCH_STATIC_STEP={v:?}: expected off, or plain, pdl, pair and rope joined by +"
+                        "DAYSHIFT_BENCH_STATIC_STEP={v:?}: expected off, or plain, pdl, pair, rope, ks, n4 and u2 joined by + (first: default, to start from the default)"
                     ));
                 }
             }
@@ -147,6 +177,11 @@ pub const SIGNATURES: &[(&str, &[ArgKind])] = &[
     ("embed_rows", &[Ptr, Ptr, Ptr, I32, I32]),
     ("gemvfp", &[Ptr, Ptr, F32, Ptr, Ptr, Ptr, Ptr, I32, I32, L2]),
     ("gemvfs", &[Ptr, Ptr, F32, Ptr, Ptr, Ptr, Ptr, I32, I32, L2]),
+    (
+        "gemvfs2",
+        &[Ptr, Ptr, F32, Ptr, Ptr, Ptr, Ptr, I32, I32, L2],
+    ),
+    ("gemvfk", &[Ptr, Ptr, F32, Ptr, Ptr, Ptr, Ptr, I32, I32, L2]),
     (
         "qgemvfp",
         &[
@@ -215,7 +250,7 @@ mod tests {
                 on,
                 pdl,
                 pair: Some(pair),
-                rope_in_attention: false,
+                ..StaticStepMode::OFF
             })
         };
         assert_eq!(m(Some("plain")), mode(true, false, false));
@@ -232,6 +267,18 @@ mod tests {
         };
         assert_eq!(m(Some("pdl+pair+rope")), with_rope(mode(true, true, true)));
         assert_eq!(m(Some("rope")), with_rope(mode(true, false, false)));
+        let shapes = m(Some("pdl+ks+n4+u2")).unwrap();
+        assert!(shapes.split_rows && shapes.narrow_blocks && shapes.pair_u2 && shapes.pdl);
+        assert!(!d.split_rows && !d.narrow_blocks && !d.pair_u2);
+        let more = m(Some("default+ks")).unwrap();
+        assert_eq!(
+            more,
+            StaticStepMode {
+                split_rows: true,
+                ..d
+            }
+        );
+        assert!(m(Some("pdl+default")).is_err());
         for bad in ["fast", "pdl+fast", "pdl+"] {
             let e = m(Some(bad)).unwrap_err();
             assert!(
@@ -292,6 +339,8 @@ mod tests {
         assert_eq!(signature("qgemvfp_f16_2_0").map(<[_]>::len), Some(18));
         assert_eq!(signature("gemvf_bf16_1_2"), None);
         assert_eq!(signature("gemvfs_bf16_3_1").map(<[_]>::len), Some(10));
+        assert_eq!(signature("gemvfs2_bf16_1_1").map(<[_]>::len), Some(10));
+        assert_eq!(signature("gemvfk_f16_2_0").map(<[_]>::len), Some(10));
         assert_eq!(signature("embed_rows_f32").map(<[_]>::len), Some(5));
         assert_eq!(
             signature("decode_attn_rope_pdl_f16_1").map(<[_]>::len),

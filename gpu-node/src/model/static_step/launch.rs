@@ -227,6 +227,8 @@ pub struct Builder {
     calls: Vec<KernelCall>,
     buffers: Vec<Tensor>,
     pdl: bool,
+    /// The GEMV launch shapes asked for (`split_rows`, `narrow_blocks`, `pair_u2`).
+    mode: super::StaticStepMode,
     /// Decode attention's partial results: for (parts, head size), three addresses.
     attn_scratch: Option<(usize, usize, u64, u64, u64)>,
     /// Whether a gate|up GEMV computes the SwiGLU ([`Builder::swiglu_gate_up`]).
@@ -255,8 +257,15 @@ pub struct GemvOut<'a> {
 }
 
 impl Builder {
-    /// A step of `b` rows of a model computing in `dtype` on `dev`.
-    pub fn new(dev: &CudaDevice, dtype: DType, b: usize, pdl: bool) -> Result<Self> {
+    /// A step of `b` rows of a model computing in `dtype` on `dev`, launched as `mode`
+    /// says (programmatic dependent launch, the GEMVs' launch shapes).
+    pub fn new(
+        dev: &CudaDevice,
+        dtype: DType,
+        b: usize,
+        mode: super::StaticStepMode,
+    ) -> Result<Self> {
+        let pdl = mode.pdl;
         let sfx = match dtype {
             DType::F32 => "f32",
             DType::F16 => "f16",
@@ -278,6 +287,7 @@ impl Builder {
             calls: Vec::new(),
             buffers: Vec::new(),
             pdl: pdl && major >= 9,
+            mode,
             attn_scratch: None,
             paired: false,
         })
@@ -383,12 +393,21 @@ impl Builder {
         let mut args = self.gemv_head(&input, eps)?.to_vec();
         args.push(Arg::Ptr(self.model_ptr(w, "a weight")?));
         args.extend(self.gemv_tail(&output, (n, k), pf)?);
-        // As the candle operation: 16-warp blocks behind the SwiGLU prologue, 8 otherwise.
-        let warps: u32 = if input.pro == 2 { 16 } else { 8 };
-        let name = format!("gemvfp_{}_{b}_{}", self.sfx, input.pro);
+        // As the candle operation: 16-warp blocks behind the SwiGLU prologue, 8 otherwise;
+        // the mode's launch shapes (see StaticStepMode) where asked for.
+        let split = self.mode.split_rows && input.pro != 1 && k >= super::SPLIT_MIN_K && k >= 4 * n;
+        let narrow = self.mode.narrow_blocks && input.pro != 2 && n <= super::NARROW_MAX_N;
+        let (stem, warps, rows_per_block): (&str, u32, u32) = match (split, input.pro) {
+            (true, 2) => ("gemvfk", 16, 4),
+            (true, _) => ("gemvfk", 8, 2),
+            (false, 2) => ("gemvfp", 16, 16),
+            (false, _) if narrow => ("gemvfp", 4, 4),
+            (false, _) => ("gemvfp", 8, 8),
+        };
+        let name = format!("{stem}_{}_{b}_{}", self.sfx, input.pro);
         self.push(
             name,
-            ((n as u32).div_ceil(warps), 1, 1),
+            ((n as u32).div_ceil(rows_per_block), 1, 1),
             32 * warps,
             smem,
             args,
@@ -422,7 +441,12 @@ impl Builder {
         let mut args = self.gemv_head(&input, eps)?.to_vec();
         args.push(Arg::Ptr(self.model_ptr(w, "a weight")?));
         args.extend(self.gemv_tail(&output, (n, k), pf)?);
-        let name = format!("gemvfs_{}_{b}_1", self.sfx);
+        let stem = if self.mode.pair_u2 {
+            "gemvfs2"
+        } else {
+            "gemvfs"
+        };
+        let name = format!("{stem}_{}_{b}_1", self.sfx);
         self.paired = true;
         self.push(name, ((n as u32).div_ceil(8), 1, 1), 32 * 8, smem, args)
     }
