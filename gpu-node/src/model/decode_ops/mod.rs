@@ -399,6 +399,8 @@ const KERNEL_STEMS: &[&str] = &[
     "decode_attn_rope_pdl",
     "embed_rows",
     "gemvfs",
+    "gemvfs2",
+    "gemvfk",
 ];
 
 /// Every kernel name of `cuda/decode.cu` the launchers may ask for (built from dtype,
@@ -413,6 +415,9 @@ pub(crate) fn kernel_names() -> Vec<String> {
                 v.push(format!("gemvfp_{t}_{b}_{pro}"));
             }
             v.push(format!("gemvfs_{t}_{b}_1"));
+            v.push(format!("gemvfs2_{t}_{b}_1"));
+            v.push(format!("gemvfk_{t}_{b}_0"));
+            v.push(format!("gemvfk_{t}_{b}_2"));
         }
         for b in 1..=QuantGemv::MAX_ROWS {
             for pro in 0..3 {
