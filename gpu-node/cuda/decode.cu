@@ -307,6 +307,17 @@ __device__ __forceinline__ uint4 ld16(const T *p) {
 // The fused GEMVs' end for output column n: each row's sum over the warp, then the
 // epilogue (rounded to T, + bias[n], + res[b, n], each rounded) into y[b, n]; y and res
 // are [B, ld].
+// Each of the B values summed over the warp, lane 0 writing the sums to part[warp].
+template <int B>
+__device__ __forceinline__ void warp_sums_to(const float *v, float (*part)[B], int warp, int lane) {
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+        float s = v[b];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if (lane == 0) part[warp][b] = s;
+    }
+}
 template <typename T>
 __device__ __forceinline__ void gemv_epilogue(float s, const T *__restrict__ bias,
                                               const T *__restrict__ res, T *__restrict__ y, int b,
@@ -401,13 +412,7 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
                 for (int v = 0; v < V; v++) ss[b] += to_f(xt[v]) * to_f(xt[v]);
             }
         }
-#pragma unroll
-        for (int b = 0; b < B; b++) {
-            float s = ss[b];
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-            if (lane == 0) part[warp][b] = s;
-        }
+        warp_sums_to<B>(ss, part, warp, lane);
         __syncthreads();
         if (threadIdx.x < B) {
             float s = 0.f;
@@ -513,13 +518,7 @@ __device__ void gemv_fused(const T *__restrict__ x, const T *__restrict__ nw, fl
     }
     // KS > 1: each warp's sums into part[warp], then the row's first warp adds its KS
     // warps' in order (part's prologue use ended at the barrier after the staging).
-#pragma unroll
-    for (int b = 0; b < B; b++) {
-        float s = acc[b];
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (lane == 0) part[warp][b] = s;
-    }
+    warp_sums_to<B>(acc, part, warp, lane);
     __syncthreads();
     if (live && warp % KS == 0 && lane < B) {
         float s = 0.f;

@@ -20,9 +20,10 @@
 //! sources.
 
 /// How the decode graphs are built (`DAYSHIFT_BENCH_STATIC_STEP`): by default from the
-/// static step's launches, with programmatic dependent launch (on sm_90 and newer) and,
-/// for models at most [`PAIR_MAX_HIDDEN`] wide, the SwiGLU moved into the gate|up GEMV;
-/// or as named: from candle operations (`off`), or the static step with the flags given.
+/// static step's launches, with programmatic dependent launch (on sm_90 and newer), RoPE
+/// inside the attention kernel, the GEMV launch shapes below and, for models at most
+/// [`PAIR_MAX_HIDDEN`] wide, the SwiGLU moved into the gate|up GEMV; or as named: from
+/// candle operations (`off`), or the static step with the flags given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StaticStepMode {
     /// The static step at all (else the graphs are captured from candle operations).
@@ -39,19 +40,21 @@ pub struct StaticStepMode {
     /// their own before it: one launch per layer less. On by default where the attention
     /// kernel has it (head size 64): on the H100 Qwen2.5-0.5B's batch-1 decode went
     /// 1,212 → 1,306 tok/s with it and Llama-3.2-1B's 849 → 860
-    /// (`bench/gpu/results/h100-s20-rope/`).
+    /// (`bench/gpu/results/h100-s20/rope-ab/`).
     pub rope_in_attention: bool,
     /// Dense GEMVs with long rows (k ≥ [`SPLIT_MIN_K`] and k ≥ 4 n: a narrow model's
     /// down projection) take 4 warps a row (`gemvfk_*`) instead of one, so that a row is
-    /// in flight at once instead of streamed by one warp in turns. Flag `ks`.
+    /// in flight at once instead of streamed by one warp in turns. Flag `ks`; on by
+    /// default.
     pub split_rows: bool,
     /// Dense GEMVs of at most [`NARROW_MAX_N`] outputs in 4-warp blocks instead of 8 (a
     /// narrow model's q|k|v and o: 112 blocks of 8 warps leave 20 of an H100's 132 SMs
-    /// idle). Flag `n4`.
+    /// idle). Flag `n4`; on by default (no gain alone, 1.003× with the other two).
     pub narrow_blocks: bool,
     /// The SwiGLU gate|up GEMV keeping 2 pieces a lane in flight instead of 4
     /// (`gemvfs2_*`): 48 registers instead of 64, so 5 of its 8-warp blocks fit an SM
-    /// and Qwen2.5-0.5B's 608 blocks run in one wave on 132 SMs. Flag `u2`.
+    /// and Qwen2.5-0.5B's 608 blocks run in one wave on 132 SMs. Flag `u2`; on by
+    /// default.
     pub pair_u2: bool,
 }
 
@@ -85,16 +88,19 @@ impl StaticStepMode {
     };
 
     /// The default: the static step with programmatic dependent launch, the SwiGLU in
-    /// the gate|up GEMV of narrow models (session 17, `bench/gpu/results/h200-s17/`) and
-    /// RoPE inside the attention kernel (session 20, `bench/gpu/results/h100-s20-rope/`).
+    /// the gate|up GEMV of narrow models (session 17, `bench/gpu/results/h200-s17/`),
+    /// RoPE inside the attention kernel (session 20, `bench/gpu/results/h100-s20/rope-ab/`)
+    /// and the launch shapes `u2`, `ks` and `n4` (session 20, `bench/gpu/results/h100-s20/`:
+    /// Qwen2.5-0.5B's batch 1 on the H100 1,240 → 1,327 tok/s with all three, 46.2 % of its
+    /// limit in the benchmark run; they change nothing for models 4,096 wide).
     pub const DEFAULT: Self = StaticStepMode {
         on: true,
         pdl: true,
         pair: None,
         rope_in_attention: true,
-        split_rows: false,
-        narrow_blocks: false,
-        pair_u2: false,
+        split_rows: true,
+        narrow_blocks: true,
+        pair_u2: true,
     };
 
     /// Whether a dense model `hidden` wide gets the SwiGLU in its gate|up GEMV.
@@ -269,15 +275,16 @@ mod tests {
         assert_eq!(m(Some("rope")), with_rope(mode(true, false, false)));
         let shapes = m(Some("pdl+ks+n4+u2")).unwrap();
         assert!(shapes.split_rows && shapes.narrow_blocks && shapes.pair_u2 && shapes.pdl);
-        assert!(!d.split_rows && !d.narrow_blocks && !d.pair_u2);
-        let more = m(Some("default+ks")).unwrap();
-        assert_eq!(
-            more,
-            StaticStepMode {
-                split_rows: true,
-                ..d
-            }
-        );
+        assert!(d.split_rows && d.narrow_blocks && d.pair_u2);
+        assert_eq!(m(Some("default+u2+ks+n4")), Ok(d));
+        let plain_shapes = StaticStepMode {
+            pair: Some(false),
+            split_rows: false,
+            narrow_blocks: false,
+            pair_u2: false,
+            ..d
+        };
+        assert_eq!(m(Some("pdl+rope")), Ok(plain_shapes));
         assert!(m(Some("pdl+default")).is_err());
         for bad in ["fast", "pdl+fast", "pdl+"] {
             let e = m(Some(bad)).unwrap_err();
