@@ -4,14 +4,16 @@
 # loss, the static step with pdl 1.02-1.06x, since then the node's default):
 #   - DAYSHIFT_BENCH_L2_PREFETCH_MIB=W: each GEMV asks L2 for the weight bytes W MiB ahead
 #     (gpu-node/src/model/l2_prefetch.rs): DRAM kept busy across launches and attention;
-#   - DAYSHIFT_BENCH_STATIC_STEP=plain|pdl|pair|rope joined by +: the decode graph captured from
+#   - DAYSHIFT_BENCH_STATIC_STEP=plain|pdl|pair|rope|ks|n4|u2 joined by + (or default+...): the decode graph captured from
 #     launches over buffers allocated before the capture (gpu-node/src/model/static_step.rs:
 #     kernels only, no allocation nodes); pdl: each launched with programmatic dependent
 #     launch (the next kernel's blocks start and load weights while the current computes);
 #     pair: the gate|up GEMV writes silu(gate) * up, so the down projection's blocks no
 #     longer each compute it (the same roundings: the tokens must not change); rope:
 #     RoPE and the new token's K/V write inside the attention kernel (one launch a layer
-#     less; session 18, not yet run on a GPU: the default SETTINGS measure it).
+#     less; on by default since session 20, bench/gpu/results/h100-s20/rope-ab/); ks, n4, u2:
+#     the GEMV launch shapes of StaticStepMode (on by default since session 20; `default`
+#     as the first flag starts from the default: `default+...`).
 # Steps, ~7 minutes:
 #   1. bench/gpu/kernels/l2_prefetch_bench.cu: a step's GEMVs alone, each kernel
 #      prefetching nothing, the next GEMV's weights, or the next two GEMVs'; then
