@@ -265,7 +265,6 @@ impl Builder {
         b: usize,
         mode: super::StaticStepMode,
     ) -> Result<Self> {
-        let pdl = mode.pdl;
         let sfx = match dtype {
             DType::F32 => "f32",
             DType::F16 => "f16",
@@ -286,7 +285,7 @@ impl Builder {
             b,
             calls: Vec::new(),
             buffers: Vec::new(),
-            pdl: pdl && major >= 9,
+            pdl: mode.pdl && major >= 9,
             mode,
             attn_scratch: None,
             paired: false,
